@@ -1,0 +1,76 @@
+//! rampart-config: the configuration model, YAML loading with precise errors, validation,
+//! and the HAProxy-style rule language parsed into typed form.
+//!
+//! It owns what a configuration *means*; it does no I/O beyond reading the files a
+//! configuration names (the file itself and ACL pattern files), and depends on no other
+//! rampart crate. Certificates, addresses and sockets are checked when the proxy compiles
+//! the configuration.
+//!
+//! Errors carry file, line, column and key path, and a misspelt key gets the nearest valid
+//! one; every error in a file is reported, not only the first.
+
+pub mod decode;
+pub mod error;
+pub mod model;
+pub mod rules;
+pub mod validate;
+pub mod yaml;
+
+use std::path::Path;
+
+pub use decode::{NamedMap, Size, Spanned};
+pub use error::{ConfigError, ConfigErrors, Pos};
+pub use model::*;
+
+use decode::{Cx, Decode};
+
+/// Loads a configuration from YAML text. `base_dir` is where relative file names in it are
+/// read from; `env` supplies `${VAR}` values.
+pub fn load_str(
+    text: &str,
+    base_dir: Option<&Path>,
+    env: &dyn yaml::Env,
+) -> Result<Config, ConfigErrors> {
+    let node = yaml::parse(text, env).map_err(ConfigErrors)?;
+    let mut cx = match base_dir {
+        Some(d) => Cx::with_base_dir(d.to_path_buf()),
+        None => Cx::new(),
+    };
+    let cfg = Config::decode(&node, &mut cx);
+    let mut errors = cx.into_errors();
+    if let Some(cfg) = cfg {
+        // Validation also runs on a partly invalid file (invalid entries are left out but
+        // their names are known), so one pass reports as much as possible.
+        errors.extend(validate::validate(&cfg));
+        if errors.is_empty() {
+            return Ok(cfg);
+        }
+    }
+    if errors.is_empty() {
+        errors.push(ConfigError::new(node.pos, "", "invalid configuration"));
+    }
+    errors.sort_by_key(|e| e.pos);
+    Err(ConfigErrors(errors))
+}
+
+/// Loads a configuration file, with the process environment for `${VAR}`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: Some(name.clone()),
+            pos: Pos { line: 0, col: 0 },
+            path: String::new(),
+            message: format!("cannot read configuration: {e}"),
+        }])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&text, Some(&base), &yaml::ProcessEnv).map_err(|e| e.in_file(&name))
+}
+
+/// Every key path of the configuration model, like `frontends.<name>.bind[].address`.
+pub fn key_paths() -> Vec<String> {
+    let mut out = Vec::new();
+    Config::schema().key_paths("", &mut out);
+    out
+}

@@ -1,0 +1,727 @@
+//! The configuration model: what `rampart.yaml` may contain.
+//!
+//! Every struct here is declared with [`config_struct!`], so unknown keys are errors and
+//! each key is listed in the schema that the documentation test walks. Defaults are the
+//! `= value` after a field; docs/configuration.md explains each key.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::config_struct;
+use crate::decode::{Cx, Decode, NamedMap, Schema, Size, Spanned};
+use crate::error::Pos;
+use crate::rules::acl::{Acl, DiskFiles, NoFiles, PatternFiles, parse_acl};
+use crate::rules::action::{Rule, parse_request_rule, parse_response_rule};
+use crate::rules::lexer::{RuleError, Tokens};
+use crate::rules::{IpNet, RequestAction, ResponseAction, SampleExpr};
+use crate::yaml::{Node, NodeKind};
+
+config_struct! {
+    /// A whole configuration file.
+    pub struct Config {
+        pub global: Global,
+        pub frontends: NamedMap<Frontend>,
+        pub backends: NamedMap<Backend>,
+    }
+}
+
+config_struct! {
+    /// Process-wide settings.
+    pub struct Global {
+        /// Worker threads; default: the number of cores.
+        pub threads: Option<usize>,
+        /// Client connections across all frontends.
+        pub max_connections: u32 = 100_000,
+        /// How long in-flight requests may take to finish on shutdown.
+        pub grace: Duration = Duration::from_secs(10),
+        /// This node's name (logs, runtime API); default: the host name.
+        pub node: Option<String>,
+        /// Process log verbosity.
+        pub log_level: LogLevel = LogLevel::Info,
+    }
+}
+
+/// Process log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Decodes a scalar from a fixed set of words.
+fn decode_enum<T: Copy>(node: &Node, cx: &mut Cx, what: &str, table: &[(&str, T)]) -> Option<T> {
+    let s = cx.scalar(node, what)?;
+    if let Some((_, v)) = table.iter().find(|(k, _)| *k == s) {
+        return Some(*v);
+    }
+    let names: Vec<&str> = table.iter().map(|(k, _)| *k).collect();
+    let hint = match crate::error::nearest(s, names.iter().copied()) {
+        Some(n) => format!("did you mean {n:?}?"),
+        None => format!("expected one of: {}", names.join(", ")),
+    };
+    cx.error(node.pos, format!("unknown {what} {s:?} ({hint})"));
+    None
+}
+
+impl Decode for LogLevel {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        use LogLevel::*;
+        decode_enum(
+            node,
+            cx,
+            "log level",
+            &[
+                ("error", Error),
+                ("warn", Warn),
+                ("info", Info),
+                ("debug", Debug),
+                ("trace", Trace),
+            ],
+        )
+    }
+}
+
+config_struct! {
+    /// A frontend: where clients connect, and the rules applied to their requests.
+    pub struct Frontend {
+        pub bind: Vec<Bind>,
+        pub timeouts: ClientTimeouts,
+        /// Client connections on this frontend; default: only the global limit.
+        pub max_connections: Option<u32>,
+        pub limits: RequestLimits,
+        pub http2: Http2,
+        pub acls: NamedMap<AclDef>,
+        pub http_request: Vec<RuleDef<RequestAction>>,
+        pub http_response: Vec<RuleDef<ResponseAction>>,
+        pub use_backend: Vec<UseBackend>,
+        pub default_backend: Option<Spanned<String>>,
+        pub forwarded: Forwarded,
+        pub access_log: Option<AccessLog>,
+    }
+}
+
+config_struct! {
+    /// Client-side timeouts.
+    pub struct ClientTimeouts {
+        /// Client inactivity while a request or response is in progress.
+        pub client: Duration = Duration::from_secs(60),
+        /// Time allowed to receive a complete request head.
+        pub http_request: Duration = Duration::from_secs(10),
+        /// Idle time allowed between requests on a kept-alive connection.
+        pub keep_alive: Duration = Duration::from_secs(60),
+    }
+}
+
+config_struct! {
+    /// Limits on what a client may send.
+    pub struct RequestLimits {
+        /// Request line and headers together (431 above this).
+        pub max_header_size: Size = Size(64 << 10),
+        /// Number of header fields (431 above this).
+        pub max_headers: u32 = 100,
+        /// Request target length (414 above this).
+        pub max_uri_length: Size = Size(8 << 10),
+        /// Request body size (413 above this); default: no limit.
+        pub max_request_body: Option<Size>,
+    }
+}
+
+config_struct! {
+    /// HTTP/2 settings for clients.
+    pub struct Http2 {
+        /// Accept HTTP/2 (h2c prior knowledge on cleartext, ALPN h2 on TLS).
+        pub enabled: bool = true,
+        pub max_concurrent_streams: u32 = 100,
+    }
+}
+
+/// A listening address with optional TLS; written as `":8080"` or as a mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bind {
+    pub address: Spanned<SocketAddr>,
+    pub tls: Option<BindTls>,
+    /// For IPv6 addresses: accept IPv6 only (default) or IPv4 too.
+    pub v6only: bool,
+    pub backlog: u32,
+}
+
+config_struct! {
+    /// A bind written as a mapping.
+    pub struct BindDef {
+        pub address: Spanned<BindAddress>,
+        pub tls: Option<BindTls>,
+        pub v6only: bool = true,
+        pub backlog: u32 = 1024,
+    }
+}
+
+/// A listening address: `ip:port`, `[v6]:port`, `:port` or `*:port` (all IPv4 addresses).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BindAddress(pub SocketAddr);
+
+/// Parses a bind address.
+pub fn parse_bind_address(s: &str) -> Result<SocketAddr, String> {
+    let bad = || format!("invalid bind address {s:?}: expected ip:port, [ipv6]:port or :port");
+    if let Some(port) = s.strip_prefix(':').or_else(|| s.strip_prefix("*:")) {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if let Some(port) = s.strip_prefix(":::") {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+    }
+    s.parse().map_err(|_| bad())
+}
+
+impl Decode for BindAddress {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        cx.parse_scalar(node, "an address", parse_bind_address)
+            .map(BindAddress)
+    }
+}
+
+impl Decode for Bind {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        if let NodeKind::Scalar { value, .. } = &node.kind {
+            let address = match parse_bind_address(value) {
+                Ok(a) => a,
+                Err(e) => {
+                    cx.error(node.pos, e);
+                    return None;
+                }
+            };
+            return Some(Bind {
+                address: Spanned {
+                    value: address,
+                    pos: node.pos,
+                },
+                tls: None,
+                v6only: true,
+                backlog: 1024,
+            });
+        }
+        let d = BindDef::decode(node, cx)?;
+        Some(Bind {
+            address: Spanned {
+                value: d.address.value.0,
+                pos: d.address.pos,
+            },
+            tls: d.tls,
+            v6only: d.v6only,
+            backlog: d.backlog,
+        })
+    }
+    fn schema() -> Schema {
+        BindDef::schema()
+    }
+}
+
+config_struct! {
+    /// TLS on a bind.
+    pub struct BindTls {
+        /// Certificates; the first is the default, the others are chosen by SNI.
+        pub certificates: Vec<Certificate>,
+        /// ALPN protocols offered, in order of preference.
+        pub alpn: Vec<String> = vec!["h2".to_owned(), "http/1.1".to_owned()],
+        pub min_version: TlsVersion = TlsVersion::Tls12,
+        pub max_version: TlsVersion = TlsVersion::Tls13,
+        /// Stateless resumption with session tickets.
+        pub session_tickets: bool = true,
+        /// Stateful resumption: how many sessions to remember (0 turns it off).
+        pub session_cache: usize = 1024,
+    }
+}
+
+config_struct! {
+    /// A certificate chain and its private key (PEM files).
+    pub struct Certificate {
+        /// Certificate chain, leaf first; may also hold the key.
+        pub cert: Spanned<String>,
+        /// Private key; default: read from the `cert` file.
+        pub key: Option<Spanned<String>>,
+        /// SNI names this certificate serves; default: the names in the certificate.
+        pub names: Vec<String>,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl Decode for TlsVersion {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "TLS version",
+            &[("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)],
+        )
+    }
+}
+
+config_struct! {
+    /// Forwarding headers added to requests sent to backends.
+    pub struct Forwarded {
+        /// Add the client address to `X-Forwarded-For`.
+        pub x_forwarded_for: bool = true,
+        /// Set `X-Forwarded-Proto` to `http` or `https`.
+        pub x_forwarded_proto: bool = true,
+        /// Add an RFC 7239 `Forwarded` element.
+        pub forwarded: bool = false,
+        /// Peers whose incoming forwarding headers are kept and appended to; from anyone
+        /// else they are removed and replaced.
+        pub trust: Vec<Spanned<IpNetDef>>,
+    }
+}
+
+/// An address or network in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IpNetDef(pub IpNet);
+
+impl Decode for IpNetDef {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        cx.parse_scalar(node, "an address or network", IpNet::parse)
+            .map(IpNetDef)
+    }
+}
+
+config_struct! {
+    /// Access log of a frontend.
+    pub struct AccessLog {
+        /// `stdout`, `stderr` or a file path.
+        pub to: String = "stdout".to_owned(),
+        pub format: LogFormatKind = LogFormatKind::Httplog,
+    }
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormatKind {
+    /// HAProxy's `option httplog` layout.
+    Httplog,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Decode for LogFormatKind {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "log format",
+            &[
+                ("httplog", LogFormatKind::Httplog),
+                ("json", LogFormatKind::Json),
+            ],
+        )
+    }
+}
+
+/// Where a piece of rule text starts in the file (after an opening quote).
+fn text_pos(node: &Node) -> Pos {
+    match &node.kind {
+        NodeKind::Scalar { quoted: true, .. } => Pos {
+            line: node.pos.line,
+            col: node.pos.col + 1,
+        },
+        _ => node.pos,
+    }
+}
+
+/// The position of a character offset within rule text starting at `start`.
+pub fn offset_pos(start: Pos, offset: usize) -> Pos {
+    Pos {
+        line: start.line,
+        col: start.col + offset as u32,
+    }
+}
+
+fn rule_error(cx: &mut Cx, node: &Node, e: RuleError) {
+    cx.error(offset_pos(text_pos(node), e.offset), e.message);
+}
+
+fn files_for(cx: &Cx) -> Box<dyn PatternFiles> {
+    match &cx.base_dir {
+        Some(d) => Box::new(DiskFiles(d.clone())),
+        None => Box::new(NoFiles),
+    }
+}
+
+/// A rule with its text and position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleDef<A> {
+    pub rule: Rule<A>,
+    pub text: String,
+    /// Where the text starts.
+    pub pos: Pos,
+}
+
+impl Decode for RuleDef<RequestAction> {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let text = cx.scalar(node, "a rule")?.to_owned();
+        let files = files_for(cx);
+        match parse_request_rule(&text, files.as_ref()) {
+            Ok(rule) => Some(RuleDef {
+                rule,
+                text,
+                pos: text_pos(node),
+            }),
+            Err(e) => {
+                rule_error(cx, node, e);
+                None
+            }
+        }
+    }
+}
+
+impl Decode for RuleDef<ResponseAction> {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let text = cx.scalar(node, "a rule")?.to_owned();
+        let files = files_for(cx);
+        match parse_response_rule(&text, files.as_ref()) {
+            Ok(rule) => Some(RuleDef {
+                rule,
+                text,
+                pos: text_pos(node),
+            }),
+            Err(e) => {
+                rule_error(cx, node, e);
+                None
+            }
+        }
+    }
+}
+
+/// A named ACL: one definition, or a list of them that match if any does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AclDef(pub Vec<(Acl, Pos)>);
+
+impl Decode for AclDef {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let items: Vec<&Node> = match &node.kind {
+            NodeKind::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let files = files_for(cx);
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let Some(text) = cx.scalar(item, "an ACL definition") else {
+                ok = false;
+                continue;
+            };
+            let parsed = crate::rules::lexer::tokenize(text)
+                .and_then(|toks| parse_acl(&toks, text.chars().count(), files.as_ref()));
+            match parsed {
+                Ok(acl) => out.push((acl, text_pos(item))),
+                Err(e) => {
+                    rule_error(cx, item, e);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(AclDef(out))
+    }
+}
+
+/// A backend choice: `NAME [if|unless COND]`, or a weighted split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UseBackend {
+    pub target: BackendTarget,
+    pub cond: Option<crate::rules::Condition>,
+    /// Where the condition text starts (offsets in the condition are relative to it).
+    pub pos: Pos,
+}
+
+/// Where a `use_backend` entry sends requests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendTarget {
+    One(Spanned<String>),
+    /// Weighted split: each request goes to one of these, in proportion to the weights.
+    Split(Vec<(Spanned<String>, u32)>),
+}
+
+config_struct! {
+    /// A weighted split written as a mapping.
+    pub struct SplitDef {
+        pub split: NamedMap<u32>,
+        pub cond_if as "if": Option<String>,
+        pub cond_unless as "unless": Option<String>,
+    }
+}
+
+impl Decode for UseBackend {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let files = files_for(cx);
+        if let NodeKind::Scalar { value, .. } = &node.kind {
+            let mut toks = match Tokens::new(value) {
+                Ok(t) => t,
+                Err(e) => {
+                    rule_error(cx, node, e);
+                    return None;
+                }
+            };
+            let Some(name) = toks.next() else {
+                cx.error(node.pos, "expected a backend name");
+                return None;
+            };
+            let start = text_pos(node);
+            let cond = if toks.is_empty() {
+                None
+            } else {
+                match crate::rules::acl::parse_condition(&mut toks, files.as_ref()) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        rule_error(cx, node, e);
+                        return None;
+                    }
+                }
+            };
+            return Some(UseBackend {
+                target: BackendTarget::One(Spanned {
+                    value: name.text,
+                    pos: offset_pos(start, name.offset),
+                }),
+                cond,
+                pos: start,
+            });
+        }
+        let def = SplitDef::decode(node, cx)?;
+        if def.split.is_empty() {
+            cx.error(node.pos, "a split needs at least one backend");
+            return None;
+        }
+        let (text, prefix) = match (&def.cond_if, &def.cond_unless) {
+            (Some(_), Some(_)) => {
+                cx.error(node.pos, "use either 'if' or 'unless', not both");
+                return None;
+            }
+            (Some(c), None) => (Some(c.as_str()), "if "),
+            (None, Some(c)) => (Some(c.as_str()), "unless "),
+            (None, None) => (None, ""),
+        };
+        let cond_node = match &node.kind {
+            NodeKind::Map(e) => e
+                .iter()
+                .find(|(k, _)| matches!(k.as_str(), Some("if" | "unless")))
+                .map(|(_, v)| v),
+            _ => None,
+        };
+        let cond_start = cond_node.map_or(node.pos, text_pos);
+        let cond = match text {
+            None => None,
+            Some(c) => {
+                let full = format!("{prefix}{c}");
+                let parsed = Tokens::new(&full)
+                    .and_then(|mut t| crate::rules::acl::parse_condition(&mut t, files.as_ref()));
+                match parsed {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        let off = e.offset.saturating_sub(prefix.len());
+                        cx.error(offset_pos(cond_start, off), e.message);
+                        return None;
+                    }
+                }
+            }
+        };
+        let split = def.split.0;
+        Some(UseBackend {
+            target: BackendTarget::Split(split),
+            cond,
+            // Condition offsets count from the inserted prefix.
+            pos: Pos {
+                line: cond_start.line,
+                col: cond_start.col.saturating_sub(prefix.len() as u32),
+            },
+        })
+    }
+    fn schema() -> Schema {
+        SplitDef::schema()
+    }
+}
+
+config_struct! {
+    /// A backend: a group of servers and how requests are spread over them.
+    pub struct Backend {
+        pub balance: Balance = Balance::RoundRobin,
+        /// What `maglev` hashes; default: the client address.
+        pub hash_key: Option<SampleDef>,
+        /// Prefix lengths applied to client addresses before `source` hashing, so that
+        /// clients of one network share a server (LVS persistence granularity).
+        pub source_mask: SourceMask,
+        pub servers: NamedMap<Server>,
+        /// Protocol spoken to the servers.
+        pub proto: Proto = Proto::Http1,
+        /// TLS to the servers.
+        pub tls: Option<UpstreamTls>,
+        pub timeouts: BackendTimeouts,
+        pub pool: Pool,
+        pub http_request: Vec<RuleDef<RequestAction>>,
+        pub http_response: Vec<RuleDef<ResponseAction>>,
+    }
+}
+
+config_struct! {
+    /// Prefix lengths for `source` hashing.
+    pub struct SourceMask {
+        pub ipv4: u8 = 32,
+        pub ipv6: u8 = 128,
+    }
+}
+
+/// A sample expression such as `hdr(x-user)` or `src,ipmask(24)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleDef(pub SampleExpr);
+
+impl Decode for SampleDef {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        cx.parse_scalar(node, "a sample fetch", |s| {
+            crate::rules::fetch::parse_sample(s).map(|(e, _)| e)
+        })
+        .map(SampleDef)
+    }
+}
+
+/// Load-balancing algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin; weights may change at run time.
+    RoundRobin,
+    /// Weighted round robin over a fixed schedule.
+    StaticRr,
+    /// Fewest requests in flight relative to weight.
+    LeastConn,
+    /// Hash of the client address.
+    Source,
+    /// Hash of the path.
+    Uri,
+    /// Hash of a request header; round robin when it is missing.
+    Hdr(String),
+    /// Power of two random choices, the less loaded wins.
+    Random,
+    /// Maglev consistent hashing of `hash_key`.
+    Maglev,
+}
+
+impl Decode for Balance {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        cx.parse_scalar(node, "a balance algorithm", |s| {
+            Ok(match s {
+                "roundrobin" => Balance::RoundRobin,
+                "static-rr" => Balance::StaticRr,
+                "leastconn" => Balance::LeastConn,
+                "source" => Balance::Source,
+                "uri" => Balance::Uri,
+                "random" => Balance::Random,
+                "maglev" => Balance::Maglev,
+                _ => {
+                    if let Some(name) = s.strip_prefix("hdr(").and_then(|r| r.strip_suffix(')')) {
+                        let h = http::HeaderName::from_bytes(name.as_bytes())
+                            .map_err(|_| format!("invalid header name {name:?}"))?;
+                        return Ok(Balance::Hdr(h.as_str().to_owned()));
+                    }
+                    let known = [
+                        "roundrobin",
+                        "static-rr",
+                        "leastconn",
+                        "source",
+                        "uri",
+                        "hdr(name)",
+                        "random",
+                        "maglev",
+                    ];
+                    let hint = crate::error::nearest(s, known)
+                        .map(|n| format!("did you mean {n:?}?"))
+                        .unwrap_or_else(|| format!("expected one of: {}", known.join(", ")));
+                    return Err(format!("unknown balance algorithm {s:?} ({hint})"));
+                }
+            })
+        })
+    }
+}
+
+/// Protocol to the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    /// HTTP/2 (prior knowledge on cleartext, ALPN h2 with TLS), e.g. for gRPC.
+    H2,
+}
+
+impl Decode for Proto {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "protocol",
+            &[
+                ("http1", Proto::Http1),
+                ("h1", Proto::Http1),
+                ("h2", Proto::H2),
+            ],
+        )
+    }
+}
+
+config_struct! {
+    /// One server.
+    pub struct Server {
+        /// `host:port`; a host name is resolved when the configuration loads.
+        pub address: Spanned<String>,
+        /// Relative share of requests, 0 to 256 (0: no new requests).
+        pub weight: u32 = 1,
+        /// Used only when no active server is available.
+        pub backup: bool = false,
+        /// Never used (administratively down).
+        pub disabled: bool = false,
+    }
+}
+
+config_struct! {
+    /// TLS to the servers of a backend.
+    pub struct UpstreamTls {
+        /// Server name sent in SNI and verified; default: the server's host.
+        pub sni: Option<String>,
+        /// PEM file of trusted CA certificates; default: the bundled public roots.
+        pub ca: Option<Spanned<String>>,
+        /// Verify the server certificate.
+        pub verify: bool = true,
+    }
+}
+
+config_struct! {
+    /// Server-side timeouts.
+    pub struct BackendTimeouts {
+        /// Time allowed to establish a connection (and TLS) to a server.
+        pub connect: Duration = Duration::from_secs(5),
+        /// Server inactivity: waiting for the response head, or between body chunks.
+        pub server: Duration = Duration::from_secs(60),
+    }
+}
+
+config_struct! {
+    /// Pooling of idle server connections.
+    pub struct Pool {
+        /// Idle connections kept per server (0 turns reuse off).
+        pub max_idle_per_server: usize = 256,
+        /// How long an idle connection is kept.
+        pub idle_timeout: Duration = Duration::from_secs(60),
+    }
+}

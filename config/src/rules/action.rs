@@ -1,0 +1,501 @@
+//! `http_request` and `http_response` rules: an action, its arguments, and an optional
+//! condition, as HAProxy writes them (`deny status 403 if { path_beg /admin } !internal`).
+
+use super::acl::{Condition, PatternFiles, parse_condition};
+use super::fetch::MatchMethod;
+use super::lexer::{RuleError, Token, Tokens};
+use super::logfmt::{LogFormat, parse_logformat};
+
+/// A canned response: `deny`, `return`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Option<LogFormat>,
+    pub headers: Vec<(String, LogFormat)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectKind {
+    /// `Location` is the target itself.
+    Location,
+    /// `Location` is the target followed by the original path and query.
+    Prefix,
+    /// `Location` is `scheme://host` followed by the original path and query.
+    Scheme,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redirect {
+    pub kind: RedirectKind,
+    pub target: LogFormat,
+    pub code: u16,
+    pub drop_query: bool,
+    pub append_slash: bool,
+}
+
+/// Header edits, shared by request and response rules.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderAction {
+    /// Removes every value of the header, then adds this one.
+    Set { name: String, value: LogFormat },
+    /// Adds a value, keeping existing ones.
+    Add { name: String, value: LogFormat },
+    /// Removes headers whose name matches (`-m str|beg|end|sub|reg`, case-insensitive).
+    Del { name: String, method: MatchMethod },
+    /// Rewrites whole header values matching a regex.
+    Replace {
+        name: String,
+        regex: String,
+        replacement: LogFormat,
+    },
+    /// Rewrites each comma-separated value matching a regex.
+    ReplaceValue {
+        name: String,
+        regex: String,
+        replacement: LogFormat,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestAction {
+    /// Stops rule evaluation; the request goes on.
+    Allow,
+    Deny(Reply),
+    Return(Reply),
+    Redirect(Redirect),
+    Header(HeaderAction),
+    SetPath(LogFormat),
+    SetQuery(LogFormat),
+    ReplacePath {
+        regex: String,
+        replacement: LogFormat,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseAction {
+    Allow,
+    /// Replaces the server's response (502 by default).
+    Deny(Reply),
+    Header(HeaderAction),
+    SetStatus {
+        status: u16,
+        reason: Option<String>,
+    },
+}
+
+/// A rule: action and optional condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule<A> {
+    pub action: A,
+    pub cond: Option<Condition>,
+}
+
+fn status_arg(t: &Token, allowed: impl Fn(u16) -> bool, what: &str) -> Result<u16, RuleError> {
+    t.text
+        .parse::<u16>()
+        .ok()
+        .filter(|s| allowed(*s))
+        .ok_or_else(|| RuleError::new(t.offset, format!("invalid {what} {:?}", t.text)))
+}
+
+fn fmt_arg(t: &Token) -> Result<LogFormat, RuleError> {
+    parse_logformat(&t.text)
+        .map_err(|(off, m)| RuleError::new(t.offset + off + usize::from(t.quoted), m))
+}
+
+fn header_name(t: &Token) -> Result<String, RuleError> {
+    http::HeaderName::from_bytes(t.text.as_bytes())
+        .map(|h| h.as_str().to_owned())
+        .map_err(|_| RuleError::new(t.offset, format!("invalid header name {:?}", t.text)))
+}
+
+fn regex_arg(t: &Token) -> Result<String, RuleError> {
+    regex::Regex::new(&t.text)
+        .map(|_| t.text.clone())
+        .map_err(|e| {
+            RuleError::new(
+                t.offset,
+                format!(
+                    "invalid regular expression {:?}: {}",
+                    t.text,
+                    super::regex_error(&e)
+                ),
+            )
+        })
+}
+
+struct Args {
+    words: Vec<Token>,
+    at: usize,
+    end: usize,
+}
+
+impl Args {
+    fn next(&mut self, what: &str) -> Result<Token, RuleError> {
+        let t = self.words.get(self.at).cloned();
+        self.at += 1;
+        t.ok_or_else(|| RuleError::new(self.end, format!("missing {what}")))
+    }
+    fn peek(&self) -> Option<&Token> {
+        self.words.get(self.at)
+    }
+    fn done(&self) -> Result<(), RuleError> {
+        match self.peek() {
+            None => Ok(()),
+            Some(t) => Err(RuleError::new(
+                t.offset,
+                format!(
+                    "unexpected {:?} (a condition starts with 'if' or 'unless')",
+                    t.text
+                ),
+            )),
+        }
+    }
+}
+
+fn is_http_status(s: u16) -> bool {
+    (200..=599).contains(&s)
+}
+
+fn parse_reply(a: &mut Args, default_status: u16, deny: bool) -> Result<Reply, RuleError> {
+    let mut r = Reply {
+        status: default_status,
+        content_type: None,
+        body: None,
+        headers: Vec::new(),
+    };
+    while let Some(t) = a.peek().cloned() {
+        a.at += 1;
+        match t.text.as_str() {
+            "status" => r.status = status_arg(&a.next("a status code")?, is_http_status, "status")?,
+            "deny_status" if deny => {
+                r.status = status_arg(&a.next("a status code")?, is_http_status, "status")?
+            }
+            "content-type" => r.content_type = Some(a.next("a content type")?.text),
+            "string" => {
+                let s = a.next("a string")?;
+                r.body = Some(LogFormat(vec![super::logfmt::Segment::Lit(s.text)]));
+            }
+            "lf-string" => r.body = Some(fmt_arg(&a.next("a format string")?)?),
+            "hdr" => {
+                let n = header_name(&a.next("a header name")?)?;
+                let v = fmt_arg(&a.next("a header value")?)?;
+                r.headers.push((n, v));
+            }
+            other => {
+                return Err(RuleError::new(
+                    t.offset,
+                    format!(
+                        "unexpected {other:?}: expected status, content-type, string, lf-string or hdr"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn parse_header_action(name: &str, a: &mut Args) -> Result<Option<HeaderAction>, RuleError> {
+    Ok(Some(match name {
+        "set-header" | "add-header" => {
+            let n = header_name(&a.next("a header name")?)?;
+            let v = fmt_arg(&a.next("a header value")?)?;
+            if name == "set-header" {
+                HeaderAction::Set { name: n, value: v }
+            } else {
+                HeaderAction::Add { name: n, value: v }
+            }
+        }
+        "del-header" => {
+            let n = a.next("a header name")?;
+            let mut method = MatchMethod::Str;
+            if a.peek().is_some_and(|t| t.text == "-m") {
+                a.at += 1;
+                let m = a.next("a match method")?;
+                method = match MatchMethod::from_name(&m.text) {
+                    Some(
+                        mm @ (MatchMethod::Str
+                        | MatchMethod::Beg
+                        | MatchMethod::End
+                        | MatchMethod::Sub
+                        | MatchMethod::Reg),
+                    ) => mm,
+                    _ => {
+                        return Err(RuleError::new(
+                            m.offset,
+                            format!(
+                                "del-header supports -m str, beg, end, sub or reg, not {:?}",
+                                m.text
+                            ),
+                        ));
+                    }
+                };
+            }
+            let name = if method == MatchMethod::Reg {
+                regex_arg(&n)?
+            } else if method == MatchMethod::Str {
+                header_name(&n)?
+            } else {
+                n.text.to_ascii_lowercase()
+            };
+            HeaderAction::Del { name, method }
+        }
+        "replace-header" | "replace-value" => {
+            let n = header_name(&a.next("a header name")?)?;
+            let regex = regex_arg(&a.next("a regular expression")?)?;
+            let replacement = fmt_arg(&a.next("a replacement")?)?;
+            if name == "replace-header" {
+                HeaderAction::Replace {
+                    name: n,
+                    regex,
+                    replacement,
+                }
+            } else {
+                HeaderAction::ReplaceValue {
+                    name: n,
+                    regex,
+                    replacement,
+                }
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+const REQUEST_ACTIONS: &[&str] = &[
+    "allow",
+    "deny",
+    "return",
+    "redirect",
+    "set-header",
+    "add-header",
+    "del-header",
+    "replace-header",
+    "replace-value",
+    "set-path",
+    "set-query",
+    "replace-path",
+];
+const RESPONSE_ACTIONS: &[&str] = &[
+    "allow",
+    "deny",
+    "set-header",
+    "add-header",
+    "del-header",
+    "replace-header",
+    "replace-value",
+    "set-status",
+];
+
+fn split_rule(text: &str) -> Result<(Token, Args, Tokens), RuleError> {
+    let mut toks = Tokens::new(text)?;
+    let end = toks.end();
+    let name = toks.expect("an action")?;
+    let words = toks.until_condition();
+    Ok((name, Args { words, at: 0, end }, toks))
+}
+
+fn finish<A>(
+    action: A,
+    a: &Args,
+    mut rest: Tokens,
+    files: &dyn PatternFiles,
+) -> Result<Rule<A>, RuleError> {
+    a.done()?;
+    let cond = if rest.is_empty() {
+        None
+    } else {
+        Some(parse_condition(&mut rest, files)?)
+    };
+    Ok(Rule { action, cond })
+}
+
+fn unknown_action(name: &Token, known: &[&str]) -> RuleError {
+    let hint = crate::error::nearest(&name.text, known.iter().copied())
+        .map(|n| format!(" (did you mean {n:?}?)"))
+        .unwrap_or_else(|| format!(" (known: {})", known.join(", ")));
+    RuleError::new(name.offset, format!("unknown action {:?}{hint}", name.text))
+}
+
+/// Parses an `http_request` rule.
+pub fn parse_request_rule(
+    text: &str,
+    files: &dyn PatternFiles,
+) -> Result<Rule<RequestAction>, RuleError> {
+    let (name, mut a, rest) = split_rule(text)?;
+    let action = match name.text.as_str() {
+        "allow" => RequestAction::Allow,
+        "deny" => RequestAction::Deny(parse_reply(&mut a, 403, true)?),
+        "return" => RequestAction::Return(parse_reply(&mut a, 200, false)?),
+        "redirect" => {
+            let k = a.next("location, prefix or scheme")?;
+            let kind = match k.text.as_str() {
+                "location" => RedirectKind::Location,
+                "prefix" => RedirectKind::Prefix,
+                "scheme" => RedirectKind::Scheme,
+                other => {
+                    return Err(RuleError::new(
+                        k.offset,
+                        format!("expected location, prefix or scheme, found {other:?}"),
+                    ));
+                }
+            };
+            let target = fmt_arg(&a.next("a redirect target")?)?;
+            let mut r = Redirect {
+                kind,
+                target,
+                code: 302,
+                drop_query: false,
+                append_slash: false,
+            };
+            while let Some(t) = a.peek().cloned() {
+                a.at += 1;
+                match t.text.as_str() {
+                    "code" => {
+                        r.code = status_arg(
+                            &a.next("a redirect code")?,
+                            |c| matches!(c, 301 | 302 | 303 | 307 | 308),
+                            "redirect code (301, 302, 303, 307 or 308)",
+                        )?
+                    }
+                    "drop-query" => r.drop_query = true,
+                    "append-slash" => r.append_slash = true,
+                    other => {
+                        return Err(RuleError::new(
+                            t.offset,
+                            format!(
+                                "unexpected {other:?}: expected code, drop-query or append-slash"
+                            ),
+                        ));
+                    }
+                }
+            }
+            RequestAction::Redirect(r)
+        }
+        "set-path" => RequestAction::SetPath(fmt_arg(&a.next("a path")?)?),
+        "set-query" => RequestAction::SetQuery(fmt_arg(&a.next("a query string")?)?),
+        "replace-path" => {
+            let regex = regex_arg(&a.next("a regular expression")?)?;
+            let replacement = fmt_arg(&a.next("a replacement")?)?;
+            RequestAction::ReplacePath { regex, replacement }
+        }
+        other => match parse_header_action(other, &mut a)? {
+            Some(h) => RequestAction::Header(h),
+            None => return Err(unknown_action(&name, REQUEST_ACTIONS)),
+        },
+    };
+    finish(action, &a, rest, files)
+}
+
+/// Parses an `http_response` rule.
+pub fn parse_response_rule(
+    text: &str,
+    files: &dyn PatternFiles,
+) -> Result<Rule<ResponseAction>, RuleError> {
+    let (name, mut a, rest) = split_rule(text)?;
+    let action = match name.text.as_str() {
+        "allow" => ResponseAction::Allow,
+        "deny" => ResponseAction::Deny(parse_reply(&mut a, 502, true)?),
+        "set-status" => {
+            let status = status_arg(
+                &a.next("a status code")?,
+                |s| (100..=599).contains(&s),
+                "status",
+            )?;
+            let mut reason = None;
+            if a.peek().is_some_and(|t| t.text == "reason") {
+                a.at += 1;
+                reason = Some(a.next("a reason phrase")?.text);
+            }
+            ResponseAction::SetStatus { status, reason }
+        }
+        other => match parse_header_action(other, &mut a)? {
+            Some(h) => ResponseAction::Header(h),
+            None => return Err(unknown_action(&name, RESPONSE_ACTIONS)),
+        },
+    };
+    finish(action, &a, rest, files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::acl::NoFiles;
+    use super::*;
+
+    #[test]
+    fn parse_request_rules() {
+        let r =
+            parse_request_rule("deny status 429 if { path_beg /api } !internal", &NoFiles).unwrap();
+        let RequestAction::Deny(reply) = &r.action else {
+            panic!()
+        };
+        assert_eq!(reply.status, 429);
+        assert_eq!(r.cond.unwrap().alternatives[0].len(), 2);
+        let r = parse_request_rule("redirect scheme https code 301 unless { ssl_fc }", &NoFiles)
+            .unwrap();
+        let RequestAction::Redirect(rd) = &r.action else {
+            panic!()
+        };
+        assert_eq!((rd.kind, rd.code), (RedirectKind::Scheme, 301));
+        assert!(r.cond.unwrap().unless);
+        let r = parse_request_rule(
+            r#"return status 200 content-type text/plain string "ok\n" hdr X-A b"#,
+            &NoFiles,
+        )
+        .unwrap();
+        let RequestAction::Return(reply) = r.action else {
+            panic!()
+        };
+        assert_eq!(reply.headers[0].0, "x-a");
+        let r = parse_request_rule("del-header x-debug- -m beg", &NoFiles).unwrap();
+        assert_eq!(
+            r.action,
+            RequestAction::Header(HeaderAction::Del {
+                name: "x-debug-".into(),
+                method: MatchMethod::Beg
+            })
+        );
+        assert!(
+            parse_request_rule("allow", &NoFiles)
+                .unwrap()
+                .cond
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn parse_request_rule_errors() {
+        let e = parse_request_rule("dney", &NoFiles).unwrap_err();
+        assert!(e.message.contains("did you mean \"deny\""), "{}", e.message);
+        let e = parse_request_rule("deny status 99", &NoFiles).unwrap_err();
+        assert_eq!(e.offset, 12);
+        let e = parse_request_rule("set-header X-A", &NoFiles).unwrap_err();
+        assert!(e.message.contains("missing a header value"));
+        let e = parse_request_rule("redirect location /x code 200", &NoFiles).unwrap_err();
+        assert!(e.message.contains("redirect code"));
+        let e = parse_request_rule("allow sometimes", &NoFiles).unwrap_err();
+        assert!(e.message.contains("unexpected \"sometimes\""));
+        let e = parse_request_rule("set-header X-A %[sr]", &NoFiles).unwrap_err();
+        assert!(e.message.contains("did you mean \"src\""), "{}", e.message);
+        assert_eq!(e.offset, 17);
+    }
+
+    #[test]
+    fn parse_response_rules() {
+        let r = parse_response_rule(
+            "set-status 503 reason \"Busy now\" if { always_true }",
+            &NoFiles,
+        )
+        .unwrap();
+        assert_eq!(
+            r.action,
+            ResponseAction::SetStatus {
+                status: 503,
+                reason: Some("Busy now".into())
+            }
+        );
+        assert!(parse_response_rule("redirect location /", &NoFiles).is_err());
+    }
+}

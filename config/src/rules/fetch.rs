@@ -1,0 +1,510 @@
+//! Sample fetches (`src`, `path`, `hdr(host)`, ...) and converters (`lower`, `ipmask(24)`):
+//! the values that ACLs match, log-format strings print and hash-based balancing hashes.
+
+use std::fmt;
+
+/// The type of value a fetch produces, which decides its default match method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleType {
+    Str,
+    Int,
+    Ip,
+    Bool,
+}
+
+/// A sample fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetch {
+    AlwaysTrue,
+    AlwaysFalse,
+    /// Client address.
+    Src,
+    SrcPort,
+    /// Address the client connected to.
+    Dst,
+    DstPort,
+    Method,
+    /// Path without the query string.
+    Path,
+    /// The request target as received.
+    Url,
+    /// The query string without `?`; absent when there is none.
+    Query,
+    /// `Host` header (without port) followed by the path, as HAProxy's `base`.
+    Base,
+    /// A query-string parameter's value.
+    UrlParam(String),
+    /// A header's values; `occurrence` picks one (1 = first, -1 = last), all when `None`.
+    Hdr {
+        name: String,
+        occurrence: Option<i64>,
+    },
+    /// How many values a header has (comma-separated values count separately).
+    HdrCnt(String),
+    /// A header's value as an integer.
+    HdrVal(String),
+    /// A request cookie's value.
+    Cook(String),
+    /// Whether the client connection uses TLS.
+    SslFc,
+    /// The SNI name the client sent.
+    SslFcSni,
+    /// HTTP version as `1.0`, `1.1` or `2.0`.
+    ReqVer,
+    /// Usable servers in a backend.
+    NbSrv(String),
+    /// Name of the frontend.
+    FeName,
+}
+
+impl Fetch {
+    pub fn sample_type(&self) -> SampleType {
+        match self {
+            Fetch::AlwaysTrue | Fetch::AlwaysFalse | Fetch::SslFc => SampleType::Bool,
+            Fetch::Src | Fetch::Dst => SampleType::Ip,
+            Fetch::SrcPort
+            | Fetch::DstPort
+            | Fetch::HdrCnt(_)
+            | Fetch::HdrVal(_)
+            | Fetch::NbSrv(_) => SampleType::Int,
+            _ => SampleType::Str,
+        }
+    }
+}
+
+impl fmt::Display for Fetch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fetch::AlwaysTrue => f.write_str("always_true"),
+            Fetch::AlwaysFalse => f.write_str("always_false"),
+            Fetch::Src => f.write_str("src"),
+            Fetch::SrcPort => f.write_str("src_port"),
+            Fetch::Dst => f.write_str("dst"),
+            Fetch::DstPort => f.write_str("dst_port"),
+            Fetch::Method => f.write_str("method"),
+            Fetch::Path => f.write_str("path"),
+            Fetch::Url => f.write_str("url"),
+            Fetch::Query => f.write_str("query"),
+            Fetch::Base => f.write_str("base"),
+            Fetch::UrlParam(n) => write!(f, "url_param({n})"),
+            Fetch::Hdr {
+                name,
+                occurrence: None,
+            } => write!(f, "hdr({name})"),
+            Fetch::Hdr {
+                name,
+                occurrence: Some(o),
+            } => write!(f, "hdr({name},{o})"),
+            Fetch::HdrCnt(n) => write!(f, "hdr_cnt({n})"),
+            Fetch::HdrVal(n) => write!(f, "hdr_val({n})"),
+            Fetch::Cook(n) => write!(f, "req.cook({n})"),
+            Fetch::SslFc => f.write_str("ssl_fc"),
+            Fetch::SslFcSni => f.write_str("ssl_fc_sni"),
+            Fetch::ReqVer => f.write_str("req.ver"),
+            Fetch::NbSrv(b) => write!(f, "nbsrv({b})"),
+            Fetch::FeName => f.write_str("fe_name"),
+        }
+    }
+}
+
+/// How an ACL compares a sample with its patterns (`-m` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchMethod {
+    /// The sample exists (no patterns).
+    Found,
+    /// The sample is true or non-zero (no patterns).
+    Bool,
+    /// Integer comparison or range.
+    Int,
+    /// Address in a network.
+    Ip,
+    /// Exact string.
+    Str,
+    /// Prefix.
+    Beg,
+    /// Suffix.
+    End,
+    /// Substring.
+    Sub,
+    /// Regular expression.
+    Reg,
+    /// Slash-delimited part of a path.
+    Dir,
+    /// Dot-delimited part of a domain name.
+    Dom,
+    /// String length (integer patterns).
+    Len,
+}
+
+impl MatchMethod {
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "found" => Self::Found,
+            "bool" => Self::Bool,
+            "int" => Self::Int,
+            "ip" => Self::Ip,
+            "str" => Self::Str,
+            "beg" => Self::Beg,
+            "end" => Self::End,
+            "sub" => Self::Sub,
+            "reg" => Self::Reg,
+            "dir" => Self::Dir,
+            "dom" => Self::Dom,
+            "len" => Self::Len,
+            _ => return None,
+        })
+    }
+
+    pub fn default_for(t: SampleType) -> Self {
+        match t {
+            SampleType::Str => Self::Str,
+            SampleType::Int => Self::Int,
+            SampleType::Ip => Self::Ip,
+            SampleType::Bool => Self::Bool,
+        }
+    }
+}
+
+/// A converter applied to a sample (`,lower`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Converter {
+    Lower,
+    Upper,
+    /// Keeps the network part of an address: IPv4 prefix length and, optionally, IPv6.
+    IpMask {
+        v4: u8,
+        v6: Option<u8>,
+    },
+}
+
+/// A fetch followed by converters: `hdr(host),lower`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleExpr {
+    pub fetch: Fetch,
+    pub converters: Vec<Converter>,
+}
+
+impl SampleExpr {
+    pub fn sample_type(&self) -> SampleType {
+        let mut t = self.fetch.sample_type();
+        for c in &self.converters {
+            t = match c {
+                Converter::Lower | Converter::Upper => SampleType::Str,
+                Converter::IpMask { .. } => SampleType::Ip,
+            };
+        }
+        t
+    }
+}
+
+/// Splits `s` at top-level commas (commas inside parentheses stay).
+fn split_top(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// `name(a,b)` -> (`name`, [a, b]); `name` -> (`name`, []).
+fn split_call(s: &str) -> Result<(&str, Vec<String>), String> {
+    match s.find('(') {
+        None => Ok((s, Vec::new())),
+        Some(i) => {
+            let Some(inner) = s[i + 1..].strip_suffix(')') else {
+                return Err(format!("missing ')' in {s:?}"));
+            };
+            let args = if inner.is_empty() {
+                Vec::new()
+            } else {
+                inner.split(',').map(|a| a.trim().to_owned()).collect()
+            };
+            Ok((&s[..i], args))
+        }
+    }
+}
+
+/// The fetch keywords, for suggestions in errors.
+pub const FETCH_NAMES: &[&str] = &[
+    "always_true",
+    "always_false",
+    "src",
+    "src_port",
+    "dst",
+    "dst_port",
+    "method",
+    "path",
+    "url",
+    "query",
+    "base",
+    "url_param",
+    "urlp",
+    "hdr",
+    "req.hdr",
+    "hdr_cnt",
+    "req.hdr_cnt",
+    "hdr_val",
+    "req.hdr_val",
+    "cook",
+    "req.cook",
+    "ssl_fc",
+    "ssl_fc_sni",
+    "req.ver",
+    "req_ver",
+    "nbsrv",
+    "fe_name",
+    "path_beg",
+    "path_end",
+    "path_sub",
+    "path_reg",
+    "path_dir",
+    "path_dom",
+    "path_len",
+    "url_beg",
+    "url_end",
+    "url_sub",
+    "url_reg",
+    "url_dir",
+    "url_dom",
+    "hdr_beg",
+    "hdr_end",
+    "hdr_sub",
+    "hdr_reg",
+    "hdr_dir",
+    "hdr_dom",
+    "hdr_len",
+    "hdr_ip",
+    "urlp_beg",
+    "urlp_reg",
+    "cook_beg",
+    "cook_sub",
+    "cook_reg",
+    "ssl_fc_sni_end",
+    "ssl_fc_sni_reg",
+    "base_beg",
+    "base_sub",
+    "base_reg",
+];
+
+fn one_arg(name: &str, args: &[String]) -> Result<String, String> {
+    match args {
+        [a] if !a.is_empty() => Ok(a.clone()),
+        _ => Err(format!("{name} takes one argument, like {name}(name)")),
+    }
+}
+
+fn no_args(name: &str, args: &[String]) -> Result<(), String> {
+    if args.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{name} takes no arguments"))
+    }
+}
+
+fn header_arg(name: &str, args: &[String]) -> Result<String, String> {
+    let h = one_arg(name, args)?;
+    http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("invalid header name {h:?}"))?;
+    Ok(h.to_ascii_lowercase())
+}
+
+/// Resolves a fetch keyword with its arguments. A keyword with a match suffix
+/// (`path_beg`, `hdr_sub(host)`) also returns the match method it implies.
+pub fn resolve_fetch(word: &str, args: &[String]) -> Result<(Fetch, Option<MatchMethod>), String> {
+    let plain = |f: Fetch| -> Result<(Fetch, Option<MatchMethod>), String> {
+        no_args(word, args)?;
+        Ok((f, None))
+    };
+    match word {
+        "always_true" => return plain(Fetch::AlwaysTrue),
+        "always_false" => return plain(Fetch::AlwaysFalse),
+        "src" => return plain(Fetch::Src),
+        "src_port" => return plain(Fetch::SrcPort),
+        "dst" => return plain(Fetch::Dst),
+        "dst_port" => return plain(Fetch::DstPort),
+        "method" => return plain(Fetch::Method),
+        "path" => return plain(Fetch::Path),
+        "url" => return plain(Fetch::Url),
+        "query" => return plain(Fetch::Query),
+        "base" => return plain(Fetch::Base),
+        "ssl_fc" => return plain(Fetch::SslFc),
+        "ssl_fc_sni" => return plain(Fetch::SslFcSni),
+        "req.ver" | "req_ver" => return plain(Fetch::ReqVer),
+        "fe_name" => return plain(Fetch::FeName),
+        "url_param" | "urlp" => return Ok((Fetch::UrlParam(one_arg(word, args)?), None)),
+        "cook" | "req.cook" => return Ok((Fetch::Cook(one_arg(word, args)?), None)),
+        "nbsrv" => return Ok((Fetch::NbSrv(one_arg(word, args)?), None)),
+        "hdr_cnt" | "req.hdr_cnt" => return Ok((Fetch::HdrCnt(header_arg(word, args)?), None)),
+        "hdr_val" | "req.hdr_val" => return Ok((Fetch::HdrVal(header_arg(word, args)?), None)),
+        "hdr" | "req.hdr" => {
+            let (name, occurrence) = match args {
+                [n] => (n, None),
+                [n, o] => {
+                    let o: i64 = o.parse().ok().filter(|o| *o != 0).ok_or_else(|| {
+                        format!("hdr occurrence must be a non-zero number, found {o:?}")
+                    })?;
+                    (n, Some(o))
+                }
+                _ => {
+                    return Err(format!(
+                        "{word} takes a header name and an optional occurrence, like {word}(host)"
+                    ));
+                }
+            };
+            let name = header_arg(word, std::slice::from_ref(name))?;
+            return Ok((Fetch::Hdr { name, occurrence }, None));
+        }
+        _ => {}
+    }
+    // A base keyword with a match suffix.
+    if let Some((base, suffix)) = word.rsplit_once('_') {
+        let method = match suffix {
+            "ip" => Some(MatchMethod::Ip),
+            s => MatchMethod::from_name(s).filter(|m| {
+                matches!(
+                    m,
+                    MatchMethod::Beg
+                        | MatchMethod::End
+                        | MatchMethod::Sub
+                        | MatchMethod::Reg
+                        | MatchMethod::Dir
+                        | MatchMethod::Dom
+                        | MatchMethod::Len
+                        | MatchMethod::Found
+                )
+            }),
+        };
+        let base_ok = matches!(
+            base,
+            "path"
+                | "url"
+                | "hdr"
+                | "req.hdr"
+                | "urlp"
+                | "url_param"
+                | "cook"
+                | "req.cook"
+                | "ssl_fc_sni"
+                | "base"
+        );
+        if let (Some(m), true) = (method, base_ok) {
+            let (fetch, _) = resolve_fetch(base, args)?;
+            return Ok((fetch, Some(m)));
+        }
+    }
+    let hint = crate::error::nearest(word, FETCH_NAMES.iter().copied())
+        .map(|n| format!(" (did you mean {n:?}?)"))
+        .unwrap_or_default();
+    Err(format!("unknown fetch {word:?}{hint}"))
+}
+
+fn parse_converter(s: &str) -> Result<Converter, String> {
+    let (name, args) = split_call(s.trim())?;
+    let mask = |a: &str, max: u8| -> Result<u8, String> {
+        a.parse::<u8>()
+            .ok()
+            .filter(|m| *m <= max)
+            .ok_or_else(|| format!("ipmask: invalid prefix length {a:?} (at most {max})"))
+    };
+    match name {
+        "lower" if args.is_empty() => Ok(Converter::Lower),
+        "upper" if args.is_empty() => Ok(Converter::Upper),
+        "ipmask" => match args.as_slice() {
+            [v4] => Ok(Converter::IpMask {
+                v4: mask(v4, 32)?,
+                v6: None,
+            }),
+            [v4, v6] => Ok(Converter::IpMask {
+                v4: mask(v4, 32)?,
+                v6: Some(mask(v6, 128)?),
+            }),
+            _ => Err(
+                "ipmask takes one or two prefix lengths, like ipmask(24) or ipmask(24,64)".into(),
+            ),
+        },
+        "lower" | "upper" => Err(format!("{name} takes no arguments")),
+        _ => Err(format!(
+            "unknown converter {name:?} (known: lower, upper, ipmask)"
+        )),
+    }
+}
+
+/// Parses a sample expression like `hdr(host),lower`. Returns the match method a suffixed
+/// keyword implies (only meaningful in ACLs).
+pub fn parse_sample(s: &str) -> Result<(SampleExpr, Option<MatchMethod>), String> {
+    let parts = split_top(s);
+    let (word, args) = split_call(parts[0].trim())?;
+    let (fetch, implied) = resolve_fetch(word, &args)?;
+    let converters = parts[1..]
+        .iter()
+        .map(|c| parse_converter(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((SampleExpr { fetch, converters }, implied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_sample_with_suffix_and_converters() {
+        let (e, m) = parse_sample("hdr_beg(Host)").unwrap();
+        assert_eq!(
+            e.fetch,
+            Fetch::Hdr {
+                name: "host".into(),
+                occurrence: None
+            }
+        );
+        assert_eq!(m, Some(MatchMethod::Beg));
+        let (e, m) = parse_sample("src,ipmask(24,64)").unwrap();
+        assert_eq!(
+            e.converters,
+            vec![Converter::IpMask {
+                v4: 24,
+                v6: Some(64)
+            }]
+        );
+        assert_eq!(m, None);
+        assert_eq!(e.sample_type(), SampleType::Ip);
+        let (e, _) = parse_sample("hdr(x-forwarded-for,-1)").unwrap();
+        assert_eq!(
+            e.fetch,
+            Fetch::Hdr {
+                name: "x-forwarded-for".into(),
+                occurrence: Some(-1)
+            }
+        );
+    }
+
+    #[test]
+    fn parse_sample_unknown_fetch_suggests() {
+        let e = parse_sample("path_begin").unwrap_err();
+        assert!(e.contains("did you mean \"path_beg\""), "{e}");
+        assert!(
+            parse_sample("hdr")
+                .unwrap_err()
+                .contains("takes a header name")
+        );
+        assert!(
+            parse_sample("src,ipmask(33)")
+                .unwrap_err()
+                .contains("prefix length")
+        );
+        assert!(
+            parse_sample("hdr(bad header)")
+                .unwrap_err()
+                .contains("invalid header name")
+        );
+    }
+}

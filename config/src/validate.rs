@@ -1,0 +1,345 @@
+//! Checks that need the whole configuration: names that refer to other objects, ACLs used
+//! in conditions, and values whose limits depend on other keys.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::decode::{NamedMap, Spanned};
+use crate::error::{ConfigError, Pos, nearest};
+use crate::model::{AclDef, BackendTarget, Balance, Config, RuleDef, offset_pos};
+use crate::rules::acl::{Acl, AclRef, Condition, PREDEFINED, predefined};
+use crate::rules::action::{HeaderAction, RequestAction, ResponseAction};
+use crate::rules::{Fetch, LogFormat, SampleExpr, Segment};
+
+struct V<'c> {
+    cfg: &'c Config,
+    errors: Vec<ConfigError>,
+}
+
+impl V<'_> {
+    fn err(&mut self, pos: Pos, path: impl Into<String>, msg: impl Into<String>) {
+        self.errors.push(ConfigError::new(pos, path, msg));
+    }
+
+    fn backend_ref(&mut self, name: &Spanned<String>, path: &str) {
+        if !self.cfg.backends.contains(&name.value) {
+            let hint = nearest(&name.value, self.cfg.backends.names())
+                .map(|n| format!(" (did you mean {n:?}?)"))
+                .unwrap_or_default();
+            self.err(
+                name.pos,
+                path,
+                format!("unknown backend {:?}{hint}", name.value),
+            );
+        }
+    }
+
+    fn sample(&mut self, e: &SampleExpr, pos: Pos, path: &str) {
+        if let Fetch::NbSrv(b) = &e.fetch {
+            let s = Spanned {
+                value: b.clone(),
+                pos,
+            };
+            self.backend_ref(&s, path);
+        }
+    }
+
+    fn logformat(&mut self, f: &LogFormat, pos: Pos, path: &str) {
+        for seg in &f.0 {
+            if let Segment::Sample(e) = seg {
+                self.sample(e, pos, path);
+            }
+        }
+    }
+
+    fn acl(&mut self, a: &Acl, pos: Pos, path: &str) {
+        self.sample(&a.expr, pos, path);
+    }
+
+    fn condition(&mut self, c: &Condition, start: Pos, acls: &NamedMap<AclDef>, path: &str) {
+        for term in c.alternatives.iter().flatten() {
+            match &term.acl {
+                AclRef::Named { name, offset } => {
+                    if !acls.contains(name) && predefined(name).is_none() {
+                        let candidates = acls.names().chain(PREDEFINED.iter().map(|(n, _)| *n));
+                        let hint = nearest(name, candidates)
+                            .map(|n| format!(" (did you mean {n:?}?)"))
+                            .unwrap_or_default();
+                        self.err(
+                            offset_pos(start, *offset),
+                            path,
+                            format!("unknown ACL {name:?}{hint}"),
+                        );
+                    }
+                }
+                AclRef::Anonymous(a) => self.acl(a, start, path),
+            }
+        }
+    }
+
+    fn header_action(&mut self, h: &HeaderAction, pos: Pos, path: &str) {
+        match h {
+            HeaderAction::Set { value, .. } | HeaderAction::Add { value, .. } => {
+                self.logformat(value, pos, path)
+            }
+            HeaderAction::Replace { replacement, .. }
+            | HeaderAction::ReplaceValue { replacement, .. } => {
+                self.logformat(replacement, pos, path)
+            }
+            HeaderAction::Del { .. } => {}
+        }
+    }
+
+    fn request_rules(
+        &mut self,
+        rules: &[RuleDef<RequestAction>],
+        acls: &NamedMap<AclDef>,
+        path: &str,
+    ) {
+        for (i, r) in rules.iter().enumerate() {
+            let p = format!("{path}.{i}");
+            if let Some(c) = &r.rule.cond {
+                self.condition(c, r.pos, acls, &p);
+            }
+            match &r.rule.action {
+                RequestAction::Header(h) => self.header_action(h, r.pos, &p),
+                RequestAction::SetPath(f) | RequestAction::SetQuery(f) => {
+                    self.logformat(f, r.pos, &p)
+                }
+                RequestAction::ReplacePath { replacement, .. } => {
+                    self.logformat(replacement, r.pos, &p)
+                }
+                RequestAction::Redirect(rd) => self.logformat(&rd.target, r.pos, &p),
+                RequestAction::Deny(reply) | RequestAction::Return(reply) => {
+                    for (_, v) in &reply.headers {
+                        self.logformat(v, r.pos, &p);
+                    }
+                    if let Some(b) = &reply.body {
+                        self.logformat(b, r.pos, &p);
+                    }
+                }
+                RequestAction::Allow => {}
+            }
+        }
+    }
+
+    fn response_rules(
+        &mut self,
+        rules: &[RuleDef<ResponseAction>],
+        acls: &NamedMap<AclDef>,
+        path: &str,
+    ) {
+        for (i, r) in rules.iter().enumerate() {
+            let p = format!("{path}.{i}");
+            if let Some(c) = &r.rule.cond {
+                self.condition(c, r.pos, acls, &p);
+            }
+            if let ResponseAction::Header(h) = &r.rule.action {
+                self.header_action(h, r.pos, &p);
+            }
+        }
+    }
+}
+
+fn valid_server_address(s: &str) -> Result<(), String> {
+    let bad =
+        || format!("invalid server address {s:?}: expected host:port, ip:port or [ipv6]:port");
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 || host.is_empty() || host.contains(':') || host.contains('[') {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Checks `cfg` as a whole; returns every problem found.
+pub fn validate(cfg: &Config) -> Vec<ConfigError> {
+    let mut v = V {
+        cfg,
+        errors: Vec::new(),
+    };
+    if let Some(t) = cfg.global.threads
+        && !(1..=1024).contains(&t)
+    {
+        v.err(
+            Pos::default(),
+            "global.threads",
+            format!("threads must be between 1 and 1024, found {t}"),
+        );
+    }
+    if cfg.frontends.is_empty() && cfg.frontends.1.is_empty() {
+        v.err(
+            Pos { line: 1, col: 1 },
+            "frontends",
+            "no frontends: the configuration would serve nothing",
+        );
+    }
+    let empty = NamedMap::default();
+    let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+    for (name, fe) in cfg.frontends.iter() {
+        let path = format!("frontends.{name}");
+        let fe_pos = cfg.frontends.pos_of(name).unwrap_or_default();
+        if fe.bind.is_empty() {
+            v.err(
+                fe_pos,
+                format!("{path}.bind"),
+                "a frontend needs at least one bind address",
+            );
+        }
+        for (i, b) in fe.bind.iter().enumerate() {
+            let bpath = format!("{path}.bind.{i}");
+            if b.address.value.port() != 0 {
+                if let Some(other) = bound.insert(b.address.value, name.to_owned()) {
+                    v.err(
+                        b.address.pos,
+                        &bpath,
+                        format!("{} is already bound by frontend {other:?}", b.address.value),
+                    );
+                }
+            }
+            if let Some(tls) = &b.tls {
+                if tls.certificates.is_empty() {
+                    v.err(
+                        b.address.pos,
+                        format!("{bpath}.tls.certificates"),
+                        "TLS needs at least one certificate",
+                    );
+                }
+                if tls.min_version > tls.max_version {
+                    v.err(
+                        b.address.pos,
+                        format!("{bpath}.tls"),
+                        "min_version is above max_version",
+                    );
+                }
+                for a in &tls.alpn {
+                    if a != "h2" && a != "http/1.1" {
+                        v.err(
+                            b.address.pos,
+                            format!("{bpath}.tls.alpn"),
+                            format!("unsupported ALPN protocol {a:?} (supported: h2, http/1.1)"),
+                        );
+                    }
+                }
+            }
+        }
+        for (acl_name, def) in fe.acls.0.iter() {
+            if predefined(&acl_name.value).is_some() {
+                v.err(
+                    acl_name.pos,
+                    format!("{path}.acls.{}", acl_name.value),
+                    format!(
+                        "{:?} is a predefined ACL and cannot be redefined",
+                        acl_name.value
+                    ),
+                );
+            }
+            for (a, pos) in &def.0 {
+                v.acl(a, *pos, &format!("{path}.acls.{}", acl_name.value));
+            }
+        }
+        v.request_rules(&fe.http_request, &fe.acls, &format!("{path}.http_request"));
+        v.response_rules(
+            &fe.http_response,
+            &fe.acls,
+            &format!("{path}.http_response"),
+        );
+        for (i, ub) in fe.use_backend.iter().enumerate() {
+            let p = format!("{path}.use_backend.{i}");
+            match &ub.target {
+                BackendTarget::One(b) => v.backend_ref(b, &p),
+                BackendTarget::Split(parts) => {
+                    for (b, w) in parts {
+                        v.backend_ref(b, &format!("{p}.split.{}", b.value));
+                        if *w == 0 || *w > 1_000_000 {
+                            v.err(
+                                b.pos,
+                                format!("{p}.split.{}", b.value),
+                                format!("split weight must be between 1 and 1000000, found {w}"),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(c) = &ub.cond {
+                v.condition(c, ub.pos, &fe.acls, &p);
+            }
+        }
+        if let Some(d) = &fe.default_backend {
+            v.backend_ref(d, &format!("{path}.default_backend"));
+        }
+        if fe.limits.max_headers == 0 {
+            v.err(
+                fe_pos,
+                format!("{path}.limits.max_headers"),
+                "max_headers must be at least 1",
+            );
+        }
+        if fe.limits.max_header_size.0 < 1024 {
+            v.err(
+                fe_pos,
+                format!("{path}.limits.max_header_size"),
+                "max_header_size must be at least 1k",
+            );
+        }
+        if fe.http2.max_concurrent_streams == 0 {
+            v.err(
+                fe_pos,
+                format!("{path}.http2.max_concurrent_streams"),
+                "max_concurrent_streams must be at least 1",
+            );
+        }
+    }
+    for (name, be) in cfg.backends.iter() {
+        let path = format!("backends.{name}");
+        let be_pos = cfg.backends.pos_of(name).unwrap_or_default();
+        if be.source_mask.ipv4 > 32 {
+            v.err(
+                be_pos,
+                format!("{path}.source_mask.ipv4"),
+                format!(
+                    "an IPv4 prefix length is at most 32, found {}",
+                    be.source_mask.ipv4
+                ),
+            );
+        }
+        if be.source_mask.ipv6 > 128 {
+            v.err(
+                be_pos,
+                format!("{path}.source_mask.ipv6"),
+                format!(
+                    "an IPv6 prefix length is at most 128, found {}",
+                    be.source_mask.ipv6
+                ),
+            );
+        }
+        match (&be.hash_key, &be.balance) {
+            (Some(k), Balance::Maglev) => v.sample(&k.0, be_pos, &format!("{path}.hash_key")),
+            (Some(_), _) => v.err(
+                be_pos,
+                format!("{path}.hash_key"),
+                "hash_key applies only to balance: maglev",
+            ),
+            _ => {}
+        }
+        for (sname, s) in be.servers.iter() {
+            let sp = format!("{path}.servers.{sname}");
+            if let Err(e) = valid_server_address(&s.address.value) {
+                v.err(s.address.pos, format!("{sp}.address"), e);
+            }
+            if s.weight > 256 {
+                v.err(
+                    s.address.pos,
+                    format!("{sp}.weight"),
+                    format!("weight must be between 0 and 256, found {}", s.weight),
+                );
+            }
+        }
+        v.request_rules(&be.http_request, &empty, &format!("{path}.http_request"));
+        v.response_rules(&be.http_response, &empty, &format!("{path}.http_response"));
+    }
+    v.errors
+}

@@ -1,0 +1,394 @@
+//! The one body type that flows through the proxy, in both directions.
+//!
+//! Small bodies are `Full`; an HTTP/2 stream is hyper's `Incoming`; an HTTP/1 body is read
+//! straight from the connection that carries it (the client's, for a request body, or the
+//! server's, for a response body) by whoever consumes the body, with no task or channel
+//! in between. When an HTTP/1 body ends, its connection goes back to its owner: the
+//! client connection to its connection task, the server connection to its pool.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{ErrorKind, Side};
+use crate::http1::decode::{DecodeError, Decoded, Decoder};
+use crate::io::poll_read_buf;
+use crate::server::h1::{ClientConn, Returned};
+use crate::upstream::pool::{Pool, UpConn};
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{side:?} body: {kind:?}: {detail}")]
+pub struct BodyError {
+    /// Whose connection failed.
+    pub side: Side,
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl BodyError {
+    fn new(side: Side, kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            side,
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A request or response body.
+pub struct Body(Kind);
+
+enum Kind {
+    Empty,
+    Full(Option<Bytes>),
+    Incoming(hyper::body::Incoming, Side),
+    H1(Box<H1Body>),
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Body(Kind::Empty)
+    }
+
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        if b.is_empty() {
+            Body(Kind::Empty)
+        } else {
+            Body(Kind::Full(Some(b)))
+        }
+    }
+
+    /// An HTTP/2 body; `side` says whose stream it is, for errors.
+    pub fn incoming(b: hyper::body::Incoming, side: Side) -> Self {
+        Body(Kind::Incoming(b, side))
+    }
+
+    pub(crate) fn h1(b: H1Body) -> Self {
+        Body(Kind::H1(Box::new(b)))
+    }
+
+    /// The whole body when it is already in memory (empty or full), so it can be resent.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Kind::Empty => Some(&[]),
+            Kind::Full(b) => Some(b.as_deref().unwrap_or(&[])),
+            _ => None,
+        }
+    }
+
+    /// Moves the bytes out when the body is in memory.
+    pub fn take_bytes(&mut self) -> Option<Bytes> {
+        match &mut self.0 {
+            Kind::Empty => Some(Bytes::new()),
+            Kind::Full(b) => Some(b.take().unwrap_or_default()),
+            _ => None,
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Kind::Empty => f.write_str("Body::Empty"),
+            Kind::Full(b) => write!(f, "Body::Full({})", b.as_ref().map_or(0, Bytes::len)),
+            Kind::Incoming(..) => f.write_str("Body::Incoming"),
+            Kind::H1(_) => f.write_str("Body::H1"),
+        }
+    }
+}
+
+fn hyper_error(e: hyper::Error, side: Side) -> BodyError {
+    let kind = if side == Side::Client {
+        ErrorKind::ClientAbort
+    } else {
+        ErrorKind::BadResponse
+    };
+    BodyError::new(side, kind, e.to_string())
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.get_mut().0 {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Incoming(b, side) => {
+                let side = *side;
+                Pin::new(b)
+                    .poll_frame(cx)
+                    .map(|o| o.map(|r| r.map_err(|e| hyper_error(e, side))))
+            }
+            Kind::H1(b) => b.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Empty => true,
+            Kind::Full(b) => b.is_none(),
+            Kind::Incoming(b, _) => b.is_end_stream(),
+            Kind::H1(b) => b.decoder.is_done(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Incoming(b, _) => b.size_hint(),
+            Kind::H1(b) => match b.decoder.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
+    }
+}
+
+type PollFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
+
+/// Where an HTTP/1 body is read from.
+pub(crate) enum Source {
+    /// A request body on a client connection; the connection goes back through `ret`.
+    Client {
+        conn: Option<Box<ClientConn>>,
+        ret: Option<oneshot::Sender<Returned>>,
+        /// `100 Continue` still has to be sent before reading.
+        send_continue: bool,
+        continue_written: usize,
+    },
+    /// A response body on a server connection; the connection goes back to `pool` when
+    /// the body ends cleanly and the server allows reuse.
+    Server {
+        conn: Option<UpConn>,
+        pool: Arc<Pool>,
+        reusable: bool,
+    },
+}
+
+/// An HTTP/1 body being read from its connection.
+pub(crate) struct H1Body {
+    decoder: Decoder,
+    source: Source,
+    /// Inactivity allowed between reads.
+    idle: Duration,
+    deadline: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl H1Body {
+    pub(crate) fn new(decoder: Decoder, source: Source, idle: Duration) -> Self {
+        Self {
+            decoder,
+            source,
+            idle,
+            deadline: Instant::now() + idle,
+            sleep: None,
+        }
+    }
+
+    fn side(&self) -> Side {
+        match self.source {
+            Source::Client { .. } => Side::Client,
+            Source::Server { .. } => Side::Server,
+        }
+    }
+
+    /// Gives the connection back; `clean` when the body was read to its end.
+    fn release(&mut self, clean: bool) {
+        match &mut self.source {
+            Source::Client { conn, ret, .. } => {
+                if let (Some(conn), Some(ret)) = (conn.take(), ret.take()) {
+                    let _ = ret.send(Returned {
+                        conn,
+                        complete: clean,
+                        remaining: self.decoder.remaining(),
+                    });
+                }
+            }
+            Source::Server {
+                conn,
+                pool,
+                reusable,
+            } => {
+                if let Some(c) = conn.take()
+                    && clean
+                    && *reusable
+                    && c.rbuf.is_empty()
+                {
+                    pool.put(c);
+                }
+            }
+        }
+    }
+
+    fn fail(
+        &mut self,
+        kind: ErrorKind,
+        detail: impl Into<String>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let side = self.side();
+        self.release(false);
+        Poll::Ready(Some(Err(BodyError::new(side, kind, detail))))
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(p) = self.poll_continue(cx) {
+            return p;
+        }
+        loop {
+            let Some((rbuf, io)) = conn_parts(&mut self.source) else {
+                return Poll::Ready(None);
+            };
+            let read = match self.decoder.decode(rbuf) {
+                Ok(Decoded::Data(b)) => {
+                    self.deadline = Instant::now() + self.idle;
+                    if self.decoder.is_done() {
+                        // Give the connection back before the last bytes are even used.
+                        self.release(true);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Ok(Decoded::Trailers(t)) => {
+                    self.release(true);
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
+                Ok(Decoded::Done) => {
+                    self.release(true);
+                    return Poll::Ready(None);
+                }
+                Err(DecodeError::TooLarge) => {
+                    return self.fail(
+                        ErrorKind::PayloadTooLarge,
+                        "request body larger than allowed",
+                    );
+                }
+                Err(e) => {
+                    let kind = self.by_side(ErrorKind::BadRequest, ErrorKind::BadResponse);
+                    return self.fail(kind, e.to_string());
+                }
+                Ok(Decoded::NeedMore) => poll_read_buf(io, cx, rbuf),
+            };
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    if self.decoder.on_eof() {
+                        self.release(false);
+                        return Poll::Ready(None);
+                    }
+                    let kind = self.by_side(ErrorKind::ClientAbort, ErrorKind::BadResponse);
+                    return self.fail(kind, "connection closed before the end of the body");
+                }
+                Poll::Ready(Ok(_)) => self.deadline = Instant::now() + self.idle,
+                Poll::Ready(Err(e)) => {
+                    let kind = self.by_side(ErrorKind::ClientAbort, ErrorKind::BadResponse);
+                    return self.fail(kind, e.to_string());
+                }
+                Poll::Pending => {
+                    // Arm (or move) the inactivity timer.
+                    let deadline = self.deadline;
+                    let sleep = self
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if sleep.deadline() != deadline {
+                        sleep.as_mut().reset(deadline);
+                    }
+                    ready!(sleep.as_mut().poll(cx));
+                    let kind = self.by_side(ErrorKind::ClientTimeout, ErrorKind::ResponseTimeout);
+                    return self.fail(kind, "timed out reading the body");
+                }
+            }
+        }
+    }
+
+    fn by_side(&self, client: ErrorKind, server: ErrorKind) -> ErrorKind {
+        if self.side() == Side::Client {
+            client
+        } else {
+            server
+        }
+    }
+
+    /// Sends `100 Continue` once, when the body is first wanted and the client is waiting.
+    fn poll_continue(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<PollFrame> {
+        let Source::Client {
+            conn: Some(conn),
+            send_continue,
+            continue_written,
+            ..
+        } = &mut self.source
+        else {
+            return None;
+        };
+        if !conn.rbuf.is_empty() {
+            *send_continue = false;
+        }
+        while *send_continue {
+            match Pin::new(&mut conn.io).poll_write(cx, &CONTINUE[*continue_written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    *continue_written += n;
+                    *send_continue = *continue_written < CONTINUE.len();
+                }
+                Poll::Ready(_) => {
+                    return Some(
+                        self.fail(ErrorKind::ClientAbort, "client closed before 100 Continue"),
+                    );
+                }
+                Poll::Pending => return Some(Poll::Pending),
+            }
+        }
+        None
+    }
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves its connection unusable for another message
+        // (client connections still go back, so the response can be written and the
+        // connection closed).
+        let done = self.decoder.is_done();
+        self.release(done);
+    }
+}
+
+fn conn_parts(
+    source: &mut Source,
+) -> Option<(
+    &mut bytes::BytesMut,
+    &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+)> {
+    match source {
+        Source::Client { conn: Some(c), .. } => {
+            let c = &mut **c;
+            Some((&mut c.rbuf, &mut c.io))
+        }
+        Source::Server { conn: Some(c), .. } => Some((&mut c.rbuf, &mut c.io)),
+        _ => None,
+    }
+}

@@ -1,0 +1,175 @@
+//! Every data-path error, whose fault it is, whether it may be retried, and the one place
+//! where errors become responses.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::Body;
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+    Internal,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The client sent something malformed.
+    BadRequest,
+    /// The client did not send a complete request head in time.
+    RequestTimeout,
+    PayloadTooLarge,
+    UriTooLong,
+    HeadersTooLarge,
+    /// A transfer coding or method this proxy does not handle.
+    NotImplemented,
+    VersionNotSupported,
+    /// The client went away or reset the stream.
+    ClientAbort,
+    /// The client stopped sending the request body.
+    ClientTimeout,
+    /// No backend matched the request.
+    NoBackend,
+    /// The backend has no usable server.
+    NoServer,
+    /// Could not connect to the server.
+    ConnectFailed,
+    /// The connection to the server took too long.
+    ConnectTimeout,
+    /// The server answered something that is not HTTP, or closed mid-message.
+    BadResponse,
+    /// The server did not answer in time.
+    ResponseTimeout,
+    /// An HTTP/2 server refused the stream before processing it.
+    RefusedStream,
+    Internal,
+}
+
+/// A data-path error.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?} ({side:?}): {detail}")]
+pub struct ProxyError {
+    pub kind: ErrorKind,
+    pub side: Side,
+    /// Whether sending the request again (elsewhere) is safe and may help.
+    pub retryable: bool,
+    pub detail: String,
+}
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        use ErrorKind::*;
+        let side = match kind {
+            BadRequest | RequestTimeout | PayloadTooLarge | UriTooLong | HeadersTooLarge
+            | NotImplemented | VersionNotSupported | ClientAbort | ClientTimeout => Side::Client,
+            NoBackend | Internal => Side::Internal,
+            NoServer | ConnectFailed | ConnectTimeout | BadResponse | ResponseTimeout
+            | RefusedStream => Side::Server,
+        };
+        let retryable = matches!(kind, ConnectFailed | ConnectTimeout | RefusedStream);
+        Self {
+            kind,
+            side,
+            retryable,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        status_of(self.kind)
+    }
+
+    /// The HAProxy-style termination flag pair for the access log (`SC`, `sH`, `CD`, ...).
+    pub fn termination(&self) -> [u8; 2] {
+        use ErrorKind::*;
+        match self.kind {
+            BadRequest | UriTooLong | HeadersTooLarge | NotImplemented | VersionNotSupported
+            | PayloadTooLarge => *b"PR",
+            RequestTimeout => *b"cR",
+            ClientAbort => *b"CD",
+            ClientTimeout => *b"cD",
+            NoBackend | NoServer => *b"SC",
+            ConnectFailed | RefusedStream => *b"SC",
+            ConnectTimeout => *b"sC",
+            BadResponse => *b"SH",
+            ResponseTimeout => *b"sH",
+            Internal => *b"IH",
+        }
+    }
+
+    /// The response a client gets.
+    pub fn to_response(&self) -> Response<Body> {
+        error_response(self.status())
+    }
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    use ErrorKind::*;
+    match kind {
+        BadRequest => StatusCode::BAD_REQUEST,
+        RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        UriTooLong => StatusCode::URI_TOO_LONG,
+        HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        VersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        ClientAbort | ClientTimeout => StatusCode::BAD_REQUEST,
+        NoBackend | NoServer => StatusCode::SERVICE_UNAVAILABLE,
+        ConnectFailed | BadResponse | RefusedStream => StatusCode::BAD_GATEWAY,
+        ConnectTimeout | ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+        Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The explanation line of HAProxy's built-in error pages.
+fn explanation(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "Your browser sent an invalid request.",
+        401 => "You need a valid user and password to access this content.",
+        403 => "Request forbidden by administrative rules.",
+        404 => "The requested URL was not found on this server.",
+        405 => {
+            "A request was made of a resource using a request method not supported by that resource."
+        }
+        408 => "Your browser didn't send a complete request in time.",
+        410 => "The requested resource is no longer available and will not be available again.",
+        413 => "The request entity exceeds the maximum allowed.",
+        414 => "The request URL is too long.",
+        425 => "Your browser sent early data.",
+        429 => "You have sent too many requests in a given amount of time.",
+        431 => "The request header fields are too large.",
+        500 => "An internal server error occurred.",
+        501 => "The server does not support the functionality required to fulfill the request.",
+        502 => "The server returned an invalid or incomplete response.",
+        503 => "No server is available to handle this request.",
+        504 => "The server didn't respond in time.",
+        505 => "The HTTP version used in the request is not supported.",
+        _ => "",
+    }
+}
+
+/// A short HTML error page for `status`, like HAProxy's.
+pub fn error_page(status: StatusCode) -> Bytes {
+    Bytes::from(format!(
+        "<html><body><h1>{} {}</h1>\n{}\n</body></html>\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        explanation(status)
+    ))
+}
+
+/// An error response with the built-in page.
+pub fn error_response(status: StatusCode) -> Response<Body> {
+    let body = error_page(status);
+    let mut r = Response::new(Body::full(body.clone()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    r
+}

@@ -1,0 +1,460 @@
+//! The life of one request, after its head is read and before its response is written:
+//! frontend rules, backend choice, backend rules, forwarding headers, server choice, the
+//! exchange with the server, response rules. Every outcome, error or not, ends as a
+//! response plus a [`Done`] record that the connection completes once the response has
+//! been sent (counters, in-flight bookkeeping, access log).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime};
+
+use bytes::{BufMut, BytesMut};
+use http::header::{CONNECTION, EXPECT, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::error::{ErrorKind, ProxyError};
+use crate::rules::sample::{ConnInfo, SampleCtx, canonical_ip, mask_ip};
+use crate::rules::{Env, Intercept, RequestLine, run_request, run_response};
+use crate::snapshot::{Backend, Frontend, Snapshot};
+use crate::state::{ActiveGuard, Live};
+use crate::upstream::{Proto, Timing};
+
+/// What a connection knows while it serves requests.
+pub struct ConnCtx {
+    pub info: ConnInfo,
+    pub snapshot: Arc<Snapshot>,
+    pub frontend: Arc<Frontend>,
+    pub live: Arc<Live>,
+}
+
+/// A request's outcome, completed when the response has been sent.
+pub struct Done {
+    pub status: u16,
+    frontend: Arc<Frontend>,
+    backend: Option<Arc<Backend>>,
+    /// Whether this request counts in the backend's in-flight requests.
+    backend_active: bool,
+    server: Option<usize>,
+    guard: Option<ActiveGuard>,
+    started: Instant,
+    wall: SystemTime,
+    t_request: Duration,
+    timing: Option<Timing>,
+    termination: [u8; 2],
+    line: Option<(Method, Uri, Version)>,
+    client: std::net::SocketAddr,
+    tls: bool,
+    live: Arc<Live>,
+}
+
+impl Done {
+    fn new(cx: &ConnCtx, line: Option<(Method, Uri, Version)>, t_request: Duration) -> Self {
+        Self {
+            status: 0,
+            frontend: cx.frontend.clone(),
+            backend: None,
+            backend_active: false,
+            server: None,
+            guard: None,
+            started: Instant::now(),
+            wall: SystemTime::now() - t_request,
+            t_request,
+            timing: None,
+            termination: *b"--",
+            line,
+            client: cx.info.client,
+            tls: cx.info.tls,
+            live: cx.live.clone(),
+        }
+    }
+
+    /// A record for a request that was refused before it was read in full (bad head).
+    pub fn refused(
+        cx: &ConnCtx,
+        status: StatusCode,
+        termination: [u8; 2],
+        t_request: Duration,
+    ) -> Self {
+        let mut d = Done::new(cx, None, t_request);
+        d.status = status.as_u16();
+        d.termination = termination;
+        d.frontend.live.errors.fetch_add(1, Relaxed);
+        d
+    }
+
+    /// Completes the request: `bytes_out` were sent to the client; `client_abort` tells
+    /// how the client side failed, if it did.
+    pub fn finish(mut self, bytes_out: u64, client_abort: Option<[u8; 2]>) {
+        let fe = &self.frontend.live;
+        fe.responses.record(self.status);
+        fe.bytes_out.fetch_add(bytes_out, Relaxed);
+        if let Some(t) = client_abort {
+            self.termination = t;
+        }
+        if let Some(be) = &self.backend {
+            be.live.responses.record(self.status);
+            be.live.bytes_out.fetch_add(bytes_out, Relaxed);
+            if let Some(i) = self.server {
+                let s = &be.servers[i].live;
+                s.responses.record(self.status);
+                s.bytes_out.fetch_add(bytes_out, Relaxed);
+            }
+        }
+        let server_active = self.guard.as_ref().map_or(0, |_| {
+            self.backend
+                .as_ref()
+                .zip(self.server)
+                .map_or(0, |(b, i)| b.servers[i].live.active.load(Relaxed))
+        });
+        drop(self.guard.take());
+        if let Some(be) = &self.backend {
+            if self.backend_active {
+                be.live.active.fetch_sub(1, Relaxed);
+            }
+            if let Some(i) = self.server {
+                be.balancer.released(i);
+            }
+        }
+        let Some((sink, format)) = &self.frontend.log else {
+            return;
+        };
+        let ms = |d: Duration| d.as_millis() as i64;
+        let (method, uri, version) =
+            self.line
+                .take()
+                .unwrap_or((Method::GET, Uri::from_static("/"), Version::HTTP_11));
+        let t = self.timing;
+        let mut term = [b'-'; 4];
+        term[..2].copy_from_slice(&self.termination);
+        sink.send(crate::log::Record {
+            format: *format,
+            client: self.client,
+            accepted: self.wall,
+            frontend: self.frontend.name.clone(),
+            tls: self.tls,
+            backend: self.backend.as_ref().map(|b| b.name.clone()),
+            server: self
+                .backend
+                .as_ref()
+                .zip(self.server)
+                .map(|(b, i)| b.servers[i].name.clone()),
+            t_request: ms(self.t_request),
+            t_queue: if self.backend.is_some() { 0 } else { -1 },
+            t_connect: t.map_or(-1, |t| ms(t.connect)),
+            t_response: t.map_or(-1, |t| ms(t.response)),
+            t_total: ms(self.t_request + self.started.elapsed()),
+            status: self.status,
+            bytes_out,
+            termination: term,
+            global_conns: self.live.global.conns_cur.load(Relaxed),
+            frontend_conns: self.frontend.live.conns_cur.load(Relaxed),
+            backend_active: self
+                .backend
+                .as_ref()
+                .map_or(0, |b| b.live.active.load(Relaxed)),
+            server_active,
+            retries: 0,
+            method,
+            uri,
+            version,
+        });
+    }
+}
+
+/// Removes hop-by-hop headers (RFC 9110 section 7.6.1), including those the `Connection`
+/// header names. `keep_upgrade` keeps an upgrade handshake; `keep_te` keeps
+/// `TE: trailers`, which tells the server that trailers will reach the client.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, keep_te: bool) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in h.get_all(CONNECTION) {
+        for t in v.as_bytes().split(|b| *b == b',') {
+            if let Ok(n) = HeaderName::from_bytes(t.trim_ascii())
+                && !(keep_upgrade && n == UPGRADE)
+            {
+                named.push(n);
+            }
+        }
+    }
+    h.remove(CONNECTION);
+    for n in named {
+        h.remove(n);
+    }
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(TRANSFER_ENCODING);
+    if keep_upgrade && h.contains_key(UPGRADE) {
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(UPGRADE);
+    }
+    if let Some(te) = h.get(TE) {
+        let trailers = crate::http1::has_token(te.as_bytes(), "trailers");
+        h.remove(TE);
+        if keep_te && trailers {
+            h.insert(TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+fn ip_text(ip: IpAddr) -> String {
+    canonical_ip(ip).to_string()
+}
+
+/// Adds `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` as configured.
+fn forwarding_headers(fe: &Frontend, info: &ConnInfo, h: &mut HeaderMap) {
+    let f = &fe.forwarding;
+    if !(f.x_forwarded_for || f.x_forwarded_proto || f.forwarded) {
+        return;
+    }
+    let trusted = f.trust.contains(info.client.ip());
+    let proto = if info.tls { "https" } else { "http" };
+    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+    let append = |h: &mut HeaderMap, name: &HeaderName, add: &str| {
+        let mut v = BytesMut::new();
+        if trusted {
+            for old in h.get_all(name) {
+                if !v.is_empty() {
+                    v.put_slice(b", ");
+                }
+                v.put_slice(old.as_bytes());
+            }
+            if !v.is_empty() {
+                v.put_slice(b", ");
+            }
+        }
+        v.put_slice(add.as_bytes());
+        if let Ok(val) = HeaderValue::from_maybe_shared(v.freeze()) {
+            h.insert(name.clone(), val);
+        }
+    };
+    let client = ip_text(info.client.ip());
+    if f.x_forwarded_for {
+        append(h, &XFF, &client);
+    }
+    if f.x_forwarded_proto && !(trusted && h.contains_key(&XFP)) {
+        h.insert(
+            XFP.clone(),
+            HeaderValue::from_static(if info.tls { "https" } else { "http" }),
+        );
+    }
+    if f.forwarded {
+        let for_ = match canonical_ip(info.client.ip()) {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("\"[{a}]\""),
+        };
+        let mut el = format!("for={for_};proto={proto}");
+        if let Some(host) = h.get(http::header::HOST).and_then(|v| v.to_str().ok())
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        {
+            el.push_str(";host=");
+            el.push_str(host);
+        }
+        append(h, &FORWARDED, &el);
+    }
+}
+
+fn request_hash(be: &Backend, cx: &SampleCtx<'_>) -> Option<u64> {
+    use crate::balance::Algo;
+    use crate::balance::hash::hash64;
+    match be.balancer.algo() {
+        Algo::Source { v4_mask, v6_mask } => {
+            Some(match mask_ip(cx.conn.client.ip(), *v4_mask, *v6_mask) {
+                IpAddr::V4(a) => hash64(&a.octets()),
+                IpAddr::V6(a) => hash64(&a.octets()),
+            })
+        }
+        Algo::Uri => Some(hash64(cx.uri.path().as_bytes())),
+        Algo::Hdr(name) => cx.headers.get(name).map(|v| hash64(v.as_bytes())),
+        Algo::Maglev => match &be.hash_key {
+            Some(k) => k.hash(cx),
+            None => Some(match canonical_ip(cx.conn.client.ip()) {
+                IpAddr::V4(a) => hash64(&a.octets()),
+                IpAddr::V6(a) => hash64(&a.octets()),
+            }),
+        },
+        _ => None,
+    }
+}
+
+fn count_intercept(fe: &Frontend, kind: Intercept) {
+    match kind {
+        Intercept::Deny => fe.live.denied.fetch_add(1, Relaxed),
+        Intercept::Return | Intercept::Redirect => fe.live.intercepted.fetch_add(1, Relaxed),
+    };
+}
+
+/// Serves one request.
+pub async fn handle(
+    cx: &ConnCtx,
+    req: Request<Body>,
+    t_request: Duration,
+) -> (Response<Body>, Done) {
+    let fe = &cx.frontend;
+    fe.live.requests.fetch_add(1, Relaxed);
+    cx.live.global.requests.fetch_add(1, Relaxed);
+    let (mut parts, body) = req.into_parts();
+    let line = fe
+        .log
+        .as_ref()
+        .map(|_| (parts.method.clone(), parts.uri.clone(), parts.version));
+    let mut done = Done::new(cx, line, t_request);
+    let snap = &cx.snapshot;
+    let nbsrv = |i: usize| snap.nbsrv(i);
+    let env = Env {
+        conn: &cx.info,
+        frontend: &fe.name,
+        nbsrv: &nbsrv,
+    };
+
+    if let Some((resp, kind)) = run_request(&fe.request_rules, &fe.acls, &mut parts, &env) {
+        count_intercept(fe, kind);
+        done.termination = if kind == Intercept::Deny {
+            *b"PR"
+        } else {
+            *b"--"
+        };
+        done.status = resp.status().as_u16();
+        return (resp, done);
+    }
+
+    // Backend choice: first matching route, else the default.
+    let chosen = {
+        let scx = SampleCtx {
+            conn: &cx.info,
+            frontend: &fe.name,
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            nbsrv: &nbsrv,
+        };
+        fe.routes
+            .iter()
+            .find(|r| r.cond.as_ref().is_none_or(|c| c.eval(&fe.acls, &scx)))
+            .map(|r| r.target.choose())
+            .or(fe.default_backend)
+    };
+    let Some(be) = chosen.and_then(|i| snap.backends.get(i)).cloned() else {
+        let e = ProxyError::new(ErrorKind::NoBackend, "no backend for this request");
+        done.status = e.status().as_u16();
+        done.termination = e.termination();
+        return (e.to_response(), done);
+    };
+    be.live.requests.fetch_add(1, Relaxed);
+    be.live.active.fetch_add(1, Relaxed);
+    done.backend = Some(be.clone());
+    done.backend_active = true;
+
+    if let Some((resp, kind)) = run_request(&be.request_rules, &be.acls, &mut parts, &env) {
+        count_intercept(fe, kind);
+        done.termination = if kind == Intercept::Deny {
+            *b"PR"
+        } else {
+            *b"--"
+        };
+        done.status = resp.status().as_u16();
+        return (resp, done);
+    }
+
+    let upgrade = parts.headers.contains_key(UPGRADE)
+        && parts.version != Version::HTTP_2
+        && be.proto == Proto::Http1;
+    strip_hop_by_hop(&mut parts.headers, upgrade, true);
+    if parts
+        .headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        parts.headers.remove(EXPECT);
+    }
+    forwarding_headers(fe, &cx.info, &mut parts.headers);
+
+    let key = if be.balancer.algo().hashes() {
+        let scx = SampleCtx {
+            conn: &cx.info,
+            frontend: &fe.name,
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            nbsrv: &nbsrv,
+        };
+        request_hash(&be, &scx)
+    } else {
+        None
+    };
+    let Some(si) = be.balancer.pick(key, None) else {
+        be.live.no_server.fetch_add(1, Relaxed);
+        let e = ProxyError::new(
+            ErrorKind::NoServer,
+            format!("no server available in backend {}", be.name),
+        );
+        done.status = e.status().as_u16();
+        done.termination = e.termination();
+        return (e.to_response(), done);
+    };
+    let server = &be.servers[si];
+    done.server = Some(si);
+    done.guard = Some(server.live.start());
+
+    let method = parts.method.clone();
+    let uri = parts.uri.clone();
+    let version = parts.version;
+    let req = Request::from_parts(parts, body);
+    let result = server.upstream.send(req, be.server_timeout).await;
+    let mut resp = match result {
+        Ok((resp, timing)) => {
+            done.timing = Some(timing);
+            resp
+        }
+        Err(e) => {
+            match e.kind {
+                ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
+                    be.live.errors_conn.fetch_add(1, Relaxed);
+                    server.live.errors_conn.fetch_add(1, Relaxed);
+                }
+                _ if e.side == crate::error::Side::Server => {
+                    be.live.errors_resp.fetch_add(1, Relaxed);
+                    server.live.errors_resp.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            }
+            tracing::debug!(backend = %be.name, server = %server.name, "request failed: {e}");
+            done.termination = e.termination();
+            let resp =
+                if e.side == crate::error::Side::Client && e.kind == ErrorKind::PayloadTooLarge {
+                    crate::error::error_response(StatusCode::PAYLOAD_TOO_LARGE)
+                } else {
+                    e.to_response()
+                };
+            done.status = resp.status().as_u16();
+            return (resp, done);
+        }
+    };
+
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        strip_hop_by_hop(resp.headers_mut(), false, false);
+    }
+    let rl = RequestLine {
+        method: &method,
+        uri: &uri,
+        version,
+    };
+    let denied = run_response(&be.response_rules, &be.acls, &mut resp, &rl, &env)
+        || run_response(&fe.response_rules, &fe.acls, &mut resp, &rl, &env);
+    if denied {
+        fe.live.denied.fetch_add(1, Relaxed);
+        done.termination = *b"PH";
+    }
+    done.status = resp.status().as_u16();
+    (resp, done)
+}

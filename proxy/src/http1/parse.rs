@@ -1,0 +1,446 @@
+//! Request and response heads.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+
+use super::{Framing, has_token};
+
+/// Why a head could not be parsed; each maps to a status for requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed message head")]
+    Malformed,
+    #[error("request target too long")]
+    UriTooLong,
+    #[error("header section too large")]
+    HeadersTooLarge,
+    #[error("unsupported transfer coding")]
+    UnsupportedTransferEncoding,
+    #[error("conflicting message length")]
+    BadLength,
+    #[error("unsupported HTTP version")]
+    Version,
+}
+
+impl HeadError {
+    /// The status a client gets for this error.
+    pub fn status(self) -> StatusCode {
+        match self {
+            HeadError::UriTooLong => StatusCode::URI_TOO_LONG,
+            HeadError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            HeadError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
+            HeadError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            HeadError::Malformed | HeadError::BadLength => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Limits applied while parsing a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_head: usize,
+    pub max_headers: usize,
+    pub max_uri: usize,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The client allows the connection to stay open after this exchange.
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` header.
+    pub upgrade: bool,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub reason: Option<Bytes>,
+    pub version: Version,
+    pub headers: HeaderMap,
+    /// Body framing as far as the head tells; the caller applies HEAD/204/304 rules.
+    pub framing: Framing,
+    /// The server allows the connection to be reused.
+    pub keep_alive: bool,
+}
+
+const STACK_HEADERS: usize = 64;
+
+fn offset_in(base: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    (start, start + part.len())
+}
+
+/// Header byte ranges within the head, collected while `httparse` borrows the buffer.
+struct Ranges {
+    names: Vec<(usize, usize)>,
+    values: Vec<(usize, usize)>,
+}
+
+fn collect(base: &[u8], headers: &[httparse::Header<'_>]) -> Ranges {
+    let mut r = Ranges {
+        names: Vec::with_capacity(headers.len()),
+        values: Vec::with_capacity(headers.len()),
+    };
+    for h in headers {
+        r.names.push(offset_in(base, h.name.as_bytes()));
+        r.values.push(offset_in(base, h.value));
+    }
+    r
+}
+
+fn build_headers(head: &Bytes, r: &Ranges) -> Result<HeaderMap, HeadError> {
+    let mut map = HeaderMap::with_capacity(r.names.len());
+    for (n, v) in r.names.iter().zip(&r.values) {
+        let name = HeaderName::from_bytes(&head[n.0..n.1]).map_err(|_| HeadError::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v.0..v.1))
+            .map_err(|_| HeadError::Malformed)?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Body framing from `Transfer-Encoding` and `Content-Length` (RFC 9112 section 6).
+/// A message with both is refused, as are unknown transfer codings.
+fn body_framing(headers: &HeaderMap, is_request: bool) -> Result<Framing, HeadError> {
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    if te.peek().is_some() {
+        if headers.contains_key(CONTENT_LENGTH) {
+            return Err(HeadError::BadLength);
+        }
+        // The last coding must be chunked; anything else cannot be delimited (requests)
+        // or is read until close (responses).
+        let mut last: &[u8] = b"";
+        let mut only_chunked = true;
+        for v in te {
+            for coding in v.as_bytes().split(|b| *b == b',') {
+                let c = coding.trim_ascii();
+                if c.is_empty() {
+                    continue;
+                }
+                if !c.eq_ignore_ascii_case(b"chunked") {
+                    only_chunked = false;
+                }
+                last = c;
+            }
+        }
+        if last.eq_ignore_ascii_case(b"chunked") && only_chunked {
+            return Ok(Framing::Chunked);
+        }
+        return if is_request {
+            Err(HeadError::UnsupportedTransferEncoding)
+        } else {
+            Ok(Framing::Close)
+        };
+    }
+    let mut len: Option<u64> = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let p = part.trim_ascii();
+            if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::BadLength);
+            }
+            let n: u64 = std::str::from_utf8(p)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(HeadError::BadLength)?;
+            match len {
+                Some(l) if l != n => return Err(HeadError::BadLength),
+                _ => len = Some(n),
+            }
+        }
+    }
+    Ok(match len {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None if is_request => Framing::Empty,
+        None => Framing::Close,
+    })
+}
+
+fn connection_flags(headers: &HeaderMap, version: Version) -> (bool, bool) {
+    let mut close = false;
+    let mut keep = false;
+    let mut upgrade = false;
+    for v in headers.get_all(CONNECTION) {
+        let b = v.as_bytes();
+        close |= has_token(b, "close");
+        keep |= has_token(b, "keep-alive");
+        upgrade |= has_token(b, "upgrade");
+    }
+    let keep_alive = if version == Version::HTTP_10 {
+        keep && !close
+    } else {
+        !close
+    };
+    (keep_alive, upgrade)
+}
+
+/// Parses a request head at the start of `buf`. Returns `None` when more bytes are needed
+/// (after checking that what is there is within the limits); on success the head bytes are
+/// removed from `buf`.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limits: &HeadLimits,
+) -> Result<Option<RequestHead>, HeadError> {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap;
+    let headers: &mut [httparse::Header<'_>] = if limits.max_headers <= STACK_HEADERS {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(headers);
+    let status = httparse::ParserConfig::default()
+        .allow_multiple_spaces_in_request_line_delimiters(false)
+        .parse_request(&mut req, buf);
+    let len = match status {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            // Enforce limits on what has arrived so far.
+            let line_end = memchr::memchr(b'\n', buf);
+            if line_end.is_none() && buf.len() > limits.max_uri + 64 {
+                return Err(HeadError::UriTooLong);
+            }
+            if buf.len() > limits.max_head {
+                return Err(HeadError::HeadersTooLarge);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    if len > limits.max_head {
+        return Err(HeadError::HeadersTooLarge);
+    }
+    let path = req.path.unwrap_or("/");
+    if path.len() > limits.max_uri {
+        return Err(HeadError::UriTooLong);
+    }
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| HeadError::Malformed)?;
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let path_range = offset_in(buf, path.as_bytes());
+    let ranges = collect(buf, req.headers);
+    let head = buf.split_to(len).freeze();
+    let uri = if method == Method::CONNECT {
+        Uri::from_maybe_shared(head.slice(path_range.0..path_range.1))
+    } else {
+        let p = &head[path_range.0..path_range.1];
+        if !(p.starts_with(b"/")
+            || p == b"*"
+            || p.starts_with(b"http://")
+            || p.starts_with(b"https://"))
+        {
+            return Err(HeadError::Malformed);
+        }
+        Uri::from_maybe_shared(head.slice(path_range.0..path_range.1))
+    }
+    .map_err(|_| HeadError::Malformed)?;
+    let headers = build_headers(&head, &ranges)?;
+    let framing = body_framing(&headers, true)?;
+    let (keep_alive, conn_upgrade) = connection_flags(&headers, version);
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let upgrade = conn_upgrade && headers.contains_key(UPGRADE);
+    Ok(Some(RequestHead {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+    }))
+}
+
+/// Parses a response head at the start of `buf`; `None` when more bytes are needed.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    max_head: usize,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut res = httparse::Response::new(&mut headers);
+    let len = match httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .allow_spaces_after_header_name_in_responses(true)
+        .parse_response(&mut res, buf)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > max_head {
+                return Err(HeadError::HeadersTooLarge);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    let status = StatusCode::from_u16(res.code.unwrap_or(0)).map_err(|_| HeadError::Malformed)?;
+    let version = if res.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let reason_range = res
+        .reason
+        .filter(|r| Some(*r) != status.canonical_reason() && !r.is_empty())
+        .map(|r| offset_in(buf, r.as_bytes()));
+    let ranges = collect(buf, res.headers);
+    let head = buf.split_to(len).freeze();
+    let headers = build_headers(&head, &ranges)?;
+    let framing = body_framing(&headers, false)?;
+    let (mut keep_alive, _) = connection_flags(&headers, version);
+    if framing == Framing::Close {
+        keep_alive = false;
+    }
+    Ok(Some(ResponseHead {
+        status,
+        reason: reason_range.map(|r| head.slice(r.0..r.1)),
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_head: 8192,
+        max_headers: 32,
+        max_uri: 1024,
+    };
+
+    fn req(s: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse_request(&mut BytesMut::from(s), &LIMITS)
+    }
+
+    #[test]
+    fn parse_request_basic_and_pipelined() {
+        let mut b =
+            BytesMut::from("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\n\r\nGET /next");
+        let h = parse_request(&mut b, &LIMITS).unwrap().unwrap();
+        assert_eq!(h.method, Method::GET);
+        assert_eq!(h.uri.path(), "/a");
+        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(h.framing, Framing::Empty);
+        assert!(h.keep_alive);
+        assert_eq!(&b[..], b"GET /next");
+    }
+
+    #[test]
+    fn parse_request_partial_needs_more() {
+        assert!(req("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn parse_request_framing_rules() {
+        let h = req("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Length(5));
+        let h = req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Chunked);
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap_err(),
+            HeadError::BadLength
+        );
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").unwrap_err(),
+            HeadError::BadLength
+        );
+        let h = req("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n").unwrap_err(),
+            HeadError::BadLength
+        );
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err(),
+            HeadError::UnsupportedTransferEncoding
+        );
+    }
+
+    #[test]
+    fn parse_request_limits_map_to_statuses() {
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
+        assert_eq!(req(&long).unwrap_err().status(), StatusCode::URI_TOO_LONG);
+        let partial_long = format!("GET /{}", "a".repeat(2000));
+        assert_eq!(req(&partial_long).unwrap_err(), HeadError::UriTooLong);
+        let many: String = (0..40).map(|i| format!("h{i}: v\r\n")).collect();
+        let e = req(&format!("GET / HTTP/1.1\r\n{many}\r\n")).unwrap_err();
+        assert_eq!(e.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n")
+                .unwrap_err()
+                .status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            req("GET nope HTTP/1.1\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+    }
+
+    #[test]
+    fn parse_request_http10_keep_alive_rules() {
+        assert!(!req("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(
+            req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .keep_alive
+        );
+        let h = req("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.upgrade);
+    }
+
+    #[test]
+    fn parse_response_framing_and_reason() {
+        let mut b = BytesMut::from("HTTP/1.1 200 Fine\r\nContent-Length: 3\r\n\r\nabc");
+        let h = parse_response(&mut b, 8192).unwrap().unwrap();
+        assert_eq!(h.framing, Framing::Length(3));
+        assert_eq!(h.reason.as_deref(), Some(&b"Fine"[..]));
+        assert_eq!(&b[..], b"abc");
+        let mut b = BytesMut::from("HTTP/1.0 200 OK\r\n\r\n");
+        let h = parse_response(&mut b, 8192).unwrap().unwrap();
+        assert_eq!(h.framing, Framing::Close);
+        assert!(!h.keep_alive);
+        assert!(h.reason.is_none());
+    }
+}

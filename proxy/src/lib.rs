@@ -1,0 +1,31 @@
+//! rampart-proxy: the data plane.
+//!
+//! It owns everything on the request path: listeners, TLS, the HTTP/1.1 and HTTP/2
+//! servers, rules, backend and server choice, upstream connection pools, and the live
+//! state (counters, server states) that outlives configuration reloads. It depends on
+//! `rampart-config` for the model it compiles, and on nothing else of rampart's.
+//!
+//! The request path, in module order:
+//! [`listener`] -> [`server`] (TLS, h1/h2) -> [`handler`] ([`rules`], [`balance`]) ->
+//! [`upstream`] -> back through [`server`]; [`error`] turns failures into responses in one
+//! place and [`log`] writes access logs off the request path.
+
+pub mod balance;
+pub mod body;
+pub mod error;
+pub mod handler;
+pub mod http1;
+pub mod io;
+pub mod listener;
+pub mod log;
+pub mod rules;
+pub mod runtime;
+pub mod server;
+pub mod snapshot;
+pub mod state;
+pub mod tls;
+pub mod upstream;
+pub mod worker;
+
+pub use body::Body;
+pub use runtime::{Bound, ProxyHandle, StartError, check, start};

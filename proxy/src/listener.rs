@@ -1,0 +1,165 @@
+//! Listening sockets and accept loops.
+//!
+//! Each worker thread has its own socket for every bind address (`SO_REUSEPORT`), so the
+//! kernel spreads connections over workers and no accept is shared between threads. An
+//! accept loop stops taking connections while its frontend or the process is at its
+//! connection limit (the kernel queues them meanwhile), backs off on accept errors such as
+//! running out of file descriptors, and ends when the proxy stops.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::runtime::Shared;
+use crate::server::{Accepted, serve_connection};
+use crate::state::{FrontendLive, GlobalLive};
+
+/// Opens a listening socket that other workers can bind too.
+pub fn bind(addr: SocketAddr, v6only: bool, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(v6only)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(s.into())
+}
+
+/// Counts a connection against its frontend and the process while it lives.
+pub struct ConnGuard {
+    fe: Arc<FrontendLive>,
+    shared: Arc<Shared>,
+}
+
+impl ConnGuard {
+    fn new(fe: Arc<FrontendLive>, shared: Arc<Shared>) -> Self {
+        let g: &GlobalLive = &shared.live.global;
+        g.conns_cur.fetch_add(1, Relaxed);
+        g.conns_total.fetch_add(1, Relaxed);
+        let n = fe.conns_cur.fetch_add(1, Relaxed) + 1;
+        fe.conns_max.fetch_max(n, Relaxed);
+        fe.conns_total.fetch_add(1, Relaxed);
+        Self { fe, shared }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.fe.conns_cur.fetch_sub(1, Relaxed);
+        self.shared.live.global.conns_cur.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Live connections of one worker, so a stopping worker can wait for them.
+#[derive(Default)]
+pub struct Tracker {
+    count: AtomicUsize,
+    zero: Notify,
+}
+
+impl Tracker {
+    pub fn count(&self) -> usize {
+        self.count.load(Relaxed)
+    }
+
+    /// Resolves when no connection is left.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.zero.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct TrackGuard(Arc<Tracker>);
+
+impl Drop for TrackGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Relaxed) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
+
+fn at_limit(fe: &FrontendLive, g: &GlobalLive) -> bool {
+    let fl = fe.limit.load(Relaxed);
+    let gl = g.limit.load(Relaxed);
+    (fl > 0 && fe.conns_cur.load(Relaxed) >= fl) || (gl > 0 && g.conns_cur.load(Relaxed) >= gl)
+}
+
+/// Accepts connections for one bind of one frontend until the proxy stops.
+pub async fn accept_loop(
+    listener: TcpListener,
+    frontend: Arc<str>,
+    bind: usize,
+    shared: Arc<Shared>,
+    tracker: Arc<Tracker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let snapshot = shared.snapshot.load_full();
+        let Some(fe) = snapshot.frontend(&frontend).cloned() else {
+            return;
+        };
+        if at_limit(&fe.live, &shared.live.global) {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => continue,
+                _ = shutdown.changed() => return,
+            }
+        }
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS...: wait for resources instead of spinning.
+                tracing::warn!(frontend = %frontend, %local, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let tls = fe
+            .binds
+            .get(bind)
+            .and_then(|b| b.tls.clone())
+            .map(tokio_rustls::TlsAcceptor::from);
+        let guard = ConnGuard::new(fe.live.clone(), shared.clone());
+        tracker.count.fetch_add(1, Relaxed);
+        let track = TrackGuard(tracker.clone());
+        let a = Accepted {
+            tcp,
+            peer,
+            local,
+            tls,
+            snapshot,
+            frontend: fe,
+            live: shared.live.clone(),
+        };
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            serve_connection(a, sd).await;
+            drop(guard);
+            drop(track);
+        });
+    }
+}

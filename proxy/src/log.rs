@@ -1,0 +1,320 @@
+//! Access log: one line per request in HAProxy's `httplog` layout or as JSON, formatted
+//! and written on a thread of its own. The request path only sends a record into a bounded
+//! channel; when the writer falls behind, records are dropped and counted, never waited on.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{Method, Uri, Version};
+use rampart_config::model::LogFormatKind;
+
+use crate::http1::encode::version_str;
+
+/// One finished request.
+pub struct Record {
+    pub format: LogFormatKind,
+    pub client: SocketAddr,
+    pub accepted: SystemTime,
+    pub frontend: Arc<str>,
+    pub tls: bool,
+    pub backend: Option<Arc<str>>,
+    pub server: Option<Arc<str>>,
+    /// Milliseconds: request head received, queue, connect, response head, total; -1 when
+    /// the phase did not happen.
+    pub t_request: i64,
+    pub t_queue: i64,
+    pub t_connect: i64,
+    pub t_response: i64,
+    pub t_total: i64,
+    pub status: u16,
+    pub bytes_out: u64,
+    /// HAProxy termination state (`----`, `SC--`, `CD--`...).
+    pub termination: [u8; 4],
+    pub global_conns: u64,
+    pub frontend_conns: u64,
+    pub backend_active: u64,
+    pub server_active: u64,
+    pub retries: u32,
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+}
+
+/// Where access log lines go.
+pub struct LogSink {
+    tx: SyncSender<Record>,
+    pub dropped: AtomicU64,
+}
+
+const QUEUE: usize = 16 * 1024;
+
+impl LogSink {
+    /// Opens `target` (`stdout`, `stderr` or a file, appended to) and starts its writer.
+    pub fn open(target: &str) -> Result<Arc<Self>, String> {
+        let out: Box<dyn Write + Send> = match target {
+            "stdout" => Box::new(std::io::stdout()),
+            "stderr" => Box::new(std::io::stderr()),
+            path => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open access log {path}: {e}"))?,
+            ),
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("rampart-log".into())
+            .spawn(move || writer(rx, out))
+            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
+        Ok(Arc::new(Self {
+            tx,
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Queues a record; drops it when the queue is full.
+    pub fn send(&self, r: Record) {
+        match self.tx.try_send(r) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut line = String::with_capacity(512);
+    while let Ok(r) = rx.recv() {
+        let mut next = Some(r);
+        // Write what is queued, then flush once.
+        while let Some(r) = next {
+            line.clear();
+            format_record(&r, &mut line);
+            let _ = out.write_all(line.as_bytes());
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `22/Nov/2026:10:00:00.123` (UTC), as HAProxy's accept date.
+pub fn haproxy_date(t: SystemTime, out: &mut String) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs() as i64;
+    let (y, m, day) = civil(secs.div_euclid(86400));
+    let s = secs.rem_euclid(86400);
+    let _ = write!(
+        out,
+        "{day:02}/{}/{y}:{:02}:{:02}:{:02}.{:03}",
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+        d.subsec_millis()
+    );
+}
+
+/// RFC 3339 (UTC) with milliseconds.
+pub fn rfc3339(t: SystemTime, out: &mut String) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs() as i64;
+    let (y, m, day) = civil(secs.div_euclid(86400));
+    let s = secs.rem_euclid(86400);
+    let _ = write!(
+        out,
+        "{y}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+        d.subsec_millis()
+    );
+}
+
+fn json_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The request target as the client wrote it: origin form for HTTP/2, whose URI carries
+/// scheme and authority separately.
+fn target(r: &Record) -> std::borrow::Cow<'_, str> {
+    if r.version == Version::HTTP_2 {
+        std::borrow::Cow::Borrowed(r.uri.path_and_query().map_or("/", |p| p.as_str()))
+    } else {
+        std::borrow::Cow::Owned(r.uri.to_string())
+    }
+}
+
+/// Formats one record as a line (with its newline).
+pub fn format_record(r: &Record, out: &mut String) {
+    let backend = r.backend.as_deref().unwrap_or("<NOSRV>");
+    let server = r.server.as_deref().unwrap_or("<NOSRV>");
+    let term = std::str::from_utf8(&r.termination).unwrap_or("----");
+    match r.format {
+        LogFormatKind::Httplog => {
+            // %ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq {%hr} "%r"
+            let _ = write!(out, "{}:{} [", r.client.ip(), r.client.port());
+            haproxy_date(r.accepted, out);
+            let backend = if r.backend.is_some() {
+                backend
+            } else {
+                r.frontend.as_ref()
+            };
+            let _ = writeln!(
+                out,
+                "] {}{} {}/{} {}/{}/{}/{}/{} {} {} - - {} {}/{}/{}/{}/{} 0/0 \"{} {} HTTP/{}\"",
+                r.frontend,
+                if r.tls { "~" } else { "" },
+                backend,
+                server,
+                r.t_request,
+                r.t_queue,
+                r.t_connect,
+                r.t_response,
+                r.t_total,
+                r.status,
+                r.bytes_out,
+                term,
+                r.global_conns,
+                r.frontend_conns,
+                r.backend_active,
+                r.server_active,
+                r.retries,
+                r.method,
+                target(r),
+                version_str(r.version),
+            );
+        }
+        LogFormatKind::Json => {
+            out.push_str("{\"time\":\"");
+            rfc3339(r.accepted, out);
+            let _ = write!(
+                out,
+                "\",\"client_ip\":\"{}\",\"client_port\":{},\"frontend\":",
+                r.client.ip(),
+                r.client.port()
+            );
+            json_str(&r.frontend, out);
+            let _ = write!(out, ",\"tls\":{},\"backend\":", r.tls);
+            match &r.backend {
+                Some(b) => json_str(b, out),
+                None => out.push_str("null"),
+            }
+            out.push_str(",\"server\":");
+            match &r.server {
+                Some(s) => json_str(s, out),
+                None => out.push_str("null"),
+            }
+            out.push_str(",\"method\":");
+            json_str(r.method.as_str(), out);
+            out.push_str(",\"uri\":");
+            json_str(&target(r), out);
+            let _ = writeln!(
+                out,
+                ",\"version\":\"{}\",\"status\":{},\"bytes_out\":{},\"t_request_ms\":{},\"t_queue_ms\":{},\"t_connect_ms\":{},\"t_response_ms\":{},\"t_total_ms\":{},\"termination\":\"{}\",\"retries\":{}}}",
+                version_str(r.version),
+                r.status,
+                r.bytes_out,
+                r.t_request,
+                r.t_queue,
+                r.t_connect,
+                r.t_response,
+                r.t_total,
+                term,
+                r.retries
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(format: LogFormatKind) -> Record {
+        Record {
+            format,
+            client: "10.0.1.2:33317".parse().unwrap(),
+            accepted: UNIX_EPOCH + Duration::from_millis(1_233_922_454_655),
+            frontend: "http-in".into(),
+            tls: false,
+            backend: Some("static".into()),
+            server: Some("srv1".into()),
+            t_request: 10,
+            t_queue: 0,
+            t_connect: 30,
+            t_response: 69,
+            t_total: 109,
+            status: 200,
+            bytes_out: 2750,
+            termination: *b"----",
+            global_conns: 1,
+            frontend_conns: 1,
+            backend_active: 1,
+            server_active: 1,
+            retries: 0,
+            method: Method::GET,
+            uri: "/index.html".parse().unwrap(),
+            version: Version::HTTP_11,
+        }
+    }
+
+    #[test]
+    fn httplog_matches_haproxy_layout() {
+        let mut s = String::new();
+        format_record(&record(LogFormatKind::Httplog), &mut s);
+        assert_eq!(
+            s,
+            "10.0.1.2:33317 [06/Feb/2009:12:14:14.655] http-in static/srv1 10/0/30/69/109 200 2750 - - ---- 1/1/1/1/0 0/0 \"GET /index.html HTTP/1.1\"\n"
+        );
+    }
+
+    #[test]
+    fn json_is_one_object_per_line() {
+        let mut s = String::new();
+        let mut r = record(LogFormatKind::Json);
+        r.uri = "/a\"b".parse().unwrap_or_else(|_| "/a".parse().unwrap());
+        format_record(&r, &mut s);
+        assert!(
+            s.starts_with("{\"time\":\"2009-02-06T12:14:14.655Z\""),
+            "{s}"
+        );
+        assert!(s.ends_with("}\n"));
+        assert!(s.contains("\"server\":\"srv1\""));
+    }
+}

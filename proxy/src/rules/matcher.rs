@@ -1,0 +1,308 @@
+//! ACL matchers, each with the structure that suits it: a hash set for exact strings,
+//! per-length hash sets for prefixes and suffixes, Aho-Corasick for substrings, a regex set
+//! for regular expressions, per-prefix-length hash sets for networks.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use aho_corasick::AhoCorasick;
+use rampart_config::rules::{Acl, IntMatch, IpNet, MatchMethod, Patterns};
+
+use super::sample::{Value, canonical_ip};
+
+/// Strings grouped by length, for prefix or suffix lookups in O(distinct lengths).
+#[derive(Debug, Default)]
+struct AffixSet {
+    by_len: Vec<(usize, HashSet<Vec<u8>>)>,
+}
+
+impl AffixSet {
+    fn new(patterns: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        let mut m: HashMap<usize, HashSet<Vec<u8>>> = HashMap::new();
+        for p in patterns {
+            m.entry(p.len()).or_default().insert(p);
+        }
+        let mut by_len: Vec<_> = m.into_iter().collect();
+        by_len.sort_by_key(|(l, _)| *l);
+        Self { by_len }
+    }
+
+    fn prefix_of(&self, s: &[u8]) -> bool {
+        self.by_len
+            .iter()
+            .take_while(|(l, _)| *l <= s.len())
+            .any(|(l, set)| set.contains(&s[..*l]))
+    }
+
+    fn suffix_of(&self, s: &[u8]) -> bool {
+        self.by_len
+            .iter()
+            .take_while(|(l, _)| *l <= s.len())
+            .any(|(l, set)| set.contains(&s[s.len() - l..]))
+    }
+}
+
+/// Networks grouped by prefix length: membership costs one hash lookup per distinct length.
+#[derive(Debug, Default)]
+pub struct IpSet {
+    v4: Vec<(u8, HashSet<u32>)>,
+    v6: Vec<(u8, HashSet<u128>)>,
+}
+
+fn mask4(a: u32, p: u8) -> u32 {
+    if p == 0 {
+        0
+    } else {
+        a & (u32::MAX << (32 - u32::from(p)))
+    }
+}
+
+fn mask6(a: u128, p: u8) -> u128 {
+    if p == 0 {
+        0
+    } else {
+        a & (u128::MAX << (128 - u32::from(p)))
+    }
+}
+
+impl IpSet {
+    pub fn new(nets: &[IpNet]) -> Self {
+        let mut v4: HashMap<u8, HashSet<u32>> = HashMap::new();
+        let mut v6: HashMap<u8, HashSet<u128>> = HashMap::new();
+        for n in nets {
+            match canonical_ip(n.addr) {
+                IpAddr::V4(a) => {
+                    let p = if n.addr.is_ipv6() {
+                        n.prefix.saturating_sub(96)
+                    } else {
+                        n.prefix
+                    };
+                    v4.entry(p).or_default().insert(mask4(a.into(), p));
+                }
+                IpAddr::V6(a) => {
+                    v6.entry(n.prefix)
+                        .or_default()
+                        .insert(mask6(a.into(), n.prefix));
+                }
+            }
+        }
+        let mut v4: Vec<_> = v4.into_iter().collect();
+        v4.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
+        let mut v6: Vec<_> = v6.into_iter().collect();
+        v6.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
+        Self { v4, v6 }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match canonical_ip(ip) {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4.iter().any(|(p, s)| s.contains(&mask4(a, *p)))
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6.iter().any(|(p, s)| s.contains(&mask6(a, *p)))
+            }
+        }
+    }
+}
+
+/// A compiled ACL matcher.
+#[derive(Debug)]
+pub enum Matcher {
+    Found,
+    Bool,
+    Int(Vec<IntMatch>),
+    Len(Vec<IntMatch>),
+    Ip(IpSet),
+    Str(HashSet<Vec<u8>>),
+    Beg(AffixSetBox),
+    End(AffixSetBox),
+    Sub(Box<AhoCorasick>),
+    Reg(Box<regex::bytes::RegexSet>),
+    /// Patterns that must appear as whole slash-delimited parts.
+    Dir(Vec<Vec<u8>>),
+    /// Patterns that must appear as whole dot-delimited parts.
+    Dom(Vec<Vec<u8>>),
+}
+
+/// Boxed to keep `Matcher` small.
+#[derive(Debug)]
+pub struct AffixSetBox(Box<AffixSet>);
+
+/// Whether `pat` occurs in `s` bounded by delimiters (or the ends).
+fn delimited(s: &[u8], pat: &[u8], delim: &[u8]) -> bool {
+    if pat.is_empty() || pat.len() > s.len() {
+        return false;
+    }
+    memchr::memmem::find_iter(s, pat).any(|i| {
+        let before_ok = i == 0 || delim.contains(&s[i - 1]);
+        let end = i + pat.len();
+        let after_ok = end == s.len() || delim.contains(&s[end]);
+        before_ok && after_ok
+    })
+}
+
+/// A matcher and whether it lowercases samples first.
+#[derive(Debug)]
+pub struct CompiledMatch {
+    pub matcher: Matcher,
+    pub icase: bool,
+}
+
+fn fold(icase: bool, v: &str) -> Vec<u8> {
+    if icase {
+        v.to_ascii_lowercase().into_bytes()
+    } else {
+        v.as_bytes().to_vec()
+    }
+}
+
+impl CompiledMatch {
+    pub fn compile(acl: &Acl) -> Result<Self, String> {
+        let icase = acl.icase;
+        let strs = |p: &Patterns| -> Vec<Vec<u8>> {
+            match p {
+                Patterns::Str(v) => v.iter().map(|s| fold(icase, s)).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let trim = |d: &'static [u8]| {
+            move |v: Vec<u8>| -> Vec<u8> {
+                let start = v.iter().position(|b| !d.contains(b)).unwrap_or(v.len());
+                let end = v
+                    .iter()
+                    .rposition(|b| !d.contains(b))
+                    .map_or(start, |e| e + 1);
+                v[start..end].to_vec()
+            }
+        };
+        let matcher = match (acl.method, &acl.patterns) {
+            (MatchMethod::Found, _) => Matcher::Found,
+            (MatchMethod::Bool, _) => Matcher::Bool,
+            (MatchMethod::Int, Patterns::Int(v)) => Matcher::Int(v.clone()),
+            (MatchMethod::Len, Patterns::Int(v)) => Matcher::Len(v.clone()),
+            (MatchMethod::Ip, Patterns::Ip(v)) => Matcher::Ip(IpSet::new(v)),
+            (MatchMethod::Str, p) => Matcher::Str(strs(p).into_iter().collect()),
+            (MatchMethod::Beg, p) => Matcher::Beg(AffixSetBox(Box::new(AffixSet::new(strs(p))))),
+            (MatchMethod::End, p) => Matcher::End(AffixSetBox(Box::new(AffixSet::new(strs(p))))),
+            (MatchMethod::Sub, p) => Matcher::Sub(Box::new(
+                AhoCorasick::new(strs(p)).map_err(|e| e.to_string())?,
+            )),
+            (MatchMethod::Dir, p) => Matcher::Dir(strs(p).into_iter().map(trim(b"/?")).collect()),
+            (MatchMethod::Dom, p) => Matcher::Dom(strs(p).into_iter().map(trim(b"/?.:")).collect()),
+            (MatchMethod::Reg, Patterns::Reg(v)) => Matcher::Reg(Box::new(
+                regex::bytes::RegexSetBuilder::new(v)
+                    .case_insensitive(icase)
+                    .size_limit(1 << 22)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )),
+            (m, _) => return Err(format!("match method {m:?} does not fit these patterns")),
+        };
+        Ok(Self { matcher, icase })
+    }
+
+    /// Whether `v` matches.
+    pub fn matches(&self, v: &Value<'_>) -> bool {
+        match &self.matcher {
+            Matcher::Found => true,
+            Matcher::Bool => v.as_bool(),
+            Matcher::Int(ms) => v.as_int().is_some_and(|i| ms.iter().any(|m| m.matches(i))),
+            Matcher::Len(ms) => {
+                let l = v.to_bytes().len() as i64;
+                ms.iter().any(|m| m.matches(l))
+            }
+            Matcher::Ip(set) => v.as_ip().is_some_and(|ip| set.contains(ip)),
+            _ => {
+                let raw = v.to_bytes();
+                let folded;
+                let s: &[u8] = if self.icase {
+                    folded = raw.to_ascii_lowercase();
+                    &folded
+                } else {
+                    &raw
+                };
+                match &self.matcher {
+                    Matcher::Str(set) => set.contains(s),
+                    Matcher::Beg(a) => a.0.prefix_of(s),
+                    Matcher::End(a) => a.0.suffix_of(s),
+                    Matcher::Sub(ac) => ac.is_match(s),
+                    // The regex set folds case itself.
+                    Matcher::Reg(r) => r.is_match(&raw),
+                    Matcher::Dir(pats) => pats.iter().any(|p| delimited(s, p, b"/?")),
+                    Matcher::Dom(pats) => pats.iter().any(|p| delimited(s, p, b"/?.:")),
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_config::rules::acl::{NoFiles, parse_acl};
+    use rampart_config::rules::lexer::tokenize;
+    use std::borrow::Cow;
+
+    fn m(def: &str) -> CompiledMatch {
+        let acl = parse_acl(&tokenize(def).unwrap(), def.len(), &NoFiles).unwrap();
+        CompiledMatch::compile(&acl).unwrap()
+    }
+
+    fn s(v: &str) -> Value<'_> {
+        Value::Str(Cow::Borrowed(v.as_bytes()))
+    }
+
+    #[test]
+    fn string_matchers() {
+        let c = m("path -m str /a /b");
+        assert!(c.matches(&s("/a")) && !c.matches(&s("/ab")));
+        let c = m("path_beg /api/ /v2");
+        assert!(c.matches(&s("/api/x")) && c.matches(&s("/v2")) && !c.matches(&s("/ap")));
+        let c = m("path_end .css .js");
+        assert!(c.matches(&s("/a/b.css")) && !c.matches(&s("/a.cs")));
+        let c = m("path_sub -i admin");
+        assert!(c.matches(&s("/x/ADMIN/y")) && !c.matches(&s("/adm")));
+        let c = m("path_reg ^/u/[0-9]+$");
+        assert!(c.matches(&s("/u/42")) && !c.matches(&s("/u/x")));
+        let c = m("path_reg -i ^/UP");
+        assert!(c.matches(&s("/up/x")));
+        let c = m("path_dir img");
+        assert!(
+            c.matches(&s("/a/img/b.png")) && c.matches(&s("/img")) && !c.matches(&s("/imgs/x"))
+        );
+        let c = m("hdr_dom(host) example.com");
+        assert!(
+            c.matches(&s("www.example.com"))
+                && c.matches(&s("example.com:8080"))
+                && !c.matches(&s("myexample.com"))
+        );
+        let c = m("hdr_len(x) gt 3");
+        assert!(c.matches(&s("abcd")) && !c.matches(&s("abc")));
+    }
+
+    #[test]
+    fn ip_and_int_matchers() {
+        let c = m("src 10.0.0.0/8 192.168.1.7 2001:db8::/32");
+        let ip = |x: &str| Value::Ip(x.parse().unwrap());
+        assert!(c.matches(&ip("10.2.3.4")));
+        assert!(c.matches(&ip("192.168.1.7")));
+        assert!(!c.matches(&ip("192.168.1.8")));
+        assert!(c.matches(&ip("2001:db8:1::5")));
+        assert!(c.matches(&ip("::ffff:10.0.0.1")));
+        assert!(!c.matches(&ip("2001:db9::1")));
+        assert!(c.matches(&s("10.9.9.9")), "strings are parsed for -m ip");
+        let c = m("dst_port 80 443 8000:8999");
+        assert!(
+            c.matches(&Value::Int(443))
+                && c.matches(&Value::Int(8080))
+                && !c.matches(&Value::Int(81))
+        );
+        let c = m("hdr_cnt(host) ne 1");
+        assert!(c.matches(&Value::Int(2)) && !c.matches(&Value::Int(1)));
+        let c = m("src 0.0.0.0/0");
+        assert!(c.matches(&ip("1.2.3.4")) && !c.matches(&ip("::1")));
+    }
+}

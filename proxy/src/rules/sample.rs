@@ -1,0 +1,421 @@
+//! Sample fetches evaluated against a request (or, in response rules, against the
+//! response headers with the request line kept).
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, Method, Uri, Version};
+use rampart_config::rules::{Converter, Fetch, SampleExpr};
+
+use crate::http1::encode::version_str;
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    pub sni: Option<Arc<str>>,
+}
+
+/// What fetches read.
+pub struct SampleCtx<'a> {
+    pub conn: &'a ConnInfo,
+    pub frontend: &'a str,
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub version: Version,
+    pub headers: &'a HeaderMap,
+    /// Usable servers of a backend, by index (`nbsrv`).
+    pub nbsrv: &'a (dyn Fn(usize) -> usize + Sync),
+}
+
+/// A sample value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Str(Cow<'a, [u8]>),
+    Int(i64),
+    Ip(IpAddr),
+    Bool(bool),
+}
+
+impl Value<'_> {
+    /// The value as bytes (addresses and numbers in their text form).
+    pub fn to_bytes(&self) -> Cow<'_, [u8]> {
+        match self {
+            Value::Str(s) => Cow::Borrowed(s),
+            Value::Int(i) => Cow::Owned(i.to_string().into_bytes()),
+            Value::Ip(ip) => Cow::Owned(ip.to_string().into_bytes()),
+            Value::Bool(b) => Cow::Borrowed(if *b { b"1" } else { b"0" }),
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(i64::from(*b)),
+            Value::Str(s) => std::str::from_utf8(s).ok()?.trim().parse().ok(),
+            Value::Ip(_) => None,
+        }
+    }
+
+    pub fn as_ip(&self) -> Option<IpAddr> {
+        match self {
+            Value::Ip(ip) => Some(*ip),
+            Value::Str(s) => std::str::from_utf8(s).ok()?.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> bool {
+        match self {
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::Str(s) => !s.is_empty(),
+            Value::Ip(_) => true,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are matched as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Keeps the first `bits` bits of an address.
+pub fn mask_ip(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
+    match canonical_ip(ip) {
+        IpAddr::V4(a) => {
+            let m = if v4 == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(v4.min(32)))
+            };
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = if v6 == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(v6.min(128)))
+            };
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum CFetch {
+    AlwaysTrue,
+    AlwaysFalse,
+    Src,
+    SrcPort,
+    Dst,
+    DstPort,
+    Method,
+    Path,
+    Url,
+    Query,
+    Base,
+    UrlParam(Box<str>),
+    Hdr(HeaderName, Option<i64>),
+    HdrCnt(HeaderName),
+    HdrVal(HeaderName),
+    Cook(Box<str>),
+    SslFc,
+    SslFcSni,
+    ReqVer,
+    NbSrv(usize),
+    FeName,
+}
+
+/// A compiled sample expression.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    fetch: CFetch,
+    converters: Vec<Converter>,
+}
+
+fn header(n: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("invalid header name {n:?}"))
+}
+
+impl Sample {
+    /// Compiles `e`; `backend_index` resolves backend names for `nbsrv`.
+    pub fn compile(
+        e: &SampleExpr,
+        backend_index: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<Self, String> {
+        let fetch = match &e.fetch {
+            Fetch::AlwaysTrue => CFetch::AlwaysTrue,
+            Fetch::AlwaysFalse => CFetch::AlwaysFalse,
+            Fetch::Src => CFetch::Src,
+            Fetch::SrcPort => CFetch::SrcPort,
+            Fetch::Dst => CFetch::Dst,
+            Fetch::DstPort => CFetch::DstPort,
+            Fetch::Method => CFetch::Method,
+            Fetch::Path => CFetch::Path,
+            Fetch::Url => CFetch::Url,
+            Fetch::Query => CFetch::Query,
+            Fetch::Base => CFetch::Base,
+            Fetch::UrlParam(n) => CFetch::UrlParam(n.as_str().into()),
+            Fetch::Hdr { name, occurrence } => CFetch::Hdr(header(name)?, *occurrence),
+            Fetch::HdrCnt(n) => CFetch::HdrCnt(header(n)?),
+            Fetch::HdrVal(n) => CFetch::HdrVal(header(n)?),
+            Fetch::Cook(n) => CFetch::Cook(n.as_str().into()),
+            Fetch::SslFc => CFetch::SslFc,
+            Fetch::SslFcSni => CFetch::SslFcSni,
+            Fetch::ReqVer => CFetch::ReqVer,
+            Fetch::NbSrv(b) => {
+                CFetch::NbSrv(backend_index(b).ok_or_else(|| format!("unknown backend {b:?}"))?)
+            }
+            Fetch::FeName => CFetch::FeName,
+        };
+        Ok(Self {
+            fetch,
+            converters: e.converters.clone(),
+        })
+    }
+
+    fn convert<'v>(&self, mut v: Value<'v>) -> Option<Value<'v>> {
+        for c in &self.converters {
+            v = match c {
+                Converter::Lower => Value::Str(Cow::Owned(v.to_bytes().to_ascii_lowercase())),
+                Converter::Upper => Value::Str(Cow::Owned(v.to_bytes().to_ascii_uppercase())),
+                Converter::IpMask { v4, v6 } => {
+                    Value::Ip(mask_ip(v.as_ip()?, *v4, v6.unwrap_or(128)))
+                }
+            };
+        }
+        Some(v)
+    }
+
+    /// Calls `f` with each value (several for multi-valued headers and cookies) until it
+    /// returns true; returns whether it did.
+    pub fn any(&self, cx: &SampleCtx<'_>, f: &mut dyn FnMut(&Value<'_>) -> bool) -> bool {
+        let mut emit = |v: Value<'_>| -> bool {
+            match self.convert(v) {
+                Some(v) => f(&v),
+                None => false,
+            }
+        };
+        match &self.fetch {
+            CFetch::Hdr(name, None) => {
+                for v in cx.headers.get_all(name) {
+                    for part in split_values(v.as_bytes()) {
+                        if emit(Value::Str(Cow::Borrowed(part))) {
+                            return true;
+                        }
+                    }
+                }
+                false
+            }
+            CFetch::HdrVal(name) => {
+                for v in cx.headers.get_all(name) {
+                    for part in split_values(v.as_bytes()) {
+                        if let Some(i) = Value::Str(Cow::Borrowed(part)).as_int()
+                            && emit(Value::Int(i))
+                        {
+                            return true;
+                        }
+                    }
+                }
+                false
+            }
+            CFetch::Cook(name) => {
+                for v in cx.headers.get_all(http::header::COOKIE) {
+                    for (k, val) in cookies(v.as_bytes()) {
+                        if k == name.as_bytes() && emit(Value::Str(Cow::Borrowed(val))) {
+                            return true;
+                        }
+                    }
+                }
+                false
+            }
+            _ => match self.one_raw(cx) {
+                Some(v) => emit(v),
+                None => false,
+            },
+        }
+    }
+
+    /// The single value of this sample (the last occurrence for headers and cookies, as
+    /// HAProxy returns outside ACLs).
+    pub fn value<'a>(&self, cx: &SampleCtx<'a>) -> Option<Value<'a>> {
+        let raw = match &self.fetch {
+            CFetch::Hdr(name, None) => {
+                let last = cx.headers.get_all(name).iter().next_back()?;
+                Some(Value::Str(Cow::Borrowed(
+                    split_values(last.as_bytes()).last()?,
+                )))
+            }
+            CFetch::HdrVal(name) => {
+                let last = cx.headers.get_all(name).iter().next_back()?;
+                Some(Value::Int(
+                    Value::Str(Cow::Borrowed(last.as_bytes())).as_int()?,
+                ))
+            }
+            CFetch::Cook(name) => {
+                let mut found = None;
+                for v in cx.headers.get_all(http::header::COOKIE) {
+                    for (k, val) in cookies(v.as_bytes()) {
+                        if k == name.as_bytes() {
+                            found = Some(val);
+                        }
+                    }
+                }
+                found.map(|v| Value::Str(Cow::Borrowed(v)))
+            }
+            _ => self.one_raw(cx),
+        }?;
+        self.convert(raw)
+    }
+
+    fn one_raw<'a>(&self, cx: &SampleCtx<'a>) -> Option<Value<'a>> {
+        let s = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
+        match &self.fetch {
+            CFetch::AlwaysTrue => Some(Value::Bool(true)),
+            CFetch::AlwaysFalse => Some(Value::Bool(false)),
+            CFetch::Src => Some(Value::Ip(canonical_ip(cx.conn.client.ip()))),
+            CFetch::SrcPort => Some(Value::Int(i64::from(cx.conn.client.port()))),
+            CFetch::Dst => Some(Value::Ip(canonical_ip(cx.conn.local.ip()))),
+            CFetch::DstPort => Some(Value::Int(i64::from(cx.conn.local.port()))),
+            CFetch::Method => s(cx.method.as_str().as_bytes()),
+            CFetch::Path => s(cx.uri.path().as_bytes()),
+            CFetch::Url => {
+                if cx.uri.scheme().is_some() && cx.version != Version::HTTP_2 {
+                    Some(Value::Str(Cow::Owned(cx.uri.to_string().into_bytes())))
+                } else {
+                    s(cx.uri
+                        .path_and_query()
+                        .map_or(b"/", |p| p.as_str().as_bytes()))
+                }
+            }
+            CFetch::Query => cx.uri.query().and_then(|q| s(q.as_bytes())),
+            CFetch::Base => {
+                let host = host_of(cx)?;
+                let mut b = Vec::with_capacity(host.len() + cx.uri.path().len());
+                b.extend_from_slice(host);
+                b.extend_from_slice(cx.uri.path().as_bytes());
+                Some(Value::Str(Cow::Owned(b)))
+            }
+            CFetch::UrlParam(name) => {
+                url_param(cx.uri.query()?, name).and_then(|v| s(v.as_bytes()))
+            }
+            CFetch::Hdr(name, Some(occ)) => {
+                let all: Vec<&[u8]> = cx
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .flat_map(|v| split_values(v.as_bytes()))
+                    .collect();
+                let i = if *occ > 0 {
+                    (*occ - 1) as usize
+                } else {
+                    all.len().checked_sub(occ.unsigned_abs() as usize)?
+                };
+                all.get(i).and_then(|v| s(v))
+            }
+            CFetch::HdrCnt(name) => Some(Value::Int(
+                cx.headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| split_values(v.as_bytes()).count() as i64)
+                    .sum(),
+            )),
+            CFetch::SslFc => Some(Value::Bool(cx.conn.tls)),
+            CFetch::SslFcSni => {
+                let conn: &'a ConnInfo = cx.conn;
+                conn.sni.as_deref().and_then(|n| s(n.as_bytes()))
+            }
+            CFetch::ReqVer => s(version_str(cx.version).as_bytes()),
+            CFetch::NbSrv(i) => Some(Value::Int((cx.nbsrv)(*i) as i64)),
+            CFetch::FeName => s(cx.frontend.as_bytes()),
+            CFetch::Hdr(_, None) | CFetch::HdrVal(_) | CFetch::Cook(_) => None,
+        }
+    }
+
+    /// Appends the value's text to `out` (nothing when absent).
+    pub fn render(&self, cx: &SampleCtx<'_>, out: &mut Vec<u8>) {
+        if let Some(v) = self.value(cx) {
+            out.extend_from_slice(&v.to_bytes());
+        }
+    }
+
+    /// A stable hash of the value, for balancing.
+    pub fn hash(&self, cx: &SampleCtx<'_>) -> Option<u64> {
+        let v = self.value(cx)?;
+        Some(match v {
+            Value::Ip(IpAddr::V4(a)) => crate::balance::hash::hash64(&a.octets()),
+            Value::Ip(IpAddr::V6(a)) => crate::balance::hash::hash64(&a.octets()),
+            other => crate::balance::hash::hash64(&other.to_bytes()),
+        })
+    }
+}
+
+/// The host a request is for: the Host header, or the URI authority.
+pub fn host_of<'a>(cx: &SampleCtx<'a>) -> Option<&'a [u8]> {
+    cx.headers
+        .get(http::header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| cx.uri.authority().map(|a| a.as_str().as_bytes()))
+}
+
+/// Comma-separated values of a header, trimmed.
+pub fn split_values(v: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    v.split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty())
+}
+
+/// `name=value` pairs of a Cookie header.
+pub fn cookies(v: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    v.split(|b| *b == b';').filter_map(|c| {
+        let c = c.trim_ascii();
+        let eq = c.iter().position(|b| *b == b'=')?;
+        Some((c[..eq].trim_ascii(), c[eq + 1..].trim_ascii()))
+    })
+}
+
+/// The first value of query parameter `name`.
+pub fn url_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split(['&', ';']).find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_parse_headers_cookies_and_queries() {
+        let v: Vec<&[u8]> = split_values(b"a, b ,,c").collect();
+        assert_eq!(v, vec![&b"a"[..], b"b", b"c"]);
+        let c: Vec<_> = cookies(b"sid=1; theme = dark;x").collect();
+        assert_eq!(
+            c,
+            vec![(&b"sid"[..], &b"1"[..]), (&b"theme"[..], &b"dark"[..])]
+        );
+        assert_eq!(url_param("a=1&b=2&a=3", "a"), Some("1"));
+        assert_eq!(url_param("flag&b=2", "flag"), Some(""));
+        assert_eq!(url_param("a=1", "b"), None);
+        assert_eq!(
+            mask_ip("10.1.2.3".parse().unwrap(), 24, 64),
+            "10.1.2.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            mask_ip("2001:db8::1".parse().unwrap(), 24, 32),
+            "2001:db8::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            canonical_ip("::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,489 @@
+//! An HTTP/1.1 client connection: read a request head, hand the request to the handler,
+//! write the response, repeat while keep-alive allows.
+//!
+//! The connection owns its socket and read buffer. A request body is read by whoever
+//! consumes the request (usually the upstream writer), which borrows the connection and
+//! gives it back when the body ends or is dropped. While idle between requests the
+//! connection holds no buffer at all, so idle keep-alive clients cost little memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::body::{Body, H1Body, Source};
+use crate::handler::{ConnCtx, Done, handle};
+use crate::http1::Framing;
+use crate::http1::decode::Decoder;
+use crate::http1::encode::{write_chunk_size, write_last_chunk, write_response_head};
+use crate::http1::parse::{RequestHead, parse_request};
+use crate::io::{ClientIo, read_buf};
+use crate::upstream::h1::{Reason, UpgradedConn};
+
+/// A client connection and what has been read from it.
+pub struct ClientConn {
+    pub io: ClientIo,
+    pub rbuf: BytesMut,
+}
+
+/// A client connection coming back from a request body.
+pub struct Returned {
+    pub conn: Box<ClientConn>,
+    /// The body was read to its end.
+    pub complete: bool,
+    /// Bytes of a `Content-Length` body not read yet.
+    pub remaining: Option<u64>,
+}
+
+enum Head {
+    Request(Box<RequestHead>, Instant),
+    /// The client went away, stayed idle too long, or the proxy is stopping.
+    Closed,
+    Refused(StatusCode, [u8; 2], Instant),
+}
+
+/// Unread request bodies up to this size are drained so the connection can be kept.
+const MAX_DRAIN: u64 = 256 * 1024;
+/// Responses up to this size are written with their head in one write.
+const COALESCE: usize = 16 * 1024;
+
+async fn read_head(
+    conn: &mut ClientConn,
+    cx: &ConnCtx,
+    first: bool,
+    accepted: Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Head {
+    let t = cx.frontend.timeouts;
+    let limits = cx.frontend.head_limits;
+    let mut started = if first { Some(accepted) } else { None };
+    let mut deadline = if first {
+        accepted + t.http_request
+    } else {
+        Instant::now() + t.keep_alive
+    };
+    loop {
+        if !conn.rbuf.is_empty() {
+            let s = *started.get_or_insert_with(|| {
+                let now = Instant::now();
+                deadline = now + t.http_request;
+                now
+            });
+            match parse_request(&mut conn.rbuf, &limits) {
+                Ok(Some(h)) => return Head::Request(Box::new(h), s),
+                Ok(None) => {}
+                Err(e) => return Head::Refused(e.status(), *b"PR", s),
+            }
+        } else if conn.rbuf.capacity() > 0 {
+            // Idle: keep no buffer.
+            conn.rbuf = BytesMut::new();
+        }
+        let idle = conn.rbuf.is_empty();
+        let read = async {
+            if idle {
+                conn.io.wait_readable().await?;
+            }
+            read_buf(&mut conn.io, &mut conn.rbuf).await
+        };
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, read) => match r {
+                Err(_) if idle => return Head::Closed,
+                Err(_) => return Head::Refused(StatusCode::REQUEST_TIMEOUT, *b"cR", started.unwrap_or(accepted)),
+                Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+                Ok(Ok(_)) => {}
+            },
+            _ = shutdown.changed(), if idle => return Head::Closed,
+        }
+    }
+}
+
+/// How writing a response ended early.
+struct WriteAbort {
+    bytes: u64,
+    term: [u8; 2],
+}
+
+async fn write_all(
+    io: &mut ClientIo,
+    data: &[u8],
+    t: Duration,
+    written: &mut u64,
+) -> Result<(), WriteAbort> {
+    match tokio::time::timeout(t, io.write_all(data)).await {
+        Ok(Ok(())) => {
+            *written += data.len() as u64;
+            Ok(())
+        }
+        Ok(Err(_)) => Err(WriteAbort {
+            bytes: *written,
+            term: *b"CD",
+        }),
+        Err(_) => Err(WriteAbort {
+            bytes: *written,
+            term: *b"cD",
+        }),
+    }
+}
+
+/// Writes `resp`; returns bytes written and whether the connection may be kept.
+async fn write_response(
+    io: &mut ClientIo,
+    resp: Response<Body>,
+    is_head: bool,
+    mut keep: bool,
+    version: Version,
+    t: Duration,
+) -> Result<(u64, bool), WriteAbort> {
+    let (mut parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let no_body = is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let h = &mut parts.headers;
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        Framing::Empty
+    } else if no_body {
+        if status == StatusCode::NO_CONTENT || status.is_informational() {
+            h.remove(CONTENT_LENGTH);
+        }
+        h.remove(TRANSFER_ENCODING);
+        Framing::Empty
+    } else if let (Some(n), true) = (
+        body.size_hint().exact(),
+        body.as_bytes().is_some() || h.contains_key(CONTENT_LENGTH),
+    ) {
+        h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        Framing::Length(n)
+    } else if version == Version::HTTP_10 {
+        h.remove(CONTENT_LENGTH);
+        keep = false;
+        Framing::Close
+    } else {
+        h.remove(CONTENT_LENGTH);
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        Framing::Chunked
+    };
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        if !keep {
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+        } else if version == Version::HTTP_10 {
+            h.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        }
+    }
+    let reason = parts.extensions.get::<Reason>().map(|r| r.0.clone());
+    let mut out = Vec::with_capacity(256);
+    write_response_head(&mut out, status, reason.as_deref(), &parts.headers);
+    let mut written = 0u64;
+
+    if framing == Framing::Empty || body.as_bytes().is_some() {
+        let b = if framing == Framing::Empty {
+            Bytes::new()
+        } else {
+            body.take_bytes().unwrap_or_default()
+        };
+        if b.len() <= COALESCE {
+            out.extend_from_slice(&b);
+            write_all(io, &out, t, &mut written).await?;
+        } else {
+            write_all(io, &out, t, &mut written).await?;
+            write_all(io, &b, t, &mut written).await?;
+        }
+        let _ = io.flush().await;
+        return Ok((written, keep));
+    }
+
+    // Streaming: send the head with whatever the body has ready, then frame by frame.
+    let mut sent_body = 0u64;
+    let mut head = Some(out);
+    let mut trailers_sent = false;
+    loop {
+        let frame = if head.is_some() {
+            let ready =
+                std::future::poll_fn(|cx| match std::pin::Pin::new(&mut body).poll_frame(cx) {
+                    std::task::Poll::Ready(f) => std::task::Poll::Ready(Some(f)),
+                    std::task::Poll::Pending => std::task::Poll::Ready(None),
+                })
+                .await;
+            match ready {
+                Some(f) => f,
+                None => {
+                    if let Some(h) = head.take() {
+                        write_all(io, &h, t, &mut written).await?;
+                        let _ = io.flush().await;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        };
+        let mut buf = head.take().unwrap_or_default();
+        match frame {
+            None => {
+                if framing == Framing::Chunked && !trailers_sent {
+                    write_last_chunk(&mut buf, None);
+                }
+                if !buf.is_empty() {
+                    write_all(io, &buf, t, &mut written).await?;
+                }
+                let _ = io.flush().await;
+                if let Framing::Length(n) = framing
+                    && sent_body != n
+                {
+                    // The server sent less than it announced: the client must not reuse this.
+                    return Err(WriteAbort {
+                        bytes: written,
+                        term: *b"SD",
+                    });
+                }
+                return Ok((written, keep));
+            }
+            Some(Err(e)) => {
+                if !buf.is_empty() {
+                    let _ = write_all(io, &buf, t, &mut written).await;
+                }
+                let term = match (e.side, e.kind) {
+                    (crate::error::Side::Client, _) => *b"CD",
+                    (_, crate::error::ErrorKind::ResponseTimeout) => *b"sD",
+                    _ => *b"SD",
+                };
+                return Err(WriteAbort {
+                    bytes: written,
+                    term,
+                });
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        if !buf.is_empty() {
+                            write_all(io, &buf, t, &mut written).await?;
+                        }
+                        continue;
+                    }
+                    sent_body += data.len() as u64;
+                    if framing == Framing::Chunked {
+                        write_chunk_size(&mut buf, data.len());
+                        if data.len() <= COALESCE {
+                            buf.extend_from_slice(&data);
+                            buf.extend_from_slice(b"\r\n");
+                            write_all(io, &buf, t, &mut written).await?;
+                        } else {
+                            write_all(io, &buf, t, &mut written).await?;
+                            write_all(io, &data, t, &mut written).await?;
+                            write_all(io, b"\r\n", t, &mut written).await?;
+                        }
+                    } else if buf.len() + data.len() <= COALESCE {
+                        buf.extend_from_slice(&data);
+                        write_all(io, &buf, t, &mut written).await?;
+                    } else {
+                        if !buf.is_empty() {
+                            write_all(io, &buf, t, &mut written).await?;
+                        }
+                        write_all(io, &data, t, &mut written).await?;
+                    }
+                }
+                Err(frame) => {
+                    if let (Ok(tr), Framing::Chunked) = (frame.into_trailers(), framing) {
+                        write_last_chunk(&mut buf, Some(&tr));
+                        trailers_sent = true;
+                    }
+                    if !buf.is_empty() {
+                        write_all(io, &buf, t, &mut written).await?;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Reads and discards up to `n` bytes of an unread body, so the connection can be kept.
+async fn drain(conn: &mut ClientConn, mut n: u64, t: Duration) -> bool {
+    let work = async {
+        loop {
+            let take = (conn.rbuf.len() as u64).min(n) as usize;
+            let _ = conn.rbuf.split_to(take);
+            n -= take as u64;
+            if n == 0 {
+                return true;
+            }
+            match read_buf(&mut conn.io, &mut conn.rbuf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(t, work).await.unwrap_or(false)
+}
+
+/// Relays bytes both ways after a `101 Switching Protocols`.
+async fn tunnel(mut client: Box<ClientConn>, up: UpgradedConn) {
+    let taken = up.0.lock().ok().and_then(|mut g| g.take());
+    let Some(mut server) = taken else { return };
+    if !client.rbuf.is_empty() && server.io.write_all(&client.rbuf).await.is_err() {
+        return;
+    }
+    if !server.rbuf.is_empty() && client.io.write_all(&server.rbuf).await.is_err() {
+        return;
+    }
+    client.rbuf = BytesMut::new();
+    server.rbuf = BytesMut::new();
+    let _ = tokio::io::copy_bidirectional(&mut client.io, &mut server.io).await;
+}
+
+/// Serves requests on one HTTP/1.1 connection until it closes.
+pub async fn serve(
+    conn: Box<ClientConn>,
+    cx: Arc<ConnCtx>,
+    mut shutdown: watch::Receiver<bool>,
+    accepted: Instant,
+) {
+    let fe = cx.frontend.clone();
+    let t = fe.timeouts;
+    let mut first = true;
+    let mut conn = conn;
+    loop {
+        let (head, started) = match read_head(&mut conn, &cx, first, accepted, &mut shutdown).await
+        {
+            Head::Request(h, s) => (h, s),
+            Head::Closed => return,
+            Head::Refused(status, term, s) => {
+                let done = Done::refused(&cx, status, term, s.elapsed());
+                let resp = crate::error::error_response(status);
+                let r =
+                    write_response(&mut conn.io, resp, false, false, Version::HTTP_11, t.client)
+                        .await;
+                done.finish(r.as_ref().map_or(0, |(b, _)| *b), None);
+                let _ = conn.io.shutdown().await;
+                return;
+            }
+        };
+        let t_request = started.elapsed();
+        let head = *head;
+        let is_head = head.method == Method::HEAD;
+        let version = head.version;
+        let mut keep = head.keep_alive;
+        if head.framing != Framing::Empty && matches!(head.method, Method::CONNECT) {
+            keep = false;
+        }
+        if let (Framing::Length(n), Some(max)) = (head.framing, fe.max_request_body)
+            && n > max
+        {
+            let done = Done::refused(&cx, StatusCode::PAYLOAD_TOO_LARGE, *b"PR", t_request);
+            let resp = crate::error::error_response(StatusCode::PAYLOAD_TOO_LARGE);
+            let r = write_response(&mut conn.io, resp, is_head, false, version, t.client).await;
+            done.finish(r.as_ref().map_or(0, |(b, _)| *b), None);
+            let _ = conn.io.shutdown().await;
+            return;
+        }
+        fe.live.bytes_in.fetch_add(
+            match head.framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            std::sync::atomic::Ordering::Relaxed,
+        );
+
+        // The body: nothing, already buffered, or read from the connection by its consumer.
+        let mut held = Some(conn);
+        let mut ret = None;
+        let body = match head.framing {
+            Framing::Empty => Body::empty(),
+            Framing::Length(n) if held.as_ref().is_some_and(|c| c.rbuf.len() as u64 >= n) => {
+                let c = held
+                    .as_mut()
+                    .map(|c| c.rbuf.split_to(n as usize).freeze())
+                    .unwrap_or_default();
+                Body::full(c)
+            }
+            framing => {
+                let (tx, rx) = oneshot::channel();
+                ret = Some(rx);
+                let source = Source::Client {
+                    conn: held.take(),
+                    ret: Some(tx),
+                    send_continue: head.expect_continue,
+                    continue_written: 0,
+                };
+                Body::h1(H1Body::new(
+                    Decoder::new(framing, fe.max_request_body),
+                    source,
+                    t.client,
+                ))
+            }
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.version_mut() = version;
+        *req.headers_mut() = head.headers;
+        // An absolute-form target names the host (RFC 9112 section 3.2.2).
+        if let Some(a) = head.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            req.headers_mut().insert(HOST, v);
+        }
+        *req.uri_mut() = head.uri;
+
+        let (mut resp, done) = Box::pin(handle(&cx, req, t_request)).await;
+
+        // Take the connection back from the body.
+        conn = match (held, ret) {
+            (Some(c), _) => c,
+            (None, Some(rx)) => match tokio::time::timeout(t.client, rx).await {
+                Ok(Ok(r)) => {
+                    let mut c = r.conn;
+                    if !r.complete {
+                        let drained = match r.remaining {
+                            Some(n) if n <= MAX_DRAIN => drain(&mut c, n, t.client).await,
+                            _ => false,
+                        };
+                        keep &= drained;
+                    }
+                    c
+                }
+                _ => {
+                    done.finish(0, Some(*b"CD"));
+                    return;
+                }
+            },
+            (None, None) => return,
+        };
+        if *shutdown.borrow() {
+            keep = false;
+        }
+        let upgraded = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            resp.extensions_mut().remove::<UpgradedConn>()
+        } else {
+            None
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgraded.is_none() {
+            // A 101 without a connection to relay to cannot be honoured.
+            resp = crate::error::error_response(StatusCode::BAD_GATEWAY);
+        }
+        match write_response(&mut conn.io, resp, is_head, keep, version, t.client).await {
+            Ok((bytes, k)) => {
+                done.finish(bytes, None);
+                keep = k;
+            }
+            Err(a) => {
+                done.finish(a.bytes, Some(a.term));
+                return;
+            }
+        }
+        if let Some(up) = upgraded {
+            tunnel(conn, up).await;
+            return;
+        }
+        if !keep {
+            let _ = conn.io.shutdown().await;
+            return;
+        }
+        first = false;
+    }
+}

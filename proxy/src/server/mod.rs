@@ -1,0 +1,155 @@
+//! Serving client connections: TLS handshake, protocol choice (ALPN on TLS, the HTTP/2
+//! preface on cleartext), then the HTTP/1.1 or HTTP/2 server.
+
+pub mod h1;
+pub mod h2;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::handler::ConnCtx;
+use crate::io::{ClientIo, read_buf};
+use crate::rules::sample::ConnInfo;
+use crate::snapshot::{Frontend, Snapshot};
+use crate::state::Live;
+use h1::ClientConn;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An I/O that first yields bytes already read.
+pub struct Rewind<T> {
+    pre: BytesMut,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            if self.pre.is_empty() {
+                self.pre = BytesMut::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Everything a new connection needs.
+pub struct Accepted {
+    pub tcp: TcpStream,
+    pub peer: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub snapshot: Arc<Snapshot>,
+    pub frontend: Arc<Frontend>,
+    pub live: Arc<Live>,
+}
+
+/// Serves one client connection to its end.
+pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<bool>) {
+    let accepted = Instant::now();
+    let _ = a.tcp.set_nodelay(true);
+    let fe = a.frontend.clone();
+    let mut info = ConnInfo {
+        client: a.peer,
+        local: a.local,
+        tls: a.tls.is_some(),
+        sni: None,
+    };
+    let (io, h2) = match a.tls {
+        Some(acceptor) => {
+            let hs = tokio::time::timeout(fe.timeouts.http_request, acceptor.accept(a.tcp)).await;
+            let stream = match hs {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %a.peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let (_, session) = stream.get_ref();
+            info.sni = session.server_name().map(Arc::from);
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            (ClientIo::Tls(Box::new(stream)), h2)
+        }
+        None => (ClientIo::Plain(a.tcp), false),
+    };
+    let cx = Arc::new(ConnCtx {
+        info,
+        snapshot: a.snapshot,
+        frontend: fe.clone(),
+        live: a.live,
+    });
+    let mut conn = Box::new(ClientConn {
+        io,
+        rbuf: BytesMut::new(),
+    });
+    if h2 {
+        h2::serve(conn.io, cx, shutdown).await;
+        return;
+    }
+    if !cx.info.tls && fe.h2 {
+        // Cleartext: a client that starts with the HTTP/2 preface speaks h2c.
+        let deadline = accepted + fe.timeouts.http_request;
+        loop {
+            let n = conn.rbuf.len().min(PREFACE.len());
+            if n > 0 && conn.rbuf[..n] != PREFACE[..n] {
+                break;
+            }
+            if n == PREFACE.len() {
+                let io = Rewind {
+                    pre: std::mem::take(&mut conn.rbuf),
+                    inner: conn.io,
+                };
+                h2::serve(io, cx, shutdown).await;
+                return;
+            }
+            match tokio::time::timeout_at(deadline, read_buf(&mut conn.io, &mut conn.rbuf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+    h1::serve(conn, cx, shutdown, accepted).await;
+}

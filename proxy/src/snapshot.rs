@@ -1,0 +1,546 @@
+//! A configuration compiled for serving: immutable, swapped whole on reload.
+//!
+//! Compiling resolves names to indices, server addresses to socket addresses, loads
+//! certificates and builds rule matchers, so nothing on the request path looks anything
+//! up by name. Long-lived state (counters, server state, connection pools, log writers)
+//! comes from [`Live`], keyed by name, so it outlives any one snapshot.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_config::model::{self, BackendTarget, Balance, Config};
+use rampart_config::{ConfigError, ConfigErrors, Pos};
+use rustls_pki_types::ServerName;
+
+use crate::balance::{Algo, Balancer, Member};
+use crate::http1::parse::HeadLimits;
+use crate::log::LogSink;
+use crate::rules::matcher::IpSet;
+use crate::rules::sample::Sample;
+use crate::rules::{AclTable, Cond, RequestRule, ResponseRule, RuleCompiler};
+use crate::state::{BackendLive, FrontendLive, Live, ServerLive};
+use crate::upstream::pool::{Pool, PoolConfig};
+use crate::upstream::{Proto, Upstream, UpstreamTls};
+
+/// A listening socket of a frontend.
+#[derive(Clone)]
+pub struct BindSpec {
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub v6only: bool,
+    pub backlog: u32,
+}
+
+/// Client timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    pub client: Duration,
+    pub http_request: Duration,
+    pub keep_alive: Duration,
+}
+
+/// Forwarding header settings.
+pub struct Forwarding {
+    pub x_forwarded_for: bool,
+    pub x_forwarded_proto: bool,
+    pub forwarded: bool,
+    pub trust: IpSet,
+}
+
+/// Where a route sends requests.
+pub enum Target {
+    One(usize),
+    /// Weighted split: (backend, cumulative weight), and the total.
+    Split(Vec<(usize, u32)>, u32),
+}
+
+impl Target {
+    pub fn choose(&self) -> usize {
+        match self {
+            Target::One(b) => *b,
+            Target::Split(parts, total) => {
+                let x = fastrand::u32(..*total);
+                parts
+                    .iter()
+                    .find(|(_, cum)| x < *cum)
+                    .map_or(parts[0].0, |(b, _)| *b)
+            }
+        }
+    }
+}
+
+pub struct Route {
+    pub cond: Option<Cond>,
+    pub target: Target,
+}
+
+/// A compiled frontend.
+pub struct Frontend {
+    pub name: Arc<str>,
+    pub binds: Vec<BindSpec>,
+    pub timeouts: ClientTimeouts,
+    pub head_limits: HeadLimits,
+    pub max_request_body: Option<u64>,
+    pub h2: bool,
+    pub h2_max_streams: u32,
+    pub acls: AclTable,
+    pub request_rules: Vec<RequestRule>,
+    pub response_rules: Vec<ResponseRule>,
+    pub routes: Vec<Route>,
+    pub default_backend: Option<usize>,
+    pub forwarding: Forwarding,
+    pub log: Option<(Arc<LogSink>, model::LogFormatKind)>,
+    pub live: Arc<FrontendLive>,
+}
+
+/// A compiled server.
+pub struct Server {
+    pub name: Arc<str>,
+    pub upstream: Upstream,
+    pub live: Arc<ServerLive>,
+    pub backup: bool,
+}
+
+/// A compiled backend.
+pub struct Backend {
+    pub name: Arc<str>,
+    pub servers: Vec<Server>,
+    pub balancer: Balancer,
+    /// What `maglev` hashes (default: the client address).
+    pub hash_key: Option<Sample>,
+    pub server_timeout: Duration,
+    pub proto: Proto,
+    pub acls: AclTable,
+    pub request_rules: Vec<RequestRule>,
+    pub response_rules: Vec<ResponseRule>,
+    pub live: Arc<BackendLive>,
+}
+
+/// Process settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalSettings {
+    pub threads: usize,
+    pub max_connections: u64,
+    pub grace: Duration,
+}
+
+/// A whole compiled configuration.
+pub struct Snapshot {
+    pub generation: u64,
+    pub global: GlobalSettings,
+    pub frontends: Vec<Arc<Frontend>>,
+    pub backends: Vec<Arc<Backend>>,
+    pub config: Arc<Config>,
+}
+
+impl Snapshot {
+    pub fn frontend(&self, name: &str) -> Option<&Arc<Frontend>> {
+        self.frontends.iter().find(|f| &*f.name == name)
+    }
+
+    pub fn backend_index(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| &*b.name == name)
+    }
+
+    /// Usable servers of backend `i` (`nbsrv`).
+    pub fn nbsrv(&self, i: usize) -> usize {
+        self.backends
+            .get(i)
+            .map_or(0, |b| b.balancer.usable_count())
+    }
+}
+
+/// Things compilation needs from outside the configuration.
+pub struct CompileEnv<'a> {
+    /// Directory relative file names are read from.
+    pub base_dir: &'a Path,
+    pub live: &'a Live,
+    pub generation: u64,
+    /// Worker threads (for per-worker pools).
+    pub workers: usize,
+    /// Open log sinks (false for `rampart check`).
+    pub open_logs: bool,
+}
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn add(&mut self, pos: Pos, path: impl Into<String>, msg: impl Into<String>) {
+        self.0.push(ConfigError::new(pos, path, msg));
+    }
+}
+
+/// Resolves `host:port` (the first address found).
+pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr:?} resolves to no address"))
+}
+
+fn algo(b: &model::Backend) -> Algo {
+    match &b.balance {
+        Balance::RoundRobin => Algo::RoundRobin,
+        Balance::StaticRr => Algo::StaticRr,
+        Balance::LeastConn => Algo::LeastConn,
+        Balance::Source => Algo::Source {
+            v4_mask: b.source_mask.ipv4,
+            v6_mask: b.source_mask.ipv6,
+        },
+        Balance::Uri => Algo::Uri,
+        Balance::Hdr(h) => {
+            http::HeaderName::from_bytes(h.as_bytes()).map_or(Algo::RoundRobin, Algo::Hdr)
+        }
+        Balance::Random => Algo::Random,
+        Balance::Maglev => Algo::Maglev,
+    }
+}
+
+/// Compiles `cfg` into a snapshot, or returns every problem found.
+pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, ConfigErrors> {
+    let mut errs = Errors(Vec::new());
+    let workers = env.workers.max(1);
+    let backend_names: Vec<&str> = cfg.backends.names().collect();
+    let backend_index = |n: &str| backend_names.iter().position(|b| *b == n);
+
+    let mut backends = Vec::new();
+    for (bi, (bname, b)) in cfg.backends.iter().enumerate() {
+        let path = format!("backends.{bname}");
+        let be_pos = cfg.backends.0[bi].0.pos;
+        let live = env.live.backend(bname);
+        let proto = match b.proto {
+            model::Proto::Http1 => Proto::Http1,
+            model::Proto::H2 => Proto::H2,
+        };
+        let client_tls = match &b.tls {
+            None => None,
+            Some(t) => match crate::tls::client_config(t, env.base_dir, proto == Proto::H2) {
+                Ok(c) => Some((c, t.sni.clone())),
+                Err(e) => {
+                    let pos = t.ca.as_ref().map_or(be_pos, |c| c.pos);
+                    errs.add(pos, format!("{path}.tls"), e);
+                    None
+                }
+            },
+        };
+        let pool_cfg = PoolConfig {
+            max_idle_per_server: b.pool.max_idle_per_server,
+            idle_timeout: b.pool.idle_timeout,
+        };
+        let mut servers = Vec::new();
+        for (sname, s) in b.servers.iter() {
+            let addr = match resolve(&s.address.value) {
+                Ok(a) => a,
+                Err(e) => {
+                    errs.add(s.address.pos, format!("{path}.servers.{sname}.address"), e);
+                    continue;
+                }
+            };
+            let tls = match &client_tls {
+                None => None,
+                Some((config, sni)) => {
+                    let host = sni.clone().unwrap_or_else(|| {
+                        s.address
+                            .value
+                            .rsplit_once(':')
+                            .map_or(s.address.value.clone(), |(h, _)| {
+                                h.trim_matches(['[', ']']).to_owned()
+                            })
+                    });
+                    match ServerName::try_from(host.clone()) {
+                        Ok(server_name) => Some(UpstreamTls {
+                            config: config.clone(),
+                            server_name,
+                        }),
+                        Err(_) => {
+                            errs.add(
+                                s.address.pos,
+                                format!("{path}.tls.sni"),
+                                format!("invalid server name {host:?}"),
+                            );
+                            None
+                        }
+                    }
+                }
+            };
+            let tls_key = b.tls.as_ref().map(|t| {
+                let sni = tls
+                    .as_ref()
+                    .map(|u| format!("{:?}", u.server_name))
+                    .unwrap_or_default();
+                format!("{sni}|{:?}|{}", t.ca.as_ref().map(|c| &c.value), t.verify)
+            });
+            let pool = env
+                .live
+                .pool(bname, sname, addr, tls_key, proto, pool_cfg, workers);
+            servers.push(Server {
+                name: sname.into(),
+                upstream: Upstream {
+                    addr,
+                    tls,
+                    proto,
+                    connect_timeout: b.timeouts.connect,
+                    pool,
+                },
+                live: env.live.server(bname, sname, s.weight, s.disabled),
+                backup: s.backup,
+            });
+        }
+        let members = servers
+            .iter()
+            .map(|s| Member {
+                name: s.name.clone(),
+                live: s.live.clone(),
+                backup: s.backup,
+            })
+            .collect();
+        let hash_key = match &b.hash_key {
+            Some(k) => match Sample::compile(&k.0, &backend_index) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errs.add(be_pos, format!("{path}.hash_key"), e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let empty = rampart_config::NamedMap::default();
+        let (acls, request_rules, response_rules) = match RuleCompiler::new(&empty, &backend_index)
+        {
+            Ok(mut rc) => {
+                let (req, res) =
+                    compile_rules(&mut rc, &b.http_request, &b.http_response, &path, &mut errs);
+                (rc.finish(), req, res)
+            }
+            Err(e) => {
+                errs.add(be_pos, path.clone(), e);
+                (AclTable::default(), Vec::new(), Vec::new())
+            }
+        };
+        backends.push(Arc::new(Backend {
+            name: bname.into(),
+            balancer: Balancer::new(algo(b), members, live.clone(), false),
+            servers,
+            hash_key,
+            server_timeout: b.timeouts.server,
+            proto,
+            acls,
+            request_rules,
+            response_rules,
+            live,
+        }));
+    }
+
+    let mut frontends = Vec::new();
+    for (fi, (fname, f)) in cfg.frontends.iter().enumerate() {
+        let path = format!("frontends.{fname}");
+        let fe_pos = cfg.frontends.0[fi].0.pos;
+        let mut binds = Vec::new();
+        for (i, b) in f.bind.iter().enumerate() {
+            let tls = match &b.tls {
+                None => None,
+                Some(t) => match crate::tls::server_config(t, env.base_dir, f.http2.enabled) {
+                    Ok((c, warnings)) => {
+                        for w in warnings {
+                            tracing::warn!(frontend = fname, "{w}");
+                        }
+                        Some(c)
+                    }
+                    Err(e) => {
+                        let pos = t.certificates.first().map_or(b.address.pos, |c| c.cert.pos);
+                        errs.add(pos, format!("{path}.bind.{i}.tls"), e);
+                        None
+                    }
+                },
+            };
+            binds.push(BindSpec {
+                addr: b.address.value,
+                tls,
+                v6only: b.v6only,
+                backlog: b.backlog,
+            });
+        }
+        let mut rc = match RuleCompiler::new(&f.acls, &backend_index) {
+            Ok(rc) => rc,
+            Err(e) => {
+                errs.add(fe_pos, format!("{path}.acls"), e);
+                continue;
+            }
+        };
+        let (request_rules, response_rules) =
+            compile_rules(&mut rc, &f.http_request, &f.http_response, &path, &mut errs);
+        let mut routes = Vec::new();
+        for (i, u) in f.use_backend.iter().enumerate() {
+            let cond = match u.cond.as_ref().map(|c| rc.cond(c)).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    errs.add(u.pos, format!("{path}.use_backend.{i}"), e);
+                    continue;
+                }
+            };
+            let target = match &u.target {
+                BackendTarget::One(b) => backend_index(&b.value).map(Target::One),
+                BackendTarget::Split(parts) => {
+                    let mut cum = 0;
+                    let mut out = Vec::new();
+                    for (b, w) in parts {
+                        cum += *w;
+                        if let Some(bi) = backend_index(&b.value) {
+                            out.push((bi, cum));
+                        }
+                    }
+                    (!out.is_empty()).then_some(Target::Split(out, cum))
+                }
+            };
+            match target {
+                Some(target) => routes.push(Route { cond, target }),
+                None => errs.add(u.pos, format!("{path}.use_backend.{i}"), "unknown backend"),
+            }
+        }
+        let acls = rc.finish();
+        let log = match &f.access_log {
+            Some(l) if env.open_logs => match env.live.log_sink(&l.to) {
+                Ok(s) => Some((s, l.format)),
+                Err(e) => {
+                    errs.add(fe_pos, format!("{path}.access_log.to"), e);
+                    None
+                }
+            },
+            _ => None,
+        };
+        let live = env.live.frontend(fname);
+        live.limit.store(
+            f.max_connections.map_or(0, u64::from),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let trust: Vec<_> = f.forwarded.trust.iter().map(|t| t.value.0).collect();
+        frontends.push(Arc::new(Frontend {
+            name: fname.into(),
+            binds,
+            timeouts: ClientTimeouts {
+                client: f.timeouts.client,
+                http_request: f.timeouts.http_request,
+                keep_alive: f.timeouts.keep_alive,
+            },
+            head_limits: HeadLimits {
+                max_head: f.limits.max_header_size.0 as usize,
+                max_headers: f.limits.max_headers as usize,
+                max_uri: f.limits.max_uri_length.0 as usize,
+            },
+            max_request_body: f.limits.max_request_body.map(|s| s.0),
+            h2: f.http2.enabled,
+            h2_max_streams: f.http2.max_concurrent_streams,
+            acls,
+            request_rules,
+            response_rules,
+            routes,
+            default_backend: f
+                .default_backend
+                .as_ref()
+                .and_then(|d| backend_index(&d.value)),
+            forwarding: Forwarding {
+                x_forwarded_for: f.forwarded.x_forwarded_for,
+                x_forwarded_proto: f.forwarded.x_forwarded_proto,
+                forwarded: f.forwarded.forwarded,
+                trust: IpSet::new(&trust),
+            },
+            log,
+            live,
+        }));
+    }
+    if !errs.0.is_empty() {
+        errs.0.sort_by_key(|e| e.pos);
+        return Err(ConfigErrors(errs.0));
+    }
+    let threads = cfg
+        .global
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    env.live.global.limit.store(
+        u64::from(cfg.global.max_connections),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    Ok(Snapshot {
+        generation: env.generation,
+        global: GlobalSettings {
+            threads,
+            max_connections: u64::from(cfg.global.max_connections),
+            grace: cfg.global.grace,
+        },
+        frontends,
+        backends,
+        config: cfg,
+    })
+}
+
+fn compile_rules(
+    rc: &mut RuleCompiler<'_>,
+    req: &[model::RuleDef<rampart_config::rules::RequestAction>],
+    res: &[model::RuleDef<rampart_config::rules::ResponseAction>],
+    path: &str,
+    errs: &mut Errors,
+) -> (Vec<RequestRule>, Vec<ResponseRule>) {
+    let mut request_rules = Vec::new();
+    for (i, r) in req.iter().enumerate() {
+        match rc.request_rule(&r.rule) {
+            Ok(x) => request_rules.push(x),
+            Err(e) => errs.add(r.pos, format!("{path}.http_request.{i}"), e),
+        }
+    }
+    let mut response_rules = Vec::new();
+    for (i, r) in res.iter().enumerate() {
+        match rc.response_rule(&r.rule) {
+            Ok(x) => response_rules.push(x),
+            Err(e) => errs.add(r.pos, format!("{path}.http_response.{i}"), e),
+        }
+    }
+    (request_rules, response_rules)
+}
+
+/// Identity of a connection pool: a pool is reused across reloads only when it still
+/// reaches the same place the same way.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub backend: String,
+    pub server: String,
+    pub addr: SocketAddr,
+    pub tls: Option<String>,
+    pub h2: bool,
+    pub cfg: (usize, Duration),
+}
+
+impl Live {
+    /// The pool for a server, kept from an earlier snapshot when nothing relevant changed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool(
+        &self,
+        backend: &str,
+        server: &str,
+        addr: SocketAddr,
+        tls_key: Option<String>,
+        proto: Proto,
+        cfg: PoolConfig,
+        workers: usize,
+    ) -> Arc<Pool> {
+        let key = PoolKey {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+            addr,
+            tls: tls_key,
+            h2: proto == Proto::H2,
+            cfg: (cfg.max_idle_per_server, cfg.idle_timeout),
+        };
+        self.pools_with(|pools: &mut HashMap<PoolKey, Arc<Pool>>| {
+            pools
+                .entry(key)
+                .or_insert_with(|| Pool::new(cfg, workers))
+                .clone()
+        })
+    }
+}

@@ -1,0 +1,258 @@
+//! Long-lived state kept outside the configuration snapshot: counters, server admin state
+//! and weights, connection limits. It is keyed by stable names (frontend, backend,
+//! backend/server), so a reload that keeps a name keeps its state.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crate::log::LogSink;
+use crate::snapshot::PoolKey;
+use crate::upstream::pool::Pool;
+
+/// Response counters by status class.
+#[derive(Default)]
+pub struct StatusCounters {
+    /// 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub by_class: [AtomicU64; 6],
+}
+
+impl StatusCounters {
+    pub fn record(&self, status: u16) {
+        let i = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.by_class[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn get(&self, class: usize) -> u64 {
+        self.by_class[class].load(Relaxed)
+    }
+}
+
+/// Counters and limits of one frontend.
+#[derive(Default)]
+pub struct FrontendLive {
+    pub conns_cur: AtomicU64,
+    pub conns_max: AtomicU64,
+    pub conns_total: AtomicU64,
+    pub requests: AtomicU64,
+    pub responses: StatusCounters,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Requests denied by rules.
+    pub denied: AtomicU64,
+    /// Malformed or refused client requests.
+    pub errors: AtomicU64,
+    /// Requests answered by the proxy itself (return, redirect).
+    pub intercepted: AtomicU64,
+    /// Connection limit (0: none).
+    pub limit: AtomicU64,
+}
+
+/// Counters of one backend, and the epoch its balancer rebuilds on.
+#[derive(Default)]
+pub struct BackendLive {
+    pub requests: AtomicU64,
+    pub responses: StatusCounters,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub errors_conn: AtomicU64,
+    pub errors_resp: AtomicU64,
+    /// Requests answered 503 because no server was usable.
+    pub no_server: AtomicU64,
+    pub active: AtomicU64,
+    /// Bumped whenever a server's usability or weight changes.
+    pub epoch: AtomicU64,
+}
+
+/// Administrative state of a server, as HAProxy's `set server ... state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminState {
+    Ready = 0,
+    /// No new requests; in-flight ones finish.
+    Drain = 1,
+    /// Out of service.
+    Maint = 2,
+}
+
+/// State of one server.
+pub struct ServerLive {
+    pub requests: AtomicU64,
+    /// Requests in flight.
+    pub active: AtomicU64,
+    pub active_max: AtomicU64,
+    pub responses: StatusCounters,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub errors_conn: AtomicU64,
+    pub errors_resp: AtomicU64,
+    admin: AtomicU8,
+    weight: AtomicU32,
+    /// Weight from the configuration, for `set weight N%`.
+    pub initial_weight: AtomicU32,
+}
+
+impl ServerLive {
+    fn new(weight: u32, disabled: bool) -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            active_max: AtomicU64::new(0),
+            responses: StatusCounters::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            errors_conn: AtomicU64::new(0),
+            errors_resp: AtomicU64::new(0),
+            admin: AtomicU8::new(if disabled {
+                AdminState::Maint as u8
+            } else {
+                AdminState::Ready as u8
+            }),
+            weight: AtomicU32::new(weight),
+            initial_weight: AtomicU32::new(weight),
+        }
+    }
+
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Relaxed) {
+            0 => AdminState::Ready,
+            1 => AdminState::Drain,
+            _ => AdminState::Maint,
+        }
+    }
+
+    pub fn set_admin(&self, s: AdminState, backend: &BackendLive) {
+        if self.admin.swap(s as u8, Relaxed) != s as u8 {
+            backend.epoch.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    pub fn set_weight(&self, w: u32, backend: &BackendLive) {
+        if self.weight.swap(w, Relaxed) != w {
+            backend.epoch.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Whether the balancer may give this server new requests.
+    pub fn usable(&self) -> bool {
+        self.admin() == AdminState::Ready && self.weight() > 0
+    }
+
+    /// Marks one more request in flight; the guard marks it done.
+    pub fn start(self: &Arc<Self>) -> ActiveGuard {
+        let n = self.active.fetch_add(1, Relaxed) + 1;
+        self.active_max.fetch_max(n, Relaxed);
+        self.requests.fetch_add(1, Relaxed);
+        ActiveGuard(self.clone())
+    }
+}
+
+/// Decrements a server's in-flight count when dropped.
+pub struct ActiveGuard(Arc<ServerLive>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Process-wide counters.
+#[derive(Default)]
+pub struct GlobalLive {
+    pub conns_cur: AtomicU64,
+    pub conns_total: AtomicU64,
+    pub requests: AtomicU64,
+    pub limit: AtomicU64,
+}
+
+/// All live state, by name.
+#[derive(Default)]
+pub struct Live {
+    pub global: GlobalLive,
+    frontends: Mutex<HashMap<String, Arc<FrontendLive>>>,
+    backends: Mutex<HashMap<String, Arc<BackendLive>>>,
+    servers: Mutex<HashMap<(String, String), Arc<ServerLive>>>,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    logs: Mutex<HashMap<String, Arc<LogSink>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Live {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn frontend(&self, name: &str) -> Arc<FrontendLive> {
+        lock(&self.frontends)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub fn backend(&self, name: &str) -> Arc<BackendLive> {
+        lock(&self.backends)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The state of `backend/server`, created with the configured weight the first time.
+    pub fn server(
+        &self,
+        backend: &str,
+        server: &str,
+        weight: u32,
+        disabled: bool,
+    ) -> Arc<ServerLive> {
+        lock(&self.servers)
+            .entry((backend.to_owned(), server.to_owned()))
+            .or_insert_with(|| Arc::new(ServerLive::new(weight, disabled)))
+            .clone()
+    }
+}
+
+impl Live {
+    /// Runs `f` on the pool registry.
+    pub fn pools_with<R>(&self, f: impl FnOnce(&mut HashMap<PoolKey, Arc<Pool>>) -> R) -> R {
+        f(&mut lock(&self.pools))
+    }
+
+    /// Forgets pools that no snapshot in `keep` uses; their idle connections close when
+    /// the last in-flight request using them ends.
+    pub fn retain_pools(&self, keep: &std::collections::HashSet<PoolKey>) {
+        lock(&self.pools).retain(|k, _| keep.contains(k));
+    }
+
+    /// The access log writer for `target`, opened once.
+    pub fn log_sink(&self, target: &str) -> Result<Arc<LogSink>, String> {
+        let mut logs = lock(&self.logs);
+        if let Some(s) = logs.get(target) {
+            return Ok(s.clone());
+        }
+        let s = LogSink::open(target)?;
+        logs.insert(target.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    /// Log records dropped because a writer fell behind.
+    pub fn dropped_logs(&self) -> u64 {
+        lock(&self.logs)
+            .values()
+            .map(|s| s.dropped.load(Relaxed))
+            .sum()
+    }
+}

@@ -1,0 +1,226 @@
+//! TLS with rustls on the aws-lc-rs provider: server configurations for binds (several
+//! certificates chosen by SNI, resumption with tickets and a session cache, ALPN for
+//! HTTP/2), and client configurations for TLS to servers.
+
+pub mod certs;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rampart_config::model::{BindTls, TlsVersion, UpstreamTls as UpstreamTlsConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+pub use certs::LoadedCert;
+
+/// The crypto provider every TLS configuration uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let mut v = Vec::new();
+    if min <= TlsVersion::Tls12 && max >= TlsVersion::Tls12 {
+        v.push(&rustls::version::TLS12);
+    }
+    if max >= TlsVersion::Tls13 {
+        v.push(&rustls::version::TLS13);
+    }
+    v
+}
+
+/// Chooses a certificate by SNI: exact name, then a wildcard one level up, then the default.
+#[derive(Debug)]
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    pub fn new(certs: &[LoadedCert]) -> Option<Self> {
+        let default = certs.first()?.key.clone();
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for c in certs {
+            for n in &c.names {
+                let n = n.to_ascii_lowercase();
+                match n.strip_prefix("*.") {
+                    Some(rest) => {
+                        wildcard
+                            .entry(rest.to_owned())
+                            .or_insert_with(|| c.key.clone());
+                    }
+                    None => {
+                        exact.entry(n).or_insert_with(|| c.key.clone());
+                    }
+                }
+            }
+        }
+        Some(Self {
+            exact,
+            wildcard,
+            default,
+        })
+    }
+
+    pub fn lookup(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        if let Some(name) = sni {
+            let name = name.to_ascii_lowercase();
+            if let Some(k) = self.exact.get(&name) {
+                return k.clone();
+            }
+            if let Some((_, parent)) = name.split_once('.')
+                && let Some(k) = self.wildcard.get(parent)
+            {
+                return k.clone();
+            }
+        }
+        self.default.clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.lookup(hello.server_name()))
+    }
+}
+
+/// Builds the server configuration of a TLS bind. Certificate files are relative to
+/// `base`. Returns warnings (expired certificates) along with the configuration.
+pub fn server_config(
+    tls: &BindTls,
+    base: &Path,
+    h2: bool,
+) -> Result<(Arc<rustls::ServerConfig>, Vec<String>), String> {
+    let provider = provider();
+    let mut loaded = Vec::new();
+    let mut warnings = Vec::new();
+    for c in &tls.certificates {
+        let cert_path = base.join(&c.cert.value);
+        let key_path = c
+            .key
+            .as_ref()
+            .map_or_else(|| cert_path.clone(), |k| base.join(&k.value));
+        let l = certs::load(&cert_path, &key_path, &c.names, &provider)?;
+        if let Some(w) = &l.expired {
+            warnings.push(w.clone());
+        }
+        loaded.push(l);
+    }
+    let resolver = SniResolver::new(&loaded).ok_or("TLS needs at least one certificate")?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions(tls.min_version, tls.max_version))
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = tls
+        .alpn
+        .iter()
+        .filter(|p| h2 || p.as_str() != "h2")
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    cfg.ignore_client_order = true;
+    if tls.session_tickets {
+        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| format!("session tickets: {e}"))?;
+    }
+    if tls.session_cache > 0 {
+        cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(tls.session_cache);
+    } else {
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
+    if !tls.session_tickets && tls.session_cache == 0 {
+        cfg.send_tls13_tickets = 0;
+    }
+    Ok((Arc::new(cfg), warnings))
+}
+
+/// Accepts any server certificate (`verify: false`).
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Builds the client configuration for TLS to a backend's servers.
+pub fn client_config(
+    t: &UpstreamTlsConfig,
+    base: &Path,
+    h2: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?;
+    let mut cfg = if t.verify {
+        let mut roots = rustls::RootCertStore::empty();
+        match &t.ca {
+            Some(ca) => {
+                let path = base.join(&ca.value);
+                for c in certs::read_certs(&path)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    };
+    cfg.alpn_protocols = if h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(Arc::new(cfg))
+}

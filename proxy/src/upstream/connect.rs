@@ -1,0 +1,52 @@
+//! Opening connections to servers: TCP, then TLS when the backend asks for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use crate::error::{ErrorKind, ProxyError};
+use crate::io::UpIo;
+
+/// TLS settings for connections to one server.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
+
+/// Connects to `addr` (and completes TLS) within `timeout`.
+pub async fn connect(
+    addr: SocketAddr,
+    tls: Option<&UpstreamTls>,
+    timeout: Duration,
+) -> Result<UpIo, ProxyError> {
+    let work = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| {
+            ProxyError::new(ErrorKind::ConnectFailed, format!("connect to {addr}: {e}"))
+        })?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(UpIo::Plain(tcp)),
+            Some(t) => {
+                let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+                let s = connector
+                    .connect(t.server_name.clone(), tcp)
+                    .await
+                    .map_err(|e| {
+                        ProxyError::new(ErrorKind::ConnectFailed, format!("TLS with {addr}: {e}"))
+                    })?;
+                Ok(UpIo::Tls(Box::new(s)))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::ConnectTimeout,
+            format!("connect to {addr}: timed out after {timeout:?}"),
+        )),
+    }
+}

@@ -1,0 +1,358 @@
+//! One HTTP/1.1 exchange with a server: write the request, read the response head, and
+//! hand back a response whose body reads from the server connection.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::Upstream;
+use super::pool::UpConn;
+use crate::body::{Body, H1Body, Source};
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::http1::Framing;
+use crate::http1::decode::Decoder;
+use crate::http1::encode::{write_chunk_size, write_last_chunk, write_request_head};
+use crate::http1::parse::parse_response;
+use crate::io::read_buf;
+
+/// The reason phrase a server sent, when it is not the standard one.
+#[derive(Clone, Debug)]
+pub struct Reason(pub Bytes);
+
+/// The server connection of an upgraded (101) exchange, for the tunnel.
+#[derive(Clone)]
+pub struct UpgradedConn(pub Arc<Mutex<Option<UpConn>>>);
+
+/// Timing of an exchange, for the access log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    /// Time to get a connection (zero when one was reused).
+    pub connect: Duration,
+    /// Time from sending the request to receiving the response head.
+    pub response: Duration,
+    pub reused: bool,
+}
+
+/// Bodies up to this size are written together with the head and can be resent.
+const INLINE_BODY: usize = 64 * 1024;
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+fn wants_body(m: &Method) -> bool {
+    matches!(*m, Method::POST | Method::PUT | Method::PATCH)
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn write_error(e: std::io::Error, reused: bool) -> ProxyError {
+    let mut err = ProxyError::new(ErrorKind::BadResponse, format!("writing the request: {e}"));
+    err.retryable = reused;
+    err
+}
+
+fn body_error(e: crate::body::BodyError) -> ProxyError {
+    let mut p = ProxyError::new(e.kind, e.detail);
+    p.side = e.side;
+    p
+}
+
+/// Sends `req` to the server over HTTP/1.1.
+pub async fn send(
+    up: &Upstream,
+    req: Request<Body>,
+    server_timeout: Duration,
+) -> Result<(Response<Body>, Timing), ProxyError> {
+    let (mut parts, mut body) = req.into_parts();
+    let is_head = parts.method == Method::HEAD;
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let target = if parts.method == Method::OPTIONS && target == "*" {
+        "*".to_owned()
+    } else {
+        target
+    };
+
+    // Framing towards the server.
+    let inline = body
+        .as_bytes()
+        .filter(|b| b.len() <= INLINE_BODY)
+        .map(<[u8]>::len);
+    let chunked;
+    match inline {
+        Some(len) => {
+            chunked = false;
+            parts.headers.remove(TRANSFER_ENCODING);
+            if len > 0 || wants_body(&parts.method) || parts.headers.contains_key(CONTENT_LENGTH) {
+                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+        None => {
+            let known = body
+                .size_hint()
+                .exact()
+                .filter(|_| parts.headers.contains_key(CONTENT_LENGTH));
+            chunked = known.is_none();
+            if chunked {
+                parts.headers.remove(CONTENT_LENGTH);
+                parts
+                    .headers
+                    .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            }
+        }
+    }
+    let mut head = Vec::with_capacity(256 + inline.unwrap_or(0));
+    write_request_head(&mut head, &parts.method, &target, &parts.headers);
+    let replayable = inline.is_some();
+    if inline.is_some()
+        && let Some(b) = body.take_bytes()
+    {
+        head.extend_from_slice(&b);
+    }
+    let retry_ok = replayable && idempotent(&parts.method);
+    let upgrade = parts.headers.contains_key(http::header::UPGRADE);
+
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let started = Instant::now();
+        let (mut conn, connect) = match up.pool.checkout() {
+            Some(c) => (c, Duration::ZERO),
+            None => {
+                let io =
+                    super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
+                (UpConn::new(io), started.elapsed())
+            }
+        };
+        let reused = conn.reused;
+        let sent_at = Instant::now();
+        let result = exchange(
+            &mut conn,
+            &head,
+            if replayable { None } else { Some(&mut body) },
+            chunked,
+            server_timeout,
+        )
+        .await;
+        match result {
+            Ok(rh) => {
+                let timing = Timing {
+                    connect,
+                    response: sent_at.elapsed(),
+                    reused,
+                };
+                return Ok((
+                    build_response(rh, conn, up, is_head, upgrade, server_timeout),
+                    timing,
+                ));
+            }
+            // A reused connection the server had already closed: the request never reached
+            // it, so an idempotent request in memory is sent again on a new connection.
+            Err(e) if e.retryable && reused && retry_ok && attempt == 1 => {
+                tracing::debug!(server = %up.addr, "reused connection failed, retrying on a new one: {}", e.detail);
+                continue;
+            }
+            Err(mut e) => {
+                if e.side == Side::Server {
+                    e.retryable = false;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Writes the request and reads the response head.
+async fn exchange(
+    conn: &mut UpConn,
+    head: &[u8],
+    body: Option<&mut Body>,
+    chunked: bool,
+    server_timeout: Duration,
+) -> Result<crate::http1::parse::ResponseHead, ProxyError> {
+    let reused = conn.reused;
+    write_with_timeout(conn, head, server_timeout, reused).await?;
+    if let Some(body) = body {
+        stream_body(conn, body, chunked, server_timeout).await?;
+    }
+    let read_head = async {
+        let mut got_any = false;
+        loop {
+            if !conn.rbuf.is_empty() {
+                got_any = true;
+                match parse_response(&mut conn.rbuf, MAX_RESPONSE_HEAD) {
+                    Ok(Some(h))
+                        if h.status.is_informational()
+                            && h.status != StatusCode::SWITCHING_PROTOCOLS =>
+                    {
+                        continue;
+                    }
+                    Ok(Some(h)) => return Ok(h),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(ProxyError::new(
+                            ErrorKind::BadResponse,
+                            format!("invalid response head: {e}"),
+                        ));
+                    }
+                }
+            }
+            match read_buf(&mut conn.io, &mut conn.rbuf).await {
+                Ok(0) => {
+                    let mut e = ProxyError::new(
+                        ErrorKind::BadResponse,
+                        "server closed the connection without a response",
+                    );
+                    e.retryable = reused && !got_any;
+                    return Err(e);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    let mut e = ProxyError::new(
+                        ErrorKind::BadResponse,
+                        format!("reading the response: {err}"),
+                    );
+                    e.retryable = reused && !got_any;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(server_timeout, read_head).await {
+        Ok(r) => r,
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::ResponseTimeout,
+            format!("no response within {server_timeout:?}"),
+        )),
+    }
+}
+
+async fn write_with_timeout(
+    conn: &mut UpConn,
+    data: &[u8],
+    t: Duration,
+    reused: bool,
+) -> Result<(), ProxyError> {
+    match tokio::time::timeout(t, conn.io.write_all(data)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(write_error(e, reused)),
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::ResponseTimeout,
+            "server stopped reading the request",
+        )),
+    }
+}
+
+async fn stream_body(
+    conn: &mut UpConn,
+    body: &mut Body,
+    chunked: bool,
+    t: Duration,
+) -> Result<(), ProxyError> {
+    let mut framing = Vec::with_capacity(16);
+    let mut finished = false;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
+    {
+        let frame = frame.map_err(body_error)?;
+        match frame.into_data() {
+            Ok(data) => {
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    framing.clear();
+                    write_chunk_size(&mut framing, data.len());
+                    write_with_timeout(conn, &framing, t, false).await?;
+                    write_with_timeout(conn, &data, t, false).await?;
+                    write_with_timeout(conn, b"\r\n", t, false).await?;
+                } else {
+                    write_with_timeout(conn, &data, t, false).await?;
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers()
+                    && chunked
+                {
+                    framing.clear();
+                    write_last_chunk(&mut framing, Some(&trailers));
+                    write_with_timeout(conn, &framing, t, false).await?;
+                    finished = true;
+                }
+            }
+        }
+    }
+    if chunked && !finished {
+        write_with_timeout(conn, b"0\r\n\r\n", t, false).await?;
+    }
+    Ok(())
+}
+
+fn build_response(
+    h: crate::http1::parse::ResponseHead,
+    mut conn: UpConn,
+    up: &Upstream,
+    is_head: bool,
+    upgrade: bool,
+    server_timeout: Duration,
+) -> Response<Body> {
+    let status = h.status;
+    let no_body = is_head
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status.is_informational();
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    *resp.version_mut() = Version::HTTP_11;
+    if let Some(r) = h.reason {
+        resp.extensions_mut().insert(Reason(r));
+    }
+    *resp.headers_mut() = h.headers;
+    if status == StatusCode::SWITCHING_PROTOCOLS && upgrade {
+        resp.extensions_mut()
+            .insert(UpgradedConn(Arc::new(Mutex::new(Some(conn)))));
+        return resp;
+    }
+    let framing = if no_body { Framing::Empty } else { h.framing };
+    let keep = h.keep_alive;
+    match framing {
+        Framing::Empty => {
+            if keep && conn.rbuf.is_empty() {
+                up.pool.put(conn);
+            }
+        }
+        Framing::Length(n) if conn.rbuf.len() as u64 >= n => {
+            // The whole body arrived with the head.
+            let b = conn.rbuf.split_to(n as usize).freeze();
+            if keep && conn.rbuf.is_empty() {
+                up.pool.put(conn);
+            }
+            *resp.body_mut() = Body::full(b);
+        }
+        _ => {
+            let source = Source::Server {
+                conn: Some(conn),
+                pool: up.pool.clone(),
+                reusable: keep,
+            };
+            *resp.body_mut() = Body::h1(H1Body::new(
+                Decoder::new(framing, None),
+                source,
+                server_timeout,
+            ));
+        }
+    }
+    resp
+}

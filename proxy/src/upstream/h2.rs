@@ -1,0 +1,114 @@
+//! HTTP/2 to servers: one multiplexed connection per worker and server, opened on demand.
+
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use super::Upstream;
+use super::h1::Timing;
+use crate::body::Body;
+use crate::error::{ErrorKind, ProxyError, Side};
+
+fn classify(e: hyper::Error) -> ProxyError {
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            // A stream the server refused was not processed and may go elsewhere.
+            if h.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return ProxyError::new(ErrorKind::RefusedStream, e.to_string());
+            }
+        }
+        if let Some(be) = s.downcast_ref::<crate::body::BodyError>() {
+            let mut p = ProxyError::new(be.kind, be.detail.clone());
+            p.side = be.side;
+            return p;
+        }
+        source = s.source();
+    }
+    ProxyError::new(ErrorKind::BadResponse, format!("HTTP/2: {e}"))
+}
+
+async fn sender(
+    up: &Upstream,
+) -> Result<(hyper::client::conn::http2::SendRequest<Body>, Duration), ProxyError> {
+    if let Some(s) = up.pool.h2_sender() {
+        return Ok((s, Duration::ZERO));
+    }
+    let started = Instant::now();
+    let io = super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(false)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| {
+            ProxyError::new(
+                ErrorKind::ConnectFailed,
+                format!("HTTP/2 handshake with {}: {e}", up.addr),
+            )
+        })?;
+    let addr = up.addr;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(server = %addr, "HTTP/2 connection ended: {e}");
+        }
+    });
+    up.pool.set_h2_sender(send.clone());
+    Ok((send, started.elapsed()))
+}
+
+/// Sends `req` over the server's HTTP/2 connection.
+pub async fn send(
+    up: &Upstream,
+    mut req: Request<Body>,
+    server_timeout: Duration,
+) -> Result<(Response<Body>, Timing), ProxyError> {
+    // HTTP/2 carries the host in :authority.
+    let authority = req
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| req.uri().authority().cloned())
+        .unwrap_or_else(|| Authority::from_static("localhost"));
+    let scheme = if up.tls.is_some() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|e| ProxyError::new(ErrorKind::Internal, e.to_string()))?;
+    *req.version_mut() = Version::HTTP_2;
+
+    let (mut s, connect) = sender(up).await?;
+    let reused = connect.is_zero();
+    let sent_at = Instant::now();
+    let work = async {
+        s.ready().await.map_err(classify)?;
+        s.send_request(req).await.map_err(classify)
+    };
+    let resp = match tokio::time::timeout(server_timeout, work).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ProxyError::new(
+                ErrorKind::ResponseTimeout,
+                format!("no response within {server_timeout:?}"),
+            ));
+        }
+    };
+    let timing = Timing {
+        connect,
+        response: sent_at.elapsed(),
+        reused,
+    };
+    Ok((resp.map(|b| Body::incoming(b, Side::Server)), timing))
+}

@@ -1,0 +1,181 @@
+//! Idle connections to one server, kept per worker thread so a connection is reused on the
+//! thread whose reactor drives it, and HTTP/2 connections shared by concurrent requests.
+//!
+//! Idle HTTP/1 connections are kept most-recently-used first (the warmest socket is reused,
+//! the coldest ages out); a connection that the server closed or that sat idle too long is
+//! dropped at checkout, and a periodic sweep drops them even when nobody asks.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::io::UpIo;
+
+/// A connection to a server.
+pub struct UpConn {
+    pub io: UpIo,
+    pub rbuf: BytesMut,
+    /// Whether this connection served a request before.
+    pub reused: bool,
+}
+
+impl UpConn {
+    pub fn new(io: UpIo) -> Self {
+        Self {
+            io,
+            rbuf: BytesMut::new(),
+            reused: false,
+        }
+    }
+}
+
+struct Idle {
+    conn: UpConn,
+    since: Instant,
+}
+
+/// Pool settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub max_idle_per_server: usize,
+    pub idle_timeout: Duration,
+}
+
+/// The connections to one server.
+pub struct Pool {
+    shards: Box<[Mutex<VecDeque<Idle>>]>,
+    h2: Box<[Mutex<Option<hyper::client::conn::http2::SendRequest<Body>>>]>,
+    max_idle_per_shard: usize,
+    idle_timeout: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether an idle connection is still open and silent: a read that would block means
+/// yes; end of file, an error or unexpected bytes mean it must not be used.
+fn still_open(io: &mut UpIo) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut rb = ReadBuf::new(&mut byte);
+    matches!(
+        std::pin::Pin::new(io).poll_read(&mut cx, &mut rb),
+        Poll::Pending
+    )
+}
+
+impl Pool {
+    pub fn new(cfg: PoolConfig, workers: usize) -> Arc<Self> {
+        let workers = workers.max(1);
+        let pool = Arc::new(Self {
+            shards: (0..workers).map(|_| Mutex::new(VecDeque::new())).collect(),
+            h2: (0..workers).map(|_| Mutex::new(None)).collect(),
+            max_idle_per_shard: cfg.max_idle_per_server.div_ceil(workers),
+            idle_timeout: cfg.idle_timeout,
+        });
+        register(&pool);
+        pool
+    }
+
+    fn shard(&self) -> usize {
+        crate::worker::index() % self.shards.len()
+    }
+
+    /// An idle connection that is still usable, if there is one.
+    pub fn checkout(&self) -> Option<UpConn> {
+        let now = Instant::now();
+        let mut q = lock(&self.shards[self.shard()]);
+        while let Some(mut idle) = q.pop_back() {
+            if now.duration_since(idle.since) < self.idle_timeout && still_open(&mut idle.conn.io) {
+                idle.conn.reused = true;
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection for reuse (or drops it when the pool is full or off).
+    pub fn put(&self, mut conn: UpConn) {
+        if self.max_idle_per_shard == 0 {
+            return;
+        }
+        // An idle connection keeps no buffer.
+        conn.rbuf = BytesMut::new();
+        let mut q = lock(&self.shards[self.shard()]);
+        if q.len() >= self.max_idle_per_shard {
+            q.pop_front();
+        }
+        q.push_back(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// Idle connections across all workers.
+    pub fn idle_count(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// The shared HTTP/2 connection of this worker, if it is open.
+    pub fn h2_sender(&self) -> Option<hyper::client::conn::http2::SendRequest<Body>> {
+        let mut slot = lock(&self.h2[self.shard()]);
+        match slot.as_ref() {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn set_h2_sender(&self, s: hyper::client::conn::http2::SendRequest<Body>) {
+        *lock(&self.h2[self.shard()]) = Some(s);
+    }
+
+    /// Drops idle connections that expired or were closed by the server.
+    fn sweep(&self) {
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let mut q = lock(shard);
+            q.retain_mut(|i| {
+                now.duration_since(i.since) < self.idle_timeout && still_open(&mut i.conn.io)
+            });
+        }
+    }
+
+    /// Closes every idle connection.
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            lock(shard).clear();
+        }
+        for h in self.h2.iter() {
+            *lock(h) = None;
+        }
+    }
+}
+
+static POOLS: Mutex<Vec<Weak<Pool>>> = Mutex::new(Vec::new());
+
+fn register(pool: &Arc<Pool>) {
+    lock(&POOLS).push(Arc::downgrade(pool));
+}
+
+/// Sweeps every live pool once; forgets dropped pools.
+pub fn sweep_all() {
+    let pools: Vec<Arc<Pool>> = {
+        let mut all = lock(&POOLS);
+        all.retain(|w| w.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    for p in pools {
+        p.sweep();
+    }
+}

@@ -1,0 +1,190 @@
+//! rampart: a high-availability L7 reverse proxy and load balancer.
+//!
+//! The binary: command line, logging, signals, and the wiring of configuration to the
+//! proxy. Everything else lives in the crates.
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rampart",
+    version,
+    about = "A high-availability L7 reverse proxy and load balancer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a configuration file.
+    Run {
+        /// Configuration file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit: 0 when valid, 1 otherwise.
+    Check {
+        /// Configuration file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Print nothing when the file is valid.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Run a demo: the front door on 127.0.0.1:8080 with three built-in servers.
+    Demo {
+        /// Use this configuration instead of examples/demo.yaml.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,rustls=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn load(path: &Path) -> Result<rampart_config::Config, rampart_config::ConfigErrors> {
+    rampart_config::load_file(path)
+}
+
+fn base_dir(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+async fn wait_for_stop() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+async fn serve(
+    cfg: rampart_config::Config,
+    base: &Path,
+    banner: Option<&dyn Fn(&rampart_proxy::ProxyHandle) -> String>,
+) -> Result<()> {
+    let handle = rampart_proxy::start(cfg, base).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for b in handle.bound() {
+        tracing::info!(frontend = %b.frontend, "listening on {}", b.local);
+    }
+    if let Some(f) = banner {
+        println!("{}", f(&handle));
+    }
+    let sig = wait_for_stop().await?;
+    tracing::info!("{sig}: stopping (grace {:?})", handle.grace());
+    handle.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the main runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config, quiet } => {
+            init_logging("warn");
+            let checked = load(&config).and_then(|cfg| {
+                rampart_proxy::check(cfg, &base_dir(&config))
+                    .map_err(|e| e.in_file(&config.display().to_string()))
+            });
+            return match checked {
+                Ok(()) => {
+                    if !quiet {
+                        println!("Configuration file is valid");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!(
+                        "Configuration file has {} error{}",
+                        e.0.len(),
+                        if e.0.len() == 1 { "" } else { "s" }
+                    );
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Run { config } => match load(&config) {
+            Ok(cfg) => {
+                init_logging(cfg.global.log_level.as_str());
+                runtime().and_then(|rt| rt.block_on(serve(cfg, &base_dir(&config), None)))
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Demo { config } => {
+            let loaded = match &config {
+                Some(p) => load(p),
+                None => {
+                    rampart_config::load_str(demo::CONFIG, None, &rampart_config::yaml::ProcessEnv)
+                        .map_err(|e| e.in_file("examples/demo.yaml"))
+                }
+            };
+            match loaded {
+                Ok(cfg) => {
+                    init_logging(cfg.global.log_level.as_str());
+                    let base = config.as_deref().map(base_dir).unwrap_or_default();
+                    runtime().and_then(|rt| {
+                        rt.block_on(async {
+                            for (name, addr) in demo::SERVERS {
+                                let a = addr.parse().context("demo address")?;
+                                demo::serve(name, a).await.with_context(|| {
+                                    format!("starting demo server {name} on {addr}")
+                                })?;
+                            }
+                            let banner = |h: &rampart_proxy::ProxyHandle| {
+                                demo::banner(h.bound().first().map_or_else(
+                                    || {
+                                        "127.0.0.1:8080".parse().unwrap_or(
+                                            std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+                                        )
+                                    },
+                                    |b| b.local,
+                                ))
+                            };
+                            serve(cfg, &base, Some(&banner)).await
+                        })
+                    })
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rampart: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

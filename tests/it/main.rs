@@ -1,0 +1,7 @@
+//! Integration tests: the proxy in-process on ephemeral ports, real origin servers, real
+//! clients; the binary for the command line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+mod transparency;

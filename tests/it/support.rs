@@ -1,0 +1,529 @@
+//! Test support: origin servers that record what they receive, the proxy started
+//! in-process on ephemeral ports, and clients over HTTP/1.1, h2c and TLS.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A body made of given frames (no length: HTTP/1.1 sends it chunked).
+pub struct Frames(pub VecDeque<Frame<Bytes>>);
+
+impl Frames {
+    pub fn data(chunks: &[&[u8]], trailers: Option<HeaderMap>) -> Self {
+        let mut q: VecDeque<Frame<Bytes>> = chunks
+            .iter()
+            .map(|c| Frame::data(Bytes::copy_from_slice(c)))
+            .collect();
+        if let Some(t) = trailers {
+            q.push_back(Frame::trailers(t));
+        }
+        Frames(q)
+    }
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+pub type TestBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn full(b: impl Into<Bytes>) -> TestBody {
+    http_body_util::Full::new(b.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> TestBody {
+    full(Bytes::new())
+}
+
+pub fn frames(f: Frames) -> TestBody {
+    f.map_err(|e| match e {}).boxed_unsync()
+}
+
+/// What an origin server received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+    pub peer: SocketAddr,
+}
+
+type Handler = Arc<dyn Fn(&Seen) -> Response<TestBody> + Send + Sync>;
+
+/// An origin server on 127.0.0.1:0 speaking HTTP/1.1 and h2c.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    /// Answers `200 <name>` to everything.
+    pub async fn named(name: &str) -> Self {
+        let n = name.to_owned();
+        Self::start(name, move |_| text(200, &n)).await
+    }
+
+    pub async fn start(
+        name: &str,
+        f: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), name, f).await
+    }
+
+    pub async fn start_on(
+        addr: SocketAddr,
+        name: &str,
+        f: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind origin");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let handler: Handler = Arc::new(f);
+        let (s2, h2) = (seen.clone(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let (seen, hits, handler) = (s2.clone(), h2.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (seen, hits, handler) = (seen.clone(), hits.clone(), handler.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let collected = body.collect().await;
+                            let (body, trailers) = match collected {
+                                Ok(c) => {
+                                    let t = c.trailers().cloned();
+                                    (c.to_bytes(), t)
+                                }
+                                Err(_) => (Bytes::new(), None),
+                            };
+                            let s = Seen {
+                                method: parts.method,
+                                uri: parts.uri,
+                                version: parts.version,
+                                headers: parts.headers,
+                                body,
+                                trailers,
+                                peer,
+                            };
+                            hits.fetch_add(1, Ordering::SeqCst);
+                            let resp = handler(&s);
+                            seen.lock().unwrap().push(s);
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Origin {
+            addr,
+            name: name.to_owned(),
+            seen,
+            hits,
+            task,
+        }
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the origin saw no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and drops the listener (existing connections are left to die).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: u16, body: &str) -> Response<TestBody> {
+    let mut r = Response::new(full(body.to_owned()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    r
+}
+
+/// The proxy running in this test process.
+pub struct Proxy {
+    pub handle: Option<rampart_proxy::ProxyHandle>,
+    pub dir: PathBuf,
+}
+
+impl Proxy {
+    /// Starts the proxy from YAML; relative files are read from `dir` (a temp dir).
+    pub fn start(yaml: &str) -> Self {
+        Self::start_in(yaml, temp_dir("proxy"))
+    }
+
+    pub fn start_in(yaml: &str, dir: PathBuf) -> Self {
+        let cfg = rampart_config::load_str(yaml, Some(&dir), &rampart_config::yaml::ProcessEnv)
+            .unwrap_or_else(|e| panic!("config errors:\n{e}\n---\n{yaml}"));
+        let handle =
+            rampart_proxy::start(cfg, &dir).unwrap_or_else(|e| panic!("start failed: {e}"));
+        Proxy {
+            handle: Some(handle),
+            dir,
+        }
+    }
+
+    pub fn addr(&self, frontend: &str) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .unwrap()
+            .local_addr(frontend)
+            .expect("frontend bound")
+    }
+
+    /// The `n`th bound address (configuration order).
+    pub fn bound(&self, n: usize) -> SocketAddr {
+        self.handle.as_ref().unwrap().bound()[n].local
+    }
+
+    pub fn handle(&self) -> &rampart_proxy::ProxyHandle {
+        self.handle.as_ref().unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "rampart-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// How a client talks to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    H1,
+    H2c,
+    TlsH1,
+    TlsH2,
+}
+
+impl Client {
+    pub fn is_h2(self) -> bool {
+        matches!(self, Client::H2c | Client::TlsH2)
+    }
+    pub fn is_tls(self) -> bool {
+        matches!(self, Client::TlsH1 | Client::TlsH2)
+    }
+}
+
+/// A collected response.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+    pub version: http::Version,
+}
+
+impl Got {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// TLS client settings trusting the test CA.
+pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+use rustls_pki_types::pem::PemObject;
+
+/// Connects a TLS client.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    sni: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(
+            rustls_pki_types::ServerName::try_from(sni.to_owned()).unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake")
+}
+
+async fn collect(resp: Response<Incoming>) -> Got {
+    let (parts, body) = resp.into_parts();
+    let c = body.collect().await.expect("response body");
+    let trailers = c.trailers().cloned();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body: c.to_bytes(),
+        trailers,
+        version: parts.version,
+    }
+}
+
+/// Sends one request on a new connection and collects the response. For TLS modes,
+/// `tls` gives the client settings (ALPN is set from the mode) and SNI.
+pub async fn send(
+    mode: Client,
+    addr: SocketAddr,
+    mut req: Request<TestBody>,
+    tls: Option<(&str, &str)>,
+) -> Got {
+    if req.uri().authority().is_none() && mode.is_h2() {
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(if mode.is_tls() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        parts.authority = Some(format!("localhost:{}", addr.port()).parse().unwrap());
+        *req.uri_mut() = http::Uri::from_parts(parts).unwrap();
+    }
+    if !mode.is_h2() && !req.headers().contains_key("host") {
+        req.headers_mut().insert(
+            "host",
+            format!("localhost:{}", addr.port()).parse().unwrap(),
+        );
+    }
+    let fut = async {
+        match mode {
+            Client::H1 => {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+                tokio::spawn(c);
+                collect(s.send_request(req).await.expect("h1 request")).await
+            }
+            Client::H2c => {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let (mut s, c) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                        .await
+                        .unwrap();
+                tokio::spawn(c);
+                collect(s.send_request(req).await.expect("h2c request")).await
+            }
+            Client::TlsH1 | Client::TlsH2 => {
+                let (ca, sni) = tls.expect("TLS settings");
+                let alpn: &[&[u8]] = if mode == Client::TlsH2 {
+                    &[b"h2"]
+                } else {
+                    &[b"http/1.1"]
+                };
+                let s = tls_connect(addr, tls_client(ca, alpn), sni).await;
+                if mode == Client::TlsH2 {
+                    let (mut s, c) = hyper::client::conn::http2::handshake(
+                        TokioExecutor::new(),
+                        TokioIo::new(s),
+                    )
+                    .await
+                    .unwrap();
+                    tokio::spawn(c);
+                    collect(s.send_request(req).await.expect("TLS h2 request")).await
+                } else {
+                    let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                        .await
+                        .unwrap();
+                    tokio::spawn(c);
+                    collect(s.send_request(req).await.expect("TLS h1 request")).await
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .expect("request timed out")
+}
+
+/// `GET path` over HTTP/1.1.
+pub async fn get(addr: SocketAddr, path: &str) -> Got {
+    let req = Request::get(path).body(empty()).unwrap();
+    send(Client::H1, addr, req, None).await
+}
+
+/// Writes raw bytes and reads until the proxy closes the connection (or `limit`).
+pub async fn raw(addr: SocketAddr, data: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(data).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes raw bytes and reads one response head and its Content-Length body.
+pub async fn raw_one(s: &mut TcpStream, data: &[u8]) -> String {
+    s.write_all(data).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("raw response timed out");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A self-signed CA and certificates it signs, written as PEM files.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca_pem: String,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = temp_dir("pki");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "rampart test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+        let ca_pem = ca.pem();
+        std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
+        Pki { dir, ca_pem, ca }
+    }
+
+    /// Writes `<stem>.pem` and `<stem>.key` for `names`; `expired` makes it expire in 2020.
+    pub fn issue(&self, stem: &str, names: &[&str], expired: bool) -> (PathBuf, PathBuf) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("x"),
+        );
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let c = self.dir.join(format!("{stem}.pem"));
+        let k = self.dir.join(format!("{stem}.key"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    pub fn path(&self, p: &Path) -> String {
+        p.display().to_string()
+    }
+}
+
+/// Polls `f` until it returns true, for up to `limit`.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
