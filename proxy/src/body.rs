@@ -333,10 +333,7 @@ impl H1Body {
     }
 
     /// Sends `100 Continue` once, when the body is first wanted and the client is waiting.
-    fn poll_continue(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Option<PollFrame> {
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Option<PollFrame> {
         let Source::Client {
             conn: Some(conn),
             send_continue,

@@ -3,5 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod balance;
+mod cli;
+mod errors;
+mod frontend;
+mod rules;
 mod support;
+mod tls;
 mod transparency;

@@ -148,6 +148,9 @@ impl Origin {
                             hits.fetch_add(1, Ordering::SeqCst);
                             let resp = handler(&s);
                             seen.lock().unwrap().push(s);
+                            if let Some(Delay(d)) = resp.extensions().get::<Delay>() {
+                                tokio::time::sleep(*d).await;
+                            }
                             Ok::<_, Infallible>(resp)
                         }
                     });
@@ -189,6 +192,17 @@ impl Drop for Origin {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Put in a response's extensions: the origin waits this long before answering.
+#[derive(Clone, Copy)]
+pub struct Delay(pub Duration);
+
+/// A plain-text response sent after `d`.
+pub fn delayed(d: Duration, status: u16, body: &str) -> Response<TestBody> {
+    let mut r = text(status, body);
+    r.extensions_mut().insert(Delay(d));
+    r
 }
 
 /// A plain-text response.
@@ -526,4 +540,109 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     f()
+}
+
+/// `GET path` over HTTP/1.1 from a given loopback source address, with extra headers.
+pub async fn get_from(
+    src: std::net::IpAddr,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Got {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(src, 0)).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(c);
+    let mut b = Request::get(path).header("host", "localhost");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        s.send_request(b.body(empty()).unwrap()),
+    )
+    .await
+    .expect("request timed out")
+    .expect("request failed");
+    collect(resp).await
+}
+
+/// Counts answers by body text.
+pub fn tally<'a>(
+    answers: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for a in answers {
+        *m.entry(a.to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// An origin over TLS (HTTP/1.1 and h2 by ALPN) with the given certificate; records the
+/// SNI names it was asked for.
+pub async fn tls_origin(
+    cert: &Path,
+    key: &Path,
+    f: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
+) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let snis = Arc::new(Mutex::new(Vec::new()));
+    let handler: Handler = Arc::new(f);
+    let s2 = snis.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, snis, handler) = (acceptor.clone(), s2.clone(), handler.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                snis.lock()
+                    .unwrap()
+                    .push(tls.get_ref().1.server_name().unwrap_or("").to_owned());
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let c = body.collect().await.ok();
+                        let s = Seen {
+                            method: parts.method,
+                            uri: parts.uri,
+                            version: parts.version,
+                            headers: parts.headers,
+                            trailers: c.as_ref().and_then(|c| c.trailers().cloned()),
+                            body: c.map(|c| c.to_bytes()).unwrap_or_default(),
+                            peer,
+                        };
+                        Ok::<_, Infallible>(handler(&s))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, snis)
 }

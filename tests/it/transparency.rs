@@ -54,7 +54,13 @@ backends:
 }
 
 /// Method, target, headers, body, and the body the origin must see.
-type Case = (Method, &'static str, Vec<(&'static str, &'static str)>, TestBody, Bytes);
+type Case = (
+    Method,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    TestBody,
+    Bytes,
+);
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",

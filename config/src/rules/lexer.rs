@@ -1,7 +1,8 @@
 //! Splits a rule line into words the way HAProxy's configuration parser does: words are
 //! separated by blanks, `"..."` and `'...'` quote (single quotes take everything
-//! literally), and outside single quotes a backslash escapes the next character, with
-//! `\n`, `\r`, `\t` and `\xHH` meaning newline, carriage return, tab and a byte.
+//! literally), and outside single quotes a backslash escapes a blank, `#`, `\\`, a quote
+//! or `$`; `\n`, `\r`, `\t` and `\xHH` mean newline, carriage return, tab and a byte;
+//! before anything else the backslash stays (so `\1` and `\.` reach regexes intact).
 
 /// One word of a rule and the character offset where it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +117,12 @@ fn escape(
                 })?;
             text.push(char::from(b));
         }
-        other => text.push(other),
+        ' ' | '#' | '\\' | '\'' | '"' | '$' => text.push(c),
+        // Anything else keeps its backslash, so `\1` and `\.` reach a regex intact.
+        other => {
+            text.push('\\');
+            text.push(other);
+        }
     }
     Ok(())
 }
@@ -162,7 +168,6 @@ impl Tokens {
     pub fn peek_is(&self, word: &str) -> bool {
         self.peek().is_some_and(|t| !t.quoted && t.text == word)
     }
-
 
     /// Consumes the next word when it is an unquoted `word`.
     pub fn eat(&mut self, word: &str) -> bool {

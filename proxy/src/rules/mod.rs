@@ -376,6 +376,7 @@ impl<'a> RuleCompiler<'a> {
         c.as_ref().map(|c| self.cond(c)).transpose()
     }
 
+    /// A format for bodies and targets (any bytes).
     pub fn fmt(&self, f: &LogFormat) -> Result<Fmt, String> {
         let segs =
             f.0.iter()
@@ -384,13 +385,17 @@ impl<'a> RuleCompiler<'a> {
                     Segment::Sample(e) => Sample::compile(e, self.backend_index).map(FSeg::Sample),
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-        let literal = match f.as_literal() {
-            Some(l) => {
-                Some(HeaderValue::from_str(l).map_err(|_| format!("invalid header value {l:?}"))?)
-            }
-            None => None,
-        };
+        let literal = f.as_literal().and_then(|l| HeaderValue::from_str(l).ok());
         Ok(Fmt { segs, literal })
+    }
+
+    /// A format for header values: literal text must be a valid header value.
+    fn header_fmt(&self, f: &LogFormat) -> Result<Fmt, String> {
+        let fmt = self.fmt(f)?;
+        match f.as_literal() {
+            Some(l) if fmt.literal.is_none() => Err(format!("invalid header value {l:?}")),
+            _ => Ok(fmt),
+        }
     }
 
     fn reply(&self, r: &rampart_config::rules::Reply) -> Result<Reply, String> {
@@ -407,7 +412,7 @@ impl<'a> RuleCompiler<'a> {
             headers: r
                 .headers
                 .iter()
-                .map(|(n, v)| Ok((header_name(n)?, self.fmt(v)?)))
+                .map(|(n, v)| Ok((header_name(n)?, self.header_fmt(v)?)))
                 .collect::<Result<_, String>>()?,
         })
     }
@@ -416,10 +421,10 @@ impl<'a> RuleCompiler<'a> {
         let re = |r: &str| regex::Regex::new(r).map_err(|e| e.to_string());
         Ok(match h {
             HeaderAction::Set { name, value } => {
-                HdrAction::Set(header_name(name)?, self.fmt(value)?)
+                HdrAction::Set(header_name(name)?, self.header_fmt(value)?)
             }
             HeaderAction::Add { name, value } => {
-                HdrAction::Add(header_name(name)?, self.fmt(value)?)
+                HdrAction::Add(header_name(name)?, self.header_fmt(value)?)
             }
             HeaderAction::Del { name, method } => HdrAction::Del(match method {
                 MatchMethod::Beg => NameMatch::Beg(name.to_ascii_lowercase()),

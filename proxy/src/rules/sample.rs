@@ -206,6 +206,13 @@ impl Sample {
         match &self.fetch {
             CFetch::Hdr(name, None) => {
                 for v in cx.headers.get_all(name) {
+                    // A header with an empty value is there, with an empty value.
+                    if v.as_bytes().trim_ascii().is_empty() {
+                        if emit(Value::Str(Cow::Borrowed(b""))) {
+                            return true;
+                        }
+                        continue;
+                    }
                     for part in split_values(v.as_bytes()) {
                         if emit(Value::Str(Cow::Borrowed(part))) {
                             return true;

@@ -34,30 +34,30 @@ fn versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static rustls::SupportedP
     v
 }
 
-/// Chooses a certificate by SNI: exact name, then a wildcard one level up, then the default.
+/// Values by server name: exact names, wildcards one label deep, and a default (the
+/// first entry).
 #[derive(Debug)]
-pub struct SniResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+pub struct SniMap<T> {
+    exact: HashMap<String, T>,
+    wildcard: HashMap<String, T>,
+    default: T,
 }
 
-impl SniResolver {
-    pub fn new(certs: &[LoadedCert]) -> Option<Self> {
-        let default = certs.first()?.key.clone();
+impl<T: Clone> SniMap<T> {
+    /// Entries are (names, value); for a name listed twice the first entry wins.
+    pub fn new(entries: Vec<(Vec<String>, T)>) -> Option<Self> {
+        let default = entries.first()?.1.clone();
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
-        for c in certs {
-            for n in &c.names {
+        for (names, v) in entries {
+            for n in names {
                 let n = n.to_ascii_lowercase();
                 match n.strip_prefix("*.") {
                     Some(rest) => {
-                        wildcard
-                            .entry(rest.to_owned())
-                            .or_insert_with(|| c.key.clone());
+                        wildcard.entry(rest.to_owned()).or_insert_with(|| v.clone());
                     }
                     None => {
-                        exact.entry(n).or_insert_with(|| c.key.clone());
+                        exact.entry(n).or_insert_with(|| v.clone());
                     }
                 }
             }
@@ -69,25 +69,29 @@ impl SniResolver {
         })
     }
 
-    pub fn lookup(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+    pub fn lookup(&self, sni: Option<&str>) -> &T {
         if let Some(name) = sni {
             let name = name.to_ascii_lowercase();
-            if let Some(k) = self.exact.get(&name) {
-                return k.clone();
+            if let Some(v) = self.exact.get(&name) {
+                return v;
             }
             if let Some((_, parent)) = name.split_once('.')
-                && let Some(k) = self.wildcard.get(parent)
+                && let Some(v) = self.wildcard.get(parent)
             {
-                return k.clone();
+                return v;
             }
         }
-        self.default.clone()
+        &self.default
     }
 }
 
+/// Chooses the certificate for a TLS handshake by SNI.
+#[derive(Debug)]
+pub struct SniResolver(SniMap<Arc<CertifiedKey>>);
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.lookup(hello.server_name()))
+        Some(self.0.lookup(hello.server_name()).clone())
     }
 }
 
@@ -113,7 +117,9 @@ pub fn server_config(
         }
         loaded.push(l);
     }
-    let resolver = SniResolver::new(&loaded).ok_or("TLS needs at least one certificate")?;
+    let resolver = SniMap::new(loaded.into_iter().map(|l| (l.names, l.key)).collect())
+        .map(SniResolver)
+        .ok_or("TLS needs at least one certificate")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions(tls.min_version, tls.max_version))
         .map_err(|e| format!("TLS versions: {e}"))?
@@ -223,4 +229,38 @@ pub fn client_config(
         vec![b"http/1.1".to_vec()]
     };
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_lookup_exact_wildcard_and_default() {
+        let m = SniMap::new(vec![
+            (vec!["one.test".to_owned()], 1),
+            (vec!["Two.Test".to_owned(), "*.wild.test".to_owned()], 2),
+            (vec!["one.test".to_owned()], 3),
+        ])
+        .unwrap();
+        assert_eq!(
+            *m.lookup(Some("one.test")),
+            1,
+            "the first certificate for a name wins"
+        );
+        assert_eq!(*m.lookup(Some("TWO.test")), 2);
+        assert_eq!(*m.lookup(Some("a.wild.test")), 2);
+        assert_eq!(
+            *m.lookup(Some("a.b.wild.test")),
+            1,
+            "a wildcard covers one label"
+        );
+        assert_eq!(
+            *m.lookup(Some("other.test")),
+            1,
+            "unknown names get the first certificate"
+        );
+        assert_eq!(*m.lookup(None), 1);
+        assert!(SniMap::<u8>::new(vec![]).is_none());
+    }
 }

@@ -1,0 +1,201 @@
+//! The binary: `--version`, `check` on every example and on broken files, `run` with a
+//! graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rampart"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("rampart {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn every_example_passes_check() {
+    let mut n = 0;
+    for e in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let out = bin().args(["check", "-c"]).arg(&p).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "Configuration file is valid"
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "only {n} examples found");
+}
+
+#[test]
+fn check_reports_every_error_and_fails() {
+    let dir = temp_dir("cli");
+    let f = dir.join("bad.yaml");
+    std::fs::write(
+        &f,
+        "frontends:\n  www:\n    bind: [\":8080\"]\n    defualt_backend: web\nbackends:\n  web:\n    servers: { a: { address: nowhere } }\n",
+    )
+    .unwrap();
+    let out = bin().args(["check", "-c"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = f.display();
+    assert!(err.contains(&format!("{name}:4:5: frontends.www.defualt_backend: unknown key \"defualt_backend\" (did you mean \"default_backend\"?)")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{name}:7:30: backends.web.servers.a.address: invalid server address \"nowhere\""
+        )),
+        "{err}"
+    );
+    assert!(err.contains("Configuration file has 2 errors"), "{err}");
+    let out = bin()
+        .args(["check", "-c", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read configuration"));
+}
+
+#[test]
+fn check_warns_about_an_expired_certificate() {
+    let pki = Pki::new();
+    let (c, k) = pki.issue("old", &["old.test"], true);
+    let f = pki.dir.join("cfg.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "frontends:\n  fe:\n    bind: [{{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}]\n",
+            c.display(),
+            k.display()
+        ),
+    )
+    .unwrap();
+    let out = bin().args(["check", "-c"]).arg(&f).output().unwrap();
+    assert!(
+        out.status.success(),
+        "an expired certificate is a warning, not an error"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WARN") && err.contains("expired"), "{err}");
+}
+
+/// The binary running a configuration; reads its log to learn the bound addresses.
+struct Running {
+    child: Child,
+    addrs: Vec<SocketAddr>,
+    log: mpsc::Receiver<String>,
+}
+
+fn run(cfg: &Path, binds: usize) -> Running {
+    let mut child = bin()
+        .args(["run", "-c"])
+        .arg(cfg)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addrs = Vec::new();
+    while addrs.len() < binds {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the proxy did not report listening");
+        if let Some(a) = line.split("listening on ").nth(1) {
+            addrs.push(a.split_whitespace().next().unwrap().parse().unwrap());
+        }
+    }
+    Running {
+        child,
+        addrs,
+        log: rx,
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
+    let arrived = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = arrived.clone();
+    let slow = Origin::start("slow", move |_| {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        delayed(Duration::from_millis(600), 200, "finished")
+    })
+    .await;
+    let dir = temp_dir("run");
+    let cfg = dir.join("run.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global: {{ grace: 5s }}\nfrontends: {{ fe: {{ bind: \"127.0.0.1:0\", default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+            slow.addr
+        ),
+    )
+    .unwrap();
+    let mut r = run(&cfg, 1);
+    let addr = r.addrs[0];
+    let in_flight = tokio::spawn(async move { get(addr, "/").await });
+    // Stop while the request is at the server.
+    assert!(
+        eventually(Duration::from_secs(5), || arrived
+            .load(std::sync::atomic::Ordering::SeqCst))
+        .await
+    );
+    signal(&r.child, "TERM");
+    let got = in_flight.await.unwrap();
+    assert_eq!(
+        (got.status.as_u16(), got.text().as_str()),
+        (200, "finished"),
+        "the in-flight request completed"
+    );
+    let status = tokio::task::spawn_blocking(move || r.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log: Vec<String> = r.log.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("SIGTERM: stopping")),
+        "{log:?}"
+    );
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

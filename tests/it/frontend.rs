@@ -1,0 +1,231 @@
+//! Frontend behaviour: connection limits, forwarding headers, access logs, shutdown.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_new_clients_until_one_leaves() {
+    let origin = Origin::named("o").await;
+    let p = Proxy::start(&format!(
+        "global: {{ threads: 1 }}\nfrontends: {{ fe: {{ bind: \"127.0.0.1:0\", max_connections: 2, default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        origin.addr
+    ));
+    let a = p.addr("fe");
+    let mut c1 = TcpStream::connect(a).await.unwrap();
+    let mut c2 = TcpStream::connect(a).await.unwrap();
+    assert!(
+        raw_one(&mut c1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        raw_one(&mut c2, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let fe = p.handle().snapshot().frontends[0].live.clone();
+    assert_eq!(fe.conns_cur.load(std::sync::atomic::Ordering::Relaxed), 2);
+    // A third client waits in the kernel's queue.
+    let mut c3 = TcpStream::connect(a).await.unwrap();
+    c3.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let early = tokio::time::timeout(Duration::from_millis(300), c3.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "the third connection was served above the limit"
+    );
+    drop(c1);
+    let n = tokio::time::timeout(Duration::from_secs(5), c3.read(&mut buf))
+        .await
+        .expect("served once a slot frees")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_replaced_unless_the_peer_is_trusted() {
+    let origin = Origin::start("o", |s| {
+        let h = |n: &str| {
+            s.headers
+                .get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        text(
+            200,
+            &format!(
+                "xff={} xfp={} fwd={}",
+                h("x-forwarded-for"),
+                h("x-forwarded-proto"),
+                h("forwarded")
+            ),
+        )
+    })
+    .await;
+    let cfg = |trust: &str| {
+        format!(
+            "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    forwarded: {{ forwarded: true, trust: [{trust}] }}\n    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+            origin.addr
+        )
+    };
+    let spoof = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=6.6.6.6"),
+    ];
+    let p = Proxy::start(&cfg("10.0.0.0/8"));
+    let g = get_from("127.0.0.1".parse().unwrap(), p.addr("fe"), "/", &spoof).await;
+    assert_eq!(
+        g.text(),
+        "xff=127.0.0.1 xfp=http fwd=for=127.0.0.1;proto=http;host=localhost",
+        "untrusted peers cannot inject"
+    );
+    p.stop().await;
+    let p = Proxy::start(&cfg("127.0.0.0/8"));
+    let g = get_from("127.0.0.1".parse().unwrap(), p.addr("fe"), "/", &spoof).await;
+    assert_eq!(
+        g.text(),
+        "xff=6.6.6.6, 127.0.0.1 xfp=https fwd=for=6.6.6.6, for=127.0.0.1;proto=http;host=localhost",
+        "a trusted peer's chain is kept and extended"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_writes_json_and_httplog_lines() {
+    let origin = Origin::named("o").await;
+    let dir = temp_dir("log");
+    let json = dir.join("access.json");
+    let text_log = dir.join("access.log");
+    let p = Proxy::start(&format!(
+        r#"
+frontends:
+  j:
+    bind: "127.0.0.1:0"
+    access_log: {{ to: "{}", format: json }}
+    http_request: ["deny if {{ path /no }}"]
+    default_backend: be
+  h:
+    bind: "127.0.0.1:0"
+    access_log: {{ to: "{}", format: httplog }}
+    default_backend: be
+backends: {{ be: {{ servers: {{ web1: {{ address: "{}" }} }} }} }}
+"#,
+        json.display(),
+        text_log.display(),
+        origin.addr
+    ));
+    get(p.addr("j"), "/hello?x=1").await;
+    get(p.addr("j"), "/no").await;
+    get(p.addr("h"), "/page").await;
+    let read = |f: &std::path::Path| std::fs::read_to_string(f).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(5), || read(&json).lines().count() >= 2
+            && read(&text_log).lines().count() >= 1)
+        .await
+    );
+    let j = read(&json);
+    let lines: Vec<&str> = j.lines().collect();
+    assert!(lines[0].starts_with("{\"time\":\""), "{}", lines[0]);
+    for needle in [
+        "\"frontend\":\"j\"",
+        "\"backend\":\"be\"",
+        "\"server\":\"web1\"",
+        "\"method\":\"GET\"",
+        "\"uri\":\"/hello?x=1\"",
+        "\"status\":200",
+        "\"termination\":\"----\"",
+    ] {
+        assert!(
+            lines[0].contains(needle),
+            "{needle} missing in {}",
+            lines[0]
+        );
+    }
+    assert!(
+        lines[1].contains("\"status\":403")
+            && lines[1].contains("\"termination\":\"PR--\"")
+            && lines[1].contains("\"backend\":null"),
+        "{}",
+        lines[1]
+    );
+    let h = read(&text_log);
+    let line = h.lines().next().unwrap();
+    // 127.0.0.1:PORT [DATE] h be/web1 TR/Tw/Tc/Tr/Ta 200 BYTES - - ---- ... "GET /page HTTP/1.1"
+    let parts: Vec<&str> = line.split(' ').collect();
+    assert!(parts[0].starts_with("127.0.0.1:"), "{line}");
+    assert!(
+        parts[1].starts_with('[') && parts[1].ends_with(']'),
+        "{line}"
+    );
+    assert_eq!(&parts[2..4], ["h", "be/web1"], "{line}");
+    assert_eq!(parts[4].split('/').count(), 5, "{line}");
+    assert_eq!(parts[5], "200", "{line}");
+    assert_eq!(&parts[7..10], ["-", "-", "----"], "{line}");
+    assert!(line.ends_with("\"GET /page HTTP/1.1\""), "{line}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests_and_closes_idle_ones() {
+    let arrived = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = arrived.clone();
+    let origin = Origin::start("slow", move |s| {
+        if s.uri.path() == "/slow" {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            return delayed(Duration::from_millis(500), 200, "done");
+        }
+        text(200, "done")
+    })
+    .await;
+    let p = Proxy::start(&format!(
+        "global: {{ grace: 5s }}\nfrontends: {{ fe: {{ bind: \"127.0.0.1:0\", default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        origin.addr
+    ));
+    let a = p.addr("fe");
+    // An idle keep-alive client and an h2 client.
+    let mut idle = TcpStream::connect(a).await.unwrap();
+    assert!(
+        raw_one(&mut idle, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let slow = tokio::spawn(async move {
+        let mut s = TcpStream::connect(a).await.unwrap();
+        raw_one(&mut s, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || arrived
+            .load(std::sync::atomic::Ordering::SeqCst))
+        .await
+    );
+    let started = std::time::Instant::now();
+    let stop = tokio::spawn(p.stop());
+    let resp = slow.await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.to_lowercase().contains("connection: close"),
+        "a stopping proxy closes after the response: {resp}"
+    );
+    stop.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopped within the grace time"
+    );
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        idle.read(&mut buf).await.unwrap_or(0),
+        0,
+        "the idle connection was closed"
+    );
+    assert!(TcpStream::connect(a).await.is_err(), "no longer listening");
+}
