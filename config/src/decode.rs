@@ -224,6 +224,13 @@ pub trait Decode: Sized {
     fn schema() -> Schema {
         Schema::Leaf
     }
+
+    /// What to use when the value was present but invalid (its error is already
+    /// recorded), so that decoding and validation can go on and report more. `None` makes
+    /// the enclosing value invalid too.
+    fn fallback() -> Option<Self> {
+        None
+    }
 }
 
 /// Declares a configuration struct: the struct itself, its decoder and its schema.
@@ -259,7 +266,7 @@ macro_rules! config_struct {
                 $(
                     let key = $crate::__config_key!($field $(, $key)?);
                     let $field: Option<$fty> = match entries.iter().find(|(k, _)| *k == key) {
-                        Some((_, v)) => cx.field(key, v),
+                        Some((_, v)) => cx.field(key, v).or_else(|| $crate::__config_fallback!($fty $(, $default)?)),
                         None => $crate::__config_absent!(cx, node, key, $fty $(, $default)?),
                     };
                 )*
@@ -269,6 +276,11 @@ macro_rules! config_struct {
             fn absent(cx: &mut $crate::decode::Cx, parent: &$crate::yaml::Node, key: &str) -> Option<Self> {
                 let empty = $crate::yaml::Node { pos: parent.pos, kind: $crate::yaml::NodeKind::Null };
                 cx.field(key, &empty)
+            }
+
+            fn fallback() -> Option<Self> {
+                let empty = $crate::yaml::Node { pos: $crate::error::Pos::default(), kind: $crate::yaml::NodeKind::Null };
+                Self::decode(&empty, &mut $crate::decode::Cx::new())
             }
 
             fn schema() -> $crate::decode::Schema {
@@ -288,6 +300,17 @@ macro_rules! __config_key {
     };
     ($field:ident, $key:literal) => {
         $key
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __config_fallback {
+    ($fty:ty) => {
+        <$fty as $crate::decode::Decode>::fallback()
+    };
+    ($fty:ty, $default:expr) => {
+        Some($default)
     };
 }
 
@@ -345,6 +368,9 @@ impl<T: Decode> Decode for Option<T> {
     fn absent(_: &mut Cx, _: &Node, _: &str) -> Option<Self> {
         Some(None)
     }
+    fn fallback() -> Option<Self> {
+        Some(None)
+    }
     fn schema() -> Schema {
         T::schema()
     }
@@ -356,20 +382,22 @@ impl<T: Decode> Decode for Vec<T> {
         match &node.kind {
             NodeKind::Null => Some(Vec::new()),
             NodeKind::Seq(items) => {
+                // Items that fail are left out (their errors are recorded).
                 let mut out = Vec::with_capacity(items.len());
-                let mut ok = true;
                 for (i, item) in items.iter().enumerate() {
-                    match cx.within(&format!("{i}"), |cx| T::decode(item, cx)) {
-                        Some(v) => out.push(v),
-                        None => ok = false,
+                    if let Some(v) = cx.within(&format!("{i}"), |cx| T::decode(item, cx)) {
+                        out.push(v);
                     }
                 }
-                ok.then_some(out)
+                Some(out)
             }
             _ => T::decode(node, cx).map(|v| vec![v]),
         }
     }
     fn absent(_: &mut Cx, _: &Node, _: &str) -> Option<Self> {
+        Some(Vec::new())
+    }
+    fn fallback() -> Option<Self> {
         Some(Vec::new())
     }
     fn schema() -> Schema {
@@ -468,6 +496,9 @@ impl<V: Decode> Decode for NamedMap<V> {
         Some(NamedMap(out, invalid))
     }
     fn absent(_: &mut Cx, _: &Node, _: &str) -> Option<Self> {
+        Some(Self::default())
+    }
+    fn fallback() -> Option<Self> {
         Some(Self::default())
     }
     fn schema() -> Schema {

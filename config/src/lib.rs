@@ -39,9 +39,11 @@ pub fn load_str(
     let cfg = Config::decode(&node, &mut cx);
     let mut errors = cx.into_errors();
     if let Some(cfg) = cfg {
-        // Validation also runs on a partly invalid file (invalid entries are left out but
-        // their names are known), so one pass reports as much as possible.
-        errors.extend(validate::validate(&cfg));
+        // Validation also runs on a partly invalid file (invalid values fall back to their
+        // defaults, invalid entries are left out but their names are known), so one pass
+        // reports as much as possible.
+        let partial = !errors.is_empty();
+        errors.extend(validate::validate(&cfg, partial));
         if errors.is_empty() {
             return Ok(cfg);
         }

@@ -34,8 +34,6 @@ config_struct! {
         pub max_connections: u32 = 100_000,
         /// How long in-flight requests may take to finish on shutdown.
         pub grace: Duration = Duration::from_secs(10),
-        /// This node's name (logs, runtime API); default: the host name.
-        pub node: Option<String>,
         /// Process log verbosity.
         pub log_level: LogLevel = LogLevel::Info,
     }
@@ -562,7 +560,7 @@ config_struct! {
     pub struct Backend {
         pub balance: Balance = Balance::RoundRobin,
         /// What `maglev` hashes; default: the client address.
-        pub hash_key: Option<SampleDef>,
+        pub hash_key: Option<Spanned<SampleDef>>,
         /// Prefix lengths applied to client addresses before `source` hashing, so that
         /// clients of one network share a server (LVS persistence granularity).
         pub source_mask: SourceMask,
@@ -686,7 +684,7 @@ config_struct! {
         /// `host:port`; a host name is resolved when the configuration loads.
         pub address: Spanned<String>,
         /// Relative share of requests, 0 to 256 (0: no new requests).
-        pub weight: u32 = 1,
+        pub weight: Spanned<u32> = Spanned { value: 1, pos: Pos::default() },
         /// Used only when no active server is available.
         pub backup: bool = false,
         /// Never used (administratively down).

@@ -155,8 +155,10 @@ fn valid_server_address(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks `cfg` as a whole; returns every problem found.
-pub fn validate(cfg: &Config) -> Vec<ConfigError> {
+/// Checks `cfg` as a whole; returns every problem found. `partial` says that decoding
+/// already failed somewhere, so emptiness checks are skipped (what is missing may just
+/// have been invalid).
+pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
     let mut v = V {
         cfg,
         errors: Vec::new(),
@@ -170,7 +172,7 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             format!("threads must be between 1 and 1024, found {t}"),
         );
     }
-    if cfg.frontends.is_empty() && cfg.frontends.1.is_empty() {
+    if cfg.frontends.is_empty() && cfg.frontends.1.is_empty() && !partial {
         v.err(
             Pos { line: 1, col: 1 },
             "frontends",
@@ -182,7 +184,7 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     for (name, fe) in cfg.frontends.iter() {
         let path = format!("frontends.{name}");
         let fe_pos = cfg.frontends.pos_of(name).unwrap_or_default();
-        if fe.bind.is_empty() {
+        if fe.bind.is_empty() && !partial {
             v.err(
                 fe_pos,
                 format!("{path}.bind"),
@@ -201,7 +203,7 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
                 }
             }
             if let Some(tls) = &b.tls {
-                if tls.certificates.is_empty() {
+                if tls.certificates.is_empty() && !partial {
                     v.err(
                         b.address.pos,
                         format!("{bpath}.tls.certificates"),
@@ -317,9 +319,9 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             );
         }
         match (&be.hash_key, &be.balance) {
-            (Some(k), Balance::Maglev) => v.sample(&k.0, be_pos, &format!("{path}.hash_key")),
-            (Some(_), _) => v.err(
-                be_pos,
+            (Some(k), Balance::Maglev) => v.sample(&k.value.0, k.pos, &format!("{path}.hash_key")),
+            (Some(k), _) => v.err(
+                k.pos,
                 format!("{path}.hash_key"),
                 "hash_key applies only to balance: maglev",
             ),
@@ -330,11 +332,11 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
             if let Err(e) = valid_server_address(&s.address.value) {
                 v.err(s.address.pos, format!("{sp}.address"), e);
             }
-            if s.weight > 256 {
+            if s.weight.value > 256 {
                 v.err(
-                    s.address.pos,
+                    s.weight.pos,
                     format!("{sp}.weight"),
-                    format!("weight must be between 0 and 256, found {}", s.weight),
+                    format!("weight must be between 0 and 256, found {}", s.weight.value),
                 );
             }
         }

@@ -430,12 +430,7 @@ pub async fn handle(
             }
             tracing::debug!(backend = %be.name, server = %server.name, "request failed: {e}");
             done.termination = e.termination();
-            let resp =
-                if e.side == crate::error::Side::Client && e.kind == ErrorKind::PayloadTooLarge {
-                    crate::error::error_response(StatusCode::PAYLOAD_TOO_LARGE)
-                } else {
-                    e.to_response()
-                };
+            let resp = e.to_response();
             done.status = resp.status().as_u16();
             return (resp, done);
         }

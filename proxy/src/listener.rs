@@ -138,6 +138,14 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        // The limit may have been reached while this loop waited in accept: hold the new
+        // connection, unread, until a slot frees.
+        while at_limit(&fe.live, &shared.live.global) {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
         let tls = fe
             .binds
             .get(bind)

@@ -288,7 +288,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                     connect_timeout: b.timeouts.connect,
                     pool,
                 },
-                live: env.live.server(bname, sname, s.weight, s.disabled),
+                live: env.live.server(bname, sname, s.weight.value, s.disabled),
                 backup: s.backup,
             });
         }
@@ -301,7 +301,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             })
             .collect();
         let hash_key = match &b.hash_key {
-            Some(k) => match Sample::compile(&k.0, &backend_index) {
+            Some(k) => match Sample::compile(&k.value.0, &backend_index) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     errs.add(be_pos, format!("{path}.hash_key"), e);

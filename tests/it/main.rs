@@ -11,3 +11,4 @@ mod rules;
 mod support;
 mod tls;
 mod transparency;
+mod upstream;

@@ -1,0 +1,86 @@
+//! A table of broken configurations and the exact errors they get: position, key path and
+//! message.
+
+use std::collections::HashMap;
+
+fn errors(yaml: &str) -> Vec<String> {
+    let env: HashMap<String, String> = HashMap::from([("PORT".into(), "8080".into())]);
+    match rampart_config::load_str(yaml, None, &env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const FE: &str = "frontends:\n  www:\n    bind: [\":8080\"]\n    default_backend: web\n";
+const BE: &str = "backends:\n  web:\n    servers:\n      s1: { address: \"127.0.0.1:9001\" }\n";
+
+fn with(extra_fe: &str, extra_be: &str) -> String {
+    format!("{FE}{extra_fe}{BE}{extra_be}")
+}
+
+#[test]
+fn broken_configs_get_exact_errors() {
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        ("frontend: {}\n".into(), vec!["1:1: frontend: unknown key \"frontend\" (did you mean \"frontends\"?)"]),
+        (format!("global: {{ threads: many }}\n{FE}{BE}"), vec!["1:20: global.threads: expected a whole number between 0 and 18446744073709551615, found \"many\""]),
+        (format!("global: {{ grace: 10 parsecs }}\n{FE}{BE}"), vec!["1:18: global.grace: invalid duration \"10 parsecs\": expected a number and a unit, like 250ms, 5s, 2m, 1h"]),
+        (with("    limits: { max_header_size: lots }\n", ""), vec!["5:32: frontends.www.limits.max_header_size: invalid size \"lots\": expected a number with an optional k, m or g suffix"]),
+        (with("    timeouts: { clinet: 5s }\n", ""), vec!["5:17: frontends.www.timeouts.clinet: unknown key \"clinet\" (did you mean \"client\"?)"]),
+        (format!("{FE}backends:\n  web:\n    servers:\n      s1: {{ adress: \"127.0.0.1:9001\" }}\n"), vec!["8:13: backends.web.servers.s1.adress: unknown key \"adress\" (did you mean \"address\"?)"]),
+        (format!("{FE}backends:\n  web:\n    servers:\n      s1: {{ weight: 2 }}\n"), vec!["8:11: backends.web.servers.s1: missing required key \"address\""]),
+        ("frontends:\n  www:\n    bind: [\":8080\"]\n    default_backend: wbe\n".to_owned() + BE, vec!["4:22: frontends.www.default_backend: unknown backend \"wbe\" (did you mean \"web\"?)"]),
+        (with("    http_request: [\"deny if { path_beg /admin } !internl\"]\n    acls: { internal: src 10.0.0.0/8 }\n", ""), vec!["5:50: frontends.www.http_request.0: unknown ACL \"internl\" (did you mean \"internal\"?)"]),
+        (with("    http_request: [\"dney if { always_true }\"]\n", ""), vec!["5:21: frontends.www.http_request.0: unknown action \"dney\" (did you mean \"deny\"?)"]),
+        (with("    http_request: [\"deny if { path_begin /x }\"]\n", ""), vec!["5:31: frontends.www.http_request.0: unknown fetch \"path_begin\" (did you mean \"path_beg\"?)"]),
+        (with("    http_request: [\"deny if { path_beg /x\"]\n", ""), vec!["5:29: frontends.www.http_request.0: missing '}' to close the anonymous ACL"]),
+        (with("    http_request: ['return string \"oops']\n", ""), vec!["5:35: frontends.www.http_request.0: unterminated double quote"]),
+        (with("    acls: { bad: path_reg /a( }\n", ""), vec!["5:27: frontends.www.acls.bad: invalid regular expression \"/a(\": unclosed group"]),
+        (with("    acls: { net: src 10.0.0.0/33 }\n", ""), vec!["5:22: frontends.www.acls.net: invalid address or network \"10.0.0.0/33\""]),
+        (with("    acls: { TRUE: always_false }\n", ""), vec!["5:13: frontends.www.acls.TRUE: \"TRUE\" is a predefined ACL and cannot be redefined"]),
+        (with("    acls: { \"no spaces\": always_true }\n", ""), vec!["5:13: frontends.www.acls.no spaces: invalid name \"no spaces\": use letters, digits, '-', '_', '.' and ':'"]),
+        ("frontends:\n  www:\n    bind: [\"8080\"]\n".into(), vec!["3:12: frontends.www.bind.0: invalid bind address \"8080\": expected ip:port, [ipv6]:port or :port"]),
+        ("frontends:\n  a: { bind: \":8080\" }\n  b: { bind: \"0.0.0.0:8080\" }\n".into(), vec!["3:14: frontends.b.bind.0: 0.0.0.0:8080 is already bound by frontend \"a\""]),
+        ("frontends:\n  a: { bind: \":${PORT}\" }\n  b: { bind: \":${NOPE}\" }\n".into(), vec!["3:14: environment variable NOPE is not set (use ${NOPE:-default} for a default)"]),
+        ("frontends:\n  a: { bind: \":80\" }\n  a: { bind: \":81\" }\n".into(), vec!["3:3: duplicate key \"a\" (first at line 2)"]),
+        ("frontends:\n  a: [1, 2\n".into(), vec!["3:1: YAML syntax error: while parsing a flow sequence, expected ',' or ']'"]),
+        (format!("{FE}backends:\n  web:\n    balance: roundrobn\n    servers: {{ s1: {{ address: \"127.0.0.1:1\" }} }}\n"), vec!["7:14: backends.web.balance: unknown balance algorithm \"roundrobn\" (did you mean \"roundrobin\"?)"]),
+        (format!("{FE}backends:\n  web:\n    hash_key: src\n    servers: {{ s1: {{ address: \"127.0.0.1:1\", weight: 300 }} }}\n"), vec!["7:15: backends.web.hash_key: hash_key applies only to balance: maglev", "8:54: backends.web.servers.s1.weight: weight must be between 0 and 256, found 300"]),
+        (with("    use_backend:\n      - split: { web: 0 }\n", ""), vec!["6:18: frontends.www.use_backend.0.split.web: split weight must be between 1 and 1000000, found 0"]),
+        ("frontends:\n  www:\n    bind:\n      - { address: \":8443\", tls: { certificates: [{ cert: a.pem }], alpn: [h3], min_version: \"1.3\", max_version: \"1.2\" } }\n".into(), vec![
+            "4:20: frontends.www.bind.0.tls: min_version is above max_version",
+            "4:20: frontends.www.bind.0.tls.alpn: unsupported ALPN protocol \"h3\" (supported: h2, http/1.1)",
+        ]),
+        (with("    forwarded: { trust: [\"not-a-net\"] }\n", ""), vec!["5:26: frontends.www.forwarded.trust.0: invalid address or network \"not-a-net\""]),
+        (with("    access_log: { format: xml }\n", ""), vec!["5:27: frontends.www.access_log.format: unknown log format \"xml\" (expected one of: httplog, json)"]),
+    ];
+    let mut failures = Vec::new();
+    for (yaml, want) in cases {
+        let got = errors(&yaml);
+        if got != want {
+            failures.push(format!(
+                "--- config:\n{yaml}--- want: {want:#?}\n--- got: {got:#?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn several_errors_in_one_file_are_all_reported_in_order() {
+    // The frontend and the backend each have an invalid value; their other problems
+    // (an unknown backend, a bad address) are still found.
+    let yaml = "global:\n  max_conections: 5\nfrontends:\n  www:\n    bind: [\":8080\"]\n    timeouts: { client: soon }\n    default_backend: nope\nbackends:\n  web:\n    balance: fastest\n    servers: { s: { address: \"x\" } }\n";
+    let got = errors(yaml);
+    let lines: Vec<u32> = got
+        .iter()
+        .map(|e| e.split(':').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(got.len(), 5, "{got:#?}");
+    assert_eq!(lines, vec![2, 6, 7, 10, 11], "{got:#?}");
+}
+
+#[test]
+fn a_valid_file_loads() {
+    assert!(errors(&with("", "")).is_empty());
+    assert!(errors("frontends:\n  a: { bind: \":${PORT}\" }\n").is_empty());
+}
