@@ -39,8 +39,8 @@ pub struct Done {
     backend_active: bool,
     server: Option<usize>,
     guard: Option<ActiveGuard>,
-    started: Instant,
-    wall: SystemTime,
+    /// When the request started, on both clocks; read only when an access log needs it.
+    clock: Option<(Instant, SystemTime)>,
     t_request: Duration,
     timing: Option<Timing>,
     termination: [u8; 2],
@@ -59,8 +59,11 @@ impl Done {
             backend_active: false,
             server: None,
             guard: None,
-            started: Instant::now(),
-            wall: SystemTime::now() - t_request,
+            clock: cx
+                .frontend
+                .log
+                .as_ref()
+                .map(|_| (Instant::now(), SystemTime::now() - t_request)),
             t_request,
             timing: None,
             termination: *b"--",
@@ -118,7 +121,7 @@ impl Done {
                 be.balancer.released(i);
             }
         }
-        let Some((sink, format)) = &self.frontend.log else {
+        let (Some((sink, format)), Some((started, wall))) = (&self.frontend.log, self.clock) else {
             return;
         };
         let ms = |d: Duration| d.as_millis() as i64;
@@ -132,7 +135,7 @@ impl Done {
         sink.send(crate::log::Record {
             format: *format,
             client: self.client,
-            accepted: self.wall,
+            accepted: wall,
             frontend: self.frontend.name.clone(),
             tls: self.tls,
             backend: self.backend.as_ref().map(|b| b.name.clone()),
@@ -145,7 +148,7 @@ impl Done {
             t_queue: if self.backend.is_some() { 0 } else { -1 },
             t_connect: t.map_or(-1, |t| ms(t.connect)),
             t_response: t.map_or(-1, |t| ms(t.response)),
-            t_total: ms(self.t_request + self.started.elapsed()),
+            t_total: ms(self.t_request + started.elapsed()),
             status: self.status,
             bytes_out,
             termination: term,
@@ -168,10 +171,33 @@ impl Done {
 /// header names. `keep_upgrade` keeps an upgrade handshake; `keep_te` keeps
 /// `TE: trailers`, which tells the server that trailers will reach the client.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, keep_te: bool) {
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    // Most messages carry none of these: one pass over the names, no hashing.
+    let any = h.keys().any(|k| {
+        k == CONNECTION
+            || k == TRANSFER_ENCODING
+            || k == UPGRADE
+            || k == TE
+            || k == KEEP_ALIVE
+            || k == PROXY_CONNECTION
+    });
+    if !any {
+        return;
+    }
+    // Headers named by Connection go too; the usual `keep-alive` and `close` name none,
+    // so the list is usually empty and allocates nothing.
     let mut named: Vec<HeaderName> = Vec::new();
     for v in h.get_all(CONNECTION) {
         for t in v.as_bytes().split(|b| *b == b',') {
-            if let Ok(n) = HeaderName::from_bytes(t.trim_ascii())
+            let t = t.trim_ascii();
+            if t.is_empty()
+                || t.eq_ignore_ascii_case(b"keep-alive")
+                || t.eq_ignore_ascii_case(b"close")
+            {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(t)
                 && !(keep_upgrade && n == UPGRADE)
             {
                 named.push(n);
@@ -182,8 +208,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, keep_te: bool) {
     for n in named {
         h.remove(n);
     }
-    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
     h.remove(&KEEP_ALIVE);
     h.remove(&PROXY_CONNECTION);
     h.remove(TRANSFER_ENCODING);
@@ -410,7 +434,10 @@ pub async fn handle(
     let uri = parts.uri.clone();
     let version = parts.version;
     let req = Request::from_parts(parts, body);
-    let result = server.upstream.send(req, be.server_timeout).await;
+    let result = server
+        .upstream
+        .send(req, be.server_timeout, fe.log.is_some())
+        .await;
     let mut resp = match result {
         Ok((resp, timing)) => {
             done.timing = Some(timing);

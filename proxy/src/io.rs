@@ -100,20 +100,113 @@ pub enum UpIo {
 }
 either_io!(UpIo, tokio_rustls::client::TlsStream<TcpStream>);
 
-/// Reads into the spare capacity of `buf`, growing it when nearly full.
+/// Reads into the spare capacity of `buf`, growing it when nearly full; an empty buffer
+/// is swapped for one from the worker's pool.
 pub fn poll_read_buf<R: AsyncRead + Unpin + ?Sized>(
     io: &mut R,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
     if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
+        if buf.is_empty() {
+            give_buf(std::mem::replace(buf, take_buf()));
+        } else {
+            buf.reserve(READ_CHUNK);
+        }
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
 /// How much a read asks for at once.
 pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Read buffers a worker keeps for reuse.
+const POOLED_BUFFERS: usize = 128;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<std::collections::VecDeque<BytesMut>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+    static SCRATCH: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A read buffer from this worker's pool, or a new one.
+///
+/// Connections give their buffer back whenever it is empty (between requests, when a
+/// server connection goes back to its pool), so idle connections hold no buffer and busy
+/// ones do not allocate one per request. A buffer may come back while a request still
+/// points into it (a response body split off a server's buffer); it is reused once that
+/// is gone, so the oldest buffers are tried first.
+pub fn take_buf() -> BytesMut {
+    BUFFERS.with(|p| {
+        let mut p = p.borrow_mut();
+        for _ in 0..2 {
+            let Some(mut b) = p.pop_front() else { break };
+            if b.try_reclaim(READ_CHUNK) {
+                return b;
+            }
+            // Still in use: keep it for later (or let it go when the pool is busy).
+            if p.len() < POOLED_BUFFERS / 2 {
+                p.push_back(b);
+            }
+        }
+        BytesMut::with_capacity(READ_CHUNK)
+    })
+}
+
+/// Gives an empty (or no longer needed) buffer back to this worker's pool.
+pub fn give_buf(mut b: BytesMut) {
+    if b.capacity() == 0 {
+        return;
+    }
+    b.clear();
+    BUFFERS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED_BUFFERS {
+            p.push_back(b);
+        }
+    });
+}
+
+/// A scratch vector for encoding a message head, from this worker's pool.
+pub fn take_vec() -> Vec<u8> {
+    SCRATCH
+        .with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(1024))
+}
+
+/// Returns a scratch vector (kept only when small).
+pub fn give_vec(mut v: Vec<u8>) {
+    if v.capacity() > 64 * 1024 {
+        return;
+    }
+    v.clear();
+    SCRATCH.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < 64 {
+            p.push(v);
+        }
+    });
+}
+
+/// Runs `f` with a timeout, arming the timer only if `f` does not finish at once (most
+/// writes complete immediately, and a timer costs a clock read and a wheel insertion).
+pub async fn timeout_lazy<F: std::future::Future>(
+    t: std::time::Duration,
+    f: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut f = std::pin::pin!(f);
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(match f.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    match first {
+        Some(v) => Ok(v),
+        None => tokio::time::timeout(t, f).await,
+    }
+}
 
 /// Reads once into `buf`; 0 means end of file.
 pub async fn read_buf<R: AsyncRead + Unpin + ?Sized>(

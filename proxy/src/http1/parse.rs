@@ -74,37 +74,46 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-const STACK_HEADERS: usize = 64;
+/// Headers parsed without touching the heap (a request or response with more uses it).
+const STACK_HEADERS: usize = 128;
 
 fn offset_in(base: &[u8], part: &[u8]) -> (usize, usize) {
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
     (start, start + part.len())
 }
 
-/// Header byte ranges within the head, collected while `httparse` borrows the buffer.
-struct Ranges {
-    names: Vec<(usize, usize)>,
-    values: Vec<(usize, usize)>,
-}
+/// Byte ranges of one header within the head: name start and end, value start and end.
+type Range = [u32; 4];
 
-fn collect(base: &[u8], headers: &[httparse::Header<'_>]) -> Ranges {
-    let mut r = Ranges {
-        names: Vec::with_capacity(headers.len()),
-        values: Vec::with_capacity(headers.len()),
+/// Records where each header lies in the head, while `httparse` borrows the buffer; the
+/// ranges go on the stack for up to `STACK_HEADERS` headers.
+fn collect<'r>(
+    base: &[u8],
+    headers: &[httparse::Header<'_>],
+    stack: &'r mut [Range; STACK_HEADERS],
+    heap: &'r mut Vec<Range>,
+) -> &'r [Range] {
+    let out: &mut [Range] = if headers.len() <= STACK_HEADERS {
+        &mut stack[..headers.len()]
+    } else {
+        heap.resize(headers.len(), [0; 4]);
+        heap
     };
-    for h in headers {
-        r.names.push(offset_in(base, h.name.as_bytes()));
-        r.values.push(offset_in(base, h.value));
+    for (r, h) in out.iter_mut().zip(headers) {
+        let (ns, ne) = offset_in(base, h.name.as_bytes());
+        let (vs, ve) = offset_in(base, h.value);
+        *r = [ns as u32, ne as u32, vs as u32, ve as u32];
     }
-    r
+    out
 }
 
-fn build_headers(head: &Bytes, r: &Ranges) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(r.names.len());
-    for (n, v) in r.names.iter().zip(&r.values) {
-        let name = HeaderName::from_bytes(&head[n.0..n.1]).map_err(|_| HeadError::Malformed)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v.0..v.1))
-            .map_err(|_| HeadError::Malformed)?;
+fn build_headers(head: &Bytes, ranges: &[Range]) -> Result<HeaderMap, HeadError> {
+    let mut map = HeaderMap::with_capacity(ranges.len());
+    for r in ranges {
+        let [ns, ne, vs, ve] = r.map(|x| x as usize);
+        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| HeadError::Malformed)?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| HeadError::Malformed)?;
         map.append(name, value);
     }
     Ok(map)
@@ -237,7 +246,8 @@ pub fn parse_request(
         Version::HTTP_11
     };
     let path_range = offset_in(buf, path.as_bytes());
-    let ranges = collect(buf, req.headers);
+    let (mut stack, mut heap) = ([[0u32; 4]; STACK_HEADERS], Vec::new());
+    let ranges = collect(buf, req.headers, &mut stack, &mut heap);
     let head = buf.split_to(len).freeze();
     let uri = if method == Method::CONNECT {
         Uri::from_maybe_shared(head.slice(path_range.0..path_range.1))
@@ -253,7 +263,7 @@ pub fn parse_request(
         Uri::from_maybe_shared(head.slice(path_range.0..path_range.1))
     }
     .map_err(|_| HeadError::Malformed)?;
-    let headers = build_headers(&head, &ranges)?;
+    let headers = build_headers(&head, ranges)?;
     let framing = body_framing(&headers, true)?;
     let (keep_alive, conn_upgrade) = connection_flags(&headers, version);
     let expect_continue = version == Version::HTTP_11
@@ -278,7 +288,7 @@ pub fn parse_response(
     buf: &mut BytesMut,
     max_head: usize,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut headers = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
     let len = match httparse::ParserConfig::default()
         .allow_obsolete_multiline_headers_in_responses(true)
@@ -305,9 +315,10 @@ pub fn parse_response(
         .reason
         .filter(|r| Some(*r) != status.canonical_reason() && !r.is_empty())
         .map(|r| offset_in(buf, r.as_bytes()));
-    let ranges = collect(buf, res.headers);
+    let (mut stack, mut heap) = ([[0u32; 4]; STACK_HEADERS], Vec::new());
+    let ranges = collect(buf, res.headers, &mut stack, &mut heap);
     let head = buf.split_to(len).freeze();
-    let headers = build_headers(&head, &ranges)?;
+    let headers = build_headers(&head, ranges)?;
     let framing = body_framing(&headers, false)?;
     let (mut keep_alive, _) = connection_flags(&headers, version);
     if framing == Framing::Close {

@@ -41,11 +41,14 @@ pub struct Returned {
     pub remaining: Option<u64>,
 }
 
+/// A read head, and when its first bytes arrived if it took more than one read.
+// Returned by value on the stack: boxing the head would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Head {
-    Request(Box<RequestHead>, Instant),
+    Request(RequestHead, Option<Instant>),
     /// The client went away, stayed idle too long, or the proxy is stopping.
     Closed,
-    Refused(StatusCode, [u8; 2], Instant),
+    Refused(StatusCode, [u8; 2], Option<Instant>),
 }
 
 /// Unread request bodies up to this size are drained so the connection can be kept.
@@ -62,29 +65,32 @@ async fn read_head(
 ) -> Head {
     let t = cx.frontend.timeouts;
     let limits = cx.frontend.head_limits;
+    // The clock is read only when a head is incomplete or a wait begins: a head that
+    // arrives in one read counts as taking no time to receive.
     let mut started = if first { Some(accepted) } else { None };
     let mut deadline = if first {
-        accepted + t.http_request
+        Some(accepted + t.http_request)
     } else {
-        Instant::now() + t.keep_alive
+        None
     };
     loop {
         if !conn.rbuf.is_empty() {
-            let s = *started.get_or_insert_with(|| {
-                let now = Instant::now();
-                deadline = now + t.http_request;
-                now
-            });
             match parse_request(&mut conn.rbuf, &limits) {
-                Ok(Some(h)) => return Head::Request(Box::new(h), s),
+                Ok(Some(h)) => return Head::Request(h, started),
                 Ok(None) => {}
-                Err(e) => return Head::Refused(e.status(), *b"PR", s),
+                Err(e) => return Head::Refused(e.status(), *b"PR", started),
+            }
+            if started.is_none() {
+                let now = Instant::now();
+                started = Some(now);
+                deadline = Some(now + t.http_request);
             }
         } else if conn.rbuf.capacity() > 0 {
             // Idle: keep no buffer.
-            conn.rbuf = BytesMut::new();
+            crate::io::give_buf(std::mem::take(&mut conn.rbuf));
         }
         let idle = conn.rbuf.is_empty();
+        let until = *deadline.get_or_insert_with(|| Instant::now() + t.keep_alive);
         let read = async {
             if idle {
                 conn.io.wait_readable().await?;
@@ -92,9 +98,9 @@ async fn read_head(
             read_buf(&mut conn.io, &mut conn.rbuf).await
         };
         tokio::select! {
-            r = tokio::time::timeout_at(deadline, read) => match r {
+            r = tokio::time::timeout_at(until, read) => match r {
                 Err(_) if idle => return Head::Closed,
-                Err(_) => return Head::Refused(StatusCode::REQUEST_TIMEOUT, *b"cR", started.unwrap_or(accepted)),
+                Err(_) => return Head::Refused(StatusCode::REQUEST_TIMEOUT, *b"cR", started),
                 Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
                 Ok(Ok(_)) => {}
             },
@@ -178,7 +184,7 @@ async fn write_response(
         }
     }
     let reason = parts.extensions.get::<Reason>().map(|r| r.0.clone());
-    let mut out = Vec::with_capacity(256);
+    let mut out = crate::io::take_vec();
     write_response_head(&mut out, status, reason.as_deref(), &parts.headers);
     let mut written = 0u64;
 
@@ -195,6 +201,7 @@ async fn write_response(
             write_all(io, &out, t, &mut written).await?;
             write_all(io, &b, t, &mut written).await?;
         }
+        crate::io::give_vec(out);
         let _ = io.flush().await;
         return Ok((written, keep));
     }
@@ -354,7 +361,8 @@ pub async fn serve(
             Head::Request(h, s) => (h, s),
             Head::Closed => return,
             Head::Refused(status, term, s) => {
-                let done = Done::refused(&cx, status, term, s.elapsed());
+                let done =
+                    Done::refused(&cx, status, term, s.map_or(Duration::ZERO, |s| s.elapsed()));
                 let resp = crate::error::error_response(status);
                 let r =
                     write_response(&mut conn.io, resp, false, false, Version::HTTP_11, t.client)
@@ -364,8 +372,10 @@ pub async fn serve(
                 return;
             }
         };
-        let t_request = started.elapsed();
-        let head = *head;
+        let t_request = match (started, fe.log.is_some()) {
+            (Some(s), true) => s.elapsed(),
+            _ => Duration::ZERO,
+        };
         let is_head = head.method == Method::HEAD;
         let version = head.version;
         let mut keep = head.keep_alive;

@@ -71,19 +71,11 @@ pub async fn send(
     up: &Upstream,
     req: Request<Body>,
     server_timeout: Duration,
+    measure: bool,
 ) -> Result<(Response<Body>, Timing), ProxyError> {
     let (mut parts, mut body) = req.into_parts();
     let is_head = parts.method == Method::HEAD;
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let target = if parts.method == Method::OPTIONS && target == "*" {
-        "*".to_owned()
-    } else {
-        target
-    };
+    let target: &str = parts.uri.path_and_query().map_or("/", |p| p.as_str());
 
     // Framing towards the server.
     let inline = body
@@ -113,35 +105,80 @@ pub async fn send(
             }
         }
     }
-    let mut head = Vec::with_capacity(256 + inline.unwrap_or(0));
-    write_request_head(&mut head, &parts.method, &target, &parts.headers);
+    let mut head = crate::io::take_vec();
+    write_request_head(&mut head, &parts.method, target, &parts.headers);
     let replayable = inline.is_some();
     if inline.is_some()
         && let Some(b) = body.take_bytes()
     {
         head.extend_from_slice(&b);
     }
-    let retry_ok = replayable && idempotent(&parts.method);
-    let upgrade = parts.headers.contains_key(http::header::UPGRADE);
+    let how = How {
+        replayable,
+        retry_ok: replayable && idempotent(&parts.method),
+        chunked,
+        is_head,
+        upgrade: parts.headers.contains_key(http::header::UPGRADE),
+        measure,
+    };
+    drop(parts);
+    let result = attempt_send(up, &head, &mut body, how, server_timeout).await;
+    crate::io::give_vec(head);
+    result
+}
+
+/// How an encoded request is sent.
+#[derive(Clone, Copy)]
+struct How {
+    /// The whole request is in the encoded bytes and can be written again.
+    replayable: bool,
+    /// Resending it on a new connection is safe.
+    retry_ok: bool,
+    chunked: bool,
+    is_head: bool,
+    upgrade: bool,
+    measure: bool,
+}
+
+/// Sends the encoded request, once more on a new connection when a reused one turns out
+/// closed and resending is safe.
+async fn attempt_send(
+    up: &Upstream,
+    head: &[u8],
+    body: &mut Body,
+    how: How,
+    server_timeout: Duration,
+) -> Result<(Response<Body>, Timing), ProxyError> {
+    let How {
+        replayable,
+        retry_ok,
+        chunked,
+        is_head,
+        upgrade,
+        measure,
+    } = how;
 
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let started = Instant::now();
+        let started = measure.then(Instant::now);
         let (mut conn, connect) = match up.pool.checkout() {
             Some(c) => (c, Duration::ZERO),
             None => {
                 let io =
                     super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
-                (UpConn::new(io), started.elapsed())
+                (
+                    UpConn::new(io),
+                    started.map_or(Duration::ZERO, |s| s.elapsed()),
+                )
             }
         };
         let reused = conn.reused;
-        let sent_at = Instant::now();
+        let sent_at = measure.then(Instant::now);
         let result = exchange(
             &mut conn,
-            &head,
-            if replayable { None } else { Some(&mut body) },
+            head,
+            if replayable { None } else { Some(&mut *body) },
             chunked,
             server_timeout,
         )
@@ -150,7 +187,7 @@ pub async fn send(
             Ok(rh) => {
                 let timing = Timing {
                     connect,
-                    response: sent_at.elapsed(),
+                    response: sent_at.map_or(Duration::ZERO, |s| s.elapsed()),
                     reused,
                 };
                 return Ok((
@@ -245,7 +282,7 @@ async fn write_with_timeout(
     t: Duration,
     reused: bool,
 ) -> Result<(), ProxyError> {
-    match tokio::time::timeout(t, conn.io.write_all(data)).await {
+    match crate::io::timeout_lazy(t, conn.io.write_all(data)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(write_error(e, reused)),
         Err(_) => Err(ProxyError::new(

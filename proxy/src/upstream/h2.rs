@@ -31,13 +31,23 @@ fn classify(e: hyper::Error) -> ProxyError {
     ProxyError::new(ErrorKind::BadResponse, format!("HTTP/2: {e}"))
 }
 
+/// The worker's connection to the server (opened if needed), the time it took to open,
+/// and whether it was already open.
 async fn sender(
     up: &Upstream,
-) -> Result<(hyper::client::conn::http2::SendRequest<Body>, Duration), ProxyError> {
+    measure: bool,
+) -> Result<
+    (
+        hyper::client::conn::http2::SendRequest<Body>,
+        Duration,
+        bool,
+    ),
+    ProxyError,
+> {
     if let Some(s) = up.pool.h2_sender() {
-        return Ok((s, Duration::ZERO));
+        return Ok((s, Duration::ZERO, true));
     }
-    let started = Instant::now();
+    let started = measure.then(Instant::now);
     let io = super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
     let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -58,7 +68,7 @@ async fn sender(
         }
     });
     up.pool.set_h2_sender(send.clone());
-    Ok((send, started.elapsed()))
+    Ok((send, started.map_or(Duration::ZERO, |s| s.elapsed()), false))
 }
 
 /// Sends `req` over the server's HTTP/2 connection.
@@ -66,6 +76,7 @@ pub async fn send(
     up: &Upstream,
     mut req: Request<Body>,
     server_timeout: Duration,
+    measure: bool,
 ) -> Result<(Response<Body>, Timing), ProxyError> {
     // HTTP/2 carries the host in :authority.
     let authority = req
@@ -89,9 +100,8 @@ pub async fn send(
         Uri::from_parts(parts).map_err(|e| ProxyError::new(ErrorKind::Internal, e.to_string()))?;
     *req.version_mut() = Version::HTTP_2;
 
-    let (mut s, connect) = sender(up).await?;
-    let reused = connect.is_zero();
-    let sent_at = Instant::now();
+    let (mut s, connect, reused) = sender(up, measure).await?;
+    let sent_at = measure.then(Instant::now);
     let work = async {
         s.ready().await.map_err(classify)?;
         s.send_request(req).await.map_err(classify)
@@ -107,7 +117,7 @@ pub async fn send(
     };
     let timing = Timing {
         connect,
-        response: sent_at.elapsed(),
+        response: sent_at.map_or(Duration::ZERO, |s| s.elapsed()),
         reused,
     };
     Ok((resp.map(|b| Body::incoming(b, Side::Server)), timing))

@@ -36,15 +36,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Sends a request and returns the response with its body still streaming.
+    /// Sends a request and returns the response with its body still streaming. `measure`
+    /// asks for connect and response times (for access logs).
     pub async fn send(
         &self,
         req: Request<Body>,
         server_timeout: Duration,
+        measure: bool,
     ) -> Result<(Response<Body>, Timing), ProxyError> {
         match self.proto {
-            Proto::Http1 => h1::send(self, req, server_timeout).await,
-            Proto::H2 => h2::send(self, req, server_timeout).await,
+            Proto::Http1 => h1::send(self, req, server_timeout, measure).await,
+            Proto::H2 => h2::send(self, req, server_timeout, measure).await,
         }
     }
 }

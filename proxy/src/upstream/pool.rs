@@ -107,7 +107,7 @@ impl Pool {
             return;
         }
         // An idle connection keeps no buffer.
-        conn.rbuf = BytesMut::new();
+        crate::io::give_buf(std::mem::take(&mut conn.rbuf));
         let mut q = lock(&self.shards[self.shard()]);
         if q.len() >= self.max_idle_per_shard {
             q.pop_front();
