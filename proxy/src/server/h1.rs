@@ -344,156 +344,211 @@ async fn tunnel(mut client: Box<ClientConn>, up: UpgradedConn) {
     let _ = tokio::io::copy_bidirectional(&mut client.io, &mut server.io).await;
 }
 
+/// What follows an exchange on a connection.
+enum Next {
+    /// Keep the connection for the next request.
+    Keep(Box<ClientConn>),
+    /// The connection is done (closed, or given up).
+    Close,
+    /// Relay bytes both ways (after `101 Switching Protocols`).
+    Tunnel(Box<ClientConn>, UpgradedConn),
+}
+
 /// Serves requests on one HTTP/1.1 connection until it closes.
+///
+/// Waiting for a request is all this future does itself; each exchange runs in a boxed
+/// future of its own (one allocation per request), so that an idle connection's task is
+/// only as large as the wait.
 pub async fn serve(
     conn: Box<ClientConn>,
     cx: Arc<ConnCtx>,
     mut shutdown: watch::Receiver<bool>,
     accepted: Instant,
 ) {
-    let fe = cx.frontend.clone();
-    let t = fe.timeouts;
     let mut first = true;
     let mut conn = conn;
     loop {
-        let (head, started) = match read_head(&mut conn, &cx, first, accepted, &mut shutdown).await
-        {
-            Head::Request(h, s) => (h, s),
-            Head::Closed => return,
-            Head::Refused(status, term, s) => {
-                let done =
-                    Done::refused(&cx, status, term, s.map_or(Duration::ZERO, |s| s.elapsed()));
-                let resp = crate::error::error_response(status);
-                let r =
-                    write_response(&mut conn.io, resp, false, false, Version::HTTP_11, t.client)
-                        .await;
-                done.finish(r.as_ref().map_or(0, |(b, _)| *b), None);
-                let _ = conn.io.shutdown().await;
+        let head = read_head(&mut conn, &cx, first, accepted, &mut shutdown).await;
+        if let Head::Closed = head {
+            return;
+        }
+        match Box::pin(exchange(conn, head, &cx, &shutdown)).await {
+            Next::Keep(c) => conn = c,
+            Next::Close => return,
+            Next::Tunnel(c, up) => {
+                Box::pin(tunnel(c, up)).await;
                 return;
             }
-        };
-        let t_request = match (started, fe.log.is_some()) {
-            (Some(s), true) => s.elapsed(),
-            _ => Duration::ZERO,
-        };
-        let is_head = head.method == Method::HEAD;
-        let version = head.version;
-        let mut keep = head.keep_alive;
-        if head.framing != Framing::Empty && matches!(head.method, Method::CONNECT) {
-            keep = false;
-        }
-        if let (Framing::Length(n), Some(max)) = (head.framing, fe.max_request_body)
-            && n > max
-        {
-            let done = Done::refused(&cx, StatusCode::PAYLOAD_TOO_LARGE, *b"PR", t_request);
-            let resp = crate::error::error_response(StatusCode::PAYLOAD_TOO_LARGE);
-            let r = write_response(&mut conn.io, resp, is_head, false, version, t.client).await;
-            done.finish(r.as_ref().map_or(0, |(b, _)| *b), None);
-            let _ = conn.io.shutdown().await;
-            return;
-        }
-        fe.live.bytes_in.fetch_add(
-            match head.framing {
-                Framing::Length(n) => n,
-                _ => 0,
-            },
-            std::sync::atomic::Ordering::Relaxed,
-        );
-
-        // The body: nothing, already buffered, or read from the connection by its consumer.
-        let mut held = Some(conn);
-        let mut ret = None;
-        let body = match head.framing {
-            Framing::Empty => Body::empty(),
-            Framing::Length(n) if held.as_ref().is_some_and(|c| c.rbuf.len() as u64 >= n) => {
-                let c = held
-                    .as_mut()
-                    .map(|c| c.rbuf.split_to(n as usize).freeze())
-                    .unwrap_or_default();
-                Body::full(c)
-            }
-            framing => {
-                let (tx, rx) = oneshot::channel();
-                ret = Some(rx);
-                let source = Source::Client {
-                    conn: held.take(),
-                    ret: Some(tx),
-                    send_continue: head.expect_continue,
-                    continue_written: 0,
-                };
-                Body::h1(H1Body::new(
-                    Decoder::new(framing, fe.max_request_body),
-                    source,
-                    t.client,
-                ))
-            }
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.version_mut() = version;
-        *req.headers_mut() = head.headers;
-        // An absolute-form target names the host (RFC 9112 section 3.2.2).
-        if let Some(a) = head.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            req.headers_mut().insert(HOST, v);
-        }
-        *req.uri_mut() = head.uri;
-
-        let (mut resp, done) = Box::pin(handle(&cx, req, t_request)).await;
-
-        // Take the connection back from the body.
-        conn = match (held, ret) {
-            (Some(c), _) => c,
-            (None, Some(rx)) => match tokio::time::timeout(t.client, rx).await {
-                Ok(Ok(r)) => {
-                    let mut c = r.conn;
-                    if !r.complete {
-                        let drained = match r.remaining {
-                            Some(n) if n <= MAX_DRAIN => drain(&mut c, n, t.client).await,
-                            _ => false,
-                        };
-                        keep &= drained;
-                    }
-                    c
-                }
-                _ => {
-                    done.finish(0, Some(*b"CD"));
-                    return;
-                }
-            },
-            (None, None) => return,
-        };
-        if *shutdown.borrow() {
-            keep = false;
-        }
-        let upgraded = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            resp.extensions_mut().remove::<UpgradedConn>()
-        } else {
-            None
-        };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgraded.is_none() {
-            // A 101 without a connection to relay to cannot be honoured.
-            resp = crate::error::error_response(StatusCode::BAD_GATEWAY);
-        }
-        match write_response(&mut conn.io, resp, is_head, keep, version, t.client).await {
-            Ok((bytes, k)) => {
-                done.finish(bytes, None);
-                keep = k;
-            }
-            Err(a) => {
-                done.finish(a.bytes, Some(a.term));
-                return;
-            }
-        }
-        if let Some(up) = upgraded {
-            tunnel(conn, up).await;
-            return;
-        }
-        if !keep {
-            let _ = conn.io.shutdown().await;
-            return;
         }
         first = false;
     }
+}
+
+/// Answers a request whose head could not be accepted, then closes.
+async fn refuse(
+    mut conn: Box<ClientConn>,
+    cx: &ConnCtx,
+    status: StatusCode,
+    term: [u8; 2],
+    t_request: Duration,
+    is_head: bool,
+    version: Version,
+) -> Next {
+    let done = Done::refused(cx, status, term, t_request);
+    let resp = crate::error::error_response(status);
+    let r = write_response(
+        &mut conn.io,
+        resp,
+        is_head,
+        false,
+        version,
+        cx.frontend.timeouts.client,
+    )
+    .await;
+    done.finish(r.as_ref().map_or(0, |(b, _)| *b), None);
+    let _ = conn.io.shutdown().await;
+    Next::Close
+}
+
+/// One request and its response.
+async fn exchange(
+    conn: Box<ClientConn>,
+    head: Head,
+    cx: &Arc<ConnCtx>,
+    shutdown: &watch::Receiver<bool>,
+) -> Next {
+    let fe = &cx.frontend;
+    let t = fe.timeouts;
+    let (head, started) = match head {
+        Head::Request(h, s) => (h, s),
+        Head::Closed => return Next::Close,
+        Head::Refused(status, term, s) => {
+            let t_request = s.map_or(Duration::ZERO, |s| s.elapsed());
+            return refuse(conn, cx, status, term, t_request, false, Version::HTTP_11).await;
+        }
+    };
+    let t_request = match (started, fe.log.is_some()) {
+        (Some(s), true) => s.elapsed(),
+        _ => Duration::ZERO,
+    };
+    let is_head = head.method == Method::HEAD;
+    let version = head.version;
+    let mut keep = head.keep_alive;
+    if head.framing != Framing::Empty && matches!(head.method, Method::CONNECT) {
+        keep = false;
+    }
+    if let (Framing::Length(n), Some(max)) = (head.framing, fe.max_request_body)
+        && n > max
+    {
+        return refuse(
+            conn,
+            cx,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            *b"PR",
+            t_request,
+            is_head,
+            version,
+        )
+        .await;
+    }
+    if let Framing::Length(n) = head.framing {
+        fe.live
+            .bytes_in
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    // The body: nothing, already buffered, or read from the connection by its consumer.
+    let mut held = Some(conn);
+    let mut ret = None;
+    let body = match head.framing {
+        Framing::Empty => Body::empty(),
+        Framing::Length(n) if held.as_ref().is_some_and(|c| c.rbuf.len() as u64 >= n) => {
+            let c = held
+                .as_mut()
+                .map(|c| c.rbuf.split_to(n as usize).freeze())
+                .unwrap_or_default();
+            Body::full(c)
+        }
+        framing => {
+            let (tx, rx) = oneshot::channel();
+            ret = Some(rx);
+            let source = Source::Client {
+                conn: held.take(),
+                ret: Some(tx),
+                send_continue: head.expect_continue,
+                continue_written: 0,
+            };
+            Body::h1(H1Body::new(
+                Decoder::new(framing, fe.max_request_body),
+                source,
+                t.client,
+            ))
+        }
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method;
+    *req.version_mut() = version;
+    *req.headers_mut() = head.headers;
+    // An absolute-form target names the host (RFC 9112 section 3.2.2).
+    if let Some(a) = head.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        req.headers_mut().insert(HOST, v);
+    }
+    *req.uri_mut() = head.uri;
+
+    let (mut resp, done) = handle(cx, req, t_request).await;
+
+    // Take the connection back from the body.
+    let mut conn = match (held, ret) {
+        (Some(c), _) => c,
+        (None, Some(rx)) => match tokio::time::timeout(t.client, rx).await {
+            Ok(Ok(r)) => {
+                let mut c = r.conn;
+                if !r.complete {
+                    let drained = match r.remaining {
+                        Some(n) if n <= MAX_DRAIN => drain(&mut c, n, t.client).await,
+                        _ => false,
+                    };
+                    keep &= drained;
+                }
+                c
+            }
+            _ => {
+                done.finish(0, Some(*b"CD"));
+                return Next::Close;
+            }
+        },
+        (None, None) => return Next::Close,
+    };
+    if *shutdown.borrow() {
+        keep = false;
+    }
+    let upgraded = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        resp.extensions_mut().remove::<UpgradedConn>()
+    } else {
+        None
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgraded.is_none() {
+        // A 101 without a connection to relay to cannot be honoured.
+        resp = crate::error::error_response(StatusCode::BAD_GATEWAY);
+    }
+    match write_response(&mut conn.io, resp, is_head, keep, version, t.client).await {
+        Ok((bytes, k)) => {
+            done.finish(bytes, None);
+            keep = k;
+        }
+        Err(a) => {
+            done.finish(a.bytes, Some(a.term));
+            return Next::Close;
+        }
+    }
+    if let Some(up) = upgraded {
+        return Next::Tunnel(conn, up);
+    }
+    if !keep {
+        let _ = conn.io.shutdown().await;
+        return Next::Close;
+    }
+    Next::Keep(conn)
 }

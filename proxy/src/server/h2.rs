@@ -142,7 +142,9 @@ where
             {
                 req.headers_mut().insert(HOST, v);
             }
-            let (resp, done) = handle(&cx, req, Duration::ZERO).await;
+            // Boxed: hyper spawns a task per stream, and a small task is cheaper to
+            // allocate and move.
+            let (resp, done) = Box::pin(handle(&cx, req, Duration::ZERO)).await;
             Ok::<Response<Tracked>, Infallible>(resp.map(|b| Tracked {
                 inner: b,
                 done: Some(done),

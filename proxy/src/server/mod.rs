@@ -99,7 +99,13 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<bool>) {
     };
     let (io, h2) = match a.tls {
         Some(acceptor) => {
-            let hs = tokio::time::timeout(fe.timeouts.http_request, acceptor.accept(a.tcp)).await;
+            // Boxed: the handshake state is large and would otherwise sit in every
+            // connection's task, TLS or not.
+            let hs = Box::pin(tokio::time::timeout(
+                fe.timeouts.http_request,
+                acceptor.accept(a.tcp),
+            ))
+            .await;
             let stream = match hs {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -126,7 +132,7 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<bool>) {
         rbuf: BytesMut::new(),
     });
     if h2 {
-        h2::serve(conn.io, cx, shutdown).await;
+        Box::pin(h2::serve(conn.io, cx, shutdown)).await;
         return;
     }
     if !cx.info.tls && fe.h2 {
@@ -142,7 +148,7 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<bool>) {
                     pre: std::mem::take(&mut conn.rbuf),
                     inner: conn.io,
                 };
-                h2::serve(io, cx, shutdown).await;
+                Box::pin(h2::serve(io, cx, shutdown)).await;
                 return;
             }
             match tokio::time::timeout_at(deadline, read_buf(&mut conn.io, &mut conn.rbuf)).await {
@@ -152,4 +158,68 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<bool>) {
         }
     }
     h1::serve(conn, cx, shutdown, accepted).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Arc<Snapshot> {
+        let cfg = rampart_config::load_str(
+            "frontends: { fe: { bind: \"127.0.0.1:0\" } }\n",
+            None,
+            &std::collections::HashMap::<String, String>::new(),
+        )
+        .unwrap();
+        let live = Live::new();
+        let env = crate::snapshot::CompileEnv {
+            base_dir: std::path::Path::new("."),
+            live: &live,
+            generation: 1,
+            workers: 1,
+            open_logs: false,
+        };
+        Arc::new(crate::snapshot::compile(Arc::new(cfg), &env).unwrap())
+    }
+
+    /// Every client connection is one task holding these futures: their size is most of
+    /// what an idle keep-alive connection costs, so they are kept small (rarely used
+    /// states like the TLS handshake and HTTP/2 are boxed).
+    #[tokio::test]
+    async fn connection_task_stays_small() {
+        let snap = snapshot();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (tcp, peer) = l.accept().await.unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let cx = Arc::new(ConnCtx {
+            info: ConnInfo {
+                client: peer,
+                local: addr,
+                tls: false,
+                sni: None,
+            },
+            snapshot: snap.clone(),
+            frontend: snap.frontends[0].clone(),
+            live: Live::new(),
+        });
+        let conn = Box::new(ClientConn {
+            io: ClientIo::Plain(TcpStream::connect(addr).await.unwrap()),
+            rbuf: BytesMut::new(),
+        });
+        let h1 = std::mem::size_of_val(&h1::serve(conn, cx, rx.clone(), Instant::now()));
+        let a = Accepted {
+            tcp,
+            peer,
+            local: addr,
+            tls: None,
+            frontend: snap.frontends[0].clone(),
+            snapshot: snap,
+            live: Live::new(),
+        };
+        let whole = std::mem::size_of_val(&serve_connection(a, rx));
+        eprintln!("connection future: {whole} bytes (HTTP/1.1 part {h1})");
+        assert!(whole <= 1536, "the connection future grew to {whole} bytes");
+    }
 }
