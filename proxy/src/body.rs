@@ -51,6 +51,14 @@ enum Kind {
     Full(Option<Bytes>),
     Incoming(hyper::body::Incoming, Side),
     H1(Box<H1Body>),
+    /// A request body on an HTTP/2 stream served by rampart's own HTTP/2 server.
+    H2(Box<H2Recv>),
+}
+
+/// An HTTP/2 stream's data, handing flow-control credit back as it is consumed.
+pub(crate) struct H2Recv {
+    stream: h2::RecvStream,
+    data_done: bool,
 }
 
 impl Body {
@@ -74,6 +82,17 @@ impl Body {
 
     pub(crate) fn h1(b: H1Body) -> Self {
         Body(Kind::H1(Box::new(b)))
+    }
+
+    /// A request body read from an HTTP/2 stream.
+    pub(crate) fn h2(stream: h2::RecvStream) -> Self {
+        if stream.is_end_stream() {
+            return Body::empty();
+        }
+        Body(Kind::H2(Box::new(H2Recv {
+            stream,
+            data_done: false,
+        })))
     }
 
     /// The whole body when it is already in memory (empty or full), so it can be resent.
@@ -108,6 +127,7 @@ impl std::fmt::Debug for Body {
             Kind::Full(b) => write!(f, "Body::Full({})", b.as_ref().map_or(0, Bytes::len)),
             Kind::Incoming(..) => f.write_str("Body::Incoming"),
             Kind::H1(_) => f.write_str("Body::H1"),
+            Kind::H2(_) => f.write_str("Body::H2"),
         }
     }
 }
@@ -139,6 +159,7 @@ impl http_body::Body for Body {
                     .map(|o| o.map(|r| r.map_err(|e| hyper_error(e, side))))
             }
             Kind::H1(b) => b.poll_frame(cx),
+            Kind::H2(b) => b.poll_frame(cx),
         }
     }
 
@@ -148,6 +169,7 @@ impl http_body::Body for Body {
             Kind::Full(b) => b.is_none(),
             Kind::Incoming(b, _) => b.is_end_stream(),
             Kind::H1(b) => b.decoder.is_done(),
+            Kind::H2(b) => b.stream.is_end_stream(),
         }
     }
 
@@ -160,11 +182,35 @@ impl http_body::Body for Body {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
+            Kind::H2(_) => SizeHint::default(),
         }
     }
 }
 
 type PollFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
+
+impl H2Recv {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> PollFrame {
+        let err =
+            |e: h2::Error| BodyError::new(Side::Client, ErrorKind::ClientAbort, e.to_string());
+        if !self.data_done {
+            match ready!(self.stream.poll_data(cx)) {
+                Some(Ok(b)) => {
+                    // Give the client credit for what has been taken.
+                    let _ = self.stream.flow_control().release_capacity(b.len());
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(err(e)))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.stream.poll_trailers(cx)) {
+            Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(err(e)))),
+        }
+    }
+}
 
 /// Where an HTTP/1 body is read from.
 pub(crate) enum Source {

@@ -297,3 +297,78 @@ async fn global_max_connections_applies_across_frontends() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_idle_close_reset_streams_and_graceful_stop() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let arrived = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = arrived.clone();
+    let origin = Origin::start("o", move |s| match s.uri.path() {
+        "/slow" => {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            delayed(Duration::from_millis(400), 200, "slow done")
+        }
+        "/hang" => delayed(Duration::from_secs(30), 200, "never"),
+        _ => text(200, "fast"),
+    })
+    .await;
+    let p = Proxy::start(&format!(
+        "global: {{ grace: 5s }}\nfrontends: {{ fe: {{ bind: \"127.0.0.1:0\", timeouts: {{ keep_alive: 300ms }}, default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        origin.addr
+    ));
+    let a = p.addr("fe");
+    let h2 = || async move {
+        let tcp = TcpStream::connect(a).await.unwrap();
+        let (s, c) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+        (s, tokio::spawn(c))
+    };
+    let req = |path: &str| {
+        http::Request::get(format!("http://localhost{path}"))
+            .body(empty())
+            .unwrap()
+    };
+
+    // An idle connection is closed after keep_alive.
+    let (mut s, conn) = h2().await;
+    let r = s.send_request(req("/")).await.unwrap();
+    assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "fast");
+    tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .expect("closed after keep_alive")
+        .unwrap()
+        .unwrap();
+
+    // A stream the client resets does not disturb the others on the connection.
+    let (mut s, _conn) = h2().await;
+    let hang = s.send_request(req("/hang"));
+    let hang =
+        tokio::spawn(
+            async move { drop(tokio::time::timeout(Duration::from_millis(100), hang).await) },
+        );
+    hang.await.unwrap();
+    let r = s.send_request(req("/")).await.unwrap();
+    assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "fast");
+
+    // Stopping sends GOAWAY; the in-flight stream finishes.
+    let (mut s, conn) = h2().await;
+    let slow = tokio::spawn(async move {
+        let r = s.send_request(req("/slow")).await.unwrap();
+        r.into_body().collect().await.unwrap().to_bytes()
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || arrived
+            .load(std::sync::atomic::Ordering::SeqCst))
+        .await
+    );
+    let stop = tokio::spawn(p.stop());
+    assert_eq!(slow.await.unwrap(), "slow done");
+    tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .expect("connection closed after GOAWAY")
+        .unwrap()
+        .unwrap();
+    stop.await.unwrap();
+}

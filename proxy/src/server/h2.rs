@@ -1,119 +1,45 @@
-//! An HTTP/2 client connection, served by hyper; each stream runs the same handler as
-//! HTTP/1.1. Idle connections close after the keep-alive timeout, and a stopping proxy
-//! sends GOAWAY and lets open streams finish.
+//! An HTTP/2 client connection, served with the `h2` crate: every stream runs the same
+//! handler as HTTP/1.1, inside the connection's own task (a [`StreamSet`]) rather than a
+//! task per stream. Idle connections close after the keep-alive timeout, and a stopping
+//! proxy sends GOAWAY and lets open streams finish.
 
-use std::convert::Infallible;
-use std::pin::Pin;
+use std::future::poll_fn;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
 use http::header::{HOST, HeaderValue};
-use http::{Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::body::{Body, BodyError};
+use super::streams::StreamSet;
+use crate::body::Body;
 use crate::error::Side;
-use crate::handler::{ConnCtx, Done, handle};
+use crate::handler::{ConnCtx, handle, strip_hop_by_hop};
 
-/// A response body that completes its request's [`Done`] when it ends or is dropped.
-pub struct Tracked {
-    inner: Body,
-    done: Option<Done>,
-    bytes: u64,
-    /// Open streams of the connection, for the idle timer.
-    streams: Arc<Activity>,
-}
+/// Flow-control windows offered to clients (hyper's defaults): large enough that a
+/// single stream is not throttled on a fast link.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONN_WINDOW: u32 = 1 << 20;
+/// Response bytes buffered per stream before waiting for the client.
+const SEND_BUFFER: usize = 400 * 1024;
 
-impl Tracked {
-    fn finish(&mut self, abort: Option<[u8; 2]>) {
-        if let Some(d) = self.done.take() {
-            d.finish(self.bytes, abort);
-            self.streams.end();
-        }
-    }
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(f))) => {
-                if let Some(d) = f.data_ref() {
-                    self.bytes += d.len() as u64;
-                }
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let term = if e.side == Side::Client {
-                    *b"CD"
-                } else {
-                    *b"SD"
-                };
-                self.finish(Some(term));
-            }
-            Poll::Ready(None) => self.finish(None),
-            Poll::Pending => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        let abort = if self.inner.is_end_stream() {
-            None
-        } else {
-            Some(*b"CD")
-        };
-        self.finish(abort);
-    }
-}
-
-/// Open streams and the time the last one ended.
-#[derive(Default)]
-struct Activity {
-    open: AtomicUsize,
-    last_end_ms: AtomicU64,
-    epoch: std::sync::OnceLock<Instant>,
-}
-
-impl Activity {
-    fn now_ms(&self) -> u64 {
-        self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64
-    }
-    fn begin(&self) {
-        self.open.fetch_add(1, Relaxed);
-    }
-    fn end(&self) {
-        self.last_end_ms.store(self.now_ms(), Relaxed);
-        self.open.fetch_sub(1, Relaxed);
-    }
-    fn idle_for(&self) -> Option<Duration> {
-        (self.open.load(Relaxed) == 0).then(|| {
-            Duration::from_millis(self.now_ms().saturating_sub(self.last_end_ms.load(Relaxed)))
-        })
-    }
+// A short-lived value on the stack; boxing the stream would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Stream(Request<RecvStream>, SendResponse<Bytes>),
+    /// No more streams will come.
+    Closed,
+    Error(h2::Error),
+    /// Stop taking streams: the proxy stops, or the connection was idle too long.
+    GoAway,
 }
 
 /// Serves HTTP/2 on `io` until the client or the proxy ends the connection.
@@ -121,64 +47,216 @@ pub async fn serve<I>(io: I, cx: Arc<ConnCtx>, mut shutdown: watch::Receiver<boo
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::default());
-    activity.now_ms();
-    let keep_alive = cx.frontend.timeouts.keep_alive;
-    let max_streams = cx.frontend.h2_max_streams;
-    let svc_cx = cx.clone();
-    let svc_activity = activity.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let cx = svc_cx.clone();
-        let activity = svc_activity.clone();
-        activity.begin();
-        async move {
-            let mut req = req.map(|b| Body::incoming(b, Side::Client));
-            // HTTP/2 carries the host in :authority; rules and HTTP/1 servers want Host.
-            if !req.headers().contains_key(HOST)
-                && let Some(v) = req
-                    .uri()
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                req.headers_mut().insert(HOST, v);
-            }
-            // Boxed: hyper spawns a task per stream, and a small task is cheaper to
-            // allocate and move.
-            let (resp, done) = Box::pin(handle(&cx, req, Duration::ZERO)).await;
-            Ok::<Response<Tracked>, Infallible>(resp.map(|b| Tracked {
-                inner: b,
-                done: Some(done),
-                bytes: 0,
-                streams: activity,
-            }))
-        }
-    });
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let fe = cx.frontend.clone();
+    let mut builder = h2::server::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(max_streams)
-        .max_header_list_size(cx.frontend.head_limits.max_head as u32);
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let mut tick = tokio::time::interval((keep_alive / 2).max(Duration::from_millis(100)));
-    tick.tick().await;
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(client = %cx.info.client, "HTTP/2 connection ended: {e}");
-                }
+        .max_concurrent_streams(fe.h2_max_streams)
+        .max_header_list_size(fe.head_limits.max_head as u32)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_send_buffer_size(SEND_BUFFER);
+    let mut conn =
+        match tokio::time::timeout(fe.timeouts.http_request, builder.handshake::<_, Bytes>(io))
+            .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(client = %cx.info.client, "HTTP/2 handshake failed: {e}");
                 return;
             }
-            _ = shutdown.changed(), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
+            Err(_) => return,
+        };
+    let keep_alive = fe.timeouts.keep_alive;
+    let mut streams = StreamSet::default();
+    let mut stop = pin!(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
             }
-            _ = tick.tick(), if !stopping => {
-                if activity.idle_for().is_some_and(|d| d >= keep_alive) {
-                    stopping = true;
-                    conn.as_mut().graceful_shutdown();
+        }
+    });
+    let mut idle = pin!(tokio::time::sleep(keep_alive));
+    let mut busy = false;
+    let mut going_away = false;
+    loop {
+        let ev = poll_fn(|tcx| {
+            let empty = streams.poll(tcx).is_ready();
+            if busy && empty {
+                busy = false;
+                idle.as_mut().reset(Instant::now() + keep_alive);
+            }
+            if !going_away {
+                if stop.as_mut().poll(tcx).is_ready() {
+                    return Poll::Ready(Event::GoAway);
+                }
+                if empty && idle.as_mut().poll(tcx).is_ready() {
+                    return Poll::Ready(Event::GoAway);
+                }
+            }
+            match conn.poll_accept(tcx) {
+                Poll::Ready(Some(Ok((req, resp)))) => Poll::Ready(Event::Stream(req, resp)),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Event::Error(e)),
+                Poll::Ready(None) => Poll::Ready(Event::Closed),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match ev {
+            Event::Stream(req, resp) => {
+                busy = true;
+                streams.push(Box::pin(serve_stream(cx.clone(), req, resp)));
+            }
+            Event::GoAway => {
+                going_away = true;
+                conn.graceful_shutdown();
+            }
+            Event::Error(e) => {
+                tracing::debug!(client = %cx.info.client, "HTTP/2 connection ended: {e}");
+                return;
+            }
+            Event::Closed => {
+                // Finish the open streams while the connection winds down.
+                poll_fn(|tcx| {
+                    let _ = streams.poll(tcx);
+                    conn.poll_closed(tcx).map(|_| ())
+                })
+                .await;
+                return;
+            }
+        }
+    }
+}
+
+/// One stream: the request through the handler, the response back with flow control.
+async fn serve_stream(
+    cx: Arc<ConnCtx>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let mut req = req.map(Body::h2);
+    // HTTP/2 carries the host in :authority; rules and HTTP/1 servers want Host.
+    if !req.headers().contains_key(HOST)
+        && let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(HOST, v);
+    }
+    let handled = {
+        let h = pin!(handle(&cx, req, Duration::ZERO));
+        let reset = poll_fn(|tcx| respond.poll_reset(tcx));
+        tokio::select! {
+            r = h => Some(r),
+            // The client gave up on the stream: drop the request (and its server exchange).
+            _ = reset => None,
+        }
+    };
+    let Some((resp, done)) = handled else { return };
+    let (mut parts, body) = resp.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        // HTTP/2 has no upgrade: the request was not forwarded as one.
+        parts.status = StatusCode::BAD_GATEWAY;
+    }
+    // Connection-specific fields are not allowed in HTTP/2.
+    strip_hop_by_hop(&mut parts.headers, false, false);
+    let end = body.is_end_stream();
+    let mut send = match respond.send_response(Response::from_parts(parts, ()), end) {
+        Ok(s) => s,
+        Err(_) => {
+            done.finish(0, Some(*b"CD"));
+            return;
+        }
+    };
+    if end {
+        done.finish(0, None);
+        return;
+    }
+    match send_body(&mut send, body, cx.frontend.timeouts.client).await {
+        Ok(n) => done.finish(n, None),
+        Err((n, term)) => done.finish(n, Some(term)),
+    }
+}
+
+/// Sends a response body within the stream's flow-control window.
+async fn send_body(
+    send: &mut SendStream<Bytes>,
+    mut body: Body,
+    client_timeout: Duration,
+) -> Result<u64, (u64, [u8; 2])> {
+    let mut sent = 0u64;
+    loop {
+        let frame = {
+            let next = poll_fn(|tcx| Pin::new(&mut body).poll_frame(tcx));
+            let reset = poll_fn(|tcx| send.poll_reset(tcx));
+            tokio::select! {
+                f = next => f,
+                _ = reset => return Err((sent, *b"CD")),
+            }
+        };
+        let frame = match frame {
+            None => {
+                return match send.send_data(Bytes::new(), true) {
+                    Ok(()) => Ok(sent),
+                    Err(_) => Err((sent, *b"CD")),
+                };
+            }
+            Some(Err(e)) => {
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+                let term = match (e.side, e.kind) {
+                    (Side::Client, _) => *b"CD",
+                    (_, crate::error::ErrorKind::ResponseTimeout) => *b"sD",
+                    _ => *b"SD",
+                };
+                return Err((sent, term));
+            }
+            Some(Ok(f)) => f,
+        };
+        match frame.into_data() {
+            Ok(mut data) => {
+                let last = body.is_end_stream();
+                if data.is_empty() && !last {
+                    continue;
+                }
+                loop {
+                    send.reserve_capacity(data.len());
+                    let cap = if data.is_empty() {
+                        0
+                    } else {
+                        match crate::io::timeout_lazy(
+                            client_timeout,
+                            poll_fn(|tcx| send.poll_capacity(tcx)),
+                        )
+                        .await
+                        {
+                            Ok(Some(Ok(n))) => n,
+                            Ok(_) => return Err((sent, *b"CD")),
+                            Err(_) => {
+                                send.send_reset(h2::Reason::CANCEL);
+                                return Err((sent, *b"cD"));
+                            }
+                        }
+                    };
+                    let chunk = data.split_to(cap.min(data.len()));
+                    sent += chunk.len() as u64;
+                    let end = last && data.is_empty();
+                    if send.send_data(chunk, end).is_err() {
+                        return Err((sent, *b"CD"));
+                    }
+                    if data.is_empty() {
+                        break;
+                    }
+                }
+                if last {
+                    return Ok(sent);
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    return match send.send_trailers(t) {
+                        Ok(()) => Ok(sent),
+                        Err(_) => Err((sent, *b"CD")),
+                    };
                 }
             }
         }

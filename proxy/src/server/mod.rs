@@ -3,6 +3,7 @@
 
 pub mod h1;
 pub mod h2;
+pub mod streams;
 
 use std::io;
 use std::pin::Pin;
