@@ -262,6 +262,7 @@ macro_rules! config_struct {
 
         impl $crate::decode::Decode for $name {
             fn decode(node: &$crate::yaml::Node, cx: &mut $crate::decode::Cx) -> Option<Self> {
+                #[allow(unused_variables)]
                 let entries = cx.struct_entries(node, Self::KEYS)?;
                 $(
                     let key = $crate::__config_key!($field $(, $key)?);

@@ -12,6 +12,7 @@
 pub mod decode;
 pub mod error;
 pub mod model;
+pub mod resilience;
 pub mod rules;
 pub mod validate;
 pub mod yaml;

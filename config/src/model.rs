@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::config_struct;
 use crate::decode::{Cx, Decode, NamedMap, Schema, Size, Spanned};
 use crate::error::Pos;
+use crate::resilience::{CircuitBreaker, HealthCheck, OutlierDetection, Queue, Retries};
 use crate::rules::acl::{Acl, DiskFiles, NoFiles, PatternFiles, parse_acl};
 use crate::rules::action::{Rule, parse_request_rule, parse_response_rule};
 use crate::rules::lexer::{RuleError, Tokens};
@@ -439,13 +440,16 @@ impl Decode for AclDef {
     }
 }
 
-/// A backend choice: `NAME [if|unless COND]`, or a weighted split.
+/// A backend choice: `NAME [if|unless COND]`, or a mapping with a backend or a weighted
+/// split and per-route overrides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UseBackend {
     pub target: BackendTarget,
     pub cond: Option<crate::rules::Condition>,
     /// Where the condition text starts (offsets in the condition are relative to it).
     pub pos: Pos,
+    pub retries: Option<Retries>,
+    pub timeout: Option<Duration>,
 }
 
 /// Where a `use_backend` entry sends requests.
@@ -457,11 +461,17 @@ pub enum BackendTarget {
 }
 
 config_struct! {
-    /// A weighted split written as a mapping.
-    pub struct SplitDef {
+    /// A `use_backend` entry written as a mapping: one backend or a weighted split, an
+    /// optional condition, and per-route retries and timeout.
+    pub struct RouteDef {
+        pub backend: Option<Spanned<String>>,
         pub split: NamedMap<u32>,
         pub cond_if as "if": Option<String>,
         pub cond_unless as "unless": Option<String>,
+        /// Retries for requests taking this route, instead of the backend's.
+        pub retries: Option<Retries>,
+        /// Server timeout for requests taking this route, instead of the backend's.
+        pub timeout: Option<Duration>,
     }
 }
 
@@ -499,13 +509,23 @@ impl Decode for UseBackend {
                 }),
                 cond,
                 pos: start,
+                retries: None,
+                timeout: None,
             });
         }
-        let def = SplitDef::decode(node, cx)?;
-        if def.split.is_empty() {
-            cx.error(node.pos, "a split needs at least one backend");
-            return None;
-        }
+        let def = RouteDef::decode(node, cx)?;
+        let target = match (&def.backend, def.split.is_empty()) {
+            (Some(b), true) => BackendTarget::One(b.clone()),
+            (None, false) => BackendTarget::Split(def.split.0.clone()),
+            (Some(_), false) => {
+                cx.error(node.pos, "use either 'backend' or 'split', not both");
+                return None;
+            }
+            (None, true) => {
+                cx.error(node.pos, "a route needs 'backend' or a non-empty 'split'");
+                return None;
+            }
+        };
         let (text, prefix) = match (&def.cond_if, &def.cond_unless) {
             (Some(_), Some(_)) => {
                 cx.error(node.pos, "use either 'if' or 'unless', not both");
@@ -539,9 +559,10 @@ impl Decode for UseBackend {
                 }
             }
         };
-        let split = def.split.0;
         Some(UseBackend {
-            target: BackendTarget::Split(split),
+            target,
+            retries: def.retries,
+            timeout: def.timeout,
             cond,
             // Condition offsets count from the inserted prefix.
             pos: Pos {
@@ -551,7 +572,7 @@ impl Decode for UseBackend {
         })
     }
     fn schema() -> Schema {
-        SplitDef::schema()
+        RouteDef::schema()
     }
 }
 
@@ -571,6 +592,15 @@ config_struct! {
         pub tls: Option<UpstreamTls>,
         pub timeouts: BackendTimeouts,
         pub pool: Pool,
+        /// Active health checks of the servers.
+        pub health_check: Option<HealthCheck>,
+        /// Passive ejection of servers that fail requests.
+        pub outlier_detection: Option<OutlierDetection>,
+        /// Limits; without it, none apply.
+        pub circuit_breaker: Option<CircuitBreaker>,
+        /// Wait for a free slot (up to a time) instead of an immediate 503.
+        pub queue: Option<Queue>,
+        pub retries: Option<Retries>,
         pub http_request: Vec<RuleDef<RequestAction>>,
         pub http_response: Vec<RuleDef<ResponseAction>>,
     }
@@ -689,6 +719,13 @@ config_struct! {
         pub backup: bool = false,
         /// Never used (administratively down).
         pub disabled: bool = false,
+        /// Health-check this server (when the backend has checks).
+        pub check: bool = true,
+        /// This server's own check settings, instead of the backend's.
+        pub health_check: Option<HealthCheck>,
+        /// Requests in flight to this server at once; more wait in the backend's queue
+        /// (with `queue`) or get 503.
+        pub max_connections: Option<u32>,
     }
 }
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use crate::decode::{NamedMap, Spanned};
 use crate::error::{ConfigError, Pos, nearest};
 use crate::model::{AclDef, BackendTarget, Balance, Config, RuleDef, offset_pos};
+use crate::resilience::{HealthCheck, Retries};
 use crate::rules::acl::{Acl, AclRef, Condition, PREDEFINED, predefined};
 use crate::rules::action::{HeaderAction, RequestAction, ResponseAction};
 use crate::rules::{Fetch, LogFormat, SampleExpr, Segment};
@@ -141,6 +142,109 @@ impl V<'_> {
     }
 }
 
+impl V<'_> {
+    fn health_check(&mut self, hc: &HealthCheck, pos: Pos, path: &str) {
+        let kinds = [hc.tcp.is_some(), hc.http.is_some(), hc.grpc.is_some()];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            self.err(
+                pos,
+                path,
+                "a health check is one of tcp, http or grpc, not several",
+            );
+        }
+        for (key, n) in [("rise", hc.rise), ("fall", hc.fall)] {
+            if !(1..=1000).contains(&n) {
+                self.err(
+                    pos,
+                    format!("{path}.{key}"),
+                    format!("{key} must be between 1 and 1000, found {n}"),
+                );
+            }
+        }
+        for (key, d) in [
+            ("interval", Some(hc.interval)),
+            ("timeout", Some(hc.timeout)),
+            ("fast_interval", hc.fast_interval),
+            ("down_interval", hc.down_interval),
+        ] {
+            if d.is_some_and(|d| d < std::time::Duration::from_millis(10)) {
+                self.err(
+                    pos,
+                    format!("{path}.{key}"),
+                    format!("{key} must be at least 10ms"),
+                );
+            }
+        }
+        if hc.port == Some(0) {
+            self.err(
+                pos,
+                format!("{path}.port"),
+                "port must be between 1 and 65535",
+            );
+        }
+        if let Some(a) = &hc.address
+            && a.parse::<std::net::IpAddr>().is_err()
+        {
+            self.err(
+                pos,
+                format!("{path}.address"),
+                format!("invalid check address {a:?}: expected an IP address"),
+            );
+        }
+        if let Some(h) = &hc.http {
+            if http_method_ok(&h.method).is_err() {
+                self.err(
+                    pos,
+                    format!("{path}.http.method"),
+                    format!("invalid HTTP method {:?}", h.method),
+                );
+            }
+            if !h.path.starts_with('/') || h.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                self.err(
+                    pos,
+                    format!("{path}.http.path"),
+                    format!(
+                        "a check path starts with '/' and has no spaces, found {:?}",
+                        h.path
+                    ),
+                );
+            }
+        }
+    }
+
+    fn retries(&mut self, r: &Retries, pos: Pos, path: &str) {
+        if r.attempts > 10 {
+            self.err(
+                pos,
+                format!("{path}.attempts"),
+                format!("attempts must be at most 10, found {}", r.attempts),
+            );
+        }
+        if r.per_try_timeout.is_some_and(|t| t.is_zero()) {
+            self.err(
+                pos,
+                format!("{path}.per_try_timeout"),
+                "per_try_timeout must be above 0",
+            );
+        }
+        if r.backoff.max < r.backoff.base {
+            self.err(
+                pos,
+                format!("{path}.backoff.max"),
+                "backoff max is below base",
+            );
+        }
+    }
+}
+
+fn http_method_ok(m: &str) -> Result<(), ()> {
+    if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
 fn valid_server_address(s: &str) -> Result<(), String> {
     let bad =
         || format!("invalid server address {s:?}: expected host:port, ip:port or [ipv6]:port");
@@ -269,6 +373,12 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
             if let Some(c) = &ub.cond {
                 v.condition(c, ub.pos, &fe.acls, &p);
             }
+            if let Some(r) = &ub.retries {
+                v.retries(r, ub.pos, &format!("{p}.retries"));
+            }
+            if ub.timeout.is_some_and(|t| t.is_zero()) {
+                v.err(ub.pos, format!("{p}.timeout"), "timeout must be above 0");
+            }
         }
         if let Some(d) = &fe.default_backend {
             v.backend_ref(d, &format!("{path}.default_backend"));
@@ -339,6 +449,61 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
                     format!("weight must be between 0 and 256, found {}", s.weight.value),
                 );
             }
+            if let Some(hc) = &s.health_check {
+                v.health_check(hc, be_pos, &format!("{sp}.health_check"));
+            }
+            if s.max_connections == Some(0) {
+                v.err(
+                    s.address.pos,
+                    format!("{sp}.max_connections"),
+                    "max_connections must be at least 1",
+                );
+            }
+        }
+        if let Some(hc) = &be.health_check {
+            v.health_check(hc, be_pos, &format!("{path}.health_check"));
+        }
+        if let Some(r) = &be.retries {
+            v.retries(r, be_pos, &format!("{path}.retries"));
+        }
+        if let Some(o) = &be.outlier_detection {
+            if o.interval.is_zero() {
+                v.err(
+                    be_pos,
+                    format!("{path}.outlier_detection.interval"),
+                    "interval must be above 0",
+                );
+            }
+            if o.max_ejection_time < o.base_ejection_time {
+                v.err(
+                    be_pos,
+                    format!("{path}.outlier_detection.max_ejection_time"),
+                    "max_ejection_time is below base_ejection_time",
+                );
+            }
+        }
+        if let Some(cb) = &be.circuit_breaker {
+            for (key, n) in [
+                ("max_connections", cb.max_connections),
+                ("max_requests", cb.max_requests),
+            ] {
+                if n == 0 {
+                    v.err(
+                        be_pos,
+                        format!("{path}.circuit_breaker.{key}"),
+                        format!("{key} must be at least 1"),
+                    );
+                }
+            }
+        }
+        if let Some(q) = &be.queue
+            && q.timeout.is_zero()
+        {
+            v.err(
+                be_pos,
+                format!("{path}.queue.timeout"),
+                "a queue timeout must be above 0 (remove `queue` for immediate 503s)",
+            );
         }
         v.request_rules(&be.http_request, &empty, &format!("{path}.http_request"));
         v.response_rules(&be.http_response, &empty, &format!("{path}.http_response"));
