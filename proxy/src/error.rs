@@ -42,6 +42,16 @@ pub enum ErrorKind {
     ConnectTimeout,
     /// The server answered something that is not HTTP, or closed mid-message.
     BadResponse,
+    /// The server closed the connection before sending any byte of a response.
+    EmptyResponse,
+    /// The server sent bytes that are not an HTTP response head, or cut the head short.
+    JunkResponse,
+    /// The server reset the connection or the stream before the response head.
+    Reset,
+    /// A circuit breaker limit (named) was reached; the request was not sent.
+    Overloaded(&'static str),
+    /// The request waited in the backend's queue for longer than its timeout.
+    QueueTimeout,
     /// The server did not answer in time.
     ResponseTimeout,
     /// An HTTP/2 server refused the stream before processing it.
@@ -68,7 +78,8 @@ impl ProxyError {
             | NotImplemented | VersionNotSupported | ClientAbort | ClientTimeout => Side::Client,
             NoBackend | Internal => Side::Internal,
             NoServer | ConnectFailed | ConnectTimeout | BadResponse | ResponseTimeout
-            | RefusedStream => Side::Server,
+            | RefusedStream | EmptyResponse | JunkResponse | Reset | Overloaded(_)
+            | QueueTimeout => Side::Server,
         };
         let retryable = matches!(kind, ConnectFailed | ConnectTimeout | RefusedStream);
         Self {
@@ -95,17 +106,34 @@ impl ProxyError {
             NoBackend | NoServer => *b"SC",
             ConnectFailed | RefusedStream => *b"SC",
             ConnectTimeout => *b"sC",
-            BadResponse => *b"SH",
+            BadResponse | EmptyResponse | JunkResponse | Reset => *b"SH",
             ResponseTimeout => *b"sH",
+            Overloaded(_) => *b"PC",
+            QueueTimeout => *b"sQ",
             Internal => *b"IH",
         }
     }
 
-    /// The response a client gets.
+    /// The response a client gets. A breaker's 503 names the limit it hit.
     pub fn to_response(&self) -> Response<Body> {
-        error_response(self.status())
+        let mut r = error_response(self.status());
+        match self.kind {
+            ErrorKind::Overloaded(limit) => {
+                r.headers_mut()
+                    .insert(&OVERLOADED, HeaderValue::from_static(limit));
+            }
+            ErrorKind::QueueTimeout => {
+                r.headers_mut()
+                    .insert(&OVERLOADED, HeaderValue::from_static("queue_timeout"));
+            }
+            _ => {}
+        }
+        r
     }
 }
+
+/// The header naming the limit that made rampart answer 503 itself.
+pub static OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-rampart-overloaded");
 
 fn status_of(kind: ErrorKind) -> StatusCode {
     use ErrorKind::*;
@@ -120,7 +148,10 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ClientAbort => StatusCode::BAD_REQUEST,
         ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         NoBackend | NoServer => StatusCode::SERVICE_UNAVAILABLE,
-        ConnectFailed | BadResponse | RefusedStream => StatusCode::BAD_GATEWAY,
+        ConnectFailed | BadResponse | RefusedStream | EmptyResponse | JunkResponse | Reset => {
+            StatusCode::BAD_GATEWAY
+        }
+        Overloaded(_) | QueueTimeout => StatusCode::SERVICE_UNAVAILABLE,
         ConnectTimeout | ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

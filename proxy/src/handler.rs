@@ -9,13 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, EXPECT, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use tokio::time::Instant;
 
 use crate::body::Body;
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::resilience::limits::{Gate, Slot, backoff};
+use crate::resilience::outlier::Result as Outlier;
+use crate::resilience::retry::{RetryPolicy, now_secs};
 use crate::rules::sample::{ConnInfo, SampleCtx, canonical_ip, mask_ip};
 use crate::rules::{Env, Intercept, RequestLine, run_request, run_response};
 use crate::snapshot::{Backend, Frontend, Snapshot};
@@ -44,6 +47,12 @@ pub struct Done {
     t_request: Duration,
     timing: Option<Timing>,
     termination: [u8; 2],
+    /// Time spent in the backend's queue.
+    t_queue: Duration,
+    /// Attempts after the first.
+    retries: u32,
+    /// The backend in-flight slot, freed when the response has been sent.
+    slot: Option<Slot>,
     line: Option<(Method, Uri, Version)>,
     client: std::net::SocketAddr,
     tls: bool,
@@ -67,6 +76,9 @@ impl Done {
             t_request,
             timing: None,
             termination: *b"--",
+            t_queue: Duration::ZERO,
+            retries: 0,
+            slot: None,
             line,
             client: cx.info.client,
             tls: cx.info.tls,
@@ -113,6 +125,7 @@ impl Done {
                 .map_or(0, |(b, i)| b.servers[i].live.active.load(Relaxed))
         });
         drop(self.guard.take());
+        drop(self.slot.take());
         if let Some(be) = &self.backend {
             if self.backend_active {
                 be.live.active.fetch_sub(1, Relaxed);
@@ -145,7 +158,11 @@ impl Done {
                 .zip(self.server)
                 .map(|(b, i)| b.servers[i].name.clone()),
             t_request: ms(self.t_request),
-            t_queue: if self.backend.is_some() { 0 } else { -1 },
+            t_queue: if self.backend.is_some() {
+                ms(self.t_queue)
+            } else {
+                -1
+            },
             t_connect: t.map_or(-1, |t| ms(t.connect)),
             t_response: t.map_or(-1, |t| ms(t.response)),
             t_total: ms(self.t_request + started.elapsed()),
@@ -159,7 +176,7 @@ impl Done {
                 .as_ref()
                 .map_or(0, |b| b.live.active.load(Relaxed)),
             server_active,
-            retries: 0,
+            retries: self.retries,
             method,
             uri,
             version,
@@ -361,12 +378,16 @@ pub async fn handle(
             headers: &parts.headers,
             nbsrv: &nbsrv,
         };
-        fe.routes
+        let route = fe
+            .routes
             .iter()
-            .find(|r| r.cond.as_ref().is_none_or(|c| c.eval(&fe.acls, &scx)))
-            .map(|r| r.target.choose())
-            .or(fe.default_backend)
+            .find(|r| r.cond.as_ref().is_none_or(|c| c.eval(&fe.acls, &scx)));
+        (
+            route,
+            route.map(|r| r.target.choose()).or(fe.default_backend),
+        )
     };
+    let (route, chosen) = chosen;
     let Some(be) = chosen.and_then(|i| snap.backends.get(i)).cloned() else {
         let e = ProxyError::new(ErrorKind::NoBackend, "no backend for this request");
         done.status = e.status().as_u16();
@@ -416,67 +437,394 @@ pub async fn handle(
     } else {
         None
     };
-    let Some(si) = be.balancer.pick(key, None) else {
-        be.live.no_server.fetch_add(1, Relaxed);
-        let e = ProxyError::new(
+    let route = RouteOpts {
+        retries: route.and_then(|r| r.retries.clone()),
+        timeout: route.and_then(|r| r.timeout),
+    };
+    forward(cx, &be, key, route, parts, body, done).await
+}
+
+/// Per-route overrides of the backend's settings.
+struct RouteOpts {
+    retries: Option<Arc<RetryPolicy>>,
+    timeout: Option<Duration>,
+}
+
+/// A request body kept in memory so the request can be sent again.
+enum Replay {
+    /// Not kept: the request goes once.
+    No(Body),
+    Yes(Bytes),
+}
+
+/// Reads a request body of known length up to `max` into memory; other bodies are left
+/// to stream (and the request is not retried).
+async fn keep_body(body: Body, max: u64) -> Result<Replay, ProxyError> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(Replay::Yes(Bytes::new()));
+    }
+    if let Some(b) = body.as_bytes() {
+        return Ok(Replay::Yes(Bytes::copy_from_slice(b)));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n <= max => {}
+        _ => return Ok(Replay::No(body)),
+    }
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = std::future::poll_fn(|c| std::pin::Pin::new(&mut body).poll_frame(c)).await;
+        match frame {
+            None => return Ok(Replay::Yes(buf.freeze())),
+            Some(Err(e)) => {
+                let mut p = ProxyError::new(e.kind, e.detail);
+                p.side = e.side;
+                return Err(p);
+            }
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    if buf.len() as u64 + d.len() as u64 > max {
+                        return Err(ProxyError::new(
+                            ErrorKind::BadRequest,
+                            "request body longer than its Content-Length",
+                        ));
+                    }
+                    buf.put_slice(&d);
+                }
+            }
+        }
+    }
+}
+
+/// Marks one retry in flight for the backend's `max_retries`.
+struct RetryGuard(Arc<Backend>);
+
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.live.retries_active.fetch_sub(1, Relaxed);
+    }
+}
+
+fn fail(mut done: Done, e: &ProxyError) -> (Response<Body>, Done) {
+    done.status = e.status().as_u16();
+    done.termination = e.termination();
+    (e.to_response(), done)
+}
+
+/// Picks a server that has room under its `max_connections`, waiting for one (up to the
+/// backend's queue timeout) when every usable server is full.
+async fn pick_server(
+    be: &Backend,
+    key: Option<u64>,
+    tried: &[usize],
+    redispatch: bool,
+) -> Result<(usize, ActiveGuard), ProxyError> {
+    let deadline = be.queue_timeout.map(|t| Instant::now() + t);
+    let no_server = || {
+        ProxyError::new(
             ErrorKind::NoServer,
             format!("no server available in backend {}", be.name),
-        );
-        done.status = e.status().as_u16();
-        done.termination = e.termination();
-        return (e.to_response(), done);
+        )
     };
-    let server = &be.servers[si];
-    done.server = Some(si);
-    done.guard = Some(server.live.start());
+    loop {
+        let freed = be.live.server_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        let mut full: Vec<usize> = Vec::new();
+        let avoid: &[usize] = if redispatch { tried } else { &[] };
+        // A retry without redispatch goes back to the same server when it is usable.
+        if !redispatch
+            && let Some(&last) = tried.last()
+            && be.servers[last].live.usable()
+        {
+            match be.servers[last].live.try_start() {
+                Some(g) => return Ok((last, g)),
+                None => full.push(last),
+            }
+        }
+        while full.len() < be.servers.len() {
+            let Some(i) = be.balancer.pick_excluding(key, avoid, &full) else {
+                break;
+            };
+            match be.servers[i].live.try_start() {
+                Some(g) => return Ok((i, g)),
+                None => full.push(i),
+            }
+        }
+        if full.is_empty() {
+            return Err(no_server());
+        }
+        let Some(deadline) = deadline else {
+            return Err(crate::resilience::limits::overloaded(
+                "server_max_connections",
+            ));
+        };
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            return Err(ProxyError::new(
+                ErrorKind::QueueTimeout,
+                "no server slot within the queue timeout",
+            ));
+        }
+    }
+}
 
+/// Sends the request to a server of `be`, with the backend's limits, retries and outlier
+/// detection, and runs the response rules.
+async fn forward(
+    cx: &ConnCtx,
+    be: &Arc<Backend>,
+    key: Option<u64>,
+    route: RouteOpts,
+    parts: http::request::Parts,
+    body: Body,
+    mut done: Done,
+) -> (Response<Body>, Done) {
+    let fe = &cx.frontend;
+    let env_nbsrv = |i: usize| cx.snapshot.nbsrv(i);
+    let env = Env {
+        conn: &cx.info,
+        frontend: &fe.name,
+        nbsrv: &env_nbsrv,
+    };
+    let measure = fe.log.is_some();
+
+    // The backend's in-flight limit, possibly after a wait in its queue.
+    if let Some(limits) = be.gate {
+        let started = measure.then(Instant::now);
+        match Gate::acquire(&be.live, limits).await {
+            Ok(slot) => done.slot = Some(slot),
+            Err(e) => {
+                let limit = match e.kind {
+                    ErrorKind::Overloaded(l) => l,
+                    _ => "queue_timeout",
+                };
+                be.live.overflow.count(limit);
+                return fail(done, &e);
+            }
+        }
+        done.t_queue = started.map_or(Duration::ZERO, |s| s.elapsed());
+    }
+
+    let server_timeout = route.timeout.unwrap_or(be.server_timeout);
+    let policy = route
+        .retries
+        .or_else(|| be.retries.clone())
+        .filter(|p| p.attempts > 0);
+    let head_timeout = policy
+        .as_ref()
+        .and_then(|p| p.per_try_timeout)
+        .map_or(server_timeout, |t| t.min(server_timeout));
     let method = parts.method.clone();
     let uri = parts.uri.clone();
     let version = parts.version;
-    let req = Request::from_parts(parts, body);
-    let result = server
-        .upstream
-        .send(req, be.server_timeout, fe.log.is_some())
-        .await;
-    let mut resp = match result {
-        Ok((resp, timing)) => {
-            done.timing = Some(timing);
-            resp
-        }
-        Err(e) => {
-            match e.kind {
-                ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
-                    be.live.errors_conn.fetch_add(1, Relaxed);
-                    server.live.errors_conn.fetch_add(1, Relaxed);
-                }
-                _ if e.side == crate::error::Side::Server => {
-                    be.live.errors_resp.fetch_add(1, Relaxed);
-                    server.live.errors_resp.fetch_add(1, Relaxed);
-                }
-                _ => {}
-            }
-            tracing::debug!(backend = %be.name, server = %server.name, "request failed: {e}");
-            done.termination = e.termination();
-            let resp = e.to_response();
-            done.status = resp.status().as_u16();
-            return (resp, done);
-        }
-    };
 
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        strip_hop_by_hop(resp.headers_mut(), false, false);
-    }
-    let rl = RequestLine {
-        method: &method,
-        uri: &uri,
-        version,
+    // With retries, the request is kept so it can be sent again.
+    let (mut once, replay, kept_parts) = match &policy {
+        None => (Some(Request::from_parts(parts, body)), None, None),
+        Some(p) => match keep_body(body, p.max_body).await {
+            Ok(Replay::Yes(bytes)) => {
+                let keep = (
+                    parts.method.clone(),
+                    parts.uri.clone(),
+                    parts.version,
+                    parts.headers.clone(),
+                );
+                (
+                    Some(Request::from_parts(parts, Body::full(bytes.clone()))),
+                    Some(bytes),
+                    Some(keep),
+                )
+            }
+            Ok(Replay::No(body)) => (Some(Request::from_parts(parts, body)), None, None),
+            Err(e) => return fail(done, &e),
+        },
     };
-    let denied = run_response(&be.response_rules, &be.acls, &mut resp, &rl, &env)
-        || run_response(&fe.response_rules, &fe.acls, &mut resp, &rl, &env);
-    if denied {
-        fe.live.denied.fetch_add(1, Relaxed);
-        done.termination = *b"PH";
+    if policy.is_some() {
+        let mut w = be
+            .live
+            .budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.deposit(now_secs());
     }
-    done.status = resp.status().as_u16();
-    (resp, done)
+
+    let mut tried: Vec<usize> = Vec::new();
+    let mut retry_guard: Option<RetryGuard> = None;
+    loop {
+        let redispatch = policy.as_ref().is_none_or(|p| p.redispatch);
+        let (si, guard) = match pick_server(be, key, &tried, redispatch).await {
+            Ok(x) => x,
+            Err(e) => {
+                match e.kind {
+                    ErrorKind::NoServer => be.live.no_server.fetch_add(1, Relaxed),
+                    ErrorKind::Overloaded(l) => {
+                        be.live.overflow.count(l);
+                        0
+                    }
+                    _ => {
+                        be.live.overflow.count("queue_timeout");
+                        0
+                    }
+                };
+                return fail(done, &e);
+            }
+        };
+        let server = &be.servers[si];
+        if !tried.is_empty() {
+            be.live.retries.fetch_add(1, Relaxed);
+            server.live.retries.fetch_add(1, Relaxed);
+            if !tried.contains(&si) {
+                be.live.redispatches.fetch_add(1, Relaxed);
+            }
+        }
+        tried.push(si);
+        done.server = Some(si);
+        done.guard = Some(guard);
+        done.retries = tried.len() as u32 - 1;
+
+        let req = match once.take() {
+            Some(r) => r,
+            None => {
+                let (Some((m, u, v, h)), Some(bytes)) = (&kept_parts, &replay) else {
+                    // Unreachable: a retry needs a kept request.
+                    let e = ProxyError::new(ErrorKind::Internal, "retry without a kept request");
+                    return fail(done, &e);
+                };
+                let mut r = Request::new(Body::full(bytes.clone()));
+                *r.method_mut() = m.clone();
+                *r.uri_mut() = u.clone();
+                *r.version_mut() = *v;
+                *r.headers_mut() = h.clone();
+                r
+            }
+        };
+        let result = server
+            .upstream
+            .send(req, server_timeout, head_timeout, measure)
+            .await;
+
+        if let Some(spec) = &be.outlier {
+            let outcome = match &result {
+                Ok((resp, _)) => Some(Outlier::Status(resp.status().as_u16())),
+                Err(e) if e.side == Side::Server && !matches!(e.kind, ErrorKind::Overloaded(_)) => {
+                    Some(Outlier::LocalFailure)
+                }
+                Err(_) => None,
+            };
+            if let Some(o) = outcome {
+                crate::resilience::outlier::record(
+                    spec,
+                    &server.live,
+                    &be.live,
+                    be.servers.len(),
+                    o,
+                    std::time::Instant::now(),
+                );
+            }
+        }
+
+        // Should this attempt be followed by another?
+        let retry = match (&policy, &result) {
+            (Some(p), _) if replay.is_none() || tried.len() as u32 > p.attempts => None,
+            (Some(p), Ok((resp, _))) => p
+                .retries_status(resp.status().as_u16(), &method)
+                .then_some(p),
+            (Some(p), Err(e)) => {
+                (e.side == Side::Server && p.retries_error(e.kind, &method)).then_some(p)
+            }
+            (None, _) => None,
+        };
+        if let Some(p) = retry {
+            if be.live.retries_active.load(Relaxed) >= be.max_retries {
+                be.live.overflow.count("max_retries");
+            } else if !be
+                .live
+                .budget
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .withdraw(now_secs(), p.budget_ratio, p.budget_min_per_second)
+            {
+                be.live.overflow.count("budget");
+            } else {
+                if retry_guard.is_none() {
+                    be.live.retries_active.fetch_add(1, Relaxed);
+                    retry_guard = Some(RetryGuard(be.clone()));
+                }
+                match &result {
+                    Ok((resp, _)) => {
+                        tracing::debug!(backend = %be.name, server = %server.name, status = resp.status().as_u16(), "retrying")
+                    }
+                    Err(e) => {
+                        tracing::debug!(backend = %be.name, server = %server.name, "retrying after: {e}")
+                    }
+                }
+                server_error_counts(be, si, &result);
+                drop(result);
+                let wait = backoff(
+                    p.backoff_base,
+                    p.backoff_max,
+                    tried.len() as u32,
+                    fastrand::f64(),
+                );
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                continue;
+            }
+        }
+        drop(retry_guard);
+        server_error_counts(be, si, &result);
+        let mut resp = match result {
+            Ok((resp, timing)) => {
+                done.timing = Some(timing);
+                resp
+            }
+            Err(e) => {
+                tracing::debug!(backend = %be.name, server = %server.name, "request failed: {e}");
+                return fail(done, &e);
+            }
+        };
+
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            strip_hop_by_hop(resp.headers_mut(), false, false);
+        }
+        let rl = RequestLine {
+            method: &method,
+            uri: &uri,
+            version,
+        };
+        let denied = run_response(&be.response_rules, &be.acls, &mut resp, &rl, &env)
+            || run_response(&fe.response_rules, &fe.acls, &mut resp, &rl, &env);
+        if denied {
+            fe.live.denied.fetch_add(1, Relaxed);
+            done.termination = *b"PH";
+        }
+        done.status = resp.status().as_u16();
+        return (resp, done);
+    }
+}
+
+/// Counts a failed attempt against its server and backend.
+fn server_error_counts(
+    be: &Backend,
+    si: usize,
+    result: &Result<(Response<Body>, Timing), ProxyError>,
+) {
+    let Err(e) = result else {
+        return;
+    };
+    let server = &be.servers[si];
+    match e.kind {
+        ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
+            be.live.errors_conn.fetch_add(1, Relaxed);
+            server.live.errors_conn.fetch_add(1, Relaxed);
+        }
+        ErrorKind::Overloaded(l) => be.live.overflow.count(l),
+        _ if e.side == Side::Server => {
+            be.live.errors_resp.fetch_add(1, Relaxed);
+            server.live.errors_resp.fetch_add(1, Relaxed);
+        }
+        _ => {}
+    }
 }

@@ -18,6 +18,7 @@ pub mod http1;
 pub mod io;
 pub mod listener;
 pub mod log;
+pub mod resilience;
 pub mod rules;
 pub mod runtime;
 pub mod server;

@@ -115,6 +115,14 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
         }
     }
 
+    // Health checks run on the housekeeping runtime, started now so that the first
+    // snapshot's checks begin at once.
+    let hk_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    if let Ok(rt) = &hk_runtime {
+        crate::resilience::reconcile_checks(&snapshot, &live, rt.handle());
+    }
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         live,
@@ -141,25 +149,13 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
             .map_err(StartError::Runtime)?;
         workers.push((h, done_rx));
     }
-    let mut hk_rx = rx.clone();
+    let hk_rx = rx.clone();
+    let hk_shared = shared.clone();
     let housekeeping = std::thread::Builder::new()
         .name("rampart-hk".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => crate::upstream::pool::sweep_all(),
-                        _ = hk_rx.changed() => return,
-                    }
-                }
-            });
+        .spawn(move || match hk_runtime {
+            Ok(rt) => rt.block_on(housekeeping(hk_shared, hk_rx)),
+            Err(e) => tracing::error!("housekeeping: cannot start a runtime: {e}"),
         })
         .map_err(StartError::Runtime)?;
     Ok(ProxyHandle {
@@ -170,6 +166,27 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
         bound,
         grace,
     })
+}
+
+/// The housekeeping thread's work: pool sweeps every second, outlier detection passes at
+/// each backend's interval (checked every 50 ms); health checks run beside it as tasks.
+async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep = tokio::time::Instant::now();
+    let mut outliers = crate::resilience::OutlierClock::default();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = tokio::time::Instant::now();
+            crate::upstream::pool::sweep_all();
+        }
+        outliers.run(&shared.snapshot.load(), std::time::Instant::now());
+    }
+    shared.live.checks().stop_all();
 }
 
 async fn worker(

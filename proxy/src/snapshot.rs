@@ -18,6 +18,10 @@ use rustls_pki_types::ServerName;
 use crate::balance::{Algo, Balancer, Member};
 use crate::http1::parse::HeadLimits;
 use crate::log::LogSink;
+use crate::resilience::health::CheckSpec;
+use crate::resilience::limits::GateLimits;
+use crate::resilience::outlier::OutlierSpec;
+use crate::resilience::retry::RetryPolicy;
 use crate::rules::matcher::IpSet;
 use crate::rules::sample::Sample;
 use crate::rules::{AclTable, Cond, RequestRule, ResponseRule, RuleCompiler};
@@ -75,6 +79,10 @@ impl Target {
 pub struct Route {
     pub cond: Option<Cond>,
     pub target: Target,
+    /// Retry policy replacing the backend's.
+    pub retries: Option<Arc<RetryPolicy>>,
+    /// Server timeout replacing the backend's.
+    pub timeout: Option<Duration>,
 }
 
 /// A compiled frontend.
@@ -102,6 +110,8 @@ pub struct Server {
     pub upstream: Upstream,
     pub live: Arc<ServerLive>,
     pub backup: bool,
+    /// Active check settings, when the server is checked.
+    pub check: Option<CheckSpec>,
 }
 
 /// A compiled backend.
@@ -117,6 +127,14 @@ pub struct Backend {
     pub request_rules: Vec<RequestRule>,
     pub response_rules: Vec<ResponseRule>,
     pub live: Arc<BackendLive>,
+    pub retries: Option<Arc<RetryPolicy>>,
+    /// The in-flight limit and queue, when the backend has a circuit breaker or a queue.
+    pub gate: Option<GateLimits>,
+    /// How long a request may wait for a server under its `max_connections`.
+    pub queue_timeout: Option<Duration>,
+    /// Retries in flight at once.
+    pub max_retries: u64,
+    pub outlier: Option<OutlierSpec>,
 }
 
 /// Process settings.
@@ -279,6 +297,17 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             let pool = env
                 .live
                 .pool(bname, sname, addr, tls_key, proto, pool_cfg, workers);
+            let check = s
+                .health_check
+                .as_ref()
+                .or(b.health_check.as_ref())
+                .filter(|_| s.check)
+                .map(|hc| CheckSpec::new(hc, addr, &s.address.value, tls.clone()));
+            let server_live = env.live.server(bname, sname, s.weight.value, s.disabled);
+            server_live.max_active.store(
+                s.max_connections.map_or(0, u64::from),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             servers.push(Server {
                 name: sname.into(),
                 upstream: Upstream {
@@ -287,9 +316,15 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                     proto,
                     connect_timeout: b.timeouts.connect,
                     pool,
+                    backend: live.clone(),
+                    max_conns: b
+                        .circuit_breaker
+                        .as_ref()
+                        .map_or(u64::MAX, |c| u64::from(c.max_connections)),
                 },
-                live: env.live.server(bname, sname, s.weight.value, s.disabled),
+                live: server_live,
                 backup: s.backup,
+                check,
             });
         }
         let members = servers
@@ -334,6 +369,23 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             request_rules,
             response_rules,
             live,
+            retries: b.retries.as_ref().map(|r| Arc::new(RetryPolicy::from(r))),
+            gate: match (&b.circuit_breaker, &b.queue) {
+                (None, None) => None,
+                (cb, q) => Some(GateLimits {
+                    max_requests: cb.as_ref().map_or(u64::MAX, |c| u64::from(c.max_requests)),
+                    max_pending: cb
+                        .as_ref()
+                        .map_or(u64::MAX, |c| u64::from(c.max_pending_requests)),
+                    queue: q.as_ref().map(|q| q.timeout),
+                }),
+            },
+            queue_timeout: b.queue.as_ref().map(|q| q.timeout),
+            max_retries: b
+                .circuit_breaker
+                .as_ref()
+                .map_or(u64::MAX, |c| u64::from(c.max_retries)),
+            outlier: b.outlier_detection.as_ref().map(OutlierSpec::from),
         }));
     }
 
@@ -399,7 +451,12 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 }
             };
             match target {
-                Some(target) => routes.push(Route { cond, target }),
+                Some(target) => routes.push(Route {
+                    cond,
+                    target,
+                    retries: u.retries.as_ref().map(|r| Arc::new(RetryPolicy::from(r))),
+                    timeout: u.timeout,
+                }),
                 None => errs.add(u.pos, format!("{path}.use_backend.{i}"), "unknown backend"),
             }
         }

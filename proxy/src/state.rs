@@ -3,8 +3,10 @@
 //! backend/server), so a reload that keeps a name keeps its state.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use crate::log::LogSink;
 use crate::snapshot::PoolKey;
@@ -69,6 +71,53 @@ pub struct BackendLive {
     pub active: AtomicU64,
     /// Bumped whenever a server's usability or weight changes.
     pub epoch: AtomicU64,
+    /// Requests sent again after a failure (HAProxy's `wretr`).
+    pub retries: AtomicU64,
+    /// Retries that went to another server (HAProxy's `wredis`).
+    pub redispatches: AtomicU64,
+    /// Retries in flight (limited by `circuit_breaker.max_retries`).
+    pub retries_active: AtomicU64,
+    /// Open connections to the backend's servers.
+    pub conns_open: AtomicU64,
+    /// The in-flight limit with its queue.
+    pub gate: crate::resilience::limits::Gate,
+    /// Requests refused by each circuit breaker limit.
+    pub overflow: Overflow,
+    /// Woken when a server frees a slot under its `max_connections`.
+    pub server_freed: Arc<Notify>,
+    /// Retry budget window.
+    pub budget: Mutex<crate::resilience::limits::BudgetWindow>,
+    /// Servers ejected by outlier detection right now.
+    pub ejected: AtomicU64,
+}
+
+/// Requests refused by circuit breakers, by limit.
+#[derive(Default)]
+pub struct Overflow {
+    pub max_connections: AtomicU64,
+    pub max_pending_requests: AtomicU64,
+    pub max_requests: AtomicU64,
+    pub max_retries: AtomicU64,
+    pub server_max_connections: AtomicU64,
+    pub queue_timeout: AtomicU64,
+    /// Retries not sent because the budget was spent.
+    pub budget_exhausted: AtomicU64,
+}
+
+impl Overflow {
+    /// Counts a refusal by limit name (as in the `x-rampart-overloaded` header).
+    pub fn count(&self, limit: &str) {
+        let c = match limit {
+            "max_connections" => &self.max_connections,
+            "max_pending_requests" => &self.max_pending_requests,
+            "max_requests" => &self.max_requests,
+            "max_retries" => &self.max_retries,
+            "server_max_connections" => &self.server_max_connections,
+            "queue_timeout" => &self.queue_timeout,
+            _ => &self.budget_exhausted,
+        };
+        c.fetch_add(1, Relaxed);
+    }
 }
 
 /// Administrative state of a server, as HAProxy's `set server ... state`.
@@ -97,11 +146,31 @@ pub struct ServerLive {
     weight: AtomicU32,
     /// Weight from the configuration, for `set weight N%`.
     pub initial_weight: AtomicU32,
+    /// Whether active checks hold the server down.
+    check_down: AtomicBool,
+    /// Whether outlier detection ejected the server.
+    ejected: AtomicBool,
+    /// Active check state, for the stats page and runtime socket.
+    pub check: Mutex<crate::resilience::health::CheckInfo>,
+    /// Passive outlier detection state.
+    pub outlier: crate::resilience::outlier::OutlierLive,
+    /// Requests sent to this server as retries.
+    pub retries: AtomicU64,
+    /// Requests in flight limit (0: none).
+    pub max_active: AtomicU64,
+    freed: Arc<Notify>,
 }
 
 impl ServerLive {
-    fn new(weight: u32, disabled: bool) -> Self {
+    fn new(weight: u32, disabled: bool, freed: Arc<Notify>) -> Self {
         Self {
+            check_down: AtomicBool::new(false),
+            ejected: AtomicBool::new(false),
+            check: Mutex::new(crate::resilience::health::CheckInfo::default()),
+            outlier: Default::default(),
+            retries: AtomicU64::new(0),
+            max_active: AtomicU64::new(0),
+            freed,
             requests: AtomicU64::new(0),
             active: AtomicU64::new(0),
             active_max: AtomicU64::new(0),
@@ -146,7 +215,37 @@ impl ServerLive {
 
     /// Whether the balancer may give this server new requests.
     pub fn usable(&self) -> bool {
-        self.admin() == AdminState::Ready && self.weight() > 0
+        self.admin() == AdminState::Ready
+            && self.weight() > 0
+            && !self.check_down.load(Relaxed)
+            && !self.ejected.load(Relaxed)
+    }
+
+    /// Whether active checks hold the server down.
+    pub fn check_down(&self) -> bool {
+        self.check_down.load(Relaxed)
+    }
+
+    pub fn set_check_down(&self, down: bool, backend: &BackendLive) {
+        if self.check_down.swap(down, Relaxed) != down {
+            backend.epoch.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Whether outlier detection ejected the server.
+    pub fn ejected(&self) -> bool {
+        self.ejected.load(Relaxed)
+    }
+
+    pub fn set_ejected(&self, ejected: bool, backend: &BackendLive) {
+        if self.ejected.swap(ejected, Relaxed) != ejected {
+            if ejected {
+                backend.ejected.fetch_add(1, Relaxed);
+            } else {
+                backend.ejected.fetch_sub(1, Relaxed);
+            }
+            backend.epoch.fetch_add(1, Relaxed);
+        }
     }
 
     /// Marks one more request in flight; the guard marks it done.
@@ -156,6 +255,33 @@ impl ServerLive {
         self.requests.fetch_add(1, Relaxed);
         ActiveGuard(self.clone())
     }
+
+    /// Like [`start`](Self::start), unless the server already has its `max_connections`
+    /// requests in flight.
+    pub fn try_start(self: &Arc<Self>) -> Option<ActiveGuard> {
+        let max = self.max_active.load(Relaxed);
+        if max == 0 {
+            return Some(self.start());
+        }
+        let n = self.active.fetch_add(1, Relaxed) + 1;
+        if n > max {
+            self.active.fetch_sub(1, Relaxed);
+            return None;
+        }
+        self.active_max.fetch_max(n, Relaxed);
+        self.requests.fetch_add(1, Relaxed);
+        Some(ActiveGuard(self.clone()))
+    }
+
+    /// HAProxy's status text: `UP`, `UP 1/3`, `DOWN`, `DOWN 1/2`, `MAINT`, `DRAIN`,
+    /// `no check`.
+    pub fn status_text(&self) -> String {
+        let check = self
+            .check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        crate::resilience::health::status_text(self.admin(), &check)
+    }
 }
 
 /// Decrements a server's in-flight count when dropped.
@@ -164,6 +290,9 @@ pub struct ActiveGuard(Arc<ServerLive>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Relaxed);
+        if self.0.max_active.load(Relaxed) != 0 {
+            self.0.freed.notify_one();
+        }
     }
 }
 
@@ -185,6 +314,7 @@ pub struct Live {
     servers: Mutex<HashMap<(String, String), Arc<ServerLive>>>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     logs: Mutex<HashMap<String, Arc<LogSink>>>,
+    checks: crate::resilience::health::Checks,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,6 +333,18 @@ impl Live {
             .clone()
     }
 
+    /// The state of `backend/server` if it exists.
+    pub fn find_server(&self, backend: &str, server: &str) -> Option<Arc<ServerLive>> {
+        lock(&self.servers)
+            .get(&(backend.to_owned(), server.to_owned()))
+            .cloned()
+    }
+
+    /// The health-check registry.
+    pub fn checks(&self) -> &crate::resilience::health::Checks {
+        &self.checks
+    }
+
     pub fn backend(&self, name: &str) -> Arc<BackendLive> {
         lock(&self.backends)
             .entry(name.to_owned())
@@ -218,9 +360,10 @@ impl Live {
         weight: u32,
         disabled: bool,
     ) -> Arc<ServerLive> {
+        let freed = self.backend(backend).server_freed.clone();
         lock(&self.servers)
             .entry((backend.to_owned(), server.to_owned()))
-            .or_insert_with(|| Arc::new(ServerLive::new(weight, disabled)))
+            .or_insert_with(|| Arc::new(ServerLive::new(weight, disabled, freed)))
             .clone()
     }
 }

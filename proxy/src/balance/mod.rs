@@ -215,6 +215,17 @@ impl Balancer {
     /// Picks a server index. `key` is the request's hash for hashing algorithms (`None`
     /// falls back to round robin); `avoid` is a server to skip when another is available.
     pub fn pick(&self, key: Option<u64>, avoid: Option<usize>) -> Option<usize> {
+        self.pick_excluding(key, avoid.as_slice(), &[])
+    }
+
+    /// Picks a server index, skipping `avoid` (servers already tried) when another is
+    /// usable, and never returning one of `exclude` (servers at their own limit).
+    pub fn pick_excluding(
+        &self,
+        key: Option<u64>,
+        avoid: &[usize],
+        exclude: &[usize],
+    ) -> Option<usize> {
         let epoch = self.backend.epoch.load(Relaxed);
         let mut b = self.lock();
         if !b.valid || b.epoch != epoch {
@@ -223,18 +234,34 @@ impl Balancer {
         if b.members.is_empty() {
             return None;
         }
-        let first = self.pick_in(&mut b, key);
-        match (first, avoid) {
-            (Some(f), Some(a)) if f == a && b.members.len() > 1 => {
-                // Another try without the hash, so that a hashed key can move.
-                let second = self.pick_in(&mut b, None);
-                match second {
-                    Some(s) if s != a => Some(s),
-                    _ => b.members.iter().map(|m| *m as usize).find(|m| *m != a),
-                }
-            }
-            _ => first,
+        let first = self.pick_in(&mut b, key)?;
+        if !avoid.contains(&first) && !exclude.contains(&first) {
+            return Some(first);
         }
+        if b.members.len() == 1 {
+            return (!exclude.contains(&first)).then_some(first);
+        }
+        // Another try without the hash, so that a hashed key can move.
+        if let Some(second) = self.pick_in(&mut b, None)
+            && !avoid.contains(&second)
+            && !exclude.contains(&second)
+        {
+            return Some(second);
+        }
+        let n = b.members.len();
+        let start = fastrand::usize(..n);
+        let mut fallback = None;
+        for k in 0..n {
+            let m = b.members[(start + k) % n] as usize;
+            if exclude.contains(&m) {
+                continue;
+            }
+            if !avoid.contains(&m) {
+                return Some(m);
+            }
+            fallback.get_or_insert(m);
+        }
+        fallback
     }
 
     fn pick_in(&self, b: &mut Built, key: Option<u64>) -> Option<usize> {

@@ -55,7 +55,7 @@ fn idempotent(m: &Method) -> bool {
 }
 
 fn write_error(e: std::io::Error, reused: bool) -> ProxyError {
-    let mut err = ProxyError::new(ErrorKind::BadResponse, format!("writing the request: {e}"));
+    let mut err = ProxyError::new(ErrorKind::Reset, format!("writing the request: {e}"));
     err.retryable = reused;
     err
 }
@@ -71,6 +71,7 @@ pub async fn send(
     up: &Upstream,
     req: Request<Body>,
     server_timeout: Duration,
+    head_timeout: Duration,
     measure: bool,
 ) -> Result<(Response<Body>, Timing), ProxyError> {
     let (mut parts, mut body) = req.into_parts();
@@ -122,7 +123,7 @@ pub async fn send(
         measure,
     };
     drop(parts);
-    let result = attempt_send(up, &head, &mut body, how, server_timeout).await;
+    let result = attempt_send(up, &head, &mut body, how, server_timeout, head_timeout).await;
     crate::io::give_vec(head);
     result
 }
@@ -148,6 +149,7 @@ async fn attempt_send(
     body: &mut Body,
     how: How,
     server_timeout: Duration,
+    head_timeout: Duration,
 ) -> Result<(Response<Body>, Timing), ProxyError> {
     let How {
         replayable,
@@ -165,10 +167,11 @@ async fn attempt_send(
         let (mut conn, connect) = match up.pool.checkout() {
             Some(c) => (c, Duration::ZERO),
             None => {
+                let slot = up.conn_slot()?;
                 let io =
                     super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
                 (
-                    UpConn::new(io),
+                    UpConn::new(io, slot),
                     started.map_or(Duration::ZERO, |s| s.elapsed()),
                 )
             }
@@ -181,6 +184,7 @@ async fn attempt_send(
             if replayable { None } else { Some(&mut *body) },
             chunked,
             server_timeout,
+            head_timeout,
         )
         .await;
         match result {
@@ -218,6 +222,7 @@ async fn exchange(
     body: Option<&mut Body>,
     chunked: bool,
     server_timeout: Duration,
+    head_timeout: Duration,
 ) -> Result<crate::http1::parse::ResponseHead, ProxyError> {
     let reused = conn.reused;
     write_with_timeout(conn, head, server_timeout, reused).await?;
@@ -240,7 +245,7 @@ async fn exchange(
                     Ok(None) => {}
                     Err(e) => {
                         return Err(ProxyError::new(
-                            ErrorKind::BadResponse,
+                            ErrorKind::JunkResponse,
                             format!("invalid response head: {e}"),
                         ));
                     }
@@ -248,30 +253,35 @@ async fn exchange(
             }
             match read_buf(&mut conn.io, &mut conn.rbuf).await {
                 Ok(0) => {
-                    let mut e = ProxyError::new(
-                        ErrorKind::BadResponse,
-                        "server closed the connection without a response",
-                    );
+                    let mut e = if got_any {
+                        ProxyError::new(
+                            ErrorKind::JunkResponse,
+                            "server closed the connection in the middle of the response head",
+                        )
+                    } else {
+                        ProxyError::new(
+                            ErrorKind::EmptyResponse,
+                            "server closed the connection without a response",
+                        )
+                    };
                     e.retryable = reused && !got_any;
                     return Err(e);
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    let mut e = ProxyError::new(
-                        ErrorKind::BadResponse,
-                        format!("reading the response: {err}"),
-                    );
+                    let mut e =
+                        ProxyError::new(ErrorKind::Reset, format!("reading the response: {err}"));
                     e.retryable = reused && !got_any;
                     return Err(e);
                 }
             }
         }
     };
-    match tokio::time::timeout(server_timeout, read_head).await {
+    match tokio::time::timeout(head_timeout, read_head).await {
         Ok(r) => r,
         Err(_) => Err(ProxyError::new(
             ErrorKind::ResponseTimeout,
-            format!("no response within {server_timeout:?}"),
+            format!("no response within {head_timeout:?}"),
         )),
     }
 }

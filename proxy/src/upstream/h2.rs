@@ -20,6 +20,9 @@ fn classify(e: hyper::Error) -> ProxyError {
             if h.reason() == Some(h2::Reason::REFUSED_STREAM) {
                 return ProxyError::new(ErrorKind::RefusedStream, e.to_string());
             }
+            if h.is_reset() || h.is_io() {
+                return ProxyError::new(ErrorKind::Reset, format!("HTTP/2: {e}"));
+            }
         }
         if let Some(be) = s.downcast_ref::<crate::body::BodyError>() {
             let mut p = ProxyError::new(be.kind, be.detail.clone());
@@ -48,6 +51,7 @@ async fn sender(
         return Ok((s, Duration::ZERO, true));
     }
     let started = measure.then(Instant::now);
+    let slot = up.conn_slot()?;
     let io = super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
     let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -63,6 +67,7 @@ async fn sender(
         })?;
     let addr = up.addr;
     tokio::spawn(async move {
+        let _slot = slot;
         if let Err(e) = conn.await {
             tracing::debug!(server = %addr, "HTTP/2 connection ended: {e}");
         }

@@ -33,20 +33,50 @@ pub struct Upstream {
     pub proto: Proto,
     pub connect_timeout: Duration,
     pub pool: Arc<Pool>,
+    /// The backend, whose open connections are counted against `max_conns`.
+    pub backend: Arc<crate::state::BackendLive>,
+    pub max_conns: u64,
+}
+
+/// One open connection counted in its backend; uncounted when dropped.
+pub struct ConnSlot(Arc<crate::state::BackendLive>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0
+            .conns_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    /// Counts a new connection, unless the backend is at its `max_connections`.
+    pub fn conn_slot(&self) -> Result<ConnSlot, ProxyError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.backend.conns_open.fetch_add(1, Relaxed) + 1;
+        if n > self.max_conns {
+            self.backend.conns_open.fetch_sub(1, Relaxed);
+            return Err(crate::resilience::limits::overloaded("max_connections"));
+        }
+        Ok(ConnSlot(self.backend.clone()))
+    }
 }
 
 impl Upstream {
     /// Sends a request and returns the response with its body still streaming. `measure`
     /// asks for connect and response times (for access logs).
+    /// `head_timeout` bounds the wait for the response head (a retry policy's
+    /// `per_try_timeout`); `server_timeout` bounds inactivity otherwise.
     pub async fn send(
         &self,
         req: Request<Body>,
         server_timeout: Duration,
+        head_timeout: Duration,
         measure: bool,
     ) -> Result<(Response<Body>, Timing), ProxyError> {
         match self.proto {
-            Proto::Http1 => h1::send(self, req, server_timeout, measure).await,
-            Proto::H2 => h2::send(self, req, server_timeout, measure).await,
+            Proto::Http1 => h1::send(self, req, server_timeout, head_timeout, measure).await,
+            Proto::H2 => h2::send(self, req, head_timeout, measure).await,
         }
     }
 }

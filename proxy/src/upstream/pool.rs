@@ -23,14 +23,17 @@ pub struct UpConn {
     pub rbuf: BytesMut,
     /// Whether this connection served a request before.
     pub reused: bool,
+    /// Counts the connection in its backend while it is open.
+    _slot: super::ConnSlot,
 }
 
 impl UpConn {
-    pub fn new(io: UpIo) -> Self {
+    pub fn new(io: UpIo, slot: super::ConnSlot) -> Self {
         Self {
             io,
             rbuf: BytesMut::new(),
             reused: false,
+            _slot: slot,
         }
     }
 }
