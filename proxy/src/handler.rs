@@ -512,6 +512,44 @@ fn fail(mut done: Done, e: &ProxyError) -> (Response<Body>, Done) {
     (e.to_response(), done)
 }
 
+/// The outcome of one pass over a backend's servers.
+enum Pick {
+    Got(usize, ActiveGuard),
+    /// No server is usable at all.
+    None,
+    /// Usable servers exist, but all are at their `max_connections`.
+    AllFull,
+}
+
+fn try_pick(be: &Backend, key: Option<u64>, tried: &[usize], redispatch: bool) -> Pick {
+    let mut full: Vec<usize> = Vec::new();
+    // A retry without redispatch goes back to the same server when it is usable.
+    if !redispatch
+        && let Some(&last) = tried.last()
+        && be.servers[last].live.usable()
+    {
+        match be.servers[last].live.try_start() {
+            Some(g) => return Pick::Got(last, g),
+            None => full.push(last),
+        }
+    }
+    let avoid: &[usize] = if redispatch { tried } else { &[] };
+    while full.len() < be.servers.len() {
+        let Some(i) = be.balancer.pick_excluding(key, avoid, &full) else {
+            break;
+        };
+        match be.servers[i].live.try_start() {
+            Some(g) => return Pick::Got(i, g),
+            None => full.push(i),
+        }
+    }
+    if full.is_empty() {
+        Pick::None
+    } else {
+        Pick::AllFull
+    }
+}
+
 /// Picks a server that has room under its `max_connections`, waiting for one (up to the
 /// backend's queue timeout) when every usable server is full.
 async fn pick_server(
@@ -520,46 +558,33 @@ async fn pick_server(
     tried: &[usize],
     redispatch: bool,
 ) -> Result<(usize, ActiveGuard), ProxyError> {
-    let deadline = be.queue_timeout.map(|t| Instant::now() + t);
     let no_server = || {
         ProxyError::new(
             ErrorKind::NoServer,
             format!("no server available in backend {}", be.name),
         )
     };
+    match try_pick(be, key, tried, redispatch) {
+        Pick::Got(i, g) => return Ok((i, g)),
+        Pick::None => return Err(no_server()),
+        Pick::AllFull => {}
+    }
+    let Some(timeout) = be.queue_timeout else {
+        return Err(crate::resilience::limits::overloaded(
+            "server_max_connections",
+        ));
+    };
+    let deadline = Instant::now() + timeout;
     loop {
+        // Listen for freed slots before looking again, so that none is missed.
         let freed = be.live.server_freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        let mut full: Vec<usize> = Vec::new();
-        let avoid: &[usize] = if redispatch { tried } else { &[] };
-        // A retry without redispatch goes back to the same server when it is usable.
-        if !redispatch
-            && let Some(&last) = tried.last()
-            && be.servers[last].live.usable()
-        {
-            match be.servers[last].live.try_start() {
-                Some(g) => return Ok((last, g)),
-                None => full.push(last),
-            }
+        match try_pick(be, key, tried, redispatch) {
+            Pick::Got(i, g) => return Ok((i, g)),
+            Pick::None => return Err(no_server()),
+            Pick::AllFull => {}
         }
-        while full.len() < be.servers.len() {
-            let Some(i) = be.balancer.pick_excluding(key, avoid, &full) else {
-                break;
-            };
-            match be.servers[i].live.try_start() {
-                Some(g) => return Ok((i, g)),
-                None => full.push(i),
-            }
-        }
-        if full.is_empty() {
-            return Err(no_server());
-        }
-        let Some(deadline) = deadline else {
-            return Err(crate::resilience::limits::overloaded(
-                "server_max_connections",
-            ));
-        };
         if tokio::time::timeout_at(deadline, freed).await.is_err() {
             return Err(ProxyError::new(
                 ErrorKind::QueueTimeout,

@@ -90,6 +90,7 @@ pub struct Origin {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    killed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Origin {
@@ -117,12 +118,14 @@ impl Origin {
         let hits = Arc::new(AtomicUsize::new(0));
         let handler: Handler = Arc::new(f);
         let (s2, h2) = (seen.clone(), hits.clone());
+        let (killed, kill_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, peer)) = listener.accept().await else {
                     continue;
                 };
                 let (seen, hits, handler) = (s2.clone(), h2.clone(), handler.clone());
+                let mut kill_rx = kill_rx.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (seen, hits, handler) = (seen.clone(), hits.clone(), handler.clone());
@@ -154,9 +157,13 @@ impl Origin {
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = kill_rx.wait_for(|k| *k) => {}
+                    }
                 });
             }
         });
@@ -166,7 +173,15 @@ impl Origin {
             seen,
             hits,
             task,
+            killed,
         }
+    }
+
+    /// Dies like a killed process: stops listening and drops every open connection,
+    /// requests in flight included.
+    pub fn kill(&self) {
+        self.task.abort();
+        let _ = self.killed.send(true);
     }
 
     pub fn last(&self) -> Seen {
