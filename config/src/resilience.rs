@@ -183,7 +183,7 @@ impl Decode for InitState {
 config_struct! {
     /// Failure percentage detection.
     pub struct FailurePercentage {
-        /// A server failing more than this share of its requests in an interval is ejected.
+        /// A server failing at least this share of its requests in an interval is ejected.
         pub threshold: Percent = Percent(85.0),
         /// Requests a server must have had in the interval to be judged.
         pub request_volume: u32 = 50,

@@ -52,6 +52,27 @@ fn broken_configs_get_exact_errors() {
         ]),
         (with("    forwarded: { trust: [\"not-a-net\"] }\n", ""), vec!["5:26: frontends.www.forwarded.trust.0: invalid address or network \"not-a-net\""]),
         (with("    access_log: { format: xml }\n", ""), vec!["5:27: frontends.www.access_log.format: unknown log format \"xml\" (expected one of: httplog, json)"]),
+        (with("", "    retries: { on: [conect-failure] }\n"), vec!["9:21: backends.web.retries.on.0: unknown retry condition \"conect-failure\" (did you mean \"connect-failure\"?)"]),
+        (with("", "    retries: { attempts: 50, backoff: { base: 1s, max: 10ms } }\n"), vec![
+            "6:3: backends.web.retries.attempts: attempts must be at most 10, found 50",
+            "6:3: backends.web.retries.backoff.max: backoff max is below base",
+        ]),
+        (with("", "    health_check: { htp: { path: /h } }\n"), vec!["9:21: backends.web.health_check.htp: unknown key \"htp\" (did you mean \"http\"?)"]),
+        (with("", "    health_check: { http: { path: health }, rise: 0 }\n"), vec![
+            "6:3: backends.web.health_check.rise: rise must be between 1 and 1000, found 0",
+            "6:3: backends.web.health_check.http.path: a check path starts with '/' and has no spaces, found \"health\"",
+        ]),
+        (with("", "    health_check: { tcp: {}, grpc: {}, interval: 1ms }\n"), vec![
+            "6:3: backends.web.health_check: a health check is one of tcp, http or grpc, not several",
+            "6:3: backends.web.health_check.interval: interval must be at least 10ms",
+        ]),
+        (with("", "    health_check: { http: { expect_status: [200-299, 600] } }\n"), vec!["9:54: backends.web.health_check.http.expect_status: expected an HTTP status or a range like 200-399, found \"600\""]),
+        (with("", "    health_check: { init_state: sideways }\n"), vec!["9:33: backends.web.health_check.init_state: unknown initial state \"sideways\" (expected up, fully-up, down or fully-down)"]),
+        (with("", "    outlier_detection: { max_ejection_percent: 150% }\n"), vec!["9:48: backends.web.outlier_detection.max_ejection_percent: expected a percentage between 0% and 100%, found \"150%\""]),
+        (with("", "    circuit_breaker: { max_requests: 0 }\n    queue: { timeout: 0s }\n"), vec![
+            "6:3: backends.web.circuit_breaker.max_requests: max_requests must be at least 1",
+            "6:3: backends.web.queue.timeout: a queue timeout must be above 0 (remove `queue` for immediate 503s)",
+        ]),
     ];
     let mut failures = Vec::new();
     for (yaml, want) in cases {
