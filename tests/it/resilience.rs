@@ -588,3 +588,45 @@ async fn backend_max_connections_and_route_timeout() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_of_many_servers_are_spread_over_the_interval() {
+    // 200 servers, all the same listener, which notes when each check connects.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acc = accepts.clone();
+    let started = Instant::now();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            acc.lock().unwrap().push(started.elapsed());
+            drop(s);
+        }
+    });
+    let servers: String = (0..200)
+        .map(|i| format!("      s{i}: {{ address: \"{addr}\" }}\n"))
+        .collect();
+    let p = Proxy::start(&format!(
+        "frontends:\n  fe:\n    bind: [\"127.0.0.1:0\"]\n    default_backend: many\n\
+         backends:\n  many:\n    health_check: {{ interval: 1s }}\n    servers:\n{servers}"
+    ));
+    assert!(
+        eventually(Duration::from_secs(5), || accepts.lock().unwrap().len()
+            >= 200)
+        .await
+    );
+    let first: Vec<Duration> = accepts.lock().unwrap()[..200].to_vec();
+    // Uniform spreading puts about 10% of the first round in each tenth of the interval;
+    // checks that bunch up would put most of them in one.
+    let mut buckets = [0usize; 12];
+    for t in &first {
+        buckets[((t.as_millis() / 100) as usize).min(11)] += 1;
+    }
+    let max = *buckets.iter().max().unwrap();
+    assert!(max <= 50, "first round of checks by 100 ms: {buckets:?}");
+    assert!(
+        buckets[..10].iter().filter(|b| **b > 0).count() >= 8,
+        "first round of checks by 100 ms: {buckets:?}"
+    );
+    p.stop().await;
+}

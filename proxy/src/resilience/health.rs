@@ -73,7 +73,8 @@ pub struct Outcome {
 }
 
 /// HAProxy's health counter: from 0 to `rise + fall - 1`; the server is up from `rise`.
-/// Going up takes `rise` consecutive successes, going down `fall` consecutive failures.
+/// Going up takes `rise` consecutive successes, going down `fall` consecutive failures;
+/// a result the other way in between starts the count over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {
     pub health: u32,
@@ -113,21 +114,25 @@ impl Counter {
         self.health != 0 && self.health != self.max()
     }
 
-    /// Counts one check result.
+    /// Counts one check result, as HAProxy does: a success while up restores full
+    /// health, a failure while going up starts over from 0.
     pub fn record(&mut self, passed: bool) -> Option<Transition> {
         let was_up = self.up();
         if passed {
-            if self.health < self.max() {
-                self.health += 1;
+            if was_up {
+                self.health = self.max();
+                return None;
             }
-            if !was_up && self.up() {
+            self.health += 1;
+            if self.up() {
                 self.health = self.max();
                 return Some(Transition::WentUp);
             }
+        } else if self.health > self.rise {
+            self.health -= 1;
         } else {
-            self.health = self.health.saturating_sub(1);
-            if was_up && !self.up() {
-                self.health = 0;
+            self.health = 0;
+            if was_up {
                 return Some(Transition::WentDown);
             }
         }
@@ -458,14 +463,16 @@ mod tests {
         assert_eq!(text(c), "UP 2/3");
         assert_eq!(c.record(false), None);
         assert_eq!(text(c), "UP 1/3");
-        // A success in between restores it one step, not fully.
+        // A success in between restores full health: failures must be consecutive.
         assert_eq!(c.record(true), None);
-        assert_eq!(text(c), "UP 2/3");
+        assert_eq!(text(c), "UP");
+        assert_eq!(c.record(false), None);
         assert_eq!(c.record(false), None);
         assert_eq!(c.record(false), Some(Transition::WentDown));
         assert_eq!(text(c), "DOWN");
         assert_eq!(c.record(true), None);
         assert_eq!(text(c), "DOWN 1/2");
+        // And successes must be consecutive too.
         assert_eq!(c.record(false), None);
         assert_eq!(text(c), "DOWN");
         assert_eq!(c.record(true), None);
@@ -491,12 +498,11 @@ mod tests {
 
     #[test]
     fn flapping_never_rises_without_enough_successes() {
-        // Up phases shorter than `rise` checks, down phases as long: it stays out.
+        // Good spells shorter than `rise` checks: it stays out.
         let mut c = Counter::new(3, 2, InitState::FullyDown);
         for _ in 0..100 {
             assert_eq!(c.record(true), None);
             assert_eq!(c.record(true), None);
-            assert_eq!(c.record(false), None);
             assert_eq!(c.record(false), None);
         }
         assert!(!c.up());
@@ -576,5 +582,49 @@ mod tests {
         let i = s.check.lock().unwrap();
         assert_eq!((i.failures, i.downs), (1, 1));
         assert_eq!(i.downtime, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn reconcile_keeps_unchanged_checkers_and_state() {
+        use rampart_config::decode::Decode;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let live = crate::state::Live::new();
+        let b = live.backend("b");
+        let s = live.server("b", "s", 1, false);
+        let mut hc = HealthCheck::fallback().unwrap();
+        hc.interval = Duration::from_secs(3600);
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let want = |hc: &HealthCheck| {
+            vec![Checked {
+                backend: "b".into(),
+                server: "s".into(),
+                spec: CheckSpec::new(hc, addr, "s:9", None),
+                live: s.clone(),
+                backend_live: b.clone(),
+            }]
+        };
+        let checks = live.checks();
+        checks.reconcile(want(&hc), vec![], rt.handle());
+        assert_eq!(checks.count(), 1);
+        assert_eq!(s.status_text(), "UP 1/3");
+        // The server went down meanwhile; an identical reload keeps that.
+        s.check.lock().unwrap().counter.health = 0;
+        s.set_check_down(true, &b);
+        checks.reconcile(want(&hc), vec![], rt.handle());
+        assert_eq!(s.status_text(), "DOWN");
+        // New rise/fall restart the checker but keep the server down.
+        hc.rise = 5;
+        checks.reconcile(want(&hc), vec![], rt.handle());
+        assert_eq!(checks.count(), 1);
+        assert_eq!(s.status_text(), "DOWN");
+        assert!(!s.usable());
+        // No longer checked: `no check`, and usable again.
+        checks.reconcile(vec![], vec![(s.clone(), b.clone())], rt.handle());
+        assert_eq!(checks.count(), 0);
+        assert_eq!(s.status_text(), "no check");
+        assert!(s.usable());
     }
 }
