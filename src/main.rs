@@ -77,9 +77,91 @@ async fn wait_for_stop() -> Result<&'static str> {
     })
 }
 
+/// Reloads the configuration from `path`: the one applier behind SIGHUP, file changes and
+/// the runtime socket's `reload`. Returns what to tell the caller.
+pub fn reload_from(
+    control: &rampart_proxy::runtime::Control,
+    path: &Path,
+) -> Result<String, String> {
+    let cfg = load(path).map_err(|e| {
+        let e = e.in_file(&path.display().to_string());
+        control
+            .shared()
+            .live
+            .global
+            .reloads_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
+        e.to_string()
+    })?;
+    match control.reload(cfg, &base_dir(path)) {
+        Ok(r) => Ok(format!(
+            "Configuration reloaded (generation {}).",
+            r.generation
+        )),
+        Err(rampart_proxy::runtime::ReloadError::Config(e)) => {
+            Err(e.in_file(&path.display().to_string()).to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A fingerprint of the file, to notice changes: its modification time, length and text.
+fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    let meta = std::fs::metadata(path).ok()?;
+    let text = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    Some((meta.modified().ok()?, meta.len(), h.finish()))
+}
+
+/// Reloads on SIGHUP and when the file's content changes (checked every second; a change
+/// is applied once the file has been stable for a check, so half-written files are not
+/// read).
+async fn watch_config(control: std::sync::Arc<rampart_proxy::runtime::Control>, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot install the SIGHUP handler: {e}");
+            None
+        }
+    };
+    let mut applied = fingerprint(&path).map(|f| f.2);
+    let mut seen = fingerprint(&path);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let by_signal = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        let now = fingerprint(&path);
+        let changed = now.is_some() && now == seen && now.map(|f| f.2) != applied;
+        seen = now;
+        if by_signal || changed {
+            tracing::info!(
+                "reloading {} ({})",
+                path.display(),
+                if by_signal { "SIGHUP" } else { "file changed" }
+            );
+            applied = now.map(|f| f.2);
+            let c = control.clone();
+            let p = path.clone();
+            let _ = tokio::task::spawn_blocking(move || reload_from(&c, &p)).await;
+        }
+    }
+}
+
 async fn serve(
     cfg: rampart_config::Config,
     base: &Path,
+    path: Option<&Path>,
     banner: Option<&dyn Fn(&rampart_proxy::ProxyHandle) -> String>,
 ) -> Result<()> {
     let handle = rampart_proxy::start(cfg, base).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -88,6 +170,9 @@ async fn serve(
     }
     if let Some(f) = banner {
         println!("{}", f(&handle));
+    }
+    if let Some(p) = path {
+        tokio::spawn(watch_config(handle.control().clone(), p.to_path_buf()));
     }
     let sig = wait_for_stop().await?;
     tracing::info!("{sig}: stopping (grace {:?})", handle.grace());
@@ -133,7 +218,8 @@ fn main() -> ExitCode {
         Command::Run { config } => match load(&config) {
             Ok(cfg) => {
                 init_logging(cfg.global.log_level.as_str());
-                runtime().and_then(|rt| rt.block_on(serve(cfg, &base_dir(&config), None)))
+                runtime()
+                    .and_then(|rt| rt.block_on(serve(cfg, &base_dir(&config), Some(&config), None)))
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -170,7 +256,7 @@ fn main() -> ExitCode {
                                     |b| b.local,
                                 ))
                             };
-                            serve(cfg, &base, Some(&banner)).await
+                            serve(cfg, &base, config.as_deref(), Some(&banner)).await
                         })
                     })
                 }

@@ -35,6 +35,9 @@ config_struct! {
         pub max_connections: u32 = 100_000,
         /// How long in-flight requests may take to finish on shutdown.
         pub grace: Duration = Duration::from_secs(10),
+        /// After a reload, how long open client connections keep the old configuration
+        /// before they are closed gracefully and reconnect to the new one.
+        pub reload_grace: Duration = Duration::from_secs(5),
         /// Process log verbosity.
         pub log_level: LogLevel = LogLevel::Info,
     }

@@ -99,24 +99,27 @@ fn at_limit(fe: &FrontendLive, g: &GlobalLive) -> bool {
     (fl > 0 && fe.conns_cur.load(Relaxed) >= fl) || (gl > 0 && g.conns_cur.load(Relaxed) >= gl)
 }
 
-/// Accepts connections for one bind of one frontend until the proxy stops.
+/// Accepts connections for one bind (`configured`) of one frontend until the proxy stops
+/// or a reload removes the bind (`stop`). Each connection gets the snapshot current when
+/// it was accepted.
 pub async fn accept_loop(
     listener: TcpListener,
     frontend: Arc<str>,
-    bind: usize,
+    configured: SocketAddr,
+    nth: usize,
     shared: Arc<Shared>,
     tracker: Arc<Tracker>,
     mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let Ok(local) = listener.local_addr() else {
         return;
     };
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || *stop.borrow() {
             return;
         }
-        let snapshot = shared.snapshot.load_full();
-        let Some(fe) = snapshot.frontend(&frontend).cloned() else {
+        let Some(fe) = shared.snapshot.load().frontend(&frontend).cloned() else {
             return;
         };
         if at_limit(&fe.live, &shared.live.global) {
@@ -128,6 +131,7 @@ pub async fn accept_loop(
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         };
         let (tcp, peer) = match accepted {
             Ok(x) => x,
@@ -137,6 +141,22 @@ pub async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // The configuration may have been reloaded while this loop waited in accept: the
+        // connection gets the current one.
+        let snapshot = shared.snapshot.load_full();
+        let Some(fe) = snapshot.frontend(&frontend).cloned() else {
+            return;
+        };
+        let Some(bind) = fe
+            .binds
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.addr == configured)
+            .nth(nth)
+            .map(|(i, _)| i)
+        else {
+            return;
         };
         // The limit may have been reached while this loop waited in accept: hold the new
         // connection, unread, until a slot frees.
@@ -163,7 +183,8 @@ pub async fn accept_loop(
             frontend: fe,
             live: shared.live.clone(),
         };
-        let sd = shutdown.clone();
+        // The connection moves on when its snapshot is retired (reload or stop).
+        let sd = a.snapshot.retire.subscribe();
         tokio::spawn(async move {
             serve_connection(a, sd).await;
             drop(guard);

@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rampart_config::{Config, ConfigErrors};
-use tokio::sync::{oneshot, watch};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::listener::{Tracker, accept_loop, bind};
-use crate::snapshot::{CompileEnv, Snapshot, compile};
+use crate::snapshot::{BindSpec, CompileEnv, Snapshot, compile};
 use crate::state::Live;
 
 /// State shared by every worker.
@@ -45,17 +48,73 @@ pub struct Bound {
     pub frontend: String,
     /// As configured (port 0 means "any").
     pub configured: SocketAddr,
+    /// Which of the frontend's binds with this configured address it is (several binds
+    /// may ask for port 0).
+    pub nth: usize,
     pub local: SocketAddr,
+}
+
+/// A listening address of a frontend, open on every worker.
+struct Listening {
+    bound: Bound,
+    /// Stops the accept loops of this address (on every worker).
+    stop: watch::Sender<bool>,
+}
+
+/// A listening socket handed to a worker.
+struct ListenCmd {
+    listener: std::net::TcpListener,
+    frontend: Arc<str>,
+    configured: SocketAddr,
+    nth: usize,
+    stop: watch::Receiver<bool>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadReport {
+    pub generation: u64,
+    pub listeners_added: Vec<Bound>,
+    pub listeners_removed: Vec<Bound>,
+}
+
+/// Why a reload was refused; the running configuration is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("frontend {frontend}: cannot bind {addr}: {error}")]
+    Bind {
+        frontend: String,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// What reloads need: the workers' listener channels, the listener registry, and the
+/// housekeeping runtime for health checks and retirement timers. Cheap to share.
+pub struct Control {
+    shared: Arc<Shared>,
+    workers: Vec<mpsc::UnboundedSender<ListenCmd>>,
+    listening: Mutex<Vec<Listening>>,
+    hk: tokio::runtime::Handle,
+    /// Serializes reloads.
+    reloading: Mutex<()>,
+    /// Replaced snapshots that connections may still use, to stop them on shutdown.
+    retired: Mutex<Vec<std::sync::Weak<watch::Sender<u8>>>>,
 }
 
 /// A running proxy.
 pub struct ProxyHandle {
-    shared: Arc<Shared>,
+    control: Arc<Control>,
     shutdown: watch::Sender<bool>,
     workers: Vec<(std::thread::JoinHandle<()>, oneshot::Receiver<()>)>,
     housekeeping: Option<std::thread::JoinHandle<()>>,
-    bound: Vec<Bound>,
     grace: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Compiles `cfg` for checking only: certificates, addresses and rules, without opening
@@ -70,6 +129,34 @@ pub fn check(cfg: Config, base_dir: &Path) -> Result<(), ConfigErrors> {
         open_logs: false,
     };
     compile(Arc::new(cfg), &env).map(|_| ())
+}
+
+/// A frontend's binds, each with its rank among the binds with the same configured
+/// address.
+fn with_nth(binds: &[BindSpec]) -> impl Iterator<Item = (&BindSpec, usize)> {
+    binds.iter().enumerate().map(move |(i, b)| {
+        let nth = binds[..i].iter().filter(|x| x.addr == b.addr).count();
+        (b, nth)
+    })
+}
+
+/// Binds `addr` once per worker; the first socket tells the real address (port 0).
+fn bind_all(
+    frontend: &str,
+    spec: &BindSpec,
+    workers: usize,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), (SocketAddr, std::io::Error)> {
+    let mut addr = spec.addr;
+    let mut out = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let l = bind(addr, spec.v6only, spec.backlog).map_err(|e| (addr, e))?;
+        if out.is_empty() {
+            addr = l.local_addr().map_err(|e| (addr, e))?;
+        }
+        out.push(l);
+    }
+    let _ = frontend;
+    Ok((addr, out))
 }
 
 /// Starts the proxy with `cfg`; relative file names are read from `base_dir`.
@@ -87,31 +174,39 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
         open_logs: true,
     };
     let snapshot = compile(Arc::new(cfg), &env)?;
+    live.global.generation.store(1, Relaxed);
     let grace = snapshot.global.grace;
 
     // Every worker gets its own socket for every bind.
-    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<str>, usize)>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
+    let mut listening = Vec::new();
+    let mut per_worker: Vec<Vec<ListenCmd>> = (0..threads).map(|_| Vec::new()).collect();
     for fe in &snapshot.frontends {
-        for (bi, b) in fe.binds.iter().enumerate() {
-            let mut addr = b.addr;
-            for (w, list) in per_worker.iter_mut().enumerate() {
-                let l = bind(addr, b.v6only, b.backlog).map_err(|error| StartError::Bind {
+        for (b, nth) in with_nth(&fe.binds) {
+            let (local, socks) =
+                bind_all(&fe.name, b, threads).map_err(|(addr, error)| StartError::Bind {
                     frontend: fe.name.to_string(),
                     addr,
                     error,
                 })?;
-                if w == 0 {
-                    addr = l.local_addr().map_err(StartError::Runtime)?;
-                    bound.push(Bound {
-                        frontend: fe.name.to_string(),
-                        configured: b.addr,
-                        local: addr,
-                    });
-                }
-                list.push((l, fe.name.clone(), bi));
+            let (stop, stop_rx) = watch::channel(false);
+            for (w, l) in socks.into_iter().enumerate() {
+                per_worker[w].push(ListenCmd {
+                    listener: l,
+                    frontend: fe.name.clone(),
+                    configured: b.addr,
+                    nth,
+                    stop: stop_rx.clone(),
+                });
             }
+            listening.push(Listening {
+                bound: Bound {
+                    frontend: fe.name.to_string(),
+                    configured: b.addr,
+                    nth,
+                    local,
+                },
+                stop,
+            });
         }
     }
 
@@ -119,20 +214,25 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
     // snapshot's checks begin at once.
     let hk_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build();
-    if let Ok(rt) = &hk_runtime {
-        crate::resilience::reconcile_checks(&snapshot, &live, rt.handle());
-    }
+        .build()
+        .map_err(StartError::Runtime)?;
+    crate::resilience::reconcile_checks(&snapshot, &live, hk_runtime.handle());
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         live,
     });
     let (tx, rx) = watch::channel(false);
     let mut workers = Vec::new();
-    for (i, listeners) in per_worker.into_iter().enumerate() {
+    let mut senders = Vec::new();
+    for (i, initial) in per_worker.into_iter().enumerate() {
         let shared = shared.clone();
         let rx = rx.clone();
         let (done_tx, done_rx) = oneshot::channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        for c in initial {
+            let _ = cmd_tx.send(c);
+        }
+        senders.push(cmd_tx);
         let h = std::thread::Builder::new()
             .name(format!("rampart-w{i}"))
             .spawn(move || {
@@ -141,7 +241,7 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(worker(listeners, shared, rx, grace)),
+                    Ok(rt) => rt.block_on(worker(cmd_rx, shared, rx, grace)),
                     Err(e) => tracing::error!("worker {i}: cannot start a runtime: {e}"),
                 }
                 let _ = done_tx.send(());
@@ -149,23 +249,242 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
             .map_err(StartError::Runtime)?;
         workers.push((h, done_rx));
     }
+    let control = Arc::new(Control {
+        shared: shared.clone(),
+        workers: senders,
+        listening: Mutex::new(listening),
+        hk: hk_runtime.handle().clone(),
+        reloading: Mutex::new(()),
+        retired: Mutex::new(Vec::new()),
+    });
     let hk_rx = rx.clone();
     let hk_shared = shared.clone();
     let housekeeping = std::thread::Builder::new()
         .name("rampart-hk".into())
-        .spawn(move || match hk_runtime {
-            Ok(rt) => rt.block_on(housekeeping(hk_shared, hk_rx)),
-            Err(e) => tracing::error!("housekeeping: cannot start a runtime: {e}"),
-        })
+        .spawn(move || hk_runtime.block_on(housekeeping(hk_shared, hk_rx)))
         .map_err(StartError::Runtime)?;
     Ok(ProxyHandle {
-        shared,
+        control,
         shutdown: tx,
         workers,
         housekeeping: Some(housekeeping),
-        bound,
         grace,
     })
+}
+
+impl Control {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Listening addresses, in configuration order.
+    pub fn bound(&self) -> Vec<Bound> {
+        lock(&self.listening)
+            .iter()
+            .map(|l| l.bound.clone())
+            .collect()
+    }
+
+    /// Applies a new configuration: compile, open new listeners, swap, close removed
+    /// listeners, reconcile health checks, and retire the old snapshot's connections after
+    /// `global.reload_grace`. On any error nothing changes.
+    pub fn reload(&self, cfg: Config, base_dir: &Path) -> Result<ReloadReport, ReloadError> {
+        let _one = lock(&self.reloading);
+        let live = &self.shared.live;
+        let result = self.apply(cfg, base_dir);
+        match &result {
+            Ok(r) => {
+                live.global.reloads_ok.fetch_add(1, Relaxed);
+                tracing::info!(generation = r.generation, "configuration reloaded");
+            }
+            Err(e) => {
+                live.global.reloads_failed.fetch_add(1, Relaxed);
+                tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
+            }
+        }
+        result
+    }
+
+    fn apply(&self, cfg: Config, base_dir: &Path) -> Result<ReloadReport, ReloadError> {
+        let live = &self.shared.live;
+        let old = self.shared.snapshot.load_full();
+        let generation = old.generation + 1;
+        let workers = self.workers.len();
+        if cfg.global.threads.is_some_and(|t| t != workers) {
+            tracing::warn!(
+                "global.threads changes only at restart; keeping {workers} worker threads"
+            );
+        }
+        let env = CompileEnv {
+            base_dir,
+            live,
+            generation,
+            workers,
+            open_logs: true,
+        };
+        let snapshot = Arc::new(compile(Arc::new(cfg), &env)?);
+
+        // New listeners first, so nothing is swapped unless every address could be bound.
+        let mut listening = lock(&self.listening);
+        let wanted: Vec<(Arc<str>, &BindSpec, usize)> = snapshot
+            .frontends
+            .iter()
+            .flat_map(|f| with_nth(&f.binds).map(move |(b, n)| (f.name.clone(), b, n)))
+            .collect();
+        let same = |l: &Bound, fe: &str, b: &BindSpec, nth: usize| {
+            l.frontend == fe && l.configured == b.addr && l.nth == nth
+        };
+        let mut opened = Vec::new();
+        for (fe, b, nth) in &wanted {
+            if listening.iter().any(|l| same(&l.bound, fe, b, *nth)) {
+                continue;
+            }
+            let (local, socks) =
+                bind_all(fe, b, workers).map_err(|(addr, error)| ReloadError::Bind {
+                    frontend: fe.to_string(),
+                    addr,
+                    error,
+                })?;
+            opened.push((fe.clone(), b.addr, *nth, local, socks));
+        }
+
+        // Swap. From here nothing can fail.
+        self.shared.snapshot.store(snapshot.clone());
+        live.global.generation.store(generation, Relaxed);
+        let mut report = ReloadReport {
+            generation,
+            ..ReloadReport::default()
+        };
+        for (fe, configured, nth, local, socks) in opened {
+            let (stop, stop_rx) = watch::channel(false);
+            for (w, l) in socks.into_iter().enumerate() {
+                let _ = self.workers[w].send(ListenCmd {
+                    listener: l,
+                    frontend: fe.clone(),
+                    configured,
+                    nth,
+                    stop: stop_rx.clone(),
+                });
+            }
+            let bound = Bound {
+                frontend: fe.to_string(),
+                configured,
+                nth,
+                local,
+            };
+            tracing::info!(frontend = %fe, "listening on {local}");
+            report.listeners_added.push(bound.clone());
+            listening.push(Listening { bound, stop });
+        }
+        listening.retain(|l| {
+            let keep = wanted
+                .iter()
+                .any(|(fe, b, nth)| same(&l.bound, fe, b, *nth));
+            if !keep {
+                let _ = l.stop.send(true);
+                tracing::info!(frontend = %l.bound.frontend, "stopped listening on {}", l.bound.local);
+                report.listeners_removed.push(l.bound.clone());
+            }
+            keep
+        });
+        drop(listening);
+
+        crate::resilience::reconcile_checks(&snapshot, live, &self.hk);
+        let keys: std::collections::HashSet<_> = snapshot
+            .backends
+            .iter()
+            .flat_map(|b| b.servers.iter().map(|s| s.upstream.pool_key.clone()))
+            .collect();
+        live.retain_pools(&keys);
+
+        // Connections of the old snapshot move on after the grace time.
+        let retire = old.retire.clone();
+        lock(&self.retired).push(Arc::downgrade(&retire));
+        lock(&self.retired).retain(|w| w.strong_count() > 0);
+        let wait = snapshot.global.reload_grace;
+        self.hk.spawn(async move {
+            tokio::time::sleep(wait).await;
+            retire.send_if_modified(|v| {
+                let change = *v == crate::snapshot::LIVE;
+                if change {
+                    *v = crate::snapshot::RETIRED;
+                }
+                change
+            });
+        });
+        Ok(report)
+    }
+}
+
+impl ProxyHandle {
+    /// What reloads need, to hand to the runtime socket or a signal handler.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// See [`Control::reload`].
+    pub fn reload(&self, cfg: Config, base_dir: &Path) -> Result<ReloadReport, ReloadError> {
+        self.control.reload(cfg, base_dir)
+    }
+
+    /// Listening addresses, in configuration order.
+    pub fn bound(&self) -> Vec<Bound> {
+        self.control.bound()
+    }
+
+    /// The first local address of `frontend`.
+    pub fn local_addr(&self, frontend: &str) -> Option<SocketAddr> {
+        self.bound()
+            .into_iter()
+            .find(|b| b.frontend == frontend)
+            .map(|b| b.local)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.control.shared
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.control.shared.snapshot.load_full()
+    }
+
+    pub fn live(&self) -> &Arc<Live> {
+        &self.control.shared.live
+    }
+
+    /// How long a stop waits for open connections.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace time), and
+    /// returns when every worker has stopped.
+    pub async fn shutdown(mut self) {
+        self.stop_signal();
+        for (h, done) in std::mem::take(&mut self.workers) {
+            let _ = done.await;
+            let _ = h.join();
+        }
+        if let Some(h) = self.housekeeping.take() {
+            let _ = h.join();
+        }
+    }
+
+    fn stop_signal(&self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.snapshot().retire.send(crate::snapshot::STOPPING);
+        for w in lock(&self.control.retired).iter() {
+            if let Some(r) = w.upgrade() {
+                let _ = r.send(crate::snapshot::STOPPING);
+            }
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.stop_signal();
+    }
 }
 
 /// The housekeeping thread's work: pool sweeps every second, outlier detection passes at
@@ -190,30 +509,37 @@ async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn worker(
-    listeners: Vec<(std::net::TcpListener, Arc<str>, usize)>,
+    mut listen: mpsc::UnboundedReceiver<ListenCmd>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let tracker = Arc::new(Tracker::default());
-    for (l, fe, bind) in listeners {
-        match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => {
-                tokio::spawn(accept_loop(
-                    l,
-                    fe,
-                    bind,
-                    shared.clone(),
-                    tracker.clone(),
-                    shutdown.clone(),
-                ));
+    loop {
+        tokio::select! {
+            cmd = listen.recv() => {
+                let Some(c) = cmd else { break };
+                match tokio::net::TcpListener::from_std(c.listener) {
+                    Ok(l) => {
+                        tokio::spawn(accept_loop(
+                            l,
+                            c.frontend,
+                            c.configured,
+                            c.nth,
+                            shared.clone(),
+                            tracker.clone(),
+                            shutdown.clone(),
+                            c.stop,
+                        ));
+                    }
+                    Err(e) => tracing::error!(frontend = %c.frontend, "cannot listen: {e}"),
+                }
             }
-            Err(e) => tracing::error!(frontend = %fe, "cannot listen: {e}"),
-        }
-    }
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            break;
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
         }
     }
     // Stopping: accept loops have ended; let open connections finish within the grace time.
@@ -222,56 +548,5 @@ async fn worker(
             "{} connections still open after {grace:?}; closing them",
             tracker.count()
         );
-    }
-}
-
-impl ProxyHandle {
-    /// Listening addresses, in configuration order.
-    pub fn bound(&self) -> &[Bound] {
-        &self.bound
-    }
-
-    /// The first local address of `frontend`.
-    pub fn local_addr(&self, frontend: &str) -> Option<SocketAddr> {
-        self.bound
-            .iter()
-            .find(|b| b.frontend == frontend)
-            .map(|b| b.local)
-    }
-
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.shared.snapshot.load_full()
-    }
-
-    pub fn live(&self) -> &Arc<Live> {
-        &self.shared.live
-    }
-
-    /// How long a stop waits for open connections.
-    pub fn grace(&self) -> Duration {
-        self.grace
-    }
-
-    /// Stops accepting, lets in-flight requests finish (up to the grace time), and
-    /// returns when every worker has stopped.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        for (h, done) in std::mem::take(&mut self.workers) {
-            let _ = done.await;
-            let _ = h.join();
-        }
-        if let Some(h) = self.housekeeping.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for ProxyHandle {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
     }
 }

@@ -143,6 +143,7 @@ pub struct GlobalSettings {
     pub threads: usize,
     pub max_connections: u64,
     pub grace: Duration,
+    pub reload_grace: Duration,
 }
 
 /// A whole compiled configuration.
@@ -152,7 +153,18 @@ pub struct Snapshot {
     pub frontends: Vec<Arc<Frontend>>,
     pub backends: Vec<Arc<Backend>>,
     pub config: Arc<Config>,
+    /// Set when connections of this snapshot must move on: a newer one replaced it (after
+    /// the reload grace time) or the proxy stops. Connections close gracefully (HTTP/1
+    /// `Connection: close` after the response in flight, HTTP/2 GOAWAY).
+    pub retire: Arc<tokio::sync::watch::Sender<u8>>,
 }
+
+/// [`Snapshot::retire`] values: serving.
+pub const LIVE: u8 = 0;
+/// Replaced by a reload: connections close after their next response.
+pub const RETIRED: u8 = 1;
+/// The proxy stops: idle connections close at once too.
+pub const STOPPING: u8 = 2;
 
 impl Snapshot {
     pub fn frontend(&self, name: &str) -> Option<&Arc<Frontend>> {
@@ -294,7 +306,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                     .unwrap_or_default();
                 format!("{sni}|{:?}|{}", t.ca.as_ref().map(|c| &c.value), t.verify)
             });
-            let pool = env
+            let (pool_key, pool) = env
                 .live
                 .pool(bname, sname, addr, tls_key, proto, pool_cfg, workers);
             let check = s
@@ -316,6 +328,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                     proto,
                     connect_timeout: b.timeouts.connect,
                     pool,
+                    pool_key,
                     backend: live.clone(),
                     max_conns: b
                         .circuit_breaker
@@ -529,10 +542,12 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             threads,
             max_connections: u64::from(cfg.global.max_connections),
             grace: cfg.global.grace,
+            reload_grace: cfg.global.reload_grace,
         },
         frontends,
         backends,
         config: cfg,
+        retire: Arc::new(tokio::sync::watch::channel(LIVE).0),
     })
 }
 
@@ -584,7 +599,7 @@ impl Live {
         proto: Proto,
         cfg: PoolConfig,
         workers: usize,
-    ) -> Arc<Pool> {
+    ) -> (PoolKey, Arc<Pool>) {
         let key = PoolKey {
             backend: backend.to_owned(),
             server: server.to_owned(),
@@ -594,10 +609,11 @@ impl Live {
             cfg: (cfg.max_idle_per_server, cfg.idle_timeout),
         };
         self.pools_with(|pools: &mut HashMap<PoolKey, Arc<Pool>>| {
-            pools
-                .entry(key)
+            let pool = pools
+                .entry(key.clone())
                 .or_insert_with(|| Pool::new(cfg, workers))
-                .clone()
+                .clone();
+            (key, pool)
         })
     }
 }

@@ -303,6 +303,10 @@ pub struct GlobalLive {
     pub conns_total: AtomicU64,
     pub requests: AtomicU64,
     pub limit: AtomicU64,
+    /// Generation of the configuration serving new connections.
+    pub generation: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
 }
 
 /// All live state, by name.

@@ -199,3 +199,68 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
     // Nothing listens any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// Waits for a log line containing `needle`; returns every line read meanwhile.
+fn wait_log(r: &Running, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = r.log.recv_timeout(Duration::from_millis(100)) {
+            let hit = line.contains(needle);
+            seen.push(line);
+            if hit {
+                return seen;
+            }
+        }
+    }
+    panic!("no log line with {needle:?}; got {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_file_changes_reload_and_a_typo_changes_nothing() {
+    let o = Origin::named("origin").await;
+    let dir = temp_dir("reload");
+    let cfg = dir.join("rampart.yaml");
+    let write = |tag: &str, extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "global: {{ reload_grace: 10ms }}\nfrontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    default_backend: be\n    http_response: [\"set-header x-tag {tag}\"]\n{extra}backends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+                o.addr
+            ),
+        )
+        .unwrap();
+    };
+    write("one", "");
+    let mut r = run(&cfg, 1);
+    let addr = r.addrs[0];
+    assert_eq!(get(addr, "/").await.header("x-tag"), Some("one"));
+
+    // A file change is picked up by itself.
+    write("two", "");
+    wait_log(&r, "configuration reloaded");
+    assert_eq!(get(addr, "/").await.header("x-tag"), Some("two"));
+
+    // A typo: the precise error is logged, the old configuration keeps serving.
+    write("three", "    timeouts: { clinet: 5s }\n");
+    let log = wait_log(&r, "reload refused");
+    let log = log.join("\n") + "\n" + &wait_log(&r, "clinet").join("\n");
+    assert!(
+        log.contains("rampart.yaml:7:17: frontends.fe.timeouts.clinet: unknown key \"clinet\" (did you mean \"client\"?)"),
+        "{log}"
+    );
+    assert_eq!(get(addr, "/").await.header("x-tag"), Some("two"));
+
+    // SIGHUP reloads the (fixed) file too.
+    write("four", "");
+    signal(&r.child, "HUP");
+    wait_log(&r, "configuration reloaded");
+    assert_eq!(get(addr, "/").await.header("x-tag"), Some("four"));
+
+    signal(&r.child, "TERM");
+    let status = tokio::task::spawn_blocking(move || r.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -7,6 +7,7 @@ mod balance;
 mod cli;
 mod errors;
 mod frontend;
+mod reload;
 mod resilience;
 mod rules;
 mod support;

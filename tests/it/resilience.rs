@@ -146,7 +146,9 @@ async fn killed_server_fails_no_request_goes_down_and_comes_back() {
         assert!(failed.is_empty(), "failed requests: {failed:?}");
         total += ok;
     }
-    println!("killed server DOWN after {down:?}, UP {up:?} after restart; {total} requests, none failed");
+    println!(
+        "killed server DOWN after {down:?}, UP {up:?} after restart; {total} requests, none failed"
+    );
     assert!(total > 50, "only {total} requests");
     let info = sb.check.lock().unwrap().clone();
     assert_eq!(info.downs, 1);

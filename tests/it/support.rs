@@ -252,6 +252,20 @@ impl Proxy {
         }
     }
 
+    /// Applies another configuration to the running proxy.
+    pub fn reload(&self, yaml: &str) -> Result<rampart_proxy::runtime::ReloadReport, String> {
+        let cfg =
+            rampart_config::load_str(yaml, Some(&self.dir), &rampart_config::yaml::ProcessEnv)
+                .map_err(|e| e.to_string())?;
+        self.handle()
+            .reload(cfg, &self.dir)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn addr_opt(&self, frontend: &str) -> Option<SocketAddr> {
+        self.handle.as_ref().unwrap().local_addr(frontend)
+    }
+
     pub fn addr(&self, frontend: &str) -> SocketAddr {
         self.handle
             .as_ref()

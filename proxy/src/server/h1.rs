@@ -61,7 +61,7 @@ async fn read_head(
     cx: &ConnCtx,
     first: bool,
     accepted: Instant,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<u8>,
 ) -> Head {
     let t = cx.frontend.timeouts;
     let limits = cx.frontend.head_limits;
@@ -104,7 +104,14 @@ async fn read_head(
                 Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
                 Ok(Ok(_)) => {}
             },
-            _ = shutdown.changed(), if idle => return Head::Closed,
+            // Stopping closes an idle connection at once; a reload lets the client send
+            // its next request and closes after that response, so no request races the
+            // close.
+            r = shutdown.changed(), if idle => {
+                if r.is_err() || *shutdown.borrow() == crate::snapshot::STOPPING {
+                    return Head::Closed;
+                }
+            }
         }
     }
 }
@@ -362,7 +369,7 @@ enum Next {
 pub async fn serve(
     conn: Box<ClientConn>,
     cx: Arc<ConnCtx>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<u8>,
     accepted: Instant,
 ) {
     let mut first = true;
@@ -415,7 +422,7 @@ async fn exchange(
     conn: Box<ClientConn>,
     head: Head,
     cx: &Arc<ConnCtx>,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &watch::Receiver<u8>,
 ) -> Next {
     let fe = &cx.frontend;
     let t = fe.timeouts;
@@ -521,7 +528,7 @@ async fn exchange(
         },
         (None, None) => return Next::Close,
     };
-    if *shutdown.borrow() {
+    if *shutdown.borrow() != crate::snapshot::LIVE {
         keep = false;
     }
     let upgraded = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

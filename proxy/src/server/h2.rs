@@ -43,7 +43,7 @@ enum Event {
 }
 
 /// Serves HTTP/2 on `io` until the client or the proxy ends the connection.
-pub async fn serve<I>(io: I, cx: Arc<ConnCtx>, mut shutdown: watch::Receiver<bool>)
+pub async fn serve<I>(io: I, cx: Arc<ConnCtx>, mut shutdown: watch::Receiver<u8>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -69,7 +69,7 @@ where
     let keep_alive = fe.timeouts.keep_alive;
     let mut streams = StreamSet::default();
     let mut stop = pin!(async move {
-        while !*shutdown.borrow() {
+        while *shutdown.borrow() == crate::snapshot::LIVE {
             if shutdown.changed().await.is_err() {
                 return;
             }

@@ -33,6 +33,8 @@ pub struct Upstream {
     pub proto: Proto,
     pub connect_timeout: Duration,
     pub pool: Arc<Pool>,
+    /// The pool's identity in the registry of live pools.
+    pub pool_key: crate::snapshot::PoolKey,
     /// The backend, whose open connections are counted against `max_conns`.
     pub backend: Arc<crate::state::BackendLive>,
     pub max_conns: u64,
