@@ -99,19 +99,33 @@ fn at_limit(fe: &FrontendLive, g: &GlobalLive) -> bool {
     (fl > 0 && fe.conns_cur.load(Relaxed) >= fl) || (gl > 0 && g.conns_cur.load(Relaxed) >= gl)
 }
 
-/// Accepts connections for one bind (`configured`) of one frontend until the proxy stops
-/// or a reload removes the bind (`stop`). Each connection gets the snapshot current when
-/// it was accepted.
+/// One listening socket of a worker for one bind of a frontend.
+pub struct ListenSpec {
+    pub listener: TcpListener,
+    pub frontend: Arc<str>,
+    /// The bind's configured address, and which of the frontend's binds with that address
+    /// it is.
+    pub configured: SocketAddr,
+    pub nth: usize,
+    /// Set when a reload removes the bind.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Accepts connections for one bind of one frontend until the proxy stops or a reload
+/// removes the bind. Each connection gets the snapshot current when it was accepted.
 pub async fn accept_loop(
-    listener: TcpListener,
-    frontend: Arc<str>,
-    configured: SocketAddr,
-    nth: usize,
+    spec: ListenSpec,
     shared: Arc<Shared>,
     tracker: Arc<Tracker>,
     mut shutdown: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
 ) {
+    let ListenSpec {
+        listener,
+        frontend,
+        configured,
+        nth,
+        mut stop,
+    } = spec;
     let Ok(local) = listener.local_addr() else {
         return;
     };

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::listener::{Tracker, accept_loop, bind};
+use crate::listener::{ListenSpec, Tracker, accept_loop, bind};
 use crate::snapshot::{BindSpec, CompileEnv, Snapshot, compile};
 use crate::state::Live;
 
@@ -521,16 +521,14 @@ async fn worker(
                 let Some(c) = cmd else { break };
                 match tokio::net::TcpListener::from_std(c.listener) {
                     Ok(l) => {
-                        tokio::spawn(accept_loop(
-                            l,
-                            c.frontend,
-                            c.configured,
-                            c.nth,
-                            shared.clone(),
-                            tracker.clone(),
-                            shutdown.clone(),
-                            c.stop,
-                        ));
+                        let spec = ListenSpec {
+                            listener: l,
+                            frontend: c.frontend,
+                            configured: c.configured,
+                            nth: c.nth,
+                            stop: c.stop,
+                        };
+                        tokio::spawn(accept_loop(spec, shared.clone(), tracker.clone(), shutdown.clone()));
                     }
                     Err(e) => tracing::error!(frontend = %c.frontend, "cannot listen: {e}"),
                 }
