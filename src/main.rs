@@ -94,6 +94,9 @@ pub fn reload_from(
         tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
         e.to_string()
     })?;
+    if control.shared().snapshot.load().config.admin != cfg.admin {
+        tracing::warn!("admin settings changed: they apply at the next start");
+    }
     match control.reload(cfg, &base_dir(path)) {
         Ok(r) => Ok(format!(
             "Configuration reloaded (generation {}).",
@@ -164,10 +167,21 @@ async fn serve(
     path: Option<&Path>,
     banner: Option<&dyn Fn(&rampart_proxy::ProxyHandle) -> String>,
 ) -> Result<()> {
+    let sockets = cfg.admin.socket.clone();
     let handle = rampart_proxy::start(cfg, base).map_err(|e| anyhow::anyhow!("{e}"))?;
     for b in handle.bound() {
         tracing::info!(frontend = %b.frontend, "listening on {}", b.local);
     }
+    let reload: Option<std::sync::Arc<rampart_admin::Reloader>> = path.map(|p| {
+        let control = handle.control().clone();
+        let p = p.to_path_buf();
+        std::sync::Arc::new(move || reload_from(&control, &p))
+            as std::sync::Arc<rampart_admin::Reloader>
+    });
+    let admin = rampart_admin::AdminCtx::new(handle.control().clone(), reload);
+    let _sockets = rampart_admin::serve_sockets(&sockets, base, admin)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(f) = banner {
         println!("{}", f(&handle));
     }

@@ -1,12 +1,58 @@
 //! rampart-admin: the operator's surfaces.
 //!
-//! It owns the HAProxy-compatible runtime API (a Unix socket speaking HAProxy's command
-//! framing, field orders and error strings, so that socat, hatop, haproxyadmin and
-//! haproxy_exporter work unchanged), the stats page (HTML, CSV, JSON), the Prometheus
-//! `/metrics` endpoint and the `/ready` and `/live` probes.
+//! It owns the HAProxy-compatible runtime API: Unix and loopback TCP sockets speaking
+//! HAProxy's command framing, field orders and error strings, so that `socat`, hatop,
+//! haproxyadmin and haproxy_exporter work unchanged ([`cli`] frames sessions, [`commands`]
+//! runs them, [`stat`] lays out `show stat` and `show info`).
 //!
 //! It reads the proxy's live state and changes server states only through
 //! `rampart-proxy`'s public handle, and depends on `rampart-config` for the model; the
 //! data plane never depends on it.
-//!
-//! It holds no code yet: the crate fixes the boundary and the dependency rules above.
+
+pub mod cli;
+pub mod commands;
+pub mod stat;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use rampart_proxy::runtime::Control;
+
+/// Reloads the configuration from wherever it came from; returns the message for the
+/// caller, or the precise errors.
+pub type Reloader = dyn Fn() -> Result<String, String> + Send + Sync;
+
+/// What the runtime API works on.
+pub struct AdminCtx {
+    pub control: Arc<Control>,
+    pub reload: Option<Arc<Reloader>>,
+    /// When the process started.
+    pub started: SystemTime,
+    pub started_at: Instant,
+    /// `node` in `show info`: the host name unless configured.
+    pub node: String,
+    pub pid: u32,
+}
+
+impl AdminCtx {
+    pub fn new(control: Arc<Control>, reload: Option<Arc<Reloader>>) -> Arc<Self> {
+        Arc::new(Self {
+            control,
+            reload,
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            node: hostname(),
+            pid: std::process::id(),
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "rampart".to_owned())
+}
+
+pub use cli::{SocketError, serve_sockets};

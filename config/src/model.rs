@@ -23,6 +23,77 @@ config_struct! {
         pub global: Global,
         pub frontends: NamedMap<Frontend>,
         pub backends: NamedMap<Backend>,
+        pub admin: Admin,
+    }
+}
+
+config_struct! {
+    /// The operator's surfaces.
+    pub struct Admin {
+        /// Runtime API sockets (HAProxy's `stats socket`): one or a list.
+        pub socket: Vec<AdminSocket>,
+    }
+}
+
+config_struct! {
+    /// A runtime API socket: a Unix socket (`path`) or a TCP address on loopback.
+    pub struct AdminSocket {
+        /// Unix socket path, relative to the configuration file's directory.
+        pub path: Option<Spanned<String>>,
+        /// TCP address; only loopback addresses are allowed.
+        pub address: Option<Spanned<String>>,
+        /// File mode of a Unix socket, in octal.
+        pub mode: FileMode = FileMode(0o600),
+        /// What commands may do: `user` (read), `operator` (also clear counters and
+        /// change server weights and states) or `admin` (everything).
+        pub level: CliLevel = CliLevel::Admin,
+    }
+}
+
+/// Permission bits written in octal (`"0660"` or `660`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl Decode for FileMode {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        cx.parse_scalar(node, "a file mode", |s| {
+            u32::from_str_radix(s.trim(), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .map(FileMode)
+                .ok_or_else(|| format!("expected an octal file mode like \"0600\", found {s:?}"))
+        })
+    }
+}
+
+/// A runtime API access level, as HAProxy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CliLevel {
+    User,
+    Operator,
+    Admin,
+}
+
+impl CliLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CliLevel::User => "user",
+            CliLevel::Operator => "operator",
+            CliLevel::Admin => "admin",
+        }
+    }
+}
+
+impl Decode for CliLevel {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        cx.parse_scalar(node, "a level", |s| match s {
+            "user" => Ok(CliLevel::User),
+            "operator" => Ok(CliLevel::Operator),
+            "admin" => Ok(CliLevel::Admin),
+            _ => Err(format!(
+                "unknown level {s:?} (expected user, operator or admin)"
+            )),
+        })
     }
 }
 

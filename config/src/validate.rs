@@ -283,6 +283,20 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
             "no frontends: the configuration would serve nothing",
         );
     }
+    for (i, sock) in cfg.admin.socket.iter().enumerate() {
+        let path = format!("admin.socket.{i}");
+        match (&sock.path, &sock.address) {
+            (Some(_), Some(a)) => v.err(a.pos, &path, "a socket has either 'path' or 'address', not both"),
+            (None, None) => v.err(Pos { line: 1, col: 1 }, &path, "a socket needs 'path' (Unix socket) or 'address' (TCP on loopback)"),
+            (None, Some(a)) => match a.value.parse::<SocketAddr>() {
+                Ok(sa) if sa.ip().is_loopback() => {}
+                Ok(_) => v.err(a.pos, format!("{path}.address"), format!("{} is not a loopback address: the runtime API has no authentication, so it only listens on 127.0.0.0/8 or ::1", a.value)),
+                Err(_) => v.err(a.pos, format!("{path}.address"), format!("invalid address {:?}: expected ip:port", a.value)),
+            },
+            (Some(p), None) if p.value.is_empty() => v.err(p.pos, format!("{path}.path"), "empty socket path"),
+            _ => {}
+        }
+    }
     let empty = NamedMap::default();
     let mut bound: HashMap<SocketAddr, String> = HashMap::new();
     for (name, fe) in cfg.frontends.iter() {

@@ -10,6 +10,7 @@ mod frontend;
 mod reload;
 mod resilience;
 mod rules;
+mod runtime_api;
 mod support;
 mod tls;
 mod transparency;

@@ -152,6 +152,8 @@ impl Counter {
 pub struct CheckInfo {
     /// Whether the server is checked (false: `no check`).
     pub enabled: bool,
+    /// Checks stopped at run time (`disable health`): the server counts as unchecked.
+    pub paused: bool,
     pub counter: Counter,
     pub last: Option<Outcome>,
     /// When the server last changed state (up, down, admin).
@@ -169,6 +171,7 @@ impl Default for CheckInfo {
     fn default() -> Self {
         Self {
             enabled: false,
+            paused: false,
             counter: Counter::new(2, 3, InitState::Up),
             last: None,
             last_change: Instant::now(),
@@ -190,6 +193,14 @@ impl CheckInfo {
 /// HAProxy's status string for a server in `admin` state with `check` state.
 pub fn status_text(admin: AdminState, check: &CheckInfo) -> String {
     let c = &check.counter;
+    if check.paused {
+        let unchecked = CheckInfo {
+            enabled: false,
+            paused: false,
+            ..check.clone()
+        };
+        return status_text(admin, &unchecked);
+    }
     match admin {
         AdminState::Maint => "MAINT".into(),
         AdminState::Drain if !check.enabled || c.health == c.max() => "DRAIN".into(),
@@ -300,6 +311,41 @@ impl CheckSpec {
 pub fn jittered(d: Duration, jitter: f64, unit: f64) -> Duration {
     let spread = d.mul_f64(jitter.clamp(0.0, 1.0));
     (d - spread / 2) + spread.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// `enable health` / `disable health`: pauses or resumes a server's checks. A paused
+/// server counts as up; resuming restores the state its checks had.
+pub fn set_paused(server: &ServerLive, backend: &BackendLive, paused: bool) -> bool {
+    let mut info = lock(&server.check);
+    if !info.enabled {
+        return false;
+    }
+    info.paused = paused;
+    let down = !paused && !info.counter.up();
+    drop(info);
+    server.set_check_down(down, backend);
+    true
+}
+
+/// `set server ... health up|down`: forces the check state as if the checks had passed or
+/// failed `rise` or `fall` times.
+pub fn force(server: &ServerLive, backend: &BackendLive, up: bool, now: Instant) {
+    let mut info = lock(&server.check);
+    let was_up = info.counter.up();
+    info.counter.health = if up { info.counter.max() } else { 0 };
+    if was_up != up {
+        info.last_change = now;
+        if up {
+            if let Some(s) = info.down_since.take() {
+                info.downtime += now - s;
+            }
+        } else {
+            info.downs += 1;
+            info.down_since = Some(now);
+        }
+    }
+    drop(info);
+    server.set_check_down(!up, backend);
 }
 
 /// Applies a check outcome to a server: counters, state, and the backend's epoch when its
@@ -430,7 +476,8 @@ async fn run(spec: CheckSpec, server: Arc<ServerLive>, backend: Arc<BackendLive>
     let first = spec.interval.mul_f64(fastrand::f64());
     tokio::time::sleep(first).await;
     loop {
-        if server.admin() != AdminState::Maint {
+        let paused = lock(&server.check).paused;
+        if server.admin() != AdminState::Maint && !paused {
             let outcome = check::probe(&spec).await;
             apply(&server, &backend, outcome, Instant::now());
         }

@@ -1,0 +1,276 @@
+//! Runtime API sockets and HAProxy's session framing.
+//!
+//! By default a session is one line: the client writes a line of commands separated by
+//! `;` (`\;` escapes one), rampart answers each, each answer ending with an empty line, and
+//! closes. `prompt` makes the session interactive: every answer is followed by `"> "`,
+//! lines are read until `quit`, end of input, or the session's idle timeout
+//! (`set timeout cli`, 10 s by default).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_config::model::{AdminSocket, CliLevel};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::AdminCtx;
+use crate::commands;
+
+/// The longest command line read (HAProxy's default payload cap).
+const MAX_LINE: usize = 128 * 1024;
+
+/// A runtime API socket that could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("runtime API socket {path}: {error}")]
+    Unix {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("runtime API address {addr}: {error}")]
+    Tcp { addr: String, error: std::io::Error },
+}
+
+/// The state of one session.
+pub struct Session {
+    pub level: CliLevel,
+    pub prompt: bool,
+    pub timeout: Duration,
+}
+
+/// Opens every configured socket and serves it until the returned tasks are aborted.
+/// Relative paths are resolved from `base_dir`.
+pub async fn serve_sockets(
+    sockets: &[AdminSocket],
+    base_dir: &Path,
+    ctx: Arc<AdminCtx>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, SocketError> {
+    let mut tasks = Vec::new();
+    for s in sockets {
+        let level = s.level;
+        if let Some(p) = &s.path {
+            let path = base_dir.join(&p.value);
+            let l = bind_unix(&path, s.mode.0)
+                .await
+                .map_err(|error| SocketError::Unix {
+                    path: path.clone(),
+                    error,
+                })?;
+            tracing::info!(
+                "runtime API on {} (level {})",
+                path.display(),
+                level.as_str()
+            );
+            let ctx = ctx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match l.accept().await {
+                        Ok((stream, _)) => {
+                            tokio::spawn(session(stream, ctx.clone(), level));
+                        }
+                        Err(e) => {
+                            tracing::warn!("runtime API accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        if let Some(a) = &s.address {
+            let l = TcpListener::bind(&a.value)
+                .await
+                .map_err(|error| SocketError::Tcp {
+                    addr: a.value.clone(),
+                    error,
+                })?;
+            let local = l.local_addr().map_err(|error| SocketError::Tcp {
+                addr: a.value.clone(),
+                error,
+            })?;
+            tracing::info!("runtime API on {local} (level {})", level.as_str());
+            let ctx = ctx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match l.accept().await {
+                        Ok((stream, _)) => {
+                            tokio::spawn(session(stream, ctx.clone(), level));
+                        }
+                        Err(e) => {
+                            tracing::warn!("runtime API accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    Ok(tasks)
+}
+
+/// Binds a Unix socket, replacing a stale socket file that nobody listens on.
+async fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ));
+        }
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another process is listening on it",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(l)
+}
+
+/// Splits a command line on unescaped `;`.
+pub fn split_commands(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&';') => {
+                cur.push(';');
+                chars.next();
+            }
+            ';' => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// Splits a command into words on blanks; a backslash escapes the next character.
+pub fn split_words(cmd: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut has = false;
+    let mut chars = cmd.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                    has = true;
+                }
+            }
+            c if c.is_ascii_whitespace() => {
+                if has {
+                    out.push(std::mem::take(&mut cur));
+                    has = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                has = true;
+            }
+        }
+    }
+    if has {
+        out.push(cur);
+    }
+    out
+}
+
+/// Serves one session.
+pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    ctx: Arc<AdminCtx>,
+    level: CliLevel,
+) {
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    let mut s = Session {
+        level,
+        prompt: false,
+        timeout: Duration::from_secs(10),
+    };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = tokio::time::timeout(s.timeout, async {
+            let mut limited = (&mut r).take(MAX_LINE as u64);
+            limited.read_until(b'\n', &mut line).await
+        })
+        .await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        if line.len() >= MAX_LINE && !line.ends_with(b"\n") {
+            let _ = w.write_all(b"Command line too long.\n\n").await;
+            return;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let mut out = String::new();
+        for cmd in split_commands(text) {
+            let words = split_words(&cmd);
+            let Some(first) = words.first() else {
+                continue;
+            };
+            let answer = match first.as_str() {
+                "quit" => {
+                    let _ = w.write_all(out.as_bytes()).await;
+                    let _ = w.flush().await;
+                    return;
+                }
+                "prompt" => {
+                    s.prompt = !s.prompt;
+                    String::new()
+                }
+                _ => commands::run(&ctx, &mut s, &words).await,
+            };
+            out.push_str(&answer);
+            if !answer.is_empty() && !answer.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(if s.prompt { "\n> " } else { "\n" });
+        }
+        if text.trim().is_empty() && s.prompt {
+            out.push_str("\n> ");
+        }
+        if w.write_all(out.as_bytes()).await.is_err() || w.flush().await.is_err() {
+            return;
+        }
+        if !s.prompt {
+            let _ = w.shutdown().await;
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitting() {
+        assert_eq!(
+            split_commands("show info; show stat"),
+            vec!["show info", "show stat"]
+        );
+        assert_eq!(split_commands("a\\;b;;c "), vec!["a;b", "c"]);
+        assert_eq!(
+            split_words("set  server a/b\\ c state"),
+            vec!["set", "server", "a/b c", "state"]
+        );
+        assert!(split_words("   ").is_empty());
+    }
+}

@@ -1,0 +1,554 @@
+//! The runtime API's commands: HAProxy's syntax, answers and error strings, plus
+//! rampart's own (`reload`, `show version`).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use rampart_config::model::CliLevel;
+use rampart_proxy::resilience::health;
+use rampart_proxy::snapshot::{Backend, Snapshot};
+use rampart_proxy::state::AdminState;
+
+use crate::AdminCtx;
+use crate::cli::Session;
+use crate::stat::{self, Filter, ProxyRef};
+
+/// A command: the words that name it, its usage and description for `help`, and the
+/// level it needs.
+struct Command {
+    words: &'static [&'static str],
+    usage: &'static str,
+    desc: &'static str,
+    level: CliLevel,
+}
+
+const fn cmd(
+    words: &'static [&'static str],
+    usage: &'static str,
+    desc: &'static str,
+    level: CliLevel,
+) -> Command {
+    Command {
+        words,
+        usage,
+        desc,
+        level,
+    }
+}
+
+use CliLevel::{Admin, Operator, User};
+
+static COMMANDS: &[Command] = &[
+    cmd(
+        &["clear", "counters"],
+        "clear counters [all]",
+        "clear max statistics counters (or all counters)",
+        Operator,
+    ),
+    cmd(
+        &["disable", "health"],
+        "disable health <bk>/<srv>",
+        "disable health checks on a server",
+        Admin,
+    ),
+    cmd(
+        &["disable", "server"],
+        "disable server  (DEPRECATED)",
+        "disable a server for maintenance (use 'set server' instead)",
+        Admin,
+    ),
+    cmd(
+        &["enable", "health"],
+        "enable health <bk>/<srv>",
+        "enable health checks on a server",
+        Admin,
+    ),
+    cmd(
+        &["enable", "server"],
+        "enable server  (DEPRECATED)",
+        "enable a disabled server (use 'set server' instead)",
+        Admin,
+    ),
+    cmd(
+        &["get", "weight"],
+        "get weight <bk>/<srv>",
+        "report a server's current weight",
+        User,
+    ),
+    cmd(
+        &["help"],
+        "help [<command>]",
+        "list matching or all commands",
+        User,
+    ),
+    cmd(
+        &["operator"],
+        "operator",
+        "lower the level of the current CLI session to operator",
+        User,
+    ),
+    cmd(
+        &["prompt"],
+        "prompt",
+        "toggle interactive mode with prompt",
+        User,
+    ),
+    cmd(&["quit"], "quit", "disconnect", User),
+    cmd(
+        &["reload"],
+        "reload",
+        "reload the configuration file (rampart)",
+        Admin,
+    ),
+    cmd(
+        &["set", "server"],
+        "set server <bk>/<srv> [opts]",
+        "change a server's state or weight",
+        Admin,
+    ),
+    cmd(
+        &["set", "timeout"],
+        "set timeout cli <delay>",
+        "change this session's idle timeout (seconds)",
+        User,
+    ),
+    cmd(
+        &["set", "weight"],
+        "set weight <bk>/<srv>  (DEPRECATED)",
+        "change a server's weight (use 'set server' instead)",
+        Admin,
+    ),
+    cmd(
+        &["show", "backend"],
+        "show backend",
+        "list backends in the current running config",
+        User,
+    ),
+    cmd(
+        &["show", "cli", "level"],
+        "show cli level",
+        "display the level of the current CLI session",
+        User,
+    ),
+    cmd(
+        &["show", "info"],
+        "show info",
+        "report information about the running process",
+        User,
+    ),
+    cmd(
+        &["show", "servers", "state"],
+        "show servers state [<backend>]",
+        "dump volatile server information (all or for a single backend)",
+        User,
+    ),
+    cmd(
+        &["show", "stat"],
+        "show stat [<iid> <type> <sid>] [up|no-maint]",
+        "report counters for each proxy and server",
+        User,
+    ),
+    cmd(
+        &["show", "version"],
+        "show version",
+        "show the version of the current process",
+        User,
+    ),
+    cmd(
+        &["user"],
+        "user",
+        "lower the level of the current CLI session to user",
+        User,
+    ),
+];
+
+fn help(level: CliLevel, prefix: Option<&str>) -> String {
+    let mut out = String::from("The following commands are valid at this level:\n");
+    let mut lines: Vec<String> = COMMANDS
+        .iter()
+        .filter(|c| c.level <= level)
+        .filter(|c| prefix.is_none_or(|p| c.words[0] == p))
+        .map(|c| format!("  {:<40}: {}\n", c.usage, c.desc))
+        .collect();
+    lines.sort();
+    for l in lines {
+        out.push_str(&l);
+    }
+    out
+}
+
+/// Runs one command (its words) and returns the answer, without the final empty line.
+pub async fn run(ctx: &Arc<AdminCtx>, s: &mut Session, words: &[String]) -> String {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let found = COMMANDS
+        .iter()
+        .filter(|c| w.len() >= c.words.len() && c.words.iter().zip(&w).all(|(a, b)| a == b))
+        .max_by_key(|c| c.words.len());
+    let Some(c) = found else {
+        let first = w.first().copied().unwrap_or("");
+        let mut out = format!(
+            "Unknown command: '{first}'. Please enter one of the following commands only:\n"
+        );
+        let body = help(s.level, None);
+        out.push_str(body.trim_start_matches("The following commands are valid at this level:\n"));
+        return out;
+    };
+    if c.level > s.level {
+        return "Permission denied\n".into();
+    }
+    let args = &w[c.words.len()..];
+    match c.words {
+        ["help"] => help(s.level, args.first().copied()),
+        ["operator"] => {
+            s.level = s.level.min(Operator);
+            String::new()
+        }
+        ["user"] => {
+            s.level = User;
+            String::new()
+        }
+        ["show", "cli", "level"] => format!("{}\n", s.level.as_str()),
+        ["set", "timeout"] => match args {
+            ["cli", secs] => match secs.parse::<u64>() {
+                Ok(n) if n > 0 => {
+                    s.timeout = Duration::from_secs(n);
+                    String::new()
+                }
+                _ => "Expects an integer value.\n".into(),
+            },
+            _ => "'set timeout' only supports 'cli'.\n".into(),
+        },
+        ["show", "info"] => stat::show_info(ctx),
+        ["show", "version"] => format!("{}\n", env!("CARGO_PKG_VERSION")),
+        ["show", "stat"] => show_stat(ctx, args),
+        ["show", "backend"] => {
+            let snap = ctx.control.shared().snapshot.load_full();
+            let mut out = String::from("# name\n");
+            for b in &snap.backends {
+                let _ = writeln!(out, "{}", b.name);
+            }
+            out
+        }
+        ["show", "servers", "state"] => servers_state(ctx, args.first().copied()),
+        ["get", "weight"] => with_server(ctx, args.first().copied(), |_, be, si| {
+            let l = &be.servers[si].live;
+            format!(
+                "{} (initial {})\n",
+                l.weight(),
+                l.initial_weight.load(Relaxed)
+            )
+        }),
+        ["set", "weight"] => match args {
+            [target, weight] => {
+                with_server(ctx, Some(target), |_, be, si| set_weight(be, si, weight))
+            }
+            _ => "Require 'backend/server' and 'weight' or 'weight%'.\n".into(),
+        },
+        ["enable", "server"] => with_server(ctx, args.first().copied(), |_, be, si| {
+            be.servers[si].live.set_admin(AdminState::Ready, &be.live);
+            String::new()
+        }),
+        ["disable", "server"] => with_server(ctx, args.first().copied(), |_, be, si| {
+            be.servers[si].live.set_admin(AdminState::Maint, &be.live);
+            String::new()
+        }),
+        ["enable", "health"] | ["disable", "health"] => {
+            let pause = c.words[0] == "disable";
+            with_server(ctx, args.first().copied(), |_, be, si| {
+                if health::set_paused(&be.servers[si].live, &be.live, pause) {
+                    String::new()
+                } else {
+                    "Health checks are not configured on this server, cannot enable.\n".into()
+                }
+            })
+        }
+        ["set", "server"] => set_server(ctx, args),
+        ["clear", "counters"] => {
+            clear_counters(ctx, args.first() == Some(&"all"));
+            String::new()
+        }
+        ["reload"] => match &ctx.reload {
+            None => "Reload is not available: no configuration file.\n".into(),
+            Some(r) => {
+                let r = r.clone();
+                match tokio::task::spawn_blocking(move || r()).await {
+                    Ok(Ok(msg)) => format!("{msg}\n"),
+                    Ok(Err(e)) => {
+                        format!("Reload failed, the running configuration is unchanged:\n{e}\n")
+                    }
+                    Err(e) => format!("Reload failed: {e}\n"),
+                }
+            }
+        },
+        _ => String::new(),
+    }
+}
+
+fn show_stat(ctx: &AdminCtx, args: &[&str]) -> String {
+    let mut f = Filter::default();
+    let mut rest = args;
+    // `show stat <iid|name> <type> <sid>`
+    if rest.len() >= 3 && rest[1].parse::<i64>().is_ok() {
+        f.proxy = match rest[0].parse::<i64>() {
+            Ok(-1) => None,
+            Ok(n) if n > 0 => Some(ProxyRef::Id(n as usize)),
+            Ok(_) => return "Invalid proxy id.\n".into(),
+            Err(_) => Some(ProxyRef::Name(rest[0])),
+        };
+        f.types = rest[1].parse().unwrap_or(-1);
+        f.sid = match rest[2].parse::<i64>() {
+            Ok(n) if n > 0 => Some(n as usize),
+            _ => None,
+        };
+        if let Some(ProxyRef::Name(n)) = f.proxy {
+            let snap = ctx.control.shared().snapshot.load_full();
+            if snap.frontend(n).is_none() && snap.backend_index(n).is_none() {
+                return format!("No such proxy: '{n}'.\n");
+            }
+        }
+        rest = &rest[3..];
+    }
+    for a in rest {
+        match *a {
+            "up" => f.up_only = true,
+            "no-maint" => f.no_maint = true,
+            "desc" | "typed" | "json" => {}
+            _ => {}
+        }
+    }
+    stat::show_stat(ctx, &f)
+}
+
+/// Finds `<backend>/<server>` (names or `#id`) and runs `f` on it, or answers HAProxy's
+/// error.
+fn with_server(
+    ctx: &AdminCtx,
+    target: Option<&str>,
+    f: impl FnOnce(&Snapshot, &Backend, usize) -> String,
+) -> String {
+    let Some((b, s)) = target.and_then(|t| t.split_once('/')) else {
+        return "Require 'backend/server'.\n".into();
+    };
+    let snap = ctx.control.shared().snapshot.load_full();
+    let bi = match b.strip_prefix('#').and_then(|n| n.parse::<usize>().ok()) {
+        Some(id) => (0..snap.backends.len()).find(|i| stat::backend_id(&snap, *i) == id),
+        None => snap.backend_index(b),
+    };
+    let Some(bi) = bi else {
+        return "No such backend.\n".into();
+    };
+    let be = snap.backends[bi].clone();
+    let si = match s.strip_prefix('#').and_then(|n| n.parse::<usize>().ok()) {
+        Some(id) => id.checked_sub(1).filter(|i| *i < be.servers.len()),
+        None => be.servers.iter().position(|x| &*x.name == s),
+    };
+    let Some(si) = si else {
+        return "No such server.\n".into();
+    };
+    f(&snap, &be, si)
+}
+
+fn set_weight(be: &Backend, si: usize, arg: &str) -> String {
+    let live = &be.servers[si].live;
+    let (num, pct) = match arg.strip_suffix('%') {
+        Some(n) => (n, true),
+        None => (arg, false),
+    };
+    let Ok(n) = num.parse::<i64>() else {
+        return "Require <weight> or <weight%>.\n".into();
+    };
+    let w = if pct {
+        if n < 0 {
+            return "Relative weight must be positive.\n".into();
+        }
+        let init = i64::from(live.initial_weight.load(Relaxed));
+        (init * n / 100).clamp(0, 256)
+    } else {
+        if !(0..=256).contains(&n) {
+            return "Absolute weight can only be between 0 and 256 inclusive.\n".into();
+        }
+        n
+    };
+    let is_static = matches!(be.balancer.algo(), rampart_proxy::balance::Algo::StaticRr);
+    if is_static && w != 0 && w != i64::from(live.initial_weight.load(Relaxed)) {
+        return "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'.\n".into();
+    }
+    live.set_weight(w as u32, &be.live);
+    String::new()
+}
+
+fn set_server(ctx: &AdminCtx, args: &[&str]) -> String {
+    let usage = "usage: set server <backend>/<server> health | state | weight\n";
+    let Some(target) = args.first() else {
+        return "Require 'backend/server'.\n".into();
+    };
+    let opts = &args[1..];
+    with_server(ctx, Some(target), |_, be, si| {
+        let live = &be.servers[si].live;
+        match opts {
+            ["state", st] => match *st {
+                "ready" => {
+                    live.set_admin(AdminState::Ready, &be.live);
+                    String::new()
+                }
+                "drain" => {
+                    live.set_admin(AdminState::Drain, &be.live);
+                    String::new()
+                }
+                "maint" => {
+                    live.set_admin(AdminState::Maint, &be.live);
+                    String::new()
+                }
+                _ => "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n".into(),
+            },
+            ["state"] => "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n".into(),
+            ["weight", w] => set_weight(be, si, w),
+            ["weight"] => "Require <weight> or <weight%>.\n".into(),
+            ["health", h] => {
+                let enabled = live
+                    .check
+                    .lock()
+                    .map(|i| i.enabled)
+                    .unwrap_or_else(|e| e.into_inner().enabled);
+                match *h {
+                    "up" | "down" if enabled => {
+                        health::force(live, &be.live, *h == "up", std::time::Instant::now());
+                        String::new()
+                    }
+                    "up" | "down" => "Health checks are not configured on this server, cannot change its health.\n".into(),
+                    "stopping" => "'set server <srv> health stopping' is not supported: use 'set server <srv> state drain'.\n".into(),
+                    _ => "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n".into(),
+                }
+            }
+            _ => usage.into(),
+        }
+    })
+}
+
+fn servers_state(ctx: &AdminCtx, backend: Option<&str>) -> String {
+    let snap = ctx.control.shared().snapshot.load_full();
+    if let Some(b) = backend
+        && snap.backend_index(b).is_none()
+    {
+        return format!("Can't find backend '{b}'.\n");
+    }
+    let mut out = String::from(
+        "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n",
+    );
+    let now = std::time::Instant::now();
+    for (bi, be) in snap.backends.iter().enumerate() {
+        if backend.is_some_and(|b| b != &*be.name) {
+            continue;
+        }
+        for (si, s) in be.servers.iter().enumerate() {
+            let l = &s.live;
+            let info = l
+                .check
+                .lock()
+                .map(|i| i.clone())
+                .unwrap_or_else(|e| e.into_inner().clone());
+            let op = if l.check_down() { 0 } else { 2 };
+            let admin = match l.admin() {
+                AdminState::Ready => 0,
+                AdminState::Maint => 0x01,
+                AdminState::Drain => 0x08,
+            };
+            let check_state = if info.enabled {
+                0x02 | if info.paused { 0x08 } else { 0x04 }
+            } else {
+                0
+            };
+            let (check_status, check_result) = match &info.last {
+                None => (0, 0),
+                Some(o) if o.status.passed() => (6, 3),
+                Some(_) => (6, 1),
+            };
+            let _ = writeln!(
+                out,
+                "{} {} {} {} {} {} {} {} {} {} {} {} {} {} 0 0 0 - {} - 0 0 - - 0",
+                stat::backend_id(&snap, bi),
+                be.name,
+                si + 1,
+                s.name,
+                s.upstream.addr.ip(),
+                op,
+                admin,
+                l.weight(),
+                l.initial_weight.load(Relaxed),
+                now.saturating_duration_since(info.last_change).as_secs(),
+                check_status,
+                check_result,
+                info.counter.health,
+                check_state,
+                s.upstream.addr.port(),
+            );
+        }
+    }
+    out
+}
+
+fn clear_counters(ctx: &AdminCtx, all: bool) {
+    let snap = ctx.control.shared().snapshot.load_full();
+    for fe in &snap.frontends {
+        let l = &fe.live;
+        l.conns_max.store(l.conns_cur.load(Relaxed), Relaxed);
+        if all {
+            for c in [
+                &l.conns_total,
+                &l.requests,
+                &l.bytes_in,
+                &l.bytes_out,
+                &l.denied,
+                &l.errors,
+                &l.intercepted,
+            ] {
+                c.store(0, Relaxed);
+            }
+            for c in &l.responses.by_class {
+                c.store(0, Relaxed);
+            }
+        }
+    }
+    for be in &snap.backends {
+        let l = &be.live;
+        l.gate.pending_max.store(l.gate.pending(), Relaxed);
+        if all {
+            for c in [
+                &l.requests,
+                &l.bytes_in,
+                &l.bytes_out,
+                &l.errors_conn,
+                &l.errors_resp,
+                &l.no_server,
+                &l.retries,
+                &l.redispatches,
+            ] {
+                c.store(0, Relaxed);
+            }
+            for c in &l.responses.by_class {
+                c.store(0, Relaxed);
+            }
+        }
+        for s in &be.servers {
+            let l = &s.live;
+            l.active_max.store(l.active.load(Relaxed), Relaxed);
+            if all {
+                for c in [
+                    &l.requests,
+                    &l.bytes_in,
+                    &l.bytes_out,
+                    &l.errors_conn,
+                    &l.errors_resp,
+                    &l.retries,
+                ] {
+                    c.store(0, Relaxed);
+                }
+                for c in &l.responses.by_class {
+                    c.store(0, Relaxed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The runtime API over real sockets: HAProxy's framing, prompt mode, `show stat` layout,
+//! server state changes and their survival across reloads, exact error strings, levels.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::support::*;
+
+struct Api {
+    proxy: Proxy,
+    sock: PathBuf,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn yaml(a: &Origin, b: &Origin, tag: &str) -> String {
+    format!(
+        "frontends:\n  fe:\n    bind: [\"127.0.0.1:0\"]\n    default_backend: app\n    http_response: [\"set-header x-tag {tag}\"]\n\
+         backends:\n  app:\n    health_check: {{ interval: 100ms, rise: 1, fall: 1 }}\n    servers:\n\
+         \x20     a: {{ address: \"{}\" }}\n      b: {{ address: \"{}\", weight: 10 }}\n\
+         \x20 other:\n    servers:\n      c: {{ address: \"{}\", check: false, backup: true }}\n",
+        a.addr, b.addr, a.addr
+    )
+}
+
+async fn api(a: &Origin, b: &Origin, level: &str) -> Api {
+    let proxy = Proxy::start(&yaml(a, b, "one"));
+    let sock = proxy.dir.join("run/api.sock");
+    let cfg: rampart_config::model::Config = rampart_config::load_str(
+        &format!(
+            "admin: {{ socket: {{ path: run/api.sock, level: {level} }} }}\n{}",
+            yaml(a, b, "one")
+        ),
+        Some(&proxy.dir),
+        &rampart_config::yaml::ProcessEnv,
+    )
+    .unwrap();
+    let ctx = rampart_admin::AdminCtx::new(proxy.handle().control().clone(), None);
+    let tasks = rampart_admin::serve_sockets(&cfg.admin.socket, &proxy.dir, ctx)
+        .await
+        .unwrap();
+    Api {
+        proxy,
+        sock,
+        _tasks: tasks,
+    }
+}
+
+/// Sends one line and reads until the server closes.
+async fn ask(sock: &PathBuf, line: &str) -> String {
+    let mut s = UnixStream::connect(sock).await.unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.read_to_string(&mut out),
+    )
+    .await
+    .expect("the socket did not close")
+    .unwrap();
+    out
+}
+
+const HEADER: &str = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,comp_in,comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,ttime,agent_status,agent_code,agent_duration,check_desc,agent_desc,check_rise,check_fall,check_health,agent_rise,agent_fall,agent_health,addr,cookie,mode,algo,conn_rate,conn_rate_max,conn_tot,intercepted,dcon,dses,wrew,connect,reuse,cache_lookups,cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_cur,need_conn_est,uweight,agg_server_status,agg_server_check_status,agg_check_status,srid,sess_other,h1sess,h2sess,h3sess,req_other,h1req,h2req,h3req,proto,-,";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_info_and_prompt_mode() {
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let api = api(&a, &b, "admin").await;
+    let info = ask(&api.sock, "show info").await;
+    assert!(info.ends_with("\n\n"), "{info:?}");
+    for key in [
+        "Name",
+        "Version",
+        "Release_date",
+        "Nbproc",
+        "Process_num",
+        "Pid",
+        "Uptime",
+        "Maxconn",
+        "CurrConns",
+        "Maxpipes",
+        "PipesUsed",
+        "Tasks",
+        "Run_queue",
+        "node",
+    ] {
+        assert!(
+            info.lines().any(|l| l.starts_with(&format!("{key}: "))),
+            "show info lacks {key}: {info}"
+        );
+    }
+    assert!(info.starts_with("Name: rampart\nVersion: "), "{info}");
+
+    // Several commands on one line: one answer each, each ending with an empty line.
+    let two = ask(&api.sock, "show backend; show cli level").await;
+    assert_eq!(two, "# name\napp\nother\n\nadmin\n\n");
+
+    // Prompt mode: "> " after every answer, until quit.
+    let mut s = UnixStream::connect(&api.sock).await.unwrap();
+    s.write_all(b"prompt\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    while !got.ends_with("> ") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+    assert_eq!(got, "\n> ");
+    got.clear();
+    s.write_all(b"show backend\n").await.unwrap();
+    while !got.ends_with("> ") {
+        let n = s.read(&mut buf).await.unwrap();
+        got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+    assert_eq!(got, "# name\napp\nother\n\n> ");
+    s.write_all(b"quit\n").await.unwrap();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(rest, "");
+
+    let unknown = ask(&api.sock, "bogus").await;
+    assert!(
+        unknown.starts_with(
+            "Unknown command: 'bogus'. Please enter one of the following commands only:\n  "
+        ),
+        "{unknown}"
+    );
+    let help = ask(&api.sock, "help").await;
+    assert!(help.starts_with("The following commands are valid at this level:\n"));
+    assert!(help.contains("  show stat [<iid> <type> <sid>] [up|no-maint]: report counters"));
+    api.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_stat_csv_layout_by_name_and_position() {
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let api = api(&a, &b, "admin").await;
+    let fe = api.proxy.addr("fe");
+    let sa = api.proxy.handle().live().find_server("app", "a").unwrap();
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || sa
+            .check
+            .lock()
+            .unwrap()
+            .last
+            .is_some())
+        .await
+    );
+    for _ in 0..5 {
+        assert_eq!(get(fe, "/").await.status, 200);
+    }
+    let csv = ask(&api.sock, "show stat").await;
+    assert!(csv.ends_with(",\n\n"), "{csv:?}");
+    let lines: Vec<&str> = csv.trim_end_matches('\n').lines().collect();
+    assert_eq!(lines[0], HEADER);
+    // Every line has as many columns as the header (Telegraf) and ends with a comma.
+    let width = HEADER.split(',').count();
+    for l in &lines {
+        assert!(l.ends_with(','), "{l}");
+        assert_eq!(l.split(',').count(), width, "{l}");
+    }
+    let names: Vec<&str> = HEADER.trim_start_matches("# ").split(',').collect();
+    let rows: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split(',').collect()).collect();
+    let col = |row: &Vec<&str>, name: &str| {
+        row[names.iter().position(|n| *n == name).unwrap()].to_owned()
+    };
+    let kinds: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r[0].to_owned(), r[1].to_owned(), r[32].to_owned()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("fe", "FRONTEND", "0"),
+            ("app", "a", "2"),
+            ("app", "b", "2"),
+            ("app", "BACKEND", "1"),
+            ("other", "c", "2"),
+            ("other", "BACKEND", "1"),
+        ]
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    );
+    let fe_row = &rows[0];
+    assert_eq!(col(fe_row, "status"), "OPEN");
+    assert_eq!(col(fe_row, "req_tot"), "5");
+    assert_eq!(fe_row[48], "5");
+    assert_eq!(col(fe_row, "hrsp_2xx"), "5");
+    let a_row = &rows[1];
+    assert_eq!(col(a_row, "status"), "UP");
+    assert_eq!(a_row[17], "UP");
+    assert_eq!(col(a_row, "check_status"), "L4OK");
+    assert_eq!(a_row[36], "L4OK");
+    assert_eq!(col(a_row, "weight"), "1");
+    assert_eq!(col(&rows[2], "weight"), "10");
+    assert_eq!(col(a_row, "addr"), a.addr.to_string());
+    assert_eq!(col(&rows[4], "status"), "no check");
+    assert_eq!(col(&rows[4], "bck"), "1");
+    let be_row = &rows[3];
+    assert_eq!(col(be_row, "status"), "UP");
+    assert_eq!(col(be_row, "act"), "2");
+    assert_eq!(col(be_row, "algo"), "roundrobin");
+    let served: u64 = col(&rows[1], "stot").parse::<u64>().unwrap()
+        + col(&rows[2], "stot").parse::<u64>().unwrap();
+    assert_eq!(served, 5);
+
+    // Filters: proxy id, type mask, server id.
+    let only = ask(&api.sock, "show stat 2 4 2").await;
+    let only: Vec<&str> = only.trim_end().lines().collect();
+    assert_eq!(only.len(), 2);
+    assert!(only[1].starts_with("app,b,"), "{only:?}");
+    let by_name = ask(&api.sock, "show stat other 2 -1").await;
+    assert!(
+        by_name
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("other,BACKEND,")
+    );
+    assert_eq!(by_name.trim_end().lines().count(), 2);
+    api.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_changes_errors_levels_and_reload_survival() {
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let api = api(&a, &b, "admin").await;
+    let fe = api.proxy.addr("fe");
+    let s = &api.sock;
+    assert_eq!(ask(s, "set server app/b state drain").await, "\n");
+    assert_eq!(ask(s, "get weight app/b").await, "10 (initial 10)\n\n");
+    assert_eq!(ask(s, "set server app/b weight 50%").await, "\n");
+    assert_eq!(ask(s, "get weight app/b").await, "5 (initial 10)\n\n");
+    assert_eq!(
+        ask(s, "set weight app/a 300").await,
+        "Absolute weight can only be between 0 and 256 inclusive.\n\n"
+    );
+    assert_eq!(
+        ask(s, "set server app/nope state ready").await,
+        "No such server.\n\n"
+    );
+    assert_eq!(
+        ask(s, "set server nope/a state ready").await,
+        "No such backend.\n\n"
+    );
+    assert_eq!(
+        ask(s, "set server app state ready").await,
+        "Require 'backend/server'.\n\n"
+    );
+    assert_eq!(
+        ask(s, "set server app/a state sleeping").await,
+        "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n\n"
+    );
+    assert_eq!(
+        ask(s, "set server app/a frobnicate").await,
+        "usage: set server <backend>/<server> health | state | weight\n\n"
+    );
+    // b is drained: every request goes to a.
+    for _ in 0..10 {
+        assert_eq!(get(fe, "/").await.text(), "a");
+    }
+    let state = ask(s, "show servers state app").await;
+    let lines: Vec<&str> = state.lines().collect();
+    assert_eq!(lines[0], "1");
+    assert!(lines[1].starts_with("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight"));
+    let b_line: Vec<&str> = lines[3].split(' ').collect();
+    assert_eq!(&b_line[..4], &["2", "app", "2", "b"]);
+    assert_eq!(b_line[6], "8", "admin state FDRAIN: {state}");
+    assert_eq!(b_line[7], "5");
+    assert_eq!(
+        ask(s, "show servers state nope").await,
+        "Can't find backend 'nope'.\n\n"
+    );
+
+    // The drain and the weight survive a reload.
+    api.proxy.reload(&yaml(&a, &b, "two")).unwrap();
+    let got = get(fe, "/").await;
+    assert_eq!(
+        (got.text(), got.header("x-tag")),
+        ("a".to_owned(), Some("two"))
+    );
+    let csv = ask(s, "show stat 2 4 2").await;
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!((row[17], row[18]), ("DRAIN", "5"));
+
+    // Health: forced down, checks paused (counts as up), resumed.
+    assert_eq!(ask(s, "disable health app/a").await, "\n");
+    let row = ask(s, "show stat 2 4 1").await;
+    assert!(row.lines().nth(1).unwrap().contains(",no check,"), "{row}");
+    assert_eq!(ask(s, "enable health app/a").await, "\n");
+    assert_eq!(ask(s, "disable server app/a").await, "\n");
+    assert_eq!(get(fe, "/").await.status, 503);
+    assert_eq!(
+        ask(
+            s,
+            "set server app/a state ready; set server app/b state ready"
+        )
+        .await,
+        "\n\n"
+    );
+    assert_eq!(get(fe, "/").await.status, 200);
+    assert_eq!(ask(s, "clear counters all").await, "\n");
+    let csv = ask(s, "show stat 1 1 -1").await;
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(row[48], "0", "req_tot cleared");
+
+    // A session lowered to user may look but not touch.
+    assert_eq!(
+        ask(s, "user; set server app/a state drain").await,
+        "\nPermission denied\n\n"
+    );
+    api.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_level_socket_and_stale_socket_file() {
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let first = api(&a, &b, "user").await;
+    assert_eq!(ask(&first.sock, "show cli level").await, "user\n\n");
+    assert_eq!(
+        ask(&first.sock, "set server app/a state drain").await,
+        "Permission denied\n\n"
+    );
+    assert_eq!(
+        ask(&first.sock, "clear counters").await,
+        "Permission denied\n\n"
+    );
+    let mode = std::fs::metadata(&first.sock).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    // The socket file of a process that is gone is replaced; one in use is not.
+    let dir = first.proxy.dir.clone();
+    let cfg: rampart_config::model::Config = rampart_config::load_str(
+        &format!(
+            "admin: {{ socket: {{ path: run/api.sock }} }}\n{}",
+            yaml(&a, &b, "one")
+        ),
+        Some(&dir),
+        &rampart_config::yaml::ProcessEnv,
+    )
+    .unwrap();
+    let ctx = rampart_admin::AdminCtx::new(first.proxy.handle().control().clone(), None);
+    let err = rampart_admin::serve_sockets(&cfg.admin.socket, &dir, ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("another process is listening"),
+        "{err}"
+    );
+    for t in &first._tasks {
+        t.abort();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let again = rampart_admin::serve_sockets(&cfg.admin.socket, &dir, ctx)
+        .await
+        .unwrap();
+    assert_eq!(ask(&first.sock, "show cli level").await, "admin\n\n");
+    for t in again {
+        t.abort();
+    }
+    let _ = Arc::new(());
+    first.proxy.stop().await;
+}
