@@ -3,6 +3,7 @@
 //! The binary: command line, logging, signals, and the wiring of configuration to the
 //! proxy. Everything else lives in the crates.
 
+mod ctl;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,19 @@ enum Command {
         /// Print nothing when the file is valid.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Send a command to the runtime API and print the answer; without a command, an
+    /// interactive prompt.
+    Ctl {
+        /// Runtime API socket: a Unix socket path or ip:port (default: the first
+        /// admin.socket of --config, else ./run/rampart.sock).
+        #[arg(short, long)]
+        socket: Option<String>,
+        /// Take the socket from this configuration file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The command, e.g. `show stat` or `set server app/web1 state drain`.
+        command: Vec<String>,
     },
     /// Run a demo: the front door on 127.0.0.1:8080 with three built-in servers.
     Demo {
@@ -228,6 +242,28 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Command::Ctl {
+            socket,
+            config,
+            command,
+        } => {
+            let target = match ctl::socket_for(socket, config.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("rampart ctl: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if command.is_empty() {
+                ctl::interactive(&target)
+            } else {
+                ctl::one(&target, &command.join(" ")).map(|answer| {
+                    if !answer.is_empty() {
+                        println!("{answer}");
+                    }
+                })
+            }
         }
         Command::Run { config } => match load(&config) {
             Ok(cfg) => {

@@ -71,6 +71,40 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     load_str(&text, Some(&base), &yaml::ProcessEnv).map_err(|e| e.in_file(&name))
 }
 
+/// Only the `admin` section of a configuration file, even when the rest has errors (so
+/// that tools can reach the runtime API of a proxy whose file is being edited).
+pub fn load_admin(path: &Path) -> Result<Admin, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: Some(name.clone()),
+            pos: Pos { line: 0, col: 0 },
+            path: String::new(),
+            message: format!("cannot read configuration: {e}"),
+        }])
+    })?;
+    let node = yaml::parse(&text, &yaml::ProcessEnv).map_err(|e| ConfigErrors(e).in_file(&name))?;
+    let mut cx = Cx::new();
+    let admin = match &node.kind {
+        yaml::NodeKind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("admin"))
+            .and_then(|(_, v)| cx.within("admin", |cx| Admin::decode(v, cx))),
+        _ => None,
+    };
+    let errors = cx.into_errors();
+    match admin {
+        Some(a) if errors.is_empty() => Ok(a),
+        _ if !errors.is_empty() => Err(ConfigErrors(errors).in_file(&name)),
+        _ => Err(ConfigErrors(vec![ConfigError::new(
+            node.pos,
+            "admin",
+            "no admin section",
+        )])
+        .in_file(&name)),
+    }
+}
+
 /// Every key path of the configuration model, like `frontends.<name>.bind[].address`.
 pub fn key_paths() -> Vec<String> {
     let mut out = Vec::new();

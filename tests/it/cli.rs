@@ -264,3 +264,98 @@ async fn sighup_and_file_changes_reload_and_a_typo_changes_nothing() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_talks_to_the_runtime_api_and_reloads() {
+    let o = Origin::named("origin").await;
+    let dir = temp_dir("ctl");
+    let cfg = dir.join("rampart.yaml");
+    let write = |tag: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "admin: {{ socket: [{{ path: run/api.sock }}, {{ address: \"127.0.0.1:0\", level: user }}] }}\nfrontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    default_backend: be\n    http_response: [\"set-header x-tag {tag}\"]\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+                o.addr
+            ),
+        )
+        .unwrap();
+    };
+    write("one");
+    let mut r = run(&cfg, 1);
+    let addr = r.addrs[0];
+    wait_log(&r, "runtime API on");
+    let ctl = |args: &[&str]| {
+        let out = bin()
+            .arg("ctl")
+            .args(["-c"])
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(ctl(&["show", "backend"]), "# name\nbe\n");
+    assert_eq!(ctl(&["set", "server", "be/s", "state", "drain"]), "");
+    assert_eq!(get(addr, "/").await.status, 503);
+    assert_eq!(ctl(&["set server be/s state ready"]), "");
+    assert_eq!(get(addr, "/").await.status, 200);
+
+    // `reload` on the socket goes through the same applier as SIGHUP.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("x-tag one", "x-tag two"),
+    )
+    .unwrap();
+    let answer = ctl(&["reload"]);
+    assert!(
+        answer.starts_with("Configuration reloaded (generation "),
+        "{answer}"
+    );
+    assert_eq!(get(addr, "/").await.header("x-tag"), Some("two"));
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("default_backend: be", "default_backend: eb"),
+    )
+    .unwrap();
+    let answer = ctl(&["reload"]);
+    assert!(
+        answer.contains("Reload failed, the running configuration is unchanged:")
+            && answer.contains("unknown backend \"eb\" (did you mean \"be\"?)"),
+        "{answer}"
+    );
+    assert_eq!(get(addr, "/").await.status, 200);
+
+    // The interactive prompt, fed from a pipe.
+    let mut child = bin()
+        .args(["ctl", "-s"])
+        .arg(dir.join("run/api.sock"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"show backend\nshow cli level\nquit\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# name\nbe\n") && text.contains("admin"),
+        "{text}"
+    );
+
+    signal(&r.child, "TERM");
+    let status = tokio::task::spawn_blocking(move || r.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
