@@ -499,8 +499,13 @@ pub fn show_info(ctx: &AdminCtx) -> String {
         .map_or(0, |d| d.as_secs());
     let listeners = ctx.control.bound().len();
     let fields: Vec<(&str, String)> = vec![
-        ("Name", "rampart".into()),
-        ("Version", env!("CARGO_PKG_VERSION").into()),
+        // Tools check `Name` (haproxyadmin accepts only HAProxy) and read `Version` as the
+        // API level: the HAProxy release whose runtime API this is, then rampart's own.
+        ("Name", "HAProxy".into()),
+        (
+            "Version",
+            format!("3.2.0-rampart-{}", env!("CARGO_PKG_VERSION")),
+        ),
         ("Release_date", "2026/11/22".into()),
         ("Nbthread", snap.global.threads.to_string()),
         ("Nbproc", "1".into()),
@@ -550,7 +555,7 @@ pub fn show_info(ctx: &AdminCtx) -> String {
         ("Run_queue", "0".into()),
         ("Idle_pct", "100".into()),
         ("node", ctx.node.clone()),
-        ("description", String::new()),
+        ("description", "rampart".into()),
         ("Stopping", "0".into()),
         ("Jobs", g.conns_cur.load(Relaxed).to_string()),
         ("Unstoppable", "0".into()),

@@ -92,7 +92,11 @@ async fn framing_info_and_prompt_mode() {
             "show info lacks {key}: {info}"
         );
     }
-    assert!(info.starts_with("Name: rampart\nVersion: "), "{info}");
+    assert!(
+        info.starts_with("Name: HAProxy\nVersion: 3.2.0-rampart-"),
+        "{info}"
+    );
+    assert!(info.contains("\ndescription: rampart\n"), "{info}");
 
     // Several commands on one line: one answer each, each ending with an empty line.
     let two = ask(&api.sock, "show backend; show cli level").await;
@@ -364,4 +368,65 @@ async fn user_level_socket_and_stale_socket_file() {
     }
     let _ = Arc::new(());
     first.proxy.stop().await;
+}
+
+/// Whether CI requires every tool the tests use.
+fn required() -> bool {
+    std::env::var("RAMPART_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxyadmin_library_drives_the_socket() {
+    let has = std::process::Command::new("python3")
+        .args(["-c", "import haproxyadmin"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        assert!(
+            !required(),
+            "python3 with haproxyadmin is required (pip install haproxyadmin)"
+        );
+        println!("skipped: python3 with the haproxyadmin package is not installed");
+        return;
+    }
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let api = api(&a, &b, "admin").await;
+    for _ in 0..3 {
+        get(api.proxy.addr("fe"), "/").await;
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/tools/haproxyadmin_check.py"
+    );
+    let sock = api.sock.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(sock)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "backends app,other");
+    assert!(
+        lines[1].starts_with("server a ") && lines[2].starts_with("server b "),
+        "{text}"
+    );
+    assert!(lines[2].ends_with(" 10"), "{text}");
+    assert_eq!(lines[3], "setstate True");
+    assert_eq!(lines[4], "status DRAIN");
+    assert_eq!(lines[5], "setweight True 7");
+    assert!(lines[6].starts_with("enable True "), "{text}");
+    assert_eq!(lines[7], "frontends fe");
+    assert_eq!(lines[8], "requests 3");
+    assert!(lines[9].starts_with("version "), "{text}");
+    api.proxy.stop().await;
 }
