@@ -182,6 +182,8 @@ async fn serve(
     banner: Option<&dyn Fn(&rampart_proxy::ProxyHandle) -> String>,
 ) -> Result<()> {
     let sockets = cfg.admin.socket.clone();
+    let admin_http = cfg.admin.http.clone();
+    let stats = cfg.admin.stats.clone();
     let handle = rampart_proxy::start(cfg, base).map_err(|e| anyhow::anyhow!("{e}"))?;
     for b in handle.bound() {
         tracing::info!(frontend = %b.frontend, "listening on {}", b.local);
@@ -193,9 +195,17 @@ async fn serve(
             as std::sync::Arc<rampart_admin::Reloader>
     });
     let admin = rampart_admin::AdminCtx::new(handle.control().clone(), reload);
-    let _sockets = rampart_admin::serve_sockets(&sockets, base, admin)
+    let _sockets = rampart_admin::serve_sockets(&sockets, base, admin.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _http = match admin_http {
+        Some(a) => Some(
+            rampart_admin::serve_http(&a.value, rampart_admin::HttpOpts { stats }, admin)
+                .await
+                .with_context(|| format!("admin.http: cannot listen on {}", a.value))?,
+        ),
+        None => None,
+    };
     if let Some(f) = banner {
         println!("{}", f(&handle));
     }

@@ -310,15 +310,20 @@ fn show_stat(ctx: &AdminCtx, args: &[&str]) -> String {
         }
         rest = &rest[3..];
     }
+    let mut json = false;
     for a in rest {
         match *a {
             "up" => f.up_only = true,
             "no-maint" => f.no_maint = true,
-            "desc" | "typed" | "json" => {}
+            "json" => json = true,
             _ => {}
         }
     }
-    stat::show_stat(ctx, &f)
+    if json {
+        stat::show_stat_json(ctx, &f)
+    } else {
+        stat::show_stat(ctx, &f)
+    }
 }
 
 /// Finds `<backend>/<server>` (names or `#id`) and runs `f` on it, or answers HAProxy's

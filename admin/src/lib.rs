@@ -11,6 +11,9 @@
 
 pub mod cli;
 pub mod commands;
+pub mod http;
+pub mod metrics;
+pub mod page;
 pub mod stat;
 
 use std::sync::Arc;
@@ -56,3 +59,4 @@ fn hostname() -> String {
 }
 
 pub use cli::{SocketError, serve_sockets};
+pub use http::{HttpOpts, serve_http};

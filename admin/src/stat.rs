@@ -134,13 +134,18 @@ fn idx(name: &str) -> usize {
         .unwrap_or(STAT_FIELDS.len())
 }
 
-/// One row under construction.
-struct Row(Vec<String>);
+/// One row: its values by [`STAT_FIELDS`] position.
+pub struct Row(pub Vec<String>);
 
 impl Row {
     fn new() -> Self {
         Row(vec![String::new(); STAT_FIELDS.len()])
     }
+    /// The value of the column `name`.
+    pub fn get(&self, name: &str) -> &str {
+        self.0.get(idx(name)).map_or("", String::as_str)
+    }
+
     fn set(&mut self, name: &str, v: impl ToString) -> &mut Self {
         let i = idx(name);
         if let Some(slot) = self.0.get_mut(i) {
@@ -207,6 +212,68 @@ pub fn backend_id(snap: &Snapshot, i: usize) -> usize {
     snap.frontends.len() + i + 1
 }
 
+/// `show stat json`: HAProxy's layout, one array of fields per row.
+pub fn show_stat_json(ctx: &AdminCtx, f: &Filter<'_>) -> String {
+    let snap = ctx.control.shared().snapshot.load_full();
+    let mut out = String::from("[");
+    for (ri, row) in rows(ctx, &snap, f).iter().enumerate() {
+        if ri > 0 {
+            out.push(',');
+        }
+        let obj = match row.get("type") {
+            "0" => "Frontend",
+            "1" => "Backend",
+            _ => "Server",
+        };
+        out.push('[');
+        let mut first = true;
+        for (pos, v) in row.0.iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let (ty, val) = if v.parse::<u64>().is_ok() {
+                ("u64", v.clone())
+            } else if v.parse::<i64>().is_ok() {
+                ("s64", v.clone())
+            } else {
+                ("str", json_string(v))
+            };
+            let _ = write!(
+                out,
+                "{{\"objType\":\"{obj}\",\"proxyId\":{},\"id\":{},\"field\":{{\"pos\":{pos},\"name\":\"{}\"}},\"processNum\":1,\"tags\":{{\"origin\":\"Metric\",\"nature\":\"Output\",\"scope\":\"Process\"}},\"value\":{{\"type\":\"{ty}\",\"value\":{val}}}}}",
+                row.get("iid"),
+                row.get("sid"),
+                STAT_FIELDS[pos]
+            );
+        }
+        out.push(']');
+    }
+    out.push_str("]\n");
+    out
+}
+
+/// A JSON string literal.
+pub fn json_string(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn quote(v: &str) -> String {
     if v.contains([',', '"', '\n']) {
         format!("\"{}\"", v.replace('"', "\"\""))
@@ -243,7 +310,8 @@ fn wanted(f: &Filter<'_>, id: usize, name: &str) -> bool {
     }
 }
 
-fn rows(ctx: &AdminCtx, snap: &Snapshot, f: &Filter<'_>) -> Vec<Row> {
+/// The rows `f` selects, in HAProxy's order.
+pub fn rows(ctx: &AdminCtx, snap: &Snapshot, f: &Filter<'_>) -> Vec<Row> {
     let mut rows = Vec::new();
     let pid = 1;
     let now = Instant::now();

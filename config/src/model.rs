@@ -32,6 +32,31 @@ config_struct! {
     pub struct Admin {
         /// Runtime API sockets (HAProxy's `stats socket`): one or a list.
         pub socket: Vec<AdminSocket>,
+        /// Address of the HTTP listener for the stats page, `/metrics`, `/ready`, `/live`.
+        pub http: Option<Spanned<String>>,
+        pub stats: Stats,
+    }
+}
+
+config_struct! {
+    /// The HTML stats page.
+    pub struct Stats {
+        /// Path of the page (`;csv`, `;json`, `;up`, `;no-maint`, `;norefresh` may follow).
+        pub uri: String = "/stats".to_owned(),
+        /// How often the page reloads itself.
+        pub refresh: Duration = Duration::from_secs(5),
+        /// Offer the form that sets servers ready, drain or maint (needs `auth`).
+        pub admin: bool = false,
+        /// Basic authentication for the page and its actions.
+        pub auth: Option<StatsAuth>,
+    }
+}
+
+config_struct! {
+    /// A user allowed on the stats page.
+    pub struct StatsAuth {
+        pub user: String,
+        pub password: String,
     }
 }
 

@@ -297,6 +297,32 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
             _ => {}
         }
     }
+    if let Some(h) = &cfg.admin.http
+        && h.value.parse::<SocketAddr>().is_err()
+    {
+        v.err(
+            h.pos,
+            "admin.http",
+            format!("invalid address {:?}: expected ip:port", h.value),
+        );
+    }
+    if cfg.admin.stats.admin && cfg.admin.stats.auth.is_none() {
+        v.err(
+            Pos { line: 1, col: 1 },
+            "admin.stats.admin",
+            "the stats page's admin form needs admin.stats.auth",
+        );
+    }
+    if !cfg.admin.stats.uri.starts_with('/') || cfg.admin.stats.uri.contains([';', '?', ' ']) {
+        v.err(
+            Pos { line: 1, col: 1 },
+            "admin.stats.uri",
+            format!(
+                "a stats path starts with '/' and has no ';', '?' or space, found {:?}",
+                cfg.admin.stats.uri
+            ),
+        );
+    }
     let empty = NamedMap::default();
     let mut bound: HashMap<SocketAddr, String> = HashMap::new();
     for (name, fe) in cfg.frontends.iter() {

@@ -11,6 +11,7 @@ mod reload;
 mod resilience;
 mod rules;
 mod runtime_api;
+mod stats_page;
 mod support;
 mod tls;
 mod transparency;

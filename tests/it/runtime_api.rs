@@ -134,7 +134,7 @@ async fn framing_info_and_prompt_mode() {
     );
     let help = ask(&api.sock, "help").await;
     assert!(help.starts_with("The following commands are valid at this level:\n"));
-    assert!(help.contains("  show stat [<iid> <type> <sid>] [up|no-maint]: report counters"));
+    assert!(help.contains("  show stat [<iid> <type> <sid>] [up|no-maint|json]: report counters"));
     api.proxy.stop().await;
 }
 

@@ -1,0 +1,472 @@
+//! `/metrics`: Prometheus text format, built with the `prometheus` crate in one explicit
+//! registry per scrape from the live state. Labels come only from configured names
+//! (frontend, backend, server) and closed sets (status class, limit, state, result).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::AdminCtx;
+
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+struct Families {
+    reg: Registry,
+}
+
+impl Families {
+    // Names and labels are constants, so construction does not fail; if it did, that
+    // family would be left out rather than failing the scrape.
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels).ok()?;
+        self.reg.register(Box::new(c.clone())).ok()?;
+        Some(c)
+    }
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> Option<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels).ok()?;
+        self.reg.register(Box::new(g.clone())).ok()?;
+        Some(g)
+    }
+}
+
+fn set_counter(c: &Option<IntCounterVec>, labels: &[&str], v: u64) {
+    if let Some(m) = c
+        .as_ref()
+        .and_then(|c| c.get_metric_with_label_values(labels).ok())
+    {
+        m.inc_by(v);
+    }
+}
+
+fn set_gauge(g: &Option<IntGaugeVec>, labels: &[&str], v: i64) {
+    if let Some(m) = g
+        .as_ref()
+        .and_then(|g| g.get_metric_with_label_values(labels).ok())
+    {
+        m.set(v);
+    }
+}
+
+/// Process figures read from /proc: resident bytes, CPU seconds, open descriptors.
+fn process_figures() -> (i64, f64, i64) {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
+        .map_or(0, |pages| pages * 4096);
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
+    (rss, cpu, fds)
+}
+
+/// The whole exposition.
+pub fn render(ctx: &AdminCtx) -> String {
+    let f = Families {
+        reg: Registry::new(),
+    };
+    let shared = ctx.control.shared();
+    let live = &shared.live;
+    let snap = shared.snapshot.load_full();
+
+    // Process and configuration.
+    let start = f.gauge(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch.",
+        &[],
+    );
+    let start_s = ctx
+        .started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    set_gauge(&start, &[], start_s);
+    let (rss, cpu, fds) = process_figures();
+    set_gauge(
+        &f.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            &[],
+        ),
+        &[],
+        rss,
+    );
+    set_gauge(
+        &f.gauge("process_open_fds", "Open file descriptors.", &[]),
+        &[],
+        fds,
+    );
+    let cpu_c = prometheus::Counter::with_opts(Opts::new(
+        "process_cpu_seconds_total",
+        "User and system CPU time spent in seconds.",
+    ));
+    if let Ok(c) = cpu_c {
+        c.inc_by(cpu);
+        let _ = f.reg.register(Box::new(c));
+    }
+    let g = &live.global;
+    set_gauge(
+        &f.gauge(
+            "rampart_config_generation",
+            "Generation of the configuration in use (1 at start, +1 per reload).",
+            &[],
+        ),
+        &[],
+        g.generation.load(Relaxed) as i64,
+    );
+    let reloads = f.counter(
+        "rampart_reloads_total",
+        "Configuration reloads by result.",
+        &["result"],
+    );
+    set_counter(&reloads, &["ok"], g.reloads_ok.load(Relaxed));
+    set_counter(&reloads, &["failed"], g.reloads_failed.load(Relaxed));
+    set_gauge(
+        &f.gauge(
+            "rampart_current_connections",
+            "Client connections open.",
+            &[],
+        ),
+        &[],
+        g.conns_cur.load(Relaxed) as i64,
+    );
+    set_counter(
+        &f.counter(
+            "rampart_connections_total",
+            "Client connections accepted.",
+            &[],
+        ),
+        &[],
+        g.conns_total.load(Relaxed),
+    );
+    set_counter(
+        &f.counter("rampart_requests_total", "Requests received.", &[]),
+        &[],
+        g.requests.load(Relaxed),
+    );
+    set_counter(
+        &f.counter(
+            "rampart_dropped_logs_total",
+            "Access log records dropped because a writer fell behind.",
+            &[],
+        ),
+        &[],
+        live.dropped_logs(),
+    );
+
+    // Frontends.
+    let l = ["frontend"];
+    let fe_req = f.counter(
+        "rampart_frontend_requests_total",
+        "Requests received by the frontend.",
+        &l,
+    );
+    let fe_resp = f.counter(
+        "rampart_frontend_responses_total",
+        "Responses sent by the frontend, by status class.",
+        &["frontend", "code"],
+    );
+    let fe_in = f.counter(
+        "rampart_frontend_bytes_in_total",
+        "Request bytes received.",
+        &l,
+    );
+    let fe_out = f.counter(
+        "rampart_frontend_bytes_out_total",
+        "Response bytes sent.",
+        &l,
+    );
+    let fe_cur = f.gauge(
+        "rampart_frontend_current_sessions",
+        "Client connections open on the frontend.",
+        &l,
+    );
+    let fe_max = f.gauge(
+        "rampart_frontend_max_sessions",
+        "Most client connections open at once.",
+        &l,
+    );
+    let fe_lim = f.gauge(
+        "rampart_frontend_limit_sessions",
+        "Connection limit of the frontend (0: none).",
+        &l,
+    );
+    let fe_tot = f.counter(
+        "rampart_frontend_sessions_total",
+        "Client connections accepted by the frontend.",
+        &l,
+    );
+    let fe_den = f.counter(
+        "rampart_frontend_denied_requests_total",
+        "Requests denied by rules.",
+        &l,
+    );
+    let fe_err = f.counter(
+        "rampart_frontend_request_errors_total",
+        "Malformed or refused client requests.",
+        &l,
+    );
+    let fe_int = f.counter(
+        "rampart_frontend_intercepted_requests_total",
+        "Requests answered by rampart itself (return, redirect).",
+        &l,
+    );
+    for fe in &snap.frontends {
+        let n = [&*fe.name];
+        let x = &fe.live;
+        set_counter(&fe_req, &n, x.requests.load(Relaxed));
+        for (i, c) in CLASSES.iter().enumerate() {
+            set_counter(&fe_resp, &[&fe.name, c], x.responses.get(i));
+        }
+        set_counter(&fe_in, &n, x.bytes_in.load(Relaxed));
+        set_counter(&fe_out, &n, x.bytes_out.load(Relaxed));
+        set_gauge(&fe_cur, &n, x.conns_cur.load(Relaxed) as i64);
+        set_gauge(&fe_max, &n, x.conns_max.load(Relaxed) as i64);
+        set_gauge(&fe_lim, &n, x.limit.load(Relaxed) as i64);
+        set_counter(&fe_tot, &n, x.conns_total.load(Relaxed));
+        set_counter(&fe_den, &n, x.denied.load(Relaxed));
+        set_counter(&fe_err, &n, x.errors.load(Relaxed));
+        set_counter(&fe_int, &n, x.intercepted.load(Relaxed));
+    }
+
+    // Backends.
+    let l = ["backend"];
+    let be_req = f.counter(
+        "rampart_backend_requests_total",
+        "Requests sent to the backend.",
+        &l,
+    );
+    let be_resp = f.counter(
+        "rampart_backend_responses_total",
+        "Responses from the backend, by status class.",
+        &["backend", "code"],
+    );
+    let be_in = f.counter(
+        "rampart_backend_bytes_in_total",
+        "Request bytes sent to the backend.",
+        &l,
+    );
+    let be_out = f.counter(
+        "rampart_backend_bytes_out_total",
+        "Response bytes received from the backend.",
+        &l,
+    );
+    let be_cur = f.gauge(
+        "rampart_backend_current_requests",
+        "Requests in flight to the backend.",
+        &l,
+    );
+    let be_econ = f.counter(
+        "rampart_backend_connection_errors_total",
+        "Failed connections to servers.",
+        &l,
+    );
+    let be_eresp = f.counter(
+        "rampart_backend_response_errors_total",
+        "Failed responses from servers.",
+        &l,
+    );
+    let be_retr = f.counter(
+        "rampart_backend_retries_total",
+        "Requests sent again after a failure.",
+        &l,
+    );
+    let be_redis = f.counter(
+        "rampart_backend_redispatches_total",
+        "Retries sent to another server.",
+        &l,
+    );
+    let be_nosrv = f.counter(
+        "rampart_backend_no_server_total",
+        "Requests answered 503 because no server was usable.",
+        &l,
+    );
+    let be_brk = f.counter(
+        "rampart_backend_breaker_rejections_total",
+        "Requests refused by a circuit breaker, by limit.",
+        &["backend", "limit"],
+    );
+    let be_q = f.gauge(
+        "rampart_backend_current_queue",
+        "Requests waiting in the backend's queue.",
+        &l,
+    );
+    let be_qmax = f.gauge(
+        "rampart_backend_max_queue",
+        "Most requests waiting at once.",
+        &l,
+    );
+    let be_conns = f.gauge(
+        "rampart_backend_open_connections",
+        "Open connections to the backend's servers.",
+        &l,
+    );
+    let be_ej = f.gauge(
+        "rampart_backend_ejected_servers",
+        "Servers ejected by outlier detection.",
+        &l,
+    );
+    let be_up = f.gauge(
+        "rampart_backend_active_servers",
+        "Servers the balancer may use.",
+        &l,
+    );
+    // Servers.
+    let sl = ["backend", "server"];
+    let s_req = f.counter(
+        "rampart_server_requests_total",
+        "Requests sent to the server.",
+        &sl,
+    );
+    let s_resp = f.counter(
+        "rampart_server_responses_total",
+        "Responses from the server, by status class.",
+        &["backend", "server", "code"],
+    );
+    let s_cur = f.gauge(
+        "rampart_server_current_requests",
+        "Requests in flight to the server.",
+        &sl,
+    );
+    let s_max = f.gauge(
+        "rampart_server_max_requests",
+        "Most requests in flight at once.",
+        &sl,
+    );
+    let s_econ = f.counter(
+        "rampart_server_connection_errors_total",
+        "Failed connections to the server.",
+        &sl,
+    );
+    let s_eresp = f.counter(
+        "rampart_server_response_errors_total",
+        "Failed responses from the server.",
+        &sl,
+    );
+    let s_retr = f.counter(
+        "rampart_server_retries_total",
+        "Retries sent to the server.",
+        &sl,
+    );
+    let s_w = f.gauge("rampart_server_weight", "Current weight.", &sl);
+    let s_up = f.gauge(
+        "rampart_server_up",
+        "1 when the balancer may use the server.",
+        &sl,
+    );
+    let s_state = f.gauge(
+        "rampart_server_check_state",
+        "Health state from active checks (1 for the current one).",
+        &["backend", "server", "state"],
+    );
+    let s_admin = f.gauge(
+        "rampart_server_admin_state",
+        "Administrative state (1 for the current one).",
+        &["backend", "server", "state"],
+    );
+    let s_chk = f.counter(
+        "rampart_server_check_failures_total",
+        "Failed health checks.",
+        &sl,
+    );
+    let s_down = f.counter(
+        "rampart_server_check_down_transitions_total",
+        "Transitions from UP to DOWN.",
+        &sl,
+    );
+    let s_ej = f.counter(
+        "rampart_server_ejections_total",
+        "Ejections by outlier detection.",
+        &sl,
+    );
+    let s_ejd = f.gauge(
+        "rampart_server_ejected",
+        "1 while ejected by outlier detection.",
+        &sl,
+    );
+    for be in &snap.backends {
+        let n = [&*be.name];
+        let x = &be.live;
+        set_counter(&be_req, &n, x.requests.load(Relaxed));
+        for (i, c) in CLASSES.iter().enumerate() {
+            set_counter(&be_resp, &[&be.name, c], x.responses.get(i));
+        }
+        set_counter(&be_in, &n, x.bytes_in.load(Relaxed));
+        set_counter(&be_out, &n, x.bytes_out.load(Relaxed));
+        set_gauge(&be_cur, &n, x.active.load(Relaxed) as i64);
+        set_counter(&be_econ, &n, x.errors_conn.load(Relaxed));
+        set_counter(&be_eresp, &n, x.errors_resp.load(Relaxed));
+        set_counter(&be_retr, &n, x.retries.load(Relaxed));
+        set_counter(&be_redis, &n, x.redispatches.load(Relaxed));
+        set_counter(&be_nosrv, &n, x.no_server.load(Relaxed));
+        let o = &x.overflow;
+        for (limit, v) in [
+            ("max_connections", &o.max_connections),
+            ("max_pending_requests", &o.max_pending_requests),
+            ("max_requests", &o.max_requests),
+            ("max_retries", &o.max_retries),
+            ("server_max_connections", &o.server_max_connections),
+            ("queue_timeout", &o.queue_timeout),
+            ("retry_budget", &o.budget_exhausted),
+        ] {
+            set_counter(&be_brk, &[&be.name, limit], v.load(Relaxed));
+        }
+        set_gauge(&be_q, &n, x.gate.pending() as i64);
+        set_gauge(&be_qmax, &n, x.gate.pending_max.load(Relaxed) as i64);
+        set_gauge(&be_conns, &n, x.conns_open.load(Relaxed) as i64);
+        set_gauge(&be_ej, &n, x.ejected.load(Relaxed) as i64);
+        set_gauge(&be_up, &n, be.balancer.usable_count() as i64);
+        for s in &be.servers {
+            let l = [&*be.name, &*s.name];
+            let y = &s.live;
+            set_counter(&s_req, &l, y.requests.load(Relaxed));
+            for (i, c) in CLASSES.iter().enumerate() {
+                set_counter(&s_resp, &[&be.name, &s.name, c], y.responses.get(i));
+            }
+            set_gauge(&s_cur, &l, y.active.load(Relaxed) as i64);
+            set_gauge(&s_max, &l, y.active_max.load(Relaxed) as i64);
+            set_counter(&s_econ, &l, y.errors_conn.load(Relaxed));
+            set_counter(&s_eresp, &l, y.errors_resp.load(Relaxed));
+            set_counter(&s_retr, &l, y.retries.load(Relaxed));
+            set_gauge(&s_w, &l, i64::from(y.weight()));
+            set_gauge(&s_up, &l, i64::from(y.usable()));
+            let info = y
+                .check
+                .lock()
+                .map(|i| i.clone())
+                .unwrap_or_else(|e| e.into_inner().clone());
+            let checked = info.enabled && !info.paused;
+            let state = if !checked {
+                "unchecked"
+            } else if info.counter.up() {
+                "up"
+            } else {
+                "down"
+            };
+            for st in ["up", "down", "unchecked"] {
+                set_gauge(&s_state, &[&be.name, &s.name, st], i64::from(st == state));
+            }
+            let admin = match y.admin() {
+                rampart_proxy::state::AdminState::Ready => "ready",
+                rampart_proxy::state::AdminState::Drain => "drain",
+                rampart_proxy::state::AdminState::Maint => "maint",
+            };
+            for st in ["ready", "drain", "maint"] {
+                set_gauge(&s_admin, &[&be.name, &s.name, st], i64::from(st == admin));
+            }
+            set_counter(&s_chk, &l, info.failures);
+            set_counter(&s_down, &l, info.downs);
+            set_counter(&s_ej, &l, y.outlier.ejections.load(Relaxed));
+            set_gauge(&s_ejd, &l, i64::from(y.ejected()));
+        }
+    }
+
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&f.reg.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
