@@ -146,7 +146,7 @@ static COMMANDS: &[Command] = &[
     ),
     cmd(
         &["show", "stat"],
-        "show stat [<iid> <type> <sid>] [up|no-maint]",
+        "show stat [<iid> <type> <sid>] [up|no-maint|json]",
         "report counters for each proxy and server",
         User,
     ),

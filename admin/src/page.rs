@@ -98,7 +98,7 @@ pub fn render(ctx: &AdminCtx, o: &PageOpts<'_>) -> String {
     if let Some(r) = o.refresh {
         let _ = writeln!(out, "<meta http-equiv=\"refresh\" content=\"{r}\">");
     }
-    let _ = write!(out, "<style>{STYLE}</style></head><body>\n");
+    let _ = writeln!(out, "<style>{STYLE}</style></head><body>");
     let _ = writeln!(
         out,
         "<h1>rampart {} on {} (pid {})</h1>",
