@@ -182,6 +182,7 @@ async fn serve(
     banner: Option<&dyn Fn(&rampart_proxy::ProxyHandle) -> String>,
 ) -> Result<()> {
     let sockets = cfg.admin.socket.clone();
+    let state_file = cfg.global.state_file.as_ref().map(|p| base.join(&p.value));
     let admin_http = cfg.admin.http.clone();
     let stats = cfg.admin.stats.clone();
     let handle = rampart_proxy::start(cfg, base).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -194,13 +195,26 @@ async fn serve(
         std::sync::Arc::new(move || reload_from(&control, &p))
             as std::sync::Arc<rampart_admin::Reloader>
     });
-    let admin = rampart_admin::AdminCtx::new(handle.control().clone(), reload);
+    let admin =
+        rampart_admin::AdminCtx::with_state_file(handle.control().clone(), reload, state_file.clone());
+    if let Some(p) = &state_file {
+        match rampart_admin::state_file::load(&admin, p) {
+            Ok(l) => tracing::info!(
+                "restored {} server states from {} ({} lines skipped)",
+                l.servers,
+                p.display(),
+                l.skipped
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot read server states from {}: {e}", p.display()),
+        }
+    }
     let _sockets = rampart_admin::serve_sockets(&sockets, base, admin.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let _http = match admin_http {
         Some(a) => Some(
-            rampart_admin::serve_http(&a.value, rampart_admin::HttpOpts { stats }, admin)
+            rampart_admin::serve_http(&a.value, rampart_admin::HttpOpts { stats }, admin.clone())
                 .await
                 .with_context(|| format!("admin.http: cannot listen on {}", a.value))?,
         ),
@@ -214,6 +228,7 @@ async fn serve(
     }
     let sig = wait_for_stop().await?;
     tracing::info!("{sig}: stopping (grace {:?})", handle.grace());
+    admin.persist();
     handle.shutdown().await;
     tracing::info!("stopped");
     Ok(())

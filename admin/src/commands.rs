@@ -199,6 +199,18 @@ pub async fn run(ctx: &Arc<AdminCtx>, s: &mut Session, words: &[String]) -> Stri
         return "Permission denied\n".into();
     }
     let args = &w[c.words.len()..];
+    let answer = dispatch(ctx, s, c, args).await;
+    let mutating = matches!(
+        c.words,
+        ["set", "server"] | ["set", "weight"] | ["enable", _] | ["disable", _]
+    );
+    if mutating {
+        ctx.persist();
+    }
+    answer
+}
+
+async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&str]) -> String {
     match c.words {
         ["help"] => help(s.level, args.first().copied()),
         ["operator"] => {
@@ -439,6 +451,12 @@ fn servers_state(ctx: &AdminCtx, backend: Option<&str>) -> String {
     {
         return format!("Can't find backend '{b}'.\n");
     }
+    servers_state_text(ctx, backend)
+}
+
+/// `show servers state` for every backend or one.
+pub fn servers_state_text(ctx: &AdminCtx, backend: Option<&str>) -> String {
+    let snap = ctx.control.shared().snapshot.load_full();
     let mut out = String::from(
         "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n",
     );

@@ -212,6 +212,7 @@ async fn handle(
             }
         };
         let st = admin_action(ctx, &String::from_utf8_lossy(&body));
+        ctx.persist();
         let mut r = reply(StatusCode::SEE_OTHER, "text/plain", "");
         if let Ok(v) = header::HeaderValue::from_str(&format!("{};st={st}", stats.uri)) {
             r.headers_mut().insert(header::LOCATION, v);

@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod page;
 pub mod stat;
+pub mod state_file;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -35,10 +36,20 @@ pub struct AdminCtx {
     /// `node` in `show info`: the host name unless configured.
     pub node: String,
     pub pid: u32,
+    /// Where runtime server state changes are saved (`global.state_file`).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl AdminCtx {
     pub fn new(control: Arc<Control>, reload: Option<Arc<Reloader>>) -> Arc<Self> {
+        Self::with_state_file(control, reload, None)
+    }
+
+    pub fn with_state_file(
+        control: Arc<Control>,
+        reload: Option<Arc<Reloader>>,
+        state_file: Option<std::path::PathBuf>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             control,
             reload,
@@ -46,7 +57,17 @@ impl AdminCtx {
             started_at: Instant::now(),
             node: hostname(),
             pid: std::process::id(),
+            state_file,
         })
+    }
+
+    /// Saves server states to the state file, if there is one, after a runtime change.
+    pub fn persist(&self) {
+        if let Some(p) = &self.state_file
+            && let Err(e) = state_file::save(self, p)
+        {
+            tracing::warn!("cannot save server states to {}: {e}", p.display());
+        }
     }
 }
 

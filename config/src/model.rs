@@ -136,6 +136,9 @@ config_struct! {
         pub reload_grace: Duration = Duration::from_secs(5),
         /// Process log verbosity.
         pub log_level: LogLevel = LogLevel::Info,
+        /// Where server states changed at run time (admin state, weight, health) are
+        /// saved, in HAProxy's `show servers state` format, to be restored at the next start.
+        pub state_file: Option<Spanned<String>>,
     }
 }
 

@@ -359,3 +359,44 @@ async fn ctl_talks_to_the_runtime_api_and_reloads() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_states_persist_in_the_state_file_across_restarts() {
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let dir = temp_dir("state");
+    let cfg = dir.join("rampart.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global: {{ state_file: run/servers.state }}\nadmin: {{ socket: {{ path: run/api.sock }} }}\nfrontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    default_backend: be\nbackends: {{ be: {{ servers: {{ a: {{ address: \"{}\" }}, b: {{ address: \"{}\", weight: 4 }} }} }} }}\n",
+            a.addr, b.addr
+        ),
+    )
+    .unwrap();
+    let ctl = |args: &[&str]| {
+        let out = bin().arg("ctl").arg("-c").arg(&cfg).args(args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut r = run(&cfg, 1);
+    wait_log(&r, "runtime API on");
+    assert_eq!(ctl(&["set server be/a state drain; set server be/b weight 50%"]), "");
+    let saved = std::fs::read_to_string(dir.join("run/servers.state")).unwrap();
+    assert!(saved.starts_with("1\n# be_id be_name srv_id srv_name "), "{saved}");
+    assert!(saved.contains("\n2 be 1 a 127.0.0.1 2 8 1 1 "), "{saved}");
+    assert!(saved.contains("\n2 be 2 b 127.0.0.1 2 0 2 4 "), "{saved}");
+    signal(&r.child, "TERM");
+    tokio::task::spawn_blocking(move || r.child.wait()).await.unwrap().unwrap();
+
+    // The next start restores them.
+    let r = run(&cfg, 1);
+    let log = wait_log(&r, "restored 2 server states");
+    assert!(log.iter().any(|l| l.contains("0 lines skipped")), "{log:?}");
+    for _ in 0..5 {
+        assert_eq!(get(r.addrs[0], "/").await.text(), "b");
+    }
+    assert_eq!(ctl(&["get weight be/b"]), "2 (initial 4)\n");
+    let mut child = r.child;
+    signal(&child, "TERM");
+    tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+}
