@@ -195,8 +195,11 @@ async fn serve(
         std::sync::Arc::new(move || reload_from(&control, &p))
             as std::sync::Arc<rampart_admin::Reloader>
     });
-    let admin =
-        rampart_admin::AdminCtx::with_state_file(handle.control().clone(), reload, state_file.clone());
+    let admin = rampart_admin::AdminCtx::with_state_file(
+        handle.control().clone(),
+        reload,
+        state_file.clone(),
+    );
     if let Some(p) = &state_file {
         match rampart_admin::state_file::load(&admin, p) {
             Ok(l) => tracing::info!(

@@ -145,6 +145,18 @@ static COMMANDS: &[Command] = &[
         User,
     ),
     cmd(
+        &["show", "sess"],
+        "show sess",
+        "report the list of current sessions",
+        Operator,
+    ),
+    cmd(
+        &["shutdown", "sessions", "server"],
+        "shutdown sessions server <bk>/<srv>",
+        "kill sessions on a server",
+        Admin,
+    ),
+    cmd(
         &["show", "stat"],
         "show stat [<iid> <type> <sid>] [up|no-maint|json]",
         "report counters for each proxy and server",
@@ -235,6 +247,39 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
         ["show", "info"] => stat::show_info(ctx),
         ["show", "version"] => format!("{}\n", env!("CARGO_PKG_VERSION")),
         ["show", "stat"] => show_stat(ctx, args),
+        ["show", "sess"] => {
+            let mut out = String::new();
+            for s in ctx.control.shared().live.sessions.list() {
+                let (be, srv) = match s.current() {
+                    Some((b, s)) => (b.to_string(), s.to_string()),
+                    None => ("<NONE>".to_owned(), "<none>".to_owned()),
+                };
+                let _ = writeln!(
+                    out,
+                    "0x{:x}: proto=tcpv{} src={} fe={} be={be} srv={srv} ssl={} age={}s reqs={}",
+                    s.id,
+                    if s.client.is_ipv4() { 4 } else { 6 },
+                    s.client,
+                    s.frontend,
+                    u8::from(s.tls),
+                    s.started.elapsed().as_secs(),
+                    s.requests.load(Relaxed),
+                );
+            }
+            out
+        }
+        ["shutdown", "sessions", "server"] => {
+            with_server(ctx, args.first().copied(), |_, be, si| {
+                let n = ctx
+                    .control
+                    .shared()
+                    .live
+                    .sessions
+                    .shutdown_server(&be.servers[si].live);
+                tracing::info!(backend = %be.name, server = %be.servers[si].name, "runtime API: shut down {n} sessions");
+                String::new()
+            })
+        }
         ["show", "backend"] => {
             let snap = ctx.control.shared().snapshot.load_full();
             let mut out = String::from("# name\n");
@@ -397,7 +442,7 @@ fn set_weight(be: &Backend, si: usize, arg: &str) -> String {
 }
 
 fn set_server(ctx: &AdminCtx, args: &[&str]) -> String {
-    let usage = "usage: set server <backend>/<server> health | state | weight\n";
+    let usage = "usage: set server <backend>/<server> addr | health | state | weight\n";
     let Some(target) = args.first() else {
         return "Require 'backend/server'.\n".into();
     };
@@ -422,6 +467,7 @@ fn set_server(ctx: &AdminCtx, args: &[&str]) -> String {
             },
             ["state"] => "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n".into(),
             ["weight", w] => set_weight(be, si, w),
+            ["addr", rest @ ..] => set_addr(ctx, be, si, rest),
             ["weight"] => "Require <weight> or <weight%>.\n".into(),
             ["health", h] => {
                 let enabled = live
@@ -442,6 +488,50 @@ fn set_server(ctx: &AdminCtx, args: &[&str]) -> String {
             _ => usage.into(),
         }
     })
+}
+
+/// `set server <b>/<s> addr <ip> [port <port>]`: the server moves; the configuration is
+/// compiled again with the new address (the old address's pooled connections drain).
+fn set_addr(ctx: &AdminCtx, be: &Backend, si: usize, args: &[&str]) -> String {
+    let (ip, port) = match args {
+        [ip] => (*ip, None),
+        [ip, "port", p] => (*ip, Some(*p)),
+        _ => return "set server <b>/<s> addr requires an address and optionally a port.\n".into(),
+    };
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+        return format!("Invalid addr '{ip}'\n");
+    };
+    let old = be.servers[si].upstream.addr;
+    let port = match port.map(str::parse::<u16>) {
+        None => old.port(),
+        Some(Ok(p)) if p > 0 => p,
+        Some(_) => return format!("Invalid port '{}'\n", port.unwrap_or_default()),
+    };
+    let new = std::net::SocketAddr::new(ip, port);
+    if new == old {
+        return "nothing changed\n".into();
+    }
+    let live = &ctx.control.shared().live;
+    live.set_addr_override(&be.name, &be.servers[si].name, new);
+    if let Err(e) = ctx.control.reapply() {
+        return format!("cannot apply the new address: {e}\n");
+    }
+    let mut msg = String::new();
+    if new.ip() != old.ip() {
+        msg.push_str(&format!("IP changed from '{}' to '{}'", old.ip(), new.ip()));
+    }
+    if new.port() != old.port() {
+        if !msg.is_empty() {
+            msg.push_str(", ");
+        }
+        msg.push_str(&format!(
+            "port changed from '{}' to '{}'",
+            old.port(),
+            new.port()
+        ));
+    }
+    msg.push_str(" by 'stats socket command'\n");
+    msg
 }
 
 fn servers_state(ctx: &AdminCtx, backend: Option<&str>) -> String {

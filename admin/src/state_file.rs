@@ -41,16 +41,26 @@ pub fn load(ctx: &AdminCtx, path: &Path) -> std::io::Result<Loaded> {
     }
     let snap = ctx.control.shared().snapshot.load_full();
     let mut out = Loaded::default();
+    let mut moved = false;
     for line in lines.filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();
         let parsed = (|| {
             let (be, srv) = (*f.get(1)?, *f.get(3)?);
+            let ip: std::net::IpAddr = f.get(4)?.parse().ok()?;
             let op: u8 = f.get(5)?.parse().ok()?;
             let admin: u32 = f.get(6)?.parse().ok()?;
             let weight: u32 = f.get(7)?.parse().ok()?;
-            Some((be, srv, op, admin, weight))
+            let port: u16 = f.get(18)?.parse().ok()?;
+            Some((
+                be,
+                srv,
+                std::net::SocketAddr::new(ip, port),
+                op,
+                admin,
+                weight,
+            ))
         })();
-        let Some((be, srv, op, admin, weight)) = parsed else {
+        let Some((be, srv, addr, op, admin, weight)) = parsed else {
             out.skipped += 1;
             continue;
         };
@@ -73,6 +83,10 @@ pub fn load(ctx: &AdminCtx, path: &Path) -> std::io::Result<Loaded> {
         if weight <= 256 {
             s.live.set_weight(weight, &b.live);
         }
+        if addr != s.upstream.addr {
+            ctx.control.shared().live.set_addr_override(be, srv, addr);
+            moved = true;
+        }
         let checked = s.live.check.lock().map(|i| i.enabled).unwrap_or(false);
         if checked {
             health::force(&s.live, &b.live, op != 0, std::time::Instant::now());
@@ -80,5 +94,8 @@ pub fn load(ctx: &AdminCtx, path: &Path) -> std::io::Result<Loaded> {
         out.servers += 1;
     }
     let _ = Relaxed;
+    if moved && let Err(e) = ctx.control.reapply() {
+        tracing::warn!("cannot apply restored server addresses: {e}");
+    }
     Ok(out)
 }

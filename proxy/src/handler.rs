@@ -31,6 +31,8 @@ pub struct ConnCtx {
     pub snapshot: Arc<Snapshot>,
     pub frontend: Arc<Frontend>,
     pub live: Arc<Live>,
+    /// This connection in the session registry.
+    pub session: Arc<crate::sessions::Session>,
 }
 
 /// A request's outcome, completed when the response has been sent.
@@ -57,6 +59,7 @@ pub struct Done {
     client: std::net::SocketAddr,
     tls: bool,
     live: Arc<Live>,
+    session: Arc<crate::sessions::Session>,
 }
 
 impl Done {
@@ -83,6 +86,7 @@ impl Done {
             client: cx.info.client,
             tls: cx.info.tls,
             live: cx.live.clone(),
+            session: cx.session.clone(),
         }
     }
 
@@ -126,6 +130,7 @@ impl Done {
         });
         drop(self.guard.take());
         drop(self.slot.take());
+        self.session.left_server();
         if let Some(be) = &self.backend {
             if self.backend_active {
                 be.live.active.fetch_sub(1, Relaxed);
@@ -704,6 +709,7 @@ async fn forward(
             }
         }
         tried.push(si);
+        cx.session.at_server(&be.name, &server.name, &server.live);
         done.server = Some(si);
         done.guard = Some(guard);
         done.retries = tried.len() as u32 - 1;

@@ -22,6 +22,7 @@ pub mod resilience;
 pub mod rules;
 pub mod runtime;
 pub mod server;
+pub mod sessions;
 pub mod snapshot;
 pub mod state;
 pub mod tls;

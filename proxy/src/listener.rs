@@ -188,6 +188,11 @@ pub async fn accept_loop(
         let guard = ConnGuard::new(fe.live.clone(), shared.clone());
         tracker.count.fetch_add(1, Relaxed);
         let track = TrackGuard(tracker.clone());
+        let registered = shared
+            .live
+            .sessions
+            .register(fe.name.clone(), peer, local, tls.is_some());
+        let session = registered.session.clone();
         let a = Accepted {
             tcp,
             peer,
@@ -196,13 +201,16 @@ pub async fn accept_loop(
             snapshot,
             frontend: fe,
             live: shared.live.clone(),
+            session: session.clone(),
         };
         // The connection moves on when its snapshot is retired (reload or stop).
         let sd = a.snapshot.retire.subscribe();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             serve_connection(a, sd).await;
+            drop(registered);
             drop(guard);
             drop(track);
         });
+        session.set_abort(task.abort_handle());
     }
 }

@@ -102,6 +102,8 @@ pub struct Control {
     reloading: Mutex<()>,
     /// Replaced snapshots that connections may still use, to stop them on shutdown.
     retired: Mutex<Vec<std::sync::Weak<watch::Sender<u8>>>>,
+    /// Where the running configuration's relative file names are read from.
+    base_dir: Mutex<std::path::PathBuf>,
 }
 
 /// A running proxy.
@@ -256,6 +258,7 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
         hk: hk_runtime.handle().clone(),
         reloading: Mutex::new(()),
         retired: Mutex::new(Vec::new()),
+        base_dir: Mutex::new(base_dir.to_path_buf()),
     });
     let hk_rx = rx.clone();
     let hk_shared = shared.clone();
@@ -305,7 +308,24 @@ impl Control {
         result
     }
 
+    /// Compiles the running configuration again, to apply a runtime change that lives in
+    /// [`Live`] (a server address set through the runtime API). Counts as no reload.
+    pub fn reapply(&self) -> Result<ReloadReport, ReloadError> {
+        let _one = lock(&self.reloading);
+        let cfg = self.shared.snapshot.load().config.clone();
+        let base = lock(&self.base_dir).clone();
+        self.apply_arc(cfg, &base)
+    }
+
     fn apply(&self, cfg: Config, base_dir: &Path) -> Result<ReloadReport, ReloadError> {
+        let r = self.apply_arc(Arc::new(cfg), base_dir);
+        if r.is_ok() {
+            *lock(&self.base_dir) = base_dir.to_path_buf();
+        }
+        r
+    }
+
+    fn apply_arc(&self, cfg: Arc<Config>, base_dir: &Path) -> Result<ReloadReport, ReloadError> {
         let live = &self.shared.live;
         let old = self.shared.snapshot.load_full();
         let generation = old.generation + 1;
@@ -322,7 +342,7 @@ impl Control {
             workers,
             open_logs: true,
         };
-        let snapshot = Arc::new(compile(Arc::new(cfg), &env)?);
+        let snapshot = Arc::new(compile(cfg, &env)?);
 
         // New listeners first, so nothing is swapped unless every address could be bound.
         let mut listening = lock(&self.listening);

@@ -265,7 +265,11 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         };
         let mut servers = Vec::new();
         for (sname, s) in b.servers.iter() {
-            let addr = match resolve(&s.address.value) {
+            let addr = match env.live.addr_override(bname, sname).map(Ok) {
+                Some(a) => a,
+                None => resolve(&s.address.value),
+            };
+            let addr = match addr {
                 Ok(a) => a,
                 Err(e) => {
                     errs.add(s.address.pos, format!("{path}.servers.{sname}.address"), e);

@@ -319,6 +319,10 @@ pub struct Live {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     logs: Mutex<HashMap<String, Arc<LogSink>>>,
     checks: crate::resilience::health::Checks,
+    /// Open client connections.
+    pub sessions: Arc<crate::sessions::Sessions>,
+    /// Server addresses set at run time, replacing the configured ones.
+    addrs: Mutex<HashMap<(String, String), std::net::SocketAddr>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -342,6 +346,19 @@ impl Live {
         lock(&self.servers)
             .get(&(backend.to_owned(), server.to_owned()))
             .cloned()
+    }
+
+    /// The address set at run time for `backend/server`, if any.
+    pub fn addr_override(&self, backend: &str, server: &str) -> Option<std::net::SocketAddr> {
+        lock(&self.addrs)
+            .get(&(backend.to_owned(), server.to_owned()))
+            .copied()
+    }
+
+    /// Sets the address of `backend/server` until the process stops (applied by the next
+    /// compile of the configuration).
+    pub fn set_addr_override(&self, backend: &str, server: &str, addr: std::net::SocketAddr) {
+        lock(&self.addrs).insert((backend.to_owned(), server.to_owned()), addr);
     }
 
     /// The health-check registry.

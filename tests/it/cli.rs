@@ -374,19 +374,34 @@ async fn server_states_persist_in_the_state_file_across_restarts() {
     )
     .unwrap();
     let ctl = |args: &[&str]| {
-        let out = bin().arg("ctl").arg("-c").arg(&cfg).args(args).output().unwrap();
+        let out = bin()
+            .arg("ctl")
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
     let mut r = run(&cfg, 1);
     wait_log(&r, "runtime API on");
-    assert_eq!(ctl(&["set server be/a state drain; set server be/b weight 50%"]), "");
+    assert_eq!(
+        ctl(&["set server be/a state drain; set server be/b weight 50%"]),
+        ""
+    );
     let saved = std::fs::read_to_string(dir.join("run/servers.state")).unwrap();
-    assert!(saved.starts_with("1\n# be_id be_name srv_id srv_name "), "{saved}");
+    assert!(
+        saved.starts_with("1\n# be_id be_name srv_id srv_name "),
+        "{saved}"
+    );
     assert!(saved.contains("\n2 be 1 a 127.0.0.1 2 8 1 1 "), "{saved}");
     assert!(saved.contains("\n2 be 2 b 127.0.0.1 2 0 2 4 "), "{saved}");
     signal(&r.child, "TERM");
-    tokio::task::spawn_blocking(move || r.child.wait()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || r.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
 
     // The next start restores them.
     let r = run(&cfg, 1);
@@ -398,5 +413,8 @@ async fn server_states_persist_in_the_state_file_across_restarts() {
     assert_eq!(ctl(&["get weight be/b"]), "2 (initial 4)\n");
     let mut child = r.child;
     signal(&child, "TERM");
-    tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
 }

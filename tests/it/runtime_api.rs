@@ -259,7 +259,7 @@ async fn server_changes_errors_levels_and_reload_survival() {
     );
     assert_eq!(
         ask(s, "set server app/a frobnicate").await,
-        "usage: set server <backend>/<server> health | state | weight\n\n"
+        "usage: set server <backend>/<server> addr | health | state | weight\n\n"
     );
     // b is drained: every request goes to a.
     for _ in 0..10 {
@@ -428,5 +428,112 @@ async fn haproxyadmin_library_drives_the_socket() {
     assert_eq!(lines[7], "frontends fe");
     assert_eq!(lines[8], "requests 3");
     assert!(lines[9].starts_with("version "), "{text}");
+    api.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_server_addr_moves_the_server() {
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let moved = Origin::named("moved").await;
+    let api = api(&a, &b, "admin").await;
+    let s = &api.sock;
+    let fe = api.proxy.addr("fe");
+    assert_eq!(ask(s, "set server app/a state maint").await, "\n");
+    assert_eq!(get(fe, "/").await.text(), "b");
+    let answer = ask(
+        s,
+        &format!("set server app/b addr 127.0.0.1 port {}", moved.addr.port()),
+    )
+    .await;
+    assert_eq!(
+        answer,
+        format!(
+            "port changed from '{}' to '{}' by 'stats socket command'\n\n",
+            b.addr.port(),
+            moved.addr.port()
+        )
+    );
+    for _ in 0..5 {
+        assert_eq!(get(fe, "/").await.text(), "moved");
+    }
+    assert_eq!(
+        ask(
+            s,
+            &format!("set server app/b addr 127.0.0.1 port {}", moved.addr.port())
+        )
+        .await,
+        "nothing changed\n\n"
+    );
+    assert_eq!(
+        ask(s, "set server app/b addr nowhere").await,
+        "Invalid addr 'nowhere'\n\n"
+    );
+    assert_eq!(
+        ask(s, "set server app/b addr").await,
+        "set server <b>/<s> addr requires an address and optionally a port.\n\n"
+    );
+    let state = ask(s, "show servers state app").await;
+    assert!(
+        state.contains(&format!(" {} - 0 0 - - 0\n", moved.addr.port())),
+        "{state}"
+    );
+    // The moved address survives a reload; the drain of a does too.
+    api.proxy.reload(&yaml(&a, &b, "two")).unwrap();
+    assert_eq!(get(fe, "/").await.text(), "moved");
+    api.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_sess_and_shutdown_sessions_server() {
+    let a = Origin::named("a").await;
+    let slow = Origin::start("b", |_| {
+        delayed(std::time::Duration::from_secs(30), 200, "late")
+    })
+    .await;
+    let api = api(&a, &slow, "admin").await;
+    let s = &api.sock;
+    let fe = api.proxy.addr("fe");
+    assert_eq!(ask(s, "set server app/a state maint").await, "\n");
+    // A request stuck at the slow server b.
+    let stuck = tokio::spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(fe).await.unwrap();
+        let (mut snd, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(c);
+        let req = http::Request::get("/")
+            .header("host", "x")
+            .body(empty())
+            .unwrap();
+        snd.send_request(req).await
+    });
+    assert!(eventually(std::time::Duration::from_secs(5), || slow.count() == 1).await);
+    let sess = ask(s, "show sess").await;
+    let line = sess
+        .lines()
+        .find(|l| l.contains(" be=app srv=b "))
+        .unwrap_or_else(|| panic!("{sess}"));
+    assert!(
+        line.starts_with("0x")
+            && line.contains(" proto=tcpv4 src=127.0.0.1:")
+            && line.contains(" fe=fe ")
+            && line.contains(" reqs=1"),
+        "{line}"
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(ask(s, "shutdown sessions server app/b").await, "\n");
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), stuck)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.is_err(), "the stuck request was cut: {r:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || {
+            api.proxy.handle().live().sessions.list().is_empty()
+        })
+        .await
+    );
+    assert_eq!(ask(s, "user; show sess").await, "\nPermission denied\n\n");
     api.proxy.stop().await;
 }

@@ -85,6 +85,7 @@ pub struct Accepted {
     pub snapshot: Arc<Snapshot>,
     pub frontend: Arc<Frontend>,
     pub live: Arc<Live>,
+    pub session: Arc<crate::sessions::Session>,
 }
 
 /// Serves one client connection to its end.
@@ -127,6 +128,7 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<u8>) {
         snapshot: a.snapshot,
         frontend: fe.clone(),
         live: a.live,
+        session: a.session,
     });
     let mut conn = Box::new(ClientConn {
         io,
@@ -204,6 +206,11 @@ mod tests {
             snapshot: snap.clone(),
             frontend: snap.frontends[0].clone(),
             live: Live::new(),
+            session: Live::new()
+                .sessions
+                .register("fe".into(), peer, addr, false)
+                .session
+                .clone(),
         });
         let conn = Box::new(ClientConn {
             io: ClientIo::Plain(TcpStream::connect(addr).await.unwrap()),
@@ -218,6 +225,11 @@ mod tests {
             frontend: snap.frontends[0].clone(),
             snapshot: snap,
             live: Live::new(),
+            session: Live::new()
+                .sessions
+                .register("fe".into(), peer, addr, false)
+                .session
+                .clone(),
         };
         let whole = std::mem::size_of_val(&serve_connection(a, rx));
         eprintln!("connection future: {whole} bytes (HTTP/1.1 part {h1})");
