@@ -96,7 +96,9 @@ async fn wait_for_stop() -> Result<&'static str> {
 pub fn reload_from(
     control: &rampart_proxy::runtime::Control,
     path: &Path,
+    text_out: &rampart_admin::ConfigText,
 ) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let cfg = load(path).map_err(|e| {
         let e = e.in_file(&path.display().to_string());
         control
@@ -112,10 +114,15 @@ pub fn reload_from(
         tracing::warn!("admin settings changed: they apply at the next start");
     }
     match control.reload(cfg, &base_dir(path)) {
-        Ok(r) => Ok(format!(
-            "Configuration reloaded (generation {}).",
-            r.generation
-        )),
+        Ok(r) => {
+            if let Ok(mut t) = text_out.lock() {
+                *t = Some(text);
+            }
+            Ok(format!(
+                "Configuration reloaded (generation {}).",
+                r.generation
+            ))
+        }
         Err(rampart_proxy::runtime::ReloadError::Config(e)) => {
             Err(e.in_file(&path.display().to_string()).to_string())
         }
@@ -136,7 +143,11 @@ fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
 /// Reloads on SIGHUP and when the file's content changes (checked every second; a change
 /// is applied once the file has been stable for a check, so half-written files are not
 /// read).
-async fn watch_config(control: std::sync::Arc<rampart_proxy::runtime::Control>, path: PathBuf) {
+async fn watch_config(
+    control: std::sync::Arc<rampart_proxy::runtime::Control>,
+    path: PathBuf,
+    text: rampart_admin::ConfigText,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -170,13 +181,15 @@ async fn watch_config(control: std::sync::Arc<rampart_proxy::runtime::Control>, 
             applied = now.map(|f| f.2);
             let c = control.clone();
             let p = path.clone();
-            let _ = tokio::task::spawn_blocking(move || reload_from(&c, &p)).await;
+            let t = text.clone();
+            let _ = tokio::task::spawn_blocking(move || reload_from(&c, &p, &t)).await;
         }
     }
 }
 
 async fn serve(
     cfg: rampart_config::Config,
+    text: Option<String>,
     base: &Path,
     path: Option<&Path>,
     banner: Option<&dyn Fn(&rampart_proxy::ProxyHandle) -> String>,
@@ -189,16 +202,19 @@ async fn serve(
     for b in handle.bound() {
         tracing::info!(frontend = %b.frontend, "listening on {}", b.local);
     }
+    let text: rampart_admin::ConfigText = std::sync::Arc::new(std::sync::Mutex::new(text));
     let reload: Option<std::sync::Arc<rampart_admin::Reloader>> = path.map(|p| {
         let control = handle.control().clone();
         let p = p.to_path_buf();
-        std::sync::Arc::new(move || reload_from(&control, &p))
+        let t = text.clone();
+        std::sync::Arc::new(move || reload_from(&control, &p, &t))
             as std::sync::Arc<rampart_admin::Reloader>
     });
-    let admin = rampart_admin::AdminCtx::with_state_file(
+    let admin = rampart_admin::AdminCtx::build(
         handle.control().clone(),
         reload,
         state_file.clone(),
+        text.clone(),
     );
     if let Some(p) = &state_file {
         match rampart_admin::state_file::load(&admin, p) {
@@ -227,7 +243,11 @@ async fn serve(
         println!("{}", f(&handle));
     }
     if let Some(p) = path {
-        tokio::spawn(watch_config(handle.control().clone(), p.to_path_buf()));
+        tokio::spawn(watch_config(
+            handle.control().clone(),
+            p.to_path_buf(),
+            text.clone(),
+        ));
     }
     let sig = wait_for_stop().await?;
     tracing::info!("{sig}: stopping (grace {:?})", handle.grace());
@@ -296,8 +316,15 @@ fn main() -> ExitCode {
         Command::Run { config } => match load(&config) {
             Ok(cfg) => {
                 init_logging(cfg.global.log_level.as_str());
-                runtime()
-                    .and_then(|rt| rt.block_on(serve(cfg, &base_dir(&config), Some(&config), None)))
+                runtime().and_then(|rt| {
+                    rt.block_on(serve(
+                        cfg,
+                        std::fs::read_to_string(&config).ok(),
+                        &base_dir(&config),
+                        Some(&config),
+                        None,
+                    ))
+                })
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -334,7 +361,11 @@ fn main() -> ExitCode {
                                     |b| b.local,
                                 ))
                             };
-                            serve(cfg, &base, config.as_deref(), Some(&banner)).await
+                            let text = match &config {
+                                Some(p) => std::fs::read_to_string(p).ok(),
+                                None => Some(demo::CONFIG.to_owned()),
+                            };
+                            serve(cfg, text, &base, config.as_deref(), Some(&banner)).await
                         })
                     })
                 }

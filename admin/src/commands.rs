@@ -133,6 +133,12 @@ static COMMANDS: &[Command] = &[
         User,
     ),
     cmd(
+        &["show", "config"],
+        "show config",
+        "show the configuration in use, secrets redacted",
+        Admin,
+    ),
+    cmd(
         &["show", "info"],
         "show info",
         "report information about the running process",
@@ -158,7 +164,7 @@ static COMMANDS: &[Command] = &[
     ),
     cmd(
         &["show", "stat"],
-        "show stat [<iid> <type> <sid>] [up|no-maint|json]",
+        "show stat [<iid> <type> <sid>] [up|no-maint|typed|json]",
         "report counters for each proxy and server",
         User,
     ),
@@ -244,7 +250,17 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
             },
             _ => "'set timeout' only supports 'cli'.\n".into(),
         },
-        ["show", "info"] => stat::show_info(ctx),
+        ["show", "info"] => {
+            if args.contains(&"typed") {
+                stat::show_info_typed(ctx)
+            } else {
+                stat::show_info(ctx)
+            }
+        }
+        ["show", "config"] => match ctx.config_text.lock().ok().and_then(|t| t.clone()) {
+            Some(t) => redact(&t),
+            None => "The configuration in use did not come from a file.\n".into(),
+        },
         ["show", "version"] => format!("{}\n", env!("CARGO_PKG_VERSION")),
         ["show", "stat"] => show_stat(ctx, args),
         ["show", "sess"] => {
@@ -367,20 +383,71 @@ fn show_stat(ctx: &AdminCtx, args: &[&str]) -> String {
         }
         rest = &rest[3..];
     }
-    let mut json = false;
+    let (mut json, mut typed) = (false, false);
     for a in rest {
         match *a {
             "up" => f.up_only = true,
             "no-maint" => f.no_maint = true,
             "json" => json = true,
+            "typed" => typed = true,
             _ => {}
         }
     }
     if json {
         stat::show_stat_json(ctx, &f)
+    } else if typed {
+        stat::show_stat_typed(ctx, &f)
     } else {
         stat::show_stat(ctx, &f)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redaction() {
+        let t = "stats: { auth: { user: ops, password: hunter2 } }\n  password: s3cret\nsecret_key: ok\npeers: { secret: abc, nodes: {} }\npasswords_file: x\n";
+        assert_eq!(
+            super::redact(t),
+            "stats: { auth: { user: ops, password: <redacted> } }\n  password: <redacted>\nsecret_key: ok\npeers: { secret: <redacted>, nodes: {} }\npasswords_file: x\n"
+        );
+    }
+}
+
+/// The configuration text with the values of secret keys replaced.
+pub fn redact(text: &str) -> String {
+    const SECRET: [&str; 4] = ["password", "secret", "token", "passphrase"];
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let mut l = line.to_owned();
+        for key in SECRET {
+            // `key: value` in block style, or `key: value` inside a flow mapping.
+            let mut from = 0;
+            while let Some(i) = l[from..].find(&format!("{key}:")).map(|i| i + from) {
+                let before_ok = i == 0
+                    || !l.as_bytes()[i - 1].is_ascii_alphanumeric() && l.as_bytes()[i - 1] != b'_';
+                let start = i + key.len() + 1;
+                if !before_ok {
+                    from = start;
+                    continue;
+                }
+                let rest = &l[start..];
+                let value_len = rest.find([',', '}']).unwrap_or(rest.len());
+                let value = rest[..value_len].trim();
+                if value.is_empty() {
+                    from = start;
+                    continue;
+                }
+                let region = &rest[..value_len];
+                let trailing = &region[region.trim_end().len()..];
+                l = format!("{} <redacted>{trailing}{}", &l[..start], &rest[value_len..]);
+                from = start + " <redacted>".len();
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
 }
 
 /// Finds `<backend>/<server>` (names or `#id`) and runs `f` on it, or answers HAProxy's

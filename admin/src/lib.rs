@@ -26,6 +26,9 @@ use rampart_proxy::runtime::Control;
 /// caller, or the precise errors.
 pub type Reloader = dyn Fn() -> Result<String, String> + Send + Sync;
 
+/// The text of the configuration in use, shared with whoever reloads it.
+pub type ConfigText = Arc<std::sync::Mutex<Option<String>>>;
+
 /// What the runtime API works on.
 pub struct AdminCtx {
     pub control: Arc<Control>,
@@ -38,6 +41,8 @@ pub struct AdminCtx {
     pub pid: u32,
     /// Where runtime server state changes are saved (`global.state_file`).
     pub state_file: Option<std::path::PathBuf>,
+    /// The text of the configuration in use, for `show config`.
+    pub config_text: ConfigText,
 }
 
 impl AdminCtx {
@@ -50,6 +55,16 @@ impl AdminCtx {
         reload: Option<Arc<Reloader>>,
         state_file: Option<std::path::PathBuf>,
     ) -> Arc<Self> {
+        Self::build(control, reload, state_file, ConfigText::default())
+    }
+
+    /// Everything: `config_text` is updated by whoever reloads the configuration.
+    pub fn build(
+        control: Arc<Control>,
+        reload: Option<Arc<Reloader>>,
+        state_file: Option<std::path::PathBuf>,
+        config_text: ConfigText,
+    ) -> Arc<Self> {
         Arc::new(Self {
             control,
             reload,
@@ -58,6 +73,7 @@ impl AdminCtx {
             node: hostname(),
             pid: std::process::id(),
             state_file,
+            config_text,
         })
     }
 

@@ -256,6 +256,54 @@ pub fn show_stat_json(ctx: &AdminCtx, f: &Filter<'_>) -> String {
     out
 }
 
+fn typed_type(v: &str) -> &'static str {
+    if v.parse::<u64>().is_ok() {
+        "u64"
+    } else if v.parse::<i64>().is_ok() {
+        "s64"
+    } else {
+        "str"
+    }
+}
+
+/// `show stat typed`: `<F|B|S>.<proxy id>.<object id>.<position>.<name>.<process>:<tags>:<type>:<value>`.
+pub fn show_stat_typed(ctx: &AdminCtx, f: &Filter<'_>) -> String {
+    let snap = ctx.control.shared().snapshot.load_full();
+    let mut out = String::new();
+    for row in rows(ctx, &snap, f) {
+        let kind = match row.get("type") {
+            "0" => 'F',
+            "1" => 'B',
+            _ => 'S',
+        };
+        for (pos, v) in row.0.iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "{kind}.{}.{}.{pos}.{}.1:MGP:{}:{v}",
+                row.get("iid"),
+                row.get("sid"),
+                STAT_FIELDS[pos],
+                typed_type(v)
+            );
+        }
+    }
+    out
+}
+
+/// `show info typed`: `<position>.<name>.<process>:<tags>:<type>:<value>`.
+pub fn show_info_typed(ctx: &AdminCtx) -> String {
+    let mut out = String::new();
+    for (pos, line) in show_info(ctx).lines().enumerate() {
+        if let Some((k, v)) = line.split_once(": ") {
+            let _ = writeln!(out, "{pos}.{k}.1:MGP:{}:{v}", typed_type(v));
+        }
+    }
+    out
+}
+
 /// A JSON string literal.
 pub fn json_string(v: &str) -> String {
     let mut out = String::with_capacity(v.len() + 2);

@@ -274,7 +274,7 @@ async fn ctl_talks_to_the_runtime_api_and_reloads() {
         std::fs::write(
             &cfg,
             format!(
-                "admin: {{ socket: [{{ path: run/api.sock }}, {{ address: \"127.0.0.1:0\", level: user }}] }}\nfrontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    default_backend: be\n    http_response: [\"set-header x-tag {tag}\"]\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+                "admin: {{ socket: [{{ path: run/api.sock }}, {{ address: \"127.0.0.1:0\", level: user }}], stats: {{ auth: {{ user: ops, password: hunter2 }} }} }}\nfrontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    default_backend: be\n    http_response: [\"set-header x-tag {tag}\"]\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
                 o.addr
             ),
         )
@@ -296,6 +296,12 @@ async fn ctl_talks_to_the_runtime_api_and_reloads() {
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(ctl(&["show", "backend"]), "# name\nbe\n");
+    let shown = ctl(&["show", "config"]);
+    assert!(
+        shown.contains("password: <redacted> }") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert!(shown.contains("default_backend: be"), "{shown}");
     assert_eq!(ctl(&["set", "server", "be/s", "state", "drain"]), "");
     assert_eq!(get(addr, "/").await.status, 503);
     assert_eq!(ctl(&["set server be/s state ready"]), "");

@@ -134,7 +134,9 @@ async fn framing_info_and_prompt_mode() {
     );
     let help = ask(&api.sock, "help").await;
     assert!(help.starts_with("The following commands are valid at this level:\n"));
-    assert!(help.contains("  show stat [<iid> <type> <sid>] [up|no-maint|json]: report counters"));
+    assert!(
+        help.contains("  show stat [<iid> <type> <sid>] [up|no-maint|typed|json]: report counters")
+    );
     api.proxy.stop().await;
 }
 
@@ -209,6 +211,20 @@ async fn show_stat_csv_layout_by_name_and_position() {
     let served: u64 = col(&rows[1], "stot").parse::<u64>().unwrap()
         + col(&rows[2], "stot").parse::<u64>().unwrap();
     assert_eq!(served, 5);
+
+    // Typed output: one field per line.
+    let typed = ask(&api.sock, "show stat 2 4 1 typed").await;
+    assert!(typed.contains("S.2.1.17.status.1:MGP:str:UP\n"), "{typed}");
+    assert!(typed.contains("S.2.1.1.svname.1:MGP:str:a\n"), "{typed}");
+    assert!(
+        typed.ends_with("\n\n") && !typed.trim_end().contains("\n\n"),
+        "{typed}"
+    );
+    let info = ask(&api.sock, "show info typed").await;
+    assert!(
+        info.starts_with("0.Name.1:MGP:str:HAProxy\n1.Version.1:MGP:str:3.2.0-rampart-"),
+        "{info}"
+    );
 
     // Filters: proxy id, type mask, server id.
     let only = ask(&api.sock, "show stat 2 4 2").await;
