@@ -402,18 +402,6 @@ fn show_stat(ctx: &AdminCtx, args: &[&str]) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redaction() {
-        let t = "stats: { auth: { user: ops, password: hunter2 } }\n  password: s3cret\nsecret_key: ok\npeers: { secret: abc, nodes: {} }\npasswords_file: x\n";
-        assert_eq!(
-            super::redact(t),
-            "stats: { auth: { user: ops, password: <redacted> } }\n  password: <redacted>\nsecret_key: ok\npeers: { secret: <redacted>, nodes: {} }\npasswords_file: x\n"
-        );
-    }
-}
-
 /// The configuration text with the values of secret keys replaced.
 pub fn redact(text: &str) -> String {
     const SECRET: [&str; 4] = ["password", "secret", "token", "passphrase"];
@@ -730,5 +718,17 @@ fn clear_counters(ctx: &AdminCtx, all: bool) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redaction() {
+        let t = "stats: { auth: { user: ops, password: hunter2 } }\n  password: s3cret\nsecret_key: ok\npeers: { secret: abc, nodes: {} }\npasswords_file: x\n";
+        assert_eq!(
+            super::redact(t),
+            "stats: { auth: { user: ops, password: <redacted> } }\n  password: <redacted>\nsecret_key: ok\npeers: { secret: <redacted>, nodes: {} }\npasswords_file: x\n"
+        );
     }
 }
