@@ -536,7 +536,12 @@ fn set_server(ctx: &AdminCtx, args: &[&str]) -> String {
                         String::new()
                     }
                     "up" | "down" => "Health checks are not configured on this server, cannot change its health.\n".into(),
-                    "stopping" => "'set server <srv> health stopping' is not supported: use 'set server <srv> state drain'.\n".into(),
+                    "stopping" if enabled => {
+                        health::force(live, &be.live, true, std::time::Instant::now());
+                        live.set_stopping(true, &be.live);
+                        String::new()
+                    }
+                    "stopping" => "Health checks are not configured on this server, cannot change its health.\n".into(),
                     _ => "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n".into(),
                 }
             }

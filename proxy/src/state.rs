@@ -148,6 +148,9 @@ pub struct ServerLive {
     pub initial_weight: AtomicU32,
     /// Whether active checks hold the server down.
     check_down: AtomicBool,
+    /// Set by `set server ... health stopping` (HAProxy's NOLB): up, checked, but given
+    /// no new requests until the next passed check.
+    stopping: AtomicBool,
     /// Whether outlier detection ejected the server.
     ejected: AtomicBool,
     /// Active check state, for the stats page and runtime socket.
@@ -165,6 +168,7 @@ impl ServerLive {
     fn new(weight: u32, disabled: bool, freed: Arc<Notify>) -> Self {
         Self {
             check_down: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
             check: Mutex::new(crate::resilience::health::CheckInfo::default()),
             outlier: Default::default(),
@@ -218,12 +222,24 @@ impl ServerLive {
         self.admin() == AdminState::Ready
             && self.weight() > 0
             && !self.check_down.load(Relaxed)
+            && !self.stopping.load(Relaxed)
             && !self.ejected.load(Relaxed)
     }
 
     /// Whether active checks hold the server down.
     pub fn check_down(&self) -> bool {
         self.check_down.load(Relaxed)
+    }
+
+    /// Whether the server is in HAProxy's NOLB state.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+
+    pub fn set_stopping(&self, stopping: bool, backend: &BackendLive) {
+        if self.stopping.swap(stopping, Relaxed) != stopping {
+            backend.epoch.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn set_check_down(&self, down: bool, backend: &BackendLive) {
@@ -280,7 +296,11 @@ impl ServerLive {
             .check
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        crate::resilience::health::status_text(self.admin(), &check)
+        let text = crate::resilience::health::status_text(self.admin(), &check);
+        match text.strip_prefix("UP") {
+            Some(rest) if self.stopping() => format!("NOLB{rest}"),
+            _ => text,
+        }
     }
 }
 

@@ -330,6 +330,7 @@ pub fn set_paused(server: &ServerLive, backend: &BackendLive, paused: bool) -> b
 /// `set server ... health up|down`: forces the check state as if the checks had passed or
 /// failed `rise` or `fall` times.
 pub fn force(server: &ServerLive, backend: &BackendLive, up: bool, now: Instant) {
+    server.set_stopping(false, backend);
     let mut info = lock(&server.check);
     let was_up = info.counter.up();
     info.counter.health = if up { info.counter.max() } else { 0 };
@@ -355,8 +356,13 @@ pub fn apply(server: &ServerLive, backend: &BackendLive, outcome: Outcome, now: 
     if !outcome.status.passed() {
         info.failures += 1;
     }
-    let transition = info.counter.record(outcome.status.passed());
+    let passed = outcome.status.passed();
+    let transition = info.counter.record(passed);
     info.last = Some(outcome);
+    if passed && server.stopping() {
+        // A passed check ends a forced NOLB, as in HAProxy.
+        server.set_stopping(false, backend);
+    }
     match transition {
         Some(Transition::WentDown) => {
             info.downs += 1;
@@ -672,6 +678,36 @@ mod tests {
         checks.reconcile(vec![], vec![(s.clone(), b.clone())], rt.handle());
         assert_eq!(checks.count(), 0);
         assert_eq!(s.status_text(), "no check");
+        assert!(s.usable());
+    }
+
+    #[test]
+    fn forced_health_and_nolb() {
+        let live = crate::state::Live::new();
+        let b = live.backend("b");
+        let s = live.server("b", "s", 1, false);
+        {
+            let mut i = s.check.lock().unwrap();
+            i.enabled = true;
+            i.counter = Counter::new(2, 3, InitState::FullyUp);
+        }
+        let t = Instant::now();
+        force(&s, &b, false, t);
+        assert_eq!(s.status_text(), "DOWN");
+        assert!(!s.usable());
+        force(&s, &b, true, t);
+        assert_eq!(s.status_text(), "UP");
+        s.set_stopping(true, &b);
+        assert_eq!(s.status_text(), "NOLB");
+        assert!(!s.usable());
+        let ok = Outcome {
+            status: CheckStatus::L4Ok,
+            code: None,
+            duration: Duration::ZERO,
+            desc: String::new(),
+        };
+        apply(&s, &b, ok, t);
+        assert_eq!(s.status_text(), "UP");
         assert!(s.usable());
     }
 }
