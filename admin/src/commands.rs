@@ -265,11 +265,15 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
         ["show", "stat"] => show_stat(ctx, args),
         ["show", "sess"] => {
             let mut out = String::new();
+            let snap = ctx.control.shared().snapshot.load_full();
             for s in ctx.control.shared().live.sessions.list() {
-                let (be, srv) = match s.current() {
-                    Some((b, s)) => (b.to_string(), s.to_string()),
-                    None => ("<NONE>".to_owned(), "<none>".to_owned()),
-                };
+                let at = snap.backends.iter().find_map(|b| {
+                    b.servers
+                        .iter()
+                        .find(|x| s.is_at(&x.live))
+                        .map(|x| (b.name.to_string(), x.name.to_string()))
+                });
+                let (be, srv) = at.unwrap_or_else(|| ("<NONE>".to_owned(), "<none>".to_owned()));
                 let _ = writeln!(
                     out,
                     "0x{:x}: proto=tcpv{} src={} fe={} be={be} srv={srv} ssl={} age={}s reqs={}",

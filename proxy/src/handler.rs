@@ -709,7 +709,7 @@ async fn forward(
             }
         }
         tried.push(si);
-        cx.session.at_server(&be.name, &server.name, &server.live);
+        cx.session.at_server(&server.live);
         done.server = Some(si);
         done.guard = Some(guard);
         done.retries = tried.len() as u32 - 1;

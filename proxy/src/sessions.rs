@@ -21,19 +21,15 @@ pub struct Session {
     pub requests: AtomicU64,
     /// The server of the request in flight (its state's address), 0 when none.
     server: AtomicUsize,
-    /// Names of that server, for display: (backend, server).
-    names: Mutex<Option<(Arc<str>, Arc<str>)>>,
     abort: OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Session {
-    /// Notes that a request of this connection is now at `server` of `backend`.
-    pub fn at_server(&self, backend: &Arc<str>, name: &Arc<str>, server: &Arc<ServerLive>) {
+    /// Notes that a request of this connection is now at `server` (two relaxed atomic
+    /// writes: this runs for every request).
+    pub fn at_server(&self, server: &Arc<ServerLive>) {
         self.requests.fetch_add(1, Relaxed);
         self.server.store(Arc::as_ptr(server) as usize, Relaxed);
-        if let Ok(mut n) = self.names.lock() {
-            *n = Some((backend.clone(), name.clone()));
-        }
     }
 
     /// The request in flight is done.
@@ -41,12 +37,9 @@ impl Session {
         self.server.store(0, Relaxed);
     }
 
-    /// (backend, server) of the request in flight.
-    pub fn current(&self) -> Option<(Arc<str>, Arc<str>)> {
-        if self.server.load(Relaxed) == 0 {
-            return None;
-        }
-        self.names.lock().ok().and_then(|n| n.clone())
+    /// Whether the request in flight is at `server`.
+    pub fn is_at(&self, server: &Arc<ServerLive>) -> bool {
+        self.server.load(Relaxed) == Arc::as_ptr(server) as usize
     }
 
     pub fn set_abort(&self, h: tokio::task::AbortHandle) {
@@ -93,7 +86,6 @@ impl Sessions {
             started: Instant::now(),
             requests: AtomicU64::new(0),
             server: AtomicUsize::new(0),
-            names: Mutex::new(None),
             abort: OnceLock::new(),
         });
         if let Ok(mut all) = self.all.lock() {
@@ -118,10 +110,9 @@ impl Sessions {
 
     /// Aborts the connections whose request in flight uses `server`; returns how many.
     pub fn shutdown_server(&self, server: &Arc<ServerLive>) -> usize {
-        let ptr = Arc::as_ptr(server) as usize;
         let mut n = 0;
         for s in self.list() {
-            if s.server.load(Relaxed) == ptr
+            if s.is_at(server)
                 && let Some(h) = s.abort.get()
             {
                 h.abort();
