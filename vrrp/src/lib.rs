@@ -11,4 +11,6 @@
 //! frontends through its public interface.
 
 pub mod machine;
+pub mod os;
 pub mod packet;
+pub mod speaker;
