@@ -62,20 +62,7 @@ pub async fn serve_sockets(
                 path.display(),
                 level.as_str()
             );
-            let ctx = ctx.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    match l.accept().await {
-                        Ok((stream, _)) => {
-                            tokio::spawn(session(stream, ctx.clone(), level));
-                        }
-                        Err(e) => {
-                            tracing::warn!("runtime API accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            }));
+            tasks.push(tokio::spawn(accept_loop(l, ctx.clone(), level)));
         }
         if let Some(a) = &s.address {
             let l = TcpListener::bind(&a.value)
@@ -89,23 +76,46 @@ pub async fn serve_sockets(
                 error,
             })?;
             tracing::info!("runtime API on {local} (level {})", level.as_str());
-            let ctx = ctx.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    match l.accept().await {
-                        Ok((stream, _)) => {
-                            tokio::spawn(session(stream, ctx.clone(), level));
-                        }
-                        Err(e) => {
-                            tracing::warn!("runtime API accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            }));
+            tasks.push(tokio::spawn(accept_loop(l, ctx.clone(), level)));
         }
     }
     Ok(tasks)
+}
+
+/// A listening socket of either kind.
+trait Accept: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_one(&self)
+    -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+/// Serves sessions on `l` until aborted.
+async fn accept_loop<L: Accept>(l: L, ctx: Arc<AdminCtx>, level: CliLevel) {
+    loop {
+        match l.accept_one().await {
+            Ok(stream) => {
+                tokio::spawn(session(stream, ctx.clone(), level));
+            }
+            Err(e) => {
+                tracing::warn!("runtime API accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Binds a Unix socket, replacing a stale socket file that nobody listens on.

@@ -666,65 +666,72 @@ pub fn servers_state_text(ctx: &AdminCtx, backend: Option<&str>) -> String {
     out
 }
 
+/// Zeroes counters and the responses by status class.
+fn zero(
+    counters: &[&std::sync::atomic::AtomicU64],
+    responses: &rampart_proxy::state::StatusCounters,
+) {
+    for c in counters
+        .iter()
+        .chain(responses.by_class.iter().collect::<Vec<_>>().iter())
+    {
+        c.store(0, Relaxed);
+    }
+}
+
 fn clear_counters(ctx: &AdminCtx, all: bool) {
     let snap = ctx.control.shared().snapshot.load_full();
     for fe in &snap.frontends {
         let l = &fe.live;
         l.conns_max.store(l.conns_cur.load(Relaxed), Relaxed);
         if all {
-            for c in [
-                &l.conns_total,
-                &l.requests,
-                &l.bytes_in,
-                &l.bytes_out,
-                &l.denied,
-                &l.errors,
-                &l.intercepted,
-            ] {
-                c.store(0, Relaxed);
-            }
-            for c in &l.responses.by_class {
-                c.store(0, Relaxed);
-            }
+            zero(
+                &[
+                    &l.conns_total,
+                    &l.requests,
+                    &l.bytes_in,
+                    &l.bytes_out,
+                    &l.denied,
+                    &l.errors,
+                    &l.intercepted,
+                ],
+                &l.responses,
+            );
         }
     }
     for be in &snap.backends {
         let l = &be.live;
         l.gate.pending_max.store(l.gate.pending(), Relaxed);
         if all {
-            for c in [
-                &l.requests,
-                &l.bytes_in,
-                &l.bytes_out,
-                &l.errors_conn,
-                &l.errors_resp,
-                &l.no_server,
-                &l.retries,
-                &l.redispatches,
-            ] {
-                c.store(0, Relaxed);
-            }
-            for c in &l.responses.by_class {
-                c.store(0, Relaxed);
-            }
-        }
-        for s in &be.servers {
-            let l = &s.live;
-            l.active_max.store(l.active.load(Relaxed), Relaxed);
-            if all {
-                for c in [
+            zero(
+                &[
                     &l.requests,
                     &l.bytes_in,
                     &l.bytes_out,
                     &l.errors_conn,
                     &l.errors_resp,
+                    &l.no_server,
                     &l.retries,
-                ] {
-                    c.store(0, Relaxed);
-                }
-                for c in &l.responses.by_class {
-                    c.store(0, Relaxed);
-                }
+                    &l.redispatches,
+                ],
+                &l.responses,
+            );
+        }
+        for s in &be.servers {
+            let l = &s.live;
+            l.active_max.store(l.active.load(Relaxed), Relaxed);
+            if all {
+                zero(
+                    &[
+                        &l.requests,
+                        &l.bytes_in,
+                        &l.bytes_out,
+                        &l.errors_conn,
+                        &l.errors_resp,
+                        &l.retries,
+                    ],
+                    &l.responses,
+                );
             }
         }
     }

@@ -56,17 +56,21 @@ pub fn load_str(
     Err(ConfigErrors(errors))
 }
 
-/// Loads a configuration file, with the process environment for `${VAR}`.
-pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+fn read(path: &Path, name: &str) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
-            file: Some(name.clone()),
+            file: Some(name.to_owned()),
             pos: Pos { line: 0, col: 0 },
             path: String::new(),
             message: format!("cannot read configuration: {e}"),
         }])
-    })?;
+    })
+}
+
+/// Loads a configuration file, with the process environment for `${VAR}`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = read(path, &name)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     load_str(&text, Some(&base), &yaml::ProcessEnv).map_err(|e| e.in_file(&name))
 }
@@ -75,14 +79,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 /// that tools can reach the runtime API of a proxy whose file is being edited).
 pub fn load_admin(path: &Path) -> Result<Admin, ConfigErrors> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: Some(name.clone()),
-            pos: Pos { line: 0, col: 0 },
-            path: String::new(),
-            message: format!("cannot read configuration: {e}"),
-        }])
-    })?;
+    let text = read(path, &name)?;
     let node = yaml::parse(&text, &yaml::ProcessEnv).map_err(|e| ConfigErrors(e).in_file(&name))?;
     let mut cx = Cx::new();
     let admin = match &node.kind {
