@@ -529,11 +529,7 @@ fn set_server(ctx: &AdminCtx, args: &[&str]) -> String {
             ["addr", rest @ ..] => set_addr(ctx, be, si, rest),
             ["weight"] => "Require <weight> or <weight%>.\n".into(),
             ["health", h] => {
-                let enabled = live
-                    .check
-                    .lock()
-                    .map(|i| i.enabled)
-                    .unwrap_or_else(|e| e.into_inner().enabled);
+                let enabled = live.has_checks();
                 match *h {
                     "up" | "down" if enabled => {
                         health::force(live, &be.live, *h == "up", std::time::Instant::now());
@@ -621,11 +617,7 @@ pub fn servers_state_text(ctx: &AdminCtx, backend: Option<&str>) -> String {
         }
         for (si, s) in be.servers.iter().enumerate() {
             let l = &s.live;
-            let info = l
-                .check
-                .lock()
-                .map(|i| i.clone())
-                .unwrap_or_else(|e| e.into_inner().clone());
+            let info = l.check_info();
             let op = if l.check_down() { 0 } else { 2 };
             let admin = match l.admin() {
                 AdminState::Ready => 0,

@@ -305,7 +305,7 @@ fn admin_action(ctx: &AdminCtx, form: &str) -> &'static str {
             "dhlth" => health::set_paused(l, &be.live, true),
             "ehlth" => health::set_paused(l, &be.live, false),
             "hrunn" | "hdown" => {
-                let enabled = l.check.lock().map(|i| i.enabled).unwrap_or(false);
+                let enabled = l.has_checks();
                 if enabled {
                     health::force(l, &be.live, action == "hrunn", std::time::Instant::now());
                 }

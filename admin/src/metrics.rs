@@ -435,11 +435,7 @@ pub fn render(ctx: &AdminCtx) -> String {
             set_counter(&s_retr, &l, y.retries.load(Relaxed));
             set_gauge(&s_w, &l, i64::from(y.weight()));
             set_gauge(&s_up, &l, i64::from(y.usable()));
-            let info = y
-                .check
-                .lock()
-                .map(|i| i.clone())
-                .unwrap_or_else(|e| e.into_inner().clone());
+            let info = y.check_info();
             let checked = info.enabled && !info.paused;
             let state = if !checked {
                 "unchecked"

@@ -307,18 +307,7 @@ pub fn show_info_typed(ctx: &AdminCtx) -> String {
 /// A JSON string literal.
 pub fn json_string(v: &str) -> String {
     let mut out = String::with_capacity(v.len() + 2);
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    rampart_proxy::log::json_str(v, &mut out);
     out
 }
 
@@ -519,11 +508,7 @@ fn backend_row(be: &Backend, id: usize, pid: u32) -> Row {
 fn server_row(be: &Backend, si: usize, id: usize, pid: u32, status: &str, now: Instant) -> Row {
     let s = &be.servers[si];
     let l = &s.live;
-    let info = l
-        .check
-        .lock()
-        .map(|i| i.clone())
-        .unwrap_or_else(|e| e.into_inner().clone());
+    let info = l.check_info();
     let checked = info.enabled && !info.paused;
     let mut r = Row::new();
     r.set("pxname", &be.name)

@@ -87,7 +87,7 @@ pub fn load(ctx: &AdminCtx, path: &Path) -> std::io::Result<Loaded> {
             ctx.control.shared().live.set_addr_override(be, srv, addr);
             moved = true;
         }
-        let checked = s.live.check.lock().map(|i| i.enabled).unwrap_or(false);
+        let checked = s.live.has_checks();
         if checked {
             health::force(&s.live, &b.live, op != 0, std::time::Instant::now());
         }

@@ -502,6 +502,33 @@ async fn keep_body(body: Body, max: u64) -> Result<Replay, ProxyError> {
     }
 }
 
+/// The servers a request was sent to, in order, kept inline: retries are at most 10
+/// (validated), so no allocation per request.
+struct Tried {
+    ids: [usize; 11],
+    len: usize,
+}
+
+impl Tried {
+    fn new() -> Self {
+        Self {
+            ids: [0; 11],
+            len: 0,
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        &self.ids[..self.len]
+    }
+
+    fn push(&mut self, i: usize) {
+        if let Some(slot) = self.ids.get_mut(self.len) {
+            *slot = i;
+            self.len += 1;
+        }
+    }
+}
+
 /// Marks one retry in flight for the backend's `max_retries`.
 struct RetryGuard(Arc<Backend>);
 
@@ -679,11 +706,11 @@ async fn forward(
         w.deposit(now_secs());
     }
 
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = Tried::new();
     let mut retry_guard: Option<RetryGuard> = None;
     loop {
         let redispatch = policy.as_ref().is_none_or(|p| p.redispatch);
-        let (si, guard) = match pick_server(be, key, &tried, redispatch).await {
+        let (si, guard) = match pick_server(be, key, tried.as_slice(), redispatch).await {
             Ok(x) => x,
             Err(e) => {
                 match e.kind {
@@ -701,10 +728,10 @@ async fn forward(
             }
         };
         let server = &be.servers[si];
-        if !tried.is_empty() {
+        if tried.len > 0 {
             be.live.retries.fetch_add(1, Relaxed);
             server.live.retries.fetch_add(1, Relaxed);
-            if !tried.contains(&si) {
+            if !tried.as_slice().contains(&si) {
                 be.live.redispatches.fetch_add(1, Relaxed);
             }
         }
@@ -712,7 +739,7 @@ async fn forward(
         cx.session.at_server(&server.live);
         done.server = Some(si);
         done.guard = Some(guard);
-        done.retries = tried.len() as u32 - 1;
+        done.retries = tried.len as u32 - 1;
 
         let req = match once.take() {
             Some(r) => r,
@@ -757,7 +784,13 @@ async fn forward(
 
         // Should this attempt be followed by another?
         let retry = match (&policy, &result) {
-            (Some(p), _) if replay.is_none() || tried.len() as u32 > p.attempts => None,
+            (Some(p), _)
+                if replay.is_none()
+                    || tried.len as u32 > p.attempts
+                    || tried.len == tried.ids.len() =>
+            {
+                None
+            }
             (Some(p), Ok((resp, _))) => p
                 .retries_status(resp.status().as_u16(), &method)
                 .then_some(p),
@@ -795,7 +828,7 @@ async fn forward(
                 let wait = backoff(
                     p.backoff_base,
                     p.backoff_max,
-                    tried.len() as u32,
+                    tried.len as u32,
                     fastrand::f64(),
                 );
                 if !wait.is_zero() {

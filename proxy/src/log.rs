@@ -155,7 +155,8 @@ pub fn rfc3339(t: SystemTime, out: &mut String) {
     );
 }
 
-fn json_str(s: &str, out: &mut String) {
+/// Appends `s` as a JSON string literal.
+pub fn json_str(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -289,6 +289,22 @@ impl ServerLive {
         Some(ActiveGuard(self.clone()))
     }
 
+    /// A copy of the active check state.
+    pub fn check_info(&self) -> crate::resilience::health::CheckInfo {
+        self.check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the server has active checks configured.
+    pub fn has_checks(&self) -> bool {
+        self.check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .enabled
+    }
+
     /// HAProxy's status text: `UP`, `UP 1/3`, `DOWN`, `DOWN 1/2`, `MAINT`, `DRAIN`,
     /// `no check`.
     pub fn status_text(&self) -> String {
