@@ -5,6 +5,7 @@
 
 mod ctl;
 mod demo;
+mod ha;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -239,6 +240,16 @@ async fn serve(
         ),
         None => None,
     };
+    let vrrp = admin.vrrp.clone();
+    if let Err(failures) = ha::start(&vrrp, &handle.snapshot().config, base).await {
+        let all: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        anyhow::bail!("VRRP: {}", all.join("; "));
+    }
+    tokio::spawn(ha::run(
+        vrrp.clone(),
+        handle.control().clone(),
+        base.to_path_buf(),
+    ));
     if let Some(f) = banner {
         println!("{}", f(&handle));
     }
@@ -252,6 +263,9 @@ async fn serve(
     let sig = wait_for_stop().await?;
     tracing::info!("{sig}: stopping (grace {:?})", handle.grace());
     admin.persist();
+    // Hand the floating addresses over first (priority 0: the peer takes over after its
+    // skew time), then drain.
+    vrrp.shutdown().await;
     handle.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -175,6 +175,12 @@ static COMMANDS: &[Command] = &[
         User,
     ),
     cmd(
+        &["show", "vrrp"],
+        "show vrrp [json]",
+        "report VRRP instances: state, priorities, master, counters (rampart)",
+        User,
+    ),
+    cmd(
         &["user"],
         "user",
         "lower the level of the current CLI session to user",
@@ -263,6 +269,7 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
         },
         ["show", "version"] => format!("{}\n", env!("CARGO_PKG_VERSION")),
         ["show", "stat"] => show_stat(ctx, args),
+        ["show", "vrrp"] => crate::vrrp::show(ctx, args),
         ["show", "sess"] => {
             let mut out = String::new();
             let snap = ctx.control.shared().snapshot.load_full();

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod page;
 pub mod stat;
 pub mod state_file;
+pub mod vrrp;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -43,6 +44,8 @@ pub struct AdminCtx {
     pub state_file: Option<std::path::PathBuf>,
     /// The text of the configuration in use, for `show config`.
     pub config_text: ConfigText,
+    /// The VRRP instances (`vrrp.instances`), for `show vrrp`, the stats page and metrics.
+    pub vrrp: Arc<rampart_vrrp::group::Group>,
 }
 
 impl AdminCtx {
@@ -74,6 +77,7 @@ impl AdminCtx {
             pid: std::process::id(),
             state_file,
             config_text,
+            vrrp: rampart_vrrp::group::Group::new(),
         })
     }
 

@@ -462,7 +462,72 @@ pub fn render(ctx: &AdminCtx) -> String {
         }
     }
 
+    vrrp(ctx, &f);
+
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&f.reg.gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// VRRP instances: state (one series per state, 1 for the current one), priorities and
+/// counters. Families appear only when instances are configured.
+fn vrrp(ctx: &AdminCtx, f: &Families) {
+    let views = ctx.vrrp.views();
+    if views.is_empty() {
+        return;
+    }
+    let l = &["instance"];
+    let state = f.gauge(
+        "rampart_vrrp_state",
+        "VRRP instance state: 1 for the current state.",
+        &["instance", "state"],
+    );
+    let prio = f.gauge("rampart_vrrp_priority", "Configured VRRP priority.", l);
+    let eff = f.gauge(
+        "rampart_vrrp_effective_priority",
+        "Advertised VRRP priority after tracking weights.",
+        l,
+    );
+    let sent = f.counter(
+        "rampart_vrrp_adverts_sent_total",
+        "VRRP advertisements sent.",
+        l,
+    );
+    let recv = f.counter(
+        "rampart_vrrp_adverts_received_total",
+        "Valid VRRP advertisements received for the instance.",
+        l,
+    );
+    let errs = f.counter(
+        "rampart_vrrp_errors_total",
+        "VRRP packets dropped as invalid or not matching, and send failures.",
+        l,
+    );
+    let trans = f.counter(
+        "rampart_vrrp_transitions_total",
+        "VRRP state changes.",
+        l,
+    );
+    let tracked = f.gauge(
+        "rampart_vrrp_tracking_failed",
+        "Tracked objects (and the instance interface) currently failed.",
+        l,
+    );
+    for v in &views {
+        let name = v.name.as_str();
+        for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+            set_gauge(
+                &state,
+                &[name, &st.to_ascii_lowercase()],
+                i64::from(v.state.as_str() == st),
+            );
+        }
+        set_gauge(&prio, &[name], i64::from(v.priority));
+        set_gauge(&eff, &[name], i64::from(v.effective_priority));
+        set_counter(&sent, &[name], v.adverts_sent);
+        set_counter(&recv, &[name], v.adverts_received);
+        set_counter(&errs, &[name], v.errors);
+        set_counter(&trans, &[name], v.transitions);
+        set_gauge(&tracked, &[name], v.failed.len() as i64);
+    }
 }

@@ -153,6 +153,7 @@ pub fn render(ctx: &AdminCtx, o: &PageOpts<'_>) -> String {
             if failed { " failed" } else { "" }
         );
     }
+    vrrp_section(ctx, &mut out);
     // Frontends.
     for r in rows.iter().filter(|r| r.get("type") == "0") {
         let _ = writeln!(out, "<h2>Frontend {}</h2>", esc(r.get("pxname")));
@@ -284,4 +285,58 @@ fn row_html(out: &mut String, r: &Row, class: &str, admin: bool, server: Option<
         let _ = write!(out, "<td>{}</td>", esc(v));
     }
     out.push_str("</tr>\n");
+}
+
+/// The VRRP instances, when there are any.
+fn vrrp_section(ctx: &AdminCtx, out: &mut String) {
+    let views = ctx.vrrp.views();
+    if views.is_empty() {
+        return;
+    }
+    out.push_str("<h2>VRRP</h2>\n<table class=\"px\"><tr>");
+    for h in [
+        "Instance",
+        "State",
+        "Priority",
+        "Effective",
+        "Interface",
+        "VRID",
+        "Version",
+        "Interval",
+        "Master",
+        "Last change",
+        "Sent",
+        "Received",
+        "Errors",
+        "Transitions",
+        "Addresses",
+        "Tracking failed",
+    ] {
+        let _ = write!(out, "<th>{h}</th>");
+    }
+    out.push_str("</tr>\n");
+    for v in &views {
+        let class = match v.state.as_str() {
+            "MASTER" => "up",
+            "BACKUP" => "backup",
+            "FAULT" => "down",
+            _ => "nocheck",
+        };
+        let vals = crate::vrrp::values(v);
+        let _ = write!(out, "<tr class=\"{class}\">");
+        for (i, val) in vals.iter().enumerate() {
+            let shown = match i {
+                7 => format!("{val} ms"),
+                9 if val != "-" => human_secs(val),
+                _ => val.clone(),
+            };
+            if i == 0 {
+                let _ = write!(out, "<td class=\"name\">{}</td>", esc(&shown));
+            } else {
+                let _ = write!(out, "<td>{}</td>", esc(&shown));
+            }
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
 }

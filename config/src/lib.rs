@@ -15,6 +15,7 @@ pub mod model;
 pub mod resilience;
 pub mod rules;
 pub mod validate;
+pub mod vrrp;
 pub mod yaml;
 
 use std::path::Path;

@@ -24,6 +24,7 @@ config_struct! {
         pub frontends: NamedMap<Frontend>,
         pub backends: NamedMap<Backend>,
         pub admin: Admin,
+        pub vrrp: crate::vrrp::Vrrp,
     }
 }
 
@@ -259,6 +260,9 @@ pub struct Bind {
     /// For IPv6 addresses: accept IPv6 only (default) or IPv4 too.
     pub v6only: bool,
     pub backlog: u32,
+    /// Bind even when the address is not (yet) on this node (IP_FREEBIND). Implied for
+    /// the virtual addresses of `vrrp.instances`.
+    pub freebind: bool,
 }
 
 config_struct! {
@@ -268,6 +272,9 @@ config_struct! {
         pub tls: Option<BindTls>,
         pub v6only: bool = true,
         pub backlog: u32 = 1024,
+        /// Bind an address this node does not hold yet (IP_FREEBIND); implied for the
+        /// virtual addresses of `vrrp.instances`.
+        pub freebind: bool = false,
     }
 }
 
@@ -314,6 +321,7 @@ impl Decode for Bind {
                 tls: None,
                 v6only: true,
                 backlog: 1024,
+                freebind: false,
             });
         }
         let d = BindDef::decode(node, cx)?;
@@ -325,6 +333,7 @@ impl Decode for Bind {
             tls: d.tls,
             v6only: d.v6only,
             backlog: d.backlog,
+            freebind: d.freebind,
         })
     }
     fn schema() -> Schema {

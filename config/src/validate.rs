@@ -323,6 +323,7 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
             ),
         );
     }
+    vrrp(&mut v, partial);
     let empty = NamedMap::default();
     let mut bound: HashMap<SocketAddr, String> = HashMap::new();
     for (name, fe) in cfg.frontends.iter() {
@@ -549,4 +550,183 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
         v.response_rules(&be.http_response, &empty, &format!("{path}.http_response"));
     }
     v.errors
+}
+
+fn vrrp(v: &mut V, partial: bool) {
+    let cfg = v.cfg;
+    let mut routers: HashMap<(&str, u8), &str> = HashMap::new();
+    let mut vips: HashMap<std::net::Ipv4Addr, &str> = HashMap::new();
+    for (name, inst) in cfg.vrrp.instances.iter() {
+        let path = format!("vrrp.instances.{name}");
+        let pos = cfg.vrrp.instances.pos_of(name).unwrap_or_default();
+        let ifname = &inst.interface;
+        if ifname.value.is_empty()
+            || ifname.value.len() > 15
+            || ifname.value.contains(['/', ' ', '\0'])
+        {
+            v.err(
+                ifname.pos,
+                format!("{path}.interface"),
+                format!(
+                    "{:?} is not an interface name (1-15 characters, no '/' or space)",
+                    ifname.value
+                ),
+            );
+        }
+        if inst.vrid.value == 0 {
+            v.err(
+                inst.vrid.pos,
+                format!("{path}.vrid"),
+                "vrid must be between 1 and 255",
+            );
+        } else if let Some(other) =
+            routers.insert((ifname.value.as_str(), inst.vrid.value), name)
+        {
+            v.err(
+                inst.vrid.pos,
+                format!("{path}.vrid"),
+                format!(
+                    "VRID {} on {} is already used by instance {other:?}",
+                    inst.vrid.value, ifname.value
+                ),
+            );
+        }
+        if inst.priority.value == 0 {
+            v.err(
+                inst.priority.pos,
+                format!("{path}.priority"),
+                "priority must be between 1 and 255 (0 is only sent when leaving)",
+            );
+        }
+        let version = inst.version.value;
+        let iv = inst.interval.value;
+        match version {
+            2 => {
+                if iv.subsec_nanos() != 0 || !(1..=255).contains(&iv.as_secs()) {
+                    v.err(
+                        inst.interval.pos,
+                        format!("{path}.interval"),
+                        format!(
+                            "VRRPv2 intervals are whole seconds from 1s to 255s, found {iv:?}; use version 3 for sub-second adverts"
+                        ),
+                    );
+                }
+            }
+            3 => {
+                let ms = iv.as_millis();
+                if iv.subsec_nanos() % 10_000_000 != 0 || !(10..=40_950).contains(&ms) {
+                    v.err(
+                        inst.interval.pos,
+                        format!("{path}.interval"),
+                        format!(
+                            "VRRPv3 intervals are from 10ms to 40.95s in steps of 10ms, found {iv:?}"
+                        ),
+                    );
+                }
+            }
+            _ => v.err(
+                inst.version.pos,
+                format!("{path}.version"),
+                format!("version must be 2 or 3, found {version}"),
+            ),
+        }
+        if !matches!(inst.checksum.value.as_str(), "pseudo_header" | "message") {
+            v.err(
+                inst.checksum.pos,
+                format!("{path}.checksum"),
+                format!(
+                    "unknown checksum {:?} (expected pseudo_header or message)",
+                    inst.checksum.value
+                ),
+            );
+        }
+        if inst.addresses.is_empty() && !partial {
+            v.err(
+                pos,
+                format!("{path}.addresses"),
+                "an instance needs at least one virtual address",
+            );
+        }
+        if inst.addresses.len() > 255 {
+            v.err(
+                pos,
+                format!("{path}.addresses"),
+                "an advert carries at most 255 addresses",
+            );
+        }
+        for a in &inst.addresses {
+            if let Some(other) = vips.insert(a.value.ip, name) {
+                v.err(
+                    a.pos,
+                    format!("{path}.addresses"),
+                    format!(
+                        "{} is already a virtual address of instance {other:?}",
+                        a.value.ip
+                    ),
+                );
+            }
+        }
+        if !inst.preempt && !inst.preempt_delay.is_zero() {
+            v.err(
+                pos,
+                format!("{path}.preempt_delay"),
+                "preempt_delay needs preempt: true",
+            );
+        }
+        for (i, t) in inst.track.iter().enumerate() {
+            let tpath = format!("{path}.track.{i}");
+            let set = [
+                t.backend.as_ref(),
+                t.frontend.as_ref(),
+                t.interface.as_ref(),
+            ];
+            let tpos = set
+                .iter()
+                .flatten()
+                .map(|s| s.pos)
+                .next()
+                .or(t.weight.as_ref().map(|w| w.pos))
+                .unwrap_or(pos);
+            if set.iter().flatten().count() != 1 {
+                v.err(
+                    tpos,
+                    &tpath,
+                    "a tracked object is exactly one of backend, frontend or interface",
+                );
+            }
+            if let Some(b) = &t.backend {
+                v.backend_ref(b, &format!("{tpath}.backend"));
+            }
+            if let Some(f) = &t.frontend
+                && !cfg.frontends.contains(&f.value)
+            {
+                let hint = nearest(&f.value, cfg.frontends.names())
+                    .map(|n| format!(" (did you mean {n:?}?)"))
+                    .unwrap_or_default();
+                v.err(
+                    f.pos,
+                    format!("{tpath}.frontend"),
+                    format!("unknown frontend {:?}{hint}", f.value),
+                );
+            }
+            if let Some(w) = &t.weight {
+                if w.value == 0 || !(-254..=254).contains(&w.value) {
+                    v.err(
+                        w.pos,
+                        format!("{tpath}.weight"),
+                        format!(
+                            "weight must be between -254 and 254 and not 0, found {}; leave it out to go to FAULT instead",
+                            w.value
+                        ),
+                    );
+                } else if inst.priority.value == 255 {
+                    v.err(
+                        w.pos,
+                        format!("{tpath}.weight"),
+                        "an address owner (priority 255) keeps its priority: track without a weight (FAULT) or lower the priority",
+                    );
+                }
+            }
+        }
+    }
 }

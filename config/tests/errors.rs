@@ -14,6 +14,12 @@ fn errors(yaml: &str) -> Vec<String> {
 const FE: &str = "frontends:\n  www:\n    bind: [\":8080\"]\n    default_backend: web\n";
 const BE: &str = "backends:\n  web:\n    servers:\n      s1: { address: \"127.0.0.1:9001\" }\n";
 
+fn vrrp(vrid: &str, extra: &str) -> String {
+    format!(
+        "{FE}{BE}vrrp:\n  instances:\n    vi:\n      interface: eth0\n      vrid: {vrid}\n      addresses: [10.0.0.100/24]\n{extra}"
+    )
+}
+
 fn with(extra_fe: &str, extra_be: &str) -> String {
     format!("{FE}{extra_fe}{BE}{extra_be}")
 }
@@ -73,6 +79,35 @@ fn broken_configs_get_exact_errors() {
             "6:3: backends.web.circuit_breaker.max_requests: max_requests must be at least 1",
             "6:3: backends.web.queue.timeout: a queue timeout must be above 0 (remove `queue` for immediate 503s)",
         ]),
+        (vrrp("51", "      priorty: 150\n"), vec!["15:7: vrrp.instances.vi.priorty: unknown key \"priorty\" (did you mean \"priority\"?)"]),
+        (vrrp("0", "      version: 4\n"), vec![
+            "13:13: vrrp.instances.vi.vrid: vrid must be between 1 and 255",
+            "15:16: vrrp.instances.vi.version: version must be 2 or 3, found 4",
+        ]),
+        (vrrp("51", "      version: 2\n      interval: 500ms\n"), vec!["16:17: vrrp.instances.vi.interval: VRRPv2 intervals are whole seconds from 1s to 255s, found 500ms; use version 3 for sub-second adverts"]),
+        (vrrp("51", "      interval: 15ms\n      checksum: cisco\n"), vec![
+            "15:17: vrrp.instances.vi.interval: VRRPv3 intervals are from 10ms to 40.95s in steps of 10ms, found 15ms",
+            "16:17: vrrp.instances.vi.checksum: unknown checksum \"cisco\" (expected pseudo_header or message)",
+        ]),
+        (format!("{FE}{BE}vrrp:\n  instances:\n    vi:\n      interface: eth0\n      vrid: 51\n      addresses: [10.0.0.300/24, \"fd00::1/64\"]\n"), vec![
+            "14:19: vrrp.instances.vi.addresses.0: invalid virtual address \"10.0.0.300/24\": expected an IPv4 address like 10.0.0.100/24",
+            "14:34: vrrp.instances.vi.addresses.1: \"fd00::1/64\": IPv6 virtual addresses are not supported; VRRP here is IPv4",
+        ]),
+        (format!("{FE}{BE}vrrp:\n  instances:\n    a: {{ interface: eth0, vrid: 51, addresses: [10.0.0.100] }}\n    b: {{ interface: eth0, vrid: 51, addresses: [10.0.0.100] }}\n"), vec![
+            "12:33: vrrp.instances.b.vrid: VRID 51 on eth0 is already used by instance \"a\"",
+            "12:49: vrrp.instances.b.addresses: 10.0.0.100 is already a virtual address of instance \"a\"",
+        ]),
+        (vrrp("51", "      track:\n        - { backend: wbe, weight: -300 }\n        - { frontend: www, interface: eth1 }\n        - { frontend: wwx }\n"), vec![
+            "16:22: vrrp.instances.vi.track.0.backend: unknown backend \"wbe\" (did you mean \"web\"?)",
+            "16:35: vrrp.instances.vi.track.0.weight: weight must be between -254 and 254 and not 0, found -300; leave it out to go to FAULT instead",
+            "17:23: vrrp.instances.vi.track.1: a tracked object is exactly one of backend, frontend or interface",
+            "18:23: vrrp.instances.vi.track.2.frontend: unknown frontend \"wwx\" (did you mean \"www\"?)",
+        ]),
+        (vrrp("51", "      priority: 255\n      preempt: false\n      preempt_delay: 5s\n      track: [{ backend: web, weight: -50 }]\n"), vec![
+            "11:5: vrrp.instances.vi.preempt_delay: preempt_delay needs preempt: true",
+            "18:39: vrrp.instances.vi.track.0.weight: an address owner (priority 255) keeps its priority: track without a weight (FAULT) or lower the priority",
+        ]),
+        (format!("{FE}{BE}vrrp:\n  instances:\n    vi: {{ interface: eth0, vrid: 51 }}\n"), vec!["11:5: vrrp.instances.vi.addresses: an instance needs at least one virtual address"]),
     ];
     let mut failures = Vec::new();
     for (yaml, want) in cases {

@@ -21,12 +21,23 @@ use crate::server::{Accepted, serve_connection};
 use crate::state::{FrontendLive, GlobalLive};
 
 /// Opens a listening socket that other workers can bind too.
-pub fn bind(addr: SocketAddr, v6only: bool, backlog: u32) -> io::Result<std::net::TcpListener> {
+pub fn bind(
+    addr: SocketAddr,
+    v6only: bool,
+    backlog: u32,
+    freebind: bool,
+) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     if addr.is_ipv6() {
         s.set_only_v6(v6only)?;
+        if freebind {
+            s.set_freebind_v6(true)?;
+        }
+    } else if freebind {
+        // The address may arrive later (a VRRP takeover): no rebind is needed then.
+        s.set_freebind_v4(true)?;
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;

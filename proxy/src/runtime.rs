@@ -151,7 +151,7 @@ fn bind_all(
     let mut addr = spec.addr;
     let mut out = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let l = bind(addr, spec.v6only, spec.backlog).map_err(|e| (addr, e))?;
+        let l = bind(addr, spec.v6only, spec.backlog, spec.freebind).map_err(|e| (addr, e))?;
         if out.is_empty() {
             addr = l.local_addr().map_err(|e| (addr, e))?;
         }

@@ -36,6 +36,8 @@ pub struct BindSpec {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub v6only: bool,
     pub backlog: u32,
+    /// IP_FREEBIND: configured, or implied by a VRRP virtual address.
+    pub freebind: bool,
 }
 
 /// Client timeouts.
@@ -433,6 +435,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 tls,
                 v6only: b.v6only,
                 backlog: b.backlog,
+                freebind: b.freebind || cfg.vrrp.is_virtual(b.address.value.ip()),
             });
         }
         let mut rc = match RuleCompiler::new(&f.acls, &backend_index) {

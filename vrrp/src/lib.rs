@@ -10,6 +10,7 @@
 //! It depends on no other rampart crate; rampart tells it about tracked backends and
 //! frontends through its public interface.
 
+pub mod group;
 pub mod machine;
 pub mod os;
 pub mod packet;

@@ -124,6 +124,21 @@ impl Machine {
         self.cfg.priority
     }
 
+    /// Takes new timing settings (a configuration reload): the advert interval applies
+    /// from the next advert a Master sends; a Backup keeps the interval its Master
+    /// advertises (v3) until it hears another.
+    pub fn set_timing(&mut self, interval: Duration, preempt: bool, preempt_delay: Duration) {
+        self.cfg.interval = interval;
+        self.cfg.preempt = preempt;
+        self.cfg.preempt_delay = preempt_delay;
+        if self.cfg.version == Version::V2 || self.master.is_none() {
+            self.master_interval = interval;
+        }
+        if !preempt || preempt_delay.is_zero() {
+            self.preempt_since = None;
+        }
+    }
+
     /// Skew_Time: v3 scales by the Master's interval, v2 does not (RFC 3768).
     pub fn skew(&self) -> Duration {
         let p = 256 - u32::from(self.cfg.priority);

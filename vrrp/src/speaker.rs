@@ -74,7 +74,7 @@ impl Stats {
 }
 
 /// Commands to a running instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Stop cleanly: a Master sends priority 0 and releases its addresses.
     Shutdown,
@@ -82,6 +82,24 @@ pub enum Command {
     Priority(u8),
     /// Tracked objects failed or recovered.
     Fault(bool),
+    /// New settings with the same interface, VRID, version, checksum and addressing
+    /// (multicast or unicast) — see [`InstanceConfig::same_router`]. A Master moves to
+    /// the new address list at once (removed ones released, new ones added and
+    /// announced); the interval and preemption settings apply from now on. The priority
+    /// is not taken from here: send [`Command::Priority`].
+    Reconfigure(Box<InstanceConfig>),
+}
+
+impl InstanceConfig {
+    /// Whether `other` can be applied to a running instance of `self` with
+    /// [`Command::Reconfigure`] rather than by restarting it.
+    pub fn same_router(&self, other: &InstanceConfig) -> bool {
+        self.interface == other.interface
+            && self.vrid == other.vrid
+            && self.version == other.version
+            && self.checksum == other.checksum
+            && self.unicast_peers.is_empty() == other.unicast_peers.is_empty()
+    }
 }
 
 /// A running instance.
@@ -215,6 +233,10 @@ impl Runner {
                     }
                     Some(Command::Priority(p)) => Some(Input::Priority(p)),
                     Some(Command::Fault(f)) => Some(Input::Fault(f)),
+                    Some(Command::Reconfigure(cfg)) => {
+                        self.reconfigure(&mut m, *cfg).await;
+                        None
+                    }
                 },
             };
             if let Some(i) = input {
@@ -225,6 +247,44 @@ impl Runner {
                     *master = m.master;
                 }
             }
+        }
+    }
+
+    async fn reconfigure(&mut self, m: &mut Machine, cfg: InstanceConfig) {
+        m.set_timing(cfg.interval, cfg.preempt, cfg.preempt_delay);
+        if m.state() == State::Master && cfg.vips != self.cfg.vips {
+            for (ip, _) in &self.cfg.vips {
+                if !cfg.vips.iter().any(|v| v.0 == *ip)
+                    && let Err(e) = self.nl.del(self.iface.index, *ip).await
+                {
+                    tracing::error!(instance = %cfg.name, "cannot remove {ip}: {e}");
+                }
+            }
+            let added: Vec<Ipv4Addr> = cfg
+                .vips
+                .iter()
+                .filter(|v| !self.cfg.vips.contains(v))
+                .map(|v| v.0)
+                .collect();
+            for (ip, prefix) in cfg.vips.iter().filter(|v| added.contains(&v.0)) {
+                if let Err(e) = self.nl.add(self.iface.index, *ip, *prefix).await {
+                    tracing::error!(instance = %cfg.name, "cannot add {ip}/{prefix}: {e}");
+                }
+            }
+            if let Err(e) = os::send_garp(&self.iface, &added, cfg.garp_repeat) {
+                tracing::warn!(instance = %cfg.name, "gratuitous ARP failed: {e}");
+            }
+        }
+        if cfg.garp_refresh != self.cfg.garp_refresh {
+            self.garp_next_refresh = cfg.garp_refresh.map(|r| tokio::time::Instant::now() + r);
+        }
+        tracing::info!(instance = %cfg.name, "VRRP settings updated");
+        self.cfg = cfg;
+        // Adverts from now on carry the new address list; send one at once as Master so
+        // the peers see it.
+        if m.state() == State::Master {
+            let p = m.priority();
+            self.execute(m, vec![Action::Advertise(p)]).await;
         }
     }
 
