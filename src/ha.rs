@@ -52,7 +52,10 @@ fn instance(name: &str, i: &VrrpInstance, base: &Path) -> InstanceConfig {
         garp_repeat: i.garp.repeat,
         garp_delay: i.garp.delay,
         garp_refresh: i.garp.refresh,
-        notify: i.notify.as_ref().map(|n| -> PathBuf { base.join(&n.value) }),
+        notify: i
+            .notify
+            .as_ref()
+            .map(|n| -> PathBuf { base.join(&n.value) }),
     }
 }
 
@@ -251,10 +254,19 @@ mod tests {
         assert_eq!(g.checksum, Checksum::MessageOnly);
         assert_eq!(
             g.vips,
-            [("10.0.0.100".parse().unwrap(), 24), ("10.0.0.101".parse().unwrap(), 32)]
+            [
+                ("10.0.0.100".parse().unwrap(), 24),
+                ("10.0.0.101".parse().unwrap(), 32)
+            ]
         );
-        assert_eq!(g.unicast_peers, ["10.0.0.2".parse::<std::net::Ipv4Addr>().unwrap()]);
-        assert_eq!(g.notify.as_deref(), Some(Path::new("/etc/rampart/notify.sh")));
+        assert_eq!(
+            g.unicast_peers,
+            ["10.0.0.2".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(
+            g.notify.as_deref(),
+            Some(Path::new("/etc/rampart/notify.sh"))
+        );
         assert_eq!((g.garp_repeat, g.garp_delay), (1, Duration::ZERO));
         assert_eq!(g.garp_refresh, Some(Duration::from_secs(60)));
         assert!(cfg.vrrp.is_virtual("10.0.0.101".parse().unwrap()));

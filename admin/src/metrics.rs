@@ -503,11 +503,7 @@ fn vrrp(ctx: &AdminCtx, f: &Families) {
         "VRRP packets dropped as invalid or not matching, and send failures.",
         l,
     );
-    let trans = f.counter(
-        "rampart_vrrp_transitions_total",
-        "VRRP state changes.",
-        l,
-    );
+    let trans = f.counter("rampart_vrrp_transitions_total", "VRRP state changes.", l);
     let tracked = f.gauge(
         "rampart_vrrp_tracking_failed",
         "Tracked objects (and the instance interface) currently failed.",

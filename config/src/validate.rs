@@ -579,9 +579,7 @@ fn vrrp(v: &mut V, partial: bool) {
                 format!("{path}.vrid"),
                 "vrid must be between 1 and 255",
             );
-        } else if let Some(other) =
-            routers.insert((ifname.value.as_str(), inst.vrid.value), name)
-        {
+        } else if let Some(other) = routers.insert((ifname.value.as_str(), inst.vrid.value), name) {
             v.err(
                 inst.vrid.pos,
                 format!("{path}.vrid"),

@@ -105,7 +105,9 @@ impl Decode for Vip {
                 ));
             }
             let ip: Ipv4Addr = ip.parse().map_err(|_| {
-                format!("invalid virtual address {s:?}: expected an IPv4 address like 10.0.0.100/24")
+                format!(
+                    "invalid virtual address {s:?}: expected an IPv4 address like 10.0.0.100/24"
+                )
             })?;
             let prefix: u8 = prefix
                 .parse()
@@ -138,8 +140,10 @@ impl Decode for Ipv4Def {
 impl Vrrp {
     /// Whether `ip` is a virtual address of some instance.
     pub fn is_virtual(&self, ip: std::net::IpAddr) -> bool {
-        self.instances
-            .iter()
-            .any(|(_, i)| i.addresses.iter().any(|a| std::net::IpAddr::V4(a.value.ip) == ip))
+        self.instances.iter().any(|(_, i)| {
+            i.addresses
+                .iter()
+                .any(|a| std::net::IpAddr::V4(a.value.ip) == ip)
+        })
     }
 }

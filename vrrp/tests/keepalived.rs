@@ -130,3 +130,115 @@ fn keepalived_v3_1s() {
 fn keepalived_v3_100ms() {
     interop(3, 100);
 }
+
+/// Takeover times side by side: a pair of rampart speakers and a pair of keepalived
+/// daemons in the same lab, crash (SIGKILL) and clean stop (SIGTERM), at 1 s and 0.1 s
+/// (VRRPv3), three times each. Measured on the wire as keepalived's reference figures
+/// are: the last advert of the old Master (its priority-0 advert for a clean stop) to the
+/// first advert of the new one. Run by hand for docs/BENCHMARKS.md:
+/// `cargo test --release -p rampart-vrrp --test keepalived -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement (about 90 s), not a check"]
+fn takeover_side_by_side() {
+    if !privileged(&["keepalived", "tshark"]) {
+        return;
+    }
+    let intervals: Vec<u64> = std::env::var("RAMPART_LAB_INTERVALS").map_or(vec![1000, 100], |v| {
+        v.split(',').filter_map(|x| x.parse().ok()).collect()
+    });
+    for interval_ms in intervals {
+        for kind in ["keepalived", "rampart"] {
+            let lab = Lab::new(2);
+            let i = interval_ms.to_string();
+            let start = |node: usize, prio: u8| {
+                if kind == "rampart" {
+                    lab.speaker(BIN, node, prio, &["--version", "3", "--interval-ms", &i])
+                } else {
+                    lab.keepalived(
+                        node,
+                        &Keepalived {
+                            version: 3,
+                            priority: prio,
+                            interval_ms,
+                            preempt: true,
+                        },
+                    )
+                }
+            };
+            let limit = Duration::from_millis(interval_ms * 4 + 3000);
+            let now = || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64()
+            };
+            let (mut crashes, mut stops) = (Vec::new(), Vec::new());
+            let cap = lab.capture();
+            let _b = start(2, 100);
+            for _ in 0..3 {
+                let a = start(1, 150);
+                lab.until_holder(1, limit * 2);
+                std::thread::sleep(Duration::from_millis(interval_ms * 2));
+                crashes.push(now());
+                if kind == "rampart" {
+                    a.stop("KILL");
+                } else {
+                    lab::signal_pid(lab::keepalived_vrrp_pid(&lab, 1), "KILL");
+                    drop(a);
+                }
+                lab.until_holds(2, limit);
+                std::thread::sleep(Duration::from_millis(interval_ms));
+                // The VIP a crashed node leaves behind is removed at its next start.
+                let a = start(1, 150);
+                lab.until_holder(1, limit * 2);
+                std::thread::sleep(Duration::from_millis(interval_ms * 2));
+                stops.push(now());
+                a.stop("TERM");
+                lab.until_holder(2, limit);
+                std::thread::sleep(Duration::from_millis(interval_ms));
+            }
+            let ads = cap.finish();
+            let (a1, a2) = (lab.addr(1), lab.addr(2));
+            // From the last advert of node 1 before the event (priority 0 for a clean
+            // stop) to the first advert of node 2 after it.
+            let takeover = |at: f64, prio0: bool| {
+                let last = ads
+                    .iter()
+                    .filter(|a| a.src == a1 && a.time < at + 0.05 && (!prio0 || a.priority == 0))
+                    .map(|a| a.time)
+                    .fold(f64::MIN, f64::max);
+                let last = if prio0 {
+                    ads.iter()
+                        .filter(|a| a.src == a1 && a.priority == 0 && a.time >= at)
+                        .map(|a| a.time)
+                        .fold(f64::MAX, f64::min)
+                } else {
+                    last
+                };
+                let first = ads
+                    .iter()
+                    .filter(|a| a.src == a2 && a.time > last)
+                    .map(|a| a.time)
+                    .fold(f64::MAX, f64::min);
+                assert!(
+                    first < f64::MAX && last > f64::MIN,
+                    "no takeover found in the capture at {at}"
+                );
+                first - last
+            };
+            let crash: Vec<f64> = crashes.iter().map(|t| takeover(*t, false)).collect();
+            let clean: Vec<f64> = stops.iter().map(|t| takeover(*t, true)).collect();
+            let f = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{:.3}", x))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            println!(
+                "| {kind} | v3 {interval_ms} ms | crash: {} s | clean stop: {} s |",
+                f(&crash),
+                f(&clean)
+            );
+        }
+    }
+}

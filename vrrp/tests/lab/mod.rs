@@ -280,6 +280,10 @@ impl Lab {
                 .to_string()
         };
         let (p1, p2, p3) = (pid("main"), pid("vrrp"), pid("check"));
+        // A killed daemon leaves its pid files behind; a reused pid would look alive.
+        for p in [&p1, &p2, &p3] {
+            let _ = std::fs::remove_file(p);
+        }
         self.spawn(
             i,
             &[

@@ -1,0 +1,357 @@
+//! rampart nodes sharing floating addresses in network namespaces: failover seen by a
+//! client in a third namespace, tracking a backend, hot reload of VRRP settings, and the
+//! dual-master layout. Root only (and python3 for the client and origin): the tests skip
+//! with a reason otherwise, and fail instead when RAMPART_REQUIRE_PRIVILEGED=1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../vrrp/tests/lab/mod.rs"]
+mod lab;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lab::{Lab, Proc, privileged};
+
+const RAMPART: &str = env!("CARGO_BIN_EXE_rampart");
+
+/// One instance of a node's configuration.
+struct Inst {
+    name: &'static str,
+    vrid: u8,
+    priority: u8,
+    addrs: Vec<String>,
+    track: &'static str,
+}
+
+fn config(lab: &Lab, node: usize, insts: &[Inst], with_backend: bool) -> String {
+    let vip = lab.vip();
+    let mut s = format!(
+        "global:\n  grace: 1s\n  log_level: info\nadmin:\n  socket: {{ path: node{node}.sock }}\n\
+         frontends:\n  web:\n    bind: [\"{vip}:8080\"]\n    http_request: ['return status 200 content-type text/plain string \"node{node}\"']\n    default_backend: app\n\
+         backends:\n  app:\n"
+    );
+    if with_backend {
+        s.push_str("    health_check: { interval: 100ms, timeout: 100ms, fall: 2, rise: 1 }\n");
+    }
+    s.push_str("    servers: { s1: { address: \"127.0.0.1:9000\" } }\nvrrp:\n  instances:\n");
+    for i in insts {
+        s.push_str(&format!(
+            "    {}:\n      interface: eth0\n      vrid: {}\n      priority: {}\n      interval: 100ms\n      addresses: [{}]\n      garp: {{ repeat: 1, delay: 0s }}\n{}",
+            i.name,
+            i.vrid,
+            i.priority,
+            i.addrs.iter().map(|a| format!("{a}/24")).collect::<Vec<_>>().join(", "),
+            i.track
+        ));
+    }
+    s
+}
+
+struct Node {
+    proc: Proc,
+    conf: PathBuf,
+    sock: PathBuf,
+}
+
+impl Node {
+    fn start(lab: &Lab, i: usize, text: &str) -> Node {
+        let conf = lab.dir.join(format!("node{i}.yaml"));
+        std::fs::write(&conf, text).unwrap();
+        let sock = lab.dir.join(format!("node{i}.sock"));
+        let _ = std::fs::remove_file(&sock);
+        let mut proc = lab.spawn(i, &[RAMPART, "run", "-c", conf.to_str().unwrap()]);
+        proc.wait_line("VRRP INIT -> BACKUP", Duration::from_secs(20));
+        Node { proc, conf, sock }
+    }
+
+    /// One runtime API command.
+    fn cmd(&self, c: &str) -> String {
+        let mut s = UnixStream::connect(&self.sock).unwrap();
+        s.write_all(format!("{c}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// The `show vrrp` line of an instance, as field name -> value.
+    fn vrrp(&self, inst: &str) -> std::collections::HashMap<String, String> {
+        let out = self.cmd("show vrrp");
+        let mut lines = out.lines();
+        let head: Vec<String> = lines
+            .next()
+            .unwrap()
+            .trim_start_matches("# ")
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        let line = lines
+            .find(|l| l.split(' ').next() == Some(inst))
+            .unwrap_or_else(|| panic!("no {inst} in show vrrp:\n{out}"));
+        head.into_iter()
+            .zip(line.split(' ').map(str::to_owned))
+            .collect()
+    }
+
+    fn wait_vrrp(&self, inst: &str, field: &str, want: &str, limit: Duration) {
+        let t = Instant::now();
+        loop {
+            let got = self.vrrp(inst);
+            if got.get(field).map(String::as_str) == Some(want) {
+                return;
+            }
+            assert!(
+                t.elapsed() < limit,
+                "{inst}.{field} is {:?}, not {want:?}",
+                got.get(field)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn reload(&self, text: &str) {
+        std::fs::write(&self.conf, text).unwrap();
+        let out = self.cmd("reload");
+        assert!(out.contains("Configuration reloaded"), "{out}");
+    }
+}
+
+fn vi(priority: u8, addrs: Vec<String>, track: &'static str) -> Inst {
+    Inst {
+        name: "vi_1",
+        vrid: 51,
+        priority,
+        addrs,
+        track,
+    }
+}
+
+/// A client in node 3: GET http://vip:8080/ every 10 ms for `secs`, printing
+/// `ok <t> <body>` or `fail <t>`, then `done`.
+fn client(lab: &Lab, secs: f64) -> Proc {
+    let script = format!(
+        "import time, urllib.request\n\
+         end = time.monotonic() + {secs}\n\
+         while time.monotonic() < end:\n\
+         \x20   t = time.monotonic()\n\
+         \x20   try:\n\
+         \x20       body = urllib.request.urlopen('http://{}:8080/', timeout=0.2).read().decode()\n\
+         \x20       print('ok %.4f %s' % (t, body), flush=True)\n\
+         \x20   except Exception:\n\
+         \x20       print('fail %.4f' % t, flush=True)\n\
+         \x20   time.sleep(0.01)\n\
+         print('done', flush=True)\n",
+        lab.vip()
+    );
+    let path = lab.dir.join("client.py");
+    std::fs::write(&path, script).unwrap();
+    lab.spawn(3, &["python3", path.to_str().unwrap()])
+}
+
+/// Reads client lines until `done`: (time, Some(body) or None for a failure).
+fn client_results(mut c: Proc, limit: Duration) -> Vec<(f64, Option<String>)> {
+    c.wait_line("done", limit);
+    c.seen
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            match (f.next(), f.next().and_then(|t| t.parse::<f64>().ok())) {
+                (Some("ok"), Some(t)) => Some((t, Some(f.next().unwrap_or("").to_owned()))),
+                (Some("fail"), Some(t)) => Some((t, None)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The longest time between two successful requests.
+fn longest_gap(r: &[(f64, Option<String>)]) -> f64 {
+    let oks: Vec<f64> = r.iter().filter(|x| x.1.is_some()).map(|x| x.0).collect();
+    oks.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+}
+
+#[test]
+fn a_client_keeps_reaching_the_vip_across_failovers() {
+    if !privileged(&["python3"]) {
+        return;
+    }
+    let lab = Lab::new(3);
+    let vip = lab.vip();
+    let n1 = Node::start(
+        &lab,
+        1,
+        &config(&lab, 1, &[vi(150, vec![vip.clone()], "")], false),
+    );
+    let mut n2 = Node::start(
+        &lab,
+        2,
+        &config(&lab, 2, &[vi(100, vec![vip.clone()], "")], false),
+    );
+    lab.until_holder(1, Duration::from_secs(3));
+    n1.wait_vrrp("vi_1", "state", "MASTER", Duration::from_secs(1));
+    n2.wait_vrrp("vi_1", "state", "BACKUP", Duration::from_secs(1));
+    let v = n2.vrrp("vi_1");
+    assert_eq!(v["master"], lab.addr(1), "{v:?}");
+    assert!(v["adverts_received"].parse::<u64>().unwrap() > 0, "{v:?}");
+
+    // A clean stop of the master: node 2 serves after Skew_Time.
+    let c = client(&lab, 2.5);
+    std::thread::sleep(Duration::from_millis(800));
+    n1.proc.stop("TERM");
+    lab.until_holder(2, Duration::from_secs(1));
+    let r = client_results(c, Duration::from_secs(10));
+    let clean = longest_gap(&r);
+    assert_eq!(r.first().unwrap().1.as_deref(), Some("node1"));
+    assert_eq!(r.last().unwrap().1.as_deref(), Some("node2"));
+
+    // Node 1 returns and preempts.
+    let n1 = Node::start(
+        &lab,
+        1,
+        &config(&lab, 1, &[vi(150, vec![vip.clone()], "")], false),
+    );
+    lab.until_holder(1, Duration::from_secs(2));
+    n2.proc
+        .wait_line("VRRP MASTER -> BACKUP", Duration::from_secs(1));
+
+    // Node 1 dies (the process is killed and its link goes down): node 2 serves after
+    // Master_Down_Interval.
+    let c = client(&lab, 3.0);
+    std::thread::sleep(Duration::from_millis(800));
+    n1.proc.stop("KILL");
+    lab::ip(&["-n", &lab.ns[1], "link", "set", "eth0", "down"]);
+    lab.until_holds(2, Duration::from_secs(1));
+    let r = client_results(c, Duration::from_secs(10));
+    let crash = longest_gap(&r);
+    let failed = r.iter().filter(|x| x.1.is_none()).count();
+    assert_eq!(r.last().unwrap().1.as_deref(), Some("node2"));
+    println!(
+        "client outage: clean stop {:.0} ms (Skew_Time 61 ms), crash {:.0} ms (Master_Down_Interval 361 ms), {failed} failed requests of {}",
+        clean * 1000.0,
+        crash * 1000.0,
+        r.len()
+    );
+    assert!(clean < 0.061 + 0.4, "clean-stop outage {clean:.3} s");
+    assert!(crash < 0.361 + 0.5, "crash outage {crash:.3} s");
+}
+
+#[test]
+fn a_tracked_backend_without_servers_moves_the_vip_and_reload_applies_in_place() {
+    if !privileged(&["python3"]) {
+        return;
+    }
+    let lab = Lab::new(2);
+    let vip = lab.vip();
+    let track = "      track: [{ backend: app, weight: -100 }]\n";
+    let origin = |i: usize| {
+        lab.spawn(
+            i,
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "9000",
+            ],
+        )
+    };
+    let o1 = origin(1);
+    let _o2 = origin(2);
+    let n1 = Node::start(
+        &lab,
+        1,
+        &config(&lab, 1, &[vi(150, vec![vip.clone()], track)], true),
+    );
+    let mut n2 = Node::start(
+        &lab,
+        2,
+        &config(&lab, 2, &[vi(100, vec![vip.clone()], track)], true),
+    );
+    lab.until_holder(1, Duration::from_secs(3));
+
+    // Every server of the tracked backend stops on the master: 150 - 100 = 50 < 100.
+    let t = Instant::now();
+    o1.stop("KILL");
+    lab.until_holder(2, Duration::from_secs(3));
+    let moved = t.elapsed();
+    let v = n1.vrrp("vi_1");
+    assert_eq!(
+        (
+            v["effective_priority"].as_str(),
+            v["tracking_failed"].as_str()
+        ),
+        ("50", "backend:app"),
+        "{v:?}"
+    );
+    // The server comes back: node 1 has 150 again and preempts.
+    let _o1 = origin(1);
+    lab.until_holder(1, Duration::from_secs(3));
+    n1.wait_vrrp("vi_1", "tracking_failed", "-", Duration::from_secs(1));
+
+    // Reload: node 2 now has priority 200 and a second address; node 1 gets the same
+    // address list. Node 2 preempts without a restart and holds both addresses.
+    let vip2 = lab.addr(101);
+    let both = vec![vip.clone(), vip2.clone()];
+    n1.reload(&config(&lab, 1, &[vi(150, both.clone(), track)], true));
+    n2.reload(&config(&lab, 2, &[vi(200, both, track)], true));
+    lab.until_sole_holder_of(2, &vip2, Duration::from_secs(3));
+    lab.until_holder(2, Duration::from_secs(1));
+    n2.wait_vrrp("vi_1", "priority", "200", Duration::from_secs(1));
+    let v = n2.vrrp("vi_1");
+    assert_eq!(v["addresses"], format!("{vip}/24,{vip2}/24"), "{v:?}");
+    n2.proc
+        .wait_line("VRRP settings updated", Duration::from_secs(1));
+    assert!(
+        !n2.proc
+            .seen
+            .iter()
+            .any(|l| l.contains("stopping VRRP instance")),
+        "the instance was restarted instead of reconfigured"
+    );
+    println!("tracked backend down: the VIP moved in {moved:?}");
+}
+
+#[test]
+fn dual_master_each_node_keeps_its_own_vip() {
+    if !privileged(&[]) {
+        return;
+    }
+    let lab = Lab::new(2);
+    let (va, vb) = (lab.vip(), lab.addr(101));
+    let insts = |pa: u8, pb: u8| {
+        [
+            Inst {
+                name: "vi_a",
+                vrid: 51,
+                priority: pa,
+                addrs: vec![va.clone()],
+                track: "",
+            },
+            Inst {
+                name: "vi_b",
+                vrid: 52,
+                priority: pb,
+                addrs: vec![vb.clone()],
+                track: "",
+            },
+        ]
+    };
+    let n1 = Node::start(&lab, 1, &config(&lab, 1, &insts(150, 100), false));
+    let n2 = Node::start(&lab, 2, &config(&lab, 2, &insts(100, 150), false));
+    lab.until_sole_holder_of(1, &va, Duration::from_secs(3));
+    lab.until_sole_holder_of(2, &vb, Duration::from_secs(3));
+    let before = n2.vrrp("vi_b")["transitions"].clone();
+
+    // Node 1 crashes: its VIP moves to node 2; node 2's own VIP never moves.
+    let t = Instant::now();
+    n1.proc.stop("KILL");
+    lab.until_holds(2, Duration::from_secs(1));
+    let moved = t.elapsed();
+    assert!(lab.holds_addr(2, &vb));
+    assert_eq!(n2.vrrp("vi_b")["transitions"], before);
+    n2.wait_vrrp("vi_a", "state", "MASTER", Duration::from_secs(1));
+    println!("dual master: node 1's VIP moved to node 2 in {moved:?}; node 2's VIP stayed");
+}
