@@ -29,7 +29,7 @@ struct Inst {
 fn config(lab: &Lab, node: usize, insts: &[Inst], with_backend: bool) -> String {
     let vip = lab.vip();
     let mut s = format!(
-        "global:\n  grace: 1s\n  log_level: info\nadmin:\n  socket: {{ path: node{node}.sock }}\n\
+        "global:\n  grace: 1s\n  log_level: info\nadmin:\n  socket: {{ path: node{node}.sock }}\n  http: \"127.0.0.1:9100\"\n\
          frontends:\n  web:\n    bind: [\"{vip}:8080\"]\n    http_request: ['return status 200 content-type text/plain string \"node{node}\"']\n    default_backend: app\n\
          backends:\n  app:\n"
     );
@@ -310,6 +310,32 @@ fn a_tracked_backend_without_servers_moves_the_vip_and_reload_applies_in_place()
             .iter()
             .any(|l| l.contains("stopping VRRP instance")),
         "the instance was restarted instead of reconfigured"
+    );
+    // The stats page and /metrics show the instance (fetched inside node 2).
+    let fetch = |path: &str| {
+        let code = format!(
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100{path}').read().decode())"
+        );
+        let mut p = lab.spawn(2, &["python3", "-c", &code]);
+        let _ = p.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        while let Ok(l) = p.lines.try_recv() {
+            p.seen.push(l);
+        }
+        p.seen.join("\n")
+    };
+    let metrics = fetch("/metrics");
+    for want in [
+        "rampart_vrrp_state{instance=\"vi_1\",state=\"master\"} 1",
+        "rampart_vrrp_priority{instance=\"vi_1\"} 200",
+        "rampart_vrrp_transitions_total{instance=\"vi_1\"}",
+    ] {
+        assert!(metrics.contains(want), "no {want} in /metrics:\n{metrics}");
+    }
+    let page = fetch("/stats");
+    assert!(
+        page.contains("<h2>VRRP</h2>") && page.contains("<td class=\"name\">vi_1</td>"),
+        "no VRRP table on the stats page:\n{page}"
     );
     println!("tracked backend down: the VIP moved in {moved:?}");
 }

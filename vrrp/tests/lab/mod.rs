@@ -101,7 +101,8 @@ impl Lab {
         ip(&["-n", br, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", br, "link", "set", "br0", "up"]);
         for i in 1..=nodes {
-            let (v, p) = (format!("v{tag}{i}"), format!("p{i}"));
+            // Both ends are created in the root namespace first: unique names there.
+            let (v, p) = (format!("v{tag}y{i}"), format!("p{tag}y{i}"));
             let node = &lab.ns[i];
             ip(&["link", "add", &v, "type", "veth", "peer", "name", &p]);
             ip(&["link", "set", &v, "netns", node]);
