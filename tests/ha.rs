@@ -316,13 +316,9 @@ fn a_tracked_backend_without_servers_moves_the_vip_and_reload_applies_in_place()
         let code = format!(
             "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100{path}').read().decode())"
         );
-        let mut p = lab.spawn(2, &["python3", "-c", &code]);
-        let _ = p.child.wait();
-        std::thread::sleep(Duration::from_millis(100));
-        while let Ok(l) = p.lines.try_recv() {
-            p.seen.push(l);
-        }
-        p.seen.join("\n")
+        let p = lab.spawn(2, &["python3", "-c", &code]);
+        // The channel closes when the process has exited and its output is read.
+        p.lines.iter().collect::<Vec<_>>().join("\n")
     };
     let metrics = fetch("/metrics");
     for want in [

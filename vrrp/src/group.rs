@@ -179,29 +179,11 @@ impl Group {
                         cfg.vrid,
                         cfg.priority
                     );
-                    let mut members = self.lock();
-                    let pos = wanted
-                        .iter()
-                        .position(|w| w.name == name)
-                        .unwrap_or(usize::MAX);
-                    let at = members
-                        .iter()
-                        .position(|m| {
-                            wanted
-                                .iter()
-                                .position(|w| w.name == m.cfg.name)
-                                .unwrap_or(usize::MAX)
-                                > pos
-                        })
-                        .unwrap_or(members.len());
-                    members.insert(
-                        at,
-                        Member {
-                            cfg,
-                            handle,
-                            tracking: Tracking::default(),
-                        },
-                    );
+                    self.lock().push(Member {
+                        cfg,
+                        handle,
+                        tracking: Tracking::default(),
+                    });
                 }
                 Err(error) => failures.push(StartFailure {
                     instance: name,
@@ -209,6 +191,9 @@ impl Group {
                 }),
             }
         }
+        // Configuration order, for `show vrrp` and the stats page.
+        let order = |m: &Member| wanted.iter().position(|w| w.name == m.cfg.name);
+        self.lock().sort_by_key(order);
         failures
     }
 

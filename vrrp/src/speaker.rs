@@ -253,25 +253,24 @@ impl Runner {
     async fn reconfigure(&mut self, m: &mut Machine, cfg: InstanceConfig) {
         m.set_timing(cfg.interval, cfg.preempt, cfg.preempt_delay);
         if m.state() == State::Master && cfg.vips != self.cfg.vips {
-            for (ip, _) in &self.cfg.vips {
-                if !cfg.vips.iter().any(|v| v.0 == *ip)
-                    && let Err(e) = self.nl.del(self.iface.index, *ip).await
-                {
-                    tracing::error!(instance = %cfg.name, "cannot remove {ip}: {e}");
-                }
-            }
-            let added: Vec<Ipv4Addr> = cfg
+            // An address whose prefix changed is removed and added again.
+            let removed: Vec<(Ipv4Addr, u8)> = self
+                .cfg
+                .vips
+                .iter()
+                .filter(|v| !cfg.vips.contains(v))
+                .copied()
+                .collect();
+            let added: Vec<(Ipv4Addr, u8)> = cfg
                 .vips
                 .iter()
                 .filter(|v| !self.cfg.vips.contains(v))
-                .map(|v| v.0)
+                .copied()
                 .collect();
-            for (ip, prefix) in cfg.vips.iter().filter(|v| added.contains(&v.0)) {
-                if let Err(e) = self.nl.add(self.iface.index, *ip, *prefix).await {
-                    tracing::error!(instance = %cfg.name, "cannot add {ip}/{prefix}: {e}");
-                }
-            }
-            if let Err(e) = os::send_garp(&self.iface, &added, cfg.garp_repeat) {
+            self.del_vips(&removed).await;
+            self.add_vips(&added).await;
+            let ips: Vec<Ipv4Addr> = added.iter().map(|v| v.0).collect();
+            if let Err(e) = os::send_garp(&self.iface, &ips, cfg.garp_repeat) {
                 tracing::warn!(instance = %cfg.name, "gratuitous ARP failed: {e}");
             }
         }
@@ -285,6 +284,22 @@ impl Runner {
         if m.state() == State::Master {
             let p = m.priority();
             self.execute(m, vec![Action::Advertise(p)]).await;
+        }
+    }
+
+    async fn add_vips(&self, vips: &[(Ipv4Addr, u8)]) {
+        for (ip, prefix) in vips {
+            if let Err(e) = self.nl.add(self.iface.index, *ip, *prefix).await {
+                tracing::error!(instance = %self.cfg.name, "cannot add {ip}/{prefix}: {e}");
+            }
+        }
+    }
+
+    async fn del_vips(&self, vips: &[(Ipv4Addr, u8)]) {
+        for (ip, _) in vips {
+            if let Err(e) = self.nl.del(self.iface.index, *ip).await {
+                tracing::error!(instance = %self.cfg.name, "cannot remove {ip}: {e}");
+            }
         }
     }
 
@@ -384,11 +399,7 @@ impl Runner {
                     }
                 }
                 Action::TakeAddresses => {
-                    for (ip, prefix) in self.cfg.vips.clone() {
-                        if let Err(e) = self.nl.add(self.iface.index, ip, prefix).await {
-                            tracing::error!(instance = %self.cfg.name, "cannot add {ip}/{prefix}: {e}");
-                        }
-                    }
+                    self.add_vips(&self.cfg.vips).await;
                     self.garp();
                     let now = tokio::time::Instant::now();
                     if !self.cfg.garp_delay.is_zero() {
@@ -397,11 +408,7 @@ impl Runner {
                     self.garp_next_refresh = self.cfg.garp_refresh.map(|r| now + r);
                 }
                 Action::ReleaseAddresses => {
-                    for (ip, _) in self.cfg.vips.clone() {
-                        if let Err(e) = self.nl.del(self.iface.index, ip).await {
-                            tracing::error!(instance = %self.cfg.name, "cannot remove {ip}: {e}");
-                        }
-                    }
+                    self.del_vips(&self.cfg.vips).await;
                     self.garp_again = None;
                 }
                 Action::Transition { from, to } => {

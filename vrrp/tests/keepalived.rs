@@ -197,23 +197,21 @@ fn takeover_side_by_side() {
                 lab.until_holder(2, limit);
                 std::thread::sleep(Duration::from_millis(interval_ms));
             }
+            // Let the capture write out the last takeover before it stops.
+            std::thread::sleep(Duration::from_secs(1));
             let ads = cap.finish();
             let (a1, a2) = (lab.addr(1), lab.addr(2));
             // From the last advert of node 1 before the event (priority 0 for a clean
             // stop) to the first advert of node 2 after it.
             let takeover = |at: f64, prio0: bool| {
-                let last = ads
-                    .iter()
-                    .filter(|a| a.src == a1 && a.time < at + 0.05 && (!prio0 || a.priority == 0))
-                    .map(|a| a.time)
-                    .fold(f64::MIN, f64::max);
+                let old = ads.iter().filter(|a| a.src == a1).map(|a| a.time);
                 let last = if prio0 {
-                    ads.iter()
-                        .filter(|a| a.src == a1 && a.priority == 0 && a.time >= at)
-                        .map(|a| a.time)
+                    let zero = ads.iter().filter(|a| a.src == a1 && a.priority == 0);
+                    zero.map(|a| a.time)
+                        .filter(|t| *t >= at)
                         .fold(f64::MAX, f64::min)
                 } else {
-                    last
+                    old.filter(|t| *t < at + 0.05).fold(f64::MIN, f64::max)
                 };
                 let first = ads
                     .iter()
@@ -221,8 +219,12 @@ fn takeover_side_by_side() {
                     .map(|a| a.time)
                     .fold(f64::MAX, f64::min);
                 assert!(
-                    first < f64::MAX && last > f64::MIN,
-                    "no takeover found in the capture at {at}"
+                    first < f64::MAX && last > f64::MIN && last < f64::MAX,
+                    "no takeover found in the capture at {at}: last {last}, first {first}: {:?}",
+                    ads.iter()
+                        .filter(|a| a.time > at - 0.3)
+                        .map(|a| (a.time - at, a.src.clone(), a.priority))
+                        .collect::<Vec<_>>()
                 );
                 first - last
             };
