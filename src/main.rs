@@ -111,6 +111,9 @@ pub fn reload_from(
         tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
         e.to_string()
     })?;
+    if control.shared().snapshot.load().config.peers != cfg.peers {
+        tracing::warn!("peers settings changed: they apply at the next start");
+    }
     if control.shared().snapshot.load().config.admin != cfg.admin {
         tracing::warn!("admin settings changed: they apply at the next start");
     }
@@ -199,7 +202,27 @@ async fn serve(
     let state_file = cfg.global.state_file.as_ref().map(|p| base.join(&p.value));
     let admin_http = cfg.admin.http.clone();
     let stats = cfg.admin.stats.clone();
+    let peers_cfg = cfg.peers.clone();
     let handle = rampart_proxy::start(cfg, base).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Peers replicate stick tables; the tables are read from the running snapshot, so
+    // reloads that change tables apply at once (the peers section itself at restart).
+    let peers = match &peers_cfg {
+        Some(p) => {
+            let shared = handle.control().shared().clone();
+            let tables: rampart_proxy::stick::peers::TablesFn =
+                std::sync::Arc::new(move || shared.snapshot.load().tables.clone());
+            let status = handle.control().shared().live.peers.clone();
+            Some(
+                rampart_proxy::stick::peers::start(p, tables, status).with_context(|| {
+                    format!(
+                        "peers: cannot listen on {}",
+                        p.nodes.get(&p.local.value).map_or("", |a| a.value.as_str())
+                    )
+                })?,
+            )
+        }
+        None => None,
+    };
     for b in handle.bound() {
         tracing::info!(frontend = %b.frontend, "listening on {}", b.local);
     }
@@ -267,6 +290,10 @@ async fn serve(
     // skew time), then drain.
     vrrp.shutdown().await;
     handle.shutdown().await;
+    if let Some(p) = peers {
+        // Last, so that updates made while draining reach the other nodes.
+        tokio::task::spawn_blocking(move || p.shutdown()).await.ok();
+    }
     tracing::info!("stopped");
     Ok(())
 }

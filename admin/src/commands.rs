@@ -48,6 +48,12 @@ static COMMANDS: &[Command] = &[
         Operator,
     ),
     cmd(
+        &["clear", "table"],
+        "clear table <table> [<filter>]*",
+        "remove an entry from a table (filter: data/key)",
+        Operator,
+    ),
+    cmd(
         &["disable", "health"],
         "disable health <bk>/<srv>",
         "disable health checks on a server",
@@ -109,6 +115,12 @@ static COMMANDS: &[Command] = &[
         Admin,
     ),
     cmd(
+        &["set", "table"],
+        "set table <table> key <k> [data.* <v>]*",
+        "update or create a table entry's data",
+        Admin,
+    ),
+    cmd(
         &["set", "timeout"],
         "set timeout cli <delay>",
         "change this session's idle timeout (seconds)",
@@ -167,6 +179,18 @@ static COMMANDS: &[Command] = &[
         "show stat [<iid> <type> <sid>] [up|no-maint|typed|json]",
         "report counters for each proxy and server",
         User,
+    ),
+    cmd(
+        &["show", "table"],
+        "show table [<table> [<filter>]*]",
+        "report table usage stats or dump this table's contents (filter: data/key)",
+        Operator,
+    ),
+    cmd(
+        &["show", "peers"],
+        "show peers",
+        "dump peers contents",
+        Operator,
     ),
     cmd(
         &["show", "version"],
@@ -270,6 +294,10 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
         ["show", "version"] => format!("{}\n", env!("CARGO_PKG_VERSION")),
         ["show", "stat"] => show_stat(ctx, args),
         ["show", "vrrp"] => crate::vrrp::show(ctx, args),
+        ["show", "table"] => crate::table::show(ctx, args),
+        ["clear", "table"] => crate::table::clear(ctx, args),
+        ["set", "table"] => crate::table::set(ctx, args),
+        ["show", "peers"] => crate::peers_view::show(ctx),
         ["show", "sess"] => {
             let mut out = String::new();
             let snap = ctx.control.shared().snapshot.load_full();

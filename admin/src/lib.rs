@@ -14,8 +14,10 @@ pub mod commands;
 pub mod http;
 pub mod metrics;
 pub mod page;
+pub mod peers_view;
 pub mod stat;
 pub mod state_file;
+pub mod table;
 pub mod vrrp;
 
 use std::sync::Arc;

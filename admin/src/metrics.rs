@@ -463,6 +463,7 @@ pub fn render(ctx: &AdminCtx) -> String {
     }
 
     vrrp(ctx, &f);
+    tables(ctx, &f);
 
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&f.reg.gather(), &mut buf);
@@ -471,6 +472,55 @@ pub fn render(ctx: &AdminCtx) -> String {
 
 /// VRRP instances: state (one series per state, 1 for the current one), priorities and
 /// counters. Families appear only when instances are configured.
+fn tables(ctx: &AdminCtx, f: &Families) {
+    let snap = ctx.control.shared().snapshot.load();
+    if snap.tables.is_empty() {
+        return;
+    }
+    let l = &["table"];
+    let used = f.gauge("rampart_stick_table_used", "Entries in the stick table.", l);
+    let size = f.gauge(
+        "rampart_stick_table_size",
+        "Entries the stick table can hold.",
+        l,
+    );
+    for t in &snap.tables {
+        set_gauge(&used, &[&t.name], t.used() as i64);
+        set_gauge(&size, &[&t.name], t.size() as i64);
+    }
+    let (_, peers) = ctx.control.shared().live.peers.views();
+    if peers.is_empty() {
+        return;
+    }
+    let l = &["peer"];
+    let up = f.gauge(
+        "rampart_peer_connected",
+        "1 while this node's connection to the peer is established.",
+        l,
+    );
+    let pending = f.gauge(
+        "rampart_peer_pending_batches",
+        "Update batches queued for the peer.",
+        l,
+    );
+    let sent = f.counter(
+        "rampart_peer_updates_sent_total",
+        "Table entries sent to the peer.",
+        l,
+    );
+    let recv = f.counter(
+        "rampart_peer_updates_received_total",
+        "Table entries received from the peer.",
+        l,
+    );
+    for p in &peers {
+        set_gauge(&up, &[&p.name], i64::from(p.state == "ESTABLISHED"));
+        set_gauge(&pending, &[&p.name], p.pending as i64);
+        set_counter(&sent, &[&p.name], p.updates_sent);
+        set_counter(&recv, &[&p.name], p.updates_received);
+    }
+}
+
 fn vrrp(ctx: &AdminCtx, f: &Families) {
     let views = ctx.vrrp.views();
     if views.is_empty() {

@@ -154,6 +154,7 @@ pub fn render(ctx: &AdminCtx, o: &PageOpts<'_>) -> String {
         );
     }
     vrrp_section(ctx, &mut out);
+    tables_section(ctx, &mut out);
     // Frontends.
     for r in rows.iter().filter(|r| r.get("type") == "0") {
         let _ = writeln!(out, "<h2>Frontend {}</h2>", esc(r.get("pxname")));
@@ -288,6 +289,30 @@ fn row_html(out: &mut String, r: &Row, class: &str, admin: bool, server: Option<
 }
 
 /// The VRRP instances, when there are any.
+fn tables_section(ctx: &AdminCtx, out: &mut String) {
+    let snap = ctx.control.shared().snapshot.load();
+    if snap.tables.is_empty() {
+        return;
+    }
+    out.push_str("<h2>Stick tables</h2>\n<table class=\"px\"><tr><th>Table</th><th>Type</th><th>Used</th><th>Size</th><th>Expire</th><th>Stores</th><th>Peers</th></tr>\n");
+    for t in &snap.tables {
+        let stores: Vec<&str> = t.layout.order.iter().map(|k| k.name()).collect();
+        let _ = writeln!(
+            out,
+            "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&t.name),
+            t.key_type.name(),
+            t.used(),
+            t.size(),
+            t.expire()
+                .map_or("-".to_owned(), |e| format!("{} s", e.as_secs_f64())),
+            esc(&stores.join(", ")),
+            if t.peers { "yes" } else { "no" },
+        );
+    }
+    out.push_str("</table>\n");
+}
+
 fn vrrp_section(ctx: &AdminCtx, out: &mut String) {
     let views = ctx.vrrp.views();
     if views.is_empty() {

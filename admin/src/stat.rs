@@ -423,7 +423,7 @@ fn frontend_row(fe: &Frontend, id: usize, pid: u32) -> Row {
         .set("conn_rate_max", 0)
         .set("conn_tot", l.conns_total.load(Relaxed))
         .set("intercepted", l.intercepted.load(Relaxed))
-        .set("dcon", 0)
+        .set("dcon", l.denied_conns.load(Relaxed))
         .set("dses", 0)
         .set("wrew", 0)
         .set("eint", 0)

@@ -14,6 +14,7 @@ pub mod error;
 pub mod model;
 pub mod resilience;
 pub mod rules;
+pub mod stick;
 pub mod validate;
 pub mod vrrp;
 pub mod yaml;

@@ -12,7 +12,9 @@ use crate::decode::{Cx, Decode, NamedMap, Schema, Size, Spanned};
 use crate::error::Pos;
 use crate::resilience::{CircuitBreaker, HealthCheck, OutlierDetection, Queue, Retries};
 use crate::rules::acl::{Acl, DiskFiles, NoFiles, PatternFiles, parse_acl};
-use crate::rules::action::{Rule, parse_request_rule, parse_response_rule};
+use crate::rules::action::{
+    ConnAction, Rule, parse_connection_rule, parse_request_rule, parse_response_rule,
+};
 use crate::rules::lexer::{RuleError, Tokens};
 use crate::rules::{IpNet, RequestAction, ResponseAction, SampleExpr};
 use crate::yaml::{Node, NodeKind};
@@ -25,6 +27,8 @@ config_struct! {
         pub backends: NamedMap<Backend>,
         pub admin: Admin,
         pub vrrp: crate::vrrp::Vrrp,
+        pub stick_tables: crate::stick::StickTables,
+        pub peers: Option<crate::stick::Peers>,
     }
 }
 
@@ -208,12 +212,21 @@ config_struct! {
         pub limits: RequestLimits,
         pub http2: Http2,
         pub acls: NamedMap<AclDef>,
+        pub tcp_request: TcpRequest,
         pub http_request: Vec<RuleDef<RequestAction>>,
         pub http_response: Vec<RuleDef<ResponseAction>>,
         pub use_backend: Vec<UseBackend>,
         pub default_backend: Option<Spanned<String>>,
         pub forwarded: Forwarded,
         pub access_log: Option<AccessLog>,
+    }
+}
+
+config_struct! {
+    /// Rules run before HTTP is read.
+    pub struct TcpRequest {
+        /// Run when a connection is accepted, before TLS: `track-sc0 src`, `reject if ...`.
+        pub connection: Vec<RuleDef<ConnAction>>,
     }
 }
 
@@ -445,7 +458,7 @@ impl Decode for LogFormatKind {
 }
 
 /// Where a piece of rule text starts in the file (after an opening quote).
-fn text_pos(node: &Node) -> Pos {
+pub(crate) fn text_pos(node: &Node) -> Pos {
     match &node.kind {
         NodeKind::Scalar { quoted: true, .. } => Pos {
             line: node.pos.line,
@@ -463,11 +476,11 @@ pub fn offset_pos(start: Pos, offset: usize) -> Pos {
     }
 }
 
-fn rule_error(cx: &mut Cx, node: &Node, e: RuleError) {
+pub(crate) fn rule_error(cx: &mut Cx, node: &Node, e: RuleError) {
     cx.error(offset_pos(text_pos(node), e.offset), e.message);
 }
 
-fn files_for(cx: &Cx) -> Box<dyn PatternFiles> {
+pub(crate) fn files_for(cx: &Cx) -> Box<dyn PatternFiles> {
     match &cx.base_dir {
         Some(d) => Box::new(DiskFiles(d.clone())),
         None => Box::new(NoFiles),
@@ -488,6 +501,24 @@ impl Decode for RuleDef<RequestAction> {
         let text = cx.scalar(node, "a rule")?.to_owned();
         let files = files_for(cx);
         match parse_request_rule(&text, files.as_ref()) {
+            Ok(rule) => Some(RuleDef {
+                rule,
+                text,
+                pos: text_pos(node),
+            }),
+            Err(e) => {
+                rule_error(cx, node, e);
+                None
+            }
+        }
+    }
+}
+
+impl Decode for RuleDef<ConnAction> {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let text = cx.scalar(node, "a rule")?.to_owned();
+        let files = files_for(cx);
+        match parse_connection_rule(&text, files.as_ref()) {
             Ok(rule) => Some(RuleDef {
                 rule,
                 text,
@@ -714,6 +745,10 @@ config_struct! {
         pub retries: Option<Retries>,
         pub http_request: Vec<RuleDef<RequestAction>>,
         pub http_response: Vec<RuleDef<ResponseAction>>,
+        /// Stick-table persistence: `on src table sessions`, `match ...`, `store-request ...`.
+        pub stick: Vec<crate::stick::StickRule>,
+        /// Cookie persistence.
+        pub cookie: Option<crate::stick::Cookie>,
     }
 }
 
@@ -837,6 +872,8 @@ config_struct! {
         /// Requests in flight to this server at once; more wait in the backend's queue
         /// (with `queue`) or get 503.
         pub max_connections: Option<u32>,
+        /// Value of the backend's persistence cookie for this server; default: its name.
+        pub cookie: Option<String>,
     }
 }
 

@@ -9,8 +9,9 @@ use crate::error::{ConfigError, Pos, nearest};
 use crate::model::{AclDef, BackendTarget, Balance, Config, RuleDef, offset_pos};
 use crate::resilience::{HealthCheck, Retries};
 use crate::rules::acl::{Acl, AclRef, Condition, PREDEFINED, predefined};
-use crate::rules::action::{HeaderAction, RequestAction, ResponseAction};
-use crate::rules::{Fetch, LogFormat, SampleExpr, Segment};
+use crate::rules::action::{ConnAction, HeaderAction, RequestAction, ResponseAction, StickAction};
+use crate::rules::{Fetch, LogFormat, SampleExpr, ScOp, ScSource, Segment};
+use crate::stick::{CookieMode, DataKind, KeyType, StickKind, StickTable};
 
 struct V<'c> {
     cfg: &'c Config,
@@ -36,12 +37,95 @@ impl V<'_> {
     }
 
     fn sample(&mut self, e: &SampleExpr, pos: Pos, path: &str) {
-        if let Fetch::NbSrv(b) = &e.fetch {
-            let s = Spanned {
-                value: b.clone(),
-                pos,
-            };
-            self.backend_ref(&s, path);
+        match &e.fetch {
+            Fetch::NbSrv(b) => {
+                let s = Spanned {
+                    value: b.clone(),
+                    pos,
+                };
+                self.backend_ref(&s, path);
+            }
+            Fetch::TableCnt(t) | Fetch::TableAvl(t) => {
+                self.table_ref(t, pos, path);
+            }
+            Fetch::Sc(sc) => {
+                let what = e.fetch.to_string();
+                let table = match (&sc.table, sc.source) {
+                    (Some(t), _) => self.table_ref(t, pos, path),
+                    (None, ScSource::Src) => self.default_table(&what, pos, path),
+                    // The table the slot tracks, known at run time.
+                    (None, ScSource::Slot(_)) => None,
+                };
+                let needs = match sc.op {
+                    ScOp::Get(k) => Some(k),
+                    ScOp::IncGpc0 | ScOp::ClrGpc0 => Some(DataKind::Gpc0),
+                    ScOp::Tracked => None,
+                };
+                if let (Some((name, t)), Some(k)) = (table, needs)
+                    && !t.store.iter().any(|s| s.kind == k)
+                {
+                    self.err(
+                        pos,
+                        path,
+                        format!("{what}: table {name:?} does not store {k}"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks that table `name` exists.
+    fn table_ref(&mut self, name: &str, pos: Pos, path: &str) -> Option<(String, &StickTable)> {
+        let cfg = self.cfg;
+        if let Some(t) = cfg.stick_tables.get(name) {
+            return Some((name.to_owned(), t));
+        }
+        if !cfg.stick_tables.contains(name) {
+            let hint = nearest(name, cfg.stick_tables.names())
+                .map(|n| format!(" (did you mean {n:?}?)"))
+                .unwrap_or_default();
+            self.err(pos, path, format!("unknown stick table {name:?}{hint}"));
+        }
+        None
+    }
+
+    /// The table used when a rule names none: the only one there is.
+    fn default_table(&mut self, what: &str, pos: Pos, path: &str) -> Option<(String, &StickTable)> {
+        let cfg = self.cfg;
+        match cfg.stick_tables.0.as_slice() {
+            [(n, t)] => Some((n.value.clone(), t)),
+            [] if !cfg.stick_tables.1.is_empty() => None,
+            [] => {
+                self.err(
+                    pos,
+                    path,
+                    format!("{what} needs a stick table, and none is declared in stick_tables"),
+                );
+                None
+            }
+            _ => {
+                self.err(
+                    pos,
+                    path,
+                    format!("{what}: name the table ('table NAME'), there are several"),
+                );
+                None
+            }
+        }
+    }
+
+    fn stick_action(&mut self, a: &StickAction, pos: Pos, path: &str) {
+        if let StickAction::Track { slot, expr, table } = a {
+            self.sample(expr, pos, path);
+            match table {
+                Some(t) => {
+                    self.table_ref(t, pos, path);
+                }
+                None => {
+                    self.default_table(&format!("track-sc{slot}"), pos, path);
+                }
+            }
         }
     }
 
@@ -119,6 +203,7 @@ impl V<'_> {
                         self.logformat(b, r.pos, &p);
                     }
                 }
+                RequestAction::Stick(a) => self.stick_action(a, r.pos, &p),
                 RequestAction::Allow => {}
             }
         }
@@ -394,6 +479,29 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
             &fe.acls,
             &format!("{path}.http_response"),
         );
+        for (i, r) in fe.tcp_request.connection.iter().enumerate() {
+            let p = format!("{path}.tcp_request.connection.{i}");
+            if let Some(c) = &r.rule.cond {
+                v.condition(c, r.pos, &fe.acls, &p);
+                for (acl, offset) in c.named() {
+                    let http = fe.acls.get(acl).and_then(|d| {
+                        d.0.iter()
+                            .find(|(a, _)| !a.expr.fetch.is_layer4())
+                            .map(|(a, _)| a.expr.fetch.to_string())
+                    });
+                    if let Some(f) = http {
+                        v.err(
+                            offset_pos(r.pos, offset),
+                            &p,
+                            format!("ACL {acl:?} uses {f}, which needs an HTTP request; connection rules can use src, dst, ports and stick counters only"),
+                        );
+                    }
+                }
+            }
+            if let ConnAction::Stick(a) = &r.rule.action {
+                v.stick_action(a, r.pos, &p);
+            }
+        }
         for (i, ub) in fe.use_backend.iter().enumerate() {
             let p = format!("{path}.use_backend.{i}");
             match &ub.target {
@@ -548,8 +656,165 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
         }
         v.request_rules(&be.http_request, &empty, &format!("{path}.http_request"));
         v.response_rules(&be.http_response, &empty, &format!("{path}.http_response"));
+        for (i, r) in be.stick.iter().enumerate() {
+            let p = format!("{path}.stick.{i}");
+            v.sample(&r.expr, r.pos, &p);
+            if let Some(c) = &r.cond {
+                v.condition(c, r.pos, &empty, &p);
+            }
+            let kind = match r.kind {
+                StickKind::On => "stick on",
+                StickKind::Match => "stick match",
+                StickKind::StoreRequest => "stick store-request",
+            };
+            let t = match &r.table {
+                Some(t) => v.table_ref(&t.value, t.pos, &p),
+                None => v.default_table(kind, r.pos, &p),
+            };
+            if let Some((name, t)) = t
+                && !t.store.iter().any(|s| s.kind == DataKind::ServerId)
+            {
+                v.err(
+                    r.pos,
+                    &p,
+                    format!("{kind}: table {name:?} must store server_id"),
+                );
+            }
+        }
+        if let Some(c) = &be.cookie {
+            let p = format!("{path}.cookie");
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+            {
+                v.err(
+                    c.name.pos,
+                    format!("{p}.name"),
+                    format!("invalid cookie name {:?}", c.name.value),
+                );
+            }
+            if c.mode != CookieMode::Insert && (c.max_idle.is_some() || c.max_life.is_some()) {
+                v.err(c.name.pos, &p, "max_idle and max_life need mode insert");
+            }
+            let mut seen: HashMap<String, &str> = HashMap::new();
+            for (sname, s) in be.servers.iter() {
+                let value = s.cookie.clone().unwrap_or_else(|| sname.to_owned());
+                let bad = value.is_empty()
+                    || !value
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b";,\\\"|~".contains(&b));
+                if bad {
+                    v.err(
+                        be.servers.pos_of(sname).unwrap_or(be_pos),
+                        format!("{path}.servers.{sname}.cookie"),
+                        format!("invalid cookie value {value:?} (no spaces, ';', ',', '|', '~' or quotes)"),
+                    );
+                }
+                if let Some(other) = seen.insert(value.clone(), sname) {
+                    v.err(
+                        be.servers.pos_of(sname).unwrap_or(be_pos),
+                        format!("{path}.servers.{sname}.cookie"),
+                        format!("cookie value {value:?} is also server {other:?}'s"),
+                    );
+                }
+            }
+        }
     }
+    stick_tables(&mut v);
     v.errors
+}
+
+fn stick_tables(v: &mut V) {
+    let cfg = v.cfg;
+    for (name, t) in cfg.stick_tables.iter() {
+        let path = format!("stick_tables.{name}");
+        let pos = cfg.stick_tables.pos_of(name).unwrap_or_default();
+        if t.size.value.0 == 0 || t.size.value.0 > 1 << 30 {
+            v.err(
+                t.size.pos,
+                format!("{path}.size"),
+                "size must be between 1 and 1g entries",
+            );
+        }
+        match (t.key_type.value, &t.len) {
+            (KeyType::String | KeyType::Binary, Some(l)) if !(1..=1024).contains(&l.value) => {
+                v.err(
+                    l.pos,
+                    format!("{path}.len"),
+                    "len must be between 1 and 1024",
+                );
+            }
+            (KeyType::Ip | KeyType::Ipv6 | KeyType::Integer, Some(l)) => {
+                v.err(
+                    l.pos,
+                    format!("{path}.len"),
+                    format!(
+                        "len applies to string and binary tables, not {}",
+                        t.key_type.value.name()
+                    ),
+                );
+            }
+            _ => {}
+        }
+        if t.expire
+            .is_some_and(|e| e.is_zero() || e.as_millis() > i32::MAX as u128)
+        {
+            v.err(
+                pos,
+                format!("{path}.expire"),
+                "expire must be between 1ms and 24 days",
+            );
+        }
+        let mut kinds: Vec<DataKind> = Vec::new();
+        for s in &t.store {
+            if kinds.contains(&s.kind) {
+                v.err(
+                    s.pos,
+                    format!("{path}.store"),
+                    format!("{} is stored twice", s.kind),
+                );
+            }
+            kinds.push(s.kind);
+        }
+        if t.peers && cfg.peers.is_none() {
+            v.err(
+                pos,
+                format!("{path}.peers"),
+                "peers: true needs a peers section",
+            );
+        }
+    }
+    let Some(p) = &cfg.peers else {
+        return;
+    };
+    if !p.nodes.contains(&p.local.value) {
+        let hint = nearest(&p.local.value, p.nodes.names())
+            .map(|n| format!(" (did you mean {n:?}?)"))
+            .unwrap_or_default();
+        v.err(
+            p.local.pos,
+            "peers.local",
+            format!("{:?} is not one of peers.nodes{hint}", p.local.value),
+        );
+    }
+    for (name, addr) in p.nodes.iter() {
+        if addr.value.parse::<SocketAddr>().is_err() {
+            v.err(
+                addr.pos,
+                format!("peers.nodes.{name}"),
+                format!("invalid address {:?}: expected ip:port", addr.value),
+            );
+        }
+    }
+    if p.secret.value.len() < 8 {
+        v.err(
+            p.secret.pos,
+            "peers.secret",
+            "the secret must be at least 8 characters",
+        );
+    }
 }
 
 fn vrrp(v: &mut V, partial: bool) {

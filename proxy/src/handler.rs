@@ -23,6 +23,7 @@ use crate::rules::sample::{ConnInfo, SampleCtx, canonical_ip, mask_ip};
 use crate::rules::{Env, Intercept, RequestLine, run_request, run_response};
 use crate::snapshot::{Backend, Frontend, Snapshot};
 use crate::state::{ActiveGuard, Live};
+use crate::stick::{Trackers, Tracks};
 use crate::upstream::{Proto, Timing};
 
 /// What a connection knows while it serves requests.
@@ -33,7 +34,11 @@ pub struct ConnCtx {
     pub live: Arc<Live>,
     /// This connection in the session registry.
     pub session: Arc<crate::sessions::Session>,
+    /// Stick counters tracked by `tcp_request.connection` rules.
+    pub track: Option<Arc<Trackers>>,
 }
+
+static NO_TRACKERS: std::sync::LazyLock<Trackers> = std::sync::LazyLock::new(Trackers::default);
 
 /// A request's outcome, completed when the response has been sent.
 pub struct Done {
@@ -60,6 +65,11 @@ pub struct Done {
     tls: bool,
     live: Arc<Live>,
     session: Arc<crate::sessions::Session>,
+    /// Stick counters tracked by this request's rules.
+    track: Trackers,
+    conn_track: Option<Arc<Trackers>>,
+    /// Request body bytes, for `bytes_in` counters.
+    bytes_in: u64,
 }
 
 impl Done {
@@ -87,6 +97,9 @@ impl Done {
             tls: cx.info.tls,
             live: cx.live.clone(),
             session: cx.session.clone(),
+            track: Trackers::default(),
+            conn_track: cx.track.clone(),
+            bytes_in: 0,
         }
     }
 
@@ -128,6 +141,16 @@ impl Done {
                 .zip(self.server)
                 .map_or(0, |(b, i)| b.servers[i].live.active.load(Relaxed))
         });
+        if !self.track.is_empty() || self.conn_track.is_some() {
+            let (status, bytes_in) = (self.status, self.bytes_in);
+            let count = |e: &mut crate::stick::Entry<'_>| {
+                crate::stick::count_response(e, status, bytes_in, bytes_out)
+            };
+            self.track.each(count);
+            if let Some(t) = &self.conn_track {
+                t.each(count);
+            }
+        }
         drop(self.guard.take());
         drop(self.slot.take());
         self.session.left_server();
@@ -353,15 +376,31 @@ pub async fn handle(
         .as_ref()
         .map(|_| (parts.method.clone(), parts.uri.clone(), parts.version));
     let mut done = Done::new(cx, line, t_request);
+    if let Some(t) = &cx.track {
+        t.count_request();
+    }
+    done.bytes_in = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok())
+        .unwrap_or(0);
     let snap = &cx.snapshot;
     let nbsrv = |i: usize| snap.nbsrv(i);
+    let conn_track: &Trackers = cx.track.as_deref().unwrap_or(&NO_TRACKERS);
     let env = Env {
         conn: &cx.info,
         frontend: &fe.name,
         nbsrv: &nbsrv,
+        conn_track,
     };
 
-    if let Some((resp, kind)) = run_request(&fe.request_rules, &fe.acls, &mut parts, &env) {
+    if let Some((resp, kind)) = run_request(
+        &fe.request_rules,
+        &fe.acls,
+        &mut parts,
+        &env,
+        &mut done.track,
+    ) {
         count_intercept(fe, kind);
         done.termination = if kind == Intercept::Deny {
             *b"PR"
@@ -382,6 +421,10 @@ pub async fn handle(
             version: parts.version,
             headers: &parts.headers,
             nbsrv: &nbsrv,
+            track: Tracks {
+                conn: Some(conn_track),
+                req: Some(&done.track),
+            },
         };
         let route = fe
             .routes
@@ -404,7 +447,13 @@ pub async fn handle(
     done.backend = Some(be.clone());
     done.backend_active = true;
 
-    if let Some((resp, kind)) = run_request(&be.request_rules, &be.acls, &mut parts, &env) {
+    if let Some((resp, kind)) = run_request(
+        &be.request_rules,
+        &be.acls,
+        &mut parts,
+        &env,
+        &mut done.track,
+    ) {
         count_intercept(fe, kind);
         done.termination = if kind == Intercept::Deny {
             *b"PR"
@@ -437,6 +486,10 @@ pub async fn handle(
             version: parts.version,
             headers: &parts.headers,
             nbsrv: &nbsrv,
+            track: Tracks {
+                conn: Some(conn_track),
+                req: Some(&done.track),
+            },
         };
         request_hash(&be, &scx)
     } else {
@@ -446,7 +499,241 @@ pub async fn handle(
         retries: route.and_then(|r| r.retries.clone()),
         timeout: route.and_then(|r| r.timeout),
     };
-    forward(cx, &be, key, route, parts, body, done).await
+    let persist = if be.stick.is_empty() && be.cookie.is_none() {
+        Persist::default()
+    } else {
+        let scx = SampleCtx {
+            conn: &cx.info,
+            frontend: &fe.name,
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            nbsrv: &nbsrv,
+            track: Tracks {
+                conn: Some(conn_track),
+                req: Some(&done.track),
+            },
+        };
+        let mut p = persistence(&be, &scx);
+        if let Some(c) = &be.cookie {
+            // A valid cookie comes before the stick rules, as in HAProxy.
+            p.cookie = request_cookie(c, &be, &mut parts.headers);
+            p.server = p.cookie.map(|(i, _)| i).or(p.server);
+        }
+        p
+    };
+    forward(cx, &be, key, route, parts, body, done, persist).await
+}
+
+/// What persistence asks of one request.
+#[derive(Default)]
+struct Persist {
+    /// The server the client is stuck to.
+    server: Option<usize>,
+    /// Entries that get the chosen server.
+    store: Vec<(Arc<crate::stick::Table>, crate::stick::Key)>,
+    /// The server named by the client's persistence cookie, with the cookie's first-seen
+    /// time (insert mode with dates).
+    cookie: Option<(usize, u64)>,
+}
+
+/// Runs the backend's `stick` rules: the first matching entry that names a server wins;
+/// `on` and `store-request` entries are stored with the server finally chosen.
+fn persistence(be: &Backend, cx: &SampleCtx<'_>) -> Persist {
+    use rampart_config::stick::{DataKind, StickKind};
+    let mut p = Persist::default();
+    for r in &be.stick {
+        if !r.cond.as_ref().is_none_or(|c| c.eval(&be.acls, cx)) {
+            continue;
+        }
+        let Some(key) = r.sample.value(cx).and_then(|v| r.table.key_of(&v)) else {
+            continue;
+        };
+        if p.server.is_none() && r.kind != StickKind::StoreRequest {
+            let id = r
+                .table
+                .with(&key, false, 0, |e| e.get(DataKind::ServerId))
+                .flatten();
+            if let Some(id) = id.filter(|id| *id >= 1 && (*id as usize) <= be.servers.len()) {
+                p.server = Some(id as usize - 1);
+            }
+        }
+        if r.kind != StickKind::Match {
+            p.store.push((r.table.clone(), key));
+        }
+    }
+    p
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Finds the persistence cookie in the request, and takes it off or unwraps it as the
+/// mode says. Returns the server it names (with the first-seen date), if it is valid.
+fn request_cookie(
+    c: &crate::snapshot::CookieSpec,
+    be: &Backend,
+    headers: &mut HeaderMap,
+) -> Option<(usize, u64)> {
+    use rampart_config::stick::CookieMode;
+    let mut found: Option<(usize, u64)> = None;
+    let mut rewrite = false;
+    for v in headers.get_all(http::header::COOKIE) {
+        for (k, val) in crate::rules::sample::cookies(v.as_bytes()) {
+            if k != c.name.as_bytes() {
+                continue;
+            }
+            let val = std::str::from_utf8(val).unwrap_or("");
+            let (srv, first) = match c.mode {
+                CookieMode::Insert => {
+                    let mut parts = val.split('|');
+                    let srv = parts.next().unwrap_or("");
+                    let last: Option<u64> = parts.next().and_then(|d| d.parse().ok());
+                    let first: Option<u64> = parts.next().and_then(|d| d.parse().ok());
+                    let now = now_unix();
+                    let idle_ok = c
+                        .max_idle
+                        .is_none_or(|m| last.is_some_and(|l| now.saturating_sub(l) <= m.as_secs()));
+                    let life_ok = c.max_life.is_none_or(|m| {
+                        first.is_some_and(|f| now.saturating_sub(f) <= m.as_secs())
+                    });
+                    if !(idle_ok && life_ok) {
+                        rewrite |= c.indirect;
+                        continue;
+                    }
+                    (srv, first.unwrap_or(now))
+                }
+                CookieMode::Prefix => (val.split_once('~').map_or(val, |(s, _)| s), 0),
+                CookieMode::Rewrite => (val, 0),
+            };
+            if let Some(i) = c.values.iter().position(|x| x == srv)
+                && i < be.servers.len()
+            {
+                found = Some((i, first));
+            }
+            rewrite |= matches!(c.mode, CookieMode::Prefix) || c.indirect;
+        }
+    }
+    if rewrite {
+        // Insert+indirect: the server never sees the cookie; prefix: it sees its own value.
+        let mut out: Vec<String> = Vec::new();
+        for v in headers.get_all(http::header::COOKIE) {
+            for part in v.as_bytes().split(|b| *b == b';') {
+                let t = String::from_utf8_lossy(part.trim_ascii()).into_owned();
+                if t.is_empty() {
+                    continue;
+                }
+                match t.split_once('=') {
+                    Some((k, val)) if k.trim() == c.name => {
+                        if c.mode == CookieMode::Prefix
+                            && let Some((_, rest)) = val.trim().split_once('~')
+                        {
+                            out.push(format!("{}={rest}", c.name));
+                        }
+                    }
+                    _ => out.push(t),
+                }
+            }
+        }
+        headers.remove(http::header::COOKIE);
+        if !out.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&out.join("; "))
+        {
+            headers.insert(http::header::COOKIE, v);
+        }
+    }
+    found
+}
+
+/// Sets, rewrites or prefixes the persistence cookie in a response from server `si`.
+fn response_cookie(
+    c: &crate::snapshot::CookieSpec,
+    si: usize,
+    from_cookie: Option<(usize, u64)>,
+    h: &mut HeaderMap,
+) {
+    use rampart_config::stick::CookieMode;
+    let Some(value) = c.values.get(si) else {
+        return;
+    };
+    match c.mode {
+        CookieMode::Insert => {
+            let dated = c.max_idle.is_some() || c.max_life.is_some();
+            let valid = from_cookie.is_some_and(|(i, _)| i == si);
+            if c.indirect && valid && !dated {
+                return;
+            }
+            let now = now_unix();
+            let v = if dated {
+                let first = from_cookie
+                    .filter(|(i, _)| *i == si)
+                    .map_or(now, |(_, f)| f);
+                format!("{}={value}|{now}|{first}{}", c.name, c.attrs)
+            } else {
+                format!("{}={value}{}", c.name, c.attrs)
+            };
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.append(http::header::SET_COOKIE, v);
+                if c.nocache {
+                    h.insert(
+                        http::header::CACHE_CONTROL,
+                        HeaderValue::from_static("private"),
+                    );
+                }
+            }
+        }
+        CookieMode::Rewrite | CookieMode::Prefix => {
+            let old: Vec<HeaderValue> = h
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect();
+            if old.is_empty() {
+                return;
+            }
+            let mut changed = false;
+            let new: Vec<HeaderValue> = old
+                .into_iter()
+                .map(|v| {
+                    let b = v.as_bytes();
+                    let Some(eq) = b.iter().position(|x| *x == b'=') else {
+                        return v;
+                    };
+                    if b[..eq].trim_ascii() != c.name.as_bytes() {
+                        return v;
+                    }
+                    let rest = &b[eq + 1..];
+                    let end = rest.iter().position(|x| *x == b';').unwrap_or(rest.len());
+                    let mut out = Vec::with_capacity(b.len() + value.len() + 1);
+                    out.extend_from_slice(&b[..eq + 1]);
+                    out.extend_from_slice(value.as_bytes());
+                    if c.mode == CookieMode::Prefix {
+                        out.push(b'~');
+                        out.extend_from_slice(&rest[..end]);
+                    }
+                    out.extend_from_slice(&rest[end..]);
+                    changed = true;
+                    HeaderValue::from_bytes(&out).unwrap_or(v)
+                })
+                .collect();
+            if changed {
+                h.remove(http::header::SET_COOKIE);
+                for v in new {
+                    h.append(http::header::SET_COOKIE, v);
+                }
+                if c.nocache {
+                    h.insert(
+                        http::header::CACHE_CONTROL,
+                        HeaderValue::from_static("private"),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Per-route overrides of the backend's settings.
@@ -553,8 +840,26 @@ enum Pick {
     AllFull,
 }
 
-fn try_pick(be: &Backend, key: Option<u64>, tried: &[usize], redispatch: bool) -> Pick {
+fn try_pick(
+    be: &Backend,
+    key: Option<u64>,
+    tried: &[usize],
+    redispatch: bool,
+    prefer: Option<usize>,
+) -> Pick {
     let mut full: Vec<usize> = Vec::new();
+    // A client stuck to a server keeps it while the server can serve, including when it
+    // is draining (it only takes no new clients); a DOWN server redispatches.
+    if tried.is_empty()
+        && let Some(i) = prefer
+        && let Some(s) = be.servers.get(i)
+        && s.live.persistable()
+    {
+        match s.live.try_start() {
+            Some(g) => return Pick::Got(i, g),
+            None => full.push(i),
+        }
+    }
     // A retry without redispatch goes back to the same server when it is usable.
     if !redispatch
         && let Some(&last) = tried.last()
@@ -589,6 +894,7 @@ async fn pick_server(
     key: Option<u64>,
     tried: &[usize],
     redispatch: bool,
+    prefer: Option<usize>,
 ) -> Result<(usize, ActiveGuard), ProxyError> {
     let no_server = || {
         ProxyError::new(
@@ -596,7 +902,7 @@ async fn pick_server(
             format!("no server available in backend {}", be.name),
         )
     };
-    match try_pick(be, key, tried, redispatch) {
+    match try_pick(be, key, tried, redispatch, prefer) {
         Pick::Got(i, g) => return Ok((i, g)),
         Pick::None => return Err(no_server()),
         Pick::AllFull => {}
@@ -612,7 +918,7 @@ async fn pick_server(
         let freed = be.live.server_freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        match try_pick(be, key, tried, redispatch) {
+        match try_pick(be, key, tried, redispatch, prefer) {
             Pick::Got(i, g) => return Ok((i, g)),
             Pick::None => return Err(no_server()),
             Pick::AllFull => {}
@@ -636,6 +942,7 @@ async fn forward(
     parts: http::request::Parts,
     body: Body,
     mut done: Done,
+    persist: Persist,
 ) -> (Response<Body>, Done) {
     let fe = &cx.frontend;
     let env_nbsrv = |i: usize| cx.snapshot.nbsrv(i);
@@ -643,6 +950,7 @@ async fn forward(
         conn: &cx.info,
         frontend: &fe.name,
         nbsrv: &env_nbsrv,
+        conn_track: cx.track.as_deref().unwrap_or(&NO_TRACKERS),
     };
     let measure = fe.log.is_some();
 
@@ -710,24 +1018,30 @@ async fn forward(
     let mut retry_guard: Option<RetryGuard> = None;
     loop {
         let redispatch = policy.as_ref().is_none_or(|p| p.redispatch);
-        let (si, guard) = match pick_server(be, key, tried.as_slice(), redispatch).await {
-            Ok(x) => x,
-            Err(e) => {
-                match e.kind {
-                    ErrorKind::NoServer => be.live.no_server.fetch_add(1, Relaxed),
-                    ErrorKind::Overloaded(l) => {
-                        be.live.overflow.count(l);
-                        0
-                    }
-                    _ => {
-                        be.live.overflow.count("queue_timeout");
-                        0
-                    }
-                };
-                return fail(done, &e);
-            }
-        };
+        let (si, guard) =
+            match pick_server(be, key, tried.as_slice(), redispatch, persist.server).await {
+                Ok(x) => x,
+                Err(e) => {
+                    match e.kind {
+                        ErrorKind::NoServer => be.live.no_server.fetch_add(1, Relaxed),
+                        ErrorKind::Overloaded(l) => {
+                            be.live.overflow.count(l);
+                            0
+                        }
+                        _ => {
+                            be.live.overflow.count("queue_timeout");
+                            0
+                        }
+                    };
+                    return fail(done, &e);
+                }
+            };
         let server = &be.servers[si];
+        for (table, k) in &persist.store {
+            table.with(k, true, 0, |e| {
+                e.set(rampart_config::stick::DataKind::ServerId, si as u64 + 1)
+            });
+        }
         if tried.len > 0 {
             be.live.retries.fetch_add(1, Relaxed);
             server.live.retries.fetch_add(1, Relaxed);
@@ -853,13 +1167,29 @@ async fn forward(
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             strip_hop_by_hop(resp.headers_mut(), false, false);
         }
+        if let Some(c) = &be.cookie {
+            response_cookie(c, si, persist.cookie, resp.headers_mut());
+        }
         let rl = RequestLine {
             method: &method,
             uri: &uri,
             version,
         };
-        let denied = run_response(&be.response_rules, &be.acls, &mut resp, &rl, &env)
-            || run_response(&fe.response_rules, &fe.acls, &mut resp, &rl, &env);
+        let denied = run_response(
+            &be.response_rules,
+            &be.acls,
+            &mut resp,
+            &rl,
+            &env,
+            &done.track,
+        ) || run_response(
+            &fe.response_rules,
+            &fe.acls,
+            &mut resp,
+            &rl,
+            &env,
+            &done.track,
+        );
         if denied {
             fe.live.denied.fetch_add(1, Relaxed);
             done.termination = *b"PH";

@@ -25,6 +25,7 @@ pub mod server;
 pub mod sessions;
 pub mod snapshot;
 pub mod state;
+pub mod stick;
 pub mod tls;
 pub mod upstream;
 pub mod worker;

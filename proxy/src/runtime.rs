@@ -176,6 +176,8 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
         open_logs: true,
     };
     let snapshot = compile(Arc::new(cfg), &env)?;
+    live.tables
+        .install(&snapshot.tables, &snapshot.config.stick_tables);
     live.global.generation.store(1, Relaxed);
     let grace = snapshot.global.grace;
 
@@ -370,6 +372,8 @@ impl Control {
 
         // Swap. From here nothing can fail.
         self.shared.snapshot.store(snapshot.clone());
+        live.tables
+            .install(&snapshot.tables, &snapshot.config.stick_tables);
         live.global.generation.store(generation, Relaxed);
         let mut report = ReloadReport {
             generation,
@@ -522,6 +526,9 @@ async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             last_sweep = tokio::time::Instant::now();
             crate::upstream::pool::sweep_all();
+            for t in &shared.snapshot.load().tables {
+                t.purge();
+            }
         }
         outliers.run(&shared.snapshot.load(), std::time::Instant::now());
     }

@@ -23,9 +23,10 @@ use crate::resilience::limits::GateLimits;
 use crate::resilience::outlier::OutlierSpec;
 use crate::resilience::retry::RetryPolicy;
 use crate::rules::matcher::IpSet;
-use crate::rules::sample::Sample;
-use crate::rules::{AclTable, Cond, RequestRule, ResponseRule, RuleCompiler};
+use crate::rules::sample::{Resolve, Sample};
+use crate::rules::{AclTable, Cond, ConnectionRule, RequestRule, ResponseRule, RuleCompiler};
 use crate::state::{BackendLive, FrontendLive, Live, ServerLive};
+use crate::stick::Table;
 use crate::upstream::pool::{Pool, PoolConfig};
 use crate::upstream::{Proto, Upstream, UpstreamTls};
 
@@ -97,6 +98,8 @@ pub struct Frontend {
     pub h2: bool,
     pub h2_max_streams: u32,
     pub acls: AclTable,
+    /// `tcp_request.connection` rules, run at accept time.
+    pub connection_rules: Vec<ConnectionRule>,
     pub request_rules: Vec<RequestRule>,
     pub response_rules: Vec<ResponseRule>,
     pub routes: Vec<Route>,
@@ -137,6 +140,32 @@ pub struct Backend {
     /// Retries in flight at once.
     pub max_retries: u64,
     pub outlier: Option<OutlierSpec>,
+    /// Stick-table persistence rules.
+    pub stick: Vec<StickRule>,
+    /// Cookie persistence.
+    pub cookie: Option<CookieSpec>,
+}
+
+/// A compiled `stick` rule.
+pub struct StickRule {
+    pub kind: rampart_config::stick::StickKind,
+    pub sample: Sample,
+    pub table: Arc<Table>,
+    pub cond: Option<Cond>,
+}
+
+/// Cookie persistence, compiled.
+pub struct CookieSpec {
+    pub name: String,
+    pub mode: rampart_config::stick::CookieMode,
+    pub indirect: bool,
+    pub nocache: bool,
+    /// `; path=/; HttpOnly; Secure` as configured.
+    pub attrs: String,
+    pub max_idle: Option<Duration>,
+    pub max_life: Option<Duration>,
+    /// Each server's cookie value, by server index.
+    pub values: Vec<String>,
 }
 
 /// Process settings.
@@ -154,6 +183,8 @@ pub struct Snapshot {
     pub global: GlobalSettings,
     pub frontends: Vec<Arc<Frontend>>,
     pub backends: Vec<Arc<Backend>>,
+    /// Stick tables, in configuration order.
+    pub tables: Vec<Arc<Table>>,
     pub config: Arc<Config>,
     /// Set when connections of this snapshot must move on: a newer one replaced it (after
     /// the reload grace time) or the proxy stops. Connections close gracefully (HTTP/1
@@ -240,6 +271,24 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
     let workers = env.workers.max(1);
     let backend_names: Vec<&str> = cfg.backends.names().collect();
     let backend_index = |n: &str| backend_names.iter().position(|b| *b == n);
+    let tables: Vec<Arc<Table>> = cfg
+        .stick_tables
+        .iter()
+        .map(|(name, def)| env.live.tables.prepare(name, def))
+        .collect();
+    let table_by_name = |n: &str| -> Option<Arc<Table>> {
+        if n.is_empty() {
+            return match tables.as_slice() {
+                [t] => Some(t.clone()),
+                _ => None,
+            };
+        }
+        tables.iter().find(|t| &*t.name == n).cloned()
+    };
+    let names = Resolve {
+        backend: &backend_index,
+        table: &table_by_name,
+    };
 
     let mut backends = Vec::new();
     for (bi, (bname, b)) in cfg.backends.iter().enumerate() {
@@ -355,7 +404,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             })
             .collect();
         let hash_key = match &b.hash_key {
-            Some(k) => match Sample::compile(&k.value.0, &backend_index) {
+            Some(k) => match Sample::compile(&k.value.0, &names) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     errs.add(be_pos, format!("{path}.hash_key"), e);
@@ -365,11 +414,27 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             None => None,
         };
         let empty = rampart_config::NamedMap::default();
-        let (acls, request_rules, response_rules) = match RuleCompiler::new(&empty, &backend_index)
-        {
+        let mut stick = Vec::new();
+        let (acls, request_rules, response_rules) = match RuleCompiler::new(&empty, &names) {
             Ok(mut rc) => {
                 let (req, res) =
                     compile_rules(&mut rc, &b.http_request, &b.http_response, &path, &mut errs);
+                for (i, r) in b.stick.iter().enumerate() {
+                    let name = r.table.as_ref().map_or("", |t| t.value.as_str());
+                    let compiled = (|| -> Result<StickRule, String> {
+                        Ok(StickRule {
+                            kind: r.kind,
+                            sample: Sample::compile(&r.expr, &names)?,
+                            table: table_by_name(name)
+                                .ok_or_else(|| format!("unknown stick table {name:?}"))?,
+                            cond: r.cond.as_ref().map(|c| rc.cond(c)).transpose()?,
+                        })
+                    })();
+                    match compiled {
+                        Ok(x) => stick.push(x),
+                        Err(e) => errs.add(r.pos, format!("{path}.stick.{i}"), e),
+                    }
+                }
                 (rc.finish(), req, res)
             }
             Err(e) => {
@@ -377,6 +442,33 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 (AclTable::default(), Vec::new(), Vec::new())
             }
         };
+        let cookie = b.cookie.as_ref().map(|c| CookieSpec {
+            name: c.name.value.clone(),
+            mode: c.mode,
+            indirect: c.indirect,
+            nocache: c.nocache,
+            attrs: {
+                let mut a = String::from("; path=/");
+                if let Some(d) = &c.domain {
+                    a.push_str("; domain=");
+                    a.push_str(d);
+                }
+                if c.httponly {
+                    a.push_str("; HttpOnly");
+                }
+                if c.secure {
+                    a.push_str("; Secure");
+                }
+                a
+            },
+            max_idle: c.max_idle,
+            max_life: c.max_life,
+            values: b
+                .servers
+                .iter()
+                .map(|(n, s)| s.cookie.clone().unwrap_or_else(|| n.to_owned()))
+                .collect(),
+        });
         backends.push(Arc::new(Backend {
             name: bname.into(),
             balancer: Balancer::new(algo(b), members, live.clone(), false),
@@ -405,6 +497,8 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 .as_ref()
                 .map_or(u64::MAX, |c| u64::from(c.max_retries)),
             outlier: b.outlier_detection.as_ref().map(OutlierSpec::from),
+            stick,
+            cookie,
         }));
     }
 
@@ -438,7 +532,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 freebind: b.freebind || cfg.vrrp.is_virtual(b.address.value.ip()),
             });
         }
-        let mut rc = match RuleCompiler::new(&f.acls, &backend_index) {
+        let mut rc = match RuleCompiler::new(&f.acls, &names) {
             Ok(rc) => rc,
             Err(e) => {
                 errs.add(fe_pos, format!("{path}.acls"), e);
@@ -447,6 +541,13 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         };
         let (request_rules, response_rules) =
             compile_rules(&mut rc, &f.http_request, &f.http_response, &path, &mut errs);
+        let mut connection_rules = Vec::new();
+        for (i, r) in f.tcp_request.connection.iter().enumerate() {
+            match rc.connection_rule(&r.rule) {
+                Ok(x) => connection_rules.push(x),
+                Err(e) => errs.add(r.pos, format!("{path}.tcp_request.connection.{i}"), e),
+            }
+        }
         let mut routes = Vec::new();
         for (i, u) in f.use_backend.iter().enumerate() {
             let cond = match u.cond.as_ref().map(|c| rc.cond(c)).transpose() {
@@ -514,6 +615,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             h2: f.http2.enabled,
             h2_max_streams: f.http2.max_concurrent_streams,
             acls,
+            connection_rules,
             request_rules,
             response_rules,
             routes,
@@ -553,6 +655,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         },
         frontends,
         backends,
+        tables,
         config: cfg,
         retire: Arc::new(tokio::sync::watch::channel(LIVE).0),
     })

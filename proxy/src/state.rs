@@ -49,6 +49,8 @@ pub struct FrontendLive {
     pub bytes_out: AtomicU64,
     /// Requests denied by rules.
     pub denied: AtomicU64,
+    /// Connections rejected by `tcp_request.connection` rules.
+    pub denied_conns: AtomicU64,
     /// Malformed or refused client requests.
     pub errors: AtomicU64,
     /// Requests answered by the proxy itself (return, redirect).
@@ -226,6 +228,14 @@ impl ServerLive {
             && !self.ejected.load(Relaxed)
     }
 
+    /// Whether clients stuck to this server may keep using it: it is not in maintenance,
+    /// down or ejected (draining, weight 0 and NOLB servers keep their clients).
+    pub fn persistable(&self) -> bool {
+        self.admin() != AdminState::Maint
+            && !self.check_down.load(Relaxed)
+            && !self.ejected.load(Relaxed)
+    }
+
     /// Whether active checks hold the server down.
     pub fn check_down(&self) -> bool {
         self.check_down.load(Relaxed)
@@ -357,6 +367,10 @@ pub struct Live {
     checks: crate::resilience::health::Checks,
     /// Open client connections.
     pub sessions: Arc<crate::sessions::Sessions>,
+    /// Stick tables, kept across reloads.
+    pub tables: crate::stick::Registry,
+    /// The peers that replicate them, for `show peers`.
+    pub peers: Arc<crate::stick::peers::Status>,
     /// Server addresses set at run time, replacing the configured ones.
     addrs: Mutex<HashMap<(String, String), std::net::SocketAddr>>,
 }

@@ -104,13 +104,13 @@ fn check_warns_about_an_expired_certificate() {
 }
 
 /// The binary running a configuration; reads its log to learn the bound addresses.
-struct Running {
-    child: Child,
-    addrs: Vec<SocketAddr>,
-    log: mpsc::Receiver<String>,
+pub(crate) struct Running {
+    pub child: Child,
+    pub addrs: Vec<SocketAddr>,
+    pub log: mpsc::Receiver<String>,
 }
 
-fn run(cfg: &Path, binds: usize) -> Running {
+pub(crate) fn run(cfg: &Path, binds: usize) -> Running {
     let mut child = bin()
         .args(["run", "-c"])
         .arg(cfg)
@@ -143,7 +143,7 @@ fn run(cfg: &Path, binds: usize) -> Running {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let st = Command::new("kill")
         .args([&format!("-{sig}"), &child.id().to_string()])
         .status()
@@ -201,7 +201,7 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
 }
 
 /// Waits for a log line containing `needle`; returns every line read meanwhile.
-fn wait_log(r: &Running, needle: &str) -> Vec<String> {
+pub(crate) fn wait_log(r: &Running, needle: &str) -> Vec<String> {
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {

@@ -337,6 +337,41 @@ pub struct Condition {
     pub alternatives: Vec<Vec<Term>>,
 }
 
+impl Condition {
+    /// The first fetch written in the condition itself that needs an HTTP request.
+    pub fn http_fetch(&self) -> Option<String> {
+        self.alternatives
+            .iter()
+            .flatten()
+            .find_map(|t| match &t.acl {
+                AclRef::Anonymous(a) if !a.expr.fetch.is_layer4() => Some(a.expr.fetch.to_string()),
+                _ => None,
+            })
+    }
+
+    /// Names of the named ACLs the condition uses.
+    pub fn named(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.alternatives
+            .iter()
+            .flatten()
+            .filter_map(|t| match &t.acl {
+                AclRef::Named { name, offset } => Some((name.as_str(), *offset)),
+                AclRef::Anonymous(_) => None,
+            })
+    }
+
+    /// Every anonymous ACL's sample, for checks of the fetches used.
+    pub fn samples(&self) -> impl Iterator<Item = &crate::rules::SampleExpr> {
+        self.alternatives
+            .iter()
+            .flatten()
+            .filter_map(|t| match &t.acl {
+                AclRef::Anonymous(a) => Some(&a.expr),
+                AclRef::Named { .. } => None,
+            })
+    }
+}
+
 /// Parses a condition starting at `if` or `unless`; it must run to the end of the rule.
 pub fn parse_condition(
     toks: &mut Tokens,

@@ -71,6 +71,87 @@ pub enum RequestAction {
         regex: String,
         replacement: LogFormat,
     },
+    /// Stick-table actions, shared with connection rules.
+    Stick(StickAction),
+}
+
+/// `track-sc0 src table per_ip`, `sc-inc-gpc0(0)`, `sc-set-gpt0(1) 5`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StickAction {
+    /// Tracks the key in counter slot `slot` (0-2); the table defaults to the only
+    /// table there is.
+    Track {
+        slot: u8,
+        expr: crate::rules::SampleExpr,
+        table: Option<String>,
+    },
+    IncGpc0 {
+        slot: u8,
+    },
+    SetGpt0 {
+        slot: u8,
+        value: i64,
+    },
+}
+
+/// A `tcp_request.connection` action, run when a connection is accepted (before TLS).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnAction {
+    Accept,
+    Reject,
+    Stick(StickAction),
+}
+
+/// Parses the stick-table actions; `None` when `name` is not one.
+fn parse_stick_action(name: &Token, a: &mut Args) -> Result<Option<StickAction>, RuleError> {
+    let slot_of = |prefix: &str| -> Result<Option<u8>, RuleError> {
+        let Some(rest) = name.text.strip_prefix(prefix) else {
+            return Ok(None);
+        };
+        let digits = rest
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .unwrap_or(rest);
+        match digits {
+            "0" => Ok(Some(0)),
+            "1" => Ok(Some(1)),
+            "2" => Ok(Some(2)),
+            _ => Err(RuleError::new(
+                name.offset,
+                format!("{:?}: the counter slot must be 0, 1 or 2", name.text),
+            )),
+        }
+    };
+    if let Some(slot) = slot_of("track-sc")? {
+        let f = a.next("a sample fetch")?;
+        let (expr, _) =
+            crate::rules::fetch::parse_sample(&f.text).map_err(|m| RuleError::new(f.offset, m))?;
+        let mut table = None;
+        if a.peek().is_some_and(|t| t.text == "table") {
+            a.at += 1;
+            table = Some(a.next("a table name")?.text);
+        }
+        return Ok(Some(StickAction::Track { slot, expr, table }));
+    }
+    if let Some(slot) = slot_of("sc-inc-gpc0")? {
+        return Ok(Some(StickAction::IncGpc0 { slot }));
+    }
+    if let Some(slot) = slot_of("sc-set-gpt0")? {
+        let v = a.next("a value")?;
+        let value = v
+            .text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| u32::try_from(*n).is_ok())
+            .ok_or_else(|| {
+                RuleError::new(
+                    v.offset,
+                    format!("invalid gpt0 value {:?} (0 to 4294967295)", v.text),
+                )
+            })?;
+        return Ok(Some(StickAction::SetGpt0 { slot, value }));
+    }
+    Ok(None)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -277,6 +358,20 @@ const REQUEST_ACTIONS: &[&str] = &[
     "set-path",
     "set-query",
     "replace-path",
+    "track-sc0",
+    "track-sc1",
+    "track-sc2",
+    "sc-inc-gpc0",
+    "sc-set-gpt0",
+];
+const CONNECTION_ACTIONS: &[&str] = &[
+    "accept",
+    "reject",
+    "track-sc0",
+    "track-sc1",
+    "track-sc2",
+    "sc-inc-gpc0",
+    "sc-set-gpt0",
 ];
 const RESPONSE_ACTIONS: &[&str] = &[
     "allow",
@@ -383,10 +478,49 @@ pub fn parse_request_rule(
         }
         other => match parse_header_action(other, &mut a)? {
             Some(h) => RequestAction::Header(h),
-            None => return Err(unknown_action(&name, REQUEST_ACTIONS)),
+            None => match parse_stick_action(&name, &mut a)? {
+                Some(s) => RequestAction::Stick(s),
+                None => return Err(unknown_action(&name, REQUEST_ACTIONS)),
+            },
         },
     };
     finish(action, &a, rest, files)
+}
+
+/// Parses a `tcp_request.connection` rule.
+pub fn parse_connection_rule(
+    text: &str,
+    files: &dyn PatternFiles,
+) -> Result<Rule<ConnAction>, RuleError> {
+    let (name, mut a, rest) = split_rule(text)?;
+    let action = match name.text.as_str() {
+        "accept" => ConnAction::Accept,
+        "reject" => ConnAction::Reject,
+        _ => match parse_stick_action(&name, &mut a)? {
+            Some(s) => ConnAction::Stick(s),
+            None => return Err(unknown_action(&name, CONNECTION_ACTIONS)),
+        },
+    };
+    let rule = finish(action, &a, rest, files)?;
+    // Only the connection is known at accept time.
+    let mut http = None;
+    if let ConnAction::Stick(StickAction::Track { expr, .. }) = &rule.action
+        && !expr.fetch.is_layer4()
+    {
+        http = Some(expr.fetch.to_string());
+    }
+    if let Some(c) = &rule.cond {
+        http = http.or_else(|| c.http_fetch());
+    }
+    if let Some(f) = http {
+        return Err(RuleError::new(
+            0,
+            format!(
+                "{f} needs an HTTP request; connection rules can use src, dst, ports and stick counters only"
+            ),
+        ));
+    }
+    Ok(rule)
 }
 
 /// Parses an `http_response` rule.
@@ -480,6 +614,34 @@ mod tests {
         let e = parse_request_rule("set-header X-A %[sr]", &NoFiles).unwrap_err();
         assert!(e.message.contains("did you mean \"src\""), "{}", e.message);
         assert_eq!(e.offset, 17);
+    }
+
+    #[test]
+    fn parse_stick_actions() {
+        let r = parse_request_rule("track-sc0 src,ipmask(24) table per_ip", &NoFiles).unwrap();
+        let RequestAction::Stick(StickAction::Track { slot, expr, table }) = r.action else {
+            panic!()
+        };
+        assert_eq!((slot, table.as_deref()), (0, Some("per_ip")));
+        assert_eq!(expr.converters.len(), 1);
+        let r = parse_request_rule("sc-inc-gpc0(1) if { path /x }", &NoFiles).unwrap();
+        assert_eq!(
+            r.action,
+            RequestAction::Stick(StickAction::IncGpc0 { slot: 1 })
+        );
+        let r = parse_request_rule("sc-set-gpt0(2) 7", &NoFiles).unwrap();
+        assert_eq!(
+            r.action,
+            RequestAction::Stick(StickAction::SetGpt0 { slot: 2, value: 7 })
+        );
+        assert!(parse_request_rule("track-sc3 src", &NoFiles).is_err());
+        assert!(parse_request_rule("track-sc0", &NoFiles).is_err());
+        let c = parse_connection_rule("reject if { sc0_conn_cur gt 10 }", &NoFiles).unwrap();
+        assert_eq!(c.action, ConnAction::Reject);
+        let e = parse_connection_rule("track-sc0 hdr(x-key)", &NoFiles).unwrap_err();
+        assert!(e.message.contains("needs an HTTP request"), "{}", e.message);
+        let e = parse_connection_rule("reject if { path /x }", &NoFiles).unwrap_err();
+        assert!(e.message.contains("needs an HTTP request"), "{}", e.message);
     }
 
     #[test]

@@ -55,11 +55,153 @@ pub enum Fetch {
     NbSrv(String),
     /// Name of the frontend.
     FeName,
+    /// A stick counter: `sc0_http_req_rate`, `sc_get_gpc0(1,t)`, `src_conn_cur(t)`.
+    Sc(ScFetch),
+    /// Entries in a table.
+    TableCnt(String),
+    /// Free entries in a table.
+    TableAvl(String),
+}
+
+/// Which entry a stick-counter fetch reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScSource {
+    /// The entry tracked in slot 0-2 (or the same key in another table).
+    Slot(u8),
+    /// The client address looked up in a table.
+    Src,
+}
+
+/// What a stick-counter fetch does with the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScOp {
+    /// Reads a stored value.
+    Get(crate::stick::DataKind),
+    /// Increments gpc0 and returns the new value.
+    IncGpc0,
+    /// Sets gpc0 to zero and returns the old value.
+    ClrGpc0,
+    /// Whether the slot tracks an entry (`sc0_tracked`); 0/1 for `src`.
+    Tracked,
+}
+
+/// A stick-counter fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScFetch {
+    pub source: ScSource,
+    pub op: ScOp,
+    /// The table to look in; by default the table the slot tracks (a `src_` fetch needs
+    /// one unless there is a single table).
+    pub table: Option<String>,
+}
+
+impl fmt::Display for ScFetch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source {
+            ScSource::Slot(n) => write!(f, "sc{n}_")?,
+            ScSource::Src => f.write_str("src_")?,
+        }
+        match self.op {
+            ScOp::Get(k @ (crate::stick::DataKind::Gpc0 | crate::stick::DataKind::Gpt0)) => {
+                write!(f, "get_{}", k.name())?
+            }
+            ScOp::Get(k) => f.write_str(k.name())?,
+            ScOp::IncGpc0 => f.write_str("inc_gpc0")?,
+            ScOp::ClrGpc0 => f.write_str("clr_gpc0")?,
+            ScOp::Tracked => f.write_str("tracked")?,
+        }
+        match &self.table {
+            Some(t) => write!(f, "({t})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses the part of a stick-counter fetch after `scN_` or `src_`.
+fn sc_op(name: &str) -> Option<ScOp> {
+    use crate::stick::DataKind;
+    Some(match name {
+        "get_gpc0" => ScOp::Get(DataKind::Gpc0),
+        "get_gpt0" => ScOp::Get(DataKind::Gpt0),
+        "inc_gpc0" => ScOp::IncGpc0,
+        "clr_gpc0" => ScOp::ClrGpc0,
+        "tracked" => ScOp::Tracked,
+        "gpc0" | "gpt0" => return None,
+        other => ScOp::Get(DataKind::from_name(other)?),
+    })
+}
+
+/// `sc0_http_req_rate`, `sc_http_req_rate(0,t)`, `src_conn_cur(t)`.
+fn resolve_sc(word: &str, args: &[String]) -> Option<Result<Fetch, String>> {
+    let table_arg = |a: &[String]| -> Result<Option<String>, String> {
+        match a {
+            [] => Ok(None),
+            [t] if !t.is_empty() => Ok(Some(t.clone())),
+            _ => Err(format!("{word} takes an optional table name")),
+        }
+    };
+    let (source, op, table) = if let Some(rest) = word.strip_prefix("src_") {
+        let op = sc_op(rest)?;
+        if op == ScOp::Tracked {
+            return None;
+        }
+        (ScSource::Src, op, table_arg(args))
+    } else if let Some(rest) = word.strip_prefix("sc_") {
+        let op = sc_op(rest)?;
+        let r = match args {
+            [n, rest @ ..] => match n.as_str() {
+                "0" | "1" | "2" => table_arg(rest).map(|t| (n.as_bytes()[0] - b'0', t)),
+                _ => Err(format!("{word}: the counter slot must be 0, 1 or 2")),
+            },
+            [] => Err(format!("{word} takes a counter slot, like {word}(0)")),
+        };
+        return Some(r.map(|(slot, table)| {
+            Fetch::Sc(ScFetch {
+                source: ScSource::Slot(slot),
+                op,
+                table,
+            })
+        }));
+    } else {
+        let rest = word.strip_prefix("sc")?;
+        let (digit, rest) = rest.split_at_checked(1)?;
+        let rest = rest.strip_prefix('_')?;
+        let slot = match digit {
+            "0" => 0,
+            "1" => 1,
+            "2" => 2,
+            _ => return None,
+        };
+        (ScSource::Slot(slot), sc_op(rest)?, table_arg(args))
+    };
+    Some(table.map(|table| Fetch::Sc(ScFetch { source, op, table })))
 }
 
 impl Fetch {
+    /// Whether the fetch reads only the connection (usable before a request is read).
+    pub fn is_layer4(&self) -> bool {
+        matches!(
+            self,
+            Fetch::AlwaysTrue
+                | Fetch::AlwaysFalse
+                | Fetch::Src
+                | Fetch::SrcPort
+                | Fetch::Dst
+                | Fetch::DstPort
+                | Fetch::NbSrv(_)
+                | Fetch::FeName
+                | Fetch::Sc(_)
+                | Fetch::TableCnt(_)
+                | Fetch::TableAvl(_)
+        )
+    }
+
     pub fn sample_type(&self) -> SampleType {
         match self {
+            Fetch::Sc(ScFetch {
+                op: ScOp::Tracked, ..
+            }) => SampleType::Bool,
+            Fetch::Sc(_) | Fetch::TableCnt(_) | Fetch::TableAvl(_) => SampleType::Int,
             Fetch::AlwaysTrue | Fetch::AlwaysFalse | Fetch::SslFc => SampleType::Bool,
             Fetch::Src | Fetch::Dst => SampleType::Ip,
             Fetch::SrcPort
@@ -103,6 +245,9 @@ impl fmt::Display for Fetch {
             Fetch::ReqVer => f.write_str("req.ver"),
             Fetch::NbSrv(b) => write!(f, "nbsrv({b})"),
             Fetch::FeName => f.write_str("fe_name"),
+            Fetch::Sc(sc) => sc.fmt(f),
+            Fetch::TableCnt(t) => write!(f, "table_cnt({t})"),
+            Fetch::TableAvl(t) => write!(f, "table_avl({t})"),
         }
     }
 }
@@ -264,6 +409,19 @@ pub const FETCH_NAMES: &[&str] = &[
     "req_ver",
     "nbsrv",
     "fe_name",
+    "table_cnt",
+    "table_avl",
+    "sc0_http_req_rate",
+    "sc0_conn_cur",
+    "sc0_conn_rate",
+    "sc0_get_gpc0",
+    "sc0_inc_gpc0",
+    "sc0_get_gpt0",
+    "sc0_tracked",
+    "sc_http_req_rate",
+    "src_http_req_rate",
+    "src_conn_cur",
+    "src_get_gpc0",
     "path_beg",
     "path_end",
     "path_sub",
@@ -344,6 +502,8 @@ pub fn resolve_fetch(word: &str, args: &[String]) -> Result<(Fetch, Option<Match
         "url_param" | "urlp" => return Ok((Fetch::UrlParam(one_arg(word, args)?), None)),
         "cook" | "req.cook" => return Ok((Fetch::Cook(one_arg(word, args)?), None)),
         "nbsrv" => return Ok((Fetch::NbSrv(one_arg(word, args)?), None)),
+        "table_cnt" => return Ok((Fetch::TableCnt(one_arg(word, args)?), None)),
+        "table_avl" => return Ok((Fetch::TableAvl(one_arg(word, args)?), None)),
         "hdr_cnt" | "req.hdr_cnt" => return Ok((Fetch::HdrCnt(header_arg(word, args)?), None)),
         "hdr_val" | "req.hdr_val" => return Ok((Fetch::HdrVal(header_arg(word, args)?), None)),
         "hdr" | "req.hdr" => {
@@ -365,6 +525,9 @@ pub fn resolve_fetch(word: &str, args: &[String]) -> Result<(Fetch, Option<Match
             return Ok((Fetch::Hdr { name, occurrence }, None));
         }
         _ => {}
+    }
+    if let Some(r) = resolve_sc(word, args) {
+        return r.map(|f| (f, None));
     }
     // A base keyword with a match suffix.
     if let Some((base, suffix)) = word.rsplit_once('_') {
@@ -485,6 +648,34 @@ mod tests {
                 occurrence: Some(-1)
             }
         );
+    }
+
+    #[test]
+    fn parse_stick_counter_fetches() {
+        use crate::stick::DataKind;
+        let (e, _) = parse_sample("sc0_http_req_rate").unwrap();
+        assert_eq!(
+            e.fetch,
+            Fetch::Sc(ScFetch {
+                source: ScSource::Slot(0),
+                op: ScOp::Get(DataKind::HttpReqRate),
+                table: None
+            })
+        );
+        let (e, _) = parse_sample("sc2_get_gpc0(t1)").unwrap();
+        assert_eq!(e.fetch.to_string(), "sc2_get_gpc0(t1)");
+        let (e, _) = parse_sample("sc_conn_cur(1,t)").unwrap();
+        assert_eq!(e.fetch.to_string(), "sc1_conn_cur(t)");
+        let (e, _) = parse_sample("src_conn_cur(per_ip)").unwrap();
+        assert_eq!(e.fetch.to_string(), "src_conn_cur(per_ip)");
+        assert_eq!(e.sample_type(), SampleType::Int);
+        let (e, _) = parse_sample("sc1_tracked").unwrap();
+        assert_eq!(e.sample_type(), SampleType::Bool);
+        assert!(parse_sample("sc3_conn_cur").is_err());
+        assert!(parse_sample("sc_conn_cur").is_err());
+        assert!(parse_sample("sc0_http_req_rat").is_err());
+        let (e, _) = parse_sample("table_cnt(per_ip)").unwrap();
+        assert_eq!(e.fetch, Fetch::TableCnt("per_ip".into()));
     }
 
     #[test]

@@ -8,9 +8,10 @@ pub mod logfmt;
 
 pub use acl::{Acl, AclRef, Condition, IntMatch, IpNet, Patterns, Term};
 pub use action::{
-    HeaderAction, Redirect, RedirectKind, Reply, RequestAction, ResponseAction, Rule,
+    ConnAction, HeaderAction, Redirect, RedirectKind, Reply, RequestAction, ResponseAction, Rule,
+    StickAction,
 };
-pub use fetch::{Converter, Fetch, MatchMethod, SampleExpr, SampleType};
+pub use fetch::{Converter, Fetch, MatchMethod, SampleExpr, SampleType, ScFetch, ScOp, ScSource};
 pub use lexer::RuleError;
 pub use logfmt::{LogFormat, Segment};
 

@@ -16,13 +16,17 @@ use rampart_config::NamedMap;
 use rampart_config::model::AclDef;
 use rampart_config::rules::acl::predefined;
 use rampart_config::rules::{
-    Acl, AclRef, Condition, HeaderAction, LogFormat, MatchMethod, RedirectKind, RequestAction,
-    ResponseAction, Segment,
+    Acl, AclRef, Condition, ConnAction, HeaderAction, LogFormat, MatchMethod, RedirectKind,
+    RequestAction, ResponseAction, Segment, StickAction,
 };
+use rampart_config::stick::DataKind;
+use std::sync::Arc;
 
 use crate::body::Body;
 use matcher::CompiledMatch;
-use sample::{Sample, SampleCtx};
+use sample::{Resolve, Sample, SampleCtx};
+
+use crate::stick::{Table, Trackers, Tracks};
 
 struct AclEntry {
     sample: Sample,
@@ -267,6 +271,7 @@ enum ReqAction {
     SetPath(Fmt),
     SetQuery(Fmt),
     ReplacePath(regex::Regex, Fmt),
+    Stick(StickOp),
 }
 
 enum ResAction {
@@ -274,6 +279,108 @@ enum ResAction {
     Deny(Reply),
     Header(HdrAction),
     SetStatus(StatusCode, Option<Bytes>),
+}
+
+/// A compiled stick-table action.
+pub enum StickOp {
+    Track {
+        slot: u8,
+        sample: Sample,
+        table: Arc<Table>,
+    },
+    IncGpc0(u8),
+    SetGpt0(u8, u64),
+}
+
+impl StickOp {
+    /// Runs the action; a `Track` goes in `into` (request or connection counters) unless
+    /// the slot already tracks something.
+    fn run(&self, cx: &SampleCtx<'_>) -> Option<(u8, Arc<Table>, crate::stick::Key)> {
+        match self {
+            StickOp::Track {
+                slot,
+                sample,
+                table,
+            } => {
+                if cx.track.slot(*slot).is_some() {
+                    return None;
+                }
+                let key = table.key_of(&sample.value(cx)?)?;
+                Some((*slot, table.clone(), key))
+            }
+            StickOp::IncGpc0(slot) => {
+                if let Some(t) = cx.track.slot(*slot) {
+                    t.table.with(&t.key, false, 0, |e| {
+                        e.add(DataKind::Gpc0, 1);
+                        e.add(DataKind::Gpc0Rate, 1);
+                    });
+                }
+                None
+            }
+            StickOp::SetGpt0(slot, v) => {
+                if let Some(t) = cx.track.slot(*slot) {
+                    t.table
+                        .with(&t.key, false, 0, |e| e.set(DataKind::Gpt0, *v));
+                }
+                None
+            }
+        }
+    }
+}
+
+enum ConnOp {
+    Accept,
+    Reject,
+    Stick(StickOp),
+}
+
+/// A compiled `tcp_request.connection` rule.
+pub struct ConnectionRule {
+    action: ConnOp,
+    cond: Option<Cond>,
+}
+
+/// Runs connection rules on a new connection; false when one rejects it. Tracked
+/// entries go in `track`.
+pub fn run_connection(
+    rules: &[ConnectionRule],
+    acls: &AclTable,
+    conn: &sample::ConnInfo,
+    frontend: &str,
+    nbsrv: &(dyn Fn(usize) -> usize + Sync),
+    track: &mut Trackers,
+) -> bool {
+    static NO_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+    let uri = Uri::from_static("/");
+    for rule in rules {
+        let todo = {
+            let cx = SampleCtx {
+                conn,
+                frontend,
+                method: &http::Method::GET,
+                uri: &uri,
+                version: http::Version::HTTP_11,
+                headers: &NO_HEADERS,
+                nbsrv,
+                track: Tracks {
+                    conn: Some(track),
+                    req: None,
+                },
+            };
+            if !eval_opt(&rule.cond, acls, &cx) {
+                continue;
+            }
+            match &rule.action {
+                ConnOp::Accept => return true,
+                ConnOp::Reject => return false,
+                ConnOp::Stick(op) => op.run(&cx),
+            }
+        };
+        if let Some((slot, table, key)) = todo {
+            track.track_conn(slot, &table, key);
+        }
+    }
+    true
 }
 
 /// A compiled `http_request` rule.
@@ -300,7 +407,7 @@ pub enum Intercept {
 pub struct RuleCompiler<'a> {
     table: AclTable,
     named: HashMap<String, usize>,
-    backend_index: &'a dyn Fn(&str) -> Option<usize>,
+    resolve: &'a Resolve<'a>,
 }
 
 fn header_name(n: &str) -> Result<HeaderName, String> {
@@ -309,14 +416,11 @@ fn header_name(n: &str) -> Result<HeaderName, String> {
 
 impl<'a> RuleCompiler<'a> {
     /// Starts with the named ACLs of `acls`.
-    pub fn new(
-        acls: &NamedMap<AclDef>,
-        backend_index: &'a dyn Fn(&str) -> Option<usize>,
-    ) -> Result<Self, String> {
+    pub fn new(acls: &NamedMap<AclDef>, resolve: &'a Resolve<'a>) -> Result<Self, String> {
         let mut c = Self {
             table: AclTable::default(),
             named: HashMap::new(),
-            backend_index,
+            resolve,
         };
         for (name, def) in acls.iter() {
             let entries = def
@@ -332,7 +436,7 @@ impl<'a> RuleCompiler<'a> {
 
     fn entry(&self, a: &Acl) -> Result<AclEntry, String> {
         Ok(AclEntry {
-            sample: Sample::compile(&a.expr, self.backend_index)?,
+            sample: Sample::compile(&a.expr, self.resolve)?,
             matcher: CompiledMatch::compile(a)?,
         })
     }
@@ -382,7 +486,7 @@ impl<'a> RuleCompiler<'a> {
             f.0.iter()
                 .map(|s| match s {
                     Segment::Lit(l) => Ok(FSeg::Lit(Bytes::from(l.clone()))),
-                    Segment::Sample(e) => Sample::compile(e, self.backend_index).map(FSeg::Sample),
+                    Segment::Sample(e) => Sample::compile(e, self.resolve).map(FSeg::Sample),
                 })
                 .collect::<Result<Vec<_>, String>>()?;
         let literal = f.as_literal().and_then(|l| HeaderValue::from_str(l).ok());
@@ -473,8 +577,48 @@ impl<'a> RuleCompiler<'a> {
                 regex::Regex::new(regex).map_err(|e| e.to_string())?,
                 self.fmt(replacement)?,
             ),
+            RequestAction::Stick(a) => ReqAction::Stick(self.stick_action(a)?),
         };
         Ok(RequestRule {
+            action,
+            cond: self.opt_cond(&r.cond)?,
+        })
+    }
+
+    /// Compiles a stick-table action.
+    pub fn stick_action(&self, a: &StickAction) -> Result<StickOp, String> {
+        Ok(match a {
+            StickAction::Track { slot, expr, table } => {
+                let name = table.as_deref().unwrap_or("");
+                let t = (self.resolve.table)(name).ok_or_else(|| {
+                    if name.is_empty() {
+                        format!("track-sc{slot}: name the table")
+                    } else {
+                        format!("unknown stick table {name:?}")
+                    }
+                })?;
+                StickOp::Track {
+                    slot: *slot,
+                    sample: Sample::compile(expr, self.resolve)?,
+                    table: t,
+                }
+            }
+            StickAction::IncGpc0 { slot } => StickOp::IncGpc0(*slot),
+            StickAction::SetGpt0 { slot, value } => StickOp::SetGpt0(*slot, *value as u64),
+        })
+    }
+
+    /// Compiles a `tcp_request.connection` rule.
+    pub fn connection_rule(
+        &mut self,
+        r: &rampart_config::rules::Rule<ConnAction>,
+    ) -> Result<ConnectionRule, String> {
+        let action = match &r.action {
+            ConnAction::Accept => ConnOp::Accept,
+            ConnAction::Reject => ConnOp::Reject,
+            ConnAction::Stick(a) => ConnOp::Stick(self.stick_action(a)?),
+        };
+        Ok(ConnectionRule {
             action,
             cond: self.opt_cond(&r.cond)?,
         })
@@ -574,10 +718,12 @@ pub struct Env<'a> {
     pub conn: &'a sample::ConnInfo,
     pub frontend: &'a str,
     pub nbsrv: &'a (dyn Fn(usize) -> usize + Sync),
+    /// The connection's stick counters.
+    pub conn_track: &'a Trackers,
 }
 
 impl Env<'_> {
-    fn cx<'b>(&'b self, parts: &'b http::request::Parts) -> SampleCtx<'b> {
+    fn cx<'b>(&'b self, parts: &'b http::request::Parts, req: &'b Trackers) -> SampleCtx<'b> {
         SampleCtx {
             conn: self.conn,
             frontend: self.frontend,
@@ -586,6 +732,10 @@ impl Env<'_> {
             version: parts.version,
             headers: &parts.headers,
             nbsrv: self.nbsrv,
+            track: Tracks {
+                conn: Some(self.conn_track),
+                req: Some(req),
+            },
         }
     }
 }
@@ -596,23 +746,34 @@ pub fn run_request(
     acls: &AclTable,
     parts: &mut http::request::Parts,
     env: &Env<'_>,
+    track: &mut Trackers,
 ) -> Option<(Response<Body>, Intercept)> {
     for rule in rules {
-        if !eval_opt(&rule.cond, acls, &env.cx(parts)) {
+        if !eval_opt(&rule.cond, acls, &env.cx(parts, track)) {
             continue;
         }
         match &rule.action {
+            ReqAction::Stick(op) => {
+                if let Some((slot, table, key)) = op.run(&env.cx(parts, track)) {
+                    track.track_request(slot, &table, key);
+                }
+            }
             ReqAction::Allow => return None,
-            ReqAction::Deny(r) => return Some((r.build(&env.cx(parts), true), Intercept::Deny)),
+            ReqAction::Deny(r) => {
+                return Some((r.build(&env.cx(parts, track), true), Intercept::Deny));
+            }
             ReqAction::Return(r) => {
-                return Some((r.build(&env.cx(parts), false), Intercept::Return));
+                return Some((r.build(&env.cx(parts, track), false), Intercept::Return));
             }
             ReqAction::Redirect(rd) => {
-                return Some((redirect_response(rd, &env.cx(parts)), Intercept::Redirect));
+                return Some((
+                    redirect_response(rd, &env.cx(parts, track)),
+                    Intercept::Redirect,
+                ));
             }
             ReqAction::Header(h) => {
                 let (rendered, raw) = {
-                    let cx = env.cx(parts);
+                    let cx = env.cx(parts, track);
                     // Render before mutating: values may read the headers being changed.
                     let v = match h {
                         HdrAction::Set(_, f) | HdrAction::Add(_, f) => f.render(&cx),
@@ -629,19 +790,19 @@ pub fn run_request(
                 h.apply(&mut parts.headers, &|_| rendered.clone(), &|_| raw.clone());
             }
             ReqAction::SetPath(f) => {
-                let p = f.render_bytes(&env.cx(parts));
+                let p = f.render_bytes(&env.cx(parts, track));
                 if let Some(u) = with_path_query(&parts.uri, Some(&p), None) {
                     parts.uri = u;
                 }
             }
             ReqAction::SetQuery(f) => {
-                let q = f.render_bytes(&env.cx(parts));
+                let q = f.render_bytes(&env.cx(parts, track));
                 if let Some(u) = with_path_query(&parts.uri, None, Some(Some(&q))) {
                     parts.uri = u;
                 }
             }
             ReqAction::ReplacePath(re, f) => {
-                let template = replacement_template(&f.render_bytes(&env.cx(parts)));
+                let template = replacement_template(&f.render_bytes(&env.cx(parts, track)));
                 let new = re.replace(parts.uri.path(), template.as_str()).into_owned();
                 if let Some(u) = with_path_query(&parts.uri, Some(new.as_bytes()), None) {
                     parts.uri = u;
@@ -667,6 +828,7 @@ pub fn run_response(
     resp: &mut Response<Body>,
     req: &RequestLine<'_>,
     env: &Env<'_>,
+    track: &Trackers,
 ) -> bool {
     for rule in rules {
         let cx = SampleCtx {
@@ -677,6 +839,10 @@ pub fn run_response(
             version: req.version,
             headers: resp.headers(),
             nbsrv: env.nbsrv,
+            track: Tracks {
+                conn: Some(env.conn_track),
+                req: Some(track),
+            },
         };
         if !eval_opt(&rule.cond, acls, &cx) {
             continue;

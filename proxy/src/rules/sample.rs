@@ -6,7 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method, Uri, Version};
-use rampart_config::rules::{Converter, Fetch, SampleExpr};
+use rampart_config::rules::{Converter, Fetch, SampleExpr, ScOp, ScSource};
+use rampart_config::stick::DataKind;
+
+use crate::stick::{Table, Tracks};
 
 use crate::http1::encode::version_str;
 
@@ -29,6 +32,15 @@ pub struct SampleCtx<'a> {
     pub headers: &'a HeaderMap,
     /// Usable servers of a backend, by index (`nbsrv`).
     pub nbsrv: &'a (dyn Fn(usize) -> usize + Sync),
+    /// Stick counters tracked so far.
+    pub track: Tracks<'a>,
+}
+
+/// Resolves the names fetches refer to, at compile time.
+pub struct Resolve<'a> {
+    pub backend: &'a dyn Fn(&str) -> Option<usize>,
+    /// A table by name; `""` is the default table (the only one, when there is one).
+    pub table: &'a dyn Fn(&str) -> Option<Arc<Table>>,
 }
 
 /// A sample value.
@@ -131,6 +143,19 @@ enum CFetch {
     ReqVer,
     NbSrv(usize),
     FeName,
+    Sc {
+        source: ScSource,
+        op: ScOp,
+        table: Option<Arc<Table>>,
+    },
+    TableCnt(Arc<Table>),
+    TableAvl(Arc<Table>),
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Table({})", self.name)
+    }
 }
 
 /// A compiled sample expression.
@@ -145,11 +170,17 @@ fn header(n: &str) -> Result<HeaderName, String> {
 }
 
 impl Sample {
-    /// Compiles `e`; `backend_index` resolves backend names for `nbsrv`.
-    pub fn compile(
-        e: &SampleExpr,
-        backend_index: &dyn Fn(&str) -> Option<usize>,
-    ) -> Result<Self, String> {
+    /// Compiles `e`; `r` resolves backend names for `nbsrv` and table names.
+    pub fn compile(e: &SampleExpr, r: &Resolve<'_>) -> Result<Self, String> {
+        let table = |name: &str| -> Result<Arc<Table>, String> {
+            (r.table)(name).ok_or_else(|| {
+                if name.is_empty() {
+                    format!("{}: name the table", e.fetch)
+                } else {
+                    format!("unknown stick table {name:?}")
+                }
+            })
+        };
         let fetch = match &e.fetch {
             Fetch::AlwaysTrue => CFetch::AlwaysTrue,
             Fetch::AlwaysFalse => CFetch::AlwaysFalse,
@@ -171,9 +202,20 @@ impl Sample {
             Fetch::SslFcSni => CFetch::SslFcSni,
             Fetch::ReqVer => CFetch::ReqVer,
             Fetch::NbSrv(b) => {
-                CFetch::NbSrv(backend_index(b).ok_or_else(|| format!("unknown backend {b:?}"))?)
+                CFetch::NbSrv((r.backend)(b).ok_or_else(|| format!("unknown backend {b:?}"))?)
             }
             Fetch::FeName => CFetch::FeName,
+            Fetch::Sc(sc) => CFetch::Sc {
+                source: sc.source,
+                op: sc.op,
+                table: match (&sc.table, sc.source) {
+                    (Some(t), _) => Some(table(t)?),
+                    (None, ScSource::Src) => Some(table("")?),
+                    (None, ScSource::Slot(_)) => None,
+                },
+            },
+            Fetch::TableCnt(t) => CFetch::TableCnt(table(t)?),
+            Fetch::TableAvl(t) => CFetch::TableAvl(table(t)?),
         };
         Ok(Self {
             fetch,
@@ -342,6 +384,9 @@ impl Sample {
             CFetch::ReqVer => s(version_str(cx.version).as_bytes()),
             CFetch::NbSrv(i) => Some(Value::Int((cx.nbsrv)(*i) as i64)),
             CFetch::FeName => s(cx.frontend.as_bytes()),
+            CFetch::Sc { source, op, table } => sc_fetch(cx, *source, *op, table.as_ref()),
+            CFetch::TableCnt(t) => Some(Value::Int(t.used() as i64)),
+            CFetch::TableAvl(t) => Some(Value::Int(t.size().saturating_sub(t.used()) as i64)),
             CFetch::Hdr(_, None) | CFetch::HdrVal(_) | CFetch::Cook(_) => None,
         }
     }
@@ -362,6 +407,59 @@ impl Sample {
             other => crate::balance::hash::hash64(&other.to_bytes()),
         })
     }
+}
+
+/// A stick-counter fetch: no value when the slot tracks nothing; 0 when the table has
+/// no entry for the key.
+fn sc_fetch<'a>(
+    cx: &SampleCtx<'a>,
+    source: ScSource,
+    op: ScOp,
+    table: Option<&Arc<Table>>,
+) -> Option<Value<'a>> {
+    let (table, key) = match source {
+        ScSource::Slot(n) => {
+            let Some(t) = cx.track.slot(n) else {
+                return match op {
+                    ScOp::Tracked => Some(Value::Bool(false)),
+                    _ => None,
+                };
+            };
+            match table {
+                Some(other) if !Arc::ptr_eq(other, &t.table) => {
+                    if other.key_type != t.table.key_type {
+                        return None;
+                    }
+                    (other.clone(), t.key.clone())
+                }
+                _ => (t.table.clone(), t.key.clone()),
+            }
+        }
+        ScSource::Src => {
+            let t = table?;
+            let key = t.key_of(&Value::Ip(canonical_ip(cx.conn.client.ip())))?;
+            (t.clone(), key)
+        }
+    };
+    let n = match op {
+        ScOp::Tracked => return Some(Value::Bool(true)),
+        ScOp::Get(k) => table.get(&key, k).unwrap_or(0),
+        ScOp::IncGpc0 => table
+            .with(&key, true, 0, |e| {
+                e.add(DataKind::Gpc0, 1);
+                e.add(DataKind::Gpc0Rate, 1);
+                e.get(DataKind::Gpc0).unwrap_or(0)
+            })
+            .unwrap_or(0),
+        ScOp::ClrGpc0 => table
+            .with(&key, false, 0, |e| {
+                let old = e.get(DataKind::Gpc0).unwrap_or(0);
+                e.set(DataKind::Gpc0, 0);
+                old
+            })
+            .unwrap_or(0),
+    };
+    Some(Value::Int(n.min(i64::MAX as u64) as i64))
 }
 
 /// The host a request is for: the Host header, or the URI authority.

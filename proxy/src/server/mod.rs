@@ -99,6 +99,30 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<u8>) {
         tls: a.tls.is_some(),
         sni: None,
     };
+    // Connection rules run before TLS, so a rejected client costs no handshake.
+    let mut track = None;
+    if !fe.connection_rules.is_empty() {
+        let snap = &a.snapshot;
+        let nbsrv = |i: usize| snap.nbsrv(i);
+        let mut t = crate::stick::Trackers::default();
+        if !crate::rules::run_connection(
+            &fe.connection_rules,
+            &fe.acls,
+            &info,
+            &fe.name,
+            &nbsrv,
+            &mut t,
+        ) {
+            fe.live
+                .denied_conns
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(client = %a.peer, frontend = %fe.name, "connection rejected by tcp_request rules");
+            return;
+        }
+        if !t.is_empty() {
+            track = Some(Arc::new(t));
+        }
+    }
     let (io, h2) = match a.tls {
         Some(acceptor) => {
             // Boxed: the handshake state is large and would otherwise sit in every
@@ -129,6 +153,7 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<u8>) {
         frontend: fe.clone(),
         live: a.live,
         session: a.session,
+        track,
     });
     let mut conn = Box::new(ClientConn {
         io,
@@ -211,6 +236,7 @@ mod tests {
                 .register("fe".into(), peer, addr, false)
                 .session
                 .clone(),
+            track: None,
         });
         let conn = Box::new(ClientConn {
             io: ClientIo::Plain(TcpStream::connect(addr).await.unwrap()),
