@@ -495,11 +495,12 @@ pub async fn handle(
     } else {
         None
     };
-    let route = RouteOpts {
+    let mut route = RouteOpts {
         retries: route.and_then(|r| r.retries.clone()),
         timeout: route.and_then(|r| r.timeout),
+        persist: Persist::default(),
     };
-    let persist = if be.stick.is_empty() && be.cookie.is_none() {
+    route.persist = if be.stick.is_empty() && be.cookie.is_none() {
         Persist::default()
     } else {
         let scx = SampleCtx {
@@ -523,7 +524,7 @@ pub async fn handle(
         }
         p
     };
-    forward(cx, &be, key, route, parts, body, done, persist).await
+    forward(cx, &be, key, route, parts, body, done).await
 }
 
 /// What persistence asks of one request.
@@ -740,6 +741,8 @@ fn response_cookie(
 struct RouteOpts {
     retries: Option<Arc<RetryPolicy>>,
     timeout: Option<Duration>,
+    /// What persistence asks of this request.
+    persist: Persist,
 }
 
 /// A request body kept in memory so the request can be sent again.
@@ -942,9 +945,9 @@ async fn forward(
     parts: http::request::Parts,
     body: Body,
     mut done: Done,
-    persist: Persist,
 ) -> (Response<Body>, Done) {
     let fe = &cx.frontend;
+    let persist = route.persist;
     let env_nbsrv = |i: usize| cx.snapshot.nbsrv(i);
     let env = Env {
         conn: &cx.info,
