@@ -29,18 +29,8 @@ fn header(t: &Table) -> String {
 
 /// A stable identifier for an entry, in the place of HAProxy's pointer.
 fn entry_id(t: &Table, k: &Key) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in t
-        .name
-        .as_bytes()
-        .iter()
-        .chain([0u8].iter())
-        .chain(k.as_bytes())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h & 0x7fff_ffff_ffff
+    use rampart_proxy::balance::hash::{hash64, hash64_seeded};
+    hash64_seeded(k.as_bytes(), hash64(t.name.as_bytes())) & 0x7fff_ffff_ffff
 }
 
 fn entry_line(t: &Table, d: &Dumped, out: &mut String) {

@@ -417,7 +417,9 @@ fn sc_fetch<'a>(
     op: ScOp,
     table: Option<&Arc<Table>>,
 ) -> Option<Value<'a>> {
-    let (table, key) = match source {
+    // The tracked entry's key is borrowed; only a `src_` fetch builds one.
+    let src_key;
+    let (table, key): (&Arc<Table>, &crate::stick::Key) = match source {
         ScSource::Slot(n) => {
             let Some(t) = cx.track.slot(n) else {
                 return match op {
@@ -430,29 +432,29 @@ fn sc_fetch<'a>(
                     if other.key_type != t.table.key_type {
                         return None;
                     }
-                    (other.clone(), t.key.clone())
+                    (other, &t.key)
                 }
-                _ => (t.table.clone(), t.key.clone()),
+                _ => (&t.table, &t.key),
             }
         }
         ScSource::Src => {
             let t = table?;
-            let key = t.key_of(&Value::Ip(canonical_ip(cx.conn.client.ip())))?;
-            (t.clone(), key)
+            src_key = t.key_of(&Value::Ip(canonical_ip(cx.conn.client.ip())))?;
+            (t, &src_key)
         }
     };
     let n = match op {
         ScOp::Tracked => return Some(Value::Bool(true)),
-        ScOp::Get(k) => table.get(&key, k).unwrap_or(0),
+        ScOp::Get(k) => table.get(key, k).unwrap_or(0),
         ScOp::IncGpc0 => table
-            .with(&key, true, 0, |e| {
+            .with(key, true, 0, |e| {
                 e.add(DataKind::Gpc0, 1);
                 e.add(DataKind::Gpc0Rate, 1);
                 e.get(DataKind::Gpc0).unwrap_or(0)
             })
             .unwrap_or(0),
         ScOp::ClrGpc0 => table
-            .with(&key, false, 0, |e| {
+            .with(key, false, 0, |e| {
                 let old = e.get(DataKind::Gpc0).unwrap_or(0);
                 e.set(DataKind::Gpc0, 0);
                 old
