@@ -14,18 +14,28 @@ fn pack(w: &mut [u64], tick: u32, curr: u32, prev: u32) {
     w[1] = (u64::from(curr) << 32) | u64::from(prev);
 }
 
-/// The counts moved forward to the period holding `now`.
+/// The counts moved forward to the period holding `now`. Times are milliseconds that
+/// wrap (after 49 days), so every difference is a wrapping one.
 fn rotate(tick: u32, curr: u32, prev: u32, now: u32, period: u32) -> (u32, u32, u32) {
-    let period = period.max(1);
-    let elapsed = now.wrapping_sub(tick);
-    if tick == 0 && curr == 0 && prev == 0 {
+    if curr == 0 && prev == 0 {
+        // Nothing counted: the next event opens a period.
         return (now, 0, 0);
     }
+    let elapsed = now.wrapping_sub(tick);
+    if elapsed > u32::MAX / 2 {
+        // A start in the future (a replica from a node whose clock ran ahead).
+        return (now, curr, prev);
+    }
+    let period = period.max(1);
     if elapsed < period {
         return (tick, curr, prev);
     }
-    let prev = if elapsed < 2 * period { curr } else { 0 };
-    (now - elapsed % period, 0, prev)
+    let prev = if u64::from(elapsed) < 2 * u64::from(period) {
+        curr
+    } else {
+        0
+    };
+    (now.wrapping_sub(elapsed % period), 0, prev)
 }
 
 pub fn add(w: &mut [u64], now: u32, period: u32, n: u64) {
@@ -58,10 +68,13 @@ pub fn export(w: &[u64], now: u32, period: u32) -> (u64, u32, u32) {
 
 /// Stores counts exported by a peer.
 pub fn import(w: &mut [u64], now: u32, period: u32, curr: u64, prev: u32, age: u32) {
-    let age = age.min(2 * period.max(1));
-    // A period that started before this table's epoch is clamped to the epoch.
-    let tick = now.saturating_sub(age).max(1);
-    pack(w, tick, curr.min(u64::from(u32::MAX)) as u32, prev);
+    let age = u64::from(age).min(2 * u64::from(period.max(1))) as u32;
+    pack(
+        w,
+        now.wrapping_sub(age),
+        curr.min(u64::from(u32::MAX)) as u32,
+        prev,
+    );
     let (t, c, p) = unpack(w);
     let (t, c, p) = rotate(t, c, p, now, period);
     pack(w, t, c, p);
@@ -85,6 +98,24 @@ mod tests {
         assert_eq!(read(&w, 16_000, 10_000), 60);
         // Two periods later, nothing is left.
         assert_eq!(read(&w, 31_000, 10_000), 0);
+    }
+
+    #[test]
+    fn times_wrap_and_replicas_may_come_from_ahead() {
+        let mut w = [0u64; 2];
+        // Counted just before the millisecond clock wraps, read just after.
+        add(&mut w, u32::MAX - 100, 1000, 4);
+        assert_eq!(read(&w, 50, 1000), 4);
+        // 1201 ms after the start: 201 ms into the next period, 4 x 799/1000.
+        assert_eq!(read(&w, 1100, 1000), 3);
+        // A replica whose period started before this table's clock did.
+        let mut r = [0u64; 2];
+        import(&mut r, 0, 10_000, 7, 0, 500);
+        assert_eq!(read(&r, 0, 10_000), 7);
+        // A start in the future is taken as now.
+        let mut f = [0u64; 2];
+        pack(&mut f, 5000, 3, 0);
+        assert_eq!(read(&f, 1000, 10_000), 3);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::hmac;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rampart_config::stick::{DataKind, Peers as PeersConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -252,7 +252,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 // ---- frames ----
 
-async fn write_frame(s: &mut TcpStream, t: u8, payload: &[u8]) -> std::io::Result<()> {
+async fn write_frame<W: AsyncWrite + Unpin>(
+    s: &mut W,
+    t: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
     let mut b = BytesMut::with_capacity(5 + payload.len());
     b.put_u32(payload.len() as u32 + 1);
     b.put_u8(t);
@@ -304,19 +308,10 @@ fn proof(key: &hmac::Key, role: &[u8], cn: &[u8], sn: &[u8], from: &str, to: &st
     ctx.sign().as_ref().to_vec()
 }
 
-fn nonce() -> [u8; 16] {
+fn nonce() -> std::io::Result<[u8; 16]> {
     let mut n = [0u8; 16];
-    for b in &mut n {
-        *b = fastrand::u8(..);
-    }
-    // Mixed with the clock so that two processes seeded alike still differ.
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    for (i, x) in t.to_le_bytes().iter().enumerate() {
-        n[i] ^= x;
-    }
-    n
+    aws_lc_rs::rand::fill(&mut n).map_err(|_| bad("no random bytes for a challenge"))?;
+    Ok(n)
 }
 
 /// Encodes entries of one table as UPDATES frames of at most `BATCH` entries.
@@ -478,6 +473,10 @@ async fn session_out(
         v.last_error = None;
     });
     let mut beat = tokio::time::interval(HEARTBEAT);
+    // The peer never writes on this connection after the handshake: reading shows at
+    // once when it closes or dies, instead of at the next failed write.
+    let (mut rd, mut wr) = s.split();
+    let mut probe = [0u8; 1];
     loop {
         if p.resync.swap(false, Relaxed) {
             // Drop what was queued: the full copy includes it.
@@ -487,10 +486,10 @@ async fn session_out(
                 let snap = t.snapshot();
                 n += snap.len() as u64;
                 for f in encode_updates(&t, &snap) {
-                    write_frame(&mut s, T_UPDATES, &f).await?;
+                    write_frame(&mut wr, T_UPDATES, &f).await?;
                 }
             }
-            write_frame(&mut s, T_RESYNC_END, &[]).await?;
+            write_frame(&mut wr, T_RESYNC_END, &[]).await?;
             p.sent.fetch_add(n, Relaxed);
             set_view(p, |v| v.last_sync = Some(SystemTime::now()));
             tracing::debug!(peer = %p.name, entries = n, "full resync sent");
@@ -498,22 +497,29 @@ async fn session_out(
         tokio::select! {
             f = rx.recv() => {
                 let Some(f) = f else { return Ok(true) };
-                write_frame(&mut s, T_UPDATES, &f).await?;
+                write_frame(&mut wr, T_UPDATES, &f).await?;
                 let mut n = 1u64;
                 while let Ok(f) = rx.try_recv() {
-                    write_frame(&mut s, T_UPDATES, &f).await?;
+                    write_frame(&mut wr, T_UPDATES, &f).await?;
                     n += 1;
                 }
                 p.sent.fetch_add(n, Relaxed);
                 set_view(p, |v| v.last_sync = Some(SystemTime::now()));
             }
-            _ = beat.tick() => write_frame(&mut s, T_HEARTBEAT, &[]).await?,
+            _ = beat.tick() => write_frame(&mut wr, T_HEARTBEAT, &[]).await?,
+            r = rd.read(&mut probe) => {
+                return Err(match r {
+                    Ok(0) => bad("the peer closed the connection"),
+                    Ok(_) => bad("unexpected data from the peer"),
+                    Err(e) => e,
+                });
+            }
             _ = stop.changed() => {
                 // Flush what is queued, then go.
                 while let Ok(f) = rx.try_recv() {
-                    write_frame(&mut s, T_UPDATES, &f).await?;
+                    write_frame(&mut wr, T_UPDATES, &f).await?;
                 }
-                let _ = s.shutdown().await;
+                let _ = wr.shutdown().await;
                 return Ok(true);
             }
         }
@@ -521,7 +527,7 @@ async fn session_out(
 }
 
 async fn handshake_out(ctx: &Ctx, p: &Peer, s: &mut TcpStream) -> std::io::Result<()> {
-    let cn = nonce();
+    let cn = nonce()?;
     let mut b = BytesMut::new();
     b.put_slice(MAGIC);
     b.put_u8(VERSION);
@@ -678,7 +684,7 @@ async fn handshake_in(ctx: &Ctx, s: &mut TcpStream, from: &str) -> std::io::Resu
         write_frame(s, T_ERROR, b"wrong local name").await?;
         return Err(bad("wrong local name"));
     }
-    let sn = nonce();
+    let sn = nonce()?;
     let mut b = BytesMut::new();
     b.put_slice(&sn);
     b.put_slice(&proof(&ctx.key, b"server", &cn, &sn, &name, &to));
