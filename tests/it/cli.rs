@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -132,7 +132,12 @@ pub(crate) fn run(cfg: &Path, binds: usize) -> Running {
         let line = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the proxy did not report listening");
-        if let Some(a) = line.split("listening on ").nth(1) {
+        // Frontend binds only (the peers listener logs its own address too).
+        if let Some(a) = line
+            .split("listening on ")
+            .nth(1)
+            .filter(|_| line.contains(" frontend="))
+        {
             addrs.push(a.split_whitespace().next().unwrap().parse().unwrap());
         }
     }
@@ -140,6 +145,35 @@ pub(crate) fn run(cfg: &Path, binds: usize) -> Running {
         child,
         addrs,
         log: rx,
+    }
+}
+
+impl Running {
+    /// Waits for the process to exit, at most `limit`: past that it is killed and the
+    /// test fails, so a proxy that does not stop never hangs the suite.
+    pub(crate) async fn exited(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the proxy did not exit within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A test that fails midway leaves no proxy behind.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -186,10 +220,7 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
         (200, "finished"),
         "the in-flight request completed"
     );
-    let status = tokio::task::spawn_blocking(move || r.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = r.exited(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
     let log: Vec<String> = r.log.try_iter().collect();
     assert!(
@@ -258,10 +289,7 @@ async fn sighup_and_file_changes_reload_and_a_typo_changes_nothing() {
     assert_eq!(get(addr, "/").await.header("x-tag"), Some("four"));
 
     signal(&r.child, "TERM");
-    let status = tokio::task::spawn_blocking(move || r.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = r.exited(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -359,10 +387,7 @@ async fn ctl_talks_to_the_runtime_api_and_reloads() {
     );
 
     signal(&r.child, "TERM");
-    let status = tokio::task::spawn_blocking(move || r.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = r.exited(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -404,23 +429,16 @@ async fn server_states_persist_in_the_state_file_across_restarts() {
     assert!(saved.contains("\n2 be 1 a 127.0.0.1 2 8 1 1 "), "{saved}");
     assert!(saved.contains("\n2 be 2 b 127.0.0.1 2 0 2 4 "), "{saved}");
     signal(&r.child, "TERM");
-    tokio::task::spawn_blocking(move || r.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    r.exited(Duration::from_secs(10)).await;
 
     // The next start restores them.
-    let r = run(&cfg, 1);
+    let mut r = run(&cfg, 1);
     let log = wait_log(&r, "restored 2 server states");
     assert!(log.iter().any(|l| l.contains("0 lines skipped")), "{log:?}");
     for _ in 0..5 {
         assert_eq!(get(r.addrs[0], "/").await.text(), "b");
     }
     assert_eq!(ctl(&["get weight be/b"]), "2 (initial 4)\n");
-    let mut child = r.child;
-    signal(&child, "TERM");
-    tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    signal(&r.child, "TERM");
+    r.exited(Duration::from_secs(10)).await;
 }

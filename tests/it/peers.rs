@@ -67,7 +67,9 @@ async fn peers_replicate_resync_after_restart_and_refuse_a_wrong_secret() {
     let b_cfg = config(&dir, "b", ports, "correct horse battery", &origin);
     let (a_sock, b_sock) = (dir.join("a.sock"), dir.join("b.sock"));
     let mut a = run(&a_cfg, 1);
+    wait_log(&a, "runtime API on");
     let mut b = run(&b_cfg, 1);
+    wait_log(&b, "runtime API on");
     let established =
         |s: &str| s.contains("state=ESTABLISHED") && s.contains("inbound=ESTABLISHED");
     let peers = until(Duration::from_secs(10), &a_sock, "show peers", established).await;
@@ -99,11 +101,9 @@ async fn peers_replicate_resync_after_restart_and_refuse_a_wrong_secret() {
         seen.contains(" server_id=1") && seen.contains(" gpc0=5"),
         "{seen}"
     );
+    // The latency is a figure for docs/BENCHMARKS.md, not a bound here: a loaded
+    // machine's scheduling stalls would make any bound flaky.
     eprintln!("entry replicated in {took:?}");
-    assert!(
-        took < Duration::from_millis(500),
-        "replication took {took:?}"
-    );
 
     // Live traffic on A: the client's entry and its stuck server reach B.
     let got = get(a.addrs[0], "/").await;
@@ -131,18 +131,20 @@ async fn peers_replicate_resync_after_restart_and_refuse_a_wrong_secret() {
 
     // B dies; a B with the wrong secret is refused and gets nothing.
     signal(&b.child, "KILL");
-    let _ = b.child.wait();
+    b.exited(Duration::from_secs(10)).await;
     let bad_cfg = config(&dir, "b", ports, "wrong secret here", &origin);
     let mut bad = run(&bad_cfg, 1);
+    wait_log(&bad, "runtime API on");
     wait_log(&a, "authentication failed");
     let table = ask(&b_sock, "show table t").await;
     assert_eq!(table, "# table: t, type: ip, size:10240, used:0\n\n");
     signal(&bad.child, "KILL");
-    let _ = bad.child.wait();
+    bad.exited(Duration::from_secs(10)).await;
 
     // B comes back with the right secret: it has the whole table again.
     let b_cfg = config(&dir, "b", ports, "correct horse battery", &origin);
     b = run(&b_cfg, 1);
+    wait_log(&b, "runtime API on");
     let restarted = Instant::now();
     let back = until(Duration::from_secs(10), &b_sock, "show table t", full).await;
     assert!(full(&back), "{back}");
@@ -157,6 +159,6 @@ async fn peers_replicate_resync_after_restart_and_refuse_a_wrong_secret() {
 
     for r in [&mut a, &mut b] {
         signal(&r.child, "TERM");
-        let _ = r.child.wait();
+        r.exited(Duration::from_secs(10)).await;
     }
 }
