@@ -72,12 +72,20 @@ pub struct Lab {
     pub ns: Vec<String>,
     pub net: u8,
     pub dir: PathBuf,
+    /// One lab at a time per test process: the tests measure protocol timings (skew
+    /// and master-down intervals of a few hundred ms), which two labs of daemons and
+    /// clients sharing two cores would blur.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Lab {
     /// A bridge and `nodes` node namespaces, each with eth0 on the bridge.
     pub fn new(nodes: usize) -> Self {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         static N: AtomicUsize = AtomicUsize::new(0);
+        let turn = TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id() % 100_000;
         let tag = format!("{pid}x{n}");
@@ -88,7 +96,12 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("rampart-lab-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let lab = Lab { ns, net, dir };
+        let lab = Lab {
+            ns,
+            net,
+            dir,
+            _turn: turn,
+        };
         for s in &lab.ns {
             let _ = Command::new("ip")
                 .args(["netns", "del", s])
