@@ -259,19 +259,21 @@ pub struct StickRule {
     pub pos: Pos,
 }
 
+/// A stick rule as parsed from its text, before positions are resolved.
+#[derive(Debug)]
+pub struct ParsedStick {
+    pub kind: StickKind,
+    pub expr: SampleExpr,
+    /// The table's name and its offset in the text.
+    pub table: Option<(String, usize)>,
+    pub cond: Option<Condition>,
+}
+
 /// Parses `on|match|store-request <fetch> [table <name>] [if|unless <cond>]`.
 pub fn parse_stick_rule(
     text: &str,
     files: &dyn crate::rules::acl::PatternFiles,
-) -> Result<
-    (
-        StickKind,
-        SampleExpr,
-        Option<(String, usize)>,
-        Option<Condition>,
-    ),
-    RuleError,
-> {
+) -> Result<ParsedStick, RuleError> {
     let mut toks = crate::rules::lexer::Tokens::new(text)?;
     let end = toks.end();
     let kind_tok = toks.expect("on, match or store-request")?;
@@ -311,7 +313,12 @@ pub fn parse_stick_rule(
     } else {
         Some(crate::rules::acl::parse_condition(&mut toks, files)?)
     };
-    Ok((kind, expr, table, cond))
+    Ok(ParsedStick {
+        kind,
+        expr,
+        table,
+        cond,
+    })
 }
 
 impl Decode for StickRule {
@@ -319,7 +326,12 @@ impl Decode for StickRule {
         let text = cx.scalar(node, "a stick rule")?.to_owned();
         let files = crate::model::files_for(cx);
         match parse_stick_rule(&text, files.as_ref()) {
-            Ok((kind, expr, table, cond)) => {
+            Ok(ParsedStick {
+                kind,
+                expr,
+                table,
+                cond,
+            }) => {
                 let base = crate::model::text_pos(node);
                 Some(StickRule {
                     kind,
@@ -429,15 +441,14 @@ mod tests {
     #[test]
     fn stick_rules_parse() {
         let files = crate::rules::acl::NoFiles;
-        let (k, e, t, c) = parse_stick_rule("on src table sessions", &files).unwrap();
-        assert_eq!(k, StickKind::On);
-        assert_eq!(e.fetch, crate::rules::Fetch::Src);
-        assert_eq!(t.map(|t| t.0), Some("sessions".into()));
-        assert!(c.is_none());
-        let (k, _, t, c) =
-            parse_stick_rule("match req.cook(sid) if { path_beg /app }", &files).unwrap();
-        assert_eq!(k, StickKind::Match);
-        assert!(t.is_none() && c.is_some());
+        let r = parse_stick_rule("on src table sessions", &files).unwrap();
+        assert_eq!(r.kind, StickKind::On);
+        assert_eq!(r.expr.fetch, crate::rules::Fetch::Src);
+        assert_eq!(r.table.map(|t| t.0), Some("sessions".into()));
+        assert!(r.cond.is_none());
+        let r = parse_stick_rule("match req.cook(sid) if { path_beg /app }", &files).unwrap();
+        assert_eq!(r.kind, StickKind::Match);
+        assert!(r.table.is_none() && r.cond.is_some());
         assert!(parse_stick_rule("onn src", &files).is_err());
         assert!(parse_stick_rule("on src tabel x", &files).is_err());
     }
