@@ -878,8 +878,9 @@ mod tests {
             .unwrap_or(0)
     }
 
-    /// Memory per entry, measured: `cargo test --release -p rampart-proxy --lib
-    /// stick::table::tests::memory_per_entry -- --ignored --nocapture`.
+    /// Memory per entry, measured: `cargo test -p rampart-proxy --lib
+    /// stick::table::tests::memory_per_entry -- --ignored --nocapture` (the allocations
+    /// are the same in a release build).
     #[test]
     #[ignore]
     fn memory_per_entry() {
@@ -906,14 +907,21 @@ mod tests {
             });
         }
         let at_1m = rss_kib();
+        for i in 1_000_000..2_000_000u32 {
+            t.with(&Key::new(&i.to_be_bytes()), true, 0, |e| {
+                e.add(DataKind::HttpReqRate, 1)
+            });
+        }
+        let at_2m = rss_kib();
         assert_eq!(t.used(), 200 * 1024);
         println!(
-            "RSS growth: first 100k entries {} KiB ({} B/entry), next 100k {} KiB ({} B/entry), 800k more inserts into the full table {} KiB ({} slots)",
+            "RSS growth: first 100k entries {} KiB ({} B/entry), next 100k {} KiB ({} B/entry), 800k more inserts into the full table {} KiB, 1M more {} KiB ({} slots)",
             at_100k - before,
             (at_100k - before) * 1024 / 100_000,
             at_200k - at_100k,
             (at_200k - at_100k) * 1024 / 100_000,
             at_1m as i64 - at_200k as i64,
+            at_2m as i64 - at_1m as i64,
             t.slots(),
         );
     }
