@@ -149,6 +149,12 @@ pub(crate) fn run(cfg: &Path, binds: usize) -> Running {
 }
 
 impl Running {
+    /// Sends `sig` and waits (at most 10 s) for the exit.
+    pub(crate) async fn stop(&mut self, sig: &str) -> ExitStatus {
+        signal(&self.child, sig);
+        self.exited(Duration::from_secs(10)).await
+    }
+
     /// Waits for the process to exit, at most `limit`: past that it is killed and the
     /// test fails, so a proxy that does not stop never hangs the suite.
     pub(crate) async fn exited(&mut self, limit: Duration) -> ExitStatus {
@@ -288,8 +294,7 @@ async fn sighup_and_file_changes_reload_and_a_typo_changes_nothing() {
     wait_log(&r, "configuration reloaded");
     assert_eq!(get(addr, "/").await.header("x-tag"), Some("four"));
 
-    signal(&r.child, "TERM");
-    let status = r.exited(Duration::from_secs(10)).await;
+    let status = r.stop("TERM").await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -386,8 +391,7 @@ async fn ctl_talks_to_the_runtime_api_and_reloads() {
         "{text}"
     );
 
-    signal(&r.child, "TERM");
-    let status = r.exited(Duration::from_secs(10)).await;
+    let status = r.stop("TERM").await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -428,8 +432,7 @@ async fn server_states_persist_in_the_state_file_across_restarts() {
     );
     assert!(saved.contains("\n2 be 1 a 127.0.0.1 2 8 1 1 "), "{saved}");
     assert!(saved.contains("\n2 be 2 b 127.0.0.1 2 0 2 4 "), "{saved}");
-    signal(&r.child, "TERM");
-    r.exited(Duration::from_secs(10)).await;
+    r.stop("TERM").await;
 
     // The next start restores them.
     let mut r = run(&cfg, 1);
@@ -439,6 +442,5 @@ async fn server_states_persist_in_the_state_file_across_restarts() {
         assert_eq!(get(r.addrs[0], "/").await.text(), "b");
     }
     assert_eq!(ctl(&["get weight be/b"]), "2 (initial 4)\n");
-    signal(&r.child, "TERM");
-    r.exited(Duration::from_secs(10)).await;
+    r.stop("TERM").await;
 }

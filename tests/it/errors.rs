@@ -106,13 +106,14 @@ async fn garbage_or_truncated_answers_give_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_server_gives_504_after_server_timeout() {
     let p = proxy_to(&fake_server(b"").await, "");
-    let started = std::time::Instant::now();
+    let w = crate::stall::Budget::new(Duration::from_secs(3));
     let g = get(p.addr("fe"), "/").await;
     assert_eq!(g.status, 504);
-    let took = started.elapsed();
+    let took = w.elapsed();
     assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_secs(3),
-        "took {took:?}"
+        took >= Duration::from_millis(290) && w.fits(took),
+        "took {}",
+        w.show(took)
     );
     assert!(g.text().contains("didn't respond in time"));
     p.stop().await;
@@ -196,7 +197,7 @@ async fn bad_client_input_gets_the_right_status() {
         .await
         .unwrap();
     let mut resp = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut resp)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut resp)).await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     let errors = p.handle().snapshot().frontends[0].live.errors.load(Relaxed);
     assert!(errors >= 11, "refused requests are counted: {errors}");
@@ -219,14 +220,14 @@ async fn slow_request_head_gets_408_and_idle_connection_closes_silently() {
     let mut s = TcpStream::connect(p.addr("fe")).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut out))
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
         .await
         .unwrap()
         .unwrap();
     assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     let mut s = TcpStream::connect(p.addr("fe")).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
         .await
         .unwrap()
         .unwrap();

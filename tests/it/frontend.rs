@@ -41,7 +41,7 @@ async fn max_connections_holds_new_clients_until_one_leaves() {
         "the third connection was served above the limit"
     );
     drop(c1);
-    let n = tokio::time::timeout(Duration::from_secs(5), c3.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(30), c3.read(&mut buf))
         .await
         .expect("served once a slot frees")
         .unwrap();
@@ -210,7 +210,7 @@ async fn shutdown_finishes_in_flight_requests_and_closes_idle_ones() {
             .load(std::sync::atomic::Ordering::SeqCst))
         .await
     );
-    let started = std::time::Instant::now();
+    let started = crate::stall::Budget::new(Duration::from_secs(4));
     let stop = tokio::spawn(p.stop());
     let resp = slow.await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -220,8 +220,9 @@ async fn shutdown_finishes_in_flight_requests_and_closes_idle_ones() {
     );
     stop.await.unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "stopped within the grace time"
+        !started.spent(),
+        "stopped within the grace time: {}",
+        started.show(started.elapsed())
     );
     let mut buf = [0u8; 1];
     assert_eq!(
@@ -247,7 +248,7 @@ async fn idle_keep_alive_closes_and_a_stalled_body_gets_408() {
             .starts_with("HTTP/1.1 200")
     );
     let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
         .await
         .expect("closed after keep_alive")
         .unwrap();
@@ -257,7 +258,7 @@ async fn idle_keep_alive_closes_and_a_stalled_body_gets_408() {
         .await
         .unwrap();
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut out))
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
         .await
         .unwrap()
         .unwrap();
@@ -290,7 +291,7 @@ async fn global_max_connections_applies_across_frontends() {
         "over the global limit"
     );
     drop(c1);
-    let n = tokio::time::timeout(Duration::from_secs(5), c2.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(30), c2.read(&mut buf))
         .await
         .unwrap()
         .unwrap();
@@ -335,7 +336,7 @@ async fn http2_idle_close_reset_streams_and_graceful_stop() {
     let (mut s, conn) = h2().await;
     let r = s.send_request(req("/")).await.unwrap();
     assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "fast");
-    tokio::time::timeout(Duration::from_secs(3), conn)
+    tokio::time::timeout(Duration::from_secs(30), conn)
         .await
         .expect("closed after keep_alive")
         .unwrap()
@@ -365,7 +366,7 @@ async fn http2_idle_close_reset_streams_and_graceful_stop() {
     );
     let stop = tokio::spawn(p.stop());
     assert_eq!(slow.await.unwrap(), "slow done");
-    tokio::time::timeout(Duration::from_secs(3), conn)
+    tokio::time::timeout(Duration::from_secs(30), conn)
         .await
         .expect("connection closed after GOAWAY")
         .unwrap()

@@ -12,6 +12,8 @@ mod reload;
 mod resilience;
 mod rules;
 mod runtime_api;
+#[path = "../../vrrp/tests/lab/stall.rs"]
+mod stall;
 mod stats_page;
 mod stick;
 mod support;

@@ -536,14 +536,14 @@ async fn show_sess_and_shutdown_sessions_server() {
             && line.contains(" reqs=1"),
         "{line}"
     );
-    let t = std::time::Instant::now();
+    let t = crate::stall::Budget::new(std::time::Duration::from_secs(2));
     assert_eq!(ask(s, "shutdown sessions server app/b").await, "\n");
-    let r = tokio::time::timeout(std::time::Duration::from_secs(5), stuck)
+    let r = tokio::time::timeout(std::time::Duration::from_secs(30), stuck)
         .await
         .unwrap()
         .unwrap();
     assert!(r.is_err(), "the stuck request was cut: {r:?}");
-    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    assert!(!t.spent(), "cut after {}", t.show(t.elapsed()));
     assert!(
         eventually(std::time::Duration::from_secs(5), || {
             api.proxy.handle().live().sessions.list().is_empty()

@@ -84,7 +84,7 @@ async fn connection_rules_count_and_reject_before_http() {
     let mut third = tokio::net::TcpStream::connect(fe).await.unwrap();
     let _ = third.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let mut buf = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(30), third.read_to_end(&mut buf))
         .await
         .expect("rejected connection not closed");
     assert!(
@@ -268,7 +268,7 @@ async fn ask(sock: &PathBuf, line: &str) -> String {
     let mut s = UnixStream::connect(sock).await.unwrap();
     s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
         .await
         .expect("the socket did not close")
         .unwrap();

@@ -361,7 +361,7 @@ async fn transparency_expect_100_continue_over_h1() {
     .await
     .unwrap();
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut buf))
         .await
         .unwrap()
         .unwrap();
@@ -464,7 +464,7 @@ async fn transparency_websocket_upgrade_is_relayed() {
         String::from_utf8_lossy(&got)
     );
     s.write_all(b"ping-frame").await.unwrap();
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut buf))
         .await
         .unwrap()
         .unwrap();

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::packet::Version;
 
+/// A Master answers lower-priority adverts with gratuitous ARP at most this often.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+
 /// Router states (plus keepalived's FAULT, for tracked failures).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -77,6 +80,10 @@ pub enum Action {
     TakeAddresses,
     /// Remove the virtual addresses.
     ReleaseAddresses,
+    /// Announce the virtual addresses again (gratuitous ARP): another router claimed
+    /// them, so neighbours may hold its MAC for them (keepalived's
+    /// `garp_lower_prio_repeat`).
+    Announce,
     /// The state changed.
     Transition { from: State, to: State },
 }
@@ -92,6 +99,8 @@ pub struct Machine {
     advert_due: Option<Instant>,
     /// When a lower-priority advert was first seen while preempt_delay runs.
     preempt_since: Option<Instant>,
+    /// When a Master last announced its addresses again after a lower-priority advert.
+    announced: Option<Instant>,
     /// Address of the current Master as far as a Backup knows.
     pub master: Option<Ipv4Addr>,
     pub last_transition: Option<Instant>,
@@ -107,6 +116,7 @@ impl Machine {
             master_down: None,
             advert_due: None,
             preempt_since: None,
+            announced: None,
             master: None,
             last_transition: None,
         }
@@ -309,10 +319,22 @@ impl Machine {
                     }
                     self.master = Some(src);
                     self.become_backup(now, out);
-                } else if self.cfg.answer_lower_priority {
-                    // Force a new election: the other side sees us and steps down.
-                    out.push(Action::Advertise(own));
-                    self.advert_due = Some(now + self.cfg.interval);
+                } else {
+                    if self.cfg.answer_lower_priority {
+                        // Force a new election: the other side sees us and steps down.
+                        out.push(Action::Advertise(own));
+                        self.advert_due = Some(now + self.cfg.interval);
+                    }
+                    // The other side took the addresses too (a stall or a partition made
+                    // it Master) and announced them: win the neighbours back, at most
+                    // once a second.
+                    if self
+                        .announced
+                        .is_none_or(|t| now.duration_since(t) >= ANNOUNCE_EVERY)
+                    {
+                        self.announced = Some(now);
+                        out.push(Action::Announce);
+                    }
                 }
             }
             State::Initialize | State::Fault => {}
@@ -514,8 +536,11 @@ mod tests {
         assert_eq!(m.state(), State::Master);
         // Equal priority, lower address: we stay Master and answer at once.
         let a = m.handle(t0 + ms(5000), advert("10.0.0.0", 100, 1000));
-        assert_eq!(a, vec![Action::Advertise(100)]);
+        assert_eq!(a, vec![Action::Advertise(100), Action::Announce]);
         assert_eq!(m.state(), State::Master);
+        // The addresses are announced again at most once a second.
+        let a = m.handle(t0 + ms(5500), advert("10.0.0.0", 100, 1000));
+        assert_eq!(a, vec![Action::Advertise(100)]);
         // Equal priority, higher address: we step down.
         let a = m.handle(t0 + ms(6000), advert("10.0.0.9", 100, 1000));
         assert!(a.contains(&Action::ReleaseAddresses));

@@ -407,6 +407,7 @@ impl Runner {
                     }
                     self.garp_next_refresh = self.cfg.garp_refresh.map(|r| now + r);
                 }
+                Action::Announce => self.garp(),
                 Action::ReleaseAddresses => {
                     self.del_vips(&self.cfg.vips).await;
                     self.garp_again = None;

@@ -10,6 +10,7 @@ mod lab;
 
 use std::time::Duration;
 
+use lab::stall::Budget;
 use lab::{Keepalived, Lab, privileged};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rampart-vrrp-speaker");
@@ -53,13 +54,22 @@ fn interop(version: u8, interval_ms: u64) {
     r.wait_state("MASTER", mdi + slack * 3);
     k.wait_line("Entering BACKUP STATE", mdi * 2 + slack);
     lab.until_holder(1, mdi + slack);
+    let quiet = Budget::new(mdi);
     std::thread::sleep(mdi + ai);
-    assert!(
-        !k.seen.iter().any(|l| l.contains("Entering MASTER STATE")),
-        "keepalived became Master beside a higher-priority rampart:\n{}",
-        k.seen.join("\n")
-    );
-    assert!(lab.holds(1) && !lab.holds(2));
+    // A Master held off the CPU for longer than Master_Down_Interval is rightly taken
+    // over; only a machine that kept running can show a wrong takeover.
+    if quiet.stall() < mdi / 2 {
+        assert!(
+            !k.drain()
+                .iter()
+                .any(|l| l.contains("Entering MASTER STATE")),
+            "keepalived became Master beside a higher-priority rampart:\n{}",
+            k.seen.join("\n")
+        );
+        assert!(lab.holds(1) && !lab.holds(2));
+    } else {
+        println!("stalled {:?}: takeover check skipped", quiet.stall());
+    }
 
     // 2. rampart stops cleanly: keepalived takes over after its Skew_Time.
     r.stop("TERM");
@@ -76,13 +86,18 @@ fn interop(version: u8, interval_ms: u64) {
     lab.until_holder(2, Duration::from_secs(1) + slack);
     let mut r = rampart(50);
     r.wait_state("BACKUP", slack);
+    let quiet = Budget::new(mdi);
     std::thread::sleep(mdi + ai);
-    assert!(
-        !r.seen.iter().any(|l| l.contains(" MASTER ")),
-        "rampart became Master beside a higher-priority keepalived:\n{}",
-        r.seen.join("\n")
-    );
-    assert!(lab.holds(2) && !lab.holds(1));
+    if quiet.stall() < mdi / 2 {
+        assert!(
+            !r.drain().iter().any(|l| l.contains(" MASTER ")),
+            "rampart became Master beside a higher-priority keepalived:\n{}",
+            r.seen.join("\n")
+        );
+        assert!(lab.holds(2) && !lab.holds(1));
+    } else {
+        println!("stalled {:?}: takeover check skipped", quiet.stall());
+    }
 
     // 5. keepalived stops cleanly: rampart takes over after its Skew_Time.
     k.stop("TERM");

@@ -10,6 +10,7 @@ mod lab;
 
 use std::time::{Duration, Instant};
 
+use lab::stall::Budget;
 use lab::{Lab, Proc, privileged};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rampart-vrrp-speaker");
@@ -63,8 +64,14 @@ fn nopreempt_keeps_the_master() {
     // A higher priority with nopreempt does not take over.
     let mut a = speaker(&lab, 1, 150, &["--nopreempt"]);
     a.wait_state("BACKUP", Duration::from_secs(2));
+    let quiet = Budget::new(Duration::ZERO);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(lab.holds(2) && !lab.holds(1), "nopreempt took over");
+    // A Master held off the CPU past Master_Down_Interval is rightly taken over.
+    if quiet.stall() < Duration::from_millis(200) {
+        assert!(lab.holds(2) && !lab.holds(1), "nopreempt took over");
+    } else {
+        println!("stalled {:?}: nopreempt check skipped", quiet.stall());
+    }
 }
 
 /// A firewall that drops IP protocol 112 between the nodes (nftables on the bridge) makes

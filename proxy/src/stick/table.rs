@@ -291,6 +291,11 @@ pub struct Table {
     pub def: StickTable,
 }
 
+/// A definition's entry bound (at least one).
+fn capacity(def: &StickTable) -> usize {
+    def.size.value.0.max(1) as usize
+}
+
 /// Shards of at least 256 entries each, at most 16.
 fn shard_count(size: usize) -> usize {
     (size / 256).clamp(1, 16)
@@ -302,7 +307,7 @@ fn lock(m: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
 
 impl Table {
     pub fn new(name: &str, def: &StickTable) -> Self {
-        let size = def.size.value.0.max(1) as usize;
+        let size = capacity(def);
         let n = shard_count(size);
         let per = size / n;
         let extra = size % n;
@@ -329,12 +334,12 @@ impl Table {
         self.key_type == def.key_type.value
             && self.key_len == def.key_len()
             && self.layout == Layout::new(def)
-            && self.shards.len() == shard_count(def.size.value.0.max(1) as usize)
+            && self.shards.len() == shard_count(capacity(def))
     }
 
     /// Applies a new size (within the same shard count) and expiry.
     pub fn update(&self, def: &StickTable) {
-        let size = def.size.value.0.max(1) as usize;
+        let size = capacity(def);
         let n = self.shards.len();
         for (i, s) in self.shards.iter().enumerate() {
             lock(s).cap = size / n + usize::from(i < size % n);
@@ -887,32 +892,20 @@ mod tests {
         let t = table(
             "{ type: ip, size: 200k, expire: 10m, store: [http_req_rate(10s), conn_cur, gpc0] }",
         );
+        let fill = |keys: std::ops::Range<u32>| {
+            for i in keys {
+                t.with(&Key::new(&i.to_be_bytes()), true, 0, |e| {
+                    e.add(DataKind::HttpReqRate, 1)
+                });
+            }
+            rss_kib()
+        };
         let before = rss_kib();
-        for i in 0..100_000u32 {
-            t.with(&Key::new(&i.to_be_bytes()), true, 0, |e| {
-                e.add(DataKind::HttpReqRate, 1)
-            });
-        }
-        let at_100k = rss_kib();
-        for i in 100_000..200_000u32 {
-            t.with(&Key::new(&i.to_be_bytes()), true, 0, |e| {
-                e.add(DataKind::HttpReqRate, 1)
-            });
-        }
-        let at_200k = rss_kib();
+        let at_100k = fill(0..100_000);
+        let at_200k = fill(100_000..200_000);
         // Past size: entries are replaced, memory stays.
-        for i in 200_000..1_000_000u32 {
-            t.with(&Key::new(&i.to_be_bytes()), true, 0, |e| {
-                e.add(DataKind::HttpReqRate, 1)
-            });
-        }
-        let at_1m = rss_kib();
-        for i in 1_000_000..2_000_000u32 {
-            t.with(&Key::new(&i.to_be_bytes()), true, 0, |e| {
-                e.add(DataKind::HttpReqRate, 1)
-            });
-        }
-        let at_2m = rss_kib();
+        let at_1m = fill(200_000..1_000_000);
+        let at_2m = fill(1_000_000..2_000_000);
         assert_eq!(t.used(), 200 * 1024);
         println!(
             "RSS growth: first 100k entries {} KiB ({} B/entry), next 100k {} KiB ({} B/entry), 800k more inserts into the full table {} KiB, 1M more {} KiB ({} slots)",

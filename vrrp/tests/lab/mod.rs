@@ -6,12 +6,16 @@
 
 #![allow(dead_code)]
 
+pub mod stall;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use stall::Budget;
 
 /// Whether the tests can run; `tools` are further commands they need.
 pub fn privileged(tools: &[&str]) -> bool {
@@ -186,19 +190,27 @@ impl Lab {
     }
 
     /// Waits until node `i` is the only node holding `vip`; returns how long it took.
+    /// The limit stretches by the time the machine stalled (see [`stall`]).
     pub fn until_sole_holder_of(&self, i: usize, vip: &str, limit: Duration) -> Duration {
-        let t = Instant::now();
+        let b = Budget::new(limit);
         let nodes = self.ns.len() - 1;
-        while t.elapsed() < limit {
-            if (1..=nodes).all(|n| self.holds_addr(n, vip) == (n == i)) {
-                return t.elapsed();
+        let done = || (1..=nodes).all(|n| self.holds_addr(n, vip) == (n == i));
+        while !b.spent() {
+            if done() {
+                return b.elapsed();
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+        if done() {
+            return b.elapsed();
         }
         let who: Vec<String> = (1..=nodes)
             .map(|n| format!("node {n}: {}", self.holds_addr(n, vip)))
             .collect();
-        panic!("{vip} not held by node {i} alone after {limit:?}: {who:?}");
+        panic!(
+            "{vip} not held by node {i} alone after {}: {who:?}",
+            b.show(b.elapsed())
+        );
     }
 
     pub fn until_holder(&self, i: usize, limit: Duration) -> Duration {
@@ -206,13 +218,18 @@ impl Lab {
     }
 
     /// Waits until node `i` holds the VIP (whoever else does); returns the time taken.
+    /// The limit stretches by the time the machine stalled.
     pub fn until_holds(&self, i: usize, limit: Duration) -> Duration {
-        let t = Instant::now();
+        let b = Budget::new(limit);
         while !self.holds(i) {
-            assert!(t.elapsed() < limit, "node {i} does not hold the VIP");
+            assert!(
+                !b.spent() || self.holds(i),
+                "node {i} does not hold the VIP after {}",
+                b.show(b.elapsed())
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
-        t.elapsed()
+        b.elapsed()
     }
 
     /// Starts `argv` inside node `i` (0: the bridge); stdout lines are collected.
@@ -381,13 +398,14 @@ impl Proc {
         signal_pid(self.pid(), sig);
     }
 
-    /// Waits for an output line containing `needle`; returns it.
+    /// Waits for an output line containing `needle`; returns it. The limit stretches by
+    /// the time the machine stalled.
     pub fn wait_line(&mut self, needle: &str, limit: Duration) -> String {
-        let t = Instant::now();
+        let b = Budget::new(limit);
         if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
             return l.clone();
         }
-        while t.elapsed() < limit {
+        while !b.spent() {
             if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(20)) {
                 self.seen.push(l.clone());
                 if l.contains(needle) {
@@ -396,15 +414,25 @@ impl Proc {
             }
         }
         panic!(
-            "no line with {needle:?} within {limit:?}; output so far:\n{}",
+            "no line with {needle:?} within {}; output so far:\n{}",
+            b.show(b.elapsed()),
             self.seen.join("\n")
         );
     }
 
+    /// Takes in every line printed so far; returns them all.
+    pub fn drain(&mut self) -> &[String] {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        &self.seen
+    }
+
     /// Waits for a `STATE <instance> <from> <to> <priority>` line going to `state`.
+    /// The limit stretches by the time the machine stalled.
     pub fn wait_state(&mut self, state: &str, limit: Duration) {
-        let t = Instant::now();
-        while t.elapsed() < limit {
+        let b = Budget::new(limit);
+        while !b.spent() {
             if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(20)) {
                 self.seen.push(l.clone());
                 if l.starts_with("STATE ") && l.split_whitespace().nth(3) == Some(state) {
@@ -413,7 +441,8 @@ impl Proc {
             }
         }
         panic!(
-            "no transition to {state} within {limit:?}; output so far:\n{}",
+            "no transition to {state} within {}; output so far:\n{}",
+            b.show(b.elapsed()),
             self.seen.join("\n")
         );
     }
