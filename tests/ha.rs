@@ -213,7 +213,7 @@ impl Client {
 fn node1_then(r: &[(f64, Option<String>)]) -> (bool, Option<&str>) {
     let mut bodies = r.iter().filter_map(|x| x.1.as_deref());
     let node1 = bodies.any(|b| b == "node1");
-    (node1, r.iter().filter_map(|x| x.1.as_deref()).last())
+    (node1, r.iter().filter_map(|x| x.1.as_deref()).next_back())
 }
 
 /// The longest time between two successful requests.
