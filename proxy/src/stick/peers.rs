@@ -19,9 +19,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use aws_lc_rs::hmac;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rampart_config::stick::{DataKind, Peers as PeersConfig};
+use rustls::crypto::SecureRandom;
+use rustls::crypto::hash::{Hash, HashAlgorithm};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
@@ -141,7 +142,7 @@ pub fn start(cfg: &PeersConfig, tables: TablesFn, status: Arc<Status>) -> std::i
         .unwrap_or_default();
     let std_listener = std::net::TcpListener::bind(&local_addr)?;
     std_listener.set_nonblocking(true)?;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, cfg.secret.value.as_bytes());
+    let key = Secret::new(cfg.secret.value.as_bytes())?;
     let local = cfg.local.value.clone();
     let peers: Vec<Arc<Peer>> = cfg
         .nodes
@@ -235,7 +236,7 @@ pub fn start(cfg: &PeersConfig, tables: TablesFn, status: Arc<Status>) -> std::i
 
 struct Ctx {
     local: String,
-    key: hmac::Key,
+    key: Secret,
     peers: Vec<Arc<Peer>>,
     tables: TablesFn,
 }
@@ -300,18 +301,66 @@ fn get_str(b: &mut Bytes) -> std::io::Result<String> {
     String::from_utf8(b.split_to(n).to_vec()).map_err(|_| bad("name is not UTF-8"))
 }
 
-fn proof(key: &hmac::Key, role: &[u8], cn: &[u8], sn: &[u8], from: &str, to: &str) -> Vec<u8> {
-    let mut ctx = hmac::Context::with_key(key);
-    for part in [role, cn, sn, from.as_bytes(), b"\0", to.as_bytes()] {
-        ctx.update(part);
-    }
-    ctx.sign().as_ref().to_vec()
+/// The shared secret as an HMAC-SHA256 key (RFC 2104), over the SHA-256 and the random
+/// source of the crypto provider TLS uses.
+struct Secret {
+    sha256: &'static dyn Hash,
+    random: &'static dyn SecureRandom,
+    /// The key padded to SHA-256's 64-byte block, XORed with 0x36 and with 0x5c.
+    ipad: [u8; 64],
+    opad: [u8; 64],
 }
 
-fn nonce() -> std::io::Result<[u8; 16]> {
-    let mut n = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut n).map_err(|_| bad("no random bytes for a challenge"))?;
-    Ok(n)
+impl Secret {
+    fn new(secret: &[u8]) -> std::io::Result<Self> {
+        let provider = crate::tls::provider();
+        let sha256 = provider
+            .cipher_suites
+            .iter()
+            .filter_map(|s| s.tls13())
+            .map(|s| s.common.hash_provider)
+            .find(|h| h.algorithm() == HashAlgorithm::SHA256)
+            .ok_or_else(|| bad("the crypto provider has no SHA-256"))?;
+        let mut block = [0u8; 64];
+        if secret.len() > block.len() {
+            let digest = sha256.hash(secret);
+            block[..digest.as_ref().len()].copy_from_slice(digest.as_ref());
+        } else {
+            block[..secret.len()].copy_from_slice(secret);
+        }
+        Ok(Secret {
+            sha256,
+            random: provider.secure_random,
+            ipad: block.map(|b| b ^ 0x36),
+            opad: block.map(|b| b ^ 0x5c),
+        })
+    }
+
+    /// HMAC-SHA256 of the concatenated parts.
+    fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut inner = self.sha256.start();
+        inner.update(&self.ipad);
+        for p in parts {
+            inner.update(p);
+        }
+        let inner = inner.finish();
+        let mut outer = self.sha256.start();
+        outer.update(&self.opad);
+        outer.update(inner.as_ref());
+        outer.finish().as_ref().to_vec()
+    }
+
+    fn nonce(&self) -> std::io::Result<[u8; 16]> {
+        let mut n = [0u8; 16];
+        self.random
+            .fill(&mut n)
+            .map_err(|_| bad("no random bytes for a challenge"))?;
+        Ok(n)
+    }
+}
+
+fn proof(key: &Secret, role: &[u8], cn: &[u8], sn: &[u8], from: &str, to: &str) -> Vec<u8> {
+    key.mac(&[role, cn, sn, from.as_bytes(), b"\0", to.as_bytes()])
 }
 
 /// Encodes entries of one table as UPDATES frames of at most `BATCH` entries.
@@ -527,7 +576,7 @@ async fn session_out(
 }
 
 async fn handshake_out(ctx: &Ctx, p: &Peer, s: &mut TcpStream) -> std::io::Result<()> {
-    let cn = nonce()?;
+    let cn = ctx.key.nonce()?;
     let mut b = BytesMut::new();
     b.put_slice(MAGIC);
     b.put_u8(VERSION);
@@ -684,7 +733,7 @@ async fn handshake_in(ctx: &Ctx, s: &mut TcpStream, from: &str) -> std::io::Resu
         write_frame(s, T_ERROR, b"wrong local name").await?;
         return Err(bad("wrong local name"));
     }
-    let sn = nonce()?;
+    let sn = ctx.key.nonce()?;
     let mut b = BytesMut::new();
     b.put_slice(&sn);
     b.put_slice(&proof(&ctx.key, b"server", &cn, &sn, &name, &to));
@@ -748,11 +797,29 @@ mod tests {
 
     #[test]
     fn proofs_depend_on_the_secret_and_role() {
-        let a = hmac::Key::new(hmac::HMAC_SHA256, b"secret-one");
-        let b = hmac::Key::new(hmac::HMAC_SHA256, b"secret-two");
+        let a = Secret::new(b"secret-one").unwrap();
+        let b = Secret::new(b"secret-two").unwrap();
         let p1 = proof(&a, b"client", b"n1", b"n2", "x", "y");
         assert_eq!(p1, proof(&a, b"client", b"n1", b"n2", "x", "y"));
         assert_ne!(p1, proof(&b, b"client", b"n1", b"n2", "x", "y"));
         assert_ne!(p1, proof(&a, b"server", b"n1", b"n2", "x", "y"));
+    }
+
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        let hex = |v: Vec<u8>| v.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        // Test case 2: a short key.
+        let k = Secret::new(b"Jefe").unwrap();
+        assert_eq!(
+            hex(k.mac(&[b"what do ya want ", b"for nothing?"])),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block is hashed first.
+        let k = Secret::new(&[0xaa; 131]).unwrap();
+        assert_eq!(
+            hex(k.mac(&[b"Test Using Larger Than Block-Size Key - Hash Key First"])),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        assert_ne!(k.nonce().unwrap(), k.nonce().unwrap());
     }
 }
