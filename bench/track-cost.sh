@@ -8,17 +8,18 @@
 # (bench/rampart.yaml and bench/rampart-track.yaml; bench/haproxy-track.cfg and the same
 # file without its two tracking lines). h2load sends LOW and then HIGH requests to fresh
 # processes; (instructions(HIGH) - instructions(LOW)) / (HIGH - LOW) is the cost of one
-# request without start-up and shutdown. Needs valgrind, nginx, haproxy, h2load, openssl.
+# request without start-up and shutdown. The backend is the harness's nginx. Needs valgrind,
+# nginx, haproxy, h2load, openssl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-LOW=${LOW:-2000}
-HIGH=${HIGH:-6000}
+LOW=${LOW:-1000}
+HIGH=${HIGH:-3000}
 RAMPART=${RAMPART:-$root/target/release/rampart}
 work=$(mktemp -d)
-pids=()
+backend=
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "$backend" ]; then kill "$backend" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -39,27 +40,13 @@ wait_port() {
   return 1
 }
 
-mkdir -p "$work/tmp"
-cat >"$work/backend.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/backend.pid;
-error_log $work/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/tmp; proxy_temp_path $work/tmp; fastcgi_temp_path $work/tmp;
-    uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    server {
-        listen $BENCH_BACKEND;
-        location / { return 200 "hello"; }
-    }
-}
-EOF
+# The harness's own backend (../shared/bench/conf/backend-nginx.conf), filled in as it does.
+mkdir -p "$work/tmp-backend"
+sed -e "s|@WORK@|$work|g" -e 's/@BACKEND_PORT@/18080/g' -e 's/@BACKEND_H2C_PORT@/18081/g' \
+  -e 's/@BACKEND_TLS_PORT@/18082/g' -e 's/@BACKEND_WORKERS@/1/g' \
+  ../shared/bench/conf/backend-nginx.conf >"$work/backend.conf"
 nginx -c "$work/backend.conf" -e "$work/backend-error.log" &
-pids+=($!)
+backend=$!
 wait_port 18080
 
 sed -e '/stick-table/d' -e '/track-sc0/d' bench/haproxy-track.cfg >"$work/haproxy.cfg"
@@ -78,15 +65,14 @@ instructions() {
   else
     h2load -n "$count" -c 4 -m 8 "http://127.0.0.1:$BENCH_PORT/" >"$work/load.txt"
   fi
+  kill -TERM "$pid"
+  wait "$pid" || true
   if ! grep -q " $count succeeded, 0 failed, 0 errored" "$work/load.txt" \
     || ! grep -q "status codes: $count 2xx" "$work/load.txt"; then
     echo "$name $scenario: not every request succeeded:" >&2
     grep -E "requests:|status codes:" "$work/load.txt" >&2
-    kill -TERM "$pid"; wait "$pid" || true
     return 1
   fi
-  kill -TERM "$pid"
-  wait "$pid" || true
   # callgrind writes its totals once the process has exited.
   awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
