@@ -6,6 +6,7 @@
 mod ctl;
 mod demo;
 mod ha;
+mod xds;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,17 +27,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy with a configuration file.
+    /// Run the proxy with a configuration file, an Envoy bootstrap file, or both.
     Run {
         /// Configuration file (YAML).
-        #[arg(short, long)]
-        config: PathBuf,
+        #[arg(short, long, required_unless_present = "envoy_bootstrap")]
+        config: Option<PathBuf>,
+        /// Envoy's bootstrap file (YAML or JSON), as `envoy -c` takes it: the node, the
+        /// ADS control plane, static listeners and clusters, the admin address.
+        #[arg(long, value_name = "FILE")]
+        envoy_bootstrap: Option<PathBuf>,
     },
-    /// Check a configuration file and exit: 0 when valid, 1 otherwise.
+    /// Check a configuration file (or an Envoy bootstrap file) and exit: 0 when valid, 1
+    /// otherwise.
     Check {
         /// Configuration file (YAML).
-        #[arg(short, long)]
-        config: PathBuf,
+        #[arg(short, long, required_unless_present = "envoy_bootstrap")]
+        config: Option<PathBuf>,
+        /// Envoy's bootstrap file (YAML or JSON).
+        #[arg(long, value_name = "FILE")]
+        envoy_bootstrap: Option<PathBuf>,
         /// Print nothing when the file is valid.
         #[arg(short, long)]
         quiet: bool,
@@ -98,6 +107,7 @@ pub fn reload_from(
     control: &rampart_proxy::runtime::Control,
     path: &Path,
     text_out: &rampart_admin::ConfigText,
+    xds: Option<&rampart_xds::Xds>,
 ) -> Result<String, String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let cfg = load(path).map_err(|e| {
@@ -116,6 +126,39 @@ pub fn reload_from(
     }
     if control.shared().snapshot.load().config.admin != cfg.admin {
         tracing::warn!("admin settings changed: they apply at the next start");
+    }
+    if let Some(x) = xds {
+        if control.shared().snapshot.load().config.xds != cfg.xds {
+            tracing::warn!("xds settings changed: they apply at the next start");
+        }
+        // The control plane's resources are added to the new file's configuration.
+        return match x.set_base(cfg) {
+            Ok(()) => {
+                if let Ok(mut t) = text_out.lock() {
+                    *t = Some(text);
+                }
+                Ok(format!(
+                    "Configuration reloaded (generation {}).",
+                    control
+                        .shared()
+                        .live
+                        .global
+                        .generation
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                ))
+            }
+            Err(e) => {
+                let e = e.in_file(&path.display().to_string());
+                control
+                    .shared()
+                    .live
+                    .global
+                    .reloads_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
+                Err(e.to_string())
+            }
+        };
     }
     match control.reload(cfg, &base_dir(path)) {
         Ok(r) => {
@@ -151,6 +194,7 @@ async fn watch_config(
     control: std::sync::Arc<rampart_proxy::runtime::Control>,
     path: PathBuf,
     text: rampart_admin::ConfigText,
+    xds: Option<std::sync::Arc<rampart_xds::Xds>>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
@@ -186,7 +230,8 @@ async fn watch_config(
             let c = control.clone();
             let p = path.clone();
             let t = text.clone();
-            let _ = tokio::task::spawn_blocking(move || reload_from(&c, &p, &t)).await;
+            let x = xds.clone();
+            let _ = tokio::task::spawn_blocking(move || reload_from(&c, &p, &t, x.as_deref())).await;
         }
     }
 }
@@ -197,7 +242,9 @@ async fn serve(
     base: &Path,
     path: Option<&Path>,
     banner: Option<&dyn Fn(&rampart_proxy::ProxyHandle) -> String>,
+    ads: Option<rampart_xds::Settings>,
 ) -> Result<()> {
+    let static_cfg = ads.as_ref().map(|_| cfg.clone());
     let sockets = cfg.admin.socket.clone();
     let state_file = cfg.global.state_file.as_ref().map(|p| base.join(&p.value));
     let admin_http = cfg.admin.http.clone();
@@ -226,12 +273,29 @@ async fn serve(
     for b in handle.bound() {
         tracing::info!(frontend = %b.frontend, "listening on {}", b.local);
     }
+    // The control plane's resources are added to the static configuration through the
+    // same reload path as a file change.
+    let xds_client = match (ads, static_cfg) {
+        (Some(settings), Some(base_cfg)) => {
+            tracing::info!("xDS: control plane {} ({})", settings.display, settings.mode.as_str());
+            let applier = xds::ProxyApplier {
+                control: handle.control().clone(),
+                base_dir: base.to_path_buf(),
+            };
+            Some(std::sync::Arc::new(
+                rampart_xds::Xds::start(settings, base_cfg, Box::new(applier))
+                    .context("starting the xDS client")?,
+            ))
+        }
+        _ => None,
+    };
     let text: rampart_admin::ConfigText = std::sync::Arc::new(std::sync::Mutex::new(text));
     let reload: Option<std::sync::Arc<rampart_admin::Reloader>> = path.map(|p| {
         let control = handle.control().clone();
         let p = p.to_path_buf();
         let t = text.clone();
-        std::sync::Arc::new(move || reload_from(&control, &p, &t))
+        let x = xds_client.clone();
+        std::sync::Arc::new(move || reload_from(&control, &p, &t, x.as_deref()))
             as std::sync::Arc<rampart_admin::Reloader>
     });
     let admin = rampart_admin::AdminCtx::build(
@@ -240,6 +304,9 @@ async fn serve(
         state_file.clone(),
         text.clone(),
     );
+    if let Some(x) = &xds_client {
+        let _ = admin.xds.set(std::sync::Arc::new(xds::View(x.clone())));
+    }
     if let Some(p) = &state_file {
         match rampart_admin::state_file::load(&admin, p) {
             Ok(l) => tracing::info!(
@@ -281,6 +348,7 @@ async fn serve(
             handle.control().clone(),
             p.to_path_buf(),
             text.clone(),
+            xds_client.clone(),
         ));
     }
     let sig = wait_for_stop().await?;
@@ -289,6 +357,9 @@ async fn serve(
     // Hand the floating addresses over first (priority 0: the peer takes over after its
     // skew time), then drain.
     vrrp.shutdown().await;
+    if let Some(x) = xds_client.and_then(|x| std::sync::Arc::try_unwrap(x).ok()) {
+        tokio::task::spawn_blocking(move || x.stop()).await.ok();
+    }
     handle.shutdown().await;
     if let Some(p) = peers {
         // Last, so that updates made while draining reach the other nodes.
@@ -308,11 +379,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config, quiet } => {
+        Command::Check {
+            config,
+            envoy_bootstrap,
+            quiet,
+        } => {
             init_logging("warn");
-            let checked = load(&config).and_then(|cfg| {
-                rampart_proxy::check(cfg, &base_dir(&config))
-                    .map_err(|e| e.in_file(&config.display().to_string()))
+            let name = config
+                .as_ref()
+                .or(envoy_bootstrap.as_ref())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let checked = xds::load(config.as_deref(), envoy_bootstrap.as_deref()).and_then(|s| {
+                rampart_proxy::check(s.config, &s.base_dir).map_err(|e| e.in_file(&name))
             });
             return match checked {
                 Ok(()) => {
@@ -354,16 +433,20 @@ fn main() -> ExitCode {
                 })
             }
         }
-        Command::Run { config } => match load(&config) {
-            Ok(cfg) => {
-                init_logging(cfg.global.log_level.as_str());
+        Command::Run {
+            config,
+            envoy_bootstrap,
+        } => match xds::load(config.as_deref(), envoy_bootstrap.as_deref()) {
+            Ok(s) => {
+                init_logging(s.config.global.log_level.as_str());
                 runtime().and_then(|rt| {
                     rt.block_on(serve(
-                        cfg,
-                        std::fs::read_to_string(&config).ok(),
-                        &base_dir(&config),
-                        Some(&config),
+                        s.config,
+                        s.text,
+                        &s.base_dir,
+                        config.as_deref(),
                         None,
+                        s.ads,
                     ))
                 })
             }
@@ -406,7 +489,7 @@ fn main() -> ExitCode {
                                 Some(p) => std::fs::read_to_string(p).ok(),
                                 None => Some(demo::CONFIG.to_owned()),
                             };
-                            serve(cfg, text, &base, config.as_deref(), Some(&banner)).await
+                            serve(cfg, text, &base, config.as_deref(), Some(&banner), None).await
                         })
                     })
                 }

@@ -205,6 +205,12 @@ static COMMANDS: &[Command] = &[
         User,
     ),
     cmd(
+        &["show", "xds"],
+        "show xds [json]",
+        "report the xDS control plane stream: state, versions, nonces, NACKs (rampart)",
+        User,
+    ),
+    cmd(
         &["user"],
         "user",
         "lower the level of the current CLI session to user",
@@ -294,6 +300,12 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
         ["show", "version"] => format!("{}\n", env!("CARGO_PKG_VERSION")),
         ["show", "stat"] => show_stat(ctx, args),
         ["show", "vrrp"] => crate::vrrp::show(ctx, args),
+        ["show", "xds"] => match (ctx.xds.get(), args) {
+            (None, _) => "No xDS control plane is configured.\n".to_owned(),
+            (Some(x), []) => x.show(false),
+            (Some(x), ["json"]) => x.show(true),
+            _ => "Usage: show xds [json]\n".to_owned(),
+        },
         ["show", "table"] => crate::table::show(ctx, args),
         ["clear", "table"] => crate::table::clear(ctx, args),
         ["set", "table"] => crate::table::set(ctx, args),

@@ -171,6 +171,16 @@ async fn handle(
                 crate::metrics::render(ctx),
             );
         }
+        "/config_dump" => {
+            return match ctx.xds.get() {
+                Some(x) => reply(StatusCode::OK, "application/json", x.config_dump()),
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "no xDS control plane is configured\n",
+                ),
+            };
+        }
         _ => {}
     }
     let stats = &opts.stats;

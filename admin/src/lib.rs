@@ -48,6 +48,40 @@ pub struct AdminCtx {
     pub config_text: ConfigText,
     /// The VRRP instances (`vrrp.instances`), for `show vrrp`, the stats page and metrics.
     pub vrrp: Arc<rampart_vrrp::group::Group>,
+    /// The xDS client, when the configuration comes from a control plane too: `show xds`,
+    /// `/config_dump` and metrics. Set once, after the client starts.
+    pub xds: std::sync::OnceLock<Arc<dyn XdsView>>,
+}
+
+/// What the runtime API and the admin listener show of the xDS client (implemented by
+/// the binary over `rampart-xds`, which this crate does not depend on).
+pub trait XdsView: Send + Sync {
+    /// `show xds [json]`.
+    fn show(&self, json: bool) -> String;
+    /// The dynamic configuration as JSON, in Envoy's `/config_dump` layout.
+    fn config_dump(&self) -> String;
+    fn metrics(&self) -> XdsMetrics;
+}
+
+/// The xDS client's counters, for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct XdsMetrics {
+    pub connected: bool,
+    pub connects: u64,
+    pub disconnects: u64,
+    pub types: Vec<XdsTypeMetrics>,
+}
+
+/// Counters of one resource type.
+#[derive(Debug, Clone)]
+pub struct XdsTypeMetrics {
+    /// `listeners`, `routes`, `clusters` or `endpoints`.
+    pub kind: &'static str,
+    pub resources: u64,
+    pub warming: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub last_update: Option<SystemTime>,
 }
 
 impl AdminCtx {
@@ -80,6 +114,7 @@ impl AdminCtx {
             state_file,
             config_text,
             vrrp: rampart_vrrp::group::Group::new(),
+            xds: std::sync::OnceLock::new(),
         })
     }
 

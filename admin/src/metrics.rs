@@ -464,6 +464,7 @@ pub fn render(ctx: &AdminCtx) -> String {
 
     vrrp(ctx, &f);
     tables(ctx, &f);
+    xds(ctx, &f);
 
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&f.reg.gather(), &mut buf);
@@ -575,5 +576,63 @@ fn vrrp(ctx: &AdminCtx, f: &Families) {
         set_counter(&errs, &[name], v.errors);
         set_counter(&trans, &[name], v.transitions);
         set_gauge(&tracked, &[name], v.failed.len() as i64);
+    }
+}
+
+/// The xDS client: connection state, resources held and updates accepted or rejected per
+/// type, time of the last update. Families appear only with a control plane.
+fn xds(ctx: &AdminCtx, f: &Families) {
+    let Some(x) = ctx.xds.get() else {
+        return;
+    };
+    let m = x.metrics();
+    let up = f.gauge(
+        "rampart_xds_connected",
+        "1 while the stream to the xDS control plane is open.",
+        &[],
+    );
+    set_gauge(&up, &[], i64::from(m.connected));
+    let conns = f.counter(
+        "rampart_xds_connects_total",
+        "Streams opened to the xDS control plane.",
+        &[],
+    );
+    set_counter(&conns, &[], m.connects);
+    let l = &["type"];
+    let res = f.gauge(
+        "rampart_xds_resources",
+        "Resources held from the control plane, by type.",
+        l,
+    );
+    let warm = f.gauge(
+        "rampart_xds_warming_resources",
+        "Listeners and clusters waiting for their routes or endpoints.",
+        l,
+    );
+    let ok = f.counter(
+        "rampart_xds_updates_accepted_total",
+        "Responses from the control plane accepted whole (ACK).",
+        l,
+    );
+    let bad = f.counter(
+        "rampart_xds_updates_rejected_total",
+        "Responses from the control plane with a rejected resource (NACK).",
+        l,
+    );
+    let last = f.gauge(
+        "rampart_xds_last_update_timestamp_seconds",
+        "When resources of the type last changed (Unix time; 0: never).",
+        l,
+    );
+    for t in &m.types {
+        set_gauge(&res, &[t.kind], t.resources as i64);
+        set_gauge(&warm, &[t.kind], t.warming as i64);
+        set_counter(&ok, &[t.kind], t.accepted);
+        set_counter(&bad, &[t.kind], t.rejected);
+        let ts = t
+            .last_update
+            .and_then(|w| w.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        set_gauge(&last, &[t.kind], ts);
     }
 }

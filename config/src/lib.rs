@@ -13,10 +13,13 @@ pub mod decode;
 pub mod error;
 pub mod model;
 pub mod resilience;
+pub mod route;
 pub mod rules;
 pub mod stick;
+pub mod time;
 pub mod validate;
 pub mod vrrp;
+pub mod xds;
 pub mod yaml;
 
 use std::path::Path;

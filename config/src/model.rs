@@ -15,9 +15,11 @@ use crate::rules::acl::{Acl, DiskFiles, NoFiles, PatternFiles, parse_acl};
 use crate::rules::action::{
     ConnAction, Rule, parse_connection_rule, parse_request_rule, parse_response_rule,
 };
-use crate::rules::lexer::{RuleError, Tokens};
+use crate::rules::lexer::RuleError;
 use crate::rules::{IpNet, RequestAction, ResponseAction, SampleExpr};
 use crate::yaml::{Node, NodeKind};
+
+pub use crate::route::{BackendTarget, DomainMatch, RouteDef, UseBackend, VirtualHost};
 
 config_struct! {
     /// A whole configuration file.
@@ -29,6 +31,9 @@ config_struct! {
         pub vrrp: crate::vrrp::Vrrp,
         pub stick_tables: crate::stick::StickTables,
         pub peers: Option<crate::stick::Peers>,
+        /// An xDS control plane that adds frontends and backends (Envoy listeners and
+        /// clusters) to the ones written here.
+        pub xds: Option<crate::xds::Xds>,
     }
 }
 
@@ -215,6 +220,8 @@ config_struct! {
         pub tcp_request: TcpRequest,
         pub http_request: Vec<RuleDef<RequestAction>>,
         pub http_response: Vec<RuleDef<ResponseAction>>,
+        /// Envoy-style routing by host name, tried before `use_backend`.
+        pub virtual_hosts: NamedMap<VirtualHost>,
         pub use_backend: Vec<UseBackend>,
         pub default_backend: Option<Spanned<String>>,
         pub forwarded: Forwarded,
@@ -582,141 +589,6 @@ impl Decode for AclDef {
     }
 }
 
-/// A backend choice: `NAME [if|unless COND]`, or a mapping with a backend or a weighted
-/// split and per-route overrides.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UseBackend {
-    pub target: BackendTarget,
-    pub cond: Option<crate::rules::Condition>,
-    /// Where the condition text starts (offsets in the condition are relative to it).
-    pub pos: Pos,
-    pub retries: Option<Retries>,
-    pub timeout: Option<Duration>,
-}
-
-/// Where a `use_backend` entry sends requests.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BackendTarget {
-    One(Spanned<String>),
-    /// Weighted split: each request goes to one of these, in proportion to the weights.
-    Split(Vec<(Spanned<String>, u32)>),
-}
-
-config_struct! {
-    /// A `use_backend` entry written as a mapping: one backend or a weighted split, an
-    /// optional condition, and per-route retries and timeout.
-    pub struct RouteDef {
-        pub backend: Option<Spanned<String>>,
-        pub split: NamedMap<u32>,
-        pub cond_if as "if": Option<String>,
-        pub cond_unless as "unless": Option<String>,
-        /// Retries for requests taking this route, instead of the backend's.
-        pub retries: Option<Retries>,
-        /// Server timeout for requests taking this route, instead of the backend's.
-        pub timeout: Option<Duration>,
-    }
-}
-
-impl Decode for UseBackend {
-    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
-        let files = files_for(cx);
-        if let NodeKind::Scalar { value, .. } = &node.kind {
-            let mut toks = match Tokens::new(value) {
-                Ok(t) => t,
-                Err(e) => {
-                    rule_error(cx, node, e);
-                    return None;
-                }
-            };
-            let Some(name) = toks.next() else {
-                cx.error(node.pos, "expected a backend name");
-                return None;
-            };
-            let start = text_pos(node);
-            let cond = if toks.is_empty() {
-                None
-            } else {
-                match crate::rules::acl::parse_condition(&mut toks, files.as_ref()) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        rule_error(cx, node, e);
-                        return None;
-                    }
-                }
-            };
-            return Some(UseBackend {
-                target: BackendTarget::One(Spanned {
-                    value: name.text,
-                    pos: offset_pos(start, name.offset),
-                }),
-                cond,
-                pos: start,
-                retries: None,
-                timeout: None,
-            });
-        }
-        let def = RouteDef::decode(node, cx)?;
-        let target = match (&def.backend, def.split.is_empty()) {
-            (Some(b), true) => BackendTarget::One(b.clone()),
-            (None, false) => BackendTarget::Split(def.split.0.clone()),
-            (Some(_), false) => {
-                cx.error(node.pos, "use either 'backend' or 'split', not both");
-                return None;
-            }
-            (None, true) => {
-                cx.error(node.pos, "a route needs 'backend' or a non-empty 'split'");
-                return None;
-            }
-        };
-        let (text, prefix) = match (&def.cond_if, &def.cond_unless) {
-            (Some(_), Some(_)) => {
-                cx.error(node.pos, "use either 'if' or 'unless', not both");
-                return None;
-            }
-            (Some(c), None) => (Some(c.as_str()), "if "),
-            (None, Some(c)) => (Some(c.as_str()), "unless "),
-            (None, None) => (None, ""),
-        };
-        let cond_node = match &node.kind {
-            NodeKind::Map(e) => e
-                .iter()
-                .find(|(k, _)| matches!(k.as_str(), Some("if" | "unless")))
-                .map(|(_, v)| v),
-            _ => None,
-        };
-        let cond_start = cond_node.map_or(node.pos, text_pos);
-        let cond = match text {
-            None => None,
-            Some(c) => {
-                let full = format!("{prefix}{c}");
-                let parsed = Tokens::new(&full)
-                    .and_then(|mut t| crate::rules::acl::parse_condition(&mut t, files.as_ref()));
-                match parsed {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        let off = e.offset.saturating_sub(prefix.len());
-                        cx.error(offset_pos(cond_start, off), e.message);
-                        return None;
-                    }
-                }
-            }
-        };
-        Some(UseBackend {
-            target,
-            retries: def.retries,
-            timeout: def.timeout,
-            cond,
-            // Condition offsets count from the inserted prefix.
-            pos: Pos {
-                line: cond_start.line,
-                col: cond_start.col.saturating_sub(prefix.len() as u32),
-            },
-        })
-    }
-    fn schema() -> Schema {
-        RouteDef::schema()
-    }
-}
 
 config_struct! {
     /// A backend: a group of servers and how requests are spread over them.
@@ -874,6 +746,35 @@ config_struct! {
         pub max_connections: Option<u32>,
         /// Value of the backend's persistence cookie for this server; default: its name.
         pub cookie: Option<String>,
+        /// State declared by the configuration's source, applied at every load (an xDS
+        /// control plane's endpoint health): `up`, `drain` or `down`.
+        pub status: ServerStatus = ServerStatus::Up,
+    }
+}
+
+/// A server's state as the configuration declares it (EDS `health_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerStatus {
+    /// Takes requests.
+    Up,
+    /// No new requests; clients stuck to it by persistence stay.
+    Drain,
+    /// No requests.
+    Down,
+}
+
+impl Decode for ServerStatus {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "server status",
+            &[
+                ("up", ServerStatus::Up),
+                ("drain", ServerStatus::Drain),
+                ("down", ServerStatus::Down),
+            ],
+        )
     }
 }
 

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use crate::decode::{NamedMap, Spanned};
 use crate::error::{ConfigError, Pos, nearest};
-use crate::model::{AclDef, BackendTarget, Balance, Config, RuleDef, offset_pos};
+use crate::model::{
+    AclDef, BackendTarget, Balance, Config, DomainMatch, RuleDef, UseBackend, offset_pos,
+};
 use crate::resilience::{HealthCheck, Retries};
 use crate::rules::acl::{Acl, AclRef, Condition, PREDEFINED, predefined};
 use crate::rules::action::{ConnAction, HeaderAction, RequestAction, ResponseAction, StickAction};
@@ -228,6 +230,42 @@ impl V<'_> {
 }
 
 impl V<'_> {
+    /// A `use_backend` entry or a virtual host's route.
+    fn route(&mut self, ub: &UseBackend, acls: &NamedMap<AclDef>, p: &str) {
+        match &ub.target {
+            BackendTarget::One(b) => self.backend_ref(b, p),
+            BackendTarget::Split(parts) => {
+                for (b, w) in parts {
+                    self.backend_ref(b, &format!("{p}.split.{}", b.value));
+                    if *w == 0 || *w > 1_000_000 {
+                        self.err(
+                            b.pos,
+                            format!("{p}.split.{}", b.value),
+                            format!("split weight must be between 1 and 1000000, found {w}"),
+                        );
+                    }
+                }
+            }
+            BackendTarget::None => {}
+        }
+        if let Some(c) = &ub.cond {
+            self.condition(c, ub.pos, acls, p);
+        }
+        if let Some(r) = &ub.retries {
+            self.retries(r, ub.pos, &format!("{p}.retries"));
+        }
+        if ub.timeout.is_some_and(|t| t.is_zero()) {
+            self.err(ub.pos, format!("{p}.timeout"), "timeout must be above 0");
+        }
+        self.request_rules(&ub.http_request, acls, &format!("{p}.http_request"));
+        self.response_rules(&ub.http_response, acls, &format!("{p}.http_response"));
+        for k in &ub.hash_key {
+            self.sample(&k.value.0, k.pos, &format!("{p}.hash_key"));
+        }
+    }
+}
+
+impl V<'_> {
     fn health_check(&mut self, hc: &HealthCheck, pos: Pos, path: &str) {
         let kinds = [hc.tcp.is_some(), hc.http.is_some(), hc.grpc.is_some()];
         if kinds.iter().filter(|k| **k).count() > 1 {
@@ -361,7 +399,7 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
             format!("threads must be between 1 and 1024, found {t}"),
         );
     }
-    if cfg.frontends.is_empty() && cfg.frontends.1.is_empty() && !partial {
+    if cfg.frontends.is_empty() && cfg.frontends.1.is_empty() && !partial && cfg.xds.is_none() {
         v.err(
             Pos { line: 1, col: 1 },
             "frontends",
@@ -409,6 +447,9 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
         );
     }
     vrrp(&mut v, partial);
+    if let Some(x) = &cfg.xds {
+        xds(&mut v, x);
+    }
     let empty = NamedMap::default();
     let mut bound: HashMap<SocketAddr, String> = HashMap::new();
     for (name, fe) in cfg.frontends.iter() {
@@ -503,30 +544,33 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
             }
         }
         for (i, ub) in fe.use_backend.iter().enumerate() {
-            let p = format!("{path}.use_backend.{i}");
-            match &ub.target {
-                BackendTarget::One(b) => v.backend_ref(b, &p),
-                BackendTarget::Split(parts) => {
-                    for (b, w) in parts {
-                        v.backend_ref(b, &format!("{p}.split.{}", b.value));
-                        if *w == 0 || *w > 1_000_000 {
-                            v.err(
-                                b.pos,
-                                format!("{p}.split.{}", b.value),
-                                format!("split weight must be between 1 and 1000000, found {w}"),
-                            );
+            v.route(ub, &fe.acls, &format!("{path}.use_backend.{i}"));
+        }
+        let mut any_host: Option<String> = None;
+        let mut domains: HashMap<String, String> = HashMap::new();
+        for (vname, vh) in fe.virtual_hosts.iter() {
+            let vp = format!("{path}.virtual_hosts.{vname}");
+            let vpos = fe.virtual_hosts.pos_of(vname).unwrap_or(fe_pos);
+            if vh.domains.is_empty() {
+                v.err(vpos, format!("{vp}.domains"), "a virtual host needs at least one domain");
+            }
+            for d in &vh.domains {
+                match DomainMatch::parse(&d.value) {
+                    Ok(DomainMatch::Any) => {
+                        if let Some(other) = any_host.replace(vname.to_owned()) {
+                            v.err(d.pos, format!("{vp}.domains"), format!("only one virtual host may serve \"*\" (virtual host {other:?} does)"));
                         }
                     }
+                    Ok(_) => {
+                        if let Some(other) = domains.insert(d.value.to_ascii_lowercase(), vname.to_owned()) {
+                            v.err(d.pos, format!("{vp}.domains"), format!("domain {:?} is also in virtual host {other:?}", d.value));
+                        }
+                    }
+                    Err(e) => v.err(d.pos, format!("{vp}.domains"), e),
                 }
             }
-            if let Some(c) = &ub.cond {
-                v.condition(c, ub.pos, &fe.acls, &p);
-            }
-            if let Some(r) = &ub.retries {
-                v.retries(r, ub.pos, &format!("{p}.retries"));
-            }
-            if ub.timeout.is_some_and(|t| t.is_zero()) {
-                v.err(ub.pos, format!("{p}.timeout"), "timeout must be above 0");
+            for (i, r) in vh.routes.iter().enumerate() {
+                v.route(r, &fe.acls, &format!("{vp}.routes.{i}"));
             }
         }
         if let Some(d) = &fe.default_backend {
@@ -991,5 +1035,37 @@ fn vrrp(v: &mut V, partial: bool) {
                 }
             }
         }
+    }
+}
+
+fn xds(v: &mut V, x: &crate::xds::Xds) {
+    let s = &x.server;
+    let tls = match s.value.split_once("://") {
+        Some(("http", rest)) if !rest.is_empty() => false,
+        Some(("https", rest)) if !rest.is_empty() => true,
+        _ => {
+            v.err(
+                s.pos,
+                "xds.server",
+                format!(
+                    "invalid control plane address {:?}: expected http://host:port or https://host:port",
+                    s.value
+                ),
+            );
+            return;
+        }
+    };
+    if x.tls.is_some() && !tls {
+        v.err(s.pos, "xds.tls", "TLS settings need an https:// server");
+    }
+    if x.node.id.value.is_empty() {
+        v.err(x.node.id.pos, "xds.node.id", "the node id must not be empty");
+    }
+    if x.backoff.base.is_zero() || x.backoff.max < x.backoff.base {
+        v.err(
+            s.pos,
+            "xds.backoff",
+            "backoff.base must be above 0 and backoff.max at least backoff.base",
+        );
     }
 }

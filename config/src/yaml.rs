@@ -56,6 +56,23 @@ impl Node {
 /// How to look up environment variables (a map in tests, the process environment otherwise).
 pub trait Env {
     fn get(&self, name: &str) -> Option<String>;
+    /// Whether `${VAR}` is replaced at all.
+    fn expands(&self) -> bool {
+        true
+    }
+}
+
+/// No `${VAR}` replacement: for files in other programs' formats (Envoy's bootstrap),
+/// which take `$` literally.
+pub struct Verbatim;
+
+impl Env for Verbatim {
+    fn get(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn expands(&self) -> bool {
+        false
+    }
 }
 
 /// The process environment.
@@ -281,6 +298,9 @@ fn merge_keys(entries: Vec<(Node, Node)>, errors: &mut Vec<ConfigError>) -> Vec<
 
 /// Replaces `${NAME}` and `${NAME:-default}`; `$$` is a literal `$`.
 fn expand_env(value: &str, env: &dyn Env) -> Result<String, String> {
+    if !env.expands() {
+        return Ok(value.to_owned());
+    }
     if !value.contains('$') {
         return Ok(value.to_owned());
     }

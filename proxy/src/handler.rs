@@ -29,8 +29,13 @@ use crate::upstream::{Proto, Timing};
 /// What a connection knows while it serves requests.
 pub struct ConnCtx {
     pub info: ConnInfo,
+    /// The snapshot current when the connection was accepted, and its frontend: they
+    /// decide how the connection is served (TLS, timeouts, limits).
     pub snapshot: Arc<Snapshot>,
     pub frontend: Arc<Frontend>,
+    /// Where newer snapshots are published: each request is served with the newest one
+    /// (rules, routes, backends), so a reload applies to open connections at once.
+    pub shared: Arc<crate::runtime::Shared>,
     pub live: Arc<Live>,
     /// This connection in the session registry.
     pub session: Arc<crate::sessions::Session>,
@@ -39,6 +44,20 @@ pub struct ConnCtx {
 }
 
 static NO_TRACKERS: std::sync::LazyLock<Trackers> = std::sync::LazyLock::new(Trackers::default);
+
+impl ConnCtx {
+    /// The newest snapshot and its version of this connection's frontend, when a reload
+    /// has replaced the connection's own; `None` while that is still current (one atomic
+    /// load per request) or when the frontend is gone.
+    fn newer(&self) -> Option<(Arc<Snapshot>, Arc<Frontend>)> {
+        if self.live.global.generation.load(Relaxed) == self.snapshot.generation {
+            return None;
+        }
+        let snap = self.shared.snapshot.load_full();
+        let fe = snap.frontend(&self.frontend.name)?.clone();
+        Some((snap, fe))
+    }
+}
 
 /// A request's outcome, completed when the response has been sent.
 pub struct Done {
@@ -73,16 +92,20 @@ pub struct Done {
 }
 
 impl Done {
-    fn new(cx: &ConnCtx, line: Option<(Method, Uri, Version)>, t_request: Duration) -> Self {
+    fn new(
+        cx: &ConnCtx,
+        fe: &Arc<Frontend>,
+        line: Option<(Method, Uri, Version)>,
+        t_request: Duration,
+    ) -> Self {
         Self {
             status: 0,
-            frontend: cx.frontend.clone(),
+            frontend: fe.clone(),
             backend: None,
             backend_active: false,
             server: None,
             guard: None,
-            clock: cx
-                .frontend
+            clock: fe
                 .log
                 .as_ref()
                 .map(|_| (Instant::now(), SystemTime::now() - t_request)),
@@ -110,7 +133,7 @@ impl Done {
         termination: [u8; 2],
         t_request: Duration,
     ) -> Self {
-        let mut d = Done::new(cx, None, t_request);
+        let mut d = Done::new(cx, &cx.frontend, None, t_request);
         d.status = status.as_u16();
         d.termination = termination;
         d.frontend.live.errors.fetch_add(1, Relaxed);
@@ -367,7 +390,11 @@ pub async fn handle(
     req: Request<Body>,
     t_request: Duration,
 ) -> (Response<Body>, Done) {
-    let fe = &cx.frontend;
+    let newer = cx.newer();
+    let (snap, fe) = match &newer {
+        Some((s, f)) => (&**s, f),
+        None => (&*cx.snapshot, &cx.frontend),
+    };
     fe.live.requests.fetch_add(1, Relaxed);
     cx.live.global.requests.fetch_add(1, Relaxed);
     let (mut parts, body) = req.into_parts();
@@ -375,7 +402,7 @@ pub async fn handle(
         .log
         .as_ref()
         .map(|_| (parts.method.clone(), parts.uri.clone(), parts.version));
-    let mut done = Done::new(cx, line, t_request);
+    let mut done = Done::new(cx, fe, line, t_request);
     if let Some(t) = &cx.track {
         t.count_request();
     }
@@ -384,7 +411,6 @@ pub async fn handle(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok())
         .unwrap_or(0);
-    let snap = &cx.snapshot;
     let nbsrv = |i: usize| snap.nbsrv(i);
     let conn_track: &Trackers = cx.track.as_deref().unwrap_or(&NO_TRACKERS);
     let env = Env {
@@ -401,18 +427,12 @@ pub async fn handle(
         &env,
         &mut done.track,
     ) {
-        count_intercept(fe, kind);
-        done.termination = if kind == Intercept::Deny {
-            *b"PR"
-        } else {
-            *b"--"
-        };
-        done.status = resp.status().as_u16();
-        return (resp, done);
+        return intercepted(fe, resp, kind, done);
     }
 
-    // Backend choice: first matching route, else the default.
-    let chosen = {
+    // Backend choice: the first matching route of the request's virtual host, else of
+    // `use_backend`, else the default backend.
+    let route = {
         let scx = SampleCtx {
             conn: &cx.info,
             frontend: &fe.name,
@@ -426,16 +446,31 @@ pub async fn handle(
                 req: Some(&done.track),
             },
         };
-        let route = fe
-            .routes
-            .iter()
-            .find(|r| r.cond.as_ref().is_none_or(|c| c.eval(&fe.acls, &scx)));
-        (
-            route,
-            route.map(|r| r.target.choose()).or(fe.default_backend),
-        )
+        let vhost = fe.vhosts.as_ref().and_then(|t| {
+            let host = crate::routing::request_host(&parts)?;
+            t.hosts.get(t.select(host)?)
+        });
+        vhost
+            .into_iter()
+            .flatten()
+            .chain(fe.routes.iter())
+            .find(|r| r.cond.as_ref().is_none_or(|c| c.eval(&fe.acls, &scx)))
     };
-    let (route, chosen) = chosen;
+    let chosen = match route {
+        Some(r) => {
+            if let Some((resp, kind)) = run_request(
+                &r.request_rules,
+                &fe.acls,
+                &mut parts,
+                &env,
+                &mut done.track,
+            ) {
+                return intercepted(fe, resp, kind, done);
+            }
+            r.target.choose()
+        }
+        None => fe.default_backend,
+    };
     let Some(be) = chosen.and_then(|i| snap.backends.get(i)).cloned() else {
         let e = ProxyError::new(ErrorKind::NoBackend, "no backend for this request");
         done.status = e.status().as_u16();
@@ -454,14 +489,7 @@ pub async fn handle(
         &env,
         &mut done.track,
     ) {
-        count_intercept(fe, kind);
-        done.termination = if kind == Intercept::Deny {
-            *b"PR"
-        } else {
-            *b"--"
-        };
-        done.status = resp.status().as_u16();
-        return (resp, done);
+        return intercepted(fe, resp, kind, done);
     }
 
     let upgrade = parts.headers.contains_key(UPGRADE)
@@ -491,16 +519,25 @@ pub async fn handle(
                 req: Some(&done.track),
             },
         };
-        request_hash(&be, &scx)
+        match route.map(|r| &r.hash_keys[..]).unwrap_or_default() {
+            [] => request_hash(&be, &scx),
+            keys if matches!(be.balancer.algo(), crate::balance::Algo::Maglev) => {
+                combined_hash(keys, &scx)
+            }
+            _ => request_hash(&be, &scx),
+        }
     } else {
         None
     };
-    let mut route = RouteOpts {
+    let mut plan = Plan {
+        snap,
+        fe,
         retries: route.and_then(|r| r.retries.clone()),
         timeout: route.and_then(|r| r.timeout),
+        response_rules: route.map(|r| &r.response_rules[..]).unwrap_or_default(),
         persist: Persist::default(),
     };
-    route.persist = if be.stick.is_empty() && be.cookie.is_none() {
+    plan.persist = if be.stick.is_empty() && be.cookie.is_none() {
         Persist::default()
     } else {
         let scx = SampleCtx {
@@ -524,7 +561,36 @@ pub async fn handle(
         }
         p
     };
-    forward(cx, &be, key, route, parts, body, done).await
+    forward(cx, &be, key, plan, parts, body, done).await
+}
+
+/// Completes a request that a rule answered.
+fn intercepted(
+    fe: &Frontend,
+    resp: Response<Body>,
+    kind: Intercept,
+    mut done: Done,
+) -> (Response<Body>, Done) {
+    count_intercept(fe, kind);
+    done.termination = if kind == Intercept::Deny {
+        *b"PR"
+    } else {
+        *b"--"
+    };
+    done.status = resp.status().as_u16();
+    (resp, done)
+}
+
+/// A route's hash keys combined (Envoy's hash policies: each key that has a value is
+/// mixed in; none: no hash, the balancer picks at random).
+fn combined_hash(keys: &[crate::rules::sample::Sample], cx: &SampleCtx<'_>) -> Option<u64> {
+    let mut out: Option<u64> = None;
+    for k in keys {
+        if let Some(h) = k.hash(cx) {
+            out = Some(out.map_or(h, |o| o.rotate_left(1) ^ h));
+        }
+    }
+    out
 }
 
 /// What persistence asks of one request.
@@ -737,10 +803,15 @@ fn response_cookie(
     }
 }
 
-/// Per-route overrides of the backend's settings.
-struct RouteOpts {
+/// What `handle` decided for `forward`: the configuration the request is served with
+/// and its route's overrides of the backend's settings.
+struct Plan<'a> {
+    snap: &'a Snapshot,
+    fe: &'a Arc<Frontend>,
     retries: Option<Arc<RetryPolicy>>,
     timeout: Option<Duration>,
+    /// The route's response rules.
+    response_rules: &'a [crate::rules::ResponseRule],
     /// What persistence asks of this request.
     persist: Persist,
 }
@@ -941,14 +1012,15 @@ async fn forward(
     cx: &ConnCtx,
     be: &Arc<Backend>,
     key: Option<u64>,
-    route: RouteOpts,
+    route: Plan<'_>,
     parts: http::request::Parts,
     body: Body,
     mut done: Done,
 ) -> (Response<Body>, Done) {
-    let fe = &cx.frontend;
+    let fe = route.fe;
     let persist = route.persist;
-    let env_nbsrv = |i: usize| cx.snapshot.nbsrv(i);
+    let snap = route.snap;
+    let env_nbsrv = |i: usize| snap.nbsrv(i);
     let env = Env {
         conn: &cx.info,
         frontend: &fe.name,
@@ -1181,6 +1253,13 @@ async fn forward(
         let denied = run_response(
             &be.response_rules,
             &be.acls,
+            &mut resp,
+            &rl,
+            &env,
+            &done.track,
+        ) || run_response(
+            route.response_rules,
+            &fe.acls,
             &mut resp,
             &rl,
             &env,

@@ -19,6 +19,7 @@ pub mod io;
 pub mod listener;
 pub mod log;
 pub mod resilience;
+pub mod routing;
 pub mod rules;
 pub mod runtime;
 pub mod server;

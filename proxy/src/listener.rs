@@ -211,11 +211,12 @@ pub async fn accept_loop(
             tls,
             snapshot,
             frontend: fe,
+            shared: shared.clone(),
             live: shared.live.clone(),
             session: session.clone(),
         };
-        // The connection moves on when its snapshot is retired (reload or stop).
-        let sd = a.snapshot.retire.subscribe();
+        // The connection moves on when its frontend is retired (reload or stop).
+        let sd = a.frontend.retire.subscribe();
         let task = tokio::spawn(async move {
             serve_connection(a, sd).await;
             drop(registered);

@@ -100,7 +100,8 @@ pub struct Control {
     hk: tokio::runtime::Handle,
     /// Serializes reloads.
     reloading: Mutex<()>,
-    /// Replaced snapshots that connections may still use, to stop them on shutdown.
+    /// Retirement channels of replaced frontends whose connections may still be open, to
+    /// stop them on shutdown.
     retired: Mutex<Vec<std::sync::Weak<watch::Sender<u8>>>>,
     /// Where the running configuration's relative file names are read from.
     base_dir: Mutex<std::path::PathBuf>,
@@ -129,6 +130,7 @@ pub fn check(cfg: Config, base_dir: &Path) -> Result<(), ConfigErrors> {
         generation: 0,
         workers: 1,
         open_logs: false,
+        previous: None,
     };
     compile(Arc::new(cfg), &env).map(|_| ())
 }
@@ -174,8 +176,10 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
         generation: 1,
         workers: threads,
         open_logs: true,
+        previous: None,
     };
     let snapshot = compile(Arc::new(cfg), &env)?;
+    crate::snapshot::install(&snapshot);
     live.tables
         .install(&snapshot.tables, &snapshot.config.stick_tables);
     live.global.generation.store(1, Relaxed);
@@ -343,6 +347,7 @@ impl Control {
             generation,
             workers,
             open_logs: true,
+            previous: Some(&old),
         };
         let snapshot = Arc::new(compile(cfg, &env)?);
 
@@ -372,6 +377,7 @@ impl Control {
 
         // Swap. From here nothing can fail.
         self.shared.snapshot.store(snapshot.clone());
+        crate::snapshot::install(&snapshot);
         live.tables
             .install(&snapshot.tables, &snapshot.config.stick_tables);
         live.global.generation.store(generation, Relaxed);
@@ -421,21 +427,35 @@ impl Control {
             .collect();
         live.retain_pools(&keys);
 
-        // Connections of the old snapshot move on after the grace time.
-        let retire = old.retire.clone();
-        lock(&self.retired).push(Arc::downgrade(&retire));
-        lock(&self.retired).retain(|w| w.strong_count() > 0);
-        let wait = snapshot.global.reload_grace;
-        self.hk.spawn(async move {
-            tokio::time::sleep(wait).await;
-            retire.send_if_modified(|v| {
-                let change = *v == crate::snapshot::LIVE;
-                if change {
-                    *v = crate::snapshot::RETIRED;
+        // Connections of frontends whose serving settings changed (or that are gone)
+        // move on after the grace time; the others serve their next requests with the
+        // new snapshot.
+        let kept: Vec<_> = snapshot.frontends.iter().map(|f| &f.retire).collect();
+        let moving: Vec<_> = old
+            .frontends
+            .iter()
+            .map(|f| f.retire.clone())
+            .filter(|r| !kept.iter().any(|k| Arc::ptr_eq(k, r)))
+            .collect();
+        if !moving.is_empty() {
+            let mut retired = lock(&self.retired);
+            retired.extend(moving.iter().map(Arc::downgrade));
+            retired.retain(|w| w.strong_count() > 0);
+            drop(retired);
+            let wait = snapshot.global.reload_grace;
+            self.hk.spawn(async move {
+                tokio::time::sleep(wait).await;
+                for retire in moving {
+                    retire.send_if_modified(|v| {
+                        let change = *v == crate::snapshot::LIVE;
+                        if change {
+                            *v = crate::snapshot::RETIRED;
+                        }
+                        change
+                    });
                 }
-                change
             });
-        });
+        }
         Ok(report)
     }
 }
@@ -496,7 +516,9 @@ impl ProxyHandle {
 
     fn stop_signal(&self) {
         let _ = self.shutdown.send(true);
-        let _ = self.snapshot().retire.send(crate::snapshot::STOPPING);
+        for f in &self.snapshot().frontends {
+            let _ = f.retire.send(crate::snapshot::STOPPING);
+        }
         for w in lock(&self.control.retired).iter() {
             if let Some(r) = w.upgrade() {
                 let _ = r.send(crate::snapshot::STOPPING);

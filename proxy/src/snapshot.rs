@@ -25,7 +25,7 @@ use crate::resilience::retry::RetryPolicy;
 use crate::rules::matcher::IpSet;
 use crate::rules::sample::{Resolve, Sample};
 use crate::rules::{AclTable, Cond, ConnectionRule, RequestRule, ResponseRule, RuleCompiler};
-use crate::state::{BackendLive, FrontendLive, Live, ServerLive};
+use crate::state::{BackendLive, Declared, FrontendLive, Live, ServerLive};
 use crate::stick::Table;
 use crate::upstream::pool::{Pool, PoolConfig};
 use crate::upstream::{Proto, Upstream, UpstreamTls};
@@ -57,36 +57,7 @@ pub struct Forwarding {
     pub trust: IpSet,
 }
 
-/// Where a route sends requests.
-pub enum Target {
-    One(usize),
-    /// Weighted split: (backend, cumulative weight), and the total.
-    Split(Vec<(usize, u32)>, u32),
-}
-
-impl Target {
-    pub fn choose(&self) -> usize {
-        match self {
-            Target::One(b) => *b,
-            Target::Split(parts, total) => {
-                let x = fastrand::u32(..*total);
-                parts
-                    .iter()
-                    .find(|(_, cum)| x < *cum)
-                    .map_or(parts[0].0, |(b, _)| *b)
-            }
-        }
-    }
-}
-
-pub struct Route {
-    pub cond: Option<Cond>,
-    pub target: Target,
-    /// Retry policy replacing the backend's.
-    pub retries: Option<Arc<RetryPolicy>>,
-    /// Server timeout replacing the backend's.
-    pub timeout: Option<Duration>,
-}
+pub use crate::routing::{Route, Target, VhostTable};
 
 /// A compiled frontend.
 pub struct Frontend {
@@ -102,11 +73,20 @@ pub struct Frontend {
     pub connection_rules: Vec<ConnectionRule>,
     pub request_rules: Vec<RequestRule>,
     pub response_rules: Vec<ResponseRule>,
+    /// Routing by host name, tried before `routes`.
+    pub vhosts: Option<VhostTable>,
     pub routes: Vec<Route>,
     pub default_backend: Option<usize>,
     pub forwarding: Forwarding,
     pub log: Option<(Arc<LogSink>, model::LogFormatKind)>,
     pub live: Arc<FrontendLive>,
+    /// Set when this frontend's connections must move on: a reload changed how they are
+    /// served (binds, TLS, timeouts, limits, HTTP/2 settings; after the reload grace
+    /// time), or the proxy stops. Connections close gracefully (HTTP/1 `Connection:
+    /// close` after the response in flight, HTTP/2 GOAWAY). A reload that changes only
+    /// rules, routes or backends keeps the channel: open connections serve their next
+    /// requests with the new configuration at once.
+    pub retire: Arc<tokio::sync::watch::Sender<u8>>,
 }
 
 /// A compiled server.
@@ -117,6 +97,8 @@ pub struct Server {
     pub backup: bool,
     /// Active check settings, when the server is checked.
     pub check: Option<CheckSpec>,
+    /// The state its configuration declares, installed in `live` by [`install`].
+    pub declared: Declared,
 }
 
 /// A compiled backend.
@@ -186,13 +168,9 @@ pub struct Snapshot {
     /// Stick tables, in configuration order.
     pub tables: Vec<Arc<Table>>,
     pub config: Arc<Config>,
-    /// Set when connections of this snapshot must move on: a newer one replaced it (after
-    /// the reload grace time) or the proxy stops. Connections close gracefully (HTTP/1
-    /// `Connection: close` after the response in flight, HTTP/2 GOAWAY).
-    pub retire: Arc<tokio::sync::watch::Sender<u8>>,
 }
 
-/// [`Snapshot::retire`] values: serving.
+/// [`Frontend::retire`] values: serving.
 pub const LIVE: u8 = 0;
 /// Replaced by a reload: connections close after their next response.
 pub const RETIRED: u8 = 1;
@@ -226,6 +204,9 @@ pub struct CompileEnv<'a> {
     pub workers: usize,
     /// Open log sinks (false for `rampart check`).
     pub open_logs: bool,
+    /// The snapshot being replaced: frontends whose connections need not move on keep
+    /// its retirement channels.
+    pub previous: Option<&'a Snapshot>,
 }
 
 struct Errors(Vec<ConfigError>);
@@ -376,6 +357,11 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 std::sync::atomic::Ordering::Relaxed,
             );
             servers.push(Server {
+                declared: match s.status {
+                    model::ServerStatus::Up => Declared::Up,
+                    model::ServerStatus::Drain => Declared::Drain,
+                    model::ServerStatus::Down => Declared::Down,
+                },
                 name: sname.into(),
                 upstream: Upstream {
                     addr,
@@ -550,37 +536,33 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         }
         let mut routes = Vec::new();
         for (i, u) in f.use_backend.iter().enumerate() {
-            let cond = match u.cond.as_ref().map(|c| rc.cond(c)).transpose() {
-                Ok(c) => c,
-                Err(e) => {
-                    errs.add(u.pos, format!("{path}.use_backend.{i}"), e);
-                    continue;
-                }
-            };
-            let target = match &u.target {
-                BackendTarget::One(b) => backend_index(&b.value).map(Target::One),
-                BackendTarget::Split(parts) => {
-                    let mut cum = 0;
-                    let mut out = Vec::new();
-                    for (b, w) in parts {
-                        cum += *w;
-                        if let Some(bi) = backend_index(&b.value) {
-                            out.push((bi, cum));
-                        }
-                    }
-                    (!out.is_empty()).then_some(Target::Split(out, cum))
-                }
-            };
-            match target {
-                Some(target) => routes.push(Route {
-                    cond,
-                    target,
-                    retries: u.retries.as_ref().map(|r| Arc::new(RetryPolicy::from(r))),
-                    timeout: u.timeout,
-                }),
-                None => errs.add(u.pos, format!("{path}.use_backend.{i}"), "unknown backend"),
+            let p = format!("{path}.use_backend.{i}");
+            if let Some(r) = compile_route(&mut rc, u, &backend_index, &names, &p, &mut errs) {
+                routes.push(r);
             }
         }
+        let vhosts = if f.virtual_hosts.is_empty() {
+            None
+        } else {
+            let mut t = VhostTable::default();
+            for (vname, vh) in f.virtual_hosts.iter() {
+                let vp = format!("{path}.virtual_hosts.{vname}");
+                let domains: Vec<_> = vh
+                    .domains
+                    .iter()
+                    .filter_map(|d| model::DomainMatch::parse(&d.value).ok())
+                    .collect();
+                let mut rs = Vec::new();
+                for (i, u) in vh.routes.iter().enumerate() {
+                    let p = format!("{vp}.routes.{i}");
+                    if let Some(r) = compile_route(&mut rc, u, &backend_index, &names, &p, &mut errs) {
+                        rs.push(r);
+                    }
+                }
+                t.add(&domains, rs);
+            }
+            Some(t)
+        };
         let acls = rc.finish();
         let log = match &f.access_log {
             Some(l) if env.open_logs => match env.live.log_sink(&l.to) {
@@ -618,6 +600,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             connection_rules,
             request_rules,
             response_rules,
+            vhosts,
             routes,
             default_backend: f
                 .default_backend
@@ -631,6 +614,19 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             },
             log,
             live,
+            retire: env
+                .previous
+                .and_then(|old| {
+                    let keep = old.config.frontends.get(fname).is_some_and(|o| {
+                        o.bind == f.bind
+                            && o.timeouts == f.timeouts
+                            && o.limits == f.limits
+                            && o.http2 == f.http2
+                    });
+                    keep.then(|| old.frontend(fname).map(|o| o.retire.clone()))
+                        .flatten()
+                })
+                .unwrap_or_else(|| Arc::new(tokio::sync::watch::channel(LIVE).0)),
         }));
     }
     if !errs.0.is_empty() {
@@ -657,7 +653,71 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         backends,
         tables,
         config: cfg,
-        retire: Arc::new(tokio::sync::watch::channel(LIVE).0),
+    })
+}
+
+/// Installs what a snapshot declares about live state, once it serves: the declared
+/// state of each server.
+pub fn install(snapshot: &Snapshot) {
+    for b in &snapshot.backends {
+        for s in &b.servers {
+            s.live.set_declared(s.declared, &b.live);
+        }
+    }
+}
+
+/// Compiles one route; problems are added to `errs`.
+fn compile_route(
+    rc: &mut RuleCompiler<'_>,
+    u: &model::UseBackend,
+    backend_index: &dyn Fn(&str) -> Option<usize>,
+    names: &Resolve<'_>,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<Route> {
+    let cond = match u.cond.as_ref().map(|c| rc.cond(c)).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            errs.add(u.pos, path, e);
+            return None;
+        }
+    };
+    let target = match &u.target {
+        BackendTarget::One(b) => backend_index(&b.value).map(Target::One),
+        BackendTarget::Split(parts) => {
+            let mut cum = 0;
+            let mut out = Vec::new();
+            for (b, w) in parts {
+                cum += *w;
+                if let Some(bi) = backend_index(&b.value) {
+                    out.push((bi, cum));
+                }
+            }
+            (!out.is_empty()).then_some(Target::Split(out, cum))
+        }
+        BackendTarget::None => Some(Target::None),
+    };
+    let Some(target) = target else {
+        errs.add(u.pos, path, "unknown backend");
+        return None;
+    };
+    let (request_rules, response_rules) =
+        compile_rules(rc, &u.http_request, &u.http_response, path, errs);
+    let mut hash_keys = Vec::new();
+    for k in &u.hash_key {
+        match Sample::compile(&k.value.0, names) {
+            Ok(s) => hash_keys.push(s),
+            Err(e) => errs.add(k.pos, format!("{path}.hash_key"), e),
+        }
+    }
+    Some(Route {
+        cond,
+        target,
+        retries: u.retries.as_ref().map(|r| Arc::new(RetryPolicy::from(r))),
+        timeout: u.timeout,
+        request_rules,
+        response_rules,
+        hash_keys,
     })
 }
 

@@ -133,6 +133,17 @@ pub enum AdminState {
     Maint = 2,
 }
 
+/// A server's state as its configuration declares it (EDS `health_status`), apart from
+/// the runtime admin state, which commands change and reloads keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Declared {
+    Up = 0,
+    /// No new requests; persistent clients stay.
+    Drain = 1,
+    Down = 2,
+}
+
 /// State of one server.
 pub struct ServerLive {
     pub requests: AtomicU64,
@@ -155,6 +166,8 @@ pub struct ServerLive {
     stopping: AtomicBool,
     /// Whether outlier detection ejected the server.
     ejected: AtomicBool,
+    /// The state the configuration declares ([`Declared`]), set at every load.
+    declared: AtomicU8,
     /// Active check state, for the stats page and runtime socket.
     pub check: Mutex<crate::resilience::health::CheckInfo>,
     /// Passive outlier detection state.
@@ -172,6 +185,7 @@ impl ServerLive {
             check_down: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
+            declared: AtomicU8::new(Declared::Up as u8),
             check: Mutex::new(crate::resilience::health::CheckInfo::default()),
             outlier: Default::default(),
             retries: AtomicU64::new(0),
@@ -219,9 +233,25 @@ impl ServerLive {
         }
     }
 
+    /// The state the configuration declares (an xDS endpoint's health status).
+    pub fn declared(&self) -> Declared {
+        match self.declared.load(Relaxed) {
+            0 => Declared::Up,
+            1 => Declared::Drain,
+            _ => Declared::Down,
+        }
+    }
+
+    pub fn set_declared(&self, d: Declared, backend: &BackendLive) {
+        if self.declared.swap(d as u8, Relaxed) != d as u8 {
+            backend.epoch.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Whether the balancer may give this server new requests.
     pub fn usable(&self) -> bool {
         self.admin() == AdminState::Ready
+            && self.declared() == Declared::Up
             && self.weight() > 0
             && !self.check_down.load(Relaxed)
             && !self.stopping.load(Relaxed)
@@ -232,6 +262,7 @@ impl ServerLive {
     /// down or ejected (draining, weight 0 and NOLB servers keep their clients).
     pub fn persistable(&self) -> bool {
         self.admin() != AdminState::Maint
+            && self.declared() != Declared::Down
             && !self.check_down.load(Relaxed)
             && !self.ejected.load(Relaxed)
     }
@@ -323,6 +354,15 @@ impl ServerLive {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let text = crate::resilience::health::status_text(self.admin(), &check);
+        match self.declared() {
+            Declared::Down if text.starts_with("UP") || text == "no check" => {
+                return "DOWN".to_owned();
+            }
+            Declared::Drain if text.starts_with("UP") || text == "no check" => {
+                return "DRAIN".to_owned();
+            }
+            _ => {}
+        }
         match text.strip_prefix("UP") {
             Some(rest) if self.stopping() => format!("NOLB{rest}"),
             _ => text,

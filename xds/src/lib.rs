@@ -1,9 +1,24 @@
 //! rampart-xds: configuration from an Envoy xDS control plane.
 //!
-//! It owns the ADS stream (ACK/NACK, warming, keeping the last good configuration when an
-//! update is rejected) and the translation of Envoy's listeners, routes and clusters into
-//! `rampart-config` values, which then go through the same applier as a YAML reload.
+//! It owns the ADS stream (state of the world and delta; ACK/NACK, warming, keeping the
+//! last good configuration when an update is rejected), the translation of Envoy's
+//! listeners, routes, clusters and endpoints into `rampart-config` values, and the
+//! reading of Envoy's bootstrap file. Every configuration it builds goes through the
+//! applier the binary gives it, the same one a YAML reload uses.
 //!
 //! It depends on `rampart-config` only, never on the proxy, and no protobuf type leaves it.
-//!
-//! It holds no code yet: the crate fixes the boundary and the dependency rules above.
+
+pub mod check;
+pub mod proto;
+pub mod translate;
+mod yamlde;
+
+pub mod ads;
+pub mod bootstrap;
+pub mod client;
+pub mod store;
+mod tls;
+pub mod view;
+
+pub use ads::Applier;
+pub use client::{Settings, Xds};

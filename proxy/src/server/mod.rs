@@ -84,6 +84,7 @@ pub struct Accepted {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub snapshot: Arc<Snapshot>,
     pub frontend: Arc<Frontend>,
+    pub shared: Arc<crate::runtime::Shared>,
     pub live: Arc<Live>,
     pub session: Arc<crate::sessions::Session>,
 }
@@ -151,6 +152,7 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<u8>) {
         info,
         snapshot: a.snapshot,
         frontend: fe.clone(),
+        shared: a.shared,
         live: a.live,
         session: a.session,
         track,
@@ -206,6 +208,7 @@ mod tests {
             generation: 1,
             workers: 1,
             open_logs: false,
+            previous: None,
         };
         Arc::new(crate::snapshot::compile(Arc::new(cfg), &env).unwrap())
     }
@@ -216,6 +219,10 @@ mod tests {
     #[tokio::test]
     async fn connection_task_stays_small() {
         let snap = snapshot();
+        let shared = Arc::new(crate::runtime::Shared {
+            snapshot: arc_swap::ArcSwap::new(snap.clone()),
+            live: Live::new(),
+        });
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
@@ -230,6 +237,7 @@ mod tests {
             },
             snapshot: snap.clone(),
             frontend: snap.frontends[0].clone(),
+            shared: shared.clone(),
             live: Live::new(),
             session: Live::new()
                 .sessions
@@ -250,6 +258,7 @@ mod tests {
             tls: None,
             frontend: snap.frontends[0].clone(),
             snapshot: snap,
+            shared,
             live: Live::new(),
             session: Live::new()
                 .sessions

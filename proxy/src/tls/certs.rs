@@ -1,7 +1,8 @@
-//! Loading certificate chains and keys from PEM files, with the checks an operator wants at
-//! load time: the key must match the certificate, and an expired certificate is reported.
+//! Loading certificate chains and keys from PEM files (or PEM text written in the
+//! configuration), with the checks an operator wants at load time: the key must match the
+//! certificate, and an expired certificate is reported.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,14 +20,56 @@ pub struct LoadedCert {
     pub expired: Option<String>,
 }
 
+/// Where PEM data comes from: a file, or the text itself when a configuration value
+/// starts with `-----BEGIN` (certificates an xDS control plane sends inline).
+#[derive(Debug, Clone)]
+pub enum Pem<'a> {
+    File(PathBuf),
+    Inline(&'a str),
+}
+
+impl<'a> Pem<'a> {
+    /// `value` as written in the configuration; file names are relative to `base`.
+    pub fn of(value: &'a str, base: &Path) -> Self {
+        if value.trim_start().starts_with("-----BEGIN") {
+            Pem::Inline(value)
+        } else {
+            Pem::File(base.join(value))
+        }
+    }
+
+    fn read(&self) -> std::io::Result<std::borrow::Cow<'a, [u8]>> {
+        match self {
+            Pem::Inline(t) => Ok(std::borrow::Cow::Borrowed(t.as_bytes())),
+            Pem::File(p) => std::fs::read(p).map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
+impl std::fmt::Display for Pem<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pem::File(p) => write!(f, "{}", p.display()),
+            Pem::Inline(_) => f.write_str("(inline PEM)"),
+        }
+    }
+}
+
 /// All certificates in a PEM file.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read certificate file {}: {e}", path.display()))?
+    read_certs_from(&Pem::File(path.to_path_buf()))
+}
+
+/// All certificates in PEM data.
+pub fn read_certs_from(src: &Pem<'_>) -> Result<Vec<CertificateDer<'static>>, String> {
+    let data = src
+        .read()
+        .map_err(|e| format!("cannot read certificate file {src}: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("invalid PEM in {}: {e}", path.display()))?;
+        .map_err(|e| format!("invalid PEM in {src}: {e}"))?;
     if certs.is_empty() {
-        return Err(format!("no certificate found in {}", path.display()));
+        return Err(format!("no certificate found in {src}"));
     }
     Ok(certs)
 }
@@ -57,30 +100,31 @@ fn cert_names(der: &[u8]) -> (Vec<String>, Option<i64>) {
 
 /// Loads a chain and its key, checks they match, and reads the names and expiry.
 pub fn load(
-    cert_path: &Path,
-    key_path: &Path,
+    cert_path: &Pem<'_>,
+    key_path: &Pem<'_>,
     names: &[String],
     provider: &CryptoProvider,
 ) -> Result<LoadedCert, String> {
-    let chain = read_certs(cert_path)?;
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| match e {
+    let chain = read_certs_from(cert_path)?;
+    let key_data = key_path
+        .read()
+        .map_err(|e| format!("cannot read private key {key_path}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_data).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => {
-            format!("no private key found in {}", key_path.display())
+            format!("no private key found in {key_path}")
         }
-        other => format!("cannot read private key {}: {other}", key_path.display()),
+        other => format!("cannot read private key {key_path}: {other}"),
     })?;
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| format!("unusable private key {}: {e}", key_path.display()))?;
+        .map_err(|e| format!("unusable private key {key_path}: {e}"))?;
     let certified = CertifiedKey::new(chain.clone(), signing);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(_) => {
             return Err(format!(
-                "private key {} does not match certificate {}",
-                key_path.display(),
-                cert_path.display()
+                "private key {key_path} does not match certificate {cert_path}"
             ));
         }
     }
@@ -89,11 +133,7 @@ pub fn load(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let expired = not_after.filter(|t| *t < now).map(|t| {
-        format!(
-            "certificate {} expired {} days ago",
-            cert_path.display(),
-            (now - t) / 86400
-        )
+        format!("certificate {cert_path} expired {} days ago", (now - t) / 86400)
     });
     Ok(LoadedCert {
         key: Arc::new(certified),

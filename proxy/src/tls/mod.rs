@@ -106,11 +106,11 @@ pub fn server_config(
     let mut loaded = Vec::new();
     let mut warnings = Vec::new();
     for c in &tls.certificates {
-        let cert_path = base.join(&c.cert.value);
+        let cert_path = certs::Pem::of(&c.cert.value, base);
         let key_path = c
             .key
             .as_ref()
-            .map_or_else(|| cert_path.clone(), |k| base.join(&k.value));
+            .map_or_else(|| cert_path.clone(), |k| certs::Pem::of(&k.value, base));
         let l = certs::load(&cert_path, &key_path, &c.names, &provider)?;
         if let Some(w) = &l.expired {
             warnings.push(w.clone());
@@ -207,11 +207,9 @@ pub fn client_config(
         let mut roots = rustls::RootCertStore::empty();
         match &t.ca {
             Some(ca) => {
-                let path = base.join(&ca.value);
-                for c in certs::read_certs(&path)? {
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                let path = certs::Pem::of(&ca.value, base);
+                for c in certs::read_certs_from(&path)? {
+                    roots.add(c).map_err(|e| format!("{path}: {e}"))?;
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

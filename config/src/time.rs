@@ -1,0 +1,55 @@
+//! Dates as text: RFC 3339 and HAProxy's log date, in UTC, without a calendar crate.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `22/Nov/2026:10:00:00.123` (UTC), as HAProxy's accept date.
+pub fn haproxy_date(t: SystemTime, out: &mut String) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs() as i64;
+    let (y, m, day) = civil(secs.div_euclid(86400));
+    let s = secs.rem_euclid(86400);
+    let _ = write!(
+        out,
+        "{day:02}/{}/{y}:{:02}:{:02}:{:02}.{:03}",
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+        d.subsec_millis()
+    );
+}
+
+/// RFC 3339 (UTC) with milliseconds.
+pub fn rfc3339(t: SystemTime, out: &mut String) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs() as i64;
+    let (y, m, day) = civil(secs.div_euclid(86400));
+    let s = secs.rem_euclid(86400);
+    let _ = write!(
+        out,
+        "{y}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+        d.subsec_millis()
+    );
+}
+

@@ -1,0 +1,196 @@
+//! Compiled routes: which backend a request goes to once the frontend's rules have run.
+//!
+//! A frontend's virtual hosts are tried first: the request's host picks at most one of
+//! them (Envoy's order: the exact name, then the longest `*.suffix`, then the longest
+//! `prefix*`, then `*`), and only its routes are tried. Then `use_backend` routes, then
+//! the default backend. Within a list the first route whose condition holds wins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::resilience::retry::RetryPolicy;
+use crate::rules::sample::Sample;
+use crate::rules::{Cond, RequestRule, ResponseRule};
+
+/// Where a route sends requests.
+pub enum Target {
+    One(usize),
+    /// Weighted split: (backend, cumulative weight), and the total.
+    Split(Vec<(usize, u32)>, u32),
+    /// No backend: the route's request rules answer.
+    None,
+}
+
+impl Target {
+    /// The backend for one request.
+    pub fn choose(&self) -> Option<usize> {
+        match self {
+            Target::One(b) => Some(*b),
+            Target::Split(parts, total) => {
+                let x = fastrand::u32(..(*total).max(1));
+                parts
+                    .iter()
+                    .find(|(_, cum)| x < *cum)
+                    .or(parts.first())
+                    .map(|(b, _)| *b)
+            }
+            Target::None => None,
+        }
+    }
+}
+
+/// A compiled route.
+pub struct Route {
+    pub cond: Option<Cond>,
+    pub target: Target,
+    /// Retry policy replacing the backend's.
+    pub retries: Option<Arc<RetryPolicy>>,
+    /// Server timeout replacing the backend's.
+    pub timeout: Option<Duration>,
+    /// Run for requests that take the route, after the frontend's rules.
+    pub request_rules: Vec<RequestRule>,
+    /// Run for their responses, after the backend's rules and before the frontend's.
+    pub response_rules: Vec<ResponseRule>,
+    /// What a hashing backend hashes for this route (empty: the backend's own key).
+    pub hash_keys: Vec<Sample>,
+}
+
+/// Virtual hosts by domain.
+#[derive(Default)]
+pub struct VhostTable {
+    exact: HashMap<String, usize>,
+    /// Longest first.
+    suffixes: Vec<(String, usize)>,
+    /// Longest first.
+    prefixes: Vec<(String, usize)>,
+    any: Option<usize>,
+    /// The routes of each virtual host.
+    pub hosts: Vec<Vec<Route>>,
+}
+
+impl VhostTable {
+    /// Adds a virtual host with its domains (already validated) and routes.
+    pub fn add(&mut self, domains: &[rampart_config::model::DomainMatch], routes: Vec<Route>) {
+        use rampart_config::model::DomainMatch;
+        let i = self.hosts.len();
+        self.hosts.push(routes);
+        for d in domains {
+            match d {
+                DomainMatch::Exact(s) => {
+                    self.exact.entry(s.clone()).or_insert(i);
+                }
+                DomainMatch::Suffix(s) => self.suffixes.push((s.clone(), i)),
+                DomainMatch::Prefix(s) => self.prefixes.push((s.clone(), i)),
+                DomainMatch::Any => {
+                    self.any.get_or_insert(i);
+                }
+            }
+        }
+        // Stable sorts: among equal lengths, the first declared wins.
+        self.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        self.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    }
+
+    /// The virtual host serving `host` (the `Host` header as received), if any.
+    pub fn select(&self, host: &str) -> Option<usize> {
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        if let Some(i) = self.exact.get(host) {
+            return Some(*i);
+        }
+        if let Some((_, i)) = self
+            .suffixes
+            .iter()
+            .find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
+        {
+            return Some(*i);
+        }
+        if let Some((_, i)) = self
+            .prefixes
+            .iter()
+            .find(|(s, _)| host.len() > s.len() && host.starts_with(s.as_str()))
+        {
+            return Some(*i);
+        }
+        self.any
+    }
+}
+
+/// The host a request names: its `Host` header, else the authority of its target
+/// (HTTP/2's `:authority`).
+pub fn request_host(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_config::model::DomainMatch;
+
+    fn table(hosts: &[&[&str]]) -> VhostTable {
+        let mut t = VhostTable::default();
+        for domains in hosts {
+            let d: Vec<DomainMatch> = domains
+                .iter()
+                .map(|d| DomainMatch::parse(d).unwrap())
+                .collect();
+            t.add(&d, Vec::new());
+        }
+        t
+    }
+
+    #[test]
+    fn select_prefers_exact_then_longest_suffix_then_prefix_then_any() {
+        let t = table(&[
+            &["*"],
+            &["*.example.com"],
+            &["*.api.example.com"],
+            &["api.example.com"],
+            &["www.*"],
+            &["www.example.*"],
+        ]);
+        assert_eq!(t.select("api.example.com"), Some(3));
+        assert_eq!(t.select("API.Example.COM"), Some(3));
+        assert_eq!(t.select("v1.api.example.com"), Some(2));
+        assert_eq!(t.select("shop.example.com"), Some(1));
+        // A suffix beats a prefix.
+        assert_eq!(t.select("www.example.com"), Some(1));
+        assert_eq!(t.select("www.example.org"), Some(5));
+        assert_eq!(t.select("www.other.org"), Some(4));
+        assert_eq!(t.select("other.org"), Some(0));
+        // The wildcard matches at least one character.
+        assert_eq!(t.select(".example.com"), Some(0));
+    }
+
+    #[test]
+    fn select_without_any_host_finds_nothing_for_unknown_hosts() {
+        let t = table(&[&["a.test"]]);
+        assert_eq!(t.select("b.test"), None);
+        // A port is part of the name unless the domain has it.
+        assert_eq!(t.select("a.test:8080"), None);
+        let t = table(&[&["a.test:8080"]]);
+        assert_eq!(t.select("a.test:8080"), Some(0));
+    }
+
+    #[test]
+    fn split_choose_stays_within_its_backends() {
+        let t = Target::Split(vec![(3, 80), (5, 100)], 100);
+        let mut seen = [0; 8];
+        for _ in 0..2000 {
+            seen[t.choose().unwrap()] += 1;
+        }
+        assert_eq!(seen[3] + seen[5], 2000);
+        assert!(seen[3] > seen[5], "{seen:?}");
+        assert_eq!(Target::None.choose(), None);
+    }
+}
