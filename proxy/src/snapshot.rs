@@ -99,6 +99,9 @@ pub struct Server {
     pub check: Option<CheckSpec>,
     /// The state its configuration declares, installed in `live` by [`install`].
     pub declared: Declared,
+    /// Configured weight and `disabled`, installed by [`install`] where they changed.
+    pub weight: u32,
+    pub disabled: bool,
 }
 
 /// A compiled backend.
@@ -362,6 +365,8 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                     model::ServerStatus::Drain => Declared::Drain,
                     model::ServerStatus::Down => Declared::Down,
                 },
+                weight: s.weight.value,
+                disabled: s.disabled,
                 name: sname.into(),
                 upstream: Upstream {
                     addr,
@@ -657,11 +662,12 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
 }
 
 /// Installs what a snapshot declares about live state, once it serves: the declared
-/// state of each server.
+/// state of each server, and weights and `disabled` where the configuration changed them.
 pub fn install(snapshot: &Snapshot) {
     for b in &snapshot.backends {
         for s in &b.servers {
             s.live.set_declared(s.declared, &b.live);
+            s.live.configure(s.weight, s.disabled, &b.live);
         }
     }
 }

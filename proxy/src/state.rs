@@ -159,6 +159,8 @@ pub struct ServerLive {
     weight: AtomicU32,
     /// Weight from the configuration, for `set weight N%`.
     pub initial_weight: AtomicU32,
+    /// `disabled` as the configuration last said, to tell when a reload changes it.
+    config_disabled: AtomicBool,
     /// Whether active checks hold the server down.
     check_down: AtomicBool,
     /// Set by `set server ... health stopping` (HAProxy's NOLB): up, checked, but given
@@ -206,6 +208,7 @@ impl ServerLive {
             }),
             weight: AtomicU32::new(weight),
             initial_weight: AtomicU32::new(weight),
+            config_disabled: AtomicBool::new(disabled),
         }
     }
 
@@ -230,6 +233,23 @@ impl ServerLive {
     pub fn set_weight(&self, w: u32, backend: &BackendLive) {
         if self.weight.swap(w, Relaxed) != w {
             backend.epoch.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Applies the weight and `disabled` of a (re)loaded configuration where they changed
+    /// since the last one: a server whose settings did not change keeps what the runtime
+    /// API set.
+    pub fn configure(&self, weight: u32, disabled: bool, backend: &BackendLive) {
+        if self.initial_weight.swap(weight, Relaxed) != weight {
+            self.set_weight(weight, backend);
+        }
+        if self.config_disabled.swap(disabled, Relaxed) != disabled {
+            let s = if disabled {
+                AdminState::Maint
+            } else {
+                AdminState::Ready
+            };
+            self.set_admin(s, backend);
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod balance;
 mod cli;
+mod cp;
 mod errors;
 mod frontend;
 mod peers;
@@ -20,3 +21,4 @@ mod support;
 mod tls;
 mod transparency;
 mod upstream;
+mod xds;

@@ -505,7 +505,8 @@ impl Engine {
             Some(msg)
         };
         out.push(self.request(kind, Some((nonce, error)), false));
-        if kind == Kind::Cluster && !self.store.clusters_warming() {
+        // Listeners are asked for once the clusters are in (and warm), as Envoy does.
+        if self.ty(Kind::Cluster).responses > 0 && !self.store.clusters_warming() {
             out.extend(self.ask_listeners());
         }
         out
@@ -522,7 +523,7 @@ impl Engine {
         };
         self.commit(&mut outcome, applier);
         let mut out = self.resubscribe(false);
-        if !self.store.clusters_warming() && self.ty(Kind::Cluster).requested {
+        if self.ty(Kind::Cluster).responses > 0 && !self.store.clusters_warming() {
             out.extend(self.ask_listeners());
         }
         out
