@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rampart"))
 }
 
@@ -108,12 +108,18 @@ pub(crate) struct Running {
     pub child: Child,
     pub addrs: Vec<SocketAddr>,
     pub log: mpsc::Receiver<String>,
+    /// The lines read while waiting for the addresses.
+    pub early: Vec<String>,
 }
 
 pub(crate) fn run(cfg: &Path, binds: usize) -> Running {
+    run_args(&["run".as_ref(), "-c".as_ref(), cfg.as_os_str()], binds)
+}
+
+/// The binary run with `args`, once it reports `binds` frontend addresses.
+pub(crate) fn run_args(args: &[&std::ffi::OsStr], binds: usize) -> Running {
     let mut child = bin()
-        .args(["run", "-c"])
-        .arg(cfg)
+        .args(args)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -128,10 +134,12 @@ pub(crate) fn run(cfg: &Path, binds: usize) -> Running {
         }
     });
     let mut addrs = Vec::new();
+    let mut early = Vec::new();
     while addrs.len() < binds {
         let line = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the proxy did not report listening");
+        early.push(line.clone());
         // Frontend binds only (the peers listener logs its own address too).
         if let Some(a) = line
             .split("listening on ")
@@ -145,6 +153,7 @@ pub(crate) fn run(cfg: &Path, binds: usize) -> Running {
         child,
         addrs,
         log: rx,
+        early,
     }
 }
 
@@ -239,6 +248,9 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
 
 /// Waits for a log line containing `needle`; returns every line read meanwhile.
 pub(crate) fn wait_log(r: &Running, needle: &str) -> Vec<String> {
+    if let Some(i) = r.early.iter().position(|l| l.contains(needle)) {
+        return r.early[..=i].to_vec();
+    }
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {

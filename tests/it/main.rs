@@ -22,3 +22,4 @@ mod tls;
 mod transparency;
 mod upstream;
 mod xds;
+mod xds_cli;
