@@ -58,6 +58,20 @@ fn broken_configs_get_exact_errors() {
         ]),
         (with("    forwarded: { trust: [\"not-a-net\"] }\n", ""), vec!["5:26: frontends.www.forwarded.trust.0: invalid address or network \"not-a-net\""]),
         (with("    access_log: { format: xml }\n", ""), vec!["5:27: frontends.www.access_log.format: unknown log format \"xml\" (expected one of: httplog, json)"]),
+        (with("    virtual_hosts:\n      a: { domains: [\"*\", \"x.test\"], routes: [web] }\n      b: { domains: [\"*\", \"X.test\", \"*.y.*\"], routes: [web] }\n", ""), vec![
+            "7:22: frontends.www.virtual_hosts.b.domains: only one virtual host may serve \"*\" (virtual host \"a\" does)",
+            "7:27: frontends.www.virtual_hosts.b.domains: domain \"X.test\" is also in virtual host \"a\"",
+            "7:37: frontends.www.virtual_hosts.b.domains: invalid domain \"*.y.*\": '*' may only be the first or last character",
+        ]),
+        (with("    virtual_hosts:\n      a: { domains: [x.test], routes: [{ if: \"{ path_beg /x }\" }] }\n", ""), vec![
+            "6:40: frontends.www.virtual_hosts.a.routes.0: a route needs 'backend', a non-empty 'split', or 'http_request' rules that answer",
+        ]),
+        (with("    virtual_hosts:\n      a: { domains: [x.test], routes: [web, nope] }\n", ""), vec![
+            "6:45: frontends.www.virtual_hosts.a.routes.1: unknown backend \"nope\"",
+        ]),
+        (with("    use_backend:\n      - { backend: web, hash_key: \"hdr(\" }\n", ""), vec!["6:35: frontends.www.use_backend.0.hash_key: missing ')' in \"hdr(\""]),
+        (format!("{FE}{BE}xds: {{ server: \"grpc://cp:18000\", node: {{ id: n }} }}\n"), vec!["9:16: xds.server: invalid control plane address \"grpc://cp:18000\": expected http://host:port or https://host:port"]),
+        (format!("{FE}{BE}xds: {{ server: \"http://cp:18000\", node: {{ id: n }}, mode: grpc }}\n"), vec!["9:58: xds.mode: unknown xDS mode \"grpc\" (expected sotw or delta)"]),
         (with("", "    retries: { on: [conect-failure] }\n"), vec!["9:21: backends.web.retries.on.0: unknown retry condition \"conect-failure\" (did you mean \"connect-failure\"?)"]),
         (with("", "    retries: { attempts: 50, backoff: { base: 1s, max: 10ms } }\n"), vec![
             "6:3: backends.web.retries.attempts: attempts must be at most 10, found 50",

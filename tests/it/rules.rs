@@ -551,3 +551,41 @@ backends:
     assert_eq!(get(a, "/locked").await.status, 401);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_hosts_route_by_host_then_use_backend_applies() {
+    let a = Origin::start("a", |s| text(200, &format!("a {}", s.uri))).await;
+    let b = Origin::named("b").await;
+    let c = Origin::named("c").await;
+    let p = Proxy::start(&format!(
+        "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    virtual_hosts:\n\
+         \x20     api:\n        domains: [api.test, \"*.api.test\"]\n        routes:\n\
+         \x20         - {{ backend: a, if: \"{{ path_beg /v1/ }}\", http_request: [\"replace-path ^/v1/(.*) /\\\\1\"], http_response: [\"set-header x-route v1\"] }}\n\
+         \x20         - {{ http_request: [\"return status 404 string no-such-api\"] }}\n\
+         \x20     any:\n        domains: [\"*\"]\n        routes: [b]\n\
+         \x20   use_backend: [c]\n\
+         backends:\n  a: {{ servers: {{ s: {{ address: \"{}\" }} }} }}\n  b: {{ servers: {{ s: {{ address: \"{}\" }} }} }}\n  c: {{ servers: {{ s: {{ address: \"{}\" }} }} }}\n",
+        a.addr, b.addr, c.addr
+    ));
+    let fe = p.addr("fe");
+    let ask = |host: &'static str, path: &'static str| async move {
+        let req = http::Request::get(path).header("host", host).body(empty()).unwrap();
+        send(Client::H1, fe, req, None).await
+    };
+    let g = ask("api.test", "/v1/users").await;
+    assert_eq!((g.text(), g.header("x-route")), ("a /users".to_owned(), Some("v1")));
+    assert_eq!(ask("eu.api.test", "/v1/x").await.text(), "a /x");
+    let g = ask("api.test", "/v2/x").await;
+    assert_eq!((g.status.as_u16(), g.text()), (404, "no-such-api".to_owned()));
+    assert_eq!(ask("other.test", "/").await.text(), "b");
+    p.stop().await;
+    // Without a catch-all virtual host, other hosts go on to use_backend.
+    let p = Proxy::start(&format!(
+        "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    virtual_hosts: {{ api: {{ domains: [api.test], routes: [a] }} }}\n    use_backend: [c]\n\
+         backends:\n  a: {{ servers: {{ s: {{ address: \"{}\" }} }} }}\n  c: {{ servers: {{ s: {{ address: \"{}\" }} }} }}\n",
+        a.addr, c.addr
+    ));
+    let req = http::Request::get("/").header("host", "other.test").body(empty()).unwrap();
+    assert_eq!(send(Client::H1, p.addr("fe"), req, None).await.text(), "c");
+    p.stop().await;
+}
