@@ -49,6 +49,14 @@ fn every_example_passes_check() {
         }
     }
     assert!(n >= 4, "only {n} examples found");
+    // Envoy's bootstrap file.
+    let boot = repo().join("examples/envoy-bootstrap/bootstrap.yaml");
+    let out = bin()
+        .args(["check", "--envoy-bootstrap"])
+        .arg(&boot)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -47,9 +47,6 @@ const VALUES: &[&str] = &[
     "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
 ];
 
-const LISTENER: &str = "envoy.config.listener.v3";
-const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3";
-
 /// The table. Message names are written in full.
 pub static FIELDS: &[Fields] = &[
     // Bootstrap.
@@ -223,10 +220,8 @@ pub static FIELDS: &[Fields] = &[
             "http_filters",
             "access_log",
             "use_remote_address",
-            "xff_num_trusted_hops",
             "skip_xff_append",
             "stream_idle_timeout",
-            "request_timeout",
             "request_headers_timeout",
             "common_http_protocol_options",
             "http2_protocol_options",
@@ -239,6 +234,7 @@ pub static FIELDS: &[Fields] = &[
         ],
         &[
             "stat_prefix",
+            "xff_num_trusted_hops",
             "generate_request_id",
             "server_name",
             "server_header_transformation",
@@ -396,7 +392,6 @@ pub static FIELDS: &[Fields] = &[
             "response_headers_to_remove",
             "validate_clusters",
             "most_specific_header_mutations_wins",
-            "ignore_port_in_host_matching",
         ],
         &["max_direct_response_body_size_bytes", "metadata"],
     ),
@@ -775,19 +770,19 @@ pub static FIELDS: &[Fields] = &[
     ),
     f(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        &["explicit_http_config", "common_http_protocol_options"],
-        &["upstream_http_protocol_options", "header_validation_config"],
+        &[
+            "explicit_http_config",
+            "common_http_protocol_options",
+            "upstream_http_protocol_options",
+        ],
+        &["header_validation_config"],
     ),
     f(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
         &["http_protocol_options", "http2_protocol_options"],
         &[],
     ),
-    f(
-        "envoy.config.core.v3.UpstreamHttpProtocolOptions",
-        &[],
-        &["auto_sni", "auto_san_validation", "override_auto_sni_header"],
-    ),
+    f("envoy.config.core.v3.UpstreamHttpProtocolOptions", &[], &[]),
     // Endpoints.
     f(
         "envoy.config.endpoint.v3.ClusterLoadAssignment",
@@ -941,22 +936,24 @@ fn any(msg: &DynamicMessage, path: &str, out: &mut Vec<Unsupported>) {
     }
 }
 
-/// `Listener.freebind`, with the package left out.
+/// `Listener.freebind`: the message's name without its package, and the field.
 fn short(message: &str, field: &str) -> String {
-    let m = message
-        .strip_prefix(LISTENER)
-        .or_else(|| message.strip_prefix(HCM))
-        .map(|m| m.trim_start_matches('.'))
-        .unwrap_or_else(|| {
-            // The last segments that start with a capital letter: `Cluster.EdsClusterConfig`.
-            let start = message
-                .split('.')
-                .position(|s| s.starts_with(|c: char| c.is_ascii_uppercase()))
-                .unwrap_or(0);
-            let skip: usize = message.split('.').take(start).map(|s| s.len() + 1).sum();
-            &message[skip.min(message.len())..]
-        });
-    format!("{m}.{field}")
+    format!("{}.{field}", doc_name(message))
+}
+
+/// A message's name as docs/xds.md writes it: without its package (`Cluster`,
+/// `Cluster.EdsClusterConfig`), with one where two would read the same.
+pub fn doc_name(message: &str) -> String {
+    match message {
+        "envoy.config.core.v3.HttpProtocolOptions" => return "core.HttpProtocolOptions".into(),
+        "envoy.config.core.v3.RetryPolicy" => return "core.RetryPolicy".into(),
+        _ => {}
+    }
+    let start = message
+        .split('.')
+        .position(|s| s.starts_with(|c: char| c.is_ascii_uppercase()))
+        .unwrap_or(0);
+    message.split('.').skip(start).collect::<Vec<_>>().join(".")
 }
 
 #[cfg(test)]
@@ -980,6 +977,22 @@ mod tests {
         for v in VALUES {
             assert!(proto::descriptor(v).is_some(), "{v}");
         }
+    }
+
+    #[test]
+    fn every_field_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/xds.md"))
+            .unwrap();
+        let mut missing = Vec::new();
+        for t in FIELDS {
+            for f in t.read.iter().chain(t.ignored) {
+                let key = format!("| `{}.{f}` |", doc_name(t.message));
+                if !doc.contains(&key) {
+                    missing.push(key);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "fields missing from docs/xds.md:\n{}", missing.join("\n"));
     }
 
     #[test]
