@@ -231,7 +231,8 @@ async fn watch_config(
             let p = path.clone();
             let t = text.clone();
             let x = xds.clone();
-            let _ = tokio::task::spawn_blocking(move || reload_from(&c, &p, &t, x.as_deref())).await;
+            let _ =
+                tokio::task::spawn_blocking(move || reload_from(&c, &p, &t, x.as_deref())).await;
         }
     }
 }
@@ -277,7 +278,11 @@ async fn serve(
     // same reload path as a file change.
     let xds_client = match (ads, static_cfg) {
         (Some(settings), Some(base_cfg)) => {
-            tracing::info!("xDS: control plane {} ({})", settings.display, settings.mode.as_str());
+            tracing::info!(
+                "xDS: control plane {} ({})",
+                settings.display,
+                settings.mode.as_str()
+            );
             let applier = xds::ProxyApplier {
                 control: handle.control().clone(),
                 base_dir: base.to_path_buf(),

@@ -589,7 +589,6 @@ impl Decode for AclDef {
     }
 }
 
-
 config_struct! {
     /// A backend: a group of servers and how requests are spread over them.
     pub struct Backend {

@@ -52,4 +52,3 @@ pub fn rfc3339(t: SystemTime, out: &mut String) {
         d.subsec_millis()
     );
 }
-

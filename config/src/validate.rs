@@ -552,7 +552,11 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
             let vp = format!("{path}.virtual_hosts.{vname}");
             let vpos = fe.virtual_hosts.pos_of(vname).unwrap_or(fe_pos);
             if vh.domains.is_empty() {
-                v.err(vpos, format!("{vp}.domains"), "a virtual host needs at least one domain");
+                v.err(
+                    vpos,
+                    format!("{vp}.domains"),
+                    "a virtual host needs at least one domain",
+                );
             }
             for d in &vh.domains {
                 match DomainMatch::parse(&d.value) {
@@ -562,8 +566,14 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
                         }
                     }
                     Ok(_) => {
-                        if let Some(other) = domains.insert(d.value.to_ascii_lowercase(), vname.to_owned()) {
-                            v.err(d.pos, format!("{vp}.domains"), format!("domain {:?} is also in virtual host {other:?}", d.value));
+                        if let Some(other) =
+                            domains.insert(d.value.to_ascii_lowercase(), vname.to_owned())
+                        {
+                            v.err(
+                                d.pos,
+                                format!("{vp}.domains"),
+                                format!("domain {:?} is also in virtual host {other:?}", d.value),
+                            );
                         }
                     }
                     Err(e) => v.err(d.pos, format!("{vp}.domains"), e),
@@ -1059,7 +1069,11 @@ fn xds(v: &mut V, x: &crate::xds::Xds) {
         v.err(s.pos, "xds.tls", "TLS settings need an https:// server");
     }
     if x.node.id.value.is_empty() {
-        v.err(x.node.id.pos, "xds.node.id", "the node id must not be empty");
+        v.err(
+            x.node.id.pos,
+            "xds.node.id",
+            "the node id must not be empty",
+        );
     }
     if x.backoff.base.is_zero() || x.backoff.max < x.backoff.base {
         v.err(

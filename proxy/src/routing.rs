@@ -88,8 +88,10 @@ impl VhostTable {
             }
         }
         // Stable sorts: among equal lengths, the first declared wins.
-        self.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        self.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        self.suffixes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        self.prefixes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     }
 
     /// The virtual host serving `host` (the `Host` header as received), if any.

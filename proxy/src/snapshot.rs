@@ -560,7 +560,9 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 let mut rs = Vec::new();
                 for (i, u) in vh.routes.iter().enumerate() {
                     let p = format!("{vp}.routes.{i}");
-                    if let Some(r) = compile_route(&mut rc, u, &backend_index, &names, &p, &mut errs) {
+                    if let Some(r) =
+                        compile_route(&mut rc, u, &backend_index, &names, &p, &mut errs)
+                    {
                         rs.push(r);
                     }
                 }

@@ -188,16 +188,30 @@ impl Cp {
     }
 
     pub fn listeners(&self, l: Vec<ls::Listener>) {
-        self.set(LDS, l.into_iter().map(|x| (x.name.clone(), any(&x))).collect());
+        self.set(
+            LDS,
+            l.into_iter().map(|x| (x.name.clone(), any(&x))).collect(),
+        );
     }
     pub fn routes(&self, r: Vec<rt::RouteConfiguration>) {
-        self.set(RDS, r.into_iter().map(|x| (x.name.clone(), any(&x))).collect());
+        self.set(
+            RDS,
+            r.into_iter().map(|x| (x.name.clone(), any(&x))).collect(),
+        );
     }
     pub fn clusters(&self, c: Vec<cl::Cluster>) {
-        self.set(CDS, c.into_iter().map(|x| (x.name.clone(), any(&x))).collect());
+        self.set(
+            CDS,
+            c.into_iter().map(|x| (x.name.clone(), any(&x))).collect(),
+        );
     }
     pub fn endpoints(&self, e: Vec<ep::ClusterLoadAssignment>) {
-        self.set(EDS, e.into_iter().map(|x| (x.cluster_name.clone(), any(&x))).collect());
+        self.set(
+            EDS,
+            e.into_iter()
+                .map(|x| (x.cluster_name.clone(), any(&x)))
+                .collect(),
+        );
     }
 
     /// The current version of a type.
@@ -225,7 +239,10 @@ impl Cp {
                 return s;
             }
             if budget.spent() {
-                panic!("control plane: no request {what} within {limit:?}; seen:\n{:#?}", self.seen());
+                panic!(
+                    "control plane: no request {what} within {limit:?}; seen:\n{:#?}",
+                    self.seen()
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -253,7 +270,11 @@ impl Cp {
                 return s;
             }
             if budget.spent() {
-                panic!("control plane: no ACK of {type_url} version {v}; seen:\n{:#?}\nsent:\n{:#?}", self.seen(), self.sent());
+                panic!(
+                    "control plane: no ACK of {type_url} version {v}; seen:\n{:#?}\nsent:\n{:#?}",
+                    self.seen(),
+                    self.sent()
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -386,10 +407,11 @@ async fn sotw(
                 sub.names = names;
                 let current = lock(&shared.state).types.get(&t).map(|x| x.version);
                 let behind = current.is_some() && current != sub.sent_version;
-                if first || names_changed || (behind && r.error_detail.is_none()) {
-                    if let Some(resp) = send(&t, sub) && tx.send(Ok(resp)).await.is_err() {
-                        return;
-                    }
+                if (first || names_changed || (behind && r.error_detail.is_none()))
+                    && let Some(resp) = send(&t, sub)
+                    && tx.send(Ok(resp)).await.is_err()
+                {
+                    return;
                 }
             }
             r = changed.changed() => {
@@ -400,10 +422,12 @@ async fn sotw(
                 for t in order.iter().filter(|t| types.iter().any(|x| x == *t)) {
                     let sub = subs.get_mut(*t).unwrap();
                     let current = lock(&shared.state).types.get(*t).map(|x| x.version);
-                    if current.is_some() && current != sub.sent_version {
-                        if let Some(resp) = send(t, sub) && tx.send(Ok(resp)).await.is_err() {
-                            return;
-                        }
+                    if current.is_some()
+                        && current != sub.sent_version
+                        && let Some(resp) = send(t, sub)
+                        && tx.send(Ok(resp)).await.is_err()
+                    {
+                        return;
                     }
                 }
             }
@@ -535,7 +559,9 @@ async fn delta(
 
 fn ads_source() -> core::ConfigSource {
     core::ConfigSource {
-        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(Default::default())),
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+            Default::default(),
+        )),
         resource_api_version: core::ApiVersion::V3 as i32,
         ..Default::default()
     }
@@ -563,10 +589,12 @@ pub fn hcm_rds(route: &str) -> hcm::HttpConnectionManager {
             ))),
             ..Default::default()
         }],
-        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
-            route_config_name: route.into(),
-            config_source: Some(ads_source()),
-        })),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+            hcm::Rds {
+                route_config_name: route.into(),
+                config_source: Some(ads_source()),
+            },
+        )),
         ..Default::default()
     }
 }
@@ -611,17 +639,19 @@ pub fn to_cluster(prefix: &str, cluster: &str) -> rt::Route {
 pub fn weighted(prefix: &str, parts: &[(&str, u32)]) -> rt::Route {
     let mut r = to_cluster(prefix, "unused");
     if let Some(rt::route::Action::Route(a)) = &mut r.action {
-        a.cluster_specifier = Some(rt::route_action::ClusterSpecifier::WeightedClusters(rt::WeightedCluster {
-            clusters: parts
-                .iter()
-                .map(|(n, w)| rt::weighted_cluster::ClusterWeight {
-                    name: (*n).into(),
-                    weight: Some(envoy_types::pb::google::protobuf::UInt32Value { value: *w }),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }));
+        a.cluster_specifier = Some(rt::route_action::ClusterSpecifier::WeightedClusters(
+            rt::WeightedCluster {
+                clusters: parts
+                    .iter()
+                    .map(|(n, w)| rt::weighted_cluster::ClusterWeight {
+                        name: (*n).into(),
+                        weight: Some(envoy_types::pb::google::protobuf::UInt32Value { value: *w }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        ));
     }
     r
 }
@@ -644,8 +674,13 @@ pub fn route_config(name: &str, routes: Vec<rt::Route>) -> rt::RouteConfiguratio
 pub fn eds_cluster(name: &str) -> cl::Cluster {
     cl::Cluster {
         name: name.into(),
-        cluster_discovery_type: Some(cl::cluster::ClusterDiscoveryType::Type(cl::cluster::DiscoveryType::Eds as i32)),
-        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration { seconds: 1, nanos: 0 }),
+        cluster_discovery_type: Some(cl::cluster::ClusterDiscoveryType::Type(
+            cl::cluster::DiscoveryType::Eds as i32,
+        )),
+        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
         eds_cluster_config: Some(cl::cluster::EdsClusterConfig {
             eds_config: Some(ads_source()),
             service_name: String::new(),
@@ -662,7 +697,9 @@ pub fn endpoint(addr: SocketAddr, weight: u32, health: core::HealthStatus) -> ep
             ..Default::default()
         })),
         health_status: health as i32,
-        load_balancing_weight: Some(envoy_types::pb::google::protobuf::UInt32Value { value: weight }),
+        load_balancing_weight: Some(envoy_types::pb::google::protobuf::UInt32Value {
+            value: weight,
+        }),
         ..Default::default()
     }
 }

@@ -144,7 +144,10 @@ async fn twenty_reloads_under_traffic_lose_no_request() {
         );
         // The reloads change rules and weights only: open connections serve their next
         // requests with the new configuration and stay open.
-        assert_eq!(conns, 1, "connections were closed by reloads that changed no connection setting");
+        assert_eq!(
+            conns, 1,
+            "connections were closed by reloads that changed no connection setting"
+        );
         total += seen.values().sum::<usize>();
     }
     assert!(total > 100, "{total} requests");
@@ -222,7 +225,10 @@ async fn reload_of_connection_settings_moves_open_connections_after_the_grace_ti
         let (seen, conns, failures) = c.await.unwrap();
         assert!(failures.is_empty(), "failed requests: {failures:?}");
         assert!(seen.contains_key("two"), "{seen:?}");
-        assert!(conns >= 2, "connections stayed on the old settings: {conns}");
+        assert!(
+            conns >= 2,
+            "connections stayed on the old settings: {conns}"
+        );
     }
     p.stop().await;
 }

@@ -569,14 +569,23 @@ async fn virtual_hosts_route_by_host_then_use_backend_applies() {
     ));
     let fe = p.addr("fe");
     let ask = |host: &'static str, path: &'static str| async move {
-        let req = http::Request::get(path).header("host", host).body(empty()).unwrap();
+        let req = http::Request::get(path)
+            .header("host", host)
+            .body(empty())
+            .unwrap();
         send(Client::H1, fe, req, None).await
     };
     let g = ask("api.test", "/v1/users").await;
-    assert_eq!((g.text(), g.header("x-route")), ("a /users".to_owned(), Some("v1")));
+    assert_eq!(
+        (g.text(), g.header("x-route")),
+        ("a /users".to_owned(), Some("v1"))
+    );
     assert_eq!(ask("eu.api.test", "/v1/x").await.text(), "a /x");
     let g = ask("api.test", "/v2/x").await;
-    assert_eq!((g.status.as_u16(), g.text()), (404, "no-such-api".to_owned()));
+    assert_eq!(
+        (g.status.as_u16(), g.text()),
+        (404, "no-such-api".to_owned())
+    );
     assert_eq!(ask("other.test", "/").await.text(), "b");
     p.stop().await;
     // Without a catch-all virtual host, other hosts go on to use_backend.
@@ -585,7 +594,10 @@ async fn virtual_hosts_route_by_host_then_use_backend_applies() {
          backends:\n  a: {{ servers: {{ s: {{ address: \"{}\" }} }} }}\n  c: {{ servers: {{ s: {{ address: \"{}\" }} }} }}\n",
         a.addr, c.addr
     ));
-    let req = http::Request::get("/").header("host", "other.test").body(empty()).unwrap();
+    let req = http::Request::get("/")
+        .header("host", "other.test")
+        .body(empty())
+        .unwrap();
     assert_eq!(send(Client::H1, p.addr("fe"), req, None).await.text(), "c");
     p.stop().await;
 }

@@ -22,14 +22,17 @@ struct Applier {
 
 impl rampart_xds::Applier for Applier {
     fn apply(&self, cfg: Config) -> Result<(), rampart_config::ConfigErrors> {
-        self.control.reload(cfg, &self.dir).map(|_| ()).map_err(|e| match e {
-            rampart_proxy::runtime::ReloadError::Config(c) => c,
-            other => rampart_config::ConfigErrors(vec![rampart_config::ConfigError::new(
-                Default::default(),
-                "",
-                other.to_string(),
-            )]),
-        })
+        self.control
+            .reload(cfg, &self.dir)
+            .map(|_| ())
+            .map_err(|e| match e {
+                rampart_proxy::runtime::ReloadError::Config(c) => c,
+                other => rampart_config::ConfigErrors(vec![rampart_config::ConfigError::new(
+                    Default::default(),
+                    "",
+                    other.to_string(),
+                )]),
+            })
     }
 }
 
@@ -65,7 +68,10 @@ impl Sidecar {
 
     /// The address of a listener from the control plane, once it is bound.
     pub async fn listener(&self, name: &str) -> std::net::SocketAddr {
-        let found = eventually(Duration::from_secs(10), || self.proxy.addr_opt(name).is_some()).await;
+        let found = eventually(Duration::from_secs(10), || {
+            self.proxy.addr_opt(name).is_some()
+        })
+        .await;
         assert!(found, "listener {name} never bound; {}", self.show());
         self.proxy.addr(name)
     }
@@ -113,7 +119,12 @@ async fn initial_configuration_of_all_four_types_serves() {
         basic(&cp, &[a.addr]);
         let s = Sidecar::start(&cp, mode, "");
         let addr = s.listener("ingress").await;
-        assert_eq!(until_answer(addr, "/x", "a").await, "a", "{mode}: {}", s.show());
+        assert_eq!(
+            until_answer(addr, "/x", "a").await,
+            "a",
+            "{mode}: {}",
+            s.show()
+        );
         // The first request names the node and asks for clusters (as Envoy does).
         let first = cp.seen().into_iter().next().unwrap();
         assert_eq!(first.type_url, CDS, "{mode}");
@@ -121,9 +132,34 @@ async fn initial_configuration_of_all_four_types_serves() {
         for t in [CDS, EDS, LDS, RDS] {
             cp.acked(t).await;
         }
+        // Subscriptions follow references: EDS by cluster, RDS by listener.
+        let asked = |t: &str| -> Vec<String> {
+            cp.seen()
+                .into_iter()
+                .filter(|x| x.type_url == t)
+                .flat_map(|x| if x.delta { x.subscribe } else { x.names })
+                .collect()
+        };
+        assert!(
+            asked(EDS).contains(&"web".to_owned()),
+            "{mode}: {:?}",
+            cp.seen()
+        );
+        assert!(
+            asked(RDS).contains(&"r1".to_owned()),
+            "{mode}: {:?}",
+            cp.seen()
+        );
+        let first_cds = cp.sent().into_iter().find(|x| x.type_url == CDS).unwrap();
+        assert_eq!(first_cds.names, ["web"]);
         let shown = s.show();
         assert!(shown.contains(" connected "), "{shown}");
-        assert!(shown.lines().any(|l| l.starts_with("listeners ") && l.contains(" 1 0 ")), "{shown}");
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with("listeners ") && l.contains(" 1 0 ")),
+            "{shown}"
+        );
         s.stop().await;
     }
 }
@@ -140,7 +176,9 @@ async fn keepalive_client(
     'outer: while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         conns += 1;
-        let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
         tokio::spawn(c);
         loop {
             if stop.load(Ordering::SeqCst) {
@@ -149,10 +187,16 @@ async fn keepalive_client(
             if s.ready().await.is_err() {
                 continue 'outer;
             }
-            let req = Request::get("/").header("host", "localhost").body(empty()).unwrap();
+            let req = Request::get("/")
+                .header("host", "localhost")
+                .body(empty())
+                .unwrap();
             match s.send_request(req).await {
                 Ok(r) if r.status() == 200 => {
-                    let b = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+                    let b = http_body_util::BodyExt::collect(r.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
                     bodies.push(String::from_utf8_lossy(&b).into_owned());
                 }
                 Ok(r) => failures.push(format!("status {}", r.status())),
@@ -205,7 +249,10 @@ async fn weighted_clusters_split_80_20() {
     cp.clusters(vec![eds_cluster("ca"), eds_cluster("cb")]);
     cp.endpoints(vec![cla_of("ca", &[a.addr]), cla_of("cb", &[b.addr])]);
     cp.listeners(vec![listener("ingress", 0, "r1")]);
-    cp.routes(vec![route_config("r1", vec![weighted("/", &[("ca", 80), ("cb", 20)])])]);
+    cp.routes(vec![route_config(
+        "r1",
+        vec![weighted("/", &[("ca", 80), ("cb", 20)])],
+    )]);
     let s = Sidecar::start(&cp, "sotw", "");
     let addr = s.listener("ingress").await;
     until_answer(addr, "/", "a").await;
@@ -240,31 +287,52 @@ async fn eds_endpoints_added_removed_reweighted_and_unhealthy() {
         cp.endpoints(vec![cla_of("web", &[a.addr, b.addr])]);
         cp.acked(EDS).await;
         let t = sample(40).await;
-        assert!(t.contains_key("a") && t.contains_key("b"), "{mode} added: {t:?}");
+        assert!(
+            t.contains_key("a") && t.contains_key("b"),
+            "{mode} added: {t:?}"
+        );
         // Removed: at once.
         cp.endpoints(vec![cla_of("web", &[b.addr])]);
         cp.acked(EDS).await;
         let t = sample(20).await;
         assert_eq!(t.keys().collect::<Vec<_>>(), ["b"], "{mode} removed: {t:?}");
         // Re-weighted 1:3 (round robin: exact).
-        cp.endpoints(vec![cla("web", vec![
-            endpoint(a.addr, 1, HealthStatus::Healthy),
-            endpoint(b.addr, 3, HealthStatus::Healthy),
-        ])]);
+        cp.endpoints(vec![cla(
+            "web",
+            vec![
+                endpoint(a.addr, 1, HealthStatus::Healthy),
+                endpoint(b.addr, 3, HealthStatus::Healthy),
+            ],
+        )]);
         cp.acked(EDS).await;
         let t = sample(40).await;
-        assert_eq!((t.get("a").copied(), t.get("b").copied()), (Some(10), Some(30)), "{mode} weights: {t:?}");
+        assert_eq!(
+            (t.get("a").copied(), t.get("b").copied()),
+            (Some(10), Some(30)),
+            "{mode} weights: {t:?}"
+        );
         // UNHEALTHY (and DRAINING) endpoints take no requests.
-        cp.endpoints(vec![cla("web", vec![
-            endpoint(a.addr, 1, HealthStatus::Unhealthy),
-            endpoint(b.addr, 1, HealthStatus::Healthy),
-        ])]);
+        cp.endpoints(vec![cla(
+            "web",
+            vec![
+                endpoint(a.addr, 1, HealthStatus::Unhealthy),
+                endpoint(b.addr, 1, HealthStatus::Healthy),
+            ],
+        )]);
         cp.acked(EDS).await;
         let t = sample(20).await;
-        assert_eq!(t.keys().collect::<Vec<_>>(), ["b"], "{mode} unhealthy: {t:?}");
+        assert_eq!(
+            t.keys().collect::<Vec<_>>(),
+            ["b"],
+            "{mode} unhealthy: {t:?}"
+        );
         let snap = s.proxy.handle().snapshot();
         let be = &snap.backends[snap.backend_index("web").unwrap()];
-        let down = be.servers.iter().find(|x| x.upstream.addr == a.addr).unwrap();
+        let down = be
+            .servers
+            .iter()
+            .find(|x| x.upstream.addr == a.addr)
+            .unwrap();
         assert_eq!(down.live.status_text(), "DOWN");
         s.stop().await;
     }
@@ -291,18 +359,32 @@ async fn one_invalid_resource_per_type_is_nacked_and_the_last_good_configuration
                 })
                 .await;
                 let all = cp.seen();
-                all[before..].iter().find(|x| x.type_url == t && x.error.is_some()).cloned().unwrap()
+                all[before..]
+                    .iter()
+                    .find(|x| x.type_url == t && x.error.is_some())
+                    .cloned()
+                    .unwrap()
             }
         };
         // LDS: a port out of range; a valid new listener in the same response goes live.
         let before = cp.seen().len();
         let lds_version = cp.version(LDS);
-        cp.listeners(vec![listener("ingress", 0, "r1"), listener("bad", 70000, "r1"), listener("extra", 0, "r1")]);
+        cp.listeners(vec![
+            listener("ingress", 0, "r1"),
+            listener("bad", 70000, "r1"),
+            listener("extra", 0, "r1"),
+        ]);
         let n = nack(LDS, before).await;
         let e = n.error.unwrap();
-        assert!(e.contains("\"bad\"") && e.contains("port_value") && e.contains("70000"), "{mode}: {e}");
+        assert!(
+            e.contains("\"bad\"") && e.contains("port_value") && e.contains("70000"),
+            "{mode}: {e}"
+        );
         if mode == "sotw" {
-            assert_eq!(n.version, lds_version, "a NACK keeps the last accepted version");
+            assert_eq!(
+                n.version, lds_version,
+                "a NACK keeps the last accepted version"
+            );
         }
         s.listener("extra").await;
         assert_eq!(get(addr, "/").await.text(), "a");
@@ -311,7 +393,10 @@ async fn one_invalid_resource_per_type_is_nacked_and_the_last_good_configuration
         let mut bad = route_config("r1", vec![to_cluster("/", "web")]);
         bad.virtual_hosts[0].routes[0].r#match = Some(rt::RouteMatch {
             path_specifier: Some(rt::route_match::PathSpecifier::SafeRegex(
-                envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher { regex: "(".into(), ..Default::default() },
+                envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                    regex: "(".into(),
+                    ..Default::default()
+                },
             )),
             ..Default::default()
         });
@@ -322,14 +407,23 @@ async fn one_invalid_resource_per_type_is_nacked_and_the_last_good_configuration
         // CDS: a negative connect timeout.
         let before = cp.seen().len();
         let mut c = eds_cluster("web");
-        c.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration { seconds: -1, nanos: 0 });
+        c.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: -1,
+            nanos: 0,
+        });
         cp.clusters(vec![c]);
         let e = nack(CDS, before).await.error.unwrap();
-        assert!(e.contains("connect_timeout") && e.contains("negative"), "{mode}: {e}");
+        assert!(
+            e.contains("connect_timeout") && e.contains("negative"),
+            "{mode}: {e}"
+        );
         assert_eq!(get(addr, "/").await.text(), "a");
         // EDS: a weight of 0.
         let before = cp.seen().len();
-        cp.endpoints(vec![cla("web", vec![endpoint(a.addr, 0, HealthStatus::Healthy)])]);
+        cp.endpoints(vec![cla(
+            "web",
+            vec![endpoint(a.addr, 0, HealthStatus::Healthy)],
+        )]);
         let e = nack(EDS, before).await.error.unwrap();
         assert!(e.contains("load_balancing_weight"), "{mode}: {e}");
         assert_eq!(get(addr, "/").await.text(), "a");
@@ -354,11 +448,23 @@ async fn listeners_wait_for_routes_and_clusters_for_endpoints() {
         let addr = s.listener("ingress").await;
         until_answer(addr, "/", "a").await;
         // A listener whose routes have not arrived is not bound.
-        cp.listeners(vec![listener("ingress", 0, "r1"), listener("late", 0, "r-late")]);
+        cp.listeners(vec![
+            listener("ingress", 0, "r1"),
+            listener("late", 0, "r-late"),
+        ]);
         cp.acked(LDS).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(s.proxy.addr_opt("late").is_none(), "{mode}: bound before its routes");
-        assert!(s.show().lines().any(|l| l.starts_with("listeners ") && l.contains(" 1 1 ")), "{}", s.show());
+        assert!(
+            s.proxy.addr_opt("late").is_none(),
+            "{mode}: bound before its routes"
+        );
+        assert!(
+            s.show()
+                .lines()
+                .any(|l| l.starts_with("listeners ") && l.contains(" 1 1 ")),
+            "{}",
+            s.show()
+        );
         cp.routes(vec![
             route_config("r1", vec![to_cluster("/", "web")]),
             route_config("r-late", vec![to_cluster("/", "web")]),
@@ -369,13 +475,21 @@ async fn listeners_wait_for_routes_and_clusters_for_endpoints() {
         // it answers 503 (no such cluster yet), as Envoy's does.
         cp.clusters(vec![eds_cluster("web"), eds_cluster("new")]);
         cp.routes(vec![
-            route_config("r1", vec![to_cluster("/new", "new"), to_cluster("/", "web")]),
+            route_config(
+                "r1",
+                vec![to_cluster("/new", "new"), to_cluster("/", "web")],
+            ),
             route_config("r-late", vec![to_cluster("/", "web")]),
         ]);
         cp.acked(RDS).await;
         assert_eq!(get(addr, "/new").await.status, 503, "{mode}");
         cp.endpoints(vec![cla_of("web", &[a.addr]), cla_of("new", &[b.addr])]);
-        assert_eq!(until_answer(addr, "/new", "b").await, "b", "{mode}: {}", s.show());
+        assert_eq!(
+            until_answer(addr, "/new", "b").await,
+            "b",
+            "{mode}: {}",
+            s.show()
+        );
         s.stop().await;
     }
 }
@@ -396,7 +510,10 @@ async fn control_plane_killed_and_restarted_serving_goes_on_and_the_stream_resyn
         let port = cp.addr;
         cp.stop().await;
         // Away: the last configuration keeps serving.
-        let gone = eventually(Duration::from_secs(10), || s.show().contains(" disconnected ")).await;
+        let gone = eventually(Duration::from_secs(10), || {
+            s.show().contains(" disconnected ")
+        })
+        .await;
         assert!(gone, "{mode}: {}", s.show());
         for _ in 0..20 {
             assert_eq!(get(addr, "/").await.text(), "a", "{mode}");
@@ -404,14 +521,27 @@ async fn control_plane_killed_and_restarted_serving_goes_on_and_the_stream_resyn
         // Back, with its state: the client asks again with what it holds, then takes
         // a change.
         let cp2 = Cp::start_on(port, Some(&cp)).await;
-        let again = cp2.wait(Duration::from_secs(10), "after the restart", |x| x.type_url == LDS).await;
+        let again = cp2
+            .wait(Duration::from_secs(10), "after the restart", |x| {
+                x.type_url == LDS
+            })
+            .await;
         if mode == "sotw" {
-            assert_eq!(again.version, cp.version(LDS), "the last accepted version is sent again");
+            assert_eq!(
+                again.version,
+                cp.version(LDS),
+                "the last accepted version is sent again"
+            );
         } else {
             assert!(again.initial_versions.contains_key("ingress"), "{again:?}");
         }
         cp2.endpoints(vec![cla_of("web", &[b.addr])]);
-        assert_eq!(until_answer(addr, "/", "b").await, "b", "{mode}: {}", s.show());
+        assert_eq!(
+            until_answer(addr, "/", "b").await,
+            "b",
+            "{mode}: {}",
+            s.show()
+        );
         s.stop().await;
     }
 }
@@ -421,7 +551,10 @@ async fn delta_unsubscribes_and_removes() {
     let a = Origin::named("a").await;
     let cp = Cp::start().await;
     basic(&cp, &[a.addr]);
-    cp.listeners(vec![listener("ingress", 0, "r1"), listener("second", 0, "r2")]);
+    cp.listeners(vec![
+        listener("ingress", 0, "r1"),
+        listener("second", 0, "r2"),
+    ]);
     cp.routes(vec![
         route_config("r1", vec![to_cluster("/", "web")]),
         route_config("r2", vec![to_cluster("/", "web")]),
@@ -432,15 +565,24 @@ async fn delta_unsubscribes_and_removes() {
     // The listener goes: removed_resources; its port closes and its routes are
     // unsubscribed.
     cp.listeners(vec![listener("ingress", 0, "r1")]);
-    let gone = eventually(Duration::from_secs(10), || s.proxy.addr_opt("second").is_none()).await;
+    let gone = eventually(Duration::from_secs(10), || {
+        s.proxy.addr_opt("second").is_none()
+    })
+    .await;
     assert!(gone, "{}", s.show());
-    let removed = cp.sent().iter().any(|x| x.type_url == LDS && x.removed.contains(&"second".to_owned()));
+    let removed = cp
+        .sent()
+        .iter()
+        .any(|x| x.type_url == LDS && x.removed.contains(&"second".to_owned()));
     assert!(removed);
     cp.wait(Duration::from_secs(10), "unsubscribing r2", |x| {
         x.type_url == RDS && x.unsubscribe.contains(&"r2".to_owned())
     })
     .await;
-    assert!(tokio::net::TcpStream::connect(second).await.is_err(), "port still open");
+    assert!(
+        tokio::net::TcpStream::connect(second).await.is_err(),
+        "port still open"
+    );
     // A cluster removed by the control plane goes too.
     cp.clusters(vec![]);
     let no_backend = eventually(Duration::from_secs(10), || {
@@ -474,7 +616,12 @@ async fn runtime_state_survives_xds_updates() {
     assert_eq!(table(), 1);
     // Drain a server at run time.
     let server_a = format!("{}", a.addr);
-    let live = s.proxy.handle().live().find_server("web", &server_a).unwrap();
+    let live = s
+        .proxy
+        .handle()
+        .live()
+        .find_server("web", &server_a)
+        .unwrap();
     let be_live = s.proxy.handle().live().backend("web");
     live.set_admin(rampart_proxy::state::AdminState::Drain, &be_live);
     // Updates of every type.
@@ -482,19 +629,33 @@ async fn runtime_state_survives_xds_updates() {
     cp.endpoints(vec![cla_of("web", &[a.addr, b.addr, c.addr])]);
     cp.acked(EDS).await;
     let mut cl = eds_cluster("web");
-    cl.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration { seconds: 2, nanos: 0 });
+    cl.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration {
+        seconds: 2,
+        nanos: 0,
+    });
     cp.clusters(vec![cl]);
     cp.acked(CDS).await;
-    cp.routes(vec![route_config("r1", vec![to_cluster("/x", "web"), to_cluster("/", "web")])]);
+    cp.routes(vec![route_config(
+        "r1",
+        vec![to_cluster("/x", "web"), to_cluster("/", "web")],
+    )]);
     cp.acked(RDS).await;
-    let live = s.proxy.handle().live().find_server("web", &server_a).unwrap();
+    let live = s
+        .proxy
+        .handle()
+        .live()
+        .find_server("web", &server_a)
+        .unwrap();
     assert_eq!(live.admin(), rampart_proxy::state::AdminState::Drain);
     let mut seen = Vec::new();
     for _ in 0..30 {
         seen.push(get(addr, "/").await.text());
     }
     let t = tally(seen.iter().map(String::as_str));
-    assert!(!t.contains_key("a") && t.contains_key("b") && t.contains_key("c"), "{t:?}");
+    assert!(
+        !t.contains_key("a") && t.contains_key("b") && t.contains_key("c"),
+        "{t:?}"
+    );
     assert_eq!(table(), 1, "the stick table lost its entry");
     s.stop().await;
 }
@@ -516,8 +677,23 @@ async fn route_matches_and_actions_behave_as_in_envoy() {
     // The origins echo what they received.
     let echo = |name: &'static str| {
         move |s: &crate::support::Seen| {
-            let h = |n: &str| s.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-            text(200, &format!("{name} {} host={} added={} removed={}", s.uri, h("host"), h("x-added"), h("x-remove-me")))
+            let h = |n: &str| {
+                s.headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            text(
+                200,
+                &format!(
+                    "{name} {} host={} added={} removed={}",
+                    s.uri,
+                    h("host"),
+                    h("x-added"),
+                    h("x-remove-me")
+                ),
+            )
         }
     };
     let a = Origin::start("a", echo("a")).await;
@@ -531,33 +707,43 @@ async fn route_matches_and_actions_behave_as_in_envoy() {
     };
     let direct = |mt: rt::RouteMatch, status: u32, body: &str| rt::Route {
         r#match: Some(mt),
-        action: Some(rt::route::Action::DirectResponse(rt::DirectResponseAction {
-            status,
-            body: Some(core::DataSource {
-                specifier: Some(core::data_source::Specifier::InlineString(body.into())),
+        action: Some(rt::route::Action::DirectResponse(
+            rt::DirectResponseAction {
+                status,
+                body: Some(core::DataSource {
+                    specifier: Some(core::data_source::Specifier::InlineString(body.into())),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })),
+            },
+        )),
         ..Default::default()
     };
     let hv = |k: &str, v: &str| core::HeaderValueOption {
-        header: Some(core::HeaderValue { key: k.into(), value: v.into(), ..Default::default() }),
+        header: Some(core::HeaderValue {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let mut canary = to_cluster("/v1/", "cb");
     canary.r#match.as_mut().unwrap().headers = vec![rt::HeaderMatcher {
         name: "x-canary".into(),
-        header_match_specifier: Some(rt::header_matcher::HeaderMatchSpecifier::StringMatch(m::StringMatcher {
-            match_pattern: Some(m::string_matcher::MatchPattern::Exact("yes".into())),
-            ..Default::default()
-        })),
+        header_match_specifier: Some(rt::header_matcher::HeaderMatchSpecifier::StringMatch(
+            m::StringMatcher {
+                match_pattern: Some(m::string_matcher::MatchPattern::Exact("yes".into())),
+                ..Default::default()
+            },
+        )),
         ..Default::default()
     }];
     let mut v1 = to_cluster("/v1/", "ca");
     if let Some(rt::route::Action::Route(act)) = &mut v1.action {
         act.prefix_rewrite = "/internal/".into();
-        act.host_rewrite_specifier = Some(rt::route_action::HostRewriteSpecifier::HostRewriteLiteral("backend.internal".into()));
+        act.host_rewrite_specifier = Some(
+            rt::route_action::HostRewriteSpecifier::HostRewriteLiteral("backend.internal".into()),
+        );
     }
     v1.request_headers_to_add = vec![hv("x-added", "v1")];
     v1.request_headers_to_remove = vec!["x-remove-me".into()];
@@ -573,12 +759,16 @@ async fn route_matches_and_actions_behave_as_in_envoy() {
     let mut debug = m_prefix("/q");
     debug.query_parameters = vec![rt::QueryParameterMatcher {
         name: "debug".into(),
-        query_parameter_match_specifier: Some(rt::query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true)),
+        query_parameter_match_specifier: Some(
+            rt::query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true),
+        ),
     }];
     let redirect = rt::Route {
         r#match: Some(m_prefix("/old")),
         action: Some(rt::route::Action::Redirect(rt::RedirectAction {
-            path_rewrite_specifier: Some(rt::redirect_action::PathRewriteSpecifier::PathRedirect("/new".into())),
+            path_rewrite_specifier: Some(rt::redirect_action::PathRewriteSpecifier::PathRedirect(
+                "/new".into(),
+            )),
             host_redirect: "example.com".into(),
             response_code: rt::redirect_action::RedirectResponseCode::Found as i32,
             ..Default::default()
@@ -595,16 +785,28 @@ async fn route_matches_and_actions_behave_as_in_envoy() {
     };
     let mut rc = route_config("r1", vec![]);
     rc.virtual_hosts = vec![
-        vhost("api", &["api.test"], vec![
-            direct(exact, 200, "exact"),
-            canary,
-            v1,
-            items,
-            direct(debug, 418, "debug"),
-            redirect,
-        ]),
-        vhost("wild", &["*.wild.test"], vec![direct(m_prefix("/"), 200, "wild")]),
-        vhost("only", &["only.test"], vec![direct(m_prefix("/only"), 200, "only")]),
+        vhost(
+            "api",
+            &["api.test"],
+            vec![
+                direct(exact, 200, "exact"),
+                canary,
+                v1,
+                items,
+                direct(debug, 418, "debug"),
+                redirect,
+            ],
+        ),
+        vhost(
+            "wild",
+            &["*.wild.test"],
+            vec![direct(m_prefix("/"), 200, "wild")],
+        ),
+        vhost(
+            "only",
+            &["only.test"],
+            vec![direct(m_prefix("/only"), 200, "only")],
+        ),
         vhost("any", &["*"], vec![to_cluster("/", "ca")]),
     ];
     cp.listeners(vec![listener("ingress", 0, "r1")]);
@@ -620,7 +822,10 @@ async fn route_matches_and_actions_behave_as_in_envoy() {
     // Prefix rewrite, host rewrite, headers added and removed, response headers.
     let g = ask(addr, "api.test", "/v1/users?id=3", &[("x-remove-me", "1")]).await;
     assert_eq!(g.header("x-resp"), Some("yes"));
-    assert_eq!(t(g), "a /internal/users?id=3 host=backend.internal added=v1 removed=-");
+    assert_eq!(
+        t(g),
+        "a /internal/users?id=3 host=backend.internal added=v1 removed=-"
+    );
     // A regex matches the whole path.
     assert!(t(ask(addr, "api.test", "/items/42", &[]).await).starts_with("b /items/42"));
     assert_eq!(ask(addr, "api.test", "/items/42x", &[]).await.status, 404);
@@ -665,10 +870,15 @@ async fn oversized_and_malformed_responses_end_the_stream_and_the_last_configura
     let addr = s.listener("ingress").await;
     assert_eq!(until_answer(addr, "/", "a").await, "a");
     // 2,000 clusters: over the 64 KiB this client accepts.
-    let many: Vec<_> = (0..2000).map(|i| eds_cluster(&format!("cluster-{i:04}"))).collect();
+    let many: Vec<_> = (0..2000)
+        .map(|i| eds_cluster(&format!("cluster-{i:04}")))
+        .collect();
     cp.clusters(many);
     let ended = eventually(Duration::from_secs(10), || {
-        s.show().lines().nth(1).is_some_and(|l| l.contains("message length too large") || l.contains("OutOfRange"))
+        s.show()
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("message length too large") || l.contains("OutOfRange"))
     })
     .await;
     assert!(ended, "{}", s.show());
@@ -677,7 +887,11 @@ async fn oversized_and_malformed_responses_end_the_stream_and_the_last_configura
     }
     // A resource that is not what its type says.
     cp.set(CDS, vec![("web".into(), any(&route_config("web", vec![])))]);
-    let n = cp.wait(Duration::from_secs(10), "NACK", |x| x.type_url == CDS && x.error.is_some()).await;
+    let n = cp
+        .wait(Duration::from_secs(10), "NACK", |x| {
+            x.type_url == CDS && x.error.is_some()
+        })
+        .await;
     assert!(n.error.unwrap().contains("RouteConfiguration"));
     assert_eq!(get(addr, "/").await.text(), "a");
     s.stop().await;

@@ -58,7 +58,10 @@ layered_runtime:
 
 /// The admin listener's address, from the log.
 fn admin_addr(lines: &[String]) -> std::net::SocketAddr {
-    let l = lines.iter().find(|l| l.contains("stats page on http://")).unwrap();
+    let l = lines
+        .iter()
+        .find(|l| l.contains("stats page on http://"))
+        .unwrap();
     let rest = l.split("http://").nth(1).unwrap();
     rest.split('/').next().unwrap().parse().unwrap()
 }
@@ -75,9 +78,21 @@ async fn envoy_bootstrap_starts_rampart_as_it_starts_envoy() {
         let dir = temp_dir("bootstrap");
         let file = dir.join("bootstrap.yaml");
         std::fs::write(&file, bootstrap(&cp, api)).unwrap();
-        let check = bin().arg("check").arg("--envoy-bootstrap").arg(&file).output().unwrap();
+        let check = bin()
+            .arg("check")
+            .arg("--envoy-bootstrap")
+            .arg(&file)
+            .output()
+            .unwrap();
         assert!(check.status.success(), "{check:?}");
-        let r = run_args(&["run".as_ref(), "--envoy-bootstrap".as_ref(), file.as_os_str()], 1);
+        let r = run_args(
+            &[
+                "run".as_ref(),
+                "--envoy-bootstrap".as_ref(),
+                file.as_os_str(),
+            ],
+            1,
+        );
         let addr = r.addrs[0];
         assert_eq!(get(addr, "/").await.text(), "a", "{api}");
         let first = cp.seen().into_iter().next().unwrap();
@@ -99,11 +114,20 @@ async fn envoy_bootstrap_starts_rampart_as_it_starts_envoy() {
         }
         let metrics = get(admin, "/metrics").await.text();
         assert!(metrics.contains("rampart_xds_connected 1"), "{metrics}");
-        assert!(metrics.contains("rampart_xds_resources{type=\"clusters\"} 1"), "{metrics}");
-        assert!(metrics.contains("rampart_xds_updates_accepted_total{type=\"listeners\"}"), "{metrics}");
+        assert!(
+            metrics.contains("rampart_xds_resources{type=\"clusters\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("rampart_xds_updates_accepted_total{type=\"listeners\"}"),
+            "{metrics}"
+        );
         let csv = get(admin, "/stats;csv").await.text();
         assert!(csv.lines().any(|l| l.starts_with("web,BACKEND,")), "{csv}");
-        assert!(csv.lines().any(|l| l.starts_with("ingress,FRONTEND,")), "{csv}");
+        assert!(
+            csv.lines().any(|l| l.starts_with("ingress,FRONTEND,")),
+            "{csv}"
+        );
     }
 }
 
@@ -116,7 +140,12 @@ fn bootstrap_fields_rampart_cannot_honour_are_errors_with_their_path_and_line() 
         "node: { id: n }\nstatic_resources:\n  clusters:\n    - name: web\n      connect_timeout: 1s\n      upstream_bind_config: { source_address: { address: 10.0.0.1, port_value: 0 } }\n",
     )
     .unwrap();
-    let out = bin().arg("check").arg("--envoy-bootstrap").arg(&file).output().unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--envoy-bootstrap")
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -127,10 +156,22 @@ fn bootstrap_fields_rampart_cannot_honour_are_errors_with_their_path_and_line() 
         "{err}"
     );
     // A field Envoy does not know either.
-    std::fs::write(&file, "node: { id: n }\nstatic_resources:\n  clusterz: []\n").unwrap();
-    let out = bin().arg("check").arg("--envoy-bootstrap").arg(&file).output().unwrap();
+    std::fs::write(
+        &file,
+        "node: { id: n }\nstatic_resources:\n  clusterz: []\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--envoy-bootstrap")
+        .arg(&file)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("static_resources") && err.contains("clusterz"), "{err}");
+    assert!(
+        err.contains("static_resources") && err.contains("clusterz"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,25 +197,54 @@ async fn show_xds_on_the_runtime_socket() {
     assert_eq!(get(r.addrs[0], "/").await.text(), "a");
     cp.acked(RDS).await;
     let ctl = |args: &[&str]| {
-        let out = bin().arg("ctl").arg("-c").arg(&cfg).args(args).output().unwrap();
+        let out = bin()
+            .arg("ctl")
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
     let shown = ctl(&["show", "xds"]);
     let mut lines = shown.lines();
-    assert!(lines.next().unwrap().starts_with("# server mode node cluster state"), "{shown}");
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("# server mode node cluster state"),
+        "{shown}"
+    );
     let conn = lines.next().unwrap();
-    assert!(conn.starts_with(&format!("{} delta sidecar-2 - connected ", cp.url())), "{shown}");
+    assert!(
+        conn.starts_with(&format!("{} delta sidecar-2 - connected ", cp.url())),
+        "{shown}"
+    );
     for t in ["clusters", "endpoints", "listeners", "routes"] {
-        let l = shown.lines().find(|l| l.starts_with(&format!("{t} "))).unwrap();
+        let l = shown
+            .lines()
+            .find(|l| l.starts_with(&format!("{t} ")))
+            .unwrap();
         let f: Vec<&str> = l.split(' ').collect();
         assert_eq!((f[3], f[7]), ("1", "0"), "{t}: {l}");
     }
     let json = ctl(&["show", "xds", "json"]);
-    assert!(json.contains("\"mode\": \"delta\"") && json.contains("\"connected\": true"), "{json}");
+    assert!(
+        json.contains("\"mode\": \"delta\"") && json.contains("\"connected\": true"),
+        "{json}"
+    );
     // A rejected update shows with its message.
-    cp.endpoints(vec![cla("web", vec![endpoint(a.addr, 0, envoy_types::pb::envoy::config::core::v3::HealthStatus::Healthy)])]);
-    cp.wait(Duration::from_secs(10), "NACK", |s| s.error.is_some()).await;
+    cp.endpoints(vec![cla(
+        "web",
+        vec![endpoint(
+            a.addr,
+            0,
+            envoy_types::pb::envoy::config::core::v3::HealthStatus::Healthy,
+        )],
+    )]);
+    cp.wait(Duration::from_secs(10), "NACK", |s| s.error.is_some())
+        .await;
     let shown = ctl(&["show", "xds"]);
     let eds = shown.lines().find(|l| l.starts_with("endpoints ")).unwrap();
     assert!(eds.contains("load_balancing_weight"), "{shown}");

@@ -77,20 +77,20 @@ pub struct Engine {
 
 /// An undo record: a resource as it was before a response changed it.
 enum Undo {
-    Listener(String, Option<Slot<crate::store::ListenerEntry>>),
-    Cluster(String, Option<Slot<crate::store::ClusterEntry>>),
-    Route(String, Option<Held<RouteConfiguration>>),
-    Endpoint(String, Option<Held<ClusterLoadAssignment>>),
+    Listener(String, Option<Box<Slot<crate::store::ListenerEntry>>>),
+    Cluster(String, Option<Box<Slot<crate::store::ClusterEntry>>>),
+    Route(String, Option<Box<Held<RouteConfiguration>>>),
+    Endpoint(String, Option<Box<Held<ClusterLoadAssignment>>>),
 }
 
 impl Undo {
     fn of(store: &Store, kind: Kind, name: &str) -> Self {
         let n = name.to_owned();
         match kind {
-            Kind::Listener => Undo::Listener(n, store.listeners.get(name).cloned()),
-            Kind::Cluster => Undo::Cluster(n, store.clusters.get(name).cloned()),
-            Kind::Route => Undo::Route(n, store.routes.get(name).cloned()),
-            Kind::Endpoint => Undo::Endpoint(n, store.endpoints.get(name).cloned()),
+            Kind::Listener => Undo::Listener(n, store.listeners.get(name).cloned().map(Box::new)),
+            Kind::Cluster => Undo::Cluster(n, store.clusters.get(name).cloned().map(Box::new)),
+            Kind::Route => Undo::Route(n, store.routes.get(name).cloned().map(Box::new)),
+            Kind::Endpoint => Undo::Endpoint(n, store.endpoints.get(name).cloned().map(Box::new)),
         }
     }
 
@@ -104,10 +104,10 @@ impl Undo {
     }
 
     fn restore(self, store: &mut Store) {
-        fn put<T>(m: &mut BTreeMap<String, T>, n: String, v: Option<T>) {
+        fn put<T>(m: &mut BTreeMap<String, T>, n: String, v: Option<Box<T>>) {
             match v {
                 Some(v) => {
-                    m.insert(n, v);
+                    m.insert(n, *v);
                 }
                 None => {
                     m.remove(&n);
@@ -125,10 +125,10 @@ impl Undo {
 
 /// One resource of a response, decoded.
 enum Decoded {
-    Listener(Listener),
-    Route(RouteConfiguration),
-    Cluster(Cluster),
-    Endpoint(ClusterLoadAssignment),
+    Listener(Box<Listener>),
+    Route(Box<RouteConfiguration>),
+    Cluster(Box<Cluster>),
+    Endpoint(Box<ClusterLoadAssignment>),
 }
 
 impl Decoded {
@@ -153,10 +153,12 @@ fn decode(kind: Kind, any: &Any) -> Result<Decoded, String> {
     let b = any.value.as_slice();
     let bad = |e: prost::DecodeError| format!("cannot decode: {e}");
     Ok(match kind {
-        Kind::Listener => Decoded::Listener(Listener::decode(b).map_err(bad)?),
-        Kind::Route => Decoded::Route(RouteConfiguration::decode(b).map_err(bad)?),
-        Kind::Cluster => Decoded::Cluster(Cluster::decode(b).map_err(bad)?),
-        Kind::Endpoint => Decoded::Endpoint(ClusterLoadAssignment::decode(b).map_err(bad)?),
+        Kind::Listener => Decoded::Listener(Box::new(Listener::decode(b).map_err(bad)?)),
+        Kind::Route => Decoded::Route(Box::new(RouteConfiguration::decode(b).map_err(bad)?)),
+        Kind::Cluster => Decoded::Cluster(Box::new(Cluster::decode(b).map_err(bad)?)),
+        Kind::Endpoint => {
+            Decoded::Endpoint(Box::new(ClusterLoadAssignment::decode(b).map_err(bad)?))
+        }
     })
 }
 
@@ -168,7 +170,13 @@ struct Outcome {
 }
 
 impl Engine {
-    pub fn new(mode: XdsMode, node: Node, node_first_only: bool, default_wait: Duration, base: Config) -> Self {
+    pub fn new(
+        mode: XdsMode,
+        node: Node,
+        node_first_only: bool,
+        default_wait: Duration,
+        base: Config,
+    ) -> Self {
         Self {
             mode,
             node,
@@ -177,7 +185,10 @@ impl Engine {
             default_wait,
             store: Store::default(),
             base: base.clone(),
-            types: Kind::ALL.iter().map(|k| (*k, TypeState::default())).collect(),
+            types: Kind::ALL
+                .iter()
+                .map(|k| (*k, TypeState::default()))
+                .collect(),
             lds_asked: false,
             applied_once: false,
             // The proxy starts with the static configuration.
@@ -325,7 +336,10 @@ impl Engine {
                 response_nonce: resp.nonce.clone(),
                 error_detail: Some(RpcStatus {
                     code: 3,
-                    message: format!("rampart does not handle resources of type {}", resp.type_url),
+                    message: format!(
+                        "rampart does not handle resources of type {}",
+                        resp.type_url
+                    ),
                     details: Vec::new(),
                 }),
                 ..Default::default()
@@ -365,7 +379,10 @@ impl Engine {
                 response_nonce: resp.nonce.clone(),
                 error_detail: Some(RpcStatus {
                     code: 3,
-                    message: format!("rampart does not handle resources of type {}", resp.type_url),
+                    message: format!(
+                        "rampart does not handle resources of type {}",
+                        resp.type_url
+                    ),
                     details: Vec::new(),
                 }),
                 ..Default::default()
@@ -385,7 +402,13 @@ impl Engine {
                 self.store.remove(kind, name);
             }
         }
-        self.finish(kind, &resp.system_version_info, &resp.nonce, outcome, applier)
+        self.finish(
+            kind,
+            &resp.system_version_info,
+            &resp.nonce,
+            outcome,
+            applier,
+        )
     }
 
     /// Checks and stores the resources of a response.
@@ -408,7 +431,10 @@ impl Engine {
         for (rv, d, any) in decoded {
             let name = d.name().to_owned();
             if counts.get(&name).copied().unwrap_or(0) > 1 {
-                let e = format!("{} {name:?} appears more than once in the response", kind.noun());
+                let e = format!(
+                    "{} {name:?} appears more than once in the response",
+                    kind.noun()
+                );
                 if !errors.contains(&e) {
                     errors.push(e);
                 }
@@ -419,7 +445,12 @@ impl Engine {
             }
             let checked: Result<(), translate::Bad> = (|| {
                 let undo = Undo::of(&self.store, kind, &name);
-                fn held<T>(resource: T, version: &str, bytes: &[u8], updated: SystemTime) -> Held<T> {
+                fn held<T>(
+                    resource: T,
+                    version: &str,
+                    bytes: &[u8],
+                    updated: SystemTime,
+                ) -> Held<T> {
                     Held {
                         version: version.to_owned(),
                         bytes: bytes.to_vec(),
@@ -430,24 +461,34 @@ impl Engine {
                 match d {
                     Decoded::Listener(l) => {
                         let shape = translate::check_listener(&l)?;
-                        self.store.put_listener(held(l, &rv, &any.value, wall), shape, now);
+                        self.store
+                            .put_listener(held(*l, &rv, &any.value, wall), shape, now);
                     }
                     Decoded::Cluster(c) => {
                         let shape = translate::check_cluster(&c)?;
-                        self.store.put_cluster(held(c, &rv, &any.value, wall), shape, now);
+                        self.store
+                            .put_cluster(held(*c, &rv, &any.value, wall), shape, now);
                     }
                     Decoded::Route(r) => {
                         translate::check_routes(&r)?;
                         let known = |c: &str| {
                             self.base.backends.contains(c)
-                                || self.store.clusters.get(c).is_some_and(|s| s.newest().is_some())
+                                || self
+                                    .store
+                                    .clusters
+                                    .get(c)
+                                    .is_some_and(|s| s.newest().is_some())
                         };
                         translate::check_clusters_known(&r, &translate::Known { cluster: &known })?;
-                        self.store.routes.insert(name.clone(), held(r, &rv, &any.value, wall));
+                        self.store
+                            .routes
+                            .insert(name.clone(), held(*r, &rv, &any.value, wall));
                     }
                     Decoded::Endpoint(e) => {
                         translate::check_endpoints(&e)?;
-                        self.store.endpoints.insert(name.clone(), held(e, &rv, &any.value, wall));
+                        self.store
+                            .endpoints
+                            .insert(name.clone(), held(*e, &rv, &any.value, wall));
                     }
                 }
                 changed.push(undo);
@@ -564,7 +605,11 @@ impl Engine {
             let (cfg, conflicts) = self.store.assemble(&self.base);
             let mut undone = false;
             for c in &conflicts {
-                if let Some(i) = outcome.changed.iter().position(|u| u.key() == (c.kind, c.name.as_str())) {
+                if let Some(i) = outcome
+                    .changed
+                    .iter()
+                    .position(|u| u.key() == (c.kind, c.name.as_str()))
+                {
                     outcome.changed.remove(i).restore(&mut self.store);
                     outcome.errors.push(c.message.clone());
                     undone = true;
@@ -603,8 +648,12 @@ impl Engine {
                 for u in outcome.changed.drain(..).rev() {
                     u.restore(&mut self.store);
                 }
-                outcome.errors.push(format!("the configuration was refused: {msg}"));
-                tracing::warn!("xDS: update refused, the running configuration is unchanged: {msg}");
+                outcome
+                    .errors
+                    .push(format!("the configuration was refused: {msg}"));
+                tracing::warn!(
+                    "xDS: update refused, the running configuration is unchanged: {msg}"
+                );
                 return;
             }
             named.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
@@ -762,11 +811,24 @@ mod tests {
         let f = Fake::default();
         let mut e = engine(XdsMode::Sotw);
         e.on_connect();
-        e.on_sotw(sotw(crate::proto::LISTENER, "1", "a", vec![any(&listener("l"))]), &f);
+        e.on_sotw(
+            sotw(crate::proto::LISTENER, "1", "a", vec![any(&listener("l"))]),
+            &f,
+        );
         assert_eq!(f.applied.lock().unwrap().len(), 1);
-        let outs = e.on_sotw(sotw(crate::proto::LISTENER, "2", "b", vec![any(&listener("l"))]), &f);
-        assert_eq!(answer(&outs, crate::proto::LISTENER), ("2".into(), "b".into(), None));
-        assert_eq!(f.applied.lock().unwrap().len(), 1, "an unchanged listener was applied again");
+        let outs = e.on_sotw(
+            sotw(crate::proto::LISTENER, "2", "b", vec![any(&listener("l"))]),
+            &f,
+        );
+        assert_eq!(
+            answer(&outs, crate::proto::LISTENER),
+            ("2".into(), "b".into(), None)
+        );
+        assert_eq!(
+            f.applied.lock().unwrap().len(),
+            1,
+            "an unchanged listener was applied again"
+        );
     }
 
     #[test]
@@ -774,16 +836,32 @@ mod tests {
         let f = Fake::default();
         let mut e = engine(XdsMode::Sotw);
         e.on_connect();
-        let outs = e.on_sotw(sotw("type.googleapis.com/envoy.config.core.v3.Node", "1", "n", vec![]), &f);
+        let outs = e.on_sotw(
+            sotw(
+                "type.googleapis.com/envoy.config.core.v3.Node",
+                "1",
+                "n",
+                vec![],
+            ),
+            &f,
+        );
         let (_, nonce, err) = answer(&outs, "type.googleapis.com/envoy.config.core.v3.Node");
         assert_eq!(nonce, "n");
         assert!(err.unwrap().contains("does not handle"));
         let outs = e.on_sotw(
-            sotw(crate::proto::LISTENER, "1", "d", vec![any(&listener("l")), any(&listener("l"))]),
+            sotw(
+                crate::proto::LISTENER,
+                "1",
+                "d",
+                vec![any(&listener("l")), any(&listener("l"))],
+            ),
             &f,
         );
         let (version, _, err) = answer(&outs, crate::proto::LISTENER);
-        assert_eq!(version, "", "a NACK keeps the last accepted version (none yet)");
+        assert_eq!(
+            version, "",
+            "a NACK keeps the last accepted version (none yet)"
+        );
         assert!(err.unwrap().contains("more than once"));
         assert!(f.applied.lock().unwrap().is_empty());
     }
@@ -794,12 +872,20 @@ mod tests {
         let mut e = engine(XdsMode::Sotw);
         e.on_connect();
         let outs = e.on_sotw(
-            sotw(crate::proto::LISTENER, "1", "a", vec![any(&listener("good")), any(&listener("bad"))]),
+            sotw(
+                crate::proto::LISTENER,
+                "1",
+                "a",
+                vec![any(&listener("good")), any(&listener("bad"))],
+            ),
             &f,
         );
         let (version, _, err) = answer(&outs, crate::proto::LISTENER);
         let err = err.unwrap();
-        assert!(err.contains("listener \"bad\"") && err.contains("address in use"), "{err}");
+        assert!(
+            err.contains("listener \"bad\"") && err.contains("address in use"),
+            "{err}"
+        );
         assert_eq!(version, "");
         let applied = f.applied.lock().unwrap();
         let last = applied.last().unwrap();
@@ -812,8 +898,19 @@ mod tests {
         let f = Fake::default();
         let mut e = engine(XdsMode::Sotw);
         e.on_connect();
-        e.on_sotw(sotw(crate::proto::LISTENER, "1", "a", vec![any(&listener("x")), any(&listener("y"))]), &f);
-        e.on_sotw(sotw(crate::proto::LISTENER, "2", "b", vec![any(&listener("y"))]), &f);
+        e.on_sotw(
+            sotw(
+                crate::proto::LISTENER,
+                "1",
+                "a",
+                vec![any(&listener("x")), any(&listener("y"))],
+            ),
+            &f,
+        );
+        e.on_sotw(
+            sotw(crate::proto::LISTENER, "2", "b", vec![any(&listener("y"))]),
+            &f,
+        );
         let last = f.applied.lock().unwrap().last().cloned().unwrap();
         assert_eq!(last.frontends.names().collect::<Vec<_>>(), ["y"]);
     }
@@ -823,7 +920,10 @@ mod tests {
         let f = Fake::default();
         let mut e = engine(XdsMode::Sotw);
         e.on_connect();
-        let outs = e.on_sotw(sotw(crate::proto::CLUSTER, "1", "a", vec![any(&eds("web"))]), &f);
+        let outs = e.on_sotw(
+            sotw(crate::proto::CLUSTER, "1", "a", vec![any(&eds("web"))]),
+            &f,
+        );
         // Endpoints asked for before the CDS ACK; no listener request while warming.
         let urls: Vec<&str> = outs
             .iter()
@@ -838,8 +938,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         let outs = e.on_tick(&f);
         assert!(e.store.clusters["web"].active.is_some());
-        assert!(f.applied.lock().unwrap().last().unwrap().backends.contains("web"));
-        assert!(outs.iter().any(|o| matches!(o, Out::Sotw(r) if r.type_url == crate::proto::LISTENER)));
+        assert!(
+            f.applied
+                .lock()
+                .unwrap()
+                .last()
+                .unwrap()
+                .backends
+                .contains("web")
+        );
+        assert!(
+            outs.iter()
+                .any(|o| matches!(o, Out::Sotw(r) if r.type_url == crate::proto::LISTENER))
+        );
     }
 
     #[test]
@@ -870,7 +981,13 @@ mod tests {
             })
             .unwrap();
         assert!(lds.resource_names_subscribe.is_empty());
-        assert_eq!(lds.initial_resource_versions.get("l").map(String::as_str), Some("v7"));
-        assert!(outs.iter().any(|o| matches!(o, Out::Delta(r) if r.node.is_some())));
+        assert_eq!(
+            lds.initial_resource_versions.get("l").map(String::as_str),
+            Some("v7")
+        );
+        assert!(
+            outs.iter()
+                .any(|o| matches!(o, Out::Delta(r) if r.node.is_some()))
+        );
     }
 }

@@ -50,24 +50,31 @@ fn err(pos: Pos, path: &str, message: impl Into<String>) -> ConfigErrors {
 
 /// Parses a bootstrap file's text.
 pub fn parse(text: &str) -> Result<Bootstrap, ConfigErrors> {
-    let node = rampart_config::yaml::parse(text, &rampart_config::yaml::Verbatim).map_err(ConfigErrors)?;
+    let node =
+        rampart_config::yaml::parse(text, &rampart_config::yaml::Verbatim).map_err(ConfigErrors)?;
     let desc = crate::proto::descriptor("envoy.config.bootstrap.v3.Bootstrap")
         .ok_or_else(|| err(Pos::default(), "", "Envoy's descriptors are missing"))?;
     let opts = DeserializeOptions::new().deny_unknown_fields(true);
     let msg = DynamicMessage::deserialize_with_options(desc, crate::yamlde::NodeDe(&node), &opts)
         .map_err(|e| {
-            let mut m = e.message.clone();
-            if let Some(f) = m.strip_prefix("unknown field `") {
-                m = format!("unknown field `{f}");
-            }
-            err(e.pos.unwrap_or_default(), &e.path_text(), m)
-        })?;
+        let mut m = e.message.clone();
+        if let Some(f) = m.strip_prefix("unknown field `") {
+            m = format!("unknown field `{f}");
+        }
+        err(e.pos.unwrap_or_default(), &e.path_text(), m)
+    })?;
     let unsupported = crate::check::unsupported(&msg);
     if !unsupported.is_empty() {
         return Err(ConfigErrors(
             unsupported
                 .into_iter()
-                .map(|u| ConfigError::new(locate(&node, &u.path).unwrap_or_default(), u.path, u.message))
+                .map(|u| {
+                    ConfigError::new(
+                        locate(&node, &u.path).unwrap_or_default(),
+                        u.path,
+                        u.message,
+                    )
+                })
                 .collect(),
         ));
     }
@@ -91,13 +98,19 @@ fn locate(root: &Node, path: &str) -> Option<Pos> {
             let NodeKind::Map(entries) = &n.kind else {
                 return Some(n.pos);
             };
-            n = &entries.iter().find(|(k, _)| k.as_str().is_some_and(|k| norm(k) == norm(key)))?.1;
+            n = &entries
+                .iter()
+                .find(|(k, _)| k.as_str().is_some_and(|k| norm(k) == norm(key)))?
+                .1;
         }
         if let Some(i) = idx {
             match &n.kind {
                 NodeKind::Seq(items) => n = items.get(i)?,
                 NodeKind::Map(entries) => {
-                    n = &entries.iter().find(|(k, _)| k.as_str() == Some(&i.to_string()))?.1;
+                    n = &entries
+                        .iter()
+                        .find(|(k, _)| k.as_str() == Some(&i.to_string()))?
+                        .1;
                 }
                 _ => return Some(n.pos),
             }
@@ -147,13 +160,15 @@ fn build(b: &Envoy, root: &Node) -> Result<Bootstrap, ConfigErrors> {
                 &base,
                 Bad {
                     path: "type".into(),
-                    message: "a static EDS cluster is not supported by rampart (send it by CDS)".into(),
+                    message: "a static EDS cluster is not supported by rampart (send it by CDS)"
+                        .into(),
                 },
             ));
         }
-        cfg.backends
-            .0
-            .push((translate::spanned(c.name.clone()), translate::backend(&shape, None)));
+        cfg.backends.0.push((
+            translate::spanned(c.name.clone()),
+            translate::backend(&shape, None),
+        ));
     }
     let known = |n: &str| cfg.backends.contains(n);
     let known = translate::Known { cluster: &known };
@@ -168,11 +183,15 @@ fn build(b: &Envoy, root: &Node) -> Result<Bootstrap, ConfigErrors> {
                 "a static listener needs an inline route_config in rampart",
             ));
         }
-        frontends.push((translate::spanned(l.name.clone()), translate::frontend(&shape, None, &known)));
+        frontends.push((
+            translate::spanned(l.name.clone()),
+            translate::frontend(&shape, None, &known),
+        ));
     }
     cfg.frontends.0.extend(frontends);
     if let Some(a) = &b.admin
-        && let Some(core::address::Address::SocketAddress(sa)) = a.address.as_ref().and_then(|a| a.address.as_ref())
+        && let Some(core::address::Address::SocketAddress(sa)) =
+            a.address.as_ref().and_then(|a| a.address.as_ref())
     {
         let port = match sa.port_specifier {
             Some(core::socket_address::PortSpecifier::PortValue(p)) => p,
@@ -192,11 +211,19 @@ fn build(b: &Envoy, root: &Node) -> Result<Bootstrap, ConfigErrors> {
                 format!("port {port} is out of range"),
             )
         })?;
-        cfg.admin.http = Some(translate::spanned(std::net::SocketAddr::new(ip, port).to_string()));
+        cfg.admin.http = Some(translate::spanned(
+            std::net::SocketAddr::new(ip, port).to_string(),
+        ));
     }
     let ads = match &b.dynamic_resources {
         None => None,
-        Some(d) => Some(ads_settings(d, &node, &statics.clusters, ads_cluster.as_deref(), root)?),
+        Some(d) => Some(ads_settings(
+            d,
+            &node,
+            &statics.clusters,
+            ads_cluster.as_deref(),
+            root,
+        )?),
     };
     if let Some(s) = &ads {
         cfg.xds = Some(rampart_config::xds::Xds {
@@ -231,13 +258,17 @@ fn ads_settings(
 ) -> Result<Settings, ConfigErrors> {
     use core::api_config_source::ApiType;
     let at = |p: &str, m: String| err(locate(root, p).unwrap_or_default(), p, m);
-    let ads = d
-        .ads_config
-        .as_ref()
-        .ok_or_else(|| at("dynamic_resources", "rampart needs dynamic_resources.ads_config (ADS)".into()))?;
+    let ads = d.ads_config.as_ref().ok_or_else(|| {
+        at(
+            "dynamic_resources",
+            "rampart needs dynamic_resources.ads_config (ADS)".into(),
+        )
+    })?;
     let mode = match ApiType::try_from(ads.api_type) {
         Ok(ApiType::Grpc | ApiType::AggregatedGrpc) => rampart_config::xds::XdsMode::Sotw,
-        Ok(ApiType::DeltaGrpc | ApiType::AggregatedDeltaGrpc) => rampart_config::xds::XdsMode::Delta,
+        Ok(ApiType::DeltaGrpc | ApiType::AggregatedDeltaGrpc) => {
+            rampart_config::xds::XdsMode::Delta
+        }
         _ => {
             return Err(at(
                 "dynamic_resources.ads_config.api_type",
@@ -251,8 +282,7 @@ fn ads_settings(
         match src {
             None => {}
             Some(s) => {
-                let t = translate::config_source(Some(s), &p)
-                    .map_err(|b| at(&p, b.to_string()))?;
+                let t = translate::config_source(Some(s), &p).map_err(|b| at(&p, b.to_string()))?;
                 if let Some(t) = t {
                     initial_fetch_timeout = t;
                 }
@@ -267,24 +297,39 @@ fn ads_settings(
     };
     let gp = "dynamic_resources.ads_config.grpc_services[0]";
     let Some(core::grpc_service::TargetSpecifier::EnvoyGrpc(eg)) = &svc.target_specifier else {
-        return Err(at(gp, "rampart needs envoy_grpc (google_grpc is not supported)".into()));
+        return Err(at(
+            gp,
+            "rampart needs envoy_grpc (google_grpc is not supported)".into(),
+        ));
     };
     let name = ads_cluster.unwrap_or_default();
     let (ci, cluster) = clusters
         .iter()
         .enumerate()
         .find(|(_, c)| c.name == name)
-        .ok_or_else(|| at(&format!("{gp}.envoy_grpc.cluster_name"), format!("no static cluster {name:?}")))?;
+        .ok_or_else(|| {
+            at(
+                &format!("{gp}.envoy_grpc.cluster_name"),
+                format!("no static cluster {name:?}"),
+            )
+        })?;
     let cp = format!("static_resources.clusters[{ci}]");
     let shape = translate::check_cluster(cluster).map_err(|e| bad_at(root, &cp, e))?;
     let cla = match &shape.endpoints {
         translate::Endpoints::Inline(c) => c.clone(),
         translate::Endpoints::Eds { .. } => {
-            return Err(at(&cp, "the ADS cluster needs static endpoints (STATIC or STRICT_DNS)".into()));
+            return Err(at(
+                &cp,
+                "the ADS cluster needs static endpoints (STATIC or STRICT_DNS)".into(),
+            ));
         }
     };
-    let servers = translate::servers(&cla, None).map_err(|e| bad_at(root, &format!("{cp}.load_assignment"), e))?;
-    let addrs: Vec<String> = servers.iter().map(|(_, s)| s.address.value.clone()).collect();
+    let servers = translate::servers(&cla, None)
+        .map_err(|e| bad_at(root, &format!("{cp}.load_assignment"), e))?;
+    let addrs: Vec<String> = servers
+        .iter()
+        .map(|(_, s)| s.address.value.clone())
+        .collect();
     let Some(first) = addrs.first().cloned() else {
         return Err(at(&cp, "the ADS cluster has no endpoint".into()));
     };
@@ -297,14 +342,19 @@ fn ads_settings(
     if let Some(b) = retry.and_then(|r| r.retry_back_off.as_ref()) {
         let rp = format!("{gp}.envoy_grpc.retry_policy.retry_back_off");
         if let Some(x) = &b.base_interval {
-            base = translate::duration(x, &format!("{rp}.base_interval")).map_err(|e| at(&rp, e.to_string()))?;
+            base = translate::duration(x, &format!("{rp}.base_interval"))
+                .map_err(|e| at(&rp, e.to_string()))?;
             max = base * 10;
         }
         if let Some(x) = &b.max_interval {
-            max = translate::duration(x, &format!("{rp}.max_interval")).map_err(|e| at(&rp, e.to_string()))?;
+            max = translate::duration(x, &format!("{rp}.max_interval"))
+                .map_err(|e| at(&rp, e.to_string()))?;
         }
         if base.is_zero() || max < base {
-            return Err(at(&rp, "base_interval must be above 0 and max_interval at least base_interval".into()));
+            return Err(at(
+                &rp,
+                "base_interval must be above 0 and max_interval at least base_interval".into(),
+            ));
         }
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -338,7 +388,11 @@ fn ads_settings(
         max_message: eg
             .max_receive_message_length
             .map_or(crate::client::MAX_MESSAGE, |v| v.value as usize),
-        metadata: svc.initial_metadata.iter().map(|h| (h.key.clone(), h.value.clone())).collect(),
+        metadata: svc
+            .initial_metadata
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect(),
     })
 }
 
@@ -361,5 +415,6 @@ fn ads_tls(
         key: None,
         sni: t.sni.clone(),
     };
-    crate::tls::client_config(&x, Path::new("")).map_err(|e| err(locate(root, path).unwrap_or_default(), path, e))
+    crate::tls::client_config(&x, Path::new(""))
+        .map_err(|e| err(locate(root, path).unwrap_or_default(), path, e))
 }

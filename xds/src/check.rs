@@ -149,7 +149,11 @@ pub static FIELDS: &[Fields] = &[
         &["ads", "initial_fetch_timeout"],
         &["resource_api_version"],
     ),
-    f("envoy.config.core.v3.HeaderValue", &["key", "value", "raw_value"], &[]),
+    f(
+        "envoy.config.core.v3.HeaderValue",
+        &["key", "value", "raw_value"],
+        &[],
+    ),
     // Listener.
     f(
         "envoy.config.listener.v3.Listener",
@@ -185,11 +189,7 @@ pub static FIELDS: &[Fields] = &[
         &["name"],
         &["typed_config"],
     ),
-    f(
-        "envoy.config.core.v3.Address",
-        &["socket_address"],
-        &[],
-    ),
+    f("envoy.config.core.v3.Address", &["socket_address"], &[]),
     f(
         "envoy.config.core.v3.SocketAddress",
         &["address", "port_value", "protocol", "ipv4_compat"],
@@ -289,8 +289,16 @@ pub static FIELDS: &[Fields] = &[
         &["path"],
         &[],
     ),
-    f("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", &[], &[]),
-    f("envoy.extensions.access_loggers.stream.v3.StderrAccessLog", &[], &[]),
+    f(
+        "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        &[],
+        &[],
+    ),
+    f(
+        "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+        &[],
+        &[],
+    ),
     f(
         "envoy.config.core.v3.HttpProtocolOptions",
         &["idle_timeout", "max_headers_count"],
@@ -348,7 +356,11 @@ pub static FIELDS: &[Fields] = &[
     f(
         "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         &["common_tls_context", "sni"],
-        &["allow_renegotiation", "max_session_keys", "enforce_rsa_key_usage"],
+        &[
+            "allow_renegotiation",
+            "max_session_keys",
+            "enforce_rsa_key_usage",
+        ],
     ),
     f(
         "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
@@ -377,7 +389,12 @@ pub static FIELDS: &[Fields] = &[
     ),
     f(
         "envoy.config.core.v3.DataSource",
-        &["filename", "inline_bytes", "inline_string", "environment_variable"],
+        &[
+            "filename",
+            "inline_bytes",
+            "inline_string",
+            "environment_variable",
+        ],
         &[],
     ),
     // Routes.
@@ -454,7 +471,11 @@ pub static FIELDS: &[Fields] = &[
         ],
         &[],
     ),
-    f("envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions", &[], &[]),
+    f(
+        "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions",
+        &[],
+        &[],
+    ),
     f(
         "envoy.config.core.v3.RuntimeFractionalPercent",
         &["default_value"],
@@ -489,7 +510,14 @@ pub static FIELDS: &[Fields] = &[
     ),
     f(
         "envoy.type.matcher.v3.StringMatcher",
-        &["exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"],
+        &[
+            "exact",
+            "prefix",
+            "suffix",
+            "contains",
+            "safe_regex",
+            "ignore_case",
+        ],
         &[],
     ),
     f(
@@ -867,7 +895,10 @@ fn walk(msg: &DynamicMessage, path: &str, out: &mut Vec<Unsupported>) {
     for u in msg.unknown_fields() {
         out.push(Unsupported {
             path: join(path, &format!("#{}", u.number())),
-            message: format!("field number {} is unknown to rampart's copy of {name}", u.number()),
+            message: format!(
+                "field number {} is unknown to rampart's copy of {name}",
+                u.number()
+            ),
         });
     }
     let table = fields_of(name);
@@ -992,7 +1023,11 @@ mod tests {
                 }
             }
         }
-        assert!(missing.is_empty(), "fields missing from docs/xds.md:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "fields missing from docs/xds.md:\n{}",
+            missing.join("\n")
+        );
     }
 
     #[test]

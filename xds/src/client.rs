@@ -67,7 +67,12 @@ impl Settings {
         let (tls, rest) = match x.server.value.split_once("://") {
             Some(("http", r)) => (false, r),
             Some(("https", r)) => (true, r),
-            _ => return Err(format!("invalid control plane address {:?}", x.server.value)),
+            _ => {
+                return Err(format!(
+                    "invalid control plane address {:?}",
+                    x.server.value
+                ));
+            }
         };
         let authority = rest.trim_end_matches('/').to_owned();
         let host = host_of(&authority);
@@ -87,7 +92,9 @@ impl Settings {
             metadata.fields.insert(
                 k.to_owned(),
                 envoy_types::pb::google::protobuf::Value {
-                    kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(v.clone())),
+                    kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                        v.clone(),
+                    )),
                 },
             );
         }
@@ -122,7 +129,11 @@ pub(crate) fn host_of(authority: &str) -> &str {
 }
 
 /// The node identity, with rampart's user agent.
-pub fn node(id: &str, cluster: &str, metadata: Option<envoy_types::pb::google::protobuf::Struct>) -> Node {
+pub fn node(
+    id: &str,
+    cluster: &str,
+    metadata: Option<envoy_types::pb::google::protobuf::Struct>,
+) -> Node {
     use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
     Node {
         id: id.to_owned(),
@@ -166,14 +177,20 @@ pub struct Xds {
 
 impl std::fmt::Debug for Xds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Xds").field("settings", &self.inner.settings).finish()
+        f.debug_struct("Xds")
+            .field("settings", &self.inner.settings)
+            .finish()
     }
 }
 
 impl Xds {
     /// Starts the client; `base` is the static configuration the resources are added to,
     /// `applier` applies each result.
-    pub fn start(settings: Settings, base: Config, applier: Box<dyn Applier>) -> std::io::Result<Xds> {
+    pub fn start(
+        settings: Settings,
+        base: Config,
+        applier: Box<dyn Applier>,
+    ) -> std::io::Result<Xds> {
         let engine = Engine::new(
             settings.mode,
             settings.node.clone(),
@@ -198,7 +215,10 @@ impl Xds {
         let thread = std::thread::Builder::new()
             .name("rampart-xds".into())
             .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt.block_on(run(i, rx)),
                     Err(e) => tracing::error!("xDS: cannot start a runtime: {e}"),
                 }
@@ -235,7 +255,8 @@ impl Drop for Xds {
 /// A full-jitter exponential delay for reconnection attempt `n` (0-based).
 pub fn backoff(base: Duration, max: Duration, n: u32, unit: f64) -> Duration {
     let cap = base.saturating_mul(1u32 << n.min(20)).min(max);
-    cap.mul_f64(unit.clamp(0.0, 1.0)).max(base.min(Duration::from_millis(10)))
+    cap.mul_f64(unit.clamp(0.0, 1.0))
+        .max(base.min(Duration::from_millis(10)))
 }
 
 async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
@@ -256,7 +277,9 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             match &result {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!("xDS: stream to {target} ended: {e}; the last configuration keeps serving");
+                    tracing::warn!(
+                        "xDS: stream to {target} ended: {e}; the last configuration keeps serving"
+                    );
                     c.last_error = Some(e.clone());
                 }
             }
@@ -377,7 +400,10 @@ fn connected(inner: &Inner, target: &str) {
     c.connected = true;
     c.connects += 1;
     c.since = SystemTime::now();
-    tracing::info!("xDS: connected to {target} ({})", inner.settings.mode.as_str());
+    tracing::info!(
+        "xDS: connected to {target} ({})",
+        inner.settings.mode.as_str()
+    );
 }
 
 fn status_text(s: &tonic::Status) -> String {
@@ -424,7 +450,11 @@ enum Io {
 }
 
 impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -433,7 +463,11 @@ impl AsyncRead for Io {
 }
 
 impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
@@ -475,10 +509,16 @@ async fn connect(s: &Settings, target: &str) -> Result<tonic::transport::Channel
             let io = match tls {
                 None => Io::Plain(tcp),
                 Some(cfg) => {
-                    let name = rustls_pki_types::ServerName::try_from(sni.clone()).map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid server name {sni:?}"))
-                    })?;
-                    let s = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await?;
+                    let name =
+                        rustls_pki_types::ServerName::try_from(sni.clone()).map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::InvalidInput,
+                                format!("invalid server name {sni:?}"),
+                            )
+                        })?;
+                    let s = tokio_rustls::TlsConnector::from(cfg)
+                        .connect(name, tcp)
+                        .await?;
                     Io::Tls(Box::new(s))
                 }
             };

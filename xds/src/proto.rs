@@ -37,15 +37,16 @@ pub const STDOUT_ACCESS_LOG: &str =
 pub const STDERR_ACCESS_LOG: &str =
     "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
 
-static POOL: LazyLock<Option<DescriptorPool>> = LazyLock::new(|| {
-    match DescriptorPool::decode(&include_bytes!("envoy.desc")[..]) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::error!("Envoy descriptors cannot be read: {e}");
-            None
-        }
-    }
-});
+static POOL: LazyLock<Option<DescriptorPool>> =
+    LazyLock::new(
+        || match DescriptorPool::decode(&include_bytes!("envoy.desc")[..]) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!("Envoy descriptors cannot be read: {e}");
+                None
+            }
+        },
+    );
 
 /// The descriptors of Envoy's messages.
 pub fn pool() -> Option<&'static DescriptorPool> {
@@ -114,8 +115,11 @@ mod tests {
             stat_prefix: "s".into(),
             ..Default::default()
         };
-        let d = dynamic("envoy.config.listener.v3.Listener", &prost::Message::encode_to_vec(&l))
-            .unwrap();
+        let d = dynamic(
+            "envoy.config.listener.v3.Listener",
+            &prost::Message::encode_to_vec(&l),
+        )
+        .unwrap();
         let names: Vec<String> = d.fields().map(|(f, _)| f.name().to_owned()).collect();
         assert_eq!(names, ["name", "stat_prefix"]);
         assert_eq!(d.transcode_to::<Listener>().unwrap(), l);

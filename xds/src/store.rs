@@ -95,7 +95,10 @@ impl<T> Default for Slot<T> {
 impl<T> Slot<T> {
     /// The newest version: warming, else active.
     pub fn newest(&self) -> Option<&T> {
-        self.warming.as_ref().map(|(t, _)| t).or(self.active.as_ref())
+        self.warming
+            .as_ref()
+            .map(|(t, _)| t)
+            .or(self.active.as_ref())
     }
 }
 
@@ -141,7 +144,11 @@ impl Store {
     /// The bytes of the newest version of a resource, to tell an unchanged one.
     pub fn bytes_of(&self, kind: Kind, name: &str) -> Option<&[u8]> {
         match kind {
-            Kind::Listener => self.listeners.get(name)?.newest().map(|e| &e.held.bytes[..]),
+            Kind::Listener => self
+                .listeners
+                .get(name)?
+                .newest()
+                .map(|e| &e.held.bytes[..]),
             Kind::Cluster => self.clusters.get(name)?.newest().map(|e| &e.held.bytes[..]),
             Kind::Route => self.routes.get(name).map(|h| &h.bytes[..]),
             Kind::Endpoint => self.endpoints.get(name).map(|h| &h.bytes[..]),
@@ -162,7 +169,11 @@ impl Store {
                 .iter()
                 .filter_map(|(n, s)| Some((n.clone(), s.newest()?.held.version.clone())))
                 .collect(),
-            Kind::Route => self.routes.iter().map(|(n, h)| (n.clone(), h.version.clone())).collect(),
+            Kind::Route => self
+                .routes
+                .iter()
+                .map(|(n, h)| (n.clone(), h.version.clone()))
+                .collect(),
             Kind::Endpoint => self
                 .endpoints
                 .iter()
@@ -196,7 +207,9 @@ impl Store {
     /// Puts a checked cluster in: it serves at once when its endpoints are here (or
     /// inline), else it warms.
     pub fn put_cluster(&mut self, held: Held<Cluster>, shape: ClusterShape, now: Instant) {
-        let ready = shape.eds_name().is_none_or(|n| self.endpoints.contains_key(n));
+        let ready = shape
+            .eds_name()
+            .is_none_or(|n| self.endpoints.contains_key(n));
         let slot = self.clusters.entry(shape.name.clone()).or_default();
         let e = ClusterEntry { held, shape };
         if ready {
@@ -347,12 +360,21 @@ impl Store {
                 conflicts.push(Conflict {
                     kind: Kind::Cluster,
                     name: name.clone(),
-                    message: format!("cluster {name:?}: a backend of that name is in the static configuration"),
+                    message: format!(
+                        "cluster {name:?}: a backend of that name is in the static configuration"
+                    ),
                 });
                 continue;
             }
-            let cla = e.shape.eds_name().and_then(|n| self.endpoints.get(n)).map(|h| &h.resource);
-            cfg.backends.0.push((translate::spanned(name.clone()), translate::backend(&e.shape, cla)));
+            let cla = e
+                .shape
+                .eds_name()
+                .and_then(|n| self.endpoints.get(n))
+                .map(|h| &h.resource);
+            cfg.backends.0.push((
+                translate::spanned(name.clone()),
+                translate::backend(&e.shape, cla),
+            ));
         }
         let known = |c: &str| cfg.backends.contains(c);
         let known = translate::Known { cluster: &known };
@@ -368,7 +390,9 @@ impl Store {
                 conflicts.push(Conflict {
                     kind: Kind::Listener,
                     name: name.clone(),
-                    message: format!("listener {name:?}: a frontend of that name is in the static configuration"),
+                    message: format!(
+                        "listener {name:?}: a frontend of that name is in the static configuration"
+                    ),
                 });
                 continue;
             }
@@ -398,7 +422,10 @@ impl Store {
 }
 
 /// Whether `addr` is taken by one of `bound` (port 0 never conflicts).
-fn taken(bound: &[(std::net::SocketAddr, String)], addr: std::net::SocketAddr) -> Option<(std::net::SocketAddr, String)> {
+fn taken(
+    bound: &[(std::net::SocketAddr, String)],
+    addr: std::net::SocketAddr,
+) -> Option<(std::net::SocketAddr, String)> {
     if addr.port() == 0 {
         return None;
     }

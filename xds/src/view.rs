@@ -48,12 +48,28 @@ pub const TYPE_FIELDS: [&str; 11] = [
 fn counts(store: &Store, k: Kind) -> (usize, usize) {
     match k {
         Kind::Listener => (
-            store.listeners.values().filter(|s| s.active.is_some()).count(),
-            store.listeners.values().filter(|s| s.warming.is_some()).count(),
+            store
+                .listeners
+                .values()
+                .filter(|s| s.active.is_some())
+                .count(),
+            store
+                .listeners
+                .values()
+                .filter(|s| s.warming.is_some())
+                .count(),
         ),
         Kind::Cluster => (
-            store.clusters.values().filter(|s| s.active.is_some()).count(),
-            store.clusters.values().filter(|s| s.warming.is_some()).count(),
+            store
+                .clusters
+                .values()
+                .filter(|s| s.active.is_some())
+                .count(),
+            store
+                .clusters
+                .values()
+                .filter(|s| s.warming.is_some())
+                .count(),
         ),
         Kind::Route => (store.routes.len(), 0),
         Kind::Endpoint => (store.endpoints.len(), 0),
@@ -120,7 +136,9 @@ impl Xds {
             });
             return format!("{v:#}\n");
         }
-        let mut out = String::from("# server mode node cluster state state_age connects disconnects last_error\n");
+        let mut out = String::from(
+            "# server mode node cluster state state_age connects disconnects last_error\n",
+        );
         let _ = writeln!(
             out,
             "{} {} {} {} {} {} {} {} {}",
@@ -128,7 +146,11 @@ impl Xds {
             s.mode.as_str(),
             word(&s.node.id),
             word(&s.node.cluster),
-            if conn.connected { "connected" } else { "disconnected" },
+            if conn.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
             ago(Some(conn.since)),
             conn.connects,
             conn.disconnects,
@@ -188,7 +210,9 @@ impl Xds {
         let e = lock(&self.inner.engine);
         let st = &e.store;
         let res = |kind: Kind, bytes: &[u8]| -> Value {
-            let full = kind.type_url().trim_start_matches(crate::proto::TYPE_PREFIX);
+            let full = kind
+                .type_url()
+                .trim_start_matches(crate::proto::TYPE_PREFIX);
             resource_json(full, bytes)
         };
         let err = |kind: Kind, name: &str| -> Option<Value> {
@@ -200,9 +224,14 @@ impl Xds {
                 })
             })
         };
-        let ver = |k: Kind| e.types.get(&k).map(|t| t.version.clone()).unwrap_or_default();
+        let ver = |k: Kind| {
+            e.types
+                .get(&k)
+                .map(|t| t.version.clone())
+                .unwrap_or_default()
+        };
         let mut names: Vec<&String> = st.listeners.keys().collect();
-        for ((k, n), _) in &st.rejected {
+        for (k, n) in st.rejected.keys() {
             if *k == Kind::Listener && !st.listeners.contains_key(n) {
                 names.push(n);
             }
@@ -255,8 +284,8 @@ impl Xds {
         };
         let routes: Vec<Value> = st
             .routes
-            .iter()
-            .map(|(_, h)| {
+            .values()
+            .map(|h| {
                 json!({
                     "version_info": h.version,
                     "route_config": res(Kind::Route, &h.bytes),
@@ -266,8 +295,8 @@ impl Xds {
             .collect();
         let endpoints: Vec<Value> = st
             .endpoints
-            .iter()
-            .map(|(_, h)| {
+            .values()
+            .map(|h| {
                 json!({
                     "version_info": h.version,
                     "endpoint_config": res(Kind::Endpoint, &h.bytes),

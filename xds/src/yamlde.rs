@@ -212,15 +212,20 @@ struct Map<'a> {
 
 impl<'de> MapAccess<'de> for Map<'_> {
     type Error = Error;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         let Some(entry) = self.entries.next() else {
             return Ok(None);
         };
         self.value = Some(entry);
-        seed.deserialize(NodeDe(&entry.0)).map(Some).map_err(|mut e| {
-            e.pos.get_or_insert(entry.0.pos);
-            e
-        })
+        seed.deserialize(NodeDe(&entry.0))
+            .map(Some)
+            .map_err(|mut e| {
+                e.pos.get_or_insert(entry.0.pos);
+                e
+            })
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {

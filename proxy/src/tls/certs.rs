@@ -133,7 +133,10 @@ pub fn load(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let expired = not_after.filter(|t| *t < now).map(|t| {
-        format!("certificate {cert_path} expired {} days ago", (now - t) / 86400)
+        format!(
+            "certificate {cert_path} expired {} days ago",
+            (now - t) / 86400
+        )
     });
     Ok(LoadedCert {
         key: Arc::new(certified),

@@ -7,12 +7,12 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as ep;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as up;
+use rampart_config::NamedMap;
 use rampart_config::model::{self, Balance, Proto, ServerStatus};
 use rampart_config::resilience::{
     CircuitBreaker, FailurePercentage, GrpcCheck, HealthCheck, HttpCheck, OutlierDetection,
     Percent, StatusSet, TcpCheck,
 };
-use rampart_config::NamedMap;
 
 use super::{Bad, Res, at, bad, defaults, duration, fields, spanned};
 use crate::proto;
@@ -55,17 +55,23 @@ pub fn check_cluster(c: &cl::Cluster) -> Res<ClusterShape> {
     let mut b: model::Backend = defaults()?;
     let kind = match &c.cluster_discovery_type {
         None => DiscoveryType::Static,
-        Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(*t)
-            .or_else(|_| bad("type", "unknown cluster type"))?,
+        Some(ClusterDiscoveryType::Type(t)) => {
+            DiscoveryType::try_from(*t).or_else(|_| bad("type", "unknown cluster type"))?
+        }
         Some(ClusterDiscoveryType::ClusterType(_)) => {
-            return bad("cluster_type", "custom cluster types are not supported by rampart");
+            return bad(
+                "cluster_type",
+                "custom cluster types are not supported by rampart",
+            );
         }
     };
     let endpoints = match kind {
         DiscoveryType::Eds => {
             let e = c.eds_cluster_config.clone().unwrap_or_default();
-            let initial_fetch_timeout =
-                super::listener::config_source(e.eds_config.as_ref(), "eds_cluster_config.eds_config")?;
+            let initial_fetch_timeout = super::listener::config_source(
+                e.eds_config.as_ref(),
+                "eds_cluster_config.eds_config",
+            )?;
             Endpoints::Eds {
                 service: if e.service_name.is_empty() {
                     c.name.clone()
@@ -94,7 +100,10 @@ pub fn check_cluster(c: &cl::Cluster) -> Res<ClusterShape> {
     b.balance = balance(c)?;
     b.proto = protocol(c)?;
     if let Some(o) = &c.common_http_protocol_options
-        && let Some(t) = super::timeout(o.idle_timeout.as_ref(), "common_http_protocol_options.idle_timeout")?
+        && let Some(t) = super::timeout(
+            o.idle_timeout.as_ref(),
+            "common_http_protocol_options.idle_timeout",
+        )?
     {
         b.pool.idle_timeout = t.unwrap_or(super::NO_TIMEOUT);
     }
@@ -114,7 +123,10 @@ pub fn check_cluster(c: &cl::Cluster) -> Res<ClusterShape> {
         _ => return bad("health_checks", "rampart runs one health check per cluster"),
     };
     if let Some(lb) = &c.common_lb_config
-        && lb.healthy_panic_threshold.as_ref().is_some_and(|p| p.value != 0.0)
+        && lb
+            .healthy_panic_threshold
+            .as_ref()
+            .is_some_and(|p| p.value != 0.0)
     {
         return bad(
             "common_lb_config.healthy_panic_threshold",
@@ -164,7 +176,10 @@ fn check_endpoints_at(cla: &ep::ClusterLoadAssignment, path: &str, ip_only: bool
                 );
             }
             if e.load_balancing_weight.is_some_and(|w| w.value == 0) {
-                return bad(at(&p, "load_balancing_weight"), "a weight must be at least 1");
+                return bad(
+                    at(&p, "load_balancing_weight"),
+                    "a weight must be at least 1",
+                );
             }
             use core::HealthStatus as H;
             if H::try_from(e.health_status).is_err() {
@@ -316,7 +331,9 @@ fn balance(c: &cl::Cluster) -> Res<Balance> {
                     Some("least_request.v3.LeastRequest" | "random.v3.Random") => {
                         return Ok(Balance::Random);
                     }
-                    Some("ring_hash.v3.RingHash" | "maglev.v3.Maglev") => return Ok(Balance::Maglev),
+                    Some("ring_hash.v3.RingHash" | "maglev.v3.Maglev") => {
+                        return Ok(Balance::Maglev);
+                    }
                     _ => {}
                 }
             }
@@ -325,7 +342,12 @@ fn balance(c: &cl::Cluster) -> Res<Balance> {
                 "none of the load balancing policies is supported by rampart (round_robin, least_request, random, ring_hash, maglev)",
             );
         }
-        _ => return bad("lb_policy", "this load balancing policy is not supported by rampart"),
+        _ => {
+            return bad(
+                "lb_policy",
+                "this load balancing policy is not supported by rampart",
+            );
+        }
     })
 }
 
@@ -346,7 +368,13 @@ fn protocol(c: &cl::Cluster) -> Res<Proto> {
     for (key, any) in &c.typed_extension_protocol_options {
         let p = format!("typed_extension_protocol_options[{key}]");
         if any.type_url != proto::HTTP_PROTOCOL_OPTIONS {
-            return bad(p, format!("protocol options {} are not supported by rampart", any.type_url));
+            return bad(
+                p,
+                format!(
+                    "protocol options {} are not supported by rampart",
+                    any.type_url
+                ),
+            );
         }
         let o: up::HttpProtocolOptions = proto::unpack(any).or_else(|e| bad(&p, e))?;
         match &o.upstream_protocol_options {
@@ -381,7 +409,13 @@ fn upstream_tls(ts: &core::TransportSocket, path: &str) -> Res<model::UpstreamTl
             proto::unpack(a).or_else(|e| bad(&p, e))?
         }
         Some(ConfigType::TypedConfig(a)) => {
-            return bad(p, format!("transport socket {} is not supported by rampart", a.type_url));
+            return bad(
+                p,
+                format!(
+                    "transport socket {} is not supported by rampart",
+                    a.type_url
+                ),
+            );
         }
         None => return bad(p, "a transport socket needs a typed_config"),
     };
@@ -440,10 +474,15 @@ fn breakers(cb: Option<&cl::CircuitBreakers>) -> Res<CircuitBreaker> {
             continue;
         }
         let p = format!("circuit_breakers.thresholds[{i}]");
-        let v = |w: Option<envoy_types::pb::google::protobuf::UInt32Value>, key: &str, d: u32| -> Res<u32> {
+        let v = |w: Option<envoy_types::pb::google::protobuf::UInt32Value>,
+                 key: &str,
+                 d: u32|
+         -> Res<u32> {
             match w {
                 None => Ok(d),
-                Some(x) if x.value == 0 && key != "max_retries" && key != "max_pending_requests" => {
+                Some(x)
+                    if x.value == 0 && key != "max_retries" && key != "max_pending_requests" =>
+                {
                     bad(at(&p, key), format!("{key} must be at least 1"))
                 }
                 Some(x) => Ok(x.value),
@@ -459,14 +498,20 @@ fn breakers(cb: Option<&cl::CircuitBreakers>) -> Res<CircuitBreaker> {
 
 fn outlier(o: &cl::OutlierDetection, path: &str) -> Res<OutlierDetection> {
     let mut d: OutlierDetection = defaults()?;
-    let pct = |v: Option<envoy_types::pb::google::protobuf::UInt32Value>, key: &str, dflt: u32| -> Res<u32> {
+    let pct = |v: Option<envoy_types::pb::google::protobuf::UInt32Value>,
+               key: &str,
+               dflt: u32|
+     -> Res<u32> {
         let x = v.map_or(dflt, |v| v.value);
         if x > 100 {
             return bad(at(path, key), format!("{key} is a percentage, found {x}"));
         }
         Ok(x)
     };
-    let dur = |v: &Option<envoy_types::pb::google::protobuf::Duration>, key: &str, dflt: Duration| -> Res<Duration> {
+    let dur = |v: &Option<envoy_types::pb::google::protobuf::Duration>,
+               key: &str,
+               dflt: Duration|
+     -> Res<Duration> {
         match v {
             None => Ok(dflt),
             Some(x) => {
@@ -478,20 +523,38 @@ fn outlier(o: &cl::OutlierDetection, path: &str) -> Res<OutlierDetection> {
             }
         }
     };
-    d.consecutive_5xx = if pct(o.enforcing_consecutive_5xx, "enforcing_consecutive_5xx", 100)? > 0 {
+    d.consecutive_5xx = if pct(
+        o.enforcing_consecutive_5xx,
+        "enforcing_consecutive_5xx",
+        100,
+    )? > 0
+    {
         o.consecutive_5xx.map_or(5, |v| v.value)
     } else {
         0
     };
-    d.consecutive_gateway_failure =
-        if pct(o.enforcing_consecutive_gateway_failure, "enforcing_consecutive_gateway_failure", 0)? > 0 {
-            o.consecutive_gateway_failure.map_or(5, |v| v.value)
-        } else {
-            0
-        };
-    d.failure_percentage = if pct(o.enforcing_failure_percentage, "enforcing_failure_percentage", 0)? > 0 {
+    d.consecutive_gateway_failure = if pct(
+        o.enforcing_consecutive_gateway_failure,
+        "enforcing_consecutive_gateway_failure",
+        0,
+    )? > 0
+    {
+        o.consecutive_gateway_failure.map_or(5, |v| v.value)
+    } else {
+        0
+    };
+    d.failure_percentage = if pct(
+        o.enforcing_failure_percentage,
+        "enforcing_failure_percentage",
+        0,
+    )? > 0
+    {
         Some(FailurePercentage {
-            threshold: Percent(f64::from(pct(o.failure_percentage_threshold, "failure_percentage_threshold", 85)?)),
+            threshold: Percent(f64::from(pct(
+                o.failure_percentage_threshold,
+                "failure_percentage_threshold",
+                85,
+            )?)),
             request_volume: o.failure_percentage_request_volume.map_or(50, |v| v.value),
             minimum_hosts: o.failure_percentage_minimum_hosts.map_or(5, |v| v.value),
         })
@@ -505,26 +568,39 @@ fn outlier(o: &cl::OutlierDetection, path: &str) -> Res<OutlierDetection> {
         );
     }
     d.interval = dur(&o.interval, "interval", Duration::from_secs(10))?;
-    d.base_ejection_time = dur(&o.base_ejection_time, "base_ejection_time", Duration::from_secs(30))?;
-    d.max_ejection_time = dur(&o.max_ejection_time, "max_ejection_time", Duration::from_secs(300))?
-        .max(d.base_ejection_time);
-    d.max_ejection_percent = Percent(f64::from(pct(o.max_ejection_percent, "max_ejection_percent", 10)?));
+    d.base_ejection_time = dur(
+        &o.base_ejection_time,
+        "base_ejection_time",
+        Duration::from_secs(30),
+    )?;
+    d.max_ejection_time = dur(
+        &o.max_ejection_time,
+        "max_ejection_time",
+        Duration::from_secs(300),
+    )?
+    .max(d.base_ejection_time);
+    d.max_ejection_percent = Percent(f64::from(pct(
+        o.max_ejection_percent,
+        "max_ejection_percent",
+        10,
+    )?));
     Ok(d)
 }
 
 fn health_check(h: &core::HealthCheck, path: &str) -> Res<HealthCheck> {
     use core::health_check::HealthChecker as K;
     let mut c: HealthCheck = defaults()?;
-    let need = |d: &Option<envoy_types::pb::google::protobuf::Duration>, key: &str| -> Res<Duration> {
-        let Some(d) = d else {
-            return bad(at(path, key), format!("{key} is required"));
+    let need =
+        |d: &Option<envoy_types::pb::google::protobuf::Duration>, key: &str| -> Res<Duration> {
+            let Some(d) = d else {
+                return bad(at(path, key), format!("{key} is required"));
+            };
+            let t = duration(d, &at(path, key))?;
+            if t.is_zero() {
+                return bad(at(path, key), format!("{key} must be above 0"));
+            }
+            Ok(t)
         };
-        let t = duration(d, &at(path, key))?;
-        if t.is_zero() {
-            return bad(at(path, key), format!("{key} must be above 0"));
-        }
-        Ok(t)
-    };
     c.timeout = need(&h.timeout, "timeout")?;
     c.interval = need(&h.interval, "interval")?;
     c.fall = h
@@ -562,7 +638,10 @@ fn health_check(h: &core::HealthCheck, path: &str) -> Res<HealthCheck> {
         Some(K::HttpHealthCheck(x)) => {
             let hp = at(path, "http_health_check");
             if !x.path.starts_with('/') {
-                return bad(at(&hp, "path"), "an HTTP check needs a path starting with '/'");
+                return bad(
+                    at(&hp, "path"),
+                    "an HTTP check needs a path starting with '/'",
+                );
             }
             let mut http: HttpCheck = defaults()?;
             http.path = x.path.clone();
@@ -582,7 +661,11 @@ fn health_check(h: &core::HealthCheck, path: &str) -> Res<HealthCheck> {
                 }
                 set.push((r.start as u16, (r.end - 1) as u16));
             }
-            http.expect_status = StatusSet(if set.is_empty() { vec![(200, 200)] } else { set });
+            http.expect_status = StatusSet(if set.is_empty() {
+                vec![(200, 200)]
+            } else {
+                set
+            });
             c.http = Some(http);
         }
         Some(K::TcpHealthCheck(_)) => c.tcp = Some(TcpCheck {}),
@@ -591,7 +674,12 @@ fn health_check(h: &core::HealthCheck, path: &str) -> Res<HealthCheck> {
                 service: g.service_name.clone(),
             })
         }
-        _ => return bad(path, "a health check needs http_health_check, tcp_health_check or grpc_health_check"),
+        _ => {
+            return bad(
+                path,
+                "a health check needs http_health_check, tcp_health_check or grpc_health_check",
+            );
+        }
     }
     Ok(c)
 }
@@ -632,7 +720,9 @@ mod tests {
                 ..Default::default()
             })),
             health_status: status as i32,
-            load_balancing_weight: Some(envoy_types::pb::google::protobuf::UInt32Value { value: weight }),
+            load_balancing_weight: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                value: weight,
+            }),
             ..Default::default()
         }
     }

@@ -43,7 +43,10 @@ pub fn check_listener(l: &Listener) -> Res<ListenerShape> {
     super::name(&l.name, "name")?;
     let (addr, v6only) = socket_address(l.address.as_ref(), "address")?;
     if l.bind_to_port.is_some_and(|b| !b.value) {
-        return bad("bind_to_port", "listeners that do not bind are not supported by rampart");
+        return bad(
+            "bind_to_port",
+            "listeners that do not bind are not supported by rampart",
+        );
     }
     for (i, lf) in l.listener_filters.iter().enumerate() {
         match lf.name.as_str() {
@@ -51,7 +54,9 @@ pub fn check_listener(l: &Listener) -> Res<ListenerShape> {
             other => {
                 return bad(
                     format!("listener_filters[{i}].name"),
-                    format!("listener filter {other:?} is not supported by rampart (tls_inspector and http_inspector have no effect and are accepted)"),
+                    format!(
+                        "listener filter {other:?} is not supported by rampart (tls_inspector and http_inspector have no effect and are accepted)"
+                    ),
                 );
             }
         }
@@ -123,7 +128,10 @@ pub fn frontend(
 fn socket_address(a: Option<&core::Address>, path: &str) -> Res<(std::net::SocketAddr, bool)> {
     use core::address::Address as A;
     let Some(A::SocketAddress(sa)) = a.and_then(|a| a.address.as_ref()) else {
-        return bad(path, "a listener needs a socket address (pipes and internal addresses are not supported)");
+        return bad(
+            path,
+            "a listener needs a socket address (pipes and internal addresses are not supported)",
+        );
     };
     let path = at(path, "socket_address");
     if sa.protocol != core::socket_address::Protocol::Tcp as i32 {
@@ -133,8 +141,12 @@ fn socket_address(a: Option<&core::Address>, path: &str) -> Res<(std::net::Socke
         Some(core::socket_address::PortSpecifier::PortValue(p)) => *p,
         _ => return bad(at(&path, "port_value"), "a listener needs port_value"),
     };
-    let port = u16::try_from(port)
-        .or_else(|_| bad(at(&path, "port_value"), format!("port {port} is out of range (0-65535)")))?;
+    let port = u16::try_from(port).or_else(|_| {
+        bad(
+            at(&path, "port_value"),
+            format!("port {port} is out of range (0-65535)"),
+        )
+    })?;
     let ip: std::net::IpAddr = sa.address.parse().or_else(|_| {
         bad(
             at(&path, "address"),
@@ -145,7 +157,10 @@ fn socket_address(a: Option<&core::Address>, path: &str) -> Res<(std::net::Socke
 }
 
 /// The chain's one network filter: the HTTP connection manager.
-fn connection_manager(chain: &FilterChain, path: &str) -> Res<(hcm::HttpConnectionManager, String)> {
+fn connection_manager(
+    chain: &FilterChain,
+    path: &str,
+) -> Res<(hcm::HttpConnectionManager, String)> {
     use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
     let [filter] = chain.filters.as_slice() else {
         return bad(
@@ -181,20 +196,38 @@ fn apply_hcm(
     match CodecType::try_from(h.codec_type) {
         Ok(CodecType::Auto | CodecType::Http2) => fe.http2.enabled = true,
         Ok(CodecType::Http1) => fe.http2.enabled = false,
-        _ => return bad(at(path, "codec_type"), "only AUTO, HTTP1 and HTTP2 are supported"),
+        _ => {
+            return bad(
+                at(path, "codec_type"),
+                "only AUTO, HTTP1 and HTTP2 are supported",
+            );
+        }
     }
     http_filters(&h.http_filters, &at(path, "http_filters"))?;
     if h.normalize_path.is_some_and(|b| b.value) || h.merge_slashes {
         return bad(
-            at(path, if h.merge_slashes { "merge_slashes" } else { "normalize_path" }),
+            at(
+                path,
+                if h.merge_slashes {
+                    "merge_slashes"
+                } else {
+                    "normalize_path"
+                },
+            ),
             "path normalization is not supported by rampart",
         );
     }
     // Timeouts: Envoy's defaults where rampart's differ (stream idle 5 min, idle 1 h).
-    fe.timeouts.client = timeout(h.stream_idle_timeout.as_ref(), &at(path, "stream_idle_timeout"))?
-        .unwrap_or(Some(Duration::from_secs(300)))
-        .unwrap_or(super::NO_TIMEOUT);
-    if let Some(t) = timeout(h.request_headers_timeout.as_ref(), &at(path, "request_headers_timeout"))? {
+    fe.timeouts.client = timeout(
+        h.stream_idle_timeout.as_ref(),
+        &at(path, "stream_idle_timeout"),
+    )?
+    .unwrap_or(Some(Duration::from_secs(300)))
+    .unwrap_or(super::NO_TIMEOUT);
+    if let Some(t) = timeout(
+        h.request_headers_timeout.as_ref(),
+        &at(path, "request_headers_timeout"),
+    )? {
         fe.timeouts.http_request = t.unwrap_or(super::NO_TIMEOUT);
     }
     fe.timeouts.keep_alive = Duration::from_secs(3600);
@@ -208,7 +241,11 @@ fn apply_hcm(
         }
     }
     fe.limits.max_header_size = rampart_config::Size(
-        u64::from(h.max_request_headers_kb.map_or(60, |v| v.value).clamp(1, 8192)) << 10,
+        u64::from(
+            h.max_request_headers_kb
+                .map_or(60, |v| v.value)
+                .clamp(1, 8192),
+        ) << 10,
     );
     if let Some(n) = h
         .http2_protocol_options
@@ -221,7 +258,8 @@ fn apply_hcm(
     // trusts X-Forwarded-Proto; with it, it appends the client address.
     fe.forwarded.forwarded = false;
     fe.forwarded.x_forwarded_proto = true;
-    fe.forwarded.x_forwarded_for = h.use_remote_address.is_some_and(|b| b.value) && !h.skip_xff_append;
+    fe.forwarded.x_forwarded_for =
+        h.use_remote_address.is_some_and(|b| b.value) && !h.skip_xff_append;
     fe.forwarded.trust = vec![
         spanned(model::IpNetDef(rampart_config::rules::IpNet {
             addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
@@ -239,18 +277,20 @@ fn apply_hcm(
         _ => None,
     };
     if let Some(p) = strip {
-        fe.http_request.push(rule(RequestAction::Header(HeaderAction::Replace {
-            name: "host".to_owned(),
-            regex: format!("^(.+):{p}$"),
-            replacement: super::literal("\\1"),
-        })));
+        fe.http_request
+            .push(rule(RequestAction::Header(HeaderAction::Replace {
+                name: "host".to_owned(),
+                regex: format!("^(.+):{p}$"),
+                replacement: super::literal("\\1"),
+            })));
     }
     if !h.via.is_empty() {
         super::name(&h.via, &at(path, "via"))?;
-        fe.http_request.push(rule(RequestAction::Header(HeaderAction::Add {
-            name: "via".to_owned(),
-            value: super::literal(&h.via),
-        })));
+        fe.http_request
+            .push(rule(RequestAction::Header(HeaderAction::Add {
+                name: "via".to_owned(),
+                value: super::literal(&h.via),
+            })));
         fe.http_response.push(model::RuleDef {
             rule: Rule {
                 action: ResponseAction::Header(HeaderAction::Add {
@@ -275,9 +315,13 @@ fn apply_hcm(
         Some(RouteSpecifier::Rds(r)) => {
             let p = at(path, "rds");
             if r.route_config_name.is_empty() {
-                return bad(at(&p, "route_config_name"), "an RDS route_config_name is needed");
+                return bad(
+                    at(&p, "route_config_name"),
+                    "an RDS route_config_name is needed",
+                );
             }
-            let initial_fetch_timeout = config_source(r.config_source.as_ref(), &at(&p, "config_source"))?;
+            let initial_fetch_timeout =
+                config_source(r.config_source.as_ref(), &at(&p, "config_source"))?;
             Ok(RouteSource::Rds {
                 name: r.route_config_name.clone(),
                 initial_fetch_timeout,
@@ -295,7 +339,12 @@ pub fn config_source(c: Option<&core::ConfigSource>, path: &str) -> Res<Option<D
     };
     match &c.config_source_specifier {
         Some(S::Ads(_)) => {}
-        _ => return bad(path, "only ADS config sources (ads: {}) are supported by rampart"),
+        _ => {
+            return bad(
+                path,
+                "only ADS config sources (ads: {}) are supported by rampart",
+            );
+        }
     }
     match &c.initial_fetch_timeout {
         None => Ok(None),
@@ -331,7 +380,9 @@ fn http_filters(filters: &[hcm::HttpFilter], path: &str) -> Res<()> {
         };
         return bad(
             format!("{path}[{i}]"),
-            format!("HTTP filter {what} is not supported by rampart (mark it is_optional to skip it)"),
+            format!(
+                "HTTP filter {what} is not supported by rampart (mark it is_optional to skip it)"
+            ),
         );
     }
     Ok(())
@@ -371,7 +422,10 @@ fn access_log(
             "stderr".to_owned()
         }
         Some(ConfigType::TypedConfig(a)) => {
-            return bad(p, format!("access logger {} is not supported by rampart", a.type_url));
+            return bad(
+                p,
+                format!("access logger {} is not supported by rampart", a.type_url),
+            );
         }
         None => return bad(p, "an access log needs a typed_config"),
     };
@@ -403,7 +457,13 @@ fn downstream_tls(ts: &core::TransportSocket, path: &str) -> Res<model::BindTls>
             proto::unpack(a).or_else(|e| bad(&p, e))?
         }
         Some(ConfigType::TypedConfig(a)) => {
-            return bad(p, format!("transport socket {} is not supported by rampart", a.type_url));
+            return bad(
+                p,
+                format!(
+                    "transport socket {} is not supported by rampart",
+                    a.type_url
+                ),
+            );
         }
         None => return bad(p, "a transport socket needs a typed_config"),
     };
@@ -423,7 +483,10 @@ fn downstream_tls(ts: &core::TransportSocket, path: &str) -> Res<model::BindTls>
         );
     }
     if common.tls_certificates.is_empty() {
-        return bad(at(&cp, "tls_certificates"), "a TLS listener needs a certificate");
+        return bad(
+            at(&cp, "tls_certificates"),
+            "a TLS listener needs a certificate",
+        );
     }
     for (i, c) in common.tls_certificates.iter().enumerate() {
         let cpath = format!("{cp}.tls_certificates[{i}]");
@@ -461,16 +524,26 @@ fn downstream_tls(ts: &core::TransportSocket, path: &str) -> Res<model::BindTls>
         }
     }
     if let Some(params) = &common.tls_params {
-        tls_versions(params, &at(&cp, "tls_params"), &mut t.min_version, &mut t.max_version)?;
+        tls_versions(
+            params,
+            &at(&cp, "tls_params"),
+            &mut t.min_version,
+            &mut t.max_version,
+        )?;
     }
     use tls::downstream_tls_context::SessionTicketKeysType;
     if matches!(
         ctx.session_ticket_keys_type,
-        Some(SessionTicketKeysType::DisableStatelessSessionResumption(true))
+        Some(SessionTicketKeysType::DisableStatelessSessionResumption(
+            true
+        ))
     ) {
         t.session_tickets = false;
     } else if ctx.session_ticket_keys_type.is_some() {
-        return bad(at(&p, "session_ticket_keys"), "session ticket keys are not supported by rampart");
+        return bad(
+            at(&p, "session_ticket_keys"),
+            "session ticket keys are not supported by rampart",
+        );
     }
     if ctx.disable_stateful_session_resumption {
         t.session_cache = 0;
@@ -494,9 +567,20 @@ pub(crate) fn tls_versions(
             _ => bad(at(path, key), "rampart supports TLS 1.2 and 1.3"),
         }
     };
-    *min = v(p.tls_minimum_protocol_version, "tls_minimum_protocol_version", model::TlsVersion::Tls12)?;
-    *max = v(p.tls_maximum_protocol_version, "tls_maximum_protocol_version", model::TlsVersion::Tls13)?;
-    if !p.cipher_suites.is_empty() || !p.ecdh_curves.is_empty() || !p.signature_algorithms.is_empty() {
+    *min = v(
+        p.tls_minimum_protocol_version,
+        "tls_minimum_protocol_version",
+        model::TlsVersion::Tls12,
+    )?;
+    *max = v(
+        p.tls_maximum_protocol_version,
+        "tls_maximum_protocol_version",
+        model::TlsVersion::Tls13,
+    )?;
+    if !p.cipher_suites.is_empty()
+        || !p.ecdh_curves.is_empty()
+        || !p.signature_algorithms.is_empty()
+    {
         return bad(
             path,
             "cipher suites, curves and signature algorithms are rampart's own (rustls defaults)",
@@ -565,7 +649,8 @@ mod tests {
             name: "envoy.filters.http.router".into(),
             config_type: Some(hcm::http_filter::ConfigType::TypedConfig(
                 envoy_types::util::pack_any(
-                    envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(),
+                    envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(
+                    ),
                 ),
             )),
             ..Default::default()
@@ -576,15 +661,17 @@ mod tests {
         hcm::HttpConnectionManager {
             stat_prefix: "ingress".into(),
             http_filters: vec![router()],
-            route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
-                route_config_name: name.into(),
-                config_source: Some(core::ConfigSource {
-                    config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
-                        Default::default(),
-                    )),
-                    ..Default::default()
-                }),
-            })),
+            route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+                hcm::Rds {
+                    route_config_name: name.into(),
+                    config_source: Some(core::ConfigSource {
+                        config_source_specifier: Some(
+                            core::config_source::ConfigSourceSpecifier::Ads(Default::default()),
+                        ),
+                        ..Default::default()
+                    }),
+                },
+            )),
             ..Default::default()
         }
     }
@@ -592,7 +679,10 @@ mod tests {
     #[test]
     fn check_listener_reads_address_and_rds_name() {
         let s = check_listener(&hcm_listener("l1", 8080, rds_hcm("r1"))).unwrap();
-        assert_eq!(s.frontend.bind[0].address.value.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            s.frontend.bind[0].address.value.to_string(),
+            "127.0.0.1:8080"
+        );
         assert_eq!(
             s.routes,
             RouteSource::Rds {

@@ -67,11 +67,10 @@ pub(crate) fn at(base: &str, name: &str) -> String {
 
 /// Checks a resource's fields against the table of what rampart supports.
 pub(crate) fn fields<T: prost::Message + prost::Name>(msg: &T) -> Res<()> {
-    let d = crate::proto::dynamic(&T::full_name(), &msg.encode_to_vec())
-        .map_err(|e| Bad {
-            path: String::new(),
-            message: e,
-        })?;
+    let d = crate::proto::dynamic(&T::full_name(), &msg.encode_to_vec()).map_err(|e| Bad {
+        path: String::new(),
+        message: e,
+    })?;
     match crate::check::unsupported(&d).into_iter().next() {
         None => Ok(()),
         Some(u) => bad(u.path, u.message),
@@ -91,7 +90,10 @@ pub(crate) fn name(n: &str, path: &str) -> Res<()> {
         .chars()
         .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | ',' | '"' | '\''))
     {
-        return bad(path, format!("name {n:?} has {c:?}, which rampart cannot use in names"));
+        return bad(
+            path,
+            format!("name {n:?} has {c:?}, which rampart cannot use in names"),
+        );
     }
     Ok(())
 }
@@ -99,7 +101,10 @@ pub(crate) fn name(n: &str, path: &str) -> Res<()> {
 /// A protobuf duration; negative ones are invalid (Envoy's validation rules).
 pub fn duration(d: &protobuf::Duration, path: &str) -> Res<Duration> {
     if d.seconds < 0 || d.nanos < 0 {
-        return bad(path, format!("negative duration {}s {}ns", d.seconds, d.nanos));
+        return bad(
+            path,
+            format!("negative duration {}s {}ns", d.seconds, d.nanos),
+        );
     }
     if d.nanos >= 1_000_000_000 || d.seconds > 315_576_000_000 {
         return bad(path, "duration out of range");
@@ -132,7 +137,9 @@ pub(crate) fn data_source(d: &core::DataSource, path: &str) -> Res<DataText> {
             let abs = if p.is_absolute() {
                 p.to_path_buf()
             } else {
-                std::env::current_dir().map(|c| c.join(p)).unwrap_or(p.to_path_buf())
+                std::env::current_dir()
+                    .map(|c| c.join(p))
+                    .unwrap_or(p.to_path_buf())
             };
             Ok(DataText::File(abs.display().to_string()))
         }
@@ -169,8 +176,9 @@ impl DataText {
     /// The text itself (a file is read now).
     pub(crate) fn text(self, path: &str) -> Res<String> {
         match self {
-            DataText::File(f) => std::fs::read_to_string(&f)
-                .or_else(|e| bad(path, format!("cannot read {f}: {e}"))),
+            DataText::File(f) => {
+                std::fs::read_to_string(&f).or_else(|e| bad(path, format!("cannot read {f}: {e}")))
+            }
             DataText::Inline(s) => Ok(s),
         }
     }
@@ -201,12 +209,16 @@ pub(crate) fn header_format(s: &str, path: &str) -> Res<LogFormat> {
             continue;
         }
         let Some(end) = rest.find('%') else {
-            return bad(path, format!("unterminated %COMMAND% in header value {s:?}"));
+            return bad(
+                path,
+                format!("unterminated %COMMAND% in header value {s:?}"),
+            );
         };
         let cmd = &rest[..end];
         rest = &rest[end + 1..];
         let samples: Vec<&str> = match cmd {
-            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
+            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"
+            | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
                 vec!["src"]
             }
             "DOWNSTREAM_REMOTE_ADDRESS" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => {

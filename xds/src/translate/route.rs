@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::route::v3 as rt;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use rampart_config::model::{self, BackendTarget, DomainMatch, RuleDef, UseBackend, VirtualHost};
-use rampart_config::resilience::{Backoff, Budget, Percent, RetryBudget, RetryOn, Retries};
+use rampart_config::resilience::{Backoff, Budget, Percent, Retries, RetryBudget, RetryOn};
 use rampart_config::rules::{
     Acl, AclRef, Condition, Fetch, HeaderAction, IntMatch, MatchMethod, Patterns, Redirect,
     RedirectKind, Reply, RequestAction, ResponseAction, Rule, SampleExpr, Term,
@@ -45,7 +45,10 @@ pub fn check_clusters_known(rc: &rt::RouteConfiguration, known: &Known<'_>) -> R
             let p = format!("virtual_hosts[{vi}].routes[{ri}].route");
             for (c, cp) in clusters_of(a, &p) {
                 if !(known.cluster)(&c) {
-                    return bad(cp, format!("unknown cluster {c:?} (validate_clusters is on)"));
+                    return bad(
+                        cp,
+                        format!("unknown cluster {c:?} (validate_clusters is on)"),
+                    );
                 }
             }
         }
@@ -61,7 +64,12 @@ fn clusters_of(a: &rt::RouteAction, p: &str) -> Vec<(String, String)> {
             .clusters
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.name.clone(), format!("{p}.weighted_clusters.clusters[{i}].name")))
+            .map(|(i, c)| {
+                (
+                    c.name.clone(),
+                    format!("{p}.weighted_clusters.clusters[{i}].name"),
+                )
+            })
             .collect(),
         _ => Vec::new(),
     }
@@ -86,7 +94,10 @@ pub fn virtual_hosts(
     for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
         let vp = format!("virtual_hosts[{vi}]");
         if vh.domains.is_empty() {
-            return bad(at(&vp, "domains"), "a virtual host needs at least one domain");
+            return bad(
+                at(&vp, "domains"),
+                "a virtual host needs at least one domain",
+            );
         }
         let mut domains = Vec::new();
         for (di, d) in vh.domains.iter().enumerate() {
@@ -99,7 +110,10 @@ pub fn virtual_hosts(
                 }
                 Ok(_) => {
                     if let Some(other) = seen_domains.insert(d.to_ascii_lowercase(), vi) {
-                        return bad(dp, format!("domain {d:?} is also in virtual_hosts[{other}]"));
+                        return bad(
+                            dp,
+                            format!("domain {d:?} is also in virtual_hosts[{other}]"),
+                        );
                     }
                 }
                 Err(e) => return bad(dp, e),
@@ -152,7 +166,10 @@ fn https_only() -> UseBackend {
     r.target = BackendTarget::None;
     r.cond = Some(Condition {
         unless: true,
-        alternatives: vec![vec![term(acl(Fetch::SslFc, MatchMethod::Bool, false, Patterns::None), false)]],
+        alternatives: vec![vec![term(
+            acl(Fetch::SslFc, MatchMethod::Bool, false, Patterns::None),
+            false,
+        )]],
     });
     r.http_request = vec![rule(RequestAction::Redirect(Redirect {
         kind: RedirectKind::Scheme,
@@ -206,7 +223,11 @@ fn route(
                         "prefix_rewrite needs a prefix, path or path_separated_prefix match",
                     );
                 };
-                let re = if *icase { format!("(?i){regex}") } else { regex.clone() };
+                let re = if *icase {
+                    format!("(?i){regex}")
+                } else {
+                    regex.clone()
+                };
                 request.push(rule(RequestAction::ReplacePath {
                     regex: re,
                     replacement: literal(&format!("{}\\1", a.prefix_rewrite)),
@@ -226,7 +247,10 @@ fn route(
                 None => {}
                 Some(H::HostRewriteLiteral(h)) => {
                     http::HeaderValue::from_str(h).or_else(|_| {
-                        bad(at(&ap, "host_rewrite_literal"), format!("invalid host {h:?}"))
+                        bad(
+                            at(&ap, "host_rewrite_literal"),
+                            format!("invalid host {h:?}"),
+                        )
                     })?;
                     request.push(rule(RequestAction::Header(HeaderAction::Set {
                         name: "host".to_owned(),
@@ -253,7 +277,8 @@ fn route(
             let retry_path = if a.retry_policy.is_some() {
                 at(&ap, "retry_policy")
             } else {
-                path.rsplit_once(".routes").map_or(String::new(), |(v, _)| at(v, "retry_policy"))
+                path.rsplit_once(".routes")
+                    .map_or(String::new(), |(v, _)| at(v, "retry_policy"))
             };
             u.retries = retry.map(|p| retries(p, &retry_path)).transpose()?;
             u.hash_key = hash_policy(&a.hash_policy, &at(&ap, "hash_policy"))?;
@@ -266,12 +291,17 @@ fn route(
             u.target = BackendTarget::None;
             let dp = at(path, "direct_response");
             if !(200..=599).contains(&d.status) {
-                return bad(at(&dp, "status"), format!("status {} is out of range (200-599)", d.status));
+                return bad(
+                    at(&dp, "status"),
+                    format!("status {} is out of range (200-599)", d.status),
+                );
             }
             let body = d
                 .body
                 .as_ref()
-                .map(|b| super::data_source(b, &at(&dp, "body")).and_then(|t| t.text(&at(&dp, "body"))))
+                .map(|b| {
+                    super::data_source(b, &at(&dp, "body")).and_then(|t| t.text(&at(&dp, "body")))
+                })
                 .transpose()?;
             request.push(reply_rule(d.status as u16, body.as_deref()));
         }
@@ -322,14 +352,20 @@ fn target(a: &rt::RouteAction, path: &str, known: &Known<'_>) -> Res<BackendTarg
                 }
             }
             if w.clusters.is_empty() || sum == 0 {
-                return bad(at(&wp, "clusters"), "cluster weights must sum to more than 0");
+                return bad(
+                    at(&wp, "clusters"),
+                    "cluster weights must sum to more than 0",
+                );
             }
             if let Some(t) = &w.total_weight
                 && u64::from(t.value) != sum
             {
                 return bad(
                     at(&wp, "total_weight"),
-                    format!("total_weight {} is not the sum of the weights ({sum})", t.value),
+                    format!(
+                        "total_weight {} is not the sum of the weights ({sum})",
+                        t.value
+                    ),
                 );
             }
             Ok(if parts.is_empty() {
@@ -359,11 +395,15 @@ impl Mutations {
     ) -> Res<Self> {
         let mut m = Mutations::default();
         for (i, n) in req_del.iter().enumerate() {
-            header_name(n, &format!("{}[{i}]", at(path, "request_headers_to_remove")))?;
-            m.request.push(rule(RequestAction::Header(HeaderAction::Del {
-                name: n.clone(),
-                method: MatchMethod::Str,
-            })));
+            header_name(
+                n,
+                &format!("{}[{i}]", at(path, "request_headers_to_remove")),
+            )?;
+            m.request
+                .push(rule(RequestAction::Header(HeaderAction::Del {
+                    name: n.clone(),
+                    method: MatchMethod::Str,
+                })));
         }
         for (i, h) in req_add.iter().enumerate() {
             let p = format!("{}[{i}]", at(path, "request_headers_to_add"));
@@ -374,11 +414,17 @@ impl Mutations {
             }
         }
         for (i, n) in resp_del.iter().enumerate() {
-            header_name(n, &format!("{}[{i}]", at(path, "response_headers_to_remove")))?;
-            m.response.push(response_rule(HeaderAction::Del {
-                name: n.clone(),
-                method: MatchMethod::Str,
-            }, None));
+            header_name(
+                n,
+                &format!("{}[{i}]", at(path, "response_headers_to_remove")),
+            )?;
+            m.response.push(response_rule(
+                HeaderAction::Del {
+                    name: n.clone(),
+                    method: MatchMethod::Str,
+                },
+                None,
+            ));
         }
         for (i, h) in resp_add.iter().enumerate() {
             let p = format!("{}[{i}]", at(path, "response_headers_to_add"));
@@ -412,7 +458,10 @@ fn header_name(n: &str, path: &str) -> Res<()> {
 
 /// A header to add, with its append action (Envoy's `append_action`, or the older
 /// `append`), as a rule and its condition.
-fn header_add(h: &core::HeaderValueOption, path: &str) -> Res<Option<(HeaderAction, Option<Condition>)>> {
+fn header_add(
+    h: &core::HeaderValueOption,
+    path: &str,
+) -> Res<Option<(HeaderAction, Option<Condition>)>> {
     use core::header_value_option::HeaderAppendAction as A;
     let Some(hv) = &h.header else {
         return bad(at(path, "header"), "a header is needed");
@@ -432,7 +481,12 @@ fn header_add(h: &core::HeaderValueOption, path: &str) -> Res<Option<(HeaderActi
     let present = || Condition {
         unless: false,
         alternatives: vec![vec![term(
-            acl(Fetch::HdrCnt(name.clone()), MatchMethod::Int, false, Patterns::Int(vec![IntMatch::Gt(0)])),
+            acl(
+                Fetch::HdrCnt(name.clone()),
+                MatchMethod::Int,
+                false,
+                Patterns::Int(vec![IntMatch::Gt(0)]),
+            ),
             false,
         )]],
     };
@@ -494,9 +548,12 @@ fn regex_ok(re: &str, path: &str) -> Res<()> {
     if re.is_empty() {
         return bad(path, "empty regex");
     }
-    regex::Regex::new(re)
-        .map(|_| ())
-        .or_else(|e| bad(path, format!("invalid regex {re:?}: {}", first_line(&e.to_string()))))
+    regex::Regex::new(re).map(|_| ()).or_else(|e| {
+        bad(
+            path,
+            format!("invalid regex {re:?}: {}", first_line(&e.to_string())),
+        )
+    })
 }
 
 fn first_line(s: &str) -> String {
@@ -514,9 +571,12 @@ fn full(re: &str) -> String {
     format!("^(?:{re})$")
 }
 
-/// A route's match as a condition, and for path rewrites the regex that captures what
-/// follows the matched prefix (with its case rule).
-fn route_match(m: &rt::RouteMatch, path: &str) -> Res<(Option<Condition>, Option<(String, bool)>)> {
+/// A route's match: its condition, and for path rewrites the regex that captures what
+/// follows the matched prefix, with whether it ignores case.
+type Matched = (Option<Condition>, Option<(String, bool)>);
+
+/// A route's match as a condition.
+fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
     use rt::route_match::PathSpecifier as P;
     let icase = m.case_sensitive.as_ref().is_some_and(|v| !v.value);
     let mut dnf: Dnf = vec![Vec::new()];
@@ -525,43 +585,91 @@ fn route_match(m: &rt::RouteMatch, path: &str) -> Res<(Option<Condition>, Option
     match &m.path_specifier {
         Some(P::Prefix(p)) => {
             if !p.is_empty() && !p.starts_with('/') {
-                return bad(at(path, "prefix"), format!("prefix {p:?} does not start with '/'"));
+                return bad(
+                    at(path, "prefix"),
+                    format!("prefix {p:?} does not start with '/'"),
+                );
             }
             if p.len() > 1 {
                 // A prefix with a query part compares with the whole target, as Envoy does.
-                let fetch = if p.contains('?') { Fetch::Url } else { Fetch::Path };
-                dnf = and(dnf, vec![vec![term(acl(fetch, MatchMethod::Beg, icase, Patterns::Str(vec![p.clone()])), false)]]);
+                let fetch = if p.contains('?') {
+                    Fetch::Url
+                } else {
+                    Fetch::Path
+                };
+                dnf = and(
+                    dnf,
+                    vec![vec![term(
+                        acl(
+                            fetch,
+                            MatchMethod::Beg,
+                            icase,
+                            Patterns::Str(vec![p.clone()]),
+                        ),
+                        false,
+                    )]],
+                );
             }
             rewrite = Some((format!("^{}(.*)$", regex::escape(p)), icase));
         }
         Some(P::Path(p)) => {
             if !p.starts_with('/') {
-                return bad(at(path, "path"), format!("path {p:?} does not start with '/'"));
+                return bad(
+                    at(path, "path"),
+                    format!("path {p:?} does not start with '/'"),
+                );
             }
-            dnf = and(dnf, vec![vec![term(path_acl(MatchMethod::Str, vec![p.clone()]), false)]]);
+            dnf = and(
+                dnf,
+                vec![vec![term(
+                    path_acl(MatchMethod::Str, vec![p.clone()]),
+                    false,
+                )]],
+            );
             rewrite = Some((format!("^{}()$", regex::escape(p)), icase));
         }
         Some(P::SafeRegex(r)) => {
             regex_ok(&r.regex, &at(path, "safe_regex.regex"))?;
-            dnf = and(dnf, vec![vec![term(acl(Fetch::Path, MatchMethod::Reg, false, Patterns::Reg(vec![full(&r.regex)])), false)]]);
+            dnf = and(
+                dnf,
+                vec![vec![term(
+                    acl(
+                        Fetch::Path,
+                        MatchMethod::Reg,
+                        false,
+                        Patterns::Reg(vec![full(&r.regex)]),
+                    ),
+                    false,
+                )]],
+            );
         }
         Some(P::PathSeparatedPrefix(p)) => {
             if !p.starts_with('/') || p.ends_with('/') || p.contains(['?', '#']) {
                 return bad(
                     at(path, "path_separated_prefix"),
-                    format!("{p:?}: a path separated prefix starts with '/', does not end with one and has no '?' or '#'"),
+                    format!(
+                        "{p:?}: a path separated prefix starts with '/', does not end with one and has no '?' or '#'"
+                    ),
                 );
             }
             dnf = and(
                 dnf,
                 vec![
                     vec![term(path_acl(MatchMethod::Str, vec![p.clone()]), false)],
-                    vec![term(path_acl(MatchMethod::Beg, vec![format!("{p}/")]), false)],
+                    vec![term(
+                        path_acl(MatchMethod::Beg, vec![format!("{p}/")]),
+                        false,
+                    )],
                 ],
             );
             rewrite = Some((format!("^{}(/.*|)$", regex::escape(p)), icase));
         }
-        _ => return bad(path, "a route match needs prefix, path, safe_regex or path_separated_prefix"),
+        _ => {
+            return bad(
+                path,
+                "a route match needs prefix, path, safe_regex or path_separated_prefix",
+            );
+        }
     }
     for (i, h) in m.headers.iter().enumerate() {
         dnf = and(dnf, header_match(h, &format!("{path}.headers[{i}]"))?);
@@ -575,9 +683,15 @@ fn route_match(m: &rt::RouteMatch, path: &str) -> Res<(Option<Condition>, Option
         let fetch = Fetch::UrlParam(q.name.clone());
         let t = match &q.query_parameter_match_specifier {
             Some(Q::StringMatch(s)) => string_match(fetch, s, &at(&qp, "string_match"))?,
-            Some(Q::PresentMatch(true)) => vec![vec![term(acl(fetch, MatchMethod::Found, false, Patterns::None), false)]],
+            Some(Q::PresentMatch(true)) => vec![vec![term(
+                acl(fetch, MatchMethod::Found, false, Patterns::None),
+                false,
+            )]],
             Some(Q::PresentMatch(false)) | None => {
-                vec![vec![term(acl(fetch, MatchMethod::Found, false, Patterns::None), false)]]
+                vec![vec![term(
+                    acl(fetch, MatchMethod::Found, false, Patterns::None),
+                    false,
+                )]]
             }
         };
         dnf = and(dnf, t);
@@ -629,15 +743,45 @@ fn string_match(fetch: Fetch, s: &matcher::StringMatcher, path: &str) -> Res<Dnf
     use matcher::string_matcher::MatchPattern as M;
     let icase = s.ignore_case;
     let a = match &s.match_pattern {
-        Some(M::Exact(v)) => acl(fetch, MatchMethod::Str, icase, Patterns::Str(vec![v.clone()])),
-        Some(M::Prefix(v)) => acl(fetch, MatchMethod::Beg, icase, Patterns::Str(vec![v.clone()])),
-        Some(M::Suffix(v)) => acl(fetch, MatchMethod::End, icase, Patterns::Str(vec![v.clone()])),
-        Some(M::Contains(v)) => acl(fetch, MatchMethod::Sub, icase, Patterns::Str(vec![v.clone()])),
+        Some(M::Exact(v)) => acl(
+            fetch,
+            MatchMethod::Str,
+            icase,
+            Patterns::Str(vec![v.clone()]),
+        ),
+        Some(M::Prefix(v)) => acl(
+            fetch,
+            MatchMethod::Beg,
+            icase,
+            Patterns::Str(vec![v.clone()]),
+        ),
+        Some(M::Suffix(v)) => acl(
+            fetch,
+            MatchMethod::End,
+            icase,
+            Patterns::Str(vec![v.clone()]),
+        ),
+        Some(M::Contains(v)) => acl(
+            fetch,
+            MatchMethod::Sub,
+            icase,
+            Patterns::Str(vec![v.clone()]),
+        ),
         Some(M::SafeRegex(r)) => {
             regex_ok(&r.regex, &at(path, "safe_regex.regex"))?;
-            acl(fetch, MatchMethod::Reg, false, Patterns::Reg(vec![full(&r.regex)]))
+            acl(
+                fetch,
+                MatchMethod::Reg,
+                false,
+                Patterns::Reg(vec![full(&r.regex)]),
+            )
         }
-        _ => return bad(path, "a string matcher needs exact, prefix, suffix, contains or safe_regex"),
+        _ => {
+            return bad(
+                path,
+                "a string matcher needs exact, prefix, suffix, contains or safe_regex",
+            );
+        }
     };
     Ok(vec![vec![term(a, false)]])
 }
@@ -655,7 +799,10 @@ fn header_match(h: &rt::HeaderMatcher, path: &str) -> Res<Dnf> {
         },
         ":path" => Fetch::Url,
         n if n.starts_with(':') => {
-            return bad(at(path, "name"), format!("pseudo-header {n} is not supported by rampart"));
+            return bad(
+                at(path, "name"),
+                format!("pseudo-header {n} is not supported by rampart"),
+            );
         }
         n => {
             http::HeaderName::from_bytes(n.as_bytes())
@@ -669,15 +816,35 @@ fn header_match(h: &rt::HeaderMatcher, path: &str) -> Res<Dnf> {
     let name = h.name.to_ascii_lowercase();
     let str_acl = |m, v: &str| acl(fetch.clone(), m, false, Patterns::Str(vec![v.to_owned()]));
     let (mut dnf, empty_matches) = match &h.header_match_specifier {
-        Some(H::ExactMatch(v)) => (vec![vec![term(str_acl(MatchMethod::Str, v), false)]], v.is_empty()),
-        Some(H::PrefixMatch(v)) => (vec![vec![term(str_acl(MatchMethod::Beg, v), false)]], v.is_empty()),
-        Some(H::SuffixMatch(v)) => (vec![vec![term(str_acl(MatchMethod::End, v), false)]], v.is_empty()),
-        Some(H::ContainsMatch(v)) => (vec![vec![term(str_acl(MatchMethod::Sub, v), false)]], v.is_empty()),
+        Some(H::ExactMatch(v)) => (
+            vec![vec![term(str_acl(MatchMethod::Str, v), false)]],
+            v.is_empty(),
+        ),
+        Some(H::PrefixMatch(v)) => (
+            vec![vec![term(str_acl(MatchMethod::Beg, v), false)]],
+            v.is_empty(),
+        ),
+        Some(H::SuffixMatch(v)) => (
+            vec![vec![term(str_acl(MatchMethod::End, v), false)]],
+            v.is_empty(),
+        ),
+        Some(H::ContainsMatch(v)) => (
+            vec![vec![term(str_acl(MatchMethod::Sub, v), false)]],
+            v.is_empty(),
+        ),
         Some(H::SafeRegexMatch(r)) => {
             regex_ok(&r.regex, &at(path, "safe_regex_match.regex"))?;
             let empty = regex::Regex::new(&full(&r.regex)).is_ok_and(|re| re.is_match(""));
             (
-                vec![vec![term(acl(fetch.clone(), MatchMethod::Reg, false, Patterns::Reg(vec![full(&r.regex)])), false)]],
+                vec![vec![term(
+                    acl(
+                        fetch.clone(),
+                        MatchMethod::Reg,
+                        false,
+                        Patterns::Reg(vec![full(&r.regex)]),
+                    ),
+                    false,
+                )]],
                 empty,
             )
         }
@@ -685,33 +852,70 @@ fn header_match(h: &rt::HeaderMatcher, path: &str) -> Res<Dnf> {
             use matcher::string_matcher::MatchPattern as M;
             let empty = match &s.match_pattern {
                 Some(M::Exact(v) | M::Prefix(v) | M::Suffix(v) | M::Contains(v)) => v.is_empty(),
-                Some(M::SafeRegex(r)) => regex::Regex::new(&full(&r.regex)).is_ok_and(|re| re.is_match("")),
+                Some(M::SafeRegex(r)) => {
+                    regex::Regex::new(&full(&r.regex)).is_ok_and(|re| re.is_match(""))
+                }
                 _ => false,
             };
-            (string_match(fetch.clone(), s, &at(path, "string_match"))?, empty)
+            (
+                string_match(fetch.clone(), s, &at(path, "string_match"))?,
+                empty,
+            )
         }
         Some(H::PresentMatch(p)) => {
-            let t = term(acl(fetch.clone(), MatchMethod::Found, false, Patterns::None), !*p);
-            return Ok(vec![vec![if h.invert_match { Term { negate: !t.negate, ..t } } else { t }]]);
+            let t = term(
+                acl(fetch.clone(), MatchMethod::Found, false, Patterns::None),
+                !*p,
+            );
+            return Ok(vec![vec![if h.invert_match {
+                Term {
+                    negate: !t.negate,
+                    ..t
+                }
+            } else {
+                t
+            }]]);
         }
         Some(H::RangeMatch(r)) => {
             if r.end <= r.start {
-                return bad(at(path, "range_match"), "the range is empty (end must be above start)");
+                return bad(
+                    at(path, "range_match"),
+                    "the range is empty (end must be above start)",
+                );
             }
             let f = match &fetch {
                 Fetch::Hdr { name, .. } => Fetch::HdrVal(name.clone()),
                 _ => return bad(at(path, "range_match"), "a range needs a header"),
             };
             (
-                vec![vec![term(acl(f, MatchMethod::Int, false, Patterns::Int(vec![IntMatch::Range(Some(r.start), Some(r.end - 1))])), false)]],
+                vec![vec![term(
+                    acl(
+                        f,
+                        MatchMethod::Int,
+                        false,
+                        Patterns::Int(vec![IntMatch::Range(Some(r.start), Some(r.end - 1))]),
+                    ),
+                    false,
+                )]],
                 false,
             )
         }
-        None => (vec![vec![term(acl(fetch.clone(), MatchMethod::Found, false, Patterns::None), false)]], false),
+        None => (
+            vec![vec![term(
+                acl(fetch.clone(), MatchMethod::Found, false, Patterns::None),
+                false,
+            )]],
+            false,
+        ),
     };
     if h.treat_missing_header_as_empty && empty_matches && !name.starts_with(':') {
         dnf.push(vec![term(
-            acl(Fetch::HdrCnt(name.clone()), MatchMethod::Int, false, Patterns::Int(vec![IntMatch::Eq(0)])),
+            acl(
+                Fetch::HdrCnt(name.clone()),
+                MatchMethod::Int,
+                false,
+                Patterns::Int(vec![IntMatch::Eq(0)]),
+            ),
             false,
         )]);
     }
@@ -720,9 +924,18 @@ fn header_match(h: &rt::HeaderMatcher, path: &str) -> Res<Dnf> {
         let mut out: Dnf = vec![Vec::new()];
         for alt in dnf {
             let [t] = <[Term; 1]>::try_from(alt).or_else(|_| {
-                bad::<[Term; 1]>(at(path, "invert_match"), "this match cannot be inverted by rampart")
+                bad::<[Term; 1]>(
+                    at(path, "invert_match"),
+                    "this match cannot be inverted by rampart",
+                )
             })?;
-            out = and(out, vec![vec![Term { negate: !t.negate, ..t }]]);
+            out = and(
+                out,
+                vec![vec![Term {
+                    negate: !t.negate,
+                    ..t
+                }]],
+            );
         }
         return Ok(out);
     }
@@ -733,7 +946,12 @@ fn header_match(h: &rt::HeaderMatcher, path: &str) -> Res<Dnf> {
 fn retries(p: &rt::RetryPolicy, path: &str) -> Res<Retries> {
     let mut r: Retries = defaults()?;
     let mut on: Vec<RetryOn> = Vec::new();
-    for cond in p.retry_on.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+    for cond in p
+        .retry_on
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
         match cond {
             "5xx" => on.extend([
                 RetryOn::Status5xx,
@@ -750,14 +968,21 @@ fn retries(p: &rt::RetryPolicy, path: &str) -> Res<Retries> {
                 RetryOn::EmptyResponse,
                 RetryOn::ResponseTimeout,
             ]),
-            "reset" => on.extend([RetryOn::Reset, RetryOn::EmptyResponse, RetryOn::ResponseTimeout]),
+            "reset" => on.extend([
+                RetryOn::Reset,
+                RetryOn::EmptyResponse,
+                RetryOn::ResponseTimeout,
+            ]),
             "connect-failure" => on.push(RetryOn::ConnectFailure),
             "refused-stream" => on.push(RetryOn::RefusedStream),
             "retriable-4xx" => on.push(RetryOn::Status(409)),
             "retriable-status-codes" => {
                 for c in &p.retriable_status_codes {
                     if !(100..=599).contains(c) {
-                        return bad(at(path, "retriable_status_codes"), format!("status {c} is out of range"));
+                        return bad(
+                            at(path, "retriable_status_codes"),
+                            format!("status {c} is out of range"),
+                        );
                     }
                     on.push(RetryOn::Status(*c as u16));
                 }
@@ -794,7 +1019,10 @@ fn retries(p: &rt::RetryPolicy, path: &str) -> Res<Retries> {
         if let Some(max) = &b.max_interval {
             backoff.max = duration(max, &at(&bp, "max_interval"))?;
             if backoff.max < backoff.base {
-                return bad(at(&bp, "max_interval"), "max_interval is below base_interval");
+                return bad(
+                    at(&bp, "max_interval"),
+                    "max_interval is below base_interval",
+                );
             }
         }
     }
@@ -811,7 +1039,10 @@ fn retries(p: &rt::RetryPolicy, path: &str) -> Res<Retries> {
         if pred.name != "envoy.retry_host_predicates.previous_hosts" {
             return bad(
                 format!("{path}.retry_host_predicate[{i}]"),
-                format!("retry host predicate {:?} is not supported by rampart", pred.name),
+                format!(
+                    "retry host predicate {:?} is not supported by rampart",
+                    pred.name
+                ),
             );
         }
     }
@@ -819,18 +1050,27 @@ fn retries(p: &rt::RetryPolicy, path: &str) -> Res<Retries> {
 }
 
 /// Hash policies as the route's hash keys.
-fn hash_policy(policies: &[rt::route_action::HashPolicy], path: &str) -> Res<Vec<Spanned<model::SampleDef>>> {
+fn hash_policy(
+    policies: &[rt::route_action::HashPolicy],
+    path: &str,
+) -> Res<Vec<Spanned<model::SampleDef>>> {
     use rt::route_action::hash_policy::PolicySpecifier as P;
     let mut out = Vec::new();
     for (i, h) in policies.iter().enumerate() {
         let p = format!("{path}[{i}]");
         if h.terminal && i + 1 < policies.len() {
-            return bad(at(&p, "terminal"), "terminal hash policies before others are not supported by rampart");
+            return bad(
+                at(&p, "terminal"),
+                "terminal hash policies before others are not supported by rampart",
+            );
         }
         let fetch = match &h.policy_specifier {
             Some(P::Header(hd)) => {
                 http::HeaderName::from_bytes(hd.header_name.as_bytes()).or_else(|_| {
-                    bad(at(&p, "header.header_name"), format!("invalid header name {:?}", hd.header_name))
+                    bad(
+                        at(&p, "header.header_name"),
+                        format!("invalid header name {:?}", hd.header_name),
+                    )
                 })?;
                 Fetch::Hdr {
                     name: hd.header_name.to_ascii_lowercase(),
@@ -853,7 +1093,9 @@ fn hash_policy(policies: &[rt::route_action::HashPolicy], path: &str) -> Res<Vec
 
 /// A redirect as request rules.
 fn redirect(rd: &rt::RedirectAction, path: &str) -> Res<Vec<RuleDef<RequestAction>>> {
-    use rt::redirect_action::{PathRewriteSpecifier as PR, RedirectResponseCode as C, SchemeRewriteSpecifier as S};
+    use rt::redirect_action::{
+        PathRewriteSpecifier as PR, RedirectResponseCode as C, SchemeRewriteSpecifier as S,
+    };
     let code = match C::try_from(rd.response_code) {
         Ok(C::MovedPermanently) => 301,
         Ok(C::Found) => 302,
@@ -869,16 +1111,25 @@ fn redirect(rd: &rt::RedirectAction, path: &str) -> Res<Vec<RuleDef<RequestActio
     };
     let host = (!rd.host_redirect.is_empty()).then(|| rd.host_redirect.clone());
     if rd.port_redirect > 65535 {
-        return bad(at(path, "port_redirect"), format!("port {} is out of range", rd.port_redirect));
+        return bad(
+            at(path, "port_redirect"),
+            format!("port {} is out of range", rd.port_redirect),
+        );
     }
     if rd.port_redirect != 0 && host.is_none() {
-        return bad(at(path, "port_redirect"), "port_redirect needs host_redirect in rampart");
+        return bad(
+            at(path, "port_redirect"),
+            "port_redirect needs host_redirect in rampart",
+        );
     }
     let path_to = match &rd.path_rewrite_specifier {
         None => None,
         Some(PR::PathRedirect(p)) => Some(p.clone()),
         Some(_) => {
-            return bad(path, "redirects with prefix or regex rewrites are not supported by rampart");
+            return bad(
+                path,
+                "redirects with prefix or regex rewrites are not supported by rampart",
+            );
         }
     };
     // Just the scheme: HAProxy's `redirect scheme`.
@@ -939,7 +1190,10 @@ fn redirect(rd: &rt::RedirectAction, path: &str) -> Res<Vec<RuleDef<RequestActio
             let mut https = make("https")?;
             https.rule.cond = Some(Condition {
                 unless: false,
-                alternatives: vec![vec![term(acl(Fetch::SslFc, MatchMethod::Bool, false, Patterns::None), false)]],
+                alternatives: vec![vec![term(
+                    acl(Fetch::SslFc, MatchMethod::Bool, false, Patterns::None),
+                    false,
+                )]],
             });
             Ok(vec![https, make("http")?])
         }
@@ -1002,10 +1256,12 @@ mod tests {
     #[test]
     fn bad_regexes_and_zero_weights_are_refused_with_their_path() {
         let m = rt::RouteMatch {
-            path_specifier: Some(rt::route_match::PathSpecifier::SafeRegex(matcher::RegexMatcher {
-                regex: "(".into(),
-                ..Default::default()
-            })),
+            path_specifier: Some(rt::route_match::PathSpecifier::SafeRegex(
+                matcher::RegexMatcher {
+                    regex: "(".into(),
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         };
         let e = check_routes(&rc(vec![to_cluster(m, "a")])).unwrap_err();
