@@ -1,12 +1,13 @@
 //! An ADS control plane for tests: state of the world and delta over one tonic server,
 //! resources set by the test, every request recorded so tests can check ACKs, NACKs,
-//! nonces and subscriptions. Also the resource builders the xDS tests use.
+//! nonces and subscriptions. Also the resource builders the xDS tests use. The xDS
+//! benchmark (`bench/xds`) drives Envoy and rampart with the same control plane.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3 as cl;
 use envoy_types::pb::envoy::config::core::v3 as core;
@@ -32,7 +33,7 @@ pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// A request the control plane received.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Seen {
     pub delta: bool,
     pub type_url: String,
@@ -44,6 +45,8 @@ pub struct Seen {
     pub initial_versions: BTreeMap<String, String>,
     pub error: Option<String>,
     pub node: Option<String>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// A response the control plane sent.
@@ -54,6 +57,8 @@ pub struct Sent {
     pub nonce: String,
     pub names: Vec<String>,
     pub removed: Vec<String>,
+    /// When it was sent.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -231,55 +236,6 @@ impl Cp {
         lock(&self.shared.sent).clone()
     }
 
-    /// Waits until a request matches `f`; panics with what was seen after `limit`.
-    pub async fn wait(&self, limit: Duration, what: &str, f: impl Fn(&Seen) -> bool) -> Seen {
-        let budget = crate::stall::Budget::new(limit);
-        loop {
-            if let Some(s) = self.seen().into_iter().rev().find(|s| f(s)) {
-                return s;
-            }
-            if budget.spent() {
-                panic!(
-                    "control plane: no request {what} within {limit:?}; seen:\n{:#?}",
-                    self.seen()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// Waits for the ACK of the response that carried the current version of `type_url`.
-    pub async fn acked(&self, type_url: &str) -> Seen {
-        let v = self.version(type_url);
-        let last_nonce = || {
-            self.sent()
-                .into_iter()
-                .rev()
-                .find(|s| s.type_url == type_url && s.version == v)
-                .map(|s| s.nonce)
-        };
-        let budget = crate::stall::Budget::new(Duration::from_secs(10));
-        loop {
-            let n = last_nonce();
-            if let Some(s) = self.seen().into_iter().rev().find(|s| {
-                s.type_url == type_url
-                    && s.error.is_none()
-                    && Some(&s.nonce) == n.as_ref()
-                    && (s.delta || s.version == v)
-            }) {
-                return s;
-            }
-            if budget.spent() {
-                panic!(
-                    "control plane: no ACK of {type_url} version {v}; seen:\n{:#?}\nsent:\n{:#?}",
-                    self.seen(),
-                    self.sent()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     /// Stops serving: open streams end.
     pub async fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
@@ -373,6 +329,7 @@ async fn sotw(
             nonce: nonce.clone(),
             names: resources.iter().map(|(n, _)| n.clone()).collect(),
             removed: Vec::new(),
+            at: Instant::now(),
         });
         Some(DiscoveryResponse {
             version_info: ty.version.to_string(),
@@ -394,7 +351,10 @@ async fn sotw(
                     names: r.resource_names.clone(),
                     error: r.error_detail.as_ref().map(|e| e.message.clone()),
                     node: r.node.as_ref().map(|n| n.id.clone()),
-                    ..Default::default()
+                    subscribe: Vec::new(),
+                    unsubscribe: Vec::new(),
+                    initial_versions: BTreeMap::new(),
+                    at: Instant::now(),
                 });
                 let t = r.type_url.clone();
                 let first = !subs.contains_key(&t);
@@ -499,6 +459,7 @@ async fn delta(
             nonce: nonce.clone(),
             names: resources.iter().map(|r| r.name.clone()).collect(),
             removed: removed.clone(),
+            at: Instant::now(),
         });
         Some(DeltaDiscoveryResponse {
             resources,
@@ -521,7 +482,9 @@ async fn delta(
                     initial_versions: r.initial_resource_versions.clone().into_iter().collect(),
                     error: r.error_detail.as_ref().map(|e| e.message.clone()),
                     node: r.node.as_ref().map(|n| n.id.clone()),
-                    ..Default::default()
+                    version: String::new(),
+                    names: Vec::new(),
+                    at: Instant::now(),
                 });
                 let t = r.type_url.clone();
                 let first = !subs.contains_key(&t);

@@ -90,6 +90,58 @@ impl Sidecar {
 
 const MODES: [&str; 2] = ["sotw", "delta"];
 
+impl Cp {
+    /// Waits until a request matches `f`; panics with what was seen after `limit`.
+    pub async fn wait(&self, limit: Duration, what: &str, f: impl Fn(&Seen) -> bool) -> Seen {
+        let budget = crate::stall::Budget::new(limit);
+        loop {
+            if let Some(s) = self.seen().into_iter().rev().find(|s| f(s)) {
+                return s;
+            }
+            if budget.spent() {
+                panic!(
+                    "control plane: no request {what} within {limit:?}; seen:\n{:#?}",
+                    self.seen()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits for the ACK of the response that carried the current version of `type_url`.
+    pub async fn acked(&self, type_url: &str) -> Seen {
+        let v = self.version(type_url);
+        let last_nonce = || {
+            self.sent()
+                .into_iter()
+                .rev()
+                .find(|s| s.type_url == type_url && s.version == v)
+                .map(|s| s.nonce)
+        };
+        let budget = crate::stall::Budget::new(Duration::from_secs(10));
+        loop {
+            let n = last_nonce();
+            if let Some(s) = self.seen().into_iter().rev().find(|s| {
+                s.type_url == type_url
+                    && s.error.is_none()
+                    && Some(&s.nonce) == n.as_ref()
+                    && (s.delta || s.version == v)
+            }) {
+                return s;
+            }
+            if budget.spent() {
+                panic!(
+                    "control plane: no ACK of {type_url} version {v}; seen:\n{:#?}\nsent:\n{:#?}",
+                    self.seen(),
+                    self.sent()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+}
+
 /// Sends `GET path` until the answer is `want` (or 10 s, plus stalls, have passed);
 /// returns the last answer.
 async fn until_answer(addr: std::net::SocketAddr, path: &str, want: &str) -> String {
