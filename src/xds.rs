@@ -86,7 +86,10 @@ fn base_dir(path: &Path) -> PathBuf {
 pub fn load(yaml: Option<&Path>, bootstrap: Option<&Path>) -> Result<Sources, ConfigErrors> {
     let from_yaml = match yaml {
         Some(p) => {
-            let cfg = rampart_config::load_file(p)?;
+            let opts = rampart_config::Load {
+                frontends_elsewhere: bootstrap.is_some(),
+            };
+            let cfg = rampart_config::load_file_with(p, opts)?;
             let dir = base_dir(p);
             let ads = match &cfg.xds {
                 Some(x) => Some(Settings::from_config(x, &dir).map_err(|e| {
@@ -156,6 +159,11 @@ pub fn load(yaml: Option<&Path>, bootstrap: Option<&Path>) -> Result<Sources, Co
     }
     if cfg.xds.is_none() {
         cfg.xds = boot.config.xds;
+    }
+    // Addresses bound twice and the like, across the two files.
+    let errors = rampart_config::validate::validate(&cfg, false);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
     }
     Ok(Sources {
         config: cfg,

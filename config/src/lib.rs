@@ -37,6 +37,24 @@ pub fn load_str(
     base_dir: Option<&Path>,
     env: &dyn yaml::Env,
 ) -> Result<Config, ConfigErrors> {
+    load_str_with(text, base_dir, env, Load::default())
+}
+
+/// How a file is loaded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    /// Frontends come from elsewhere too (an Envoy bootstrap file given beside it), so a
+    /// file without any is not an error.
+    pub frontends_elsewhere: bool,
+}
+
+/// [`load_str`] with options.
+pub fn load_str_with(
+    text: &str,
+    base_dir: Option<&Path>,
+    env: &dyn yaml::Env,
+    opts: Load,
+) -> Result<Config, ConfigErrors> {
     let node = yaml::parse(text, env).map_err(ConfigErrors)?;
     let mut cx = match base_dir {
         Some(d) => Cx::with_base_dir(d.to_path_buf()),
@@ -49,7 +67,7 @@ pub fn load_str(
         // defaults, invalid entries are left out but their names are known), so one pass
         // reports as much as possible.
         let partial = !errors.is_empty();
-        errors.extend(validate::validate(&cfg, partial));
+        errors.extend(validate::validate_with(&cfg, partial, opts));
         if errors.is_empty() {
             return Ok(cfg);
         }
@@ -74,10 +92,15 @@ fn read(path: &Path, name: &str) -> Result<String, ConfigErrors> {
 
 /// Loads a configuration file, with the process environment for `${VAR}`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    load_file_with(path, Load::default())
+}
+
+/// [`load_file`] with options.
+pub fn load_file_with(path: &Path, opts: Load) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
     let text = read(path, &name)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    load_str(&text, Some(&base), &yaml::ProcessEnv).map_err(|e| e.in_file(&name))
+    load_str_with(&text, Some(&base), &yaml::ProcessEnv, opts).map_err(|e| e.in_file(&name))
 }
 
 /// Only the `admin` section of a configuration file, even when the rest has errors (so

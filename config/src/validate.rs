@@ -386,6 +386,11 @@ fn valid_server_address(s: &str) -> Result<(), String> {
 /// already failed somewhere, so emptiness checks are skipped (what is missing may just
 /// have been invalid).
 pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
+    validate_with(cfg, partial, crate::Load::default())
+}
+
+/// [`validate`] with the options the file was loaded with.
+pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<ConfigError> {
     let mut v = V {
         cfg,
         errors: Vec::new(),
@@ -399,7 +404,12 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
             format!("threads must be between 1 and 1024, found {t}"),
         );
     }
-    if cfg.frontends.is_empty() && cfg.frontends.1.is_empty() && !partial && cfg.xds.is_none() {
+    if cfg.frontends.is_empty()
+        && cfg.frontends.1.is_empty()
+        && !partial
+        && cfg.xds.is_none()
+        && !opts.frontends_elsewhere
+    {
         v.err(
             Pos { line: 1, col: 1 },
             "frontends",

@@ -45,7 +45,8 @@ pub struct Seen {
     pub initial_versions: BTreeMap<String, String>,
     pub error: Option<String>,
     pub node: Option<String>,
-    /// When it arrived.
+    /// When it arrived (the benchmark reads it).
+    #[allow(dead_code)]
     pub at: Instant,
 }
 
@@ -57,7 +58,8 @@ pub struct Sent {
     pub nonce: String,
     pub names: Vec<String>,
     pub removed: Vec<String>,
-    /// When it was sent.
+    /// When it was sent (the benchmark reads it).
+    #[allow(dead_code)]
     pub at: Instant,
 }
 
@@ -101,6 +103,19 @@ impl Cp {
     /// Starts on `addr`, with the resources of `from` (a control plane restarted with its
     /// state).
     pub async fn start_on(addr: SocketAddr, from: Option<&Cp>) -> Cp {
+        Self::start_with(addr, from, None).await
+    }
+
+    /// Starts serving over TLS (ALPN h2) with `tls`.
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Cp {
+        Self::start_with("127.0.0.1:0".parse().unwrap(), None, Some(tls)).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        from: Option<&Cp>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Cp {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: watch::channel(0).0,
@@ -141,13 +156,31 @@ impl Cp {
                 while let Ok((tcp, _)) = l.accept().await {
                     let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
                     let mut killed = killed.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let conn = hyper::server::conn::http2::Builder::new(
+                        let h2 = hyper::server::conn::http2::Builder::new(
                             hyper_util::rt::TokioExecutor::new(),
-                        )
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
+                        );
+                        let serve = async {
+                            match tls {
+                                None => {
+                                    let _ = h2
+                                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                                        .await;
+                                }
+                                Some(cfg) => {
+                                    if let Ok(s) =
+                                        tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await
+                                    {
+                                        let _ = h2
+                                            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                            .await;
+                                    }
+                                }
+                            }
+                        };
                         tokio::select! {
-                            _ = conn => {}
+                            _ = serve => {}
                             _ = killed.wait_for(|k| *k) => {}
                         }
                     });
@@ -170,6 +203,11 @@ impl Cp {
     /// `http://addr`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The requests received, counted.
+    pub fn requests(&self) -> usize {
+        lock(&self.shared.seen).len()
     }
 
     /// Replaces every resource of a type and pushes the change.

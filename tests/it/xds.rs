@@ -92,7 +92,12 @@ const MODES: [&str; 2] = ["sotw", "delta"];
 
 impl Cp {
     /// Waits until a request matches `f`; panics with what was seen after `limit`.
-    pub async fn wait(&self, limit: Duration, what: &str, f: impl Fn(&Seen) -> bool) -> Seen {
+    pub async fn wait(
+        &self,
+        limit: Duration,
+        what: &str,
+        f: impl Fn(&crate::cp::Seen) -> bool,
+    ) -> crate::cp::Seen {
         let budget = crate::stall::Budget::new(limit);
         loop {
             if let Some(s) = self.seen().into_iter().rev().find(|s| f(s)) {
@@ -109,7 +114,7 @@ impl Cp {
     }
 
     /// Waits for the ACK of the response that carried the current version of `type_url`.
-    pub async fn acked(&self, type_url: &str) -> Seen {
+    pub async fn acked(&self, type_url: &str) -> crate::cp::Seen {
         let v = self.version(type_url);
         let last_nonce = || {
             self.sent()
@@ -139,7 +144,6 @@ impl Cp {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-
 }
 
 /// Sends `GET path` until the answer is `want` (or 10 s, plus stalls, have passed);
@@ -946,5 +950,112 @@ async fn oversized_and_malformed_responses_end_the_stream_and_the_last_configura
         .await;
     assert!(n.error.unwrap().contains("RouteConfiguration"));
     assert_eq!(get(addr, "/").await.text(), "a");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_control_plane_with_a_client_certificate() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("cp", &["cp.test"], false);
+    let (ccert, ckey) = pki.issue("node", &["sidecar-1"], false);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    use rustls_pki_types::pem::PemObject;
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let k = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let mut server = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, k)
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let a = Origin::named("a").await;
+    let cp = Cp::start_tls(Arc::new(server)).await;
+    basic(&cp, &[a.addr]);
+    let ca = pki.dir.join("ca.pem");
+    let yaml = format!(
+        "xds:\n  server: https://{}\n  node: {{ id: sidecar-1 }}\n  tls: {{ ca: {}, cert: {}, key: {}, sni: cp.test }}\n",
+        cp.addr,
+        ca.display(),
+        ccert.display(),
+        ckey.display()
+    );
+    let proxy = Proxy::start(&yaml);
+    let cfg: Config = (*proxy.handle().snapshot().config).clone();
+    let settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
+    let applier = Applier {
+        control: proxy.handle().control().clone(),
+        dir: proxy.dir.clone(),
+    };
+    let s = Sidecar {
+        xds: Some(Xds::start(settings, cfg, Box::new(applier)).unwrap()),
+        proxy,
+    };
+    let addr = s.listener("ingress").await;
+    assert_eq!(until_answer(addr, "/", "a").await, "a");
+    s.stop().await;
+    // Without the client certificate the control plane refuses the connection.
+    let yaml = format!(
+        "xds:\n  server: https://{}\n  node: {{ id: sidecar-1 }}\n  tls: {{ ca: {}, sni: cp.test }}\n  backoff: {{ base: 50ms, max: 100ms }}\n",
+        cp.addr,
+        ca.display()
+    );
+    let before = cp.requests();
+    let proxy = Proxy::start(&yaml);
+    let cfg: Config = (*proxy.handle().snapshot().config).clone();
+    let settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
+    let applier = Applier {
+        control: proxy.handle().control().clone(),
+        dir: proxy.dir.clone(),
+    };
+    let s = Sidecar {
+        xds: Some(Xds::start(settings, cfg, Box::new(applier)).unwrap()),
+        proxy,
+    };
+    let failed = eventually(Duration::from_secs(10), || {
+        s.show()
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("disconnected") && !l.ends_with(" -"))
+    })
+    .await;
+    assert!(failed, "{}", s.show());
+    assert_eq!(cp.requests(), before);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_taken_by_the_static_configuration_are_refused() {
+    let a = Origin::named("a").await;
+    let cp = Cp::start().await;
+    basic(&cp, &[a.addr]);
+    let extra = format!(
+        "backends:\n  web:\n    servers:\n      s: {{ address: \"{}\" }}\n",
+        a.addr
+    );
+    let s = Sidecar::start(&cp, "sotw", &extra);
+    let n = cp
+        .wait(Duration::from_secs(10), "NACK", |x| {
+            x.type_url == CDS && x.error.is_some()
+        })
+        .await;
+    assert!(
+        n.error
+            .as_deref()
+            .unwrap()
+            .contains("cluster \"web\": a backend of that name is in the static configuration"),
+        "{}",
+        s.show()
+    );
+    // The static backend keeps serving the listener's routes.
+    let addr = s.listener("ingress").await;
+    assert_eq!(until_answer(addr, "/", "a").await, "a");
     s.stop().await;
 }

@@ -327,6 +327,13 @@ impl Engine {
 
     /// A state-of-the-world response.
     pub fn on_sotw(&mut self, resp: DiscoveryResponse, applier: &dyn Applier) -> Vec<Out> {
+        let started = Instant::now();
+        let out = self.sotw(resp, applier);
+        tracing::debug!(elapsed = ?started.elapsed(), "xDS: response handled");
+        out
+    }
+
+    fn sotw(&mut self, resp: DiscoveryResponse, applier: &dyn Applier) -> Vec<Out> {
         let Some(kind) = Kind::of_url(&resp.type_url) else {
             tracing::warn!(type_url = %resp.type_url, "xDS: response of an unknown type");
             let node = self.node_once();
@@ -461,11 +468,24 @@ impl Engine {
                 match d {
                     Decoded::Listener(l) => {
                         let shape = translate::check_listener(&l)?;
+                        if let Some(m) = self.store.listener_conflict(&self.base, &shape) {
+                            return Err(translate::Bad {
+                                path: String::new(),
+                                message: m,
+                            });
+                        }
                         self.store
                             .put_listener(held(*l, &rv, &any.value, wall), shape, now);
                     }
                     Decoded::Cluster(c) => {
                         let shape = translate::check_cluster(&c)?;
+                        if self.base.backends.contains(&shape.name) {
+                            return Err(translate::Bad {
+                                path: String::new(),
+                                message: "a backend of that name is in the static configuration"
+                                    .to_owned(),
+                            });
+                        }
                         self.store
                             .put_cluster(held(*c, &rv, &any.value, wall), shape, now);
                     }
@@ -621,7 +641,9 @@ impl Engine {
             if self.last_applied.as_ref() == Some(&cfg) {
                 return;
             }
+            let started = Instant::now();
             let Err(errs) = applier.apply(cfg.clone()) else {
+                tracing::debug!(elapsed = ?started.elapsed(), "xDS: configuration applied");
                 self.applied_once = true;
                 self.last_applied = Some(cfg);
                 return;

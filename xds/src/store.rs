@@ -348,6 +348,39 @@ impl Store {
         }
     }
 
+    /// Why a listener cannot join the others and the static frontends: its name or its
+    /// address is taken.
+    pub fn listener_conflict(&self, base: &Config, shape: &ListenerShape) -> Option<String> {
+        if base.frontends.contains(&shape.name) {
+            return Some("a frontend of that name is in the static configuration".to_owned());
+        }
+        let mut bound: Vec<(std::net::SocketAddr, String)> = base
+            .frontends
+            .iter()
+            .flat_map(|(n, f)| f.bind.iter().map(move |b| (b.address.value, n.to_owned())))
+            .collect();
+        for (n, s) in &self.listeners {
+            if *n == shape.name {
+                continue;
+            }
+            for e in s.active.iter().chain(s.warming.as_ref().map(|(e, _)| e)) {
+                bound.extend(
+                    e.shape
+                        .frontend
+                        .bind
+                        .iter()
+                        .map(|b| (b.address.value, n.clone())),
+                );
+            }
+        }
+        shape
+            .frontend
+            .bind
+            .iter()
+            .find_map(|b| taken(&bound, b.address.value))
+            .map(|(addr, other)| format!("{addr} is already bound by {other:?}"))
+    }
+
     /// The configuration: `base` plus every serving cluster (as a backend) and listener
     /// (as a frontend). Resources whose names or addresses are taken are left out and
     /// returned as conflicts.

@@ -165,13 +165,18 @@ fn start(proxy: &str, dir: &std::path::Path, boot: &str) -> Proc {
         _ => {
             let bin = std::env::var("RAMPART_BIN").unwrap_or_else(|_| "target/release/rampart".into());
             let extra = dir.join("rampart-threads.yaml");
-            std::fs::write(&extra, "global: { threads: 1, log_level: warn }\n").unwrap();
+            let level = std::env::var("RAMPART_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
+            std::fs::write(&extra, format!("global: {{ threads: 1, log_level: {level} }}\n")).unwrap();
             let mut c = tokio::process::Command::new(bin);
             c.arg("run").arg("-c").arg(&extra).arg("--envoy-bootstrap").arg(&file);
             c
         }
     };
-    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true);
+    let log = match std::env::var("PROXY_LOG") {
+        Ok(p) => std::process::Stdio::from(std::fs::File::create(format!("{p}.{proxy}")).unwrap()),
+        Err(_) => std::process::Stdio::null(),
+    };
+    cmd.stdout(std::process::Stdio::null()).stderr(log).kill_on_drop(true);
     Proc(cmd.spawn().expect("start the proxy"))
 }
 
