@@ -249,3 +249,42 @@ async fn show_xds_on_the_runtime_socket() {
     let eds = shown.lines().find(|l| l.starts_with("endpoints ")).unwrap();
     assert!(eds.contains("load_balancing_weight"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_file_beside_the_bootstrap_adds_static_frontends() {
+    let a = Origin::named("a").await;
+    let local = Origin::named("local").await;
+    let cp = Cp::start().await;
+    cp.clusters(vec![eds_cluster("web")]);
+    cp.endpoints(vec![cla_of("web", &[a.addr])]);
+    cp.listeners(vec![listener("ingress", 0, "r1")]);
+    cp.routes(vec![route_config("r1", vec![to_cluster("/", "web")])]);
+    let dir = temp_dir("bootstrap-and-file");
+    let boot = dir.join("bootstrap.yaml");
+    std::fs::write(&boot, bootstrap(&cp, "GRPC")).unwrap();
+    let file = dir.join("rampart.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "global: {{ threads: 1 }}\nfrontends:\n  local: {{ bind: \"127.0.0.1:0\", default_backend: local }}\nbackends:\n  local: {{ servers: {{ s: {{ address: \"{}\" }} }} }}\n",
+            local.addr
+        ),
+    )
+    .unwrap();
+    let r = run_args(
+        &[
+            "run".as_ref(),
+            "-c".as_ref(),
+            file.as_os_str(),
+            "--envoy-bootstrap".as_ref(),
+            boot.as_os_str(),
+        ],
+        2,
+    );
+    let mut answers = Vec::new();
+    for addr in &r.addrs {
+        answers.push(get(*addr, "/").await.text());
+    }
+    answers.sort();
+    assert_eq!(answers, ["a", "local"]);
+}
