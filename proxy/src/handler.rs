@@ -36,6 +36,10 @@ pub struct ConnCtx {
     /// Where newer snapshots are published: each request is served with the newest one
     /// (rules, routes, backends), so a reload applies to open connections at once.
     pub shared: Arc<crate::runtime::Shared>,
+    /// The newest snapshot and frontend this connection found after a reload, kept so
+    /// that later requests do not look them up again (and do not all touch the shared
+    /// snapshot's reference count).
+    pub newest: arc_swap::ArcSwapOption<Newest>,
     pub live: Arc<Live>,
     /// This connection in the session registry.
     pub session: Arc<crate::sessions::Session>,
@@ -45,17 +49,31 @@ pub struct ConnCtx {
 
 static NO_TRACKERS: std::sync::LazyLock<Trackers> = std::sync::LazyLock::new(Trackers::default);
 
+/// A newer snapshot and its version of a connection's frontend.
+pub struct Newest {
+    pub snapshot: Arc<Snapshot>,
+    pub frontend: Arc<Frontend>,
+}
+
 impl ConnCtx {
     /// The newest snapshot and its version of this connection's frontend, when a reload
     /// has replaced the connection's own; `None` while that is still current (one atomic
     /// load per request) or when the frontend is gone.
-    fn newer(&self) -> Option<(Arc<Snapshot>, Arc<Frontend>)> {
-        if self.live.global.generation.load(Relaxed) == self.snapshot.generation {
+    fn newer(&self) -> Option<Arc<Newest>> {
+        let generation = self.live.global.generation.load(Relaxed);
+        if generation == self.snapshot.generation {
             return None;
         }
-        let snap = self.shared.snapshot.load_full();
-        let fe = snap.frontend(&self.frontend.name)?.clone();
-        Some((snap, fe))
+        if let Some(n) = self.newest.load_full()
+            && n.snapshot.generation == generation
+        {
+            return Some(n);
+        }
+        let snapshot = self.shared.snapshot.load_full();
+        let frontend = snapshot.frontend(&self.frontend.name)?.clone();
+        let n = Arc::new(Newest { snapshot, frontend });
+        self.newest.store(Some(n.clone()));
+        Some(n)
     }
 }
 
@@ -392,7 +410,7 @@ pub async fn handle(
 ) -> (Response<Body>, Done) {
     let newer = cx.newer();
     let (snap, fe) = match &newer {
-        Some((s, f)) => (&**s, f),
+        Some(n) => (&*n.snapshot, &n.frontend),
         None => (&*cx.snapshot, &cx.frontend),
     };
     fe.live.requests.fetch_add(1, Relaxed);

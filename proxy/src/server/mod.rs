@@ -153,6 +153,7 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<u8>) {
         snapshot: a.snapshot,
         frontend: fe.clone(),
         shared: a.shared,
+        newest: Default::default(),
         live: a.live,
         session: a.session,
         track,
@@ -238,6 +239,7 @@ mod tests {
             snapshot: snap.clone(),
             frontend: snap.frontends[0].clone(),
             shared: shared.clone(),
+            newest: Default::default(),
             live: Live::new(),
             session: Live::new()
                 .sessions
