@@ -23,3 +23,4 @@ mod transparency;
 mod upstream;
 mod xds;
 mod xds_cli;
+mod xds_edge;

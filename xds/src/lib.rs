@@ -9,6 +9,7 @@
 //! It depends on `rampart-config` only, never on the proxy, and no protobuf type leaves it.
 
 pub mod check;
+pub mod fields;
 pub mod proto;
 pub mod translate;
 mod yamlde;

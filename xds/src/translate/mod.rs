@@ -15,6 +15,7 @@
 
 mod cluster;
 mod listener;
+mod matches;
 mod route;
 
 use std::time::Duration;

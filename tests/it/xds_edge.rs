@@ -1,0 +1,358 @@
+//! rampart driven by a control plane, beyond the protocol: Envoy's route matches and
+//! actions, TLS to the control plane, names taken by the static configuration, responses
+//! that are too large or of the wrong type.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use rampart_config::Config;
+use rampart_xds::{Settings, Xds};
+
+use crate::cp::*;
+use crate::support::*;
+use crate::xds::{Applier, Sidecar, basic, until_answer};
+
+/// A request with a host and headers; the answer.
+async fn ask(addr: std::net::SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let mut b = Request::get(path).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(Client::H1, addr, b.body(empty()).unwrap(), None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_matches_and_actions_behave_as_in_envoy() {
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    use envoy_types::pb::envoy::config::route::v3 as rt;
+    use envoy_types::pb::envoy::r#type::matcher::v3 as m;
+    // The origins echo what they received.
+    let echo = |name: &'static str| {
+        move |s: &crate::support::Seen| {
+            let h = |n: &str| {
+                s.headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            text(
+                200,
+                &format!(
+                    "{name} {} host={} added={} removed={}",
+                    s.uri,
+                    h("host"),
+                    h("x-added"),
+                    h("x-remove-me")
+                ),
+            )
+        }
+    };
+    let a = Origin::start("a", echo("a")).await;
+    let b = Origin::start("b", echo("b")).await;
+    let cp = Cp::start().await;
+    cp.clusters(vec![eds_cluster("ca"), eds_cluster("cb")]);
+    cp.endpoints(vec![cla_of("ca", &[a.addr]), cla_of("cb", &[b.addr])]);
+    let m_prefix = |p: &str| rt::RouteMatch {
+        path_specifier: Some(rt::route_match::PathSpecifier::Prefix(p.into())),
+        ..Default::default()
+    };
+    let direct = |mt: rt::RouteMatch, status: u32, body: &str| rt::Route {
+        r#match: Some(mt),
+        action: Some(rt::route::Action::DirectResponse(
+            rt::DirectResponseAction {
+                status,
+                body: Some(core::DataSource {
+                    specifier: Some(core::data_source::Specifier::InlineString(body.into())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let hv = |k: &str, v: &str| core::HeaderValueOption {
+        header: Some(core::HeaderValue {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut canary = to_cluster("/v1/", "cb");
+    canary.r#match.as_mut().unwrap().headers = vec![rt::HeaderMatcher {
+        name: "x-canary".into(),
+        header_match_specifier: Some(rt::header_matcher::HeaderMatchSpecifier::StringMatch(
+            m::StringMatcher {
+                match_pattern: Some(m::string_matcher::MatchPattern::Exact("yes".into())),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }];
+    let mut v1 = to_cluster("/v1/", "ca");
+    if let Some(rt::route::Action::Route(act)) = &mut v1.action {
+        act.prefix_rewrite = "/internal/".into();
+        act.host_rewrite_specifier = Some(
+            rt::route_action::HostRewriteSpecifier::HostRewriteLiteral("backend.internal".into()),
+        );
+    }
+    v1.request_headers_to_add = vec![hv("x-added", "v1")];
+    v1.request_headers_to_remove = vec!["x-remove-me".into()];
+    v1.response_headers_to_add = vec![hv("x-resp", "yes")];
+    let mut items = to_cluster("/", "cb");
+    items.r#match = Some(rt::RouteMatch {
+        path_specifier: Some(rt::route_match::PathSpecifier::SafeRegex(m::RegexMatcher {
+            regex: "/items/[0-9]+".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    let mut debug = m_prefix("/q");
+    debug.query_parameters = vec![rt::QueryParameterMatcher {
+        name: "debug".into(),
+        query_parameter_match_specifier: Some(
+            rt::query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true),
+        ),
+    }];
+    let redirect = rt::Route {
+        r#match: Some(m_prefix("/old")),
+        action: Some(rt::route::Action::Redirect(rt::RedirectAction {
+            path_rewrite_specifier: Some(rt::redirect_action::PathRewriteSpecifier::PathRedirect(
+                "/new".into(),
+            )),
+            host_redirect: "example.com".into(),
+            response_code: rt::redirect_action::RedirectResponseCode::Found as i32,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mut exact = m_prefix("/");
+    exact.path_specifier = Some(rt::route_match::PathSpecifier::Path("/exact".into()));
+    let vhost = |name: &str, domains: &[&str], routes: Vec<rt::Route>| rt::VirtualHost {
+        name: name.into(),
+        domains: domains.iter().map(|d| (*d).into()).collect(),
+        routes,
+        ..Default::default()
+    };
+    let mut rc = route_config("r1", vec![]);
+    rc.virtual_hosts = vec![
+        vhost(
+            "api",
+            &["api.test"],
+            vec![
+                direct(exact, 200, "exact"),
+                canary,
+                v1,
+                items,
+                direct(debug, 418, "debug"),
+                redirect,
+            ],
+        ),
+        vhost(
+            "wild",
+            &["*.wild.test"],
+            vec![direct(m_prefix("/"), 200, "wild")],
+        ),
+        vhost(
+            "only",
+            &["only.test"],
+            vec![direct(m_prefix("/only"), 200, "only")],
+        ),
+        vhost("any", &["*"], vec![to_cluster("/", "ca")]),
+    ];
+    cp.listeners(vec![listener("ingress", 0, "r1")]);
+    cp.routes(vec![rc]);
+    let s = Sidecar::start(&cp, "sotw", "");
+    let addr = s.listener("ingress").await;
+    cp.acked(RDS).await;
+    let t = |g: Got| g.text();
+    assert_eq!(t(ask(addr, "api.test", "/exact", &[]).await), "exact");
+    assert_eq!(t(ask(addr, "API.test", "/exact", &[]).await), "exact");
+    // A header match; first match wins.
+    assert!(t(ask(addr, "api.test", "/v1/x", &[("x-canary", "yes")]).await).starts_with("b /v1/x"));
+    // Prefix rewrite, host rewrite, headers added and removed, response headers.
+    let g = ask(addr, "api.test", "/v1/users?id=3", &[("x-remove-me", "1")]).await;
+    assert_eq!(g.header("x-resp"), Some("yes"));
+    assert_eq!(
+        t(g),
+        "a /internal/users?id=3 host=backend.internal added=v1 removed=-"
+    );
+    // A regex matches the whole path.
+    assert!(t(ask(addr, "api.test", "/items/42", &[]).await).starts_with("b /items/42"));
+    assert_eq!(ask(addr, "api.test", "/items/42x", &[]).await.status, 404);
+    // Query parameters.
+    let g = ask(addr, "api.test", "/q?debug=1", &[]).await;
+    assert_eq!((g.status.as_u16(), g.text()), (418, "debug".to_owned()));
+    assert_eq!(ask(addr, "api.test", "/q?x=1", &[]).await.status, 404);
+    // A redirect.
+    let g = ask(addr, "api.test", "/old/page", &[]).await;
+    assert_eq!(g.status, 302);
+    assert_eq!(g.header("location"), Some("http://example.com/new"));
+    // Virtual hosts: a suffix wildcard, exact names without fallthrough, the default.
+    assert_eq!(t(ask(addr, "x.wild.test", "/", &[]).await), "wild");
+    assert_eq!(ask(addr, "only.test", "/other", &[]).await.status, 404);
+    assert!(t(ask(addr, "elsewhere.test", "/z", &[]).await).starts_with("a /z"));
+    // A port in the host is part of the name: api.test:80 is not api.test.
+    assert!(t(ask(addr, "api.test:80", "/exact", &[]).await).starts_with("a /exact"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_responses_end_the_stream_and_the_last_configuration_serves() {
+    let a = Origin::named("a").await;
+    let cp = Cp::start().await;
+    basic(&cp, &[a.addr]);
+    let yaml = format!(
+        "xds:\n  server: {}\n  node: {{ id: test-node }}\n  backoff: {{ base: 50ms, max: 200ms }}\n",
+        cp.url()
+    );
+    let proxy = Proxy::start(&yaml);
+    let cfg: Config = (*proxy.handle().snapshot().config).clone();
+    let mut settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
+    settings.max_message = 64 << 10;
+    let applier = Applier {
+        control: proxy.handle().control().clone(),
+        dir: proxy.dir.clone(),
+    };
+    let s = Sidecar {
+        xds: Some(Xds::start(settings, cfg, Box::new(applier)).unwrap()),
+        proxy,
+    };
+    let addr = s.listener("ingress").await;
+    assert_eq!(until_answer(addr, "/", "a").await, "a");
+    // 2,000 clusters: over the 64 KiB this client accepts.
+    let many: Vec<_> = (0..2000)
+        .map(|i| eds_cluster(&format!("cluster-{i:04}")))
+        .collect();
+    cp.clusters(many);
+    let ended = eventually(Duration::from_secs(10), || {
+        s.show()
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("message length too large") || l.contains("OutOfRange"))
+    })
+    .await;
+    assert!(ended, "{}", s.show());
+    for _ in 0..10 {
+        assert_eq!(get(addr, "/").await.text(), "a");
+    }
+    // A resource that is not what its type says.
+    cp.set(CDS, vec![("web".into(), any(&route_config("web", vec![])))]);
+    let n = cp
+        .wait(Duration::from_secs(10), "NACK", |x| {
+            x.type_url == CDS && x.error.is_some()
+        })
+        .await;
+    assert!(n.error.unwrap().contains("RouteConfiguration"));
+    assert_eq!(get(addr, "/").await.text(), "a");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_control_plane_with_a_client_certificate() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("cp", &["cp.test"], false);
+    let (ccert, ckey) = pki.issue("node", &["sidecar-1"], false);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    use rustls_pki_types::pem::PemObject;
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let k = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let mut server = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, k)
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let a = Origin::named("a").await;
+    let cp = Cp::start_tls(Arc::new(server)).await;
+    basic(&cp, &[a.addr]);
+    let ca = pki.dir.join("ca.pem");
+    let yaml = format!(
+        "xds:\n  server: https://{}\n  node: {{ id: sidecar-1 }}\n  tls: {{ ca: {}, cert: {}, key: {}, sni: cp.test }}\n",
+        cp.addr,
+        ca.display(),
+        ccert.display(),
+        ckey.display()
+    );
+    let proxy = Proxy::start(&yaml);
+    let cfg: Config = (*proxy.handle().snapshot().config).clone();
+    let settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
+    let applier = Applier {
+        control: proxy.handle().control().clone(),
+        dir: proxy.dir.clone(),
+    };
+    let s = Sidecar {
+        xds: Some(Xds::start(settings, cfg, Box::new(applier)).unwrap()),
+        proxy,
+    };
+    let addr = s.listener("ingress").await;
+    assert_eq!(until_answer(addr, "/", "a").await, "a");
+    s.stop().await;
+    // Without the client certificate the control plane refuses the connection.
+    let yaml = format!(
+        "xds:\n  server: https://{}\n  node: {{ id: sidecar-1 }}\n  tls: {{ ca: {}, sni: cp.test }}\n  backoff: {{ base: 50ms, max: 100ms }}\n",
+        cp.addr,
+        ca.display()
+    );
+    let before = cp.requests();
+    let proxy = Proxy::start(&yaml);
+    let cfg: Config = (*proxy.handle().snapshot().config).clone();
+    let settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
+    let applier = Applier {
+        control: proxy.handle().control().clone(),
+        dir: proxy.dir.clone(),
+    };
+    let s = Sidecar {
+        xds: Some(Xds::start(settings, cfg, Box::new(applier)).unwrap()),
+        proxy,
+    };
+    let failed = eventually(Duration::from_secs(10), || {
+        s.show()
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("disconnected") && !l.ends_with(" -"))
+    })
+    .await;
+    assert!(failed, "{}", s.show());
+    assert_eq!(cp.requests(), before);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_taken_by_the_static_configuration_are_refused() {
+    let a = Origin::named("a").await;
+    let cp = Cp::start().await;
+    basic(&cp, &[a.addr]);
+    let extra = format!(
+        "backends:\n  web:\n    servers:\n      s: {{ address: \"{}\" }}\n",
+        a.addr
+    );
+    let s = Sidecar::start(&cp, "sotw", &extra);
+    let n = cp
+        .wait(Duration::from_secs(10), "NACK", |x| {
+            x.type_url == CDS && x.error.is_some()
+        })
+        .await;
+    assert!(
+        n.error
+            .as_deref()
+            .unwrap()
+            .contains("cluster \"web\": a backend of that name is in the static configuration"),
+        "{}",
+        s.show()
+    );
+    // The static backend keeps serving the listener's routes.
+    let addr = s.listener("ingress").await;
+    assert_eq!(until_answer(addr, "/", "a").await, "a");
+    s.stop().await;
+}
