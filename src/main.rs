@@ -110,8 +110,10 @@ pub fn reload_from(
     xds: Option<&rampart_xds::Xds>,
 ) -> Result<String, String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let cfg = load(path).map_err(|e| {
-        let e = e.in_file(&path.display().to_string());
+    let file = path.display().to_string();
+    // A refusal the proxy did not see itself: counted and logged here.
+    let refused = |e: rampart_config::ConfigErrors| {
+        let e = e.in_file(&file);
         control
             .shared()
             .live
@@ -120,59 +122,42 @@ pub fn reload_from(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
         e.to_string()
-    })?;
-    if control.shared().snapshot.load().config.peers != cfg.peers {
-        tracing::warn!("peers settings changed: they apply at the next start");
-    }
-    if control.shared().snapshot.load().config.admin != cfg.admin {
-        tracing::warn!("admin settings changed: they apply at the next start");
-    }
-    if let Some(x) = xds {
-        if control.shared().snapshot.load().config.xds != cfg.xds {
-            tracing::warn!("xds settings changed: they apply at the next start");
+    };
+    let cfg = load(path).map_err(refused)?;
+    let running = control.shared().snapshot.load().config.clone();
+    for (what, changed) in [
+        ("peers", running.peers != cfg.peers),
+        ("admin", running.admin != cfg.admin),
+        ("xds", xds.is_some() && running.xds != cfg.xds),
+    ] {
+        if changed {
+            tracing::warn!("{what} settings changed: they apply at the next start");
         }
+    }
+    let done = |generation: u64| {
+        if let Ok(mut t) = text_out.lock() {
+            *t = Some(text.clone());
+        }
+        format!("Configuration reloaded (generation {generation}).")
+    };
+    if let Some(x) = xds {
         // The control plane's resources are added to the new file's configuration.
         return match x.set_base(cfg) {
-            Ok(()) => {
-                if let Ok(mut t) = text_out.lock() {
-                    *t = Some(text);
-                }
-                Ok(format!(
-                    "Configuration reloaded (generation {}).",
-                    control
-                        .shared()
-                        .live
-                        .global
-                        .generation
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                ))
-            }
-            Err(e) => {
-                let e = e.in_file(&path.display().to_string());
+            Ok(()) => Ok(done(
                 control
                     .shared()
                     .live
                     .global
-                    .reloads_failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
-                Err(e.to_string())
-            }
+                    .generation
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )),
+            Err(rampart_xds::BaseRefused::Conflict(e)) => Err(refused(e)),
+            Err(rampart_xds::BaseRefused::Applier(e)) => Err(e.in_file(&file).to_string()),
         };
     }
     match control.reload(cfg, &base_dir(path)) {
-        Ok(r) => {
-            if let Ok(mut t) = text_out.lock() {
-                *t = Some(text);
-            }
-            Ok(format!(
-                "Configuration reloaded (generation {}).",
-                r.generation
-            ))
-        }
-        Err(rampart_proxy::runtime::ReloadError::Config(e)) => {
-            Err(e.in_file(&path.display().to_string()).to_string())
-        }
+        Ok(r) => Ok(done(r.generation)),
+        Err(rampart_proxy::runtime::ReloadError::Config(e)) => Err(e.in_file(&file).to_string()),
         Err(e) => Err(e.to_string()),
     }
 }

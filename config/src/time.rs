@@ -20,35 +20,50 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
+/// A time's UTC fields: year, month, day, hour, minute, second, millisecond.
+struct Fields {
+    y: i64,
+    mo: u32,
+    d: u32,
+    h: i64,
+    mi: i64,
+    s: i64,
+    ms: u32,
+}
+
+fn fields(t: SystemTime) -> Fields {
+    let dur = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = dur.as_secs() as i64;
+    let (y, mo, d) = civil(secs.div_euclid(86400));
+    let s = secs.rem_euclid(86400);
+    Fields {
+        y,
+        mo,
+        d,
+        h: s / 3600,
+        mi: (s / 60) % 60,
+        s: s % 60,
+        ms: dur.subsec_millis(),
+    }
+}
+
 /// `22/Nov/2026:10:00:00.123` (UTC), as HAProxy's accept date.
 pub fn haproxy_date(t: SystemTime, out: &mut String) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = d.as_secs() as i64;
-    let (y, m, day) = civil(secs.div_euclid(86400));
-    let s = secs.rem_euclid(86400);
+    let f = fields(t);
+    let month = MONTHS[(f.mo - 1) as usize];
     let _ = write!(
         out,
-        "{day:02}/{}/{y}:{:02}:{:02}:{:02}.{:03}",
-        MONTHS[(m - 1) as usize],
-        s / 3600,
-        (s / 60) % 60,
-        s % 60,
-        d.subsec_millis()
+        "{:02}/{month}/{}:{:02}:{:02}:{:02}.{:03}",
+        f.d, f.y, f.h, f.mi, f.s, f.ms
     );
 }
 
 /// RFC 3339 (UTC) with milliseconds.
 pub fn rfc3339(t: SystemTime, out: &mut String) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = d.as_secs() as i64;
-    let (y, m, day) = civil(secs.div_euclid(86400));
-    let s = secs.rem_euclid(86400);
+    let f = fields(t);
     let _ = write!(
         out,
-        "{y}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60,
-        d.subsec_millis()
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        f.y, f.mo, f.d, f.h, f.mi, f.s, f.ms
     );
 }

@@ -10,6 +10,19 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// `rampart ctl -c cfg ARGS...`: its output, which must be a success.
+pub(crate) fn ctl(cfg: &Path, args: &[&str]) -> String {
+    let out = bin()
+        .arg("ctl")
+        .arg("-c")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rampart"))
 }
@@ -341,17 +354,7 @@ async fn ctl_talks_to_the_runtime_api_and_reloads() {
     let mut r = run(&cfg, 1);
     let addr = r.addrs[0];
     wait_log(&r, "runtime API on");
-    let ctl = |args: &[&str]| {
-        let out = bin()
-            .arg("ctl")
-            .args(["-c"])
-            .arg(&cfg)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let ctl = |args: &[&str]| ctl(&cfg, args);
     assert_eq!(ctl(&["show", "backend"]), "# name\nbe\n");
     let shown = ctl(&["show", "config"]);
     assert!(
@@ -432,17 +435,7 @@ async fn server_states_persist_in_the_state_file_across_restarts() {
         ),
     )
     .unwrap();
-    let ctl = |args: &[&str]| {
-        let out = bin()
-            .arg("ctl")
-            .arg("-c")
-            .arg(&cfg)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let ctl = |args: &[&str]| ctl(&cfg, args);
     let mut r = run(&cfg, 1);
     wait_log(&r, "runtime API on");
     assert_eq!(

@@ -15,9 +15,9 @@ use crate::cp::*;
 use crate::support::*;
 
 /// Applies configurations to the in-process proxy as the binary does.
-pub(crate) struct Applier {
-    pub(crate) control: Arc<rampart_proxy::runtime::Control>,
-    pub(crate) dir: std::path::PathBuf,
+struct Applier {
+    control: Arc<rampart_proxy::runtime::Control>,
+    dir: std::path::PathBuf,
 }
 
 impl rampart_xds::Applier for Applier {
@@ -52,9 +52,16 @@ impl Sidecar {
              global: {{ reload_grace: 100ms }}\n{extra}",
             cp.url()
         );
-        let proxy = Proxy::start(&yaml);
+        Self::from_yaml(&yaml, |_| {})
+    }
+
+    /// Starts the proxy from `yaml`, which has an `xds` section, and its client with the
+    /// settings that section gives, changed by `tweak`.
+    pub fn from_yaml(yaml: &str, tweak: impl FnOnce(&mut Settings)) -> Sidecar {
+        let proxy = Proxy::start(yaml);
         let cfg: Config = (*proxy.handle().snapshot().config).clone();
-        let settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
+        let mut settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
+        tweak(&mut settings);
         let applier = Applier {
             control: proxy.handle().control().clone(),
             dir: proxy.dir.clone(),
@@ -157,6 +164,26 @@ pub(crate) async fn until_answer(addr: std::net::SocketAddr, path: &str, want: &
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The basic mesh with one origin `a`, served: the origin, the control plane, the proxy
+/// and the listener's address.
+pub(crate) async fn serving(
+    mode: &str,
+    extra: &str,
+) -> (Origin, Cp, Sidecar, std::net::SocketAddr) {
+    let a = Origin::named("a").await;
+    let cp = Cp::start().await;
+    basic(&cp, &[a.addr]);
+    let s = Sidecar::start(&cp, mode, extra);
+    let addr = s.listener("ingress").await;
+    assert_eq!(
+        until_answer(addr, "/", "a").await,
+        "a",
+        "{mode}: {}",
+        s.show()
+    );
+    (a, cp, s, addr)
 }
 
 /// A basic mesh: listener `ingress` -> routes `r1` -> cluster `web` -> endpoints.
@@ -325,13 +352,8 @@ async fn weighted_clusters_split_80_20() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eds_endpoints_added_removed_reweighted_and_unhealthy() {
     for mode in MODES {
-        let a = Origin::named("a").await;
         let b = Origin::named("b").await;
-        let cp = Cp::start().await;
-        basic(&cp, &[a.addr]);
-        let s = Sidecar::start(&cp, mode, "");
-        let addr = s.listener("ingress").await;
-        until_answer(addr, "/", "a").await;
+        let (a, cp, s, addr) = serving(mode, "").await;
         let sample = |n: usize| async move {
             let mut v = Vec::new();
             for _ in 0..n {
@@ -398,12 +420,7 @@ async fn eds_endpoints_added_removed_reweighted_and_unhealthy() {
 async fn one_invalid_resource_per_type_is_nacked_and_the_last_good_configuration_serves() {
     use envoy_types::pb::envoy::config::route::v3 as rt;
     for mode in MODES {
-        let a = Origin::named("a").await;
-        let cp = Cp::start().await;
-        basic(&cp, &[a.addr]);
-        let s = Sidecar::start(&cp, mode, "");
-        let addr = s.listener("ingress").await;
-        until_answer(addr, "/", "a").await;
+        let (a, cp, s, addr) = serving(mode, "").await;
         for t in [CDS, EDS, LDS, RDS] {
             cp.acked(t).await;
         }
@@ -496,13 +513,8 @@ async fn one_invalid_resource_per_type_is_nacked_and_the_last_good_configuration
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_wait_for_routes_and_clusters_for_endpoints() {
     for mode in MODES {
-        let a = Origin::named("a").await;
         let b = Origin::named("b").await;
-        let cp = Cp::start().await;
-        basic(&cp, &[a.addr]);
-        let s = Sidecar::start(&cp, mode, "");
-        let addr = s.listener("ingress").await;
-        until_answer(addr, "/", "a").await;
+        let (a, cp, s, addr) = serving(mode, "").await;
         // A listener whose routes have not arrived is not bound.
         cp.listeners(vec![
             listener("ingress", 0, "r1"),
@@ -553,13 +565,8 @@ async fn listeners_wait_for_routes_and_clusters_for_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_killed_and_restarted_serving_goes_on_and_the_stream_resyncs() {
     for mode in MODES {
-        let a = Origin::named("a").await;
         let b = Origin::named("b").await;
-        let mut cp = Cp::start().await;
-        basic(&cp, &[a.addr]);
-        let s = Sidecar::start(&cp, mode, "");
-        let addr = s.listener("ingress").await;
-        until_answer(addr, "/", "a").await;
+        let (_a, mut cp, s, addr) = serving(mode, "").await;
         for t in [CDS, EDS, LDS, RDS] {
             cp.acked(t).await;
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::cli::{bin, run_args, wait_log};
+use crate::cli::{bin, ctl, run_args, wait_log};
 use crate::cp::*;
 use crate::support::*;
 
@@ -196,17 +196,7 @@ async fn show_xds_on_the_runtime_socket() {
     wait_log(&r, "runtime API on");
     assert_eq!(get(r.addrs[0], "/").await.text(), "a");
     cp.acked(RDS).await;
-    let ctl = |args: &[&str]| {
-        let out = bin()
-            .arg("ctl")
-            .arg("-c")
-            .arg(&cfg)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let ctl = |args: &[&str]| ctl(&cfg, args);
     let shown = ctl(&["show", "xds"]);
     let mut lines = shown.lines();
     assert!(

@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use rampart_config::Config;
-use rampart_xds::{Settings, Xds};
 
 use crate::cp::*;
 use crate::support::*;
-use crate::xds::{Applier, Sidecar, basic, until_answer};
+use crate::xds::{Sidecar, basic, until_answer};
 
 /// A request with a host and headers; the answer.
 async fn ask(addr: std::net::SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
@@ -208,18 +206,7 @@ async fn oversized_and_malformed_responses_end_the_stream_and_the_last_configura
         "xds:\n  server: {}\n  node: {{ id: test-node }}\n  backoff: {{ base: 50ms, max: 200ms }}\n",
         cp.url()
     );
-    let proxy = Proxy::start(&yaml);
-    let cfg: Config = (*proxy.handle().snapshot().config).clone();
-    let mut settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
-    settings.max_message = 64 << 10;
-    let applier = Applier {
-        control: proxy.handle().control().clone(),
-        dir: proxy.dir.clone(),
-    };
-    let s = Sidecar {
-        xds: Some(Xds::start(settings, cfg, Box::new(applier)).unwrap()),
-        proxy,
-    };
+    let s = Sidecar::from_yaml(&yaml, |s| s.max_message = 64 << 10);
     let addr = s.listener("ingress").await;
     assert_eq!(until_answer(addr, "/", "a").await, "a");
     // 2,000 clusters: over the 64 KiB this client accepts.
@@ -284,17 +271,7 @@ async fn tls_to_the_control_plane_with_a_client_certificate() {
         ccert.display(),
         ckey.display()
     );
-    let proxy = Proxy::start(&yaml);
-    let cfg: Config = (*proxy.handle().snapshot().config).clone();
-    let settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
-    let applier = Applier {
-        control: proxy.handle().control().clone(),
-        dir: proxy.dir.clone(),
-    };
-    let s = Sidecar {
-        xds: Some(Xds::start(settings, cfg, Box::new(applier)).unwrap()),
-        proxy,
-    };
+    let s = Sidecar::from_yaml(&yaml, |_| {});
     let addr = s.listener("ingress").await;
     assert_eq!(until_answer(addr, "/", "a").await, "a");
     s.stop().await;
@@ -305,17 +282,7 @@ async fn tls_to_the_control_plane_with_a_client_certificate() {
         ca.display()
     );
     let before = cp.requests();
-    let proxy = Proxy::start(&yaml);
-    let cfg: Config = (*proxy.handle().snapshot().config).clone();
-    let settings = Settings::from_config(cfg.xds.as_ref().unwrap(), &proxy.dir).unwrap();
-    let applier = Applier {
-        control: proxy.handle().control().clone(),
-        dir: proxy.dir.clone(),
-    };
-    let s = Sidecar {
-        xds: Some(Xds::start(settings, cfg, Box::new(applier)).unwrap()),
-        proxy,
-    };
+    let s = Sidecar::from_yaml(&yaml, |_| {});
     let failed = eventually(Duration::from_secs(10), || {
         s.show()
             .lines()

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use rampart_config::Config;
 use rampart_config::xds::XdsMode;
-use rampart_config::{Config, ConfigErrors};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -232,7 +232,7 @@ impl Xds {
 
     /// Replaces the static configuration (a YAML reload) and applies it with the
     /// resources from the control plane.
-    pub fn set_base(&self, base: Config) -> Result<(), ConfigErrors> {
+    pub fn set_base(&self, base: Config) -> Result<(), crate::ads::BaseRefused> {
         let mut e = lock(&self.inner.engine);
         e.set_base(base, &*self.inner.applier)
     }
@@ -329,31 +329,9 @@ async fn session(
             };
             send(first);
             let req = with_metadata(tonic::Request::new(Outbound(rx)), &inner.settings.metadata);
-            let mut stream = client
-                .stream_aggregated_resources(req)
-                .await
-                .map_err(|s| format!("stream refused: {}", status_text(&s)))?
-                .into_inner();
-            connected(inner, target);
-            loop {
-                let deadline = lock(&inner.engine).next_deadline();
-                tokio::select! {
-                    m = stream.message() => match m {
-                        Ok(Some(r)) => {
-                            *progressed = true;
-                            let outs = lock(&inner.engine).on_sotw(r, &*inner.applier);
-                            send(outs);
-                        }
-                        Ok(None) => return Err("the control plane closed the stream".into()),
-                        Err(s) => return Err(status_text(&s)),
-                    },
-                    _ = until(deadline) => {
-                        let outs = lock(&inner.engine).on_tick(&*inner.applier);
-                        send(outs);
-                    }
-                    _ = stop.changed() => return Ok(()),
-                }
-            }
+            let stream = client.stream_aggregated_resources(req).await;
+            let handle = |e: &mut Engine, r, a: &dyn Applier| e.on_sotw(r, a);
+            drive(inner, target, stop, progressed, stream, send, handle).await
         }
         XdsMode::Delta => {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -366,31 +344,45 @@ async fn session(
             };
             send(first);
             let req = with_metadata(tonic::Request::new(Outbound(rx)), &inner.settings.metadata);
-            let mut stream = client
-                .delta_aggregated_resources(req)
-                .await
-                .map_err(|s| format!("stream refused: {}", status_text(&s)))?
-                .into_inner();
-            connected(inner, target);
-            loop {
-                let deadline = lock(&inner.engine).next_deadline();
-                tokio::select! {
-                    m = stream.message() => match m {
-                        Ok(Some(r)) => {
-                            *progressed = true;
-                            let outs = lock(&inner.engine).on_delta(r, &*inner.applier);
-                            send(outs);
-                        }
-                        Ok(None) => return Err("the control plane closed the stream".into()),
-                        Err(s) => return Err(status_text(&s)),
-                    },
-                    _ = until(deadline) => {
-                        let outs = lock(&inner.engine).on_tick(&*inner.applier);
-                        send(outs);
-                    }
-                    _ = stop.changed() => return Ok(()),
+            let stream = client.delta_aggregated_resources(req).await;
+            let handle = |e: &mut Engine, r, a: &dyn Applier| e.on_delta(r, a);
+            drive(inner, target, stop, progressed, stream, send, handle).await
+        }
+    }
+}
+
+/// Reads a stream's responses into the engine and sends what it answers, with the
+/// warming timers, until the stream ends or the client stops.
+async fn drive<R>(
+    inner: &Arc<Inner>,
+    target: &str,
+    stop: &mut watch::Receiver<bool>,
+    progressed: &mut bool,
+    opened: Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>,
+    send: impl Fn(Vec<Out>),
+    handle: impl Fn(&mut Engine, R, &dyn Applier) -> Vec<Out>,
+) -> Result<(), String> {
+    let mut stream = opened
+        .map_err(|s| format!("stream refused: {}", status_text(&s)))?
+        .into_inner();
+    connected(inner, target);
+    loop {
+        let deadline = lock(&inner.engine).next_deadline();
+        tokio::select! {
+            m = stream.message() => match m {
+                Ok(Some(r)) => {
+                    *progressed = true;
+                    let outs = handle(&mut lock(&inner.engine), r, &*inner.applier);
+                    send(outs);
                 }
+                Ok(None) => return Err("the control plane closed the stream".into()),
+                Err(s) => return Err(status_text(&s)),
+            },
+            _ = until(deadline) => {
+                let outs = lock(&inner.engine).on_tick(&*inner.applier);
+                send(outs);
             }
+            _ = stop.changed() => return Ok(()),
         }
     }
 }

@@ -18,8 +18,10 @@ pub mod ads;
 pub mod bootstrap;
 pub mod client;
 pub mod store;
+#[cfg(test)]
+mod testing;
 mod tls;
 pub mod view;
 
-pub use ads::Applier;
+pub use ads::{Applier, BaseRefused};
 pub use client::{Settings, Xds};

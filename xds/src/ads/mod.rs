@@ -30,6 +30,15 @@ pub trait Applier: Send + Sync {
     fn apply(&self, cfg: Config) -> Result<(), ConfigErrors>;
 }
 
+/// Why a new static configuration was not applied; the running one is unchanged.
+#[derive(Debug)]
+pub enum BaseRefused {
+    /// It takes a name or address a control plane's resource has.
+    Conflict(ConfigErrors),
+    /// The applier refused it (and reported it).
+    Applier(ConfigErrors),
+}
+
 /// A request to send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Out {
@@ -322,6 +331,33 @@ impl Engine {
         out
     }
 
+    /// The NACK of a response of a type rampart does not handle.
+    fn unknown_type(&mut self, type_url: &str, nonce: &str) -> Out {
+        tracing::warn!(%type_url, "xDS: response of an unknown type");
+        let node = self.node_once();
+        let error_detail = Some(RpcStatus {
+            code: 3,
+            message: format!("rampart does not handle resources of type {type_url}"),
+            details: Vec::new(),
+        });
+        match self.mode {
+            XdsMode::Sotw => Out::Sotw(DiscoveryRequest {
+                node,
+                type_url: type_url.to_owned(),
+                response_nonce: nonce.to_owned(),
+                error_detail,
+                ..Default::default()
+            }),
+            XdsMode::Delta => Out::Delta(DeltaDiscoveryRequest {
+                node,
+                type_url: type_url.to_owned(),
+                response_nonce: nonce.to_owned(),
+                error_detail,
+                ..Default::default()
+            }),
+        }
+    }
+
     /// A state-of-the-world response.
     pub fn on_sotw(&mut self, resp: DiscoveryResponse, applier: &dyn Applier) -> Vec<Out> {
         let started = Instant::now();
@@ -332,22 +368,7 @@ impl Engine {
 
     fn sotw(&mut self, resp: DiscoveryResponse, applier: &dyn Applier) -> Vec<Out> {
         let Some(kind) = Kind::of_url(&resp.type_url) else {
-            tracing::warn!(type_url = %resp.type_url, "xDS: response of an unknown type");
-            let node = self.node_once();
-            return vec![Out::Sotw(DiscoveryRequest {
-                node,
-                type_url: resp.type_url.clone(),
-                response_nonce: resp.nonce.clone(),
-                error_detail: Some(RpcStatus {
-                    code: 3,
-                    message: format!(
-                        "rampart does not handle resources of type {}",
-                        resp.type_url
-                    ),
-                    details: Vec::new(),
-                }),
-                ..Default::default()
-            })];
+            return vec![self.unknown_type(&resp.type_url, &resp.nonce)];
         };
         self.ty(kind).nonce = resp.nonce.clone();
         self.ty(kind).responses += 1;
@@ -375,22 +396,7 @@ impl Engine {
     /// A delta response.
     pub fn on_delta(&mut self, resp: DeltaDiscoveryResponse, applier: &dyn Applier) -> Vec<Out> {
         let Some(kind) = Kind::of_url(&resp.type_url) else {
-            tracing::warn!(type_url = %resp.type_url, "xDS: delta response of an unknown type");
-            let node = self.node_once();
-            return vec![Out::Delta(DeltaDiscoveryRequest {
-                node,
-                type_url: resp.type_url.clone(),
-                response_nonce: resp.nonce.clone(),
-                error_detail: Some(RpcStatus {
-                    code: 3,
-                    message: format!(
-                        "rampart does not handle resources of type {}",
-                        resp.type_url
-                    ),
-                    details: Vec::new(),
-                }),
-                ..Default::default()
-            })];
+            return vec![self.unknown_type(&resp.type_url, &resp.nonce)];
         };
         self.ty(kind).nonce = resp.nonce.clone();
         self.ty(kind).responses += 1;
@@ -605,16 +611,23 @@ impl Engine {
     }
 
     /// A new static configuration (a YAML reload), applied with the resources held.
-    pub fn set_base(&mut self, base: Config, applier: &dyn Applier) -> Result<(), ConfigErrors> {
+    pub fn set_base(&mut self, base: Config, applier: &dyn Applier) -> Result<(), BaseRefused> {
         let (cfg, conflicts) = self.store.assemble(&base);
-        if let Some(c) = conflicts.first() {
-            return Err(ConfigErrors(vec![rampart_config::ConfigError::new(
-                rampart_config::Pos::default(),
-                "",
-                format!("{} (from the control plane)", c.message),
-            )]));
+        if !conflicts.is_empty() {
+            return Err(BaseRefused::Conflict(ConfigErrors(
+                conflicts
+                    .into_iter()
+                    .map(|c| {
+                        rampart_config::ConfigError::new(
+                            rampart_config::Pos::default(),
+                            "",
+                            format!("{} (from the control plane)", c.message),
+                        )
+                    })
+                    .collect(),
+            )));
         }
-        applier.apply(cfg.clone())?;
+        applier.apply(cfg.clone()).map_err(BaseRefused::Applier)?;
         self.base = base;
         self.last_applied = Some(cfg);
         Ok(())

@@ -1,7 +1,7 @@
 //! The protocol engine against a fake applier: ACKs, NACKs, removals, warming, delta.
 
 use super::*;
-use envoy_types::pb::envoy::config::cluster::v3 as cl;
+use crate::testing::eds;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as ls;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
@@ -71,25 +71,6 @@ fn listener(name: &str) -> ls::Listener {
             }],
             ..Default::default()
         }],
-        ..Default::default()
-    }
-}
-
-fn eds(name: &str) -> cl::Cluster {
-    cl::Cluster {
-        name: name.into(),
-        cluster_discovery_type: Some(cl::cluster::ClusterDiscoveryType::Type(
-            cl::cluster::DiscoveryType::Eds as i32,
-        )),
-        eds_cluster_config: Some(cl::cluster::EdsClusterConfig {
-            eds_config: Some(core::ConfigSource {
-                config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
-                    Default::default(),
-                )),
-                ..Default::default()
-            }),
-            service_name: String::new(),
-        }),
         ..Default::default()
     }
 }

@@ -401,24 +401,8 @@ fn protocol(c: &cl::Cluster) -> Res<Proto> {
 }
 
 fn upstream_tls(ts: &core::TransportSocket, path: &str) -> Res<model::UpstreamTls> {
-    use core::transport_socket::ConfigType;
     use tls::common_tls_context::ValidationContextType as V;
-    let p = at(path, "typed_config");
-    let ctx: tls::UpstreamTlsContext = match &ts.config_type {
-        Some(ConfigType::TypedConfig(a)) if a.type_url == proto::UPSTREAM_TLS => {
-            proto::unpack(a).or_else(|e| bad(&p, e))?
-        }
-        Some(ConfigType::TypedConfig(a)) => {
-            return bad(
-                p,
-                format!(
-                    "transport socket {} is not supported by rampart",
-                    a.type_url
-                ),
-            );
-        }
-        None => return bad(p, "a transport socket needs a typed_config"),
-    };
+    let (ctx, p): (tls::UpstreamTlsContext, String) = super::tls_context(ts, path)?;
     let mut t: model::UpstreamTls = defaults()?;
     t.sni = (!ctx.sni.is_empty()).then(|| ctx.sni.clone());
     let common = ctx.common_tls_context.unwrap_or_default();
@@ -688,25 +672,6 @@ fn health_check(h: &core::HealthCheck, path: &str) -> Res<HealthCheck> {
 mod tests {
     use super::*;
 
-    fn eds_cluster(name: &str) -> cl::Cluster {
-        cl::Cluster {
-            name: name.into(),
-            cluster_discovery_type: Some(cl::cluster::ClusterDiscoveryType::Type(
-                cl::cluster::DiscoveryType::Eds as i32,
-            )),
-            eds_cluster_config: Some(cl::cluster::EdsClusterConfig {
-                eds_config: Some(core::ConfigSource {
-                    config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
-                        Default::default(),
-                    )),
-                    ..Default::default()
-                }),
-                service_name: String::new(),
-            }),
-            ..Default::default()
-        }
-    }
-
     fn lb(addr: &str, port: u32, weight: u32, status: core::HealthStatus) -> ep::LbEndpoint {
         ep::LbEndpoint {
             host_identifier: Some(ep::lb_endpoint::HostIdentifier::Endpoint(ep::Endpoint {
@@ -729,14 +694,14 @@ mod tests {
 
     #[test]
     fn eds_cluster_names_its_service_and_gets_envoy_breaker_defaults() {
-        let s = check_cluster(&eds_cluster("web")).unwrap();
+        let s = check_cluster(&crate::testing::eds("web")).unwrap();
         assert_eq!(s.eds_name(), Some("web"));
         assert_eq!(s.backend.circuit_breaker.as_ref().unwrap().max_retries, 3);
     }
 
     #[test]
     fn negative_connect_timeout_is_refused() {
-        let mut c = eds_cluster("web");
+        let mut c = crate::testing::eds("web");
         c.connect_timeout = Some(envoy_types::pb::google::protobuf::Duration {
             seconds: -1,
             nanos: 0,

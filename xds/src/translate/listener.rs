@@ -450,23 +450,7 @@ fn access_log_format(a: &proto::Any, path: &str) -> Res<()> {
 
 /// TLS on a listener: certificates (files or inline PEM), ALPN, versions, resumption.
 fn downstream_tls(ts: &core::TransportSocket, path: &str) -> Res<model::BindTls> {
-    use core::transport_socket::ConfigType;
-    let p = at(path, "typed_config");
-    let ctx: tls::DownstreamTlsContext = match &ts.config_type {
-        Some(ConfigType::TypedConfig(a)) if a.type_url == proto::DOWNSTREAM_TLS => {
-            proto::unpack(a).or_else(|e| bad(&p, e))?
-        }
-        Some(ConfigType::TypedConfig(a)) => {
-            return bad(
-                p,
-                format!(
-                    "transport socket {} is not supported by rampart",
-                    a.type_url
-                ),
-            );
-        }
-        None => return bad(p, "a transport socket needs a typed_config"),
-    };
+    let (ctx, p): (tls::DownstreamTlsContext, String) = super::tls_context(ts, path)?;
     if ctx.require_client_certificate.is_some_and(|b| b.value) {
         return bad(
             at(&p, "require_client_certificate"),

@@ -217,11 +217,14 @@ pub(crate) fn header_format(s: &str, path: &str) -> Res<LogFormat> {
         };
         let cmd = &rest[..end];
         rest = &rest[end + 1..];
+        let req_header = cmd
+            .strip_prefix("REQ(")
+            .and_then(|r| r.strip_suffix(')'))
+            .filter(|h| !h.starts_with(':') && !h.contains('?'))
+            .map(|h| format!("hdr({h})"));
         let samples: Vec<&str> = match cmd {
             "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"
-            | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
-                vec!["src"]
-            }
+            | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => vec!["src"],
             "DOWNSTREAM_REMOTE_ADDRESS" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => {
                 vec!["src", ":", "src_port"]
             }
@@ -230,28 +233,15 @@ pub(crate) fn header_format(s: &str, path: &str) -> Res<LogFormat> {
             "DOWNSTREAM_LOCAL_ADDRESS" => vec!["dst", ":", "dst_port"],
             "DOWNSTREAM_LOCAL_PORT" => vec!["dst_port"],
             "REQUESTED_SERVER_NAME" => vec!["ssl_fc_sni"],
-            _ => {
-                if let Some(h) = cmd
-                    .strip_prefix("REQ(")
-                    .and_then(|r| r.strip_suffix(')'))
-                    .filter(|h| !h.starts_with(':') && !h.contains('?'))
-                {
-                    let sample = format!("hdr({h})");
-                    let (e, _) = parse_sample(&sample).map_err(|m| Bad {
-                        path: path.to_owned(),
-                        message: m,
-                    })?;
-                    if !lit.is_empty() {
-                        segs.push(Segment::Lit(std::mem::take(&mut lit)));
-                    }
-                    segs.push(Segment::Sample(e));
-                    continue;
+            _ => match &req_header {
+                Some(h) => vec![h.as_str()],
+                None => {
+                    return bad(
+                        path,
+                        format!("header value command %{cmd}% is not supported by rampart"),
+                    );
                 }
-                return bad(
-                    path,
-                    format!("header value command %{cmd}% is not supported by rampart"),
-                );
-            }
+            },
         };
         for part in samples {
             if part == ":" {
@@ -273,6 +263,29 @@ pub(crate) fn header_format(s: &str, path: &str) -> Res<LogFormat> {
         segs.push(Segment::Lit(lit));
     }
     Ok(LogFormat(segs))
+}
+
+/// The TLS context a transport socket holds, of type `T` (Downstream or Upstream).
+pub(crate) fn tls_context<T: prost::Message + prost::Name + Default>(
+    ts: &core::TransportSocket,
+    path: &str,
+) -> Res<(T, String)> {
+    use core::transport_socket::ConfigType;
+    let p = at(path, "typed_config");
+    match &ts.config_type {
+        Some(ConfigType::TypedConfig(a)) if a.type_url == T::type_url() => {
+            let ctx = crate::proto::unpack(a).or_else(|e| bad(&p, e))?;
+            Ok((ctx, p))
+        }
+        Some(ConfigType::TypedConfig(a)) => bad(
+            p,
+            format!(
+                "transport socket {} is not supported by rampart",
+                a.type_url
+            ),
+        ),
+        None => bad(p, "a transport socket needs a typed_config"),
+    }
 }
 
 /// Defaults of a configuration struct (every field optional or defaulted).
