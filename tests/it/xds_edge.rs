@@ -323,3 +323,248 @@ async fn names_taken_by_the_static_configuration_are_refused() {
     assert_eq!(until_answer(addr, "/", "a").await, "a");
     s.stop().await;
 }
+
+/// A DataSource of inline text.
+fn inline(text: &str) -> envoy_types::pb::envoy::config::core::v3::DataSource {
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    core::DataSource {
+        specifier: Some(core::data_source::Specifier::InlineString(text.into())),
+        ..Default::default()
+    }
+}
+
+/// A DataSource of a file.
+fn file(p: &std::path::Path) -> envoy_types::pb::envoy::config::core::v3::DataSource {
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    core::DataSource {
+        specifier: Some(core::data_source::Specifier::Filename(
+            p.display().to_string(),
+        )),
+        ..Default::default()
+    }
+}
+
+/// A transport socket with a TLS context.
+fn tls_socket<T: prost::Message + prost::Name>(
+    ctx: T,
+) -> envoy_types::pb::envoy::config::core::v3::TransportSocket {
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    core::TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&ctx))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_terminate_tls_with_inline_or_file_certificates() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("api", &["api.test"], false);
+    let pem = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let a = Origin::named("a").await;
+    let cp = Cp::start().await;
+    cp.clusters(vec![eds_cluster("web")]);
+    cp.endpoints(vec![cla_of("web", &[a.addr])]);
+    let mut with_tls = |name: &str, chain, key| {
+        let mut l = listener(name, 0, "r1");
+        l.filter_chains[0].transport_socket = Some(tls_socket(tls::DownstreamTlsContext {
+            common_tls_context: Some(tls::CommonTlsContext {
+                tls_certificates: vec![tls::TlsCertificate {
+                    certificate_chain: Some(chain),
+                    private_key: Some(key),
+                    ..Default::default()
+                }],
+                alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+        l
+    };
+    let inline_l = with_tls("inline", inline(&pem(&cert)), inline(&pem(&key)));
+    let file_l = with_tls("file", file(&cert), file(&key));
+    cp.listeners(vec![inline_l, file_l]);
+    cp.routes(vec![route_config("r1", vec![to_cluster("/", "web")])]);
+    let s = Sidecar::start(&cp, "sotw", "");
+    for name in ["inline", "file"] {
+        let addr = s.listener(name).await;
+        for mode in [Client::TlsH1, Client::TlsH2] {
+            let req = Request::get("/").body(empty()).unwrap();
+            let g = send(mode, addr, req, Some((&pki.ca_pem, "api.test"))).await;
+            assert_eq!(g.text(), "a", "{name} {mode:?}");
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_cluster_over_tls_with_health_checks_and_maglev_hashing() {
+    use envoy_types::pb::envoy::config::cluster::v3 as cl;
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    use envoy_types::pb::envoy::config::route::v3 as rt;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    use envoy_types::pb::google::protobuf::{Duration as PDuration, UInt32Value};
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("backend", &["backend.test"], false);
+    let mut origins = Vec::new();
+    let mut snis = Vec::new();
+    for name in ["t1", "t2", "t3"] {
+        let (addr, sni) = tls_origin(&cert, &key, move |_| text(200, name)).await;
+        origins.push(addr);
+        snis.push(sni);
+    }
+    let cp = Cp::start().await;
+    let mut c = eds_cluster("secure");
+    c.cluster_discovery_type = Some(cl::cluster::ClusterDiscoveryType::Type(
+        cl::cluster::DiscoveryType::Static as i32,
+    ));
+    c.eds_cluster_config = None;
+    c.load_assignment = Some(cla_of("secure", &origins));
+    c.lb_policy = cl::cluster::LbPolicy::Maglev as i32;
+    c.transport_socket = Some(tls_socket(tls::UpstreamTlsContext {
+        sni: "backend.test".into(),
+        common_tls_context: Some(tls::CommonTlsContext {
+            validation_context_type: Some(
+                tls::common_tls_context::ValidationContextType::ValidationContext(
+                    tls::CertificateValidationContext {
+                        trusted_ca: Some(inline(&pki.ca_pem)),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    let ms = |ms: i32| {
+        Some(PDuration {
+            seconds: 0,
+            nanos: ms * 1_000_000,
+        })
+    };
+    c.health_checks = vec![core::HealthCheck {
+        timeout: ms(500),
+        interval: ms(100),
+        unhealthy_threshold: Some(UInt32Value { value: 2 }),
+        healthy_threshold: Some(UInt32Value { value: 1 }),
+        health_checker: Some(core::health_check::HealthChecker::HttpHealthCheck(
+            core::health_check::HttpHealthCheck {
+                path: "/health".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }];
+    c.outlier_detection = Some(cl::OutlierDetection::default());
+    c.circuit_breakers = Some(cl::CircuitBreakers {
+        thresholds: vec![cl::circuit_breakers::Thresholds {
+            max_requests: Some(UInt32Value { value: 64 }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    cp.clusters(vec![c]);
+    let mut route = to_cluster("/", "secure");
+    if let Some(rt::route::Action::Route(a)) = &mut route.action {
+        a.hash_policy = vec![rt::route_action::HashPolicy {
+            policy_specifier: Some(rt::route_action::hash_policy::PolicySpecifier::Header(
+                rt::route_action::hash_policy::Header {
+                    header_name: "x-user".into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }];
+    }
+    cp.listeners(vec![listener("ingress", 0, "r1")]);
+    cp.routes(vec![route_config("r1", vec![route])]);
+    let s = Sidecar::start(&cp, "delta", "");
+    let addr = s.listener("ingress").await;
+    let snap = s.proxy.handle().snapshot();
+    let be = &snap.backends[snap.backend_index("secure").unwrap()];
+    assert_eq!(be.gate.map(|g| g.max_requests), Some(64));
+    let up = eventually(Duration::from_secs(10), || {
+        be.servers
+            .iter()
+            .all(|x| x.live.status_text().starts_with("UP") && x.live.check_info().enabled)
+    })
+    .await;
+    assert!(
+        up,
+        "{:?}",
+        be.servers
+            .iter()
+            .map(|x| x.live.status_text())
+            .collect::<Vec<_>>()
+    );
+    // One user always reaches the same server; users spread over the servers.
+    let ask = |user: String| async move {
+        let req = Request::get("/")
+            .header("x-user", user)
+            .body(empty())
+            .unwrap();
+        send(Client::H1, addr, req, None).await.text()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for u in 0..30 {
+        let first = ask(format!("user-{u}")).await;
+        assert_eq!(ask(format!("user-{u}")).await, first);
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 2, "{seen:?}");
+    let names = snis
+        .iter()
+        .flat_map(|s| s.lock().unwrap().clone())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["backend.test"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_policies_retry_and_removed_endpoints_finish_their_requests() {
+    use envoy_types::pb::envoy::config::route::v3 as rt;
+    let bad = Origin::start("bad", |_| text(503, "bad")).await;
+    let good = Origin::named("good").await;
+    let slow = Origin::start("slow", |_| delayed(Duration::from_millis(500), 200, "slow")).await;
+    let cp = Cp::start().await;
+    cp.clusters(vec![eds_cluster("web"), eds_cluster("slow")]);
+    cp.endpoints(vec![
+        cla_of("web", &[bad.addr, good.addr]),
+        cla_of("slow", &[slow.addr]),
+    ]);
+    let mut r = to_cluster("/", "web");
+    if let Some(rt::route::Action::Route(a)) = &mut r.action {
+        a.retry_policy = Some(rt::RetryPolicy {
+            retry_on: "retriable-status-codes".into(),
+            retriable_status_codes: vec![503],
+            num_retries: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 2 }),
+            ..Default::default()
+        });
+    }
+    cp.listeners(vec![listener("ingress", 0, "r1")]);
+    cp.routes(vec![route_config(
+        "r1",
+        vec![to_cluster("/slow", "slow"), r],
+    )]);
+    let s = Sidecar::start(&cp, "sotw", "");
+    let addr = s.listener("ingress").await;
+    assert_eq!(until_answer(addr, "/", "good").await, "good");
+    for _ in 0..20 {
+        let g = get(addr, "/").await;
+        assert_eq!((g.status.as_u16(), g.text()), (200, "good".to_owned()));
+    }
+    assert!(bad.count() > 0, "the failing server was never tried");
+    // An endpoint removed while a request is at it: the request finishes.
+    let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
+    let arrived = eventually(Duration::from_secs(5), || slow.count() == 1).await;
+    assert!(arrived);
+    cp.endpoints(vec![
+        cla_of("web", &[bad.addr, good.addr]),
+        cla_of("slow", &[good.addr]),
+    ]);
+    cp.acked(EDS).await;
+    let g = in_flight.await.unwrap();
+    assert_eq!((g.status.as_u16(), g.text()), (200, "slow".to_owned()));
+    assert_eq!(get(addr, "/slow").await.text(), "good");
+    s.stop().await;
+}
