@@ -365,7 +365,7 @@ async fn listeners_terminate_tls_with_inline_or_file_certificates() {
     let cp = Cp::start().await;
     cp.clusters(vec![eds_cluster("web")]);
     cp.endpoints(vec![cla_of("web", &[a.addr])]);
-    let mut with_tls = |name: &str, chain, key| {
+    let with_tls = |name: &str, chain, key| {
         let mut l = listener(name, 0, "r1");
         l.filter_chains[0].transport_socket = Some(tls_socket(tls::DownstreamTlsContext {
             common_tls_context: Some(tls::CommonTlsContext {

@@ -28,11 +28,11 @@ pub struct Settings {
     pub addrs: Vec<String>,
     /// The `:authority` of the stream.
     pub authority: String,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     /// Name for SNI and verification (TLS).
     pub sni: String,
     pub mode: XdsMode,
-    pub node: Node,
+    pub(crate) node: Node,
     /// Send the node only in a stream's first request (Envoy's
     /// `set_node_on_first_message_only`).
     pub node_first_only: bool,

@@ -6,18 +6,20 @@
 //! reading of Envoy's bootstrap file. Every configuration it builds goes through the
 //! applier the binary gives it, the same one a YAML reload uses.
 //!
-//! It depends on `rampart-config` only, never on the proxy, and no protobuf type leaves it.
+//! It depends on `rampart-config` only, never on the proxy, and no protobuf type leaves it:
+//! its public face is [`Xds`] with its [`Settings`], the [`Applier`] the binary provides,
+//! [`bootstrap::load`], and the [`view`] types.
 
-pub mod check;
-pub mod fields;
-pub mod proto;
-pub mod translate;
+mod check;
+mod fields;
+mod proto;
+mod translate;
 mod yamlde;
 
-pub mod ads;
+mod ads;
 pub mod bootstrap;
 pub mod client;
-pub mod store;
+mod store;
 #[cfg(test)]
 mod testing;
 mod tls;

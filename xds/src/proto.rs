@@ -26,10 +26,6 @@ pub const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http
 pub const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 pub const HTTP_PROTOCOL_OPTIONS: &str =
     "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-pub const DOWNSTREAM_TLS: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
-pub const UPSTREAM_TLS: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 pub const FILE_ACCESS_LOG: &str =
     "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 pub const STDOUT_ACCESS_LOG: &str =
@@ -73,11 +69,6 @@ pub fn unpack<T: prost::Message + prost::Name + Default>(any: &Any) -> Result<T,
     T::decode(any.value.as_slice()).map_err(|e| format!("invalid {}: {e}", T::full_name()))
 }
 
-/// A message's short type name from a type URL, for messages.
-pub fn short_type(type_url: &str) -> &str {
-    type_url.rsplit('.').next().unwrap_or(type_url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,8 +84,8 @@ mod tests {
             HCM,
             ROUTER,
             HTTP_PROTOCOL_OPTIONS,
-            DOWNSTREAM_TLS,
-            UPSTREAM_TLS,
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
             FILE_ACCESS_LOG,
             STDOUT_ACCESS_LOG,
             STDERR_ACCESS_LOG,
