@@ -28,9 +28,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy with a configuration file, an Envoy bootstrap file, or both.
+    #[command(group(clap::ArgGroup::new("source").required(true).multiple(true).args(["config", "envoy_bootstrap"])))]
     Run {
         /// Configuration file (YAML).
-        #[arg(short, long, required_unless_present = "envoy_bootstrap")]
+        #[arg(short, long)]
         config: Option<PathBuf>,
         /// Envoy's bootstrap file (YAML or JSON), as `envoy -c` takes it: the node, the
         /// ADS control plane, static listeners and clusters, the admin address.
@@ -39,9 +40,10 @@ enum Command {
     },
     /// Check a configuration file (or an Envoy bootstrap file) and exit: 0 when valid, 1
     /// otherwise.
+    #[command(group(clap::ArgGroup::new("source").required(true).multiple(true).args(["config", "envoy_bootstrap"])))]
     Check {
         /// Configuration file (YAML).
-        #[arg(short, long, required_unless_present = "envoy_bootstrap")]
+        #[arg(short, long)]
         config: Option<PathBuf>,
         /// Envoy's bootstrap file (YAML or JSON).
         #[arg(long, value_name = "FILE")]

@@ -158,6 +158,16 @@ async fn show_stat_csv_layout_by_name_and_position() {
     for _ in 0..5 {
         assert_eq!(get(fe, "/").await.status, 200);
     }
+    // A response is counted once it has been sent, which may be just after the client
+    // has read it.
+    let fe_live = api.proxy.handle().live().frontend("fe");
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || fe_live
+            .responses
+            .get(1)
+            == 5)
+        .await
+    );
     let csv = ask(&api.sock, "show stat").await;
     assert!(csv.ends_with(",\n\n"), "{csv:?}");
     let lines: Vec<&str> = csv.trim_end_matches('\n').lines().collect();
