@@ -349,8 +349,9 @@ async fn serve(
     // Hand the floating addresses over first (priority 0: the peer takes over after its
     // skew time), then drain.
     vrrp.shutdown().await;
-    if let Some(x) = xds_client.and_then(|x| std::sync::Arc::try_unwrap(x).ok()) {
-        tokio::task::spawn_blocking(move || x.stop()).await.ok();
+    // No update is applied while the proxy drains.
+    if let Some(x) = &xds_client {
+        x.shutdown();
     }
     handle.shutdown().await;
     if let Some(p) = peers {

@@ -192,7 +192,7 @@ async fn show_xds_on_the_runtime_socket() {
         ),
     )
     .unwrap();
-    let r = run_args(&["run".as_ref(), "-c".as_ref(), cfg.as_os_str()], 1);
+    let mut r = run_args(&["run".as_ref(), "-c".as_ref(), cfg.as_os_str()], 1);
     wait_log(&r, "runtime API on");
     assert_eq!(get(r.addrs[0], "/").await.text(), "a");
     cp.acked(RDS).await;
@@ -238,6 +238,8 @@ async fn show_xds_on_the_runtime_socket() {
     let shown = ctl(&["show", "xds"]);
     let eds = shown.lines().find(|l| l.starts_with("endpoints ")).unwrap();
     assert!(eds.contains("load_balancing_weight"), "{shown}");
+    // A stop while the stream is open: a clean exit.
+    assert_eq!(r.stop("TERM").await.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -568,3 +568,35 @@ async fn retry_policies_retry_and_removed_endpoints_finish_their_requests() {
     assert_eq!(get(addr, "/slow").await.text(), "good");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_that_stalls_leaves_the_static_configuration_serving() {
+    // Accepts connections and never answers.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = l.accept().await {
+            conns.push(c);
+        }
+    });
+    let local = Origin::named("local").await;
+    let yaml = format!(
+        "xds:\n  server: http://{addr}\n  node: {{ id: n }}\n\
+         frontends:\n  fe: {{ bind: \"127.0.0.1:0\", default_backend: local }}\n\
+         backends:\n  local: {{ servers: {{ s: {{ address: \"{}\" }} }} }}\n",
+        local.addr
+    );
+    let s = Sidecar::from_yaml(&yaml, |_| {});
+    for _ in 0..10 {
+        assert_eq!(get(s.proxy.addr("fe"), "/").await.text(), "local");
+    }
+    let shown = s.show();
+    let conn = shown.lines().nth(1).unwrap();
+    assert!(
+        conn.contains(" disconnected ") && conn.contains(" 0 0 "),
+        "{shown}"
+    );
+    s.stop().await;
+    held.abort();
+}

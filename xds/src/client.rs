@@ -237,6 +237,11 @@ impl Xds {
         e.set_base(base, &*self.inner.applier)
     }
 
+    /// Tells the client to stop (its stream closes; nothing more is applied).
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Stops the client and waits for its thread.
     pub fn stop(mut self) {
         let _ = self.stop.send(true);
@@ -329,7 +334,11 @@ async fn session(
             };
             send(first);
             let req = with_metadata(tonic::Request::new(Outbound(rx)), &inner.settings.metadata);
-            let stream = client.stream_aggregated_resources(req).await;
+            // Opening the stream waits for the control plane's answer: a stop must not.
+            let stream = tokio::select! {
+                s = client.stream_aggregated_resources(req) => s,
+                _ = stop.changed() => return Ok(()),
+            };
             let handle = |e: &mut Engine, r, a: &dyn Applier| e.on_sotw(r, a);
             drive(inner, target, stop, progressed, stream, send, handle).await
         }
@@ -344,7 +353,11 @@ async fn session(
             };
             send(first);
             let req = with_metadata(tonic::Request::new(Outbound(rx)), &inner.settings.metadata);
-            let stream = client.delta_aggregated_resources(req).await;
+            // Opening the stream waits for the control plane's answer: a stop must not.
+            let stream = tokio::select! {
+                s = client.delta_aggregated_resources(req) => s,
+                _ = stop.changed() => return Ok(()),
+            };
             let handle = |e: &mut Engine, r, a: &dyn Applier| e.on_delta(r, a);
             drive(inner, target, stop, progressed, stream, send, handle).await
         }
