@@ -222,6 +222,8 @@ config_struct! {
         pub http_response: Vec<RuleDef<ResponseAction>>,
         /// Envoy-style routing by host name, tried before `use_backend`.
         pub virtual_hosts: NamedMap<VirtualHost>,
+        /// Choose virtual hosts by the host without its port.
+        pub ignore_host_port: bool = false,
         pub use_backend: Vec<UseBackend>,
         pub default_backend: Option<Spanned<String>>,
         pub forwarded: Forwarded,

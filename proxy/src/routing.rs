@@ -65,6 +65,9 @@ pub struct VhostTable {
     /// Longest first.
     prefixes: Vec<(String, usize)>,
     any: Option<usize>,
+    /// Whether a port in the host is left out when choosing (Envoy's
+    /// `ignore_port_in_host_matching`).
+    pub ignore_port: bool,
     /// The routes of each virtual host.
     pub hosts: Vec<Vec<Route>>,
 }
@@ -96,6 +99,11 @@ impl VhostTable {
 
     /// The virtual host serving `host` (the `Host` header as received), if any.
     pub fn select(&self, host: &str) -> Option<usize> {
+        let host = if self.ignore_port {
+            without_port(host)
+        } else {
+            host
+        };
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = host.to_ascii_lowercase();
@@ -121,6 +129,20 @@ impl VhostTable {
             return Some(*i);
         }
         self.any
+    }
+}
+
+/// `host` without a `:port` (`[v6]:port` keeps its brackets).
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, p))
+            if !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            h
+        }
+        _ => host,
     }
 }
 
@@ -182,6 +204,16 @@ mod tests {
         assert_eq!(t.select("a.test:8080"), None);
         let t = table(&[&["a.test:8080"]]);
         assert_eq!(t.select("a.test:8080"), Some(0));
+    }
+
+    #[test]
+    fn select_can_ignore_the_port() {
+        let mut t = table(&[&["a.test"], &["[::1]"]]);
+        t.ignore_port = true;
+        assert_eq!(t.select("a.test:8080"), Some(0));
+        assert_eq!(t.select("A.test"), Some(0));
+        assert_eq!(t.select("[::1]:80"), Some(1));
+        assert_eq!(t.select("[::1]"), Some(1));
     }
 
     #[test]

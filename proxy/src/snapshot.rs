@@ -550,6 +550,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             None
         } else {
             let mut t = VhostTable::default();
+            t.ignore_port = f.ignore_host_port;
             for (vname, vh) in f.virtual_hosts.iter() {
                 let vp = format!("{path}.virtual_hosts.{vname}");
                 let domains: Vec<_> = vh

@@ -161,7 +161,7 @@ async fn route_matches_and_actions_behave_as_in_envoy() {
         vhost("any", &["*"], vec![to_cluster("/", "ca")]),
     ];
     cp.listeners(vec![listener("ingress", 0, "r1")]);
-    cp.routes(vec![rc]);
+    cp.routes(vec![rc.clone()]);
     let s = Sidecar::start(&cp, "sotw", "");
     let addr = s.listener("ingress").await;
     cp.acked(RDS).await;
@@ -192,8 +192,14 @@ async fn route_matches_and_actions_behave_as_in_envoy() {
     assert_eq!(t(ask(addr, "x.wild.test", "/", &[]).await), "wild");
     assert_eq!(ask(addr, "only.test", "/other", &[]).await.status, 404);
     assert!(t(ask(addr, "elsewhere.test", "/z", &[]).await).starts_with("a /z"));
-    // A port in the host is part of the name: api.test:80 is not api.test.
+    // A port in the host is part of the name: api.test:80 is not api.test...
     assert!(t(ask(addr, "api.test:80", "/exact", &[]).await).starts_with("a /exact"));
+    // ... unless the route configuration ignores ports (as Istio's do).
+    rc.ignore_port_in_host_matching = true;
+    cp.routes(vec![rc]);
+    cp.acked(RDS).await;
+    let g = ask(addr, "api.test:80", "/exact", &[]).await;
+    assert_eq!(g.text(), "exact");
     s.stop().await;
 }
 

@@ -402,6 +402,7 @@ pub static FIELDS: &[Fields] = &[
             "response_headers_to_remove",
             "validate_clusters",
             "most_specific_header_mutations_wins",
+            "ignore_port_in_host_matching",
         ],
         &["max_direct_response_body_size_bytes", "metadata"],
     ),

@@ -112,6 +112,7 @@ pub fn frontend(
             Ok((vhosts, leading)) => {
                 fe.virtual_hosts = vhosts;
                 fe.http_request.extend(leading);
+                fe.ignore_host_port = rc.ignore_port_in_host_matching;
             }
             Err(e) => tracing::error!(listener = %shape.name, "routes: {e}"),
         }
