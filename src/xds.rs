@@ -16,6 +16,10 @@ pub struct ProxyApplier {
 }
 
 impl rampart_xds::Applier for ProxyApplier {
+    fn current(&self) -> Option<Arc<Config>> {
+        Some(self.control.shared().snapshot.load().config.clone())
+    }
+
     fn apply(&self, cfg: Config) -> Result<(), ConfigErrors> {
         match self.control.reload(cfg, &self.base_dir) {
             Ok(_) => Ok(()),

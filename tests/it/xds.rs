@@ -21,6 +21,10 @@ struct Applier {
 }
 
 impl rampart_xds::Applier for Applier {
+    fn current(&self) -> Option<Arc<Config>> {
+        Some(self.control.shared().snapshot.load().config.clone())
+    }
+
     fn apply(&self, cfg: Config) -> Result<(), rampart_config::ConfigErrors> {
         self.control
             .reload(cfg, &self.dir)

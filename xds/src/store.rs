@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rampart_config::Config;
 use rampart_config::model::Bind;
 
-use crate::proto::{Cluster, ClusterLoadAssignment, Listener, RouteConfiguration};
+use crate::proto::{ClusterLoadAssignment, RouteConfiguration};
 use crate::translate::{self, ClusterShape, ListenerShape, RouteSource};
 
 /// The four resource types, in the order a control plane sends them.
@@ -102,15 +102,18 @@ impl<T> Slot<T> {
     }
 }
 
+/// A listener: its bytes (the resource itself is not kept: its shape says all) and what
+/// it translates to.
 #[derive(Debug, Clone)]
 pub struct ListenerEntry {
-    pub held: Held<Listener>,
+    pub held: Held<()>,
     pub shape: ListenerShape,
 }
 
+/// A cluster, kept the same way.
 #[derive(Debug, Clone)]
 pub struct ClusterEntry {
-    pub held: Held<Cluster>,
+    pub held: Held<()>,
     pub shape: ClusterShape,
 }
 
@@ -189,7 +192,7 @@ impl Store {
 
     /// Puts a checked listener in: it serves at once when its routes are here (or
     /// inline), else it warms.
-    pub fn put_listener(&mut self, held: Held<Listener>, shape: ListenerShape, now: Instant) {
+    pub fn put_listener(&mut self, held: Held<()>, shape: ListenerShape, now: Instant) {
         let ready = match &shape.routes {
             RouteSource::Inline(_) => true,
             RouteSource::Rds { name, .. } => self.routes.contains_key(name),
@@ -206,7 +209,7 @@ impl Store {
 
     /// Puts a checked cluster in: it serves at once when its endpoints are here (or
     /// inline), else it warms.
-    pub fn put_cluster(&mut self, held: Held<Cluster>, shape: ClusterShape, now: Instant) {
+    pub fn put_cluster(&mut self, held: Held<()>, shape: ClusterShape, now: Instant) {
         let ready = shape
             .eds_name()
             .is_none_or(|n| self.endpoints.contains_key(n));

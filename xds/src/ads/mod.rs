@@ -28,6 +28,12 @@ use crate::translate;
 /// nothing changed.
 pub trait Applier: Send + Sync {
     fn apply(&self, cfg: Config) -> Result<(), ConfigErrors>;
+
+    /// The configuration serving now, to skip applying one that changes nothing; `None`
+    /// when the applier cannot tell (the engine then keeps a copy of the last it applied).
+    fn current(&self) -> Option<std::sync::Arc<Config>> {
+        None
+    }
 }
 
 /// Why a new static configuration was not applied; the running one is unchanged.
@@ -78,7 +84,8 @@ pub struct Engine {
     pub types: BTreeMap<Kind, TypeState>,
     /// Whether listeners were asked for on this stream (after the clusters).
     lds_asked: bool,
-    /// The configuration last applied, so that one that would change nothing is not.
+    /// The configuration last applied, when the applier cannot tell what serves, so that
+    /// one that would change nothing is not applied.
     last_applied: Option<Config>,
 }
 
@@ -478,7 +485,7 @@ impl Engine {
                             });
                         }
                         self.store
-                            .put_listener(held(*l, &rv, &any.value, wall), shape, now);
+                            .put_listener(held((), &rv, &any.value, wall), shape, now);
                     }
                     Decoded::Cluster(c) => {
                         let shape = translate::check_cluster(&c)?;
@@ -490,7 +497,7 @@ impl Engine {
                             });
                         }
                         self.store
-                            .put_cluster(held(*c, &rv, &any.value, wall), shape, now);
+                            .put_cluster(held((), &rv, &any.value, wall), shape, now);
                     }
                     Decoded::Route(r) => {
                         translate::check_routes(&r)?;
@@ -627,9 +634,10 @@ impl Engine {
                     .collect(),
             )));
         }
-        applier.apply(cfg.clone()).map_err(BaseRefused::Applier)?;
+        let keep = applier.current().is_none().then(|| cfg.clone());
+        applier.apply(cfg).map_err(BaseRefused::Applier)?;
         self.base = base;
-        self.last_applied = Some(cfg);
+        self.last_applied = keep;
         Ok(())
     }
 
@@ -653,13 +661,19 @@ impl Engine {
             if undone {
                 continue;
             }
-            if self.last_applied.as_ref() == Some(&cfg) {
+            let current = applier.current();
+            let unchanged = match &current {
+                Some(c) => **c == cfg,
+                None => self.last_applied.as_ref() == Some(&cfg),
+            };
+            if unchanged {
                 return;
             }
+            let keep = current.is_none().then(|| cfg.clone());
             let started = Instant::now();
-            let Err(errs) = applier.apply(cfg.clone()) else {
+            let Err(errs) = applier.apply(cfg) else {
                 tracing::debug!(elapsed = ?started.elapsed(), "xDS: configuration applied");
-                self.last_applied = Some(cfg);
+                self.last_applied = keep;
                 return;
             };
             // Which changed resources the errors name (by frontend or backend name).
