@@ -6,6 +6,7 @@
 mod ctl;
 mod demo;
 mod ha;
+mod reload;
 mod xds;
 
 use std::path::{Path, PathBuf};
@@ -103,72 +104,18 @@ async fn wait_for_stop() -> Result<&'static str> {
     })
 }
 
-/// Reloads the configuration from `path`: the one applier behind SIGHUP, file changes and
-/// the runtime socket's `reload`. Returns what to tell the caller.
-pub fn reload_from(
-    control: &rampart_proxy::runtime::Control,
-    path: &Path,
-    text_out: &rampart_admin::ConfigText,
-    xds: Option<&rampart_xds::Xds>,
-) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let file = path.display().to_string();
-    // A refusal the proxy did not see itself: counted and logged here.
-    let refused = |e: rampart_config::ConfigErrors| {
-        let e = e.in_file(&file);
-        control
-            .shared()
-            .live
-            .global
-            .reloads_failed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
-        e.to_string()
-    };
-    let cfg = load(path).map_err(refused)?;
-    let running = control.shared().snapshot.load().config.clone();
-    for (what, changed) in [
-        ("peers", running.peers != cfg.peers),
-        ("admin", running.admin != cfg.admin),
-        ("xds", xds.is_some() && running.xds != cfg.xds),
-    ] {
-        if changed {
-            tracing::warn!("{what} settings changed: they apply at the next start");
-        }
-    }
-    let done = |generation: u64| {
-        if let Ok(mut t) = text_out.lock() {
-            *t = Some(text.clone());
-        }
-        format!("Configuration reloaded (generation {generation}).")
-    };
-    if let Some(x) = xds {
-        // The control plane's resources are added to the new file's configuration.
-        return match x.set_base(cfg) {
-            Ok(()) => Ok(done(
-                control
-                    .shared()
-                    .live
-                    .global
-                    .generation
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            )),
-            Err(rampart_xds::BaseRefused::Conflict(e)) => Err(refused(e)),
-            Err(rampart_xds::BaseRefused::Applier(e)) => Err(e.in_file(&file).to_string()),
-        };
-    }
-    match control.reload(cfg, &base_dir(path)) {
-        Ok(r) => Ok(done(r.generation)),
-        Err(rampart_proxy::runtime::ReloadError::Config(e)) => Err(e.in_file(&file).to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// A fingerprint of the file, to notice changes: its modification time, length and text.
 fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
     use std::hash::{Hash, Hasher};
+    use std::io::Read;
     let meta = std::fs::metadata(path).ok()?;
-    let text = std::fs::read(path).ok()?;
+    // No more than a configuration may be: past that, the reload refuses it anyway.
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(rampart_config::limits::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut text)
+        .ok()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
     Some((meta.modified().ok()?, meta.len(), h.finish()))
@@ -177,12 +124,7 @@ fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
 /// Reloads on SIGHUP and when the file's content changes (checked every second; a change
 /// is applied once the file has been stable for a check, so half-written files are not
 /// read).
-async fn watch_config(
-    control: std::sync::Arc<rampart_proxy::runtime::Control>,
-    path: PathBuf,
-    text: rampart_admin::ConfigText,
-    xds: Option<std::sync::Arc<rampart_xds::Xds>>,
-) {
+async fn watch_config(reloader: std::sync::Arc<reload::Reloader>, path: PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -214,12 +156,13 @@ async fn watch_config(
                 if by_signal { "SIGHUP" } else { "file changed" }
             );
             applied = now.map(|f| f.2);
-            let c = control.clone();
-            let p = path.clone();
-            let t = text.clone();
-            let x = xds.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || reload_from(&c, &p, &t, x.as_deref())).await;
+            let r = reloader.clone();
+            match tokio::task::spawn_blocking(move || r.reload()).await {
+                Ok(Ok(msg)) => tracing::info!("{msg}"),
+                // Logged where it failed.
+                Ok(Err(_)) => {}
+                Err(e) => tracing::error!("reload: {e}"),
+            }
         }
     }
 }
@@ -282,13 +225,16 @@ async fn serve(
         _ => None,
     };
     let text: rampart_admin::ConfigText = std::sync::Arc::new(std::sync::Mutex::new(text));
-    let reload: Option<std::sync::Arc<rampart_admin::Reloader>> = path.map(|p| {
-        let control = handle.control().clone();
-        let p = p.to_path_buf();
-        let t = text.clone();
-        let x = xds_client.clone();
-        std::sync::Arc::new(move || reload_from(&control, &p, &t, x.as_deref()))
-            as std::sync::Arc<rampart_admin::Reloader>
+    let reloader = path.map(|p| {
+        reload::Reloader::new(
+            handle.control().clone(),
+            p,
+            text.clone(),
+            xds_client.clone(),
+        )
+    });
+    let reload: Option<std::sync::Arc<rampart_admin::Reloader>> = reloader.clone().map(|r| {
+        std::sync::Arc::new(move || r.reload()) as std::sync::Arc<rampart_admin::Reloader>
     });
     let admin = rampart_admin::AdminCtx::build(
         handle.control().clone(),
@@ -335,13 +281,8 @@ async fn serve(
     if let Some(f) = banner {
         println!("{}", f(&handle));
     }
-    if let Some(p) = path {
-        tokio::spawn(watch_config(
-            handle.control().clone(),
-            p.to_path_buf(),
-            text.clone(),
-            xds_client.clone(),
-        ));
+    if let (Some(p), Some(r)) = (path, reloader) {
+        tokio::spawn(watch_config(r, p.to_path_buf()));
     }
     let sig = wait_for_stop().await?;
     tracing::info!("{sig}: stopping (grace {:?})", handle.grace());
@@ -479,7 +420,7 @@ fn main() -> ExitCode {
                                 ))
                             };
                             let text = match &config {
-                                Some(p) => std::fs::read_to_string(p).ok(),
+                                Some(p) => rampart_config::read_file(p).ok(),
                                 None => Some(demo::CONFIG.to_owned()),
                             };
                             serve(cfg, text, &base, config.as_deref(), Some(&banner), None).await

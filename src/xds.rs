@@ -33,6 +33,11 @@ impl rampart_xds::Applier for ProxyApplier {
                 format!("frontends.{frontend}.bind"),
                 format!("cannot bind {addr}: {error}"),
             )])),
+            Err(e @ ReloadError::GaveUp) => Err(ConfigErrors(vec![ConfigError::new(
+                Pos::default(),
+                "",
+                e.to_string(),
+            )])),
         }
     }
 }
@@ -93,7 +98,8 @@ pub fn load(yaml: Option<&Path>, bootstrap: Option<&Path>) -> Result<Sources, Co
             let opts = rampart_config::Load {
                 frontends_elsewhere: bootstrap.is_some(),
             };
-            let cfg = rampart_config::load_file_with(p, opts)?;
+            let text = rampart_config::read_file(p)?;
+            let cfg = rampart_config::load_text_with(&text, p, opts)?;
             let dir = base_dir(p);
             let ads = match &cfg.xds {
                 Some(x) => Some(Settings::from_config(x, &dir).map_err(|e| {
@@ -102,7 +108,7 @@ pub fn load(yaml: Option<&Path>, bootstrap: Option<&Path>) -> Result<Sources, Co
                 })?),
                 None => None,
             };
-            Some((cfg, dir, std::fs::read_to_string(p).ok(), ads))
+            Some((cfg, dir, Some(text), ads))
         }
         None => None,
     };
@@ -127,7 +133,7 @@ pub fn load(yaml: Option<&Path>, bootstrap: Option<&Path>) -> Result<Sources, Co
         return Ok(Sources {
             config: boot.config,
             base_dir: std::env::current_dir().unwrap_or_default(),
-            text: std::fs::read_to_string(b).ok(),
+            text: rampart_config::read_file(b).ok(),
             ads: boot.ads,
         });
     };
@@ -146,17 +152,17 @@ pub fn load(yaml: Option<&Path>, bootstrap: Option<&Path>) -> Result<Sources, Co
             "the control plane is set both here and in the bootstrap file",
         )]));
     }
-    for (n, f) in boot.config.frontends.0 {
+    for (n, f) in boot.config.frontends.into_entries() {
         if cfg.frontends.contains(&n.value) {
             return Err(clash("listener", &n.value));
         }
-        cfg.frontends.0.push((n, f));
+        cfg.frontends.push(n, f);
     }
-    for (n, bk) in boot.config.backends.0 {
+    for (n, bk) in boot.config.backends.into_entries() {
         if cfg.backends.contains(&n.value) {
             return Err(clash("cluster", &n.value));
         }
-        cfg.backends.0.push((n, bk));
+        cfg.backends.push(n, bk);
     }
     if cfg.admin.http.is_none() {
         cfg.admin.http = boot.config.admin.http;

@@ -20,7 +20,9 @@ pub struct Cx {
     /// files); `None` refuses them.
     pub base_dir: Option<std::path::PathBuf>,
     /// Key paths already suggested for a misspelt key, so they are not also reported missing.
-    suggested: Vec<String>,
+    suggested: std::collections::HashSet<String>,
+    /// Pattern files read and ACL patterns counted, for the whole configuration.
+    pub patterns: std::rc::Rc<crate::rules::acl::PatternBudget>,
 }
 
 impl Cx {
@@ -106,7 +108,7 @@ impl Cx {
             }
         };
         let mut out = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
+        for (k, v) in entries.iter() {
             let Some(name) = k.as_str() else { continue };
             if keys.contains(&name) {
                 out.push((name, v));
@@ -114,7 +116,7 @@ impl Cx {
                 let hint = match nearest(name, keys.iter().copied()) {
                     Some(n) => {
                         let p = self.path();
-                        self.suggested.push(if p.is_empty() {
+                        self.suggested.insert(if p.is_empty() {
                             n.to_owned()
                         } else {
                             format!("{p}.{n}")
@@ -408,43 +410,137 @@ impl<T: Decode> Decode for Vec<T> {
 
 /// A mapping from user-chosen names to values, in file order.
 ///
-/// Entries that failed to decode are left out but their names are kept in `invalid`, so
-/// that references to them are not reported as unknown as well.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamedMap<V>(pub Vec<(Spanned<String>, V)>, pub Vec<String>);
+/// Entries that failed to decode are left out but their names are kept as invalid, so
+/// that references to them are not reported as unknown as well. Lookups in a large map go
+/// through an index built at the first lookup, so that checking many references against
+/// many names stays linear.
+pub struct NamedMap<V> {
+    entries: Vec<(Spanned<String>, V)>,
+    invalid: Vec<String>,
+    /// Name to the first entry of that name (`None`: declared but invalid).
+    index: std::sync::OnceLock<FastMap<String, Option<usize>>>,
+}
+
+/// A hash map for names from the configuration: a fast hash, seeded per process.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Maps up to this size are searched without an index.
+const SCAN_NAMES: usize = 16;
 
 impl<V> Default for NamedMap<V> {
     fn default() -> Self {
-        Self(Vec::new(), Vec::new())
+        Self::new(Vec::new(), Vec::new())
+    }
+}
+
+impl<V: Clone> Clone for NamedMap<V> {
+    fn clone(&self) -> Self {
+        Self::new(self.entries.clone(), self.invalid.clone())
+    }
+}
+
+impl<V: PartialEq> PartialEq for NamedMap<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.invalid == other.invalid
+    }
+}
+
+impl<V: fmt::Debug> fmt::Debug for NamedMap<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NamedMap")
+            .field("entries", &self.entries)
+            .field("invalid", &self.invalid)
+            .finish()
+    }
+}
+
+impl<V> Extend<(Spanned<String>, V)> for NamedMap<V> {
+    fn extend<I: IntoIterator<Item = (Spanned<String>, V)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.push(k, v);
+        }
+    }
+}
+
+impl<V> FromIterator<(Spanned<String>, V)> for NamedMap<V> {
+    fn from_iter<I: IntoIterator<Item = (Spanned<String>, V)>>(iter: I) -> Self {
+        Self::new(iter.into_iter().collect(), Vec::new())
     }
 }
 
 impl<V> NamedMap<V> {
+    /// Entries in order, and the names of entries that were declared but invalid.
+    pub fn new(entries: Vec<(Spanned<String>, V)>, invalid: Vec<String>) -> Self {
+        Self {
+            entries,
+            invalid,
+            index: std::sync::OnceLock::new(),
+        }
+    }
+    /// Adds an entry at the end.
+    pub fn push(&mut self, name: Spanned<String>, value: V) {
+        if let Some(index) = self.index.get_mut() {
+            index
+                .entry(name.value.clone())
+                .or_insert(Some(self.entries.len()));
+        }
+        self.entries.push((name, value));
+    }
+    /// The entries in order.
+    pub fn entries(&self) -> &[(Spanned<String>, V)] {
+        &self.entries
+    }
+    /// The entries in order, taken out.
+    pub fn into_entries(self) -> Vec<(Spanned<String>, V)> {
+        self.entries
+    }
+    /// Names declared with an invalid value.
+    pub fn invalid(&self) -> &[String] {
+        &self.invalid
+    }
+    fn find(&self, name: &str) -> Option<Option<usize>> {
+        if self.entries.len() + self.invalid.len() <= SCAN_NAMES {
+            return match self.entries.iter().position(|(k, _)| k.value == name) {
+                Some(i) => Some(Some(i)),
+                None => self.invalid.iter().any(|n| n == name).then_some(None),
+            };
+        }
+        let index = self.index.get_or_init(|| {
+            let mut m = FastMap::with_capacity_and_hasher(self.entries.len(), Default::default());
+            for (i, (k, _)) in self.entries.iter().enumerate() {
+                m.entry(k.value.clone()).or_insert(Some(i));
+            }
+            for n in &self.invalid {
+                m.entry(n.clone()).or_insert(None);
+            }
+            m
+        });
+        index.get(name).copied()
+    }
     pub fn get(&self, name: &str) -> Option<&V> {
-        self.0.iter().find(|(k, _)| k.value == name).map(|(_, v)| v)
+        let i = self.find(name)??;
+        Some(&self.entries[i].1)
     }
     /// Whether `name` is declared (even if its value was invalid).
     pub fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some() || self.1.iter().any(|n| n == name)
+        self.find(name).is_some()
     }
     /// Where `name` is declared.
     pub fn pos_of(&self, name: &str) -> Option<Pos> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.value == name)
-            .map(|(k, _)| k.pos)
+        let i = self.find(name)??;
+        Some(self.entries[i].0.pos)
     }
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.0.iter().map(|(k, v)| (k.value.as_str(), v))
+        self.entries.iter().map(|(k, v)| (k.value.as_str(), v))
     }
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(k, _)| k.value.as_str())
+        self.entries.iter().map(|(k, _)| k.value.as_str())
     }
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -473,7 +569,7 @@ impl<V: Decode> Decode for NamedMap<V> {
         };
         let mut out = Vec::with_capacity(entries.len());
         let mut invalid = Vec::new();
-        for (k, v) in entries {
+        for (k, v) in entries.iter() {
             let Some(name) = k.as_str() else { continue };
             if !valid_name(name) {
                 cx.error_at_key(
@@ -494,7 +590,7 @@ impl<V: Decode> Decode for NamedMap<V> {
                 None => invalid.push(name.to_owned()),
             }
         }
-        Some(NamedMap(out, invalid))
+        Some(NamedMap::new(out, invalid))
     }
     fn absent(_: &mut Cx, _: &Node, _: &str) -> Option<Self> {
         Some(Self::default())

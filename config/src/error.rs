@@ -65,28 +65,70 @@ impl ConfigErrors {
     }
 }
 
+/// The first [`crate::limits::MAX_ERRORS`] errors, one per line, and how many more there are.
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
+        let max = crate::limits::MAX_ERRORS;
+        for (i, e) in self.0.iter().take(max).enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
             }
             write!(f, "{e}")?;
         }
+        if self.0.len() > max {
+            write!(
+                f,
+                "\n... and {} more errors (the first {max} are shown)",
+                self.0.len() - max
+            )?;
+        }
         Ok(())
     }
+}
+
+thread_local! {
+    /// Candidates [`nearest`] may still compare for the configuration being loaded.
+    static HINT_BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(HINT_WORK) };
+}
+
+/// Comparisons spent on "did you mean" hints per load: a file full of misspellings gets
+/// hints for its first ones and plain errors after, instead of taking long to report.
+const HINT_WORK: usize = 100_000;
+
+/// Gives the loading of a new configuration (on this thread) its budget of hints.
+pub(crate) fn reset_hints() {
+    HINT_BUDGET.with(|b| b.set(HINT_WORK));
 }
 
 /// The nearest of `candidates` to `word` by edit distance, if it is close enough to be a
 /// plausible misspelling.
 pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).clamp(1, 4);
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+    let n = word.chars().count();
+    if n > 128 {
+        return None;
+    }
+    let limit = (n / 3).clamp(1, 4);
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let left = HINT_BUDGET.with(|b| {
+            let left = b.get().saturating_sub(1);
+            b.set(left);
+            left
+        });
+        if left == 0 {
+            return None;
+        }
+        // The distance is at least the difference in characters, which is at least a
+        // quarter of the difference in bytes.
+        if c.len().abs_diff(word.len()) > limit * 4 {
+            continue;
+        }
+        let d = edit_distance(word, c);
+        if d <= limit && best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
 }
 
 /// Damerau-Levenshtein distance (optimal string alignment): insertions, deletions,
@@ -138,5 +180,18 @@ mod tests {
         )])
         .in_file("x.yaml");
         assert_eq!(e.to_string(), "x.yaml:3:7: a.b: bad");
+    }
+
+    #[test]
+    fn display_shows_the_first_errors_and_counts_the_rest() {
+        let one = |line| ConfigError::new(Pos { line, col: 1 }, "", "bad");
+        let e = ConfigErrors((1..=250).map(one).collect());
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), crate::limits::MAX_ERRORS + 1);
+        assert!(text.lines().nth(99).unwrap().starts_with("100:1:"));
+        assert!(
+            text.ends_with("... and 150 more errors (the first 100 are shown)"),
+            "{text}"
+        );
     }
 }

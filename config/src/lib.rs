@@ -11,6 +11,7 @@
 
 pub mod decode;
 pub mod error;
+pub mod limits;
 pub mod model;
 pub mod resilience;
 pub mod route;
@@ -55,6 +56,7 @@ pub fn load_str_with(
     env: &dyn yaml::Env,
     opts: Load,
 ) -> Result<Config, ConfigErrors> {
+    error::reset_hints();
     let node = yaml::parse(text, env).map_err(ConfigErrors)?;
     let mut cx = match base_dir {
         Some(d) => Cx::with_base_dir(d.to_path_buf()),
@@ -79,13 +81,24 @@ pub fn load_str_with(
     Err(ConfigErrors(errors))
 }
 
+/// Reads a configuration file. One past [`limits::MAX_FILE_BYTES`] is refused without
+/// being read whole.
+pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+    read(path, &path.display().to_string())
+}
+
 fn read(path: &Path, name: &str) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(path).map_err(|e| {
+    limits::read_bounded(path, limits::MAX_FILE_BYTES, "configuration file").map_err(|e| {
+        let message = if e.ends_with("refused") {
+            e
+        } else {
+            format!("cannot read configuration: {e}")
+        };
         ConfigErrors(vec![ConfigError {
             file: Some(name.to_owned()),
             pos: Pos { line: 0, col: 0 },
             path: String::new(),
-            message: format!("cannot read configuration: {e}"),
+            message,
         }])
     })
 }
@@ -97,10 +110,16 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// [`load_file`] with options.
 pub fn load_file_with(path: &Path, opts: Load) -> Result<Config, ConfigErrors> {
+    let text = read_file(path)?;
+    load_text_with(&text, path, opts)
+}
+
+/// Loads `text`, read from the file `path` (see [`read_file`]): file names in it are
+/// relative to that file's directory and errors name the file.
+pub fn load_text_with(text: &str, path: &Path, opts: Load) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
-    let text = read(path, &name)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    load_str_with(&text, Some(&base), &yaml::ProcessEnv, opts).map_err(|e| e.in_file(&name))
+    load_str_with(text, Some(&base), &yaml::ProcessEnv, opts).map_err(|e| e.in_file(&name))
 }
 
 /// Only the `admin` section of a configuration file, even when the rest has errors (so

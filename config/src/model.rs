@@ -11,7 +11,7 @@ use crate::config_struct;
 use crate::decode::{Cx, Decode, NamedMap, Schema, Size, Spanned};
 use crate::error::Pos;
 use crate::resilience::{CircuitBreaker, HealthCheck, OutlierDetection, Queue, Retries};
-use crate::rules::acl::{Acl, DiskFiles, NoFiles, PatternFiles, parse_acl};
+use crate::rules::acl::{Acl, DiskFiles, PatternFiles, parse_acl};
 use crate::rules::action::{
     ConnAction, Rule, parse_connection_rule, parse_request_rule, parse_response_rule,
 };
@@ -144,6 +144,9 @@ config_struct! {
         /// After a reload, how long open client connections keep the old configuration
         /// before they are closed gracefully and reconnect to the new one.
         pub reload_grace: Duration = Duration::from_secs(5),
+        /// How long a reload may take to read, check and compile the configuration; past
+        /// it the caller is told the reload gave up, and the configuration is never applied.
+        pub reload_timeout: Duration = Duration::from_secs(10),
         /// Process log verbosity.
         pub log_level: LogLevel = LogLevel::Info,
         /// Where server states changed at run time (admin state, weight, health) are
@@ -490,10 +493,7 @@ pub(crate) fn rule_error(cx: &mut Cx, node: &Node, e: RuleError) {
 }
 
 pub(crate) fn files_for(cx: &Cx) -> Box<dyn PatternFiles> {
-    match &cx.base_dir {
-        Some(d) => Box::new(DiskFiles(d.clone())),
-        None => Box::new(NoFiles),
-    }
+    Box::new(DiskFiles::new(cx.base_dir.clone(), cx.patterns.clone()))
 }
 
 /// A rule with its text and position.

@@ -131,7 +131,7 @@ impl Decode for UseBackend {
         let def = RouteDef::decode(node, cx)?;
         let target = match (&def.backend, def.split.is_empty()) {
             (Some(b), true) => BackendTarget::One(b.clone()),
-            (None, false) => BackendTarget::Split(def.split.0.clone()),
+            (None, false) => BackendTarget::Split(def.split.entries().to_vec()),
             (Some(_), false) => {
                 cx.error(node.pos, "use either 'backend' or 'split', not both");
                 return None;

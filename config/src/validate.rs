@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::decode::{NamedMap, Spanned};
 use crate::error::{ConfigError, Pos, nearest};
@@ -95,9 +96,9 @@ impl V<'_> {
     /// The table used when a rule names none: the only one there is.
     fn default_table(&mut self, what: &str, pos: Pos, path: &str) -> Option<(String, &StickTable)> {
         let cfg = self.cfg;
-        match cfg.stick_tables.0.as_slice() {
+        match cfg.stick_tables.entries() {
             [(n, t)] => Some((n.value.clone(), t)),
-            [] if !cfg.stick_tables.1.is_empty() => None,
+            [] if !cfg.stick_tables.invalid().is_empty() => None,
             [] => {
                 self.err(
                     pos,
@@ -389,12 +390,283 @@ pub fn validate(cfg: &Config, partial: bool) -> Vec<ConfigError> {
     validate_with(cfg, partial, crate::Load::default())
 }
 
+/// A count of something the configuration holds, against its bound in [`crate::limits`].
+struct Tally {
+    what: &'static str,
+    max: usize,
+    n: usize,
+}
+
+impl Tally {
+    fn new(what: &'static str, max: usize) -> Self {
+        Self { what, max, n: 0 }
+    }
+
+    /// Adds `k`; the one that crosses the bound is reported, at `pos`.
+    fn add(&mut self, k: usize, v: &mut V<'_>, pos: Pos, path: &str) {
+        let before = self.n;
+        self.n = self.n.saturating_add(k);
+        if before <= self.max && self.n > self.max {
+            v.err(pos, path, crate::limits::too_many(self.what, self.max));
+        }
+    }
+}
+
+/// Patterns and regular expressions in ACLs.
+#[derive(Clone, Copy, Default)]
+struct AclCount {
+    patterns: usize,
+    regexes: usize,
+}
+
+impl std::ops::Add for AclCount {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            patterns: self.patterns + o.patterns,
+            regexes: self.regexes + o.regexes,
+        }
+    }
+}
+
+fn acl_count(a: &Acl) -> AclCount {
+    use crate::rules::acl::Patterns;
+    let (patterns, regexes) = match &a.patterns {
+        Patterns::None => (0, 0),
+        Patterns::Str(v) => (v.len(), 0),
+        Patterns::Int(v) => (v.len(), 0),
+        Patterns::Ip(v) => (v.len(), 0),
+        Patterns::Reg(v) => (v.len(), v.len()),
+    };
+    AclCount { patterns, regexes }
+}
+
+/// What a condition's own (anonymous) ACLs hold.
+fn cond_count(c: Option<&Condition>) -> AclCount {
+    c.map_or(AclCount::default(), |c| {
+        c.alternatives
+            .iter()
+            .flatten()
+            .map(|t| match &t.acl {
+                AclRef::Anonymous(a) => acl_count(a),
+                AclRef::Named { .. } => AclCount::default(),
+            })
+            .fold(AclCount::default(), |a, b| a + b)
+    })
+}
+
+fn header_regexes(h: &HeaderAction) -> usize {
+    match h {
+        HeaderAction::Replace { .. } | HeaderAction::ReplaceValue { .. } => 1,
+        HeaderAction::Del { method, .. } => usize::from(*method == crate::rules::MatchMethod::Reg),
+        HeaderAction::Set { .. } | HeaderAction::Add { .. } => 0,
+    }
+}
+
+fn request_count(r: &RuleDef<RequestAction>) -> AclCount {
+    let own = match &r.rule.action {
+        RequestAction::Header(h) => header_regexes(h),
+        RequestAction::ReplacePath { .. } => 1,
+        _ => 0,
+    };
+    cond_count(r.rule.cond.as_ref())
+        + AclCount {
+            patterns: 0,
+            regexes: own,
+        }
+}
+
+fn response_count(r: &RuleDef<ResponseAction>) -> AclCount {
+    let own = match &r.rule.action {
+        ResponseAction::Header(h) => header_regexes(h),
+        _ => 0,
+    };
+    cond_count(r.rule.cond.as_ref())
+        + AclCount {
+            patterns: 0,
+            regexes: own,
+        }
+}
+
+/// The counts bounded by [`crate::limits`], each reported where it crosses its limit.
+struct Tallies {
+    frontends: Tally,
+    binds: Tally,
+    backends: Tally,
+    servers: Tally,
+    rules: Tally,
+    patterns: Tally,
+    regexes: Tally,
+}
+
+impl Tallies {
+    fn acls(&mut self, c: AclCount, v: &mut V<'_>, pos: Pos, path: &str) {
+        self.patterns.add(c.patterns, v, pos, path);
+        self.regexes.add(c.regexes, v, pos, path);
+    }
+
+    fn route(&mut self, ub: &UseBackend, v: &mut V<'_>, path: &str) {
+        self.rules.add(
+            1 + ub.http_request.len() + ub.http_response.len(),
+            v,
+            ub.pos,
+            path,
+        );
+        let c = ub
+            .http_request
+            .iter()
+            .map(request_count)
+            .chain(ub.http_response.iter().map(response_count))
+            .fold(cond_count(ub.cond.as_ref()), |a, b| a + b);
+        self.acls(c, v, ub.pos, path);
+    }
+}
+
+/// The bounds of [`crate::limits`] on counts: frontends, listening addresses, backends,
+/// servers, rules, ACL patterns and regular expressions, each alone and all together.
+/// (YAML nodes are counted while the file is read, and ACL patterns from files before
+/// they are kept.)
+fn bounds(v: &mut V<'_>) {
+    use crate::limits::{
+        MAX_ACL_PATTERNS, MAX_BACKENDS, MAX_BINDS, MAX_FRONTENDS, MAX_REGEXES, MAX_RULES,
+        MAX_SERVERS, MAX_SHARES,
+    };
+    let cfg = v.cfg;
+    let mut t = Tallies {
+        frontends: Tally::new("frontends", MAX_FRONTENDS),
+        binds: Tally::new("listening addresses", MAX_BINDS),
+        backends: Tally::new("backends", MAX_BACKENDS),
+        servers: Tally::new("servers", MAX_SERVERS),
+        rules: Tally::new("rules", MAX_RULES),
+        patterns: Tally::new("ACL patterns", MAX_ACL_PATTERNS),
+        regexes: Tally::new("regular expressions", MAX_REGEXES),
+    };
+    for (k, fe) in cfg.frontends.entries() {
+        let path = format!("frontends.{}", k.value);
+        t.frontends.add(1, v, k.pos, &path);
+        for b in &fe.bind {
+            t.binds.add(1, v, b.address.pos, &format!("{path}.bind"));
+        }
+        for (acl, def) in fe.acls.entries() {
+            let c = def
+                .0
+                .iter()
+                .map(|(a, _)| acl_count(a))
+                .fold(AclCount::default(), |a, b| a + b);
+            t.acls(c, v, acl.pos, &format!("{path}.acls.{}", acl.value));
+        }
+        for r in &fe.http_request {
+            let p = format!("{path}.http_request");
+            t.rules.add(1, v, r.pos, &p);
+            t.acls(request_count(r), v, r.pos, &p);
+        }
+        for r in &fe.http_response {
+            let p = format!("{path}.http_response");
+            t.rules.add(1, v, r.pos, &p);
+            t.acls(response_count(r), v, r.pos, &p);
+        }
+        for r in &fe.tcp_request.connection {
+            let p = format!("{path}.tcp_request.connection");
+            t.rules.add(1, v, r.pos, &p);
+            t.acls(cond_count(r.rule.cond.as_ref()), v, r.pos, &p);
+        }
+        for ub in &fe.use_backend {
+            t.route(ub, v, &format!("{path}.use_backend"));
+        }
+        for (vname, vh) in fe.virtual_hosts.iter() {
+            for r in &vh.routes {
+                t.route(r, v, &format!("{path}.virtual_hosts.{vname}.routes"));
+            }
+        }
+    }
+    for (k, b) in cfg.backends.entries() {
+        let path = format!("backends.{}", k.value);
+        t.backends.add(1, v, k.pos, &path);
+        if t.servers.n <= t.servers.max {
+            for (s, _) in b.servers.entries() {
+                t.servers
+                    .add(1, v, s.pos, &format!("{path}.servers.{}", s.value));
+            }
+        } else {
+            t.servers.n += b.servers.len();
+        }
+        for r in &b.http_request {
+            let p = format!("{path}.http_request");
+            t.rules.add(1, v, r.pos, &p);
+            t.acls(request_count(r), v, r.pos, &p);
+        }
+        for r in &b.http_response {
+            let p = format!("{path}.http_response");
+            t.rules.add(1, v, r.pos, &p);
+            t.acls(response_count(r), v, r.pos, &p);
+        }
+        for r in &b.stick {
+            let p = format!("{path}.stick");
+            t.rules.add(1, v, r.pos, &p);
+            t.acls(cond_count(r.cond.as_ref()), v, r.pos, &p);
+        }
+    }
+    // Together: each count is a share of its limit, and the shares are bounded too, so
+    // that a file at several limits at once is not slower to load than one at a single
+    // limit and a half.
+    if [&t.frontends, &t.binds].iter().any(|x| x.n > x.max) {
+        return;
+    }
+    // Frontends and their addresses are cheap next to these, and left out.
+    let all = [&t.backends, &t.servers, &t.rules, &t.patterns, &t.regexes];
+    if all.iter().any(|x| x.n > x.max) {
+        return;
+    }
+    let share = |x: &Tally| x.n as f64 / x.max as f64;
+    let total: f64 = all.iter().map(|x| share(x)).sum();
+    if total > MAX_SHARES {
+        let mut parts: Vec<_> = all.iter().filter(|x| x.n > 0).collect();
+        parts.sort_by(|a, b| share(b).total_cmp(&share(a)));
+        let list: Vec<String> = parts
+            .iter()
+            .map(|x| format!("{} {} ({:.0}%)", x.n, x.what, share(x) * 100.0))
+            .collect();
+        v.err(
+            Pos { line: 1, col: 1 },
+            "",
+            format!(
+                "the configuration is too large as a whole: {} make {:.0}% of their limits \
+                 together, more than the {:.0}% allowed; refused",
+                list.join(", "),
+                total * 100.0,
+                MAX_SHARES * 100.0
+            ),
+        );
+    }
+}
+
+/// Only the bounds of [`crate::limits`] on counts: for a configuration assembled from
+/// elsewhere (a control plane's resources), each error at the item that crossed a bound.
+pub fn bounds_of(cfg: &Config) -> Vec<ConfigError> {
+    let mut v = V {
+        cfg,
+        errors: Vec::new(),
+    };
+    bounds(&mut v);
+    v.errors
+}
+
 /// [`validate`] with the options the file was loaded with.
 pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<ConfigError> {
     let mut v = V {
         cfg,
         errors: Vec::new(),
     };
+    bounds(&mut v);
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600))
+        .contains(&cfg.global.reload_timeout)
+    {
+        v.err(
+            Pos::default(),
+            "global.reload_timeout",
+            "reload_timeout must be between 100ms and 1h",
+        );
+    }
     if let Some(t) = cfg.global.threads
         && !(1..=1024).contains(&t)
     {
@@ -405,7 +677,7 @@ pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<Conf
         );
     }
     if cfg.frontends.is_empty()
-        && cfg.frontends.1.is_empty()
+        && cfg.frontends.invalid().is_empty()
         && !partial
         && cfg.xds.is_none()
         && !opts.frontends_elsewhere
@@ -509,7 +781,7 @@ pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<Conf
                 }
             }
         }
-        for (acl_name, def) in fe.acls.0.iter() {
+        for (acl_name, def) in fe.acls.entries() {
             if predefined(&acl_name.value).is_some() {
                 v.err(
                     acl_name.pos,

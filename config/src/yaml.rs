@@ -4,8 +4,16 @@
 //! `saphyr-parser` event stream so every scalar, sequence and mapping keeps its line and
 //! column, and so the scalar style (plain or quoted) is known when values are typed.
 //! `${VAR}` and `${VAR:-default}` in scalar values are replaced with environment variables.
+//!
+//! What a file may stand for is bounded ([`crate::limits`]): its size, the nodes it holds
+//! with every alias counted as the nodes it repeats, and the scalar text it holds with
+//! aliases and `${VAR}` expanded. An alias shares its anchor's lists and mappings instead of
+//! copying them, and is refused before it is added when it would cross a bound, so an alias
+//! bomb costs neither time nor memory. Nesting depth is bounded by the parser.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
@@ -24,13 +32,11 @@ pub enum NodeKind {
     /// `~`, `null` or nothing at all.
     Null,
     /// Any scalar; `quoted` tells a string `"80"` from a number `80`.
-    Scalar {
-        value: String,
-        quoted: bool,
-    },
-    Seq(Vec<Node>),
+    Scalar { value: String, quoted: bool },
+    /// Items in file order; an alias shares them with its anchor.
+    Seq(Arc<Vec<Node>>),
     /// Keys in file order. Keys are scalars (anything else is an error at load).
-    Map(Vec<(Node, Node)>),
+    Map(Arc<Vec<(Node, Node)>>),
 }
 
 impl Node {
@@ -97,22 +103,113 @@ fn pos_of(span: &Span) -> Pos {
     }
 }
 
+/// How much a subtree stands for: its nodes and scalar bytes, aliases expanded.
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: u64,
+    bytes: u64,
+}
+
+/// A list or mapping being built, with the weight of everything before it began.
 enum Frame {
-    Seq(Pos, Vec<Node>, usize),
-    /// Pending key while its value is being built.
-    Map(Pos, Vec<(Node, Node)>, Option<Node>, usize),
+    Seq(Pos, Vec<Node>, usize, Weight),
+    /// Pending key while its value is being built; the keys seen, once there are many.
+    Map(Pos, Vec<(Node, Node)>, Option<Node>, usize, Weight, Keys),
+}
+
+/// The keys of a mapping being built, to find duplicates: small mappings are scanned, large
+/// ones hashed (seeded per process, so that crafted keys cannot make it slow).
+#[derive(Default)]
+struct Keys(
+    Option<(
+        HashMap<u64, usize, BuildIdentity>,
+        foldhash::fast::RandomState,
+    )>,
+);
+
+/// Mappings with more keys than this find duplicates by hashing instead of scanning.
+const SCAN_KEYS: usize = 16;
+
+impl Keys {
+    /// Records `key`, to be added after `entries`; returns the index of an earlier entry
+    /// with the same key.
+    fn note(&mut self, key: &str, entries: &[(Node, Node)]) -> Option<usize> {
+        let same = |i: &usize| entries[*i].0.as_str() == Some(key);
+        if self.0.is_none() && entries.len() < SCAN_KEYS {
+            return (0..entries.len()).find(same);
+        }
+        let (map, state) = self.0.get_or_insert_with(|| {
+            let state = foldhash::fast::RandomState::default();
+            let mut map = HashMap::with_capacity_and_hasher(entries.len() * 2, BuildIdentity);
+            for (i, (k, _)) in entries.iter().enumerate() {
+                if let Some(k) = k.as_str() {
+                    map.entry(state.hash_one(k)).or_insert(i);
+                }
+            }
+            (map, state)
+        });
+        match map.entry(state.hash_one(key)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(entries.len());
+                None
+            }
+            // Two keys with the same 64-bit keyed hash are either the same or a once in
+            // an age accident, which a scan settles.
+            std::collections::hash_map::Entry::Occupied(o) if same(o.get()) => Some(*o.get()),
+            std::collections::hash_map::Entry::Occupied(_) => (0..entries.len()).find(same),
+        }
+    }
+}
+
+/// Hashing for keys that are hashes already.
+#[derive(Default, Clone, Copy)]
+struct BuildIdentity;
+
+impl std::hash::BuildHasher for BuildIdentity {
+    type Hasher = Identity;
+    fn build_hasher(&self) -> Identity {
+        Identity(0)
+    }
+}
+
+struct Identity(u64);
+
+impl std::hash::Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// Parses one YAML document into a [`Node`]. An empty document is `Null`.
 ///
 /// Errors are syntax errors, aliases to unknown anchors, non-scalar keys, duplicate keys,
-/// and unset environment variables; several may be returned at once.
+/// unset environment variables, and a file past the bounds of [`crate::limits`]; several
+/// may be returned at once.
 pub fn parse(text: &str, env: &dyn Env) -> Result<Node, Vec<ConfigError>> {
+    use crate::limits::{MAX_FILE_BYTES, MAX_TEXT_BYTES};
     let mut errors = Vec::new();
+    if text.len() as u64 > MAX_FILE_BYTES {
+        errors.push(ConfigError::new(
+            Pos { line: 1, col: 1 },
+            "",
+            crate::limits::file_too_large("configuration file", text.len() as u64),
+        ));
+        return Err(errors);
+    }
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut anchors: HashMap<usize, (Node, Weight)> = HashMap::new();
     let mut root: Option<Node> = None;
     let mut documents = 0;
+    // Everything so far, aliases and variables expanded.
+    let mut total = Weight::default();
 
     for item in Parser::new_from_str(text) {
         let (event, span) = match item {
@@ -131,7 +228,7 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Node, Vec<ConfigError>> {
             }
         };
         let pos = pos_of(&span);
-        let finished: Option<(Node, usize)> = match event {
+        let finished: Option<(Node, usize, Weight)> = match event {
             Event::StreamStart | Event::StreamEnd | Event::Nothing | Event::DocumentEnd => None,
             Event::DocumentStart(_) => {
                 documents += 1;
@@ -146,10 +243,17 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Node, Vec<ConfigError>> {
                 None
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(n) => {
+                Some((n, w)) => {
+                    total.nodes += w.nodes;
+                    total.bytes += w.bytes;
+                    if let Some(msg) = past_bounds(total, true) {
+                        errors.push(ConfigError::new(pos, "", msg));
+                        return Err(errors);
+                    }
+                    // Lists and mappings are shared, not copied.
                     let mut n = n.clone();
                     n.pos = pos;
-                    Some((n, 0))
+                    Some((n, 0, *w))
                 }
                 None => {
                     errors.push(ConfigError::new(pos, "", "alias to an unknown anchor"));
@@ -159,6 +263,7 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Node, Vec<ConfigError>> {
                             kind: NodeKind::Null,
                         },
                         0,
+                        Weight::default(),
                     ))
                 }
             },
@@ -167,59 +272,92 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Node, Vec<ConfigError>> {
                 let kind = if !quoted && matches!(&*value, "" | "~" | "null" | "Null" | "NULL") {
                     NodeKind::Null
                 } else {
-                    let value = match expand_env(&value, env) {
+                    let budget = MAX_TEXT_BYTES.saturating_sub(total.bytes);
+                    let value = match expand_env(&value, env, budget) {
                         Ok(v) => v,
-                        Err(msg) => {
+                        Err(Expand::Invalid(msg)) => {
                             errors.push(ConfigError::new(pos, "", msg));
                             value.into_owned()
+                        }
+                        Err(Expand::TooLarge(msg)) => {
+                            errors.push(ConfigError::new(pos, "", msg));
+                            return Err(errors);
                         }
                     };
                     NodeKind::Scalar { value, quoted }
                 };
-                Some((Node { pos, kind }, anchor))
+                let w = Weight {
+                    nodes: 1,
+                    bytes: match &kind {
+                        NodeKind::Scalar { value, .. } => value.len() as u64,
+                        _ => 0,
+                    },
+                };
+                total.nodes += w.nodes;
+                total.bytes += w.bytes;
+                if let Some(msg) = past_bounds(total, false) {
+                    errors.push(ConfigError::new(pos, "", msg));
+                    return Err(errors);
+                }
+                Some((Node { pos, kind }, anchor, w))
             }
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq(pos, Vec::new(), anchor));
+                stack.push(Frame::Seq(pos, Vec::new(), anchor, total));
+                total.nodes += 1;
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map(pos, Vec::new(), None, anchor));
+                stack.push(Frame::Map(
+                    pos,
+                    Vec::new(),
+                    None,
+                    anchor,
+                    total,
+                    Keys::default(),
+                ));
+                total.nodes += 1;
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(p, items, anchor)) => Some((
+                Some(Frame::Seq(p, items, anchor, before)) => Some((
                     Node {
                         pos: p,
-                        kind: NodeKind::Seq(items),
+                        kind: NodeKind::Seq(Arc::new(items)),
                     },
                     anchor,
+                    since(before, total),
                 )),
                 _ => None,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(p, entries, _, anchor)) => {
+                Some(Frame::Map(p, entries, _, anchor, before, _)) => {
                     let entries = merge_keys(entries, &mut errors);
                     Some((
                         Node {
                             pos: p,
-                            kind: NodeKind::Map(entries),
+                            kind: NodeKind::Map(Arc::new(entries)),
                         },
                         anchor,
+                        since(before, total),
                     ))
                 }
                 _ => None,
             },
         };
-        let Some((node, anchor)) = finished else {
+        if let Some(msg) = past_bounds(total, false) {
+            errors.push(ConfigError::new(pos, "", msg));
+            return Err(errors);
+        }
+        let Some((node, anchor, weight)) = finished else {
             continue;
         };
         if anchor != 0 {
-            anchors.insert(anchor, node.clone());
+            anchors.insert(anchor, (node.clone(), weight));
         }
         match stack.last_mut() {
             None => root = Some(node),
-            Some(Frame::Seq(_, items, _)) => items.push(node),
-            Some(Frame::Map(_, entries, pending, _)) => match pending.take() {
+            Some(Frame::Seq(_, items, _, _)) => items.push(node),
+            Some(Frame::Map(_, entries, pending, _, _, seen)) => match pending.take() {
                 None => {
                     if !matches!(node.kind, NodeKind::Scalar { .. }) {
                         errors.push(ConfigError::new(
@@ -231,18 +369,15 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Node, Vec<ConfigError>> {
                     *pending = Some(node);
                 }
                 Some(key) => {
-                    if key.as_str() != Some("<<")
-                        && let Some((dup, _)) = entries
-                            .iter()
-                            .find(|(k, _)| k.as_str().is_some() && k.as_str() == key.as_str())
+                    if let Some(k) = key.as_str().filter(|k| *k != "<<")
+                        && let Some(first) = seen.note(k, entries)
                     {
                         errors.push(ConfigError::new(
                             key.pos,
                             "",
                             format!(
-                                "duplicate key {:?} (first at line {})",
-                                key.as_str().unwrap_or_default(),
-                                dup.pos.line
+                                "duplicate key {k:?} (first at line {})",
+                                entries[first].0.pos.line
                             ),
                         ));
                     }
@@ -260,6 +395,37 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Node, Vec<ConfigError>> {
     }))
 }
 
+/// The weight of what was added since `before`.
+fn since(before: Weight, now: Weight) -> Weight {
+    Weight {
+        nodes: now.nodes - before.nodes,
+        bytes: now.bytes - before.bytes,
+    }
+}
+
+/// Why a file that stands for `total` is refused, if it is.
+fn past_bounds(total: Weight, alias: bool) -> Option<String> {
+    use crate::limits::{MAX_NODES, MAX_TEXT_BYTES};
+    let how = if alias {
+        "with this alias, the file stands for"
+    } else {
+        "the file stands for"
+    };
+    if total.nodes > MAX_NODES {
+        return Some(format!(
+            "{how} more than {MAX_NODES} YAML nodes (an alias counts as every node it \
+             repeats); refused"
+        ));
+    }
+    if total.bytes > MAX_TEXT_BYTES {
+        return Some(format!(
+            "{how} more than {} of scalar text (aliases and ${{VAR}} expanded); refused",
+            crate::limits::show_bytes(MAX_TEXT_BYTES)
+        ));
+    }
+    None
+}
+
 /// Applies YAML merge keys (`<<: *base` or `<<: [*a, *b]`): keys of the merged mappings
 /// are added unless the mapping already has them.
 fn merge_keys(entries: Vec<(Node, Node)>, errors: &mut Vec<ConfigError>) -> Vec<(Node, Node)> {
@@ -274,12 +440,12 @@ fn merge_keys(entries: Vec<(Node, Node)>, errors: &mut Vec<ConfigError>) -> Vec<
             continue;
         }
         let sources = match v.kind {
-            NodeKind::Seq(items) => items,
+            NodeKind::Seq(items) => Arc::unwrap_or_clone(items),
             _ => vec![v],
         };
         for src in sources {
             match src.kind {
-                NodeKind::Map(m) => merged.extend(m),
+                NodeKind::Map(m) => merged.extend(m.iter().cloned()),
                 _ => errors.push(ConfigError::new(
                     src.pos,
                     "",
@@ -288,16 +454,29 @@ fn merge_keys(entries: Vec<(Node, Node)>, errors: &mut Vec<ConfigError>) -> Vec<
             }
         }
     }
+    let mut keys: HashSet<String> = own
+        .iter()
+        .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+        .collect();
     for (k, v) in merged {
-        if !own.iter().any(|(o, _)| o.as_str() == k.as_str()) {
+        if k.as_str().is_none_or(|s| keys.insert(s.to_owned())) {
             own.push((k, v));
         }
     }
     own
 }
 
-/// Replaces `${NAME}` and `${NAME:-default}`; `$$` is a literal `$`.
-fn expand_env(value: &str, env: &dyn Env) -> Result<String, String> {
+/// Why a scalar's variables could not be replaced.
+enum Expand {
+    /// A mistake in this scalar; loading goes on to find others.
+    Invalid(String),
+    /// The file is past its bounds; loading stops.
+    TooLarge(String),
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}`; `$$` is a literal `$`. The result may be at
+/// most `budget` bytes long.
+fn expand_env(value: &str, env: &dyn Env, budget: u64) -> Result<String, Expand> {
     if !env.expands() {
         return Ok(value.to_owned());
     }
@@ -314,7 +493,9 @@ fn expand_env(value: &str, env: &dyn Env) -> Result<String, String> {
             rest = r;
         } else if let Some(r) = rest.strip_prefix("${") {
             let Some(end) = r.find('}') else {
-                return Err(format!("unterminated ${{...}} in {value:?}"));
+                return Err(Expand::Invalid(format!(
+                    "unterminated ${{...}} in {value:?}"
+                )));
             };
             let inner = &r[..end];
             let (name, default) = match inner.split_once(":-") {
@@ -324,16 +505,25 @@ fn expand_env(value: &str, env: &dyn Env) -> Result<String, String> {
             let valid =
                 !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(format!("invalid environment variable name {name:?}"));
+                return Err(Expand::Invalid(format!(
+                    "invalid environment variable name {name:?}"
+                )));
             }
             match (env.get(name), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
-                    return Err(format!(
+                    return Err(Expand::Invalid(format!(
                         "environment variable {name} is not set (use ${{{name}:-default}} for a default)"
-                    ));
+                    )));
                 }
+            }
+            if out.len() as u64 > budget {
+                return Err(Expand::TooLarge(format!(
+                    "with ${{{name}}} expanded, the file stands for more than {} of scalar \
+                     text; refused",
+                    crate::limits::show_bytes(crate::limits::MAX_TEXT_BYTES)
+                )));
             }
             rest = &r[end + 1..];
         } else {

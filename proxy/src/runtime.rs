@@ -13,7 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rampart_config::{Config, ConfigErrors};
 use std::sync::Mutex;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -89,6 +89,67 @@ pub enum ReloadError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    /// The caller gave up waiting (see [`Attempt`]); nothing was applied.
+    #[error("the reload was given up before the configuration was installed")]
+    GaveUp,
+}
+
+/// A reload whose caller may give up waiting for it. Reloads made while it is current on
+/// a thread ([`Attempt::run`]), directly or through an xDS client, install their
+/// configuration only if the caller still waits at that moment; a configuration whose
+/// caller gave up is never applied, however late its compilation ends.
+#[derive(Debug, Default)]
+pub struct Attempt(std::sync::atomic::AtomicU8);
+
+const ATTEMPT_RUNNING: u8 = 0;
+const ATTEMPT_GIVEN_UP: u8 = 1;
+const ATTEMPT_INSTALLING: u8 = 2;
+
+thread_local! {
+    static CURRENT_ATTEMPT: std::cell::RefCell<Option<Arc<Attempt>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Attempt {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Runs `f` with this attempt current on this thread.
+    pub fn run<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
+        let before = CURRENT_ATTEMPT.with(|c| c.replace(Some(self.clone())));
+        let r = f();
+        CURRENT_ATTEMPT.with(|c| c.replace(before));
+        r
+    }
+
+    /// The caller gives up. False when the configuration is being installed already:
+    /// installing cannot fail and is quick, so the caller waits for it instead.
+    pub fn give_up(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(ATTEMPT_RUNNING, ATTEMPT_GIVEN_UP, SeqCst, SeqCst)
+        {
+            Ok(_) => true,
+            Err(now) => now == ATTEMPT_GIVEN_UP,
+        }
+    }
+
+    /// Whether the caller gave up.
+    pub fn given_up(&self) -> bool {
+        self.0.load(SeqCst) == ATTEMPT_GIVEN_UP
+    }
+
+    /// Whether the reload current on this thread (if any) may install its configuration;
+    /// once it says yes, the caller can no longer give up.
+    fn may_install() -> bool {
+        CURRENT_ATTEMPT.with(|c| {
+            c.borrow().as_ref().is_none_or(|a| {
+                a.0.compare_exchange(ATTEMPT_RUNNING, ATTEMPT_INSTALLING, SeqCst, SeqCst)
+                    .is_ok()
+            })
+        })
+    }
 }
 
 /// What reloads need: the workers' listener channels, the listener registry, and the
@@ -121,7 +182,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Compiles `cfg` for checking only: certificates, addresses and rules, without opening
-/// log files or sockets.
+/// log files or sockets. Meant for a process that ends soon after: what was compiled is
+/// not freed.
 pub fn check(cfg: Config, base_dir: &Path) -> Result<(), ConfigErrors> {
     let live = Live::new();
     let env = CompileEnv {
@@ -132,7 +194,12 @@ pub fn check(cfg: Config, base_dir: &Path) -> Result<(), ConfigErrors> {
         open_logs: false,
         previous: None,
     };
-    compile(Arc::new(cfg), &env).map(|_| ())
+    let snapshot = compile(Arc::new(cfg), &env)?;
+    // The process ends soon after a check: freeing a large configuration piece by piece
+    // would only make the answer slower.
+    std::mem::forget(snapshot);
+    std::mem::forget(live);
+    Ok(())
 }
 
 /// A frontend's binds, each with its rank among the binds with the same configured
@@ -306,6 +373,8 @@ impl Control {
                 live.global.reloads_ok.fetch_add(1, Relaxed);
                 tracing::info!(generation = r.generation, "configuration reloaded");
             }
+            // Counted by the caller that gave up.
+            Err(ReloadError::GaveUp) => {}
             Err(e) => {
                 live.global.reloads_failed.fetch_add(1, Relaxed);
                 tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
@@ -375,6 +444,10 @@ impl Control {
             opened.push((fe.clone(), b.addr, *nth, local, socks));
         }
 
+        // The last moment a caller that gave up can stop this reload.
+        if !Attempt::may_install() {
+            return Err(ReloadError::GaveUp);
+        }
         // Swap. From here nothing can fail.
         self.shared.snapshot.store(snapshot.clone());
         crate::snapshot::install(&snapshot);

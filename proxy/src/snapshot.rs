@@ -160,6 +160,7 @@ pub struct GlobalSettings {
     pub max_connections: u64,
     pub grace: Duration,
     pub reload_grace: Duration,
+    pub reload_timeout: Duration,
 }
 
 /// A whole compiled configuration.
@@ -171,6 +172,18 @@ pub struct Snapshot {
     /// Stick tables, in configuration order.
     pub tables: Vec<Arc<Table>>,
     pub config: Arc<Config>,
+    /// Frontends and backends by name, to their first index.
+    frontend_at: HashMap<Arc<str>, usize>,
+    backend_at: HashMap<Arc<str>, usize>,
+}
+
+/// Name to the index of the first item of that name.
+fn index_by_name<'a>(names: impl Iterator<Item = &'a Arc<str>>) -> HashMap<Arc<str>, usize> {
+    let mut m = HashMap::new();
+    for (i, n) in names.enumerate() {
+        m.entry(n.clone()).or_insert(i);
+    }
+    m
 }
 
 /// [`Frontend::retire`] values: serving.
@@ -182,11 +195,11 @@ pub const STOPPING: u8 = 2;
 
 impl Snapshot {
     pub fn frontend(&self, name: &str) -> Option<&Arc<Frontend>> {
-        self.frontends.iter().find(|f| &*f.name == name)
+        self.frontend_at.get(name).map(|i| &self.frontends[*i])
     }
 
     pub fn backend_index(&self, name: &str) -> Option<usize> {
-        self.backends.iter().position(|b| &*b.name == name)
+        self.backend_at.get(name).copied()
     }
 
     /// Usable servers of backend `i` (`nbsrv`).
@@ -253,13 +266,21 @@ fn algo(b: &model::Backend) -> Algo {
 pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, ConfigErrors> {
     let mut errs = Errors(Vec::new());
     let workers = env.workers.max(1);
-    let backend_names: Vec<&str> = cfg.backends.names().collect();
-    let backend_index = |n: &str| backend_names.iter().position(|b| *b == n);
+    let mut backend_names: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(cfg.backends.len());
+    for (i, n) in cfg.backends.names().enumerate() {
+        backend_names.entry(n).or_insert(i);
+    }
+    let backend_index = |n: &str| backend_names.get(n).copied();
     let tables: Vec<Arc<Table>> = cfg
         .stick_tables
         .iter()
         .map(|(name, def)| env.live.tables.prepare(name, def))
         .collect();
+    let mut table_index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, t) in tables.iter().enumerate() {
+        table_index.entry(&t.name).or_insert(i);
+    }
     let table_by_name = |n: &str| -> Option<Arc<Table>> {
         if n.is_empty() {
             return match tables.as_slice() {
@@ -267,17 +288,18 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 _ => None,
             };
         }
-        tables.iter().find(|t| &*t.name == n).cloned()
+        table_index.get(n).map(|i| tables[*i].clone())
     };
     let names = Resolve {
         backend: &backend_index,
         table: &table_by_name,
     };
 
+    let mut tls_cache = TlsCache::default();
     let mut backends = Vec::new();
     for (bi, (bname, b)) in cfg.backends.iter().enumerate() {
         let path = format!("backends.{bname}");
-        let be_pos = cfg.backends.0[bi].0.pos;
+        let be_pos = cfg.backends.entries()[bi].0.pos;
         let live = env.live.backend(bname);
         let proto = match b.proto {
             model::Proto::Http1 => Proto::Http1,
@@ -285,7 +307,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         };
         let client_tls = match &b.tls {
             None => None,
-            Some(t) => match crate::tls::client_config(t, env.base_dir, proto == Proto::H2) {
+            Some(t) => match tls_cache.client(t, env.base_dir, proto == Proto::H2) {
                 Ok(c) => Some((c, t.sni.clone())),
                 Err(e) => {
                     let pos = t.ca.as_ref().map_or(be_pos, |c| c.pos);
@@ -298,7 +320,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             max_idle_per_server: b.pool.max_idle_per_server,
             idle_timeout: b.pool.idle_timeout,
         };
-        let mut servers = Vec::new();
+        let mut servers = Vec::with_capacity(b.servers.len());
         for (sname, s) in b.servers.iter() {
             let addr = match env.live.addr_override(bname, sname).map(Ok) {
                 Some(a) => a,
@@ -496,12 +518,12 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
     let mut frontends = Vec::new();
     for (fi, (fname, f)) in cfg.frontends.iter().enumerate() {
         let path = format!("frontends.{fname}");
-        let fe_pos = cfg.frontends.0[fi].0.pos;
+        let fe_pos = cfg.frontends.entries()[fi].0.pos;
         let mut binds = Vec::new();
         for (i, b) in f.bind.iter().enumerate() {
             let tls = match &b.tls {
                 None => None,
-                Some(t) => match crate::tls::server_config(t, env.base_dir, f.http2.enabled) {
+                Some(t) => match tls_cache.server(t, env.base_dir, f.http2.enabled) {
                     Ok((c, warnings)) => {
                         for w in warnings {
                             tracing::warn!(frontend = fname, "{w}");
@@ -656,12 +678,65 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             max_connections: u64::from(cfg.global.max_connections),
             grace: cfg.global.grace,
             reload_grace: cfg.global.reload_grace,
+            reload_timeout: cfg.global.reload_timeout,
         },
+        frontend_at: index_by_name(frontends.iter().map(|f| &f.name)),
+        backend_at: index_by_name(backends.iter().map(|b| &b.name)),
         frontends,
         backends,
         tables,
         config: cfg,
     })
+}
+
+/// TLS configurations built once per compilation for identical settings: many binds or
+/// backends with the same certificates share one (and its session cache).
+#[derive(Default)]
+struct TlsCache {
+    server: HashMap<String, ServerTls>,
+    client: HashMap<String, Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+type ServerTls = Result<(Arc<rustls::ServerConfig>, Vec<String>), String>;
+
+impl TlsCache {
+    fn server(&mut self, t: &model::BindTls, base: &Path, h2: bool) -> ServerTls {
+        // The settings without where they were written.
+        let mut k = t.clone();
+        for c in &mut k.certificates {
+            c.cert.pos = Pos::default();
+            if let Some(key) = &mut c.key {
+                key.pos = Pos::default();
+            }
+        }
+        let key = format!("{h2} {k:?}");
+        if let Some(r) = self.server.get(&key) {
+            // Warnings were logged the first time.
+            return r.clone().map(|(c, _)| (c, Vec::new()));
+        }
+        let r = crate::tls::server_config(t, base, h2);
+        self.server.insert(key, r.clone());
+        r
+    }
+
+    fn client(
+        &mut self,
+        t: &model::UpstreamTls,
+        base: &Path,
+        h2: bool,
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
+        let mut k = t.clone();
+        if let Some(ca) = &mut k.ca {
+            ca.pos = Pos::default();
+        }
+        let key = format!("{h2} {k:?}");
+        if let Some(r) = self.client.get(&key) {
+            return r.clone();
+        }
+        let r = crate::tls::client_config(t, base, h2);
+        self.client.insert(key, r.clone());
+        r
+    }
 }
 
 /// Installs what a snapshot declares about live state, once it serves: the declared
@@ -788,10 +863,11 @@ impl Live {
             cfg: (cfg.max_idle_per_server, cfg.idle_timeout),
         };
         self.pools_with(|pools: &mut HashMap<PoolKey, Arc<Pool>>| {
-            let pool = pools
-                .entry(key.clone())
-                .or_insert_with(|| Pool::new(cfg, workers))
-                .clone();
+            if let Some(pool) = pools.get(&key) {
+                return (key, pool.clone());
+            }
+            let pool = Pool::new(cfg, workers);
+            pools.insert(key.clone(), pool.clone());
             (key, pool)
         })
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use rampart_config::decode::FastMap;
 use tokio::sync::Notify;
 
 use crate::log::LogSink;
@@ -419,9 +420,10 @@ pub struct GlobalLive {
 #[derive(Default)]
 pub struct Live {
     pub global: GlobalLive,
-    frontends: Mutex<HashMap<String, Arc<FrontendLive>>>,
-    backends: Mutex<HashMap<String, Arc<BackendLive>>>,
-    servers: Mutex<HashMap<(String, String), Arc<ServerLive>>>,
+    frontends: Mutex<FastMap<String, Arc<FrontendLive>>>,
+    backends: Mutex<FastMap<String, Arc<BackendLive>>>,
+    /// Backend name, then server name.
+    servers: Mutex<FastMap<String, FastMap<String, Arc<ServerLive>>>>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     logs: Mutex<HashMap<String, Arc<LogSink>>>,
     checks: crate::resilience::health::Checks,
@@ -453,9 +455,7 @@ impl Live {
 
     /// The state of `backend/server` if it exists.
     pub fn find_server(&self, backend: &str, server: &str) -> Option<Arc<ServerLive>> {
-        lock(&self.servers)
-            .get(&(backend.to_owned(), server.to_owned()))
-            .cloned()
+        lock(&self.servers).get(backend)?.get(server).cloned()
     }
 
     /// The address set at run time for `backend/server`, if any.
@@ -477,10 +477,11 @@ impl Live {
     }
 
     pub fn backend(&self, name: &str) -> Arc<BackendLive> {
-        lock(&self.backends)
-            .entry(name.to_owned())
-            .or_default()
-            .clone()
+        let mut m = lock(&self.backends);
+        match m.get(name) {
+            Some(b) => b.clone(),
+            None => m.entry(name.to_owned()).or_default().clone(),
+        }
     }
 
     /// The state of `backend/server`, created with the configured weight the first time.
@@ -491,9 +492,14 @@ impl Live {
         weight: u32,
         disabled: bool,
     ) -> Arc<ServerLive> {
+        let mut m = lock(&self.servers);
+        if let Some(s) = m.get(backend).and_then(|b| b.get(server)) {
+            return s.clone();
+        }
         let freed = self.backend(backend).server_freed.clone();
-        lock(&self.servers)
-            .entry((backend.to_owned(), server.to_owned()))
+        m.entry(backend.to_owned())
+            .or_default()
+            .entry(server.to_owned())
             .or_insert_with(|| Arc::new(ServerLive::new(weight, disabled, freed)))
             .clone()
     }

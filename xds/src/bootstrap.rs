@@ -33,12 +33,21 @@ pub struct Bootstrap {
 /// Loads a bootstrap file.
 pub fn load(path: &Path) -> Result<Bootstrap, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = rampart_config::limits::read_bounded(
+        path,
+        rampart_config::limits::MAX_FILE_BYTES,
+        "bootstrap file",
+    )
+    .map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: Some(file.clone()),
             pos: Pos::default(),
             path: String::new(),
-            message: format!("cannot read the bootstrap file: {e}"),
+            message: if e.ends_with("refused") {
+                e
+            } else {
+                format!("cannot read the bootstrap file: {e}")
+            },
         }])
     })?;
     parse(&text).map_err(|e| e.in_file(&file))
@@ -165,10 +174,10 @@ fn build(b: &Envoy, root: &Node) -> Result<Bootstrap, ConfigErrors> {
                 },
             ));
         }
-        cfg.backends.0.push((
+        cfg.backends.push(
             translate::spanned(c.name.clone()),
             translate::backend(&shape, None),
-        ));
+        );
     }
     let known = |n: &str| cfg.backends.contains(n);
     let known = translate::Known { cluster: &known };
@@ -188,7 +197,7 @@ fn build(b: &Envoy, root: &Node) -> Result<Bootstrap, ConfigErrors> {
             translate::frontend(&shape, None, &known),
         ));
     }
-    cfg.frontends.0.extend(frontends);
+    cfg.frontends.extend(frontends);
     if let Some(a) = &b.admin
         && let Some(core::address::Address::SocketAddress(sa)) =
             a.address.as_ref().and_then(|a| a.address.as_ref())

@@ -60,6 +60,16 @@ impl Kind {
         }
     }
 
+    /// How many resources of the type one response may carry, and the store may hold:
+    /// the configuration's own bounds (a listener is a frontend, a cluster a backend).
+    pub fn max(self) -> usize {
+        use rampart_config::limits::{MAX_BACKENDS, MAX_FRONTENDS};
+        match self {
+            Kind::Listener | Kind::Route => MAX_FRONTENDS,
+            Kind::Cluster | Kind::Endpoint => MAX_BACKENDS,
+        }
+    }
+
     /// Whether a state-of-the-world response carries every resource of the type, so
     /// that absence means removal (LDS, CDS).
     pub fn full_state(self) -> bool {
@@ -407,10 +417,10 @@ impl Store {
                 .eds_name()
                 .and_then(|n| self.endpoints.get(n))
                 .map(|h| &h.resource);
-            cfg.backends.0.push((
+            cfg.backends.push(
                 translate::spanned(name.clone()),
                 translate::backend(&e.shape, cla),
-            ));
+            );
         }
         let known = |c: &str| cfg.backends.contains(c);
         let known = translate::Known { cluster: &known };
@@ -452,7 +462,7 @@ impl Store {
             bound.extend(fe.bind.iter().map(|b| (b.address.value, name.clone())));
             frontends.push((translate::spanned(name.clone()), fe));
         }
-        cfg.frontends.0.extend(frontends);
+        cfg.frontends.extend(frontends);
         (cfg, conflicts)
     }
 }

@@ -14,7 +14,12 @@ fn read(base: &Path, file: &str) -> Result<Vec<u8>, String> {
         return Ok(file.as_bytes().to_vec());
     }
     let p = base.join(file);
-    std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    rampart_config::limits::read_bounded_bytes(
+        &p,
+        rampart_config::limits::MAX_PEM_FILE_BYTES,
+        "PEM file",
+    )
+    .map_err(|e| format!("cannot read {}: {e}", p.display()))
 }
 
 /// The client configuration (ALPN `h2`).

@@ -83,7 +83,7 @@ pub enum Patterns {
     Str(Vec<String>),
     Int(Vec<IntMatch>),
     Ip(Vec<IpNet>),
-    /// Regular expressions, already checked to compile.
+    /// Regular expressions, their syntax checked (the proxy compiles them).
     Reg(Vec<String>),
 }
 
@@ -96,19 +96,97 @@ pub struct Acl {
     pub patterns: Patterns,
 }
 
-/// Reads pattern files for `-f`.
+/// Reads pattern files for `-f`, and counts the patterns a configuration holds.
 pub trait PatternFiles {
-    fn read(&self, path: &str) -> Result<String, String>;
+    fn read(&self, path: &str) -> Result<std::sync::Arc<str>, String>;
+    /// Counts `n` more ACL patterns; refuses them past [`crate::limits::MAX_ACL_PATTERNS`]
+    /// for the whole configuration.
+    fn count(&self, n: usize) -> Result<(), String> {
+        if n > crate::limits::MAX_ACL_PATTERNS {
+            return Err(crate::limits::too_many(
+                "ACL patterns",
+                crate::limits::MAX_ACL_PATTERNS,
+            ));
+        }
+        Ok(())
+    }
+    /// Counts a regular expression of `size` states (see [`super::check_regex`]); refuses
+    /// it past [`crate::limits::MAX_REGEX_TOTAL`] for the whole configuration.
+    fn regex(&self, size: u64) -> Result<(), String> {
+        let _ = size;
+        Ok(())
+    }
 }
 
-/// Reads pattern files from disk, relative to a base directory.
-pub struct DiskFiles(pub std::path::PathBuf);
+/// Reads pattern files from disk, relative to a base directory (without one, `-f` is
+/// refused). A file named by several ACLs is read once per configuration, and no file may
+/// be larger than [`crate::limits::MAX_PATTERN_FILE_BYTES`].
+pub struct DiskFiles {
+    dir: Option<std::path::PathBuf>,
+    budget: std::rc::Rc<PatternBudget>,
+}
+
+impl DiskFiles {
+    pub fn new(dir: Option<std::path::PathBuf>, budget: std::rc::Rc<PatternBudget>) -> Self {
+        Self { dir, budget }
+    }
+}
+
+/// What one configuration has loaded of its patterns: the files read, and the patterns
+/// and regular expression states counted so far.
+#[derive(Default)]
+pub struct PatternBudget {
+    files: std::cell::RefCell<
+        std::collections::HashMap<std::path::PathBuf, Result<std::sync::Arc<str>, String>>,
+    >,
+    patterns: std::cell::Cell<usize>,
+    regex_states: std::cell::Cell<u64>,
+}
+
+impl PatternBudget {
+    fn count(&self, n: usize) -> Result<(), String> {
+        let total = self.patterns.get().saturating_add(n);
+        if total > crate::limits::MAX_ACL_PATTERNS {
+            return Err(crate::limits::too_many(
+                "ACL patterns",
+                crate::limits::MAX_ACL_PATTERNS,
+            ));
+        }
+        self.patterns.set(total);
+        Ok(())
+    }
+}
 
 impl PatternFiles for DiskFiles {
-    fn read(&self, path: &str) -> Result<String, String> {
-        let p = self.0.join(path);
-        std::fs::read_to_string(&p)
-            .map_err(|e| format!("cannot read pattern file {}: {e}", p.display()))
+    fn read(&self, path: &str) -> Result<std::sync::Arc<str>, String> {
+        let Some(dir) = &self.dir else {
+            return NoFiles.read(path);
+        };
+        let p = dir.join(path);
+        if let Some(r) = self.budget.files.borrow().get(&p) {
+            return r.clone();
+        }
+        let r =
+            crate::limits::read_bounded(&p, crate::limits::MAX_PATTERN_FILE_BYTES, "pattern file")
+                .map(std::sync::Arc::from)
+                .map_err(|e| format!("cannot read pattern file {}: {e}", p.display()));
+        self.budget.files.borrow_mut().insert(p, r.clone());
+        r
+    }
+    fn count(&self, n: usize) -> Result<(), String> {
+        self.budget.count(n)
+    }
+    fn regex(&self, size: u64) -> Result<(), String> {
+        let total = self.budget.regex_states.get().saturating_add(size);
+        let max = crate::limits::MAX_REGEX_TOTAL;
+        if total > max {
+            return Err(format!(
+                "the regular expressions of the configuration compile to more than {max} \
+                 states together; refused"
+            ));
+        }
+        self.budget.regex_states.set(total);
+        Ok(())
     }
 }
 
@@ -211,6 +289,19 @@ pub fn parse_acl(words: &[Token], end: usize, files: &dyn PatternFiles) -> Resul
                 let text = files
                     .read(&f.text)
                     .map_err(|m| RuleError::new(f.offset, m))?;
+                // Counted before they are kept, so that a large file named by many ACLs is
+                // refused before it fills the memory.
+                let lines = text
+                    .lines()
+                    .filter(|l| {
+                        let l = l.trim();
+                        !l.is_empty() && !l.starts_with('#')
+                    })
+                    .count();
+                files
+                    .count(lines)
+                    .map_err(|m| RuleError::new(f.offset, format!("{}: {m}", f.text)))?;
+                patterns.reserve(lines);
                 for line in text.lines() {
                     let line = line.trim();
                     if line.is_empty() || line.starts_with('#') {
@@ -234,7 +325,11 @@ pub fn parse_acl(words: &[Token], end: usize, files: &dyn PatternFiles) -> Resul
         }
         i += 1;
     }
-    patterns.extend(words[i..].iter().cloned());
+    let inline = &words[i.min(words.len())..];
+    files
+        .count(inline.len())
+        .map_err(|m| RuleError::new(inline.first().map_or(end, |w| w.offset), m))?;
+    patterns.extend(inline.iter().cloned());
     let sample_type = expr.sample_type();
     let method = method.unwrap_or(MatchMethod::default_for(sample_type));
     let pats = match method {
@@ -263,22 +358,11 @@ pub fn parse_acl(words: &[Token], end: usize, files: &dyn PatternFiles) -> Resul
         ),
         MatchMethod::Reg => {
             for p in &patterns {
-                regex::RegexBuilder::new(&p.text)
-                    .case_insensitive(icase)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| {
-                        RuleError::new(
-                            p.offset,
-                            format!(
-                                "invalid regular expression {:?}: {}",
-                                p.text,
-                                super::regex_error(&e)
-                            ),
-                        )
-                    })?;
+                super::check_regex(&p.text, icase)
+                    .and_then(|size| files.regex(size))
+                    .map_err(|e| RuleError::new(p.offset, e))?;
             }
-            Patterns::Reg(patterns.iter().map(|p| p.text.clone()).collect())
+            Patterns::Reg(patterns.into_iter().map(|p| p.text).collect())
         }
         _ => {
             if sample_type == SampleType::Bool {
@@ -287,7 +371,7 @@ pub fn parse_acl(words: &[Token], end: usize, files: &dyn PatternFiles) -> Resul
                     format!("{} is a boolean: use it without patterns", expr.fetch),
                 ));
             }
-            Patterns::Str(patterns.iter().map(|p| p.text.clone()).collect())
+            Patterns::Str(patterns.into_iter().map(|p| p.text).collect())
         }
     };
     let empty = match &pats {
@@ -481,7 +565,7 @@ pub fn predefined(name: &str) -> Option<Acl> {
 pub struct NoFiles;
 
 impl PatternFiles for NoFiles {
-    fn read(&self, path: &str) -> Result<String, String> {
+    fn read(&self, path: &str) -> Result<std::sync::Arc<str>, String> {
         Err(format!("pattern files are not available here ({path})"))
     }
 }

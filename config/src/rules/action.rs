@@ -192,19 +192,11 @@ fn header_name(t: &Token) -> Result<String, RuleError> {
         .map_err(|_| RuleError::new(t.offset, format!("invalid header name {:?}", t.text)))
 }
 
-fn regex_arg(t: &Token) -> Result<String, RuleError> {
-    regex::Regex::new(&t.text)
-        .map(|_| t.text.clone())
-        .map_err(|e| {
-            RuleError::new(
-                t.offset,
-                format!(
-                    "invalid regular expression {:?}: {}",
-                    t.text,
-                    super::regex_error(&e)
-                ),
-            )
-        })
+fn regex_arg(t: &Token, files: &dyn PatternFiles) -> Result<String, RuleError> {
+    super::check_regex(&t.text, false)
+        .and_then(|size| files.regex(size))
+        .map(|()| t.text.clone())
+        .map_err(|e| RuleError::new(t.offset, e))
 }
 
 struct Args {
@@ -278,7 +270,11 @@ fn parse_reply(a: &mut Args, default_status: u16, deny: bool) -> Result<Reply, R
     Ok(r)
 }
 
-fn parse_header_action(name: &str, a: &mut Args) -> Result<Option<HeaderAction>, RuleError> {
+fn parse_header_action(
+    name: &str,
+    a: &mut Args,
+    files: &dyn PatternFiles,
+) -> Result<Option<HeaderAction>, RuleError> {
     Ok(Some(match name {
         "set-header" | "add-header" => {
             let n = header_name(&a.next("a header name")?)?;
@@ -315,7 +311,7 @@ fn parse_header_action(name: &str, a: &mut Args) -> Result<Option<HeaderAction>,
                 };
             }
             let name = if method == MatchMethod::Reg {
-                regex_arg(&n)?
+                regex_arg(&n, files)?
             } else if method == MatchMethod::Str {
                 header_name(&n)?
             } else {
@@ -325,7 +321,7 @@ fn parse_header_action(name: &str, a: &mut Args) -> Result<Option<HeaderAction>,
         }
         "replace-header" | "replace-value" => {
             let n = header_name(&a.next("a header name")?)?;
-            let regex = regex_arg(&a.next("a regular expression")?)?;
+            let regex = regex_arg(&a.next("a regular expression")?, files)?;
             let replacement = fmt_arg(&a.next("a replacement")?)?;
             if name == "replace-header" {
                 HeaderAction::Replace {
@@ -472,11 +468,11 @@ pub fn parse_request_rule(
         "set-path" => RequestAction::SetPath(fmt_arg(&a.next("a path")?)?),
         "set-query" => RequestAction::SetQuery(fmt_arg(&a.next("a query string")?)?),
         "replace-path" => {
-            let regex = regex_arg(&a.next("a regular expression")?)?;
+            let regex = regex_arg(&a.next("a regular expression")?, files)?;
             let replacement = fmt_arg(&a.next("a replacement")?)?;
             RequestAction::ReplacePath { regex, replacement }
         }
-        other => match parse_header_action(other, &mut a)? {
+        other => match parse_header_action(other, &mut a, files)? {
             Some(h) => RequestAction::Header(h),
             None => match parse_stick_action(&name, &mut a)? {
                 Some(s) => RequestAction::Stick(s),
@@ -545,7 +541,7 @@ pub fn parse_response_rule(
             }
             ResponseAction::SetStatus { status, reason }
         }
-        other => match parse_header_action(other, &mut a)? {
+        other => match parse_header_action(other, &mut a, files)? {
             Some(h) => ResponseAction::Header(h),
             None => return Err(unknown_action(&name, RESPONSE_ACTIONS)),
         },

@@ -15,12 +15,58 @@ pub use fetch::{Converter, Fetch, MatchMethod, SampleExpr, SampleType, ScFetch, 
 pub use lexer::RuleError;
 pub use logfmt::{LogFormat, Segment};
 
-/// A regex error on one line (the `regex` crate's syntax errors span several).
-pub(crate) fn regex_error(e: &regex::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().trim_start_matches("error: ").to_owned())
-        .unwrap_or(text)
+/// Checks a regular expression's syntax and size, and returns its size: about the number
+/// of states it compiles to. Only checked: the proxy compiles each expression once.
+pub fn check_regex(text: &str, icase: bool) -> Result<u64, String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .case_insensitive(icase)
+        .build()
+        .parse(text)
+        .map_err(|e| {
+            // Syntax errors span several lines (the expression, a caret, the message).
+            let msg = e.to_string();
+            let last = msg
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map_or(msg.as_str(), |l| l.trim().trim_start_matches("error: "));
+            format!("invalid regular expression {text:?}: {last}")
+        })?;
+    let size = regex_size(&hir);
+    let max = crate::limits::MAX_REGEX_SIZE;
+    if size > max {
+        return Err(format!(
+            "regular expression {text:?} is too large: it compiles to about {size} states, \
+             more than {max} (a Unicode class such as \\w counts thousands, (?-u:\\w) counts one)"
+        ));
+    }
+    Ok(size)
+}
+
+/// About how many states `hir` compiles to: a byte per literal byte or byte range, the
+/// UTF-8 sequences of Unicode classes, repetitions multiplied out.
+fn regex_size(hir: &regex_syntax::hir::Hir) -> u64 {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 1,
+        HirKind::Literal(l) => l.0.len() as u64,
+        HirKind::Class(Class::Bytes(c)) => c.ranges().len() as u64,
+        HirKind::Class(Class::Unicode(c)) => c
+            .ranges()
+            .iter()
+            .map(|r| {
+                regex_syntax::utf8::Utf8Sequences::new(r.start(), r.end())
+                    .map(|s| s.len() as u64)
+                    .sum::<u64>()
+            })
+            .sum(),
+        HirKind::Repetition(r) => {
+            let copies = u64::from(r.max.unwrap_or(r.min).max(r.min)) + u64::from(r.max.is_none());
+            regex_size(&r.sub).saturating_mul(copies.max(1))
+        }
+        HirKind::Capture(c) => regex_size(&c.sub).saturating_add(1),
+        HirKind::Concat(v) | HirKind::Alternation(v) => {
+            v.iter().map(regex_size).fold(0, u64::saturating_add)
+        }
+    }
 }

@@ -2,13 +2,40 @@
 //! per-length hash sets for prefixes and suffixes, Aho-Corasick for substrings, a regex set
 //! for regular expressions, per-prefix-length hash sets for networks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use aho_corasick::AhoCorasick;
 use rampart_config::rules::{Acl, IntMatch, IpNet, MatchMethod, Patterns};
 
 use super::sample::{Value, canonical_ip};
+
+/// Hash sets of patterns: built from the configuration, so a fast hash seeded per process
+/// is enough (and lookups stay fast for sets of millions).
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
+/// `items` grouped by `key`, each group a set, groups in key order.
+fn grouped<K: Ord + Copy + std::hash::Hash, T: Eq + std::hash::Hash>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<(K, HashSet<T>)> {
+    let mut sizes: HashMap<K, usize> = HashMap::new();
+    for t in &items {
+        *sizes.entry(key(t)).or_default() += 1;
+    }
+    let mut groups: HashMap<K, HashSet<T>> = sizes
+        .into_iter()
+        .map(|(k, n)| (k, HashSet::with_capacity_and_hasher(n, Default::default())))
+        .collect();
+    for t in items {
+        if let Some(g) = groups.get_mut(&key(&t)) {
+            g.insert(t);
+        }
+    }
+    let mut out: Vec<_> = groups.into_iter().collect();
+    out.sort_by_key(|(k, _)| *k);
+    out
+}
 
 /// Strings grouped by length, for prefix or suffix lookups in O(distinct lengths).
 #[derive(Debug, Default)]
@@ -17,14 +44,10 @@ struct AffixSet {
 }
 
 impl AffixSet {
-    fn new(patterns: impl IntoIterator<Item = Vec<u8>>) -> Self {
-        let mut m: HashMap<usize, HashSet<Vec<u8>>> = HashMap::new();
-        for p in patterns {
-            m.entry(p.len()).or_default().insert(p);
+    fn new(patterns: Vec<Vec<u8>>) -> Self {
+        Self {
+            by_len: grouped(patterns, Vec::len),
         }
-        let mut by_len: Vec<_> = m.into_iter().collect();
-        by_len.sort_by_key(|(l, _)| *l);
-        Self { by_len }
     }
 
     fn prefix_of(&self, s: &[u8]) -> bool {
@@ -65,10 +88,32 @@ fn mask6(a: u128, p: u8) -> u128 {
     }
 }
 
+/// Masked addresses grouped by prefix length, longest first.
+fn by_prefix<A: Eq + std::hash::Hash>(nets: Vec<(u8, A)>) -> Vec<(u8, HashSet<A>)> {
+    let mut sizes = [0usize; 129];
+    for (p, _) in &nets {
+        sizes[usize::from(*p).min(128)] += 1;
+    }
+    let mut out: Vec<(u8, HashSet<A>)> = (0..=128u8)
+        .rev()
+        .filter(|p| sizes[usize::from(*p)] > 0)
+        .map(|p| {
+            let n = sizes[usize::from(p)];
+            (p, HashSet::with_capacity_and_hasher(n, Default::default()))
+        })
+        .collect();
+    for (p, a) in nets {
+        if let Some((_, set)) = out.iter_mut().find(|(q, _)| *q == p) {
+            set.insert(a);
+        }
+    }
+    out
+}
+
 impl IpSet {
     pub fn new(nets: &[IpNet]) -> Self {
-        let mut v4: HashMap<u8, HashSet<u32>> = HashMap::new();
-        let mut v6: HashMap<u8, HashSet<u128>> = HashMap::new();
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
         for n in nets {
             match canonical_ip(n.addr) {
                 IpAddr::V4(a) => {
@@ -77,20 +122,15 @@ impl IpSet {
                     } else {
                         n.prefix
                     };
-                    v4.entry(p).or_default().insert(mask4(a.into(), p));
+                    v4.push((p, mask4(a.into(), p)));
                 }
-                IpAddr::V6(a) => {
-                    v6.entry(n.prefix)
-                        .or_default()
-                        .insert(mask6(a.into(), n.prefix));
-                }
+                IpAddr::V6(a) => v6.push((n.prefix, mask6(a.into(), n.prefix))),
             }
         }
-        let mut v4: Vec<_> = v4.into_iter().collect();
-        v4.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
-        let mut v6: Vec<_> = v6.into_iter().collect();
-        v6.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
-        Self { v4, v6 }
+        Self {
+            v4: by_prefix(v4),
+            v6: by_prefix(v6),
+        }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -183,7 +223,12 @@ impl CompiledMatch {
             (MatchMethod::Int, Patterns::Int(v)) => Matcher::Int(v.clone()),
             (MatchMethod::Len, Patterns::Int(v)) => Matcher::Len(v.clone()),
             (MatchMethod::Ip, Patterns::Ip(v)) => Matcher::Ip(IpSet::new(v)),
-            (MatchMethod::Str, p) => Matcher::Str(strs(p).into_iter().collect()),
+            (MatchMethod::Str, p) => {
+                let v = strs(p);
+                let mut set = HashSet::with_capacity_and_hasher(v.len(), Default::default());
+                set.extend(v);
+                Matcher::Str(set)
+            }
             (MatchMethod::Beg, p) => Matcher::Beg(AffixSetBox(Box::new(AffixSet::new(strs(p))))),
             (MatchMethod::End, p) => Matcher::End(AffixSetBox(Box::new(AffixSet::new(strs(p))))),
             (MatchMethod::Sub, p) => Matcher::Sub(Box::new(

@@ -41,7 +41,13 @@ impl<'a> Pem<'a> {
     fn read(&self) -> std::io::Result<std::borrow::Cow<'a, [u8]>> {
         match self {
             Pem::Inline(t) => Ok(std::borrow::Cow::Borrowed(t.as_bytes())),
-            Pem::File(p) => std::fs::read(p).map(std::borrow::Cow::Owned),
+            Pem::File(p) => rampart_config::limits::read_bounded_bytes(
+                p,
+                rampart_config::limits::MAX_PEM_FILE_BYTES,
+                "PEM file",
+            )
+            .map(std::borrow::Cow::Owned)
+            .map_err(std::io::Error::other),
         }
     }
 }

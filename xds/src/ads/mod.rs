@@ -379,6 +379,9 @@ impl Engine {
         };
         self.ty(kind).nonce = resp.nonce.clone();
         self.ty(kind).responses += 1;
+        if let Some(out) = self.too_many(kind, resp.resources.len(), &resp.nonce) {
+            return out;
+        }
         let items: Vec<(Option<String>, &Any)> = resp.resources.iter().map(|a| (None, a)).collect();
         let mut outcome = self.take(kind, &resp.version_info, items);
         // Absence means removal, unless a resource could not even be read: it may be one
@@ -407,6 +410,10 @@ impl Engine {
         };
         self.ty(kind).nonce = resp.nonce.clone();
         self.ty(kind).responses += 1;
+        let n = resp.resources.len().max(resp.removed_resources.len());
+        if let Some(out) = self.too_many(kind, n, &resp.nonce) {
+            return out;
+        }
         let items: Vec<(Option<String>, &Any)> = resp
             .resources
             .iter()
@@ -428,6 +435,24 @@ impl Engine {
         )
     }
 
+    /// The NACK of a response with more resources than rampart takes of its type, refused
+    /// before any is read.
+    fn too_many(&mut self, kind: Kind, n: usize, nonce: &str) -> Option<Vec<Out>> {
+        if n <= kind.max() {
+            return None;
+        }
+        let msg = format!(
+            "the response has {n} {}, more than the {} rampart takes; refused",
+            kind.plural(),
+            kind.max()
+        );
+        tracing::warn!("xDS: {msg}");
+        let st = self.ty(kind);
+        st.rejected += 1;
+        st.last_nack = Some((SystemTime::now(), msg.clone()));
+        Some(vec![self.request(kind, Some((nonce, Some(msg))), false)])
+    }
+
     /// Checks and stores the resources of a response.
     fn take(&mut self, kind: Kind, version: &str, items: Vec<(Option<String>, &Any)>) -> Outcome {
         let now = Instant::now();
@@ -445,15 +470,15 @@ impl Engine {
                 Err(e) => errors.push(format!("{} #{i}: {e}", kind.noun())),
             }
         }
+        let mut repeated = BTreeSet::new();
         for (rv, d, any) in decoded {
             let name = d.name().to_owned();
             if counts.get(&name).copied().unwrap_or(0) > 1 {
-                let e = format!(
-                    "{} {name:?} appears more than once in the response",
-                    kind.noun()
-                );
-                if !errors.contains(&e) {
-                    errors.push(e);
+                if repeated.insert(name.clone()) {
+                    errors.push(format!(
+                        "{} {name:?} appears more than once in the response",
+                        kind.noun()
+                    ));
                 }
                 continue;
             }
@@ -660,6 +685,24 @@ impl Engine {
             }
             if undone {
                 continue;
+            }
+            // The configuration's bounds (servers, rules, patterns...) hold for the
+            // control plane's resources too: a response that would cross one is taken back.
+            let over = rampart_config::validate::bounds_of(&cfg);
+            if !over.is_empty() {
+                let msg = over
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                for u in outcome.changed.drain(..).rev() {
+                    u.restore(&mut self.store);
+                }
+                outcome
+                    .errors
+                    .push(format!("the configuration would be too large: {msg}"));
+                tracing::warn!("xDS: update refused, the configuration would be too large: {msg}");
+                return;
             }
             let current = applier.current();
             let unchanged = match &current {

@@ -298,7 +298,7 @@ pub fn servers(
                     server.health_check = Some(own);
                 }
             }
-            out.0.push((spanned(name), server));
+            out.push(spanned(name), server);
         }
     }
     Ok(out)

@@ -32,20 +32,32 @@ pub(crate) fn term(a: Acl, negate: bool) -> Term {
 pub(crate) type Dnf = Vec<Vec<Term>>;
 
 /// `a AND b` in disjunctive form.
-fn and(a: Dnf, b: Dnf) -> Dnf {
+/// Alternatives one route's matchers may expand to (inverted and optional header matches
+/// multiply them).
+const MAX_ALTERNATIVES: usize = 256;
+
+fn and(path: &str, a: Dnf, b: Dnf) -> Res<Dnf> {
+    if a.len().saturating_mul(b.len()) > MAX_ALTERNATIVES {
+        return bad(
+            path,
+            format!("these matchers expand to more than {MAX_ALTERNATIVES} alternatives; refused"),
+        );
+    }
     let mut out = Vec::with_capacity(a.len() * b.len());
     for x in &a {
         for y in &b {
             out.push(x.iter().chain(y).cloned().collect());
         }
     }
-    out
+    Ok(out)
 }
 
 pub(crate) fn regex_ok(re: &str, path: &str) -> Res<()> {
     if re.is_empty() {
         return bad(path, "empty regex");
     }
+    // Syntax and size, before anything compiles it.
+    rampart_config::rules::check_regex(re, false).or_else(|e| bad(path, e))?;
     regex::Regex::new(re).map(|_| ()).or_else(|e| {
         bad(
             path,
@@ -96,6 +108,7 @@ pub(crate) fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
                     Fetch::Path
                 };
                 dnf = and(
+                    path,
                     dnf,
                     vec![vec![term(
                         acl(
@@ -106,7 +119,7 @@ pub(crate) fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
                         ),
                         false,
                     )]],
-                );
+                )?;
             }
             rewrite = Some((format!("^{}(.*)$", regex::escape(p)), icase));
         }
@@ -118,17 +131,19 @@ pub(crate) fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
                 );
             }
             dnf = and(
+                path,
                 dnf,
                 vec![vec![term(
                     path_acl(MatchMethod::Str, vec![p.clone()]),
                     false,
                 )]],
-            );
+            )?;
             rewrite = Some((format!("^{}()$", regex::escape(p)), icase));
         }
         Some(P::SafeRegex(r)) => {
             regex_ok(&r.regex, &at(path, "safe_regex.regex"))?;
             dnf = and(
+                path,
                 dnf,
                 vec![vec![term(
                     acl(
@@ -139,7 +154,7 @@ pub(crate) fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
                     ),
                     false,
                 )]],
-            );
+            )?;
         }
         Some(P::PathSeparatedPrefix(p)) => {
             if !p.starts_with('/') || p.ends_with('/') || p.contains(['?', '#']) {
@@ -151,6 +166,7 @@ pub(crate) fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
                 );
             }
             dnf = and(
+                path,
                 dnf,
                 vec![
                     vec![term(path_acl(MatchMethod::Str, vec![p.clone()]), false)],
@@ -159,7 +175,7 @@ pub(crate) fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
                         false,
                     )],
                 ],
-            );
+            )?;
             rewrite = Some((format!("^{}(/.*|)$", regex::escape(p)), icase));
         }
         _ => {
@@ -170,7 +186,7 @@ pub(crate) fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
         }
     }
     for (i, h) in m.headers.iter().enumerate() {
-        dnf = and(dnf, header_match(h, &format!("{path}.headers[{i}]"))?);
+        dnf = and(path, dnf, header_match(h, &format!("{path}.headers[{i}]"))?)?;
     }
     for (i, q) in m.query_parameters.iter().enumerate() {
         let qp = format!("{path}.query_parameters[{i}]");
@@ -192,10 +208,11 @@ pub(crate) fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
                 )]]
             }
         };
-        dnf = and(dnf, t);
+        dnf = and(path, dnf, t)?;
     }
     if m.grpc.is_some() {
         dnf = and(
+            path,
             dnf,
             vec![vec![term(
                 acl(
@@ -209,7 +226,7 @@ pub(crate) fn route_match(m: &rt::RouteMatch, path: &str) -> Res<Matched> {
                 ),
                 false,
             )]],
-        );
+        )?;
     }
     if let Some(f) = &m.runtime_fraction {
         let v = f.default_value.unwrap_or_default();
@@ -348,6 +365,8 @@ fn header_match(h: &rt::HeaderMatcher, path: &str) -> Res<Dnf> {
         }
         Some(H::StringMatch(s)) => {
             use matcher::string_matcher::MatchPattern as M;
+            // Checked (and its regex bounded) first.
+            let dnf = string_match(fetch.clone(), s, &at(path, "string_match"))?;
             let empty = match &s.match_pattern {
                 Some(M::Exact(v) | M::Prefix(v) | M::Suffix(v) | M::Contains(v)) => v.is_empty(),
                 Some(M::SafeRegex(r)) => {
@@ -355,10 +374,7 @@ fn header_match(h: &rt::HeaderMatcher, path: &str) -> Res<Dnf> {
                 }
                 _ => false,
             };
-            (
-                string_match(fetch.clone(), s, &at(path, "string_match"))?,
-                empty,
-            )
+            (dnf, empty)
         }
         Some(H::PresentMatch(p)) => {
             let t = term(
@@ -428,12 +444,13 @@ fn header_match(h: &rt::HeaderMatcher, path: &str) -> Res<Dnf> {
                 )
             })?;
             out = and(
+                path,
                 out,
                 vec![vec![Term {
                     negate: !t.negate,
                     ..t
                 }]],
-            );
+            )?;
         }
         return Ok(out);
     }

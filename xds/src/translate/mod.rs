@@ -177,9 +177,12 @@ impl DataText {
     /// The text itself (a file is read now).
     pub(crate) fn text(self, path: &str) -> Res<String> {
         match self {
-            DataText::File(f) => {
-                std::fs::read_to_string(&f).or_else(|e| bad(path, format!("cannot read {f}: {e}")))
-            }
+            DataText::File(f) => rampart_config::limits::read_bounded(
+                std::path::Path::new(&f),
+                rampart_config::limits::MAX_PEM_FILE_BYTES,
+                "file",
+            )
+            .or_else(|e| bad(path, format!("cannot read {f}: {e}"))),
             DataText::Inline(s) => Ok(s),
         }
     }

@@ -155,7 +155,7 @@ pub fn virtual_hosts(
         } else {
             vh.name.clone()
         };
-        out.0.push((spanned(name), VirtualHost { domains, routes }));
+        out.push(spanned(name), VirtualHost { domains, routes });
     }
     Ok((out, Vec::new()))
 }
@@ -811,7 +811,7 @@ mod tests {
         let known = Known { cluster: &none };
         let cfg = rc(vec![to_cluster(prefix("/"), "missing")]);
         let (vh, _) = virtual_hosts(&cfg, &known).unwrap();
-        let r = &vh.0[0].1.routes[0];
+        let r = &vh.entries()[0].1.routes[0];
         assert_eq!(r.target, BackendTarget::None);
         assert!(matches!(
             &r.http_request.last().unwrap().rule.action,
@@ -861,7 +861,7 @@ mod tests {
         }
         let all = |_: &str| true;
         let (vh, _) = virtual_hosts(&rc(vec![r]), &Known { cluster: &all }).unwrap();
-        let rw = vh.0[0].1.routes[0]
+        let rw = vh.entries()[0].1.routes[0]
             .http_request
             .iter()
             .find_map(|r| match &r.rule.action {
