@@ -39,10 +39,13 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{file}:")?;
+        // Position 0:0 is the whole file (its size, a setting given outside it).
+        match (&self.file, self.pos.line) {
+            (Some(file), 0) => write!(f, "{file}: ")?,
+            (Some(file), _) => write!(f, "{file}:{}: ", self.pos)?,
+            (None, 0) => {}
+            (None, _) => write!(f, "{}: ", self.pos)?,
         }
-        write!(f, "{}: ", self.pos)?;
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }

@@ -19,8 +19,16 @@ pub const MAX_NODES: u64 = 1_000_000;
 pub const MAX_TEXT_BYTES: u64 = 32 << 20;
 /// Size of one ACL pattern file (`-f`).
 pub const MAX_PATTERN_FILE_BYTES: u64 = 32 << 20;
+/// Pattern files together (each distinct file counted once).
+pub const MAX_PATTERN_TOTAL_BYTES: u64 = 64 << 20;
 /// Size of a certificate, key or CA file (PEM).
 pub const MAX_PEM_FILE_BYTES: u64 = 4 << 20;
+/// PEM files together (each distinct file counted once).
+pub const MAX_PEM_TOTAL_BYTES: u64 = 64 << 20;
+/// Certificates served (distinct certificate and key pairs over all binds). Loading a
+/// key proves it with a signature, the costliest step of a load; so an RSA key larger
+/// than 2048 bits counts as `(bits / 2048)²` certificates (RSA-4096: 4).
+pub const MAX_CERTIFICATES: usize = 1_000;
 /// Frontends (with an xDS control plane: listeners and static frontends together).
 pub const MAX_FRONTENDS: usize = 10_000;
 /// Listening addresses over all frontends.
@@ -43,7 +51,7 @@ pub const MAX_REGEXES: usize = 5_000;
 pub const MAX_REGEX_SIZE: u64 = 100_000;
 /// States of all the regular expressions of a configuration.
 pub const MAX_REGEX_TOTAL: u64 = 500_000;
-/// Backends, servers, rules, ACL patterns and regular expressions together: each count
+/// Backends, servers, rules, ACL patterns, regular expressions and certificates together: each count
 /// is a share of its limit (50,000 servers is half of [`MAX_SERVERS`]), and the shares may
 /// add up to this much. One kind may be at its limit and another half way; not all of
 /// them at once.
@@ -79,7 +87,17 @@ pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<String, String>
 
 /// [`read_bounded`] for bytes.
 pub fn read_bounded_bytes(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, String> {
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    // Not blocked by a named pipe that nobody writes to.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let kind = f.metadata().map_err(|e| e.to_string())?.file_type();
+    if kind.is_fifo() || kind.is_socket() || kind.is_dir() {
+        return Err(format!("the {what} is not a file; refused"));
+    }
     let mut buf = Vec::new();
     f.take(max + 1)
         .read_to_end(&mut buf)

@@ -497,6 +497,7 @@ struct Tallies {
     rules: Tally,
     patterns: Tally,
     regexes: Tally,
+    certificates: Tally,
 }
 
 impl Tallies {
@@ -523,13 +524,14 @@ impl Tallies {
 }
 
 /// The bounds of [`crate::limits`] on counts: frontends, listening addresses, backends,
-/// servers, rules, ACL patterns and regular expressions, each alone and all together.
+/// servers, rules, ACL patterns, regular expressions and certificates, each alone and
+/// all together. Returns what is left of the shares, and the certificates counted.
 /// (YAML nodes are counted while the file is read, and ACL patterns from files before
 /// they are kept.)
-fn bounds(v: &mut V<'_>) {
+fn bounds(v: &mut V<'_>) -> (f64, usize) {
     use crate::limits::{
-        MAX_ACL_PATTERNS, MAX_BACKENDS, MAX_BINDS, MAX_FRONTENDS, MAX_REGEXES, MAX_RULES,
-        MAX_SERVERS, MAX_SHARES,
+        MAX_ACL_PATTERNS, MAX_BACKENDS, MAX_BINDS, MAX_CERTIFICATES, MAX_FRONTENDS, MAX_REGEXES,
+        MAX_RULES, MAX_SERVERS, MAX_SHARES,
     };
     let cfg = v.cfg;
     let mut t = Tallies {
@@ -540,12 +542,22 @@ fn bounds(v: &mut V<'_>) {
         rules: Tally::new("rules", MAX_RULES),
         patterns: Tally::new("ACL patterns", MAX_ACL_PATTERNS),
         regexes: Tally::new("regular expressions", MAX_REGEXES),
+        certificates: Tally::new("certificates", MAX_CERTIFICATES),
     };
+    // A certificate named by several binds is loaded once.
+    let mut certs = std::collections::HashSet::new();
     for (k, fe) in cfg.frontends.entries() {
         let path = format!("frontends.{}", k.value);
         t.frontends.add(1, v, k.pos, &path);
         for b in &fe.bind {
             t.binds.add(1, v, b.address.pos, &format!("{path}.bind"));
+            for c in b.tls.iter().flat_map(|t| &t.certificates) {
+                let key = c.key.as_ref().map(|k| k.value.as_str());
+                if certs.insert((c.cert.value.as_str(), key)) {
+                    t.certificates
+                        .add(1, v, c.cert.pos, &format!("{path}.bind.tls.certificates"));
+                }
+            }
         }
         for (acl, def) in fe.acls.entries() {
             let c = def
@@ -610,17 +622,25 @@ fn bounds(v: &mut V<'_>) {
     // that a file at several limits at once is not slower to load than one at a single
     // limit and a half.
     if [&t.frontends, &t.binds].iter().any(|x| x.n > x.max) {
-        return;
+        return (0.0, t.certificates.n);
     }
     // Frontends and their addresses are cheap next to these, and left out.
-    let all = [&t.backends, &t.servers, &t.rules, &t.patterns, &t.regexes];
+    let all = [
+        &t.backends,
+        &t.servers,
+        &t.rules,
+        &t.patterns,
+        &t.regexes,
+        &t.certificates,
+    ];
     if all.iter().any(|x| x.n > x.max) {
-        return;
+        return (0.0, t.certificates.n);
     }
     let share = |x: &Tally| x.n as f64 / x.max as f64;
     let total: f64 = all.iter().map(|x| share(x)).sum();
     if total > MAX_SHARES {
-        let mut parts: Vec<_> = all.iter().filter(|x| x.n > 0).collect();
+        // Those that round to 0% would only be noise.
+        let mut parts: Vec<_> = all.iter().filter(|x| share(x) >= 0.005).collect();
         parts.sort_by(|a, b| share(b).total_cmp(&share(a)));
         let list: Vec<String> = parts
             .iter()
@@ -638,6 +658,21 @@ fn bounds(v: &mut V<'_>) {
             ),
         );
     }
+    ((MAX_SHARES - total).max(0.0), t.certificates.n)
+}
+
+/// How many certificates the proxy may load for `cfg`, each counted by its key's cost
+/// (an RSA-4096 key costs 4): the certificates counted here, and what is left of
+/// [`crate::limits::MAX_SHARES`] spent on keys that cost more than one, which only
+/// reading them tells.
+pub fn certificate_allowance(cfg: &Config) -> u64 {
+    let mut v = V {
+        cfg,
+        errors: Vec::new(),
+    };
+    let (spare, n) = bounds(&mut v);
+    let extra = (spare * crate::limits::MAX_CERTIFICATES as f64).round() as u64;
+    (n.min(crate::limits::MAX_CERTIFICATES) as u64 + extra).max(1)
 }
 
 /// Only the bounds of [`crate::limits`] on counts: for a configuration assembled from

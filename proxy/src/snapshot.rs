@@ -295,7 +295,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         table: &table_by_name,
     };
 
-    let mut tls_cache = TlsCache::default();
+    let mut tls_cache = TlsCache::new(rampart_config::validate::certificate_allowance(&cfg));
     let mut backends = Vec::new();
     for (bi, (bname, b)) in cfg.backends.iter().enumerate() {
         let path = format!("backends.{bname}");
@@ -530,9 +530,12 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                         }
                         Some(c)
                     }
-                    Err(e) => {
-                        let pos = t.certificates.first().map_or(b.address.pos, |c| c.cert.pos);
-                        errs.add(pos, format!("{path}.bind.{i}.tls"), e);
+                    Err((at, e)) => {
+                        let pos = t.certificates[at.unwrap_or(0)..]
+                            .first()
+                            .map_or(b.address.pos, |c| c.cert.pos);
+                        let within = at.map(|n| format!(".certificates.{n}")).unwrap_or_default();
+                        errs.add(pos, format!("{path}.bind.{i}.tls{within}"), e);
                         None
                     }
                 },
@@ -691,15 +694,23 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
 
 /// TLS configurations built once per compilation for identical settings: many binds or
 /// backends with the same certificates share one (and its session cache).
-#[derive(Default)]
 struct TlsCache {
     server: HashMap<String, ServerTls>,
     client: HashMap<String, Result<Arc<rustls::ClientConfig>, String>>,
+    pem: crate::tls::certs::Loader,
 }
 
-type ServerTls = Result<(Arc<rustls::ServerConfig>, Vec<String>), String>;
+type ServerTls = Result<(Arc<rustls::ServerConfig>, Vec<String>), crate::tls::TlsError>;
 
 impl TlsCache {
+    fn new(allowed: u64) -> Self {
+        Self {
+            server: HashMap::new(),
+            client: HashMap::new(),
+            pem: crate::tls::certs::Loader::new(allowed),
+        }
+    }
+
     fn server(&mut self, t: &model::BindTls, base: &Path, h2: bool) -> ServerTls {
         // The settings without where they were written.
         let mut k = t.clone();
@@ -714,7 +725,7 @@ impl TlsCache {
             // Warnings were logged the first time.
             return r.clone().map(|(c, _)| (c, Vec::new()));
         }
-        let r = crate::tls::server_config(t, base, h2);
+        let r = crate::tls::server_config(t, base, h2, &mut self.pem);
         self.server.insert(key, r.clone());
         r
     }
@@ -733,7 +744,7 @@ impl TlsCache {
         if let Some(r) = self.client.get(&key) {
             return r.clone();
         }
-        let r = crate::tls::client_config(t, base, h2);
+        let r = crate::tls::client_config(t, base, h2, &mut self.pem);
         self.client.insert(key, r.clone());
         r
     }

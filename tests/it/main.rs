@@ -8,6 +8,7 @@ mod cli;
 mod cp;
 mod errors;
 mod frontend;
+mod limits;
 mod peers;
 mod reload;
 mod resilience;

@@ -162,14 +162,14 @@ async fn certificate_problems_are_load_errors_with_positions() {
     let e = check(&yaml("/nonexistent/cert.pem", &k2.display().to_string())).unwrap_err();
     assert!(
         e.starts_with(
-            "5:39: frontends.fe.bind.0.tls: cannot read certificate file /nonexistent/cert.pem"
+            "5:39: frontends.fe.bind.0.tls.certificates.0: cannot read certificate file /nonexistent/cert.pem"
         ),
         "{e}"
     );
     let e = check(&yaml(&c1.display().to_string(), &k2.display().to_string())).unwrap_err();
     assert!(e.contains("does not match certificate"), "{e}");
     assert!(
-        e.starts_with("5:39: frontends.fe.bind.0.tls: private key"),
+        e.starts_with("5:39: frontends.fe.bind.0.tls.certificates.0: private key"),
         "{e}"
     );
     let empty = pki.dir.join("empty.pem");

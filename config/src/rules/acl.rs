@@ -141,6 +141,7 @@ pub struct PatternBudget {
     >,
     patterns: std::cell::Cell<usize>,
     regex_states: std::cell::Cell<u64>,
+    bytes: std::cell::Cell<u64>,
 }
 
 impl PatternBudget {
@@ -166,10 +167,29 @@ impl PatternFiles for DiskFiles {
         if let Some(r) = self.budget.files.borrow().get(&p) {
             return r.clone();
         }
-        let r =
-            crate::limits::read_bounded(&p, crate::limits::MAX_PATTERN_FILE_BYTES, "pattern file")
+        use crate::limits::{MAX_PATTERN_FILE_BYTES, MAX_PATTERN_TOTAL_BYTES, show_bytes};
+        let left = MAX_PATTERN_TOTAL_BYTES.saturating_sub(self.budget.bytes.get());
+        let r: Result<std::sync::Arc<str>, String> =
+            crate::limits::read_bounded(&p, MAX_PATTERN_FILE_BYTES.min(left), "pattern file")
                 .map(std::sync::Arc::from)
-                .map_err(|e| format!("cannot read pattern file {}: {e}", p.display()));
+                .map_err(|e| {
+                    if left < MAX_PATTERN_FILE_BYTES {
+                        format!(
+                            "cannot read pattern file {}: {e}; pattern files may hold {} \
+                         together, and the others already hold {}",
+                            p.display(),
+                            show_bytes(MAX_PATTERN_TOTAL_BYTES),
+                            show_bytes(MAX_PATTERN_TOTAL_BYTES - left)
+                        )
+                    } else {
+                        format!("cannot read pattern file {}: {e}", p.display())
+                    }
+                });
+        if let Ok(t) = &r {
+            self.budget
+                .bytes
+                .set(self.budget.bytes.get() + t.len() as u64);
+        }
         self.budget.files.borrow_mut().insert(p, r.clone());
         r
     }

@@ -2,6 +2,7 @@
 //! configuration), with the checks an operator wants at load time: the key must match the
 //! certificate, and an expired certificate is reported.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,9 +13,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A certificate ready to serve.
+#[derive(Clone)]
 pub struct LoadedCert {
     pub key: Arc<CertifiedKey>,
-    /// SNI names it serves.
+    /// SNI names it serves: those configured, or the certificate's own.
     pub names: Vec<String>,
     /// A warning when the leaf certificate has expired.
     pub expired: Option<String>,
@@ -38,16 +40,11 @@ impl<'a> Pem<'a> {
         }
     }
 
-    fn read(&self) -> std::io::Result<std::borrow::Cow<'a, [u8]>> {
+    /// Where the data comes from, as a key: the path, or the text itself.
+    fn key(&self) -> String {
         match self {
-            Pem::Inline(t) => Ok(std::borrow::Cow::Borrowed(t.as_bytes())),
-            Pem::File(p) => rampart_config::limits::read_bounded_bytes(
-                p,
-                rampart_config::limits::MAX_PEM_FILE_BYTES,
-                "PEM file",
-            )
-            .map(std::borrow::Cow::Owned)
-            .map_err(std::io::Error::other),
+            Pem::File(p) => format!("f{}", p.display()),
+            Pem::Inline(t) => format!("i{t}"),
         }
     }
 }
@@ -61,23 +58,171 @@ impl std::fmt::Display for Pem<'_> {
     }
 }
 
-/// All certificates in a PEM file.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    read_certs_from(&Pem::File(path.to_path_buf()))
+/// What one compilation loads from PEM: each file read once and each certificate loaded
+/// once, however many binds and backends name them, within the bounds of
+/// [`rampart_config::limits`] on PEM files and certificates.
+pub struct Loader {
+    files: HashMap<PathBuf, Result<Arc<[u8]>, String>>,
+    certs: HashMap<(String, String), Result<LoadedCert, String>>,
+    /// Bytes of the files read so far.
+    bytes: u64,
+    /// Certificates loaded so far, each by its key's cost (see [`key_cost`]).
+    cost: u64,
+    /// How much cost the configuration may spend.
+    allowed: u64,
 }
 
-/// All certificates in PEM data.
-pub fn read_certs_from(src: &Pem<'_>) -> Result<Vec<CertificateDer<'static>>, String> {
-    let data = src
-        .read()
-        .map_err(|e| format!("cannot read certificate file {src}: {e}"))?;
-    let certs = CertificateDer::pem_slice_iter(&data)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("invalid PEM in {src}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate found in {src}"));
+impl Loader {
+    /// A loader that may spend `allowed` (a count of certificates; see
+    /// [`rampart_config::validate::certificate_allowance`]).
+    pub fn new(allowed: u64) -> Self {
+        Self {
+            files: HashMap::new(),
+            certs: HashMap::new(),
+            bytes: 0,
+            cost: 0,
+            allowed,
+        }
     }
-    Ok(certs)
+
+    fn read(&mut self, src: &Pem<'_>, what: &str) -> Result<Arc<[u8]>, String> {
+        use rampart_config::limits::{MAX_PEM_FILE_BYTES, MAX_PEM_TOTAL_BYTES, show_bytes};
+        let path = match src {
+            Pem::Inline(t) => return Ok(Arc::from(t.as_bytes())),
+            Pem::File(p) => p,
+        };
+        if let Some(r) = self.files.get(path) {
+            return r.clone();
+        }
+        let left = MAX_PEM_TOTAL_BYTES.saturating_sub(self.bytes);
+        let r = rampart_config::limits::read_bounded_bytes(
+            path,
+            MAX_PEM_FILE_BYTES.min(left),
+            "PEM file",
+        )
+        .map(Arc::<[u8]>::from)
+        .map_err(|e| {
+            let mut m = format!("cannot read {what} {src}: {e}");
+            if left < MAX_PEM_FILE_BYTES {
+                m += &format!(
+                    "; PEM files may hold {} together, and the others already hold {}",
+                    show_bytes(MAX_PEM_TOTAL_BYTES),
+                    show_bytes(self.bytes)
+                );
+            }
+            m
+        });
+        if let Ok(d) = &r {
+            self.bytes += d.len() as u64;
+        }
+        self.files.insert(path.clone(), r.clone());
+        r
+    }
+
+    /// All certificates in PEM data (a chain, or trusted CAs).
+    pub fn certs(&mut self, src: &Pem<'_>) -> Result<Vec<CertificateDer<'static>>, String> {
+        let data = self.read(src, "certificate file")?;
+        let certs = CertificateDer::pem_slice_iter(&data)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("invalid PEM in {src}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("no certificate found in {src}"));
+        }
+        Ok(certs)
+    }
+
+    /// Loads a chain and its key, checks they match, and reads the names and expiry.
+    pub fn load(
+        &mut self,
+        cert_path: &Pem<'_>,
+        key_path: &Pem<'_>,
+        names: &[String],
+        provider: &CryptoProvider,
+    ) -> Result<LoadedCert, String> {
+        let id = (cert_path.key(), key_path.key());
+        let r = match self.certs.get(&id) {
+            Some(r) => r.clone(),
+            None => {
+                let r = self.load_new(cert_path, key_path, provider);
+                self.certs.insert(id, r.clone());
+                r
+            }
+        };
+        r.map(|mut l| {
+            if !names.is_empty() {
+                l.names = names.to_vec();
+            }
+            l
+        })
+    }
+
+    fn load_new(
+        &mut self,
+        cert_path: &Pem<'_>,
+        key_path: &Pem<'_>,
+        provider: &CryptoProvider,
+    ) -> Result<LoadedCert, String> {
+        let chain = self.certs(cert_path)?;
+        let key_data = self.read(key_path, "private key")?;
+        let key = PrivateKeyDer::from_pem_slice(&key_data).map_err(|e| match e {
+            rustls_pki_types::pem::Error::NoItemsFound => {
+                format!("no private key found in {key_path}")
+            }
+            other => format!("cannot read private key {key_path}: {other}"),
+        })?;
+        // Counted before the costly step.
+        let cost = key_cost(key.secret_der().len());
+        self.cost += cost;
+        if self.cost > self.allowed {
+            return Err(format!(
+                "too many certificates to load: {} counted by their keys' sizes at {key_path}, \
+                 more than the {} this configuration may load (at most {} certificates; an \
+                 RSA key larger than 2048 bits counts as (bits / 2048)² certificates, this \
+                 one as {cost}); refused",
+                self.cost,
+                self.allowed,
+                rampart_config::limits::MAX_CERTIFICATES,
+            ));
+        }
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| format!("unusable private key {key_path}: {e}"))?;
+        let certified = CertifiedKey::new(chain.clone(), signing);
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(_) => {
+                return Err(format!(
+                    "private key {key_path} does not match certificate {cert_path}"
+                ));
+            }
+        }
+        let (found, not_after) = cert_names(&chain[0]);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let expired = not_after.filter(|t| *t < now).map(|t| {
+            format!(
+                "certificate {cert_path} expired {} days ago",
+                (now - t) / 86400
+            )
+        });
+        Ok(LoadedCert {
+            key: Arc::new(certified),
+            names: found,
+            expired,
+        })
+    }
+}
+
+/// What loading a private key of `der_len` bytes costs, in certificates: proving a key
+/// takes a signature, whose cost grows with the square of an RSA modulus at least. An
+/// RSA-2048 key is about 1,220 bytes of PKCS#8 DER (4096 bits: about 2,380); EC and Ed25519
+/// keys are far smaller and count 1.
+pub fn key_cost(der_len: usize) -> u64 {
+    const RSA_2048: u64 = 1_250;
+    let n = der_len as u64;
+    (n * n).div_ceil(RSA_2048 * RSA_2048).max(1)
 }
 
 /// Names from the certificate: DNS subject alternative names, or the common name when
@@ -102,55 +247,4 @@ fn cert_names(der: &[u8]) -> (Vec<String>, Option<i64>) {
         }
     }
     (names, Some(cert.validity().not_after.timestamp()))
-}
-
-/// Loads a chain and its key, checks they match, and reads the names and expiry.
-pub fn load(
-    cert_path: &Pem<'_>,
-    key_path: &Pem<'_>,
-    names: &[String],
-    provider: &CryptoProvider,
-) -> Result<LoadedCert, String> {
-    let chain = read_certs_from(cert_path)?;
-    let key_data = key_path
-        .read()
-        .map_err(|e| format!("cannot read private key {key_path}: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(&key_data).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => {
-            format!("no private key found in {key_path}")
-        }
-        other => format!("cannot read private key {key_path}: {other}"),
-    })?;
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| format!("unusable private key {key_path}: {e}"))?;
-    let certified = CertifiedKey::new(chain.clone(), signing);
-    match certified.keys_match() {
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(_) => {
-            return Err(format!(
-                "private key {key_path} does not match certificate {cert_path}"
-            ));
-        }
-    }
-    let (found, not_after) = cert_names(&chain[0]);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let expired = not_after.filter(|t| *t < now).map(|t| {
-        format!(
-            "certificate {cert_path} expired {} days ago",
-            (now - t) / 86400
-        )
-    });
-    Ok(LoadedCert {
-        key: Arc::new(certified),
-        names: if names.is_empty() {
-            found
-        } else {
-            names.to_vec()
-        },
-        expired,
-    })
 }

@@ -95,23 +95,29 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// A problem with a bind's TLS: the index of the certificate it concerns, if one.
+pub type TlsError = (Option<usize>, String);
+
 /// Builds the server configuration of a TLS bind. Certificate files are relative to
 /// `base`. Returns warnings (expired certificates) along with the configuration.
 pub fn server_config(
     tls: &BindTls,
     base: &Path,
     h2: bool,
-) -> Result<(Arc<rustls::ServerConfig>, Vec<String>), String> {
+    loader: &mut certs::Loader,
+) -> Result<(Arc<rustls::ServerConfig>, Vec<String>), TlsError> {
     let provider = provider();
     let mut loaded = Vec::new();
     let mut warnings = Vec::new();
-    for c in &tls.certificates {
+    for (i, c) in tls.certificates.iter().enumerate() {
         let cert_path = certs::Pem::of(&c.cert.value, base);
         let key_path = c
             .key
             .as_ref()
             .map_or_else(|| cert_path.clone(), |k| certs::Pem::of(&k.value, base));
-        let l = certs::load(&cert_path, &key_path, &c.names, &provider)?;
+        let l = loader
+            .load(&cert_path, &key_path, &c.names, &provider)
+            .map_err(|e| (Some(i), e))?;
         if let Some(w) = &l.expired {
             warnings.push(w.clone());
         }
@@ -119,10 +125,10 @@ pub fn server_config(
     }
     let resolver = SniMap::new(loaded.into_iter().map(|l| (l.names, l.key)).collect())
         .map(SniResolver)
-        .ok_or("TLS needs at least one certificate")?;
+        .ok_or((None, "TLS needs at least one certificate".to_owned()))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions(tls.min_version, tls.max_version))
-        .map_err(|e| format!("TLS versions: {e}"))?
+        .map_err(|e| (None, format!("TLS versions: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = tls
@@ -134,7 +140,7 @@ pub fn server_config(
     cfg.ignore_client_order = true;
     if tls.session_tickets {
         cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-            .map_err(|e| format!("session tickets: {e}"))?;
+            .map_err(|e| (None, format!("session tickets: {e}")))?;
     }
     if tls.session_cache > 0 {
         cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(tls.session_cache);
@@ -198,6 +204,7 @@ pub fn client_config(
     t: &UpstreamTlsConfig,
     base: &Path,
     h2: bool,
+    loader: &mut certs::Loader,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -208,7 +215,7 @@ pub fn client_config(
         match &t.ca {
             Some(ca) => {
                 let path = certs::Pem::of(&ca.value, base);
-                for c in certs::read_certs_from(&path)? {
+                for c in loader.certs(&path)? {
                     roots.add(c).map_err(|e| format!("{path}: {e}"))?;
                 }
             }
