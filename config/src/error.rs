@@ -186,6 +186,22 @@ mod tests {
     }
 
     #[test]
+    fn hints_stop_when_a_load_has_spent_its_comparisons() {
+        reset_hints();
+        let names: Vec<String> = (0..1_000).map(|i| format!("backend{i}")).collect();
+        let names = || names.iter().map(String::as_str);
+        assert_eq!(nearest("backend7x", names()), Some("backend7"));
+        // A file full of misspellings spends the budget...
+        for _ in 0..HINT_WORK / 1_000 {
+            nearest("backendxx", names());
+        }
+        // ...and gets plain errors after, until the next load.
+        assert_eq!(nearest("backend7x", names()), None);
+        reset_hints();
+        assert_eq!(nearest("backend7x", names()), Some("backend7"));
+    }
+
+    #[test]
     fn display_shows_the_first_errors_and_counts_the_rest() {
         let one = |line| ConfigError::new(Pos { line, col: 1 }, "", "bad");
         let e = ConfigErrors((1..=250).map(one).collect());

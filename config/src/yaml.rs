@@ -595,6 +595,80 @@ mod tests {
         assert_eq!(keys, vec![("y", "3"), ("x", "1")]);
     }
 
+    /// Nine lists of nine aliases to the list before: 9^9 nodes from a few hundred bytes.
+    fn laughs(levels: usize) -> String {
+        let mut s = "a0: &a0 [lol]\n".to_owned();
+        for i in 1..=levels {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            s += &format!("a{i}: &a{i} [{refs}]\n");
+        }
+        s
+    }
+
+    #[test]
+    fn aliases_are_counted_as_they_expand_and_refused_where_they_cross_the_budget() {
+        // 9^5 = 59,049 nodes at the last level: within the budget, and shared, not copied.
+        let n = parse(&laughs(5), &env()).unwrap();
+        let NodeKind::Map(m) = &n.kind else { panic!() };
+        let (NodeKind::Seq(a5), NodeKind::Seq(a4)) = (&m[5].1.kind, &m[4].1.kind) else {
+            panic!()
+        };
+        let NodeKind::Seq(first) = &a5[0].kind else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(first, a4), "an alias shares what it repeats");
+        // 9^9: refused at the alias that crosses 1,000,000 nodes, the seventh `*a5` of
+        // `a6` (each stands for 66,430 nodes), long before anything is expanded.
+        let e = parse(&laughs(9), &env()).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].pos, Pos { line: 7, col: 40 });
+        assert!(
+            e[0].message
+                .starts_with("with this alias, the file stands for more than 1000000 YAML nodes"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn nodes_and_expanded_text_are_bounded_without_aliases_too() {
+        let list = vec!["1"; 1_000_001].join(",");
+        let e = parse(&format!("x: [{list}]\n"), &env()).unwrap_err();
+        assert!(
+            e[0].message.contains("more than 1000000 YAML nodes"),
+            "{}",
+            e[0]
+        );
+        let big = HashMap::from([("BIG".to_owned(), "a".repeat(1 << 20))]);
+        let text = format!("x: \"{}\"\n", "${BIG}".repeat(33));
+        let e = parse(&text, &big).unwrap_err();
+        assert_eq!(e[0].pos, Pos { line: 1, col: 4 });
+        assert!(
+            e[0].message.contains("more than 32 MiB of scalar text"),
+            "{}",
+            e[0]
+        );
+        // 32 of them fit.
+        let text = format!("x: \"{}\"\n", "${BIG}".repeat(31));
+        assert!(parse(&text, &big).is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_among_many() {
+        let mut text: String = (0..50_000).map(|i| format!("k{i}: 1\n")).collect();
+        text += "k777: 2\n";
+        let e = parse(&text, &env()).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            e[0].pos,
+            Pos {
+                line: 50_001,
+                col: 1
+            }
+        );
+        assert!(e[0].message.contains("duplicate key \"k777\""), "{}", e[0]);
+    }
+
     #[test]
     fn parse_syntax_error_has_a_position() {
         let e = parse("a: [1, 2\nb: 3\n", &env()).unwrap_err();

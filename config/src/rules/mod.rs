@@ -70,3 +70,26 @@ fn regex_size(hir: &regex_syntax::hir::Hir) -> u64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn regexes_are_sized_before_they_are_compiled() {
+        let small = super::check_regex("^/api/[a-z]+$", false).unwrap();
+        assert!(small < 100, "{small}");
+        // A repetition multiplies; a Unicode class counts its UTF-8 sequences.
+        assert_eq!(
+            super::check_regex("^[a-z]{1000}{100}$", false).unwrap_err(),
+            "regular expression \"^[a-z]{1000}{100}$\" is too large: it compiles to about \
+             100002 states, more than 100000 (a Unicode class such as \\w counts thousands, \
+             (?-u:\\w) counts one)"
+        );
+        let unicode = super::check_regex("\\w{10}", false).unwrap();
+        let ascii = super::check_regex("(?-u:\\w){10}", false).unwrap();
+        assert!(unicode > 100 * ascii, "{unicode} {ascii}");
+        let e = super::check_regex("a(b", false).unwrap_err();
+        assert!(e.starts_with("invalid regular expression \"a(b\""), "{e}");
+        // Nested repetitions that would overflow are refused, not wrapped.
+        assert!(super::check_regex("((a{1000}){1000}){1000}", false).is_err());
+    }
+}

@@ -287,3 +287,84 @@ fn delta_reconnect_sends_initial_versions_and_empty_wildcard_subscriptions() {
             .any(|o| matches!(o, Out::Delta(r) if r.node.is_some()))
     );
 }
+
+/// `n` endpoints for `cluster`, all different.
+fn cla(
+    cluster: &str,
+    n: usize,
+) -> envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment {
+    use envoy_types::pb::envoy::config::endpoint::v3 as ep;
+    let endpoint = |i: usize| ep::LbEndpoint {
+        host_identifier: Some(ep::lb_endpoint::HostIdentifier::Endpoint(ep::Endpoint {
+            address: Some(core::Address {
+                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                    address: format!("127.{}.{}.{}", i / 62_500, i / 250 % 250, i % 250 + 1),
+                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(80)),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    ep::ClusterLoadAssignment {
+        cluster_name: cluster.into(),
+        endpoints: vec![ep::LocalityLbEndpoints {
+            lb_endpoints: (0..n).map(endpoint).collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn responses_past_the_configuration_limits_are_nacked_and_change_nothing() {
+    use crate::proto::{CLUSTER, ENDPOINT, LISTENER};
+    let f = Fake::default();
+    let mut e = engine(XdsMode::Sotw);
+    e.on_connect();
+    // More listeners in one response than there may be frontends: refused before any is
+    // read.
+    let many: Vec<Any> = (0..=10_000)
+        .map(|i| any(&listener(&format!("l{i}"))))
+        .collect();
+    let outs = e.on_sotw(sotw(LISTENER, "1", "a", many), &f);
+    let (version, nonce, err) = answer(&outs, LISTENER);
+    assert_eq!((version.as_str(), nonce.as_str()), ("", "a"));
+    assert_eq!(
+        err.as_deref(),
+        Some("the response has 10001 listeners, more than the 10000 rampart takes; refused")
+    );
+    assert!(f.applied.lock().unwrap().is_empty());
+    assert!(e.store.listeners.is_empty());
+
+    // Each response within its own bound, but past the servers' limit together: the
+    // response that would cross it is taken back whole.
+    e.on_sotw(
+        sotw(CLUSTER, "1", "c", vec![any(&eds("x")), any(&eds("y"))]),
+        &f,
+    );
+    let outs = e.on_sotw(sotw(ENDPOINT, "1", "e1", vec![any(&cla("x", 60_000))]), &f);
+    assert_eq!(answer(&outs, ENDPOINT), ("1".into(), "e1".into(), None));
+    let outs = e.on_sotw(
+        sotw(
+            ENDPOINT,
+            "2",
+            "e2",
+            vec![any(&cla("x", 50_000)), any(&cla("y", 60_000))],
+        ),
+        &f,
+    );
+    let (version, nonce, err) = answer(&outs, ENDPOINT);
+    assert_eq!((version.as_str(), nonce.as_str()), ("1", "e2"));
+    let err = err.unwrap();
+    assert!(
+        err.contains("the configuration would be too large")
+            && err.contains("more than 100000 servers in the configuration"),
+        "{err}"
+    );
+    let applied = f.applied.lock().unwrap();
+    let last = applied.last().unwrap();
+    assert_eq!(last.backends.get("x").unwrap().servers.len(), 60_000);
+    assert_eq!(last.backends.get("y").map(|b| b.servers.len()), Some(0));
+}
