@@ -115,6 +115,30 @@ pub fn read_bounded_bytes(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, 
     Ok(buf)
 }
 
+/// [`read_bounded_bytes`] for one of several files bounded together: the file may hold
+/// `max` bytes, and all of them `total`, of which `used` are read already (and this one is
+/// added to it).
+pub fn read_bounded_among(
+    path: &Path,
+    max: u64,
+    total: u64,
+    used: &mut u64,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let buf = read_bounded_bytes(path, max, what)?;
+    let after = *used + buf.len() as u64;
+    if after > total {
+        return Err(format!(
+            "the {what}s together would be larger than the {} they may be ({} with this \
+             one); refused",
+            show_bytes(total),
+            show_bytes(after)
+        ));
+    }
+    *used = after;
+    Ok(buf)
+}
+
 /// A count past its bound: `what` is plural ("backends").
 pub fn too_many(what: &str, max: usize) -> String {
     format!("more than {max} {what} in the configuration; refused (at most {max})")

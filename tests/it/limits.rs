@@ -198,6 +198,27 @@ fn check_refuses_too_many_regexes_and_one_too_large() {
     );
 }
 
+#[test]
+fn check_refuses_regexes_too_large_together() {
+    // Each within its own bound (99,002 states), six past 500,000 together.
+    let mut s = format!(
+        "{BACKEND}frontends:\n  f:\n    bind: \"127.0.0.1:0\"\n    default_backend: b\n    http_request:\n"
+    );
+    for i in 0..6 {
+        writeln!(
+            s,
+            "      - \"deny if {{ path_reg ^/{i}[a-z]{{1000}}{{99}}$ }}\""
+        )
+        .unwrap();
+    }
+    let out = refused("regex-total.yaml", &s);
+    assert_has(
+        &out,
+        "regex-total.yaml:12:29: frontends.f.http_request.5: the regular expressions of the configuration compile to more than 500000 states together; refused",
+    );
+    assert_eq!(out.matches("more than").count(), 1, "{}", head(&out));
+}
+
 /// A frontend whose ACLs `a0`, `a1`... read the pattern files `files`.
 fn with_pattern_files(files: &[&str]) -> String {
     let mut s = format!(
@@ -248,7 +269,7 @@ fn check_refuses_too_many_patterns_and_pattern_files_too_large_or_not_files() {
     );
     assert_has(
         &out,
-        "p3.lst: the pattern file is larger than the 4 MiB it may be (31457280 bytes); refused; pattern files may hold 64 MiB together, and the others already hold 60 MiB",
+        "p3.lst: the pattern files together would be larger than the 64 MiB they may be (90 MiB with this one); refused",
     );
 
     // A named pipe nobody writes to would block the load for good.
@@ -273,6 +294,29 @@ fn check_refuses_too_many_certificates_and_too_large_a_pem_file() {
     assert_has(
         &out,
         "certs.yaml:1009:23: frontends.f.bind.tls.certificates: more than 1000 certificates in the configuration; refused",
+    );
+
+    // Seventeen files of 4 MiB, one per bind: the seventeenth is past 64 MiB together.
+    let dir = temp_dir("limits");
+    let mut s = format!("{BACKEND}frontends:\n  f:\n    default_backend: b\n    bind:\n");
+    for i in 0..17 {
+        let f = std::fs::File::create(dir.join(format!("p{i}.pem"))).unwrap();
+        f.set_len(4 << 20).unwrap();
+        writeln!(
+            s,
+            "      - {{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: p{i}.pem }}] }} }}"
+        )
+        .unwrap();
+    }
+    let out = refused_in(&dir, "pems.yaml", &s);
+    assert_has(&out, "no certificate found in");
+    assert_has(
+        &out,
+        "pems.yaml:22:65: frontends.f.bind.16.tls.certificates.0: cannot read certificate file ",
+    );
+    assert_has(
+        &out,
+        "p16.pem: the PEM files together would be larger than the 64 MiB they may be (68 MiB with this one); refused",
     );
 
     let dir = temp_dir("limits");

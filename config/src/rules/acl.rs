@@ -167,29 +167,21 @@ impl PatternFiles for DiskFiles {
         if let Some(r) = self.budget.files.borrow().get(&p) {
             return r.clone();
         }
-        use crate::limits::{MAX_PATTERN_FILE_BYTES, MAX_PATTERN_TOTAL_BYTES, show_bytes};
-        let left = MAX_PATTERN_TOTAL_BYTES.saturating_sub(self.budget.bytes.get());
-        let r: Result<std::sync::Arc<str>, String> =
-            crate::limits::read_bounded(&p, MAX_PATTERN_FILE_BYTES.min(left), "pattern file")
-                .map(std::sync::Arc::from)
-                .map_err(|e| {
-                    if left < MAX_PATTERN_FILE_BYTES {
-                        format!(
-                            "cannot read pattern file {}: {e}; pattern files may hold {} \
-                         together, and the others already hold {}",
-                            p.display(),
-                            show_bytes(MAX_PATTERN_TOTAL_BYTES),
-                            show_bytes(MAX_PATTERN_TOTAL_BYTES - left)
-                        )
-                    } else {
-                        format!("cannot read pattern file {}: {e}", p.display())
-                    }
-                });
-        if let Ok(t) = &r {
-            self.budget
-                .bytes
-                .set(self.budget.bytes.get() + t.len() as u64);
-        }
+        use crate::limits::{MAX_PATTERN_FILE_BYTES, MAX_PATTERN_TOTAL_BYTES};
+        let mut used = self.budget.bytes.get();
+        let r: Result<std::sync::Arc<str>, String> = crate::limits::read_bounded_among(
+            &p,
+            MAX_PATTERN_FILE_BYTES,
+            MAX_PATTERN_TOTAL_BYTES,
+            &mut used,
+            "pattern file",
+        )
+        .and_then(|b| {
+            String::from_utf8(b).map_err(|_| "stream did not contain valid UTF-8".to_owned())
+        })
+        .map(std::sync::Arc::from)
+        .map_err(|e| format!("cannot read pattern file {}: {e}", p.display()));
+        self.budget.bytes.set(used);
         self.budget.files.borrow_mut().insert(p, r.clone());
         r
     }

@@ -86,7 +86,7 @@ impl Loader {
     }
 
     fn read(&mut self, src: &Pem<'_>, what: &str) -> Result<Arc<[u8]>, String> {
-        use rampart_config::limits::{MAX_PEM_FILE_BYTES, MAX_PEM_TOTAL_BYTES, show_bytes};
+        use rampart_config::limits::{MAX_PEM_FILE_BYTES, MAX_PEM_TOTAL_BYTES};
         let path = match src {
             Pem::Inline(t) => return Ok(Arc::from(t.as_bytes())),
             Pem::File(p) => p,
@@ -94,27 +94,15 @@ impl Loader {
         if let Some(r) = self.files.get(path) {
             return r.clone();
         }
-        let left = MAX_PEM_TOTAL_BYTES.saturating_sub(self.bytes);
-        let r = rampart_config::limits::read_bounded_bytes(
+        let r = rampart_config::limits::read_bounded_among(
             path,
-            MAX_PEM_FILE_BYTES.min(left),
+            MAX_PEM_FILE_BYTES,
+            MAX_PEM_TOTAL_BYTES,
+            &mut self.bytes,
             "PEM file",
         )
         .map(Arc::<[u8]>::from)
-        .map_err(|e| {
-            let mut m = format!("cannot read {what} {src}: {e}");
-            if left < MAX_PEM_FILE_BYTES {
-                m += &format!(
-                    "; PEM files may hold {} together, and the others already hold {}",
-                    show_bytes(MAX_PEM_TOTAL_BYTES),
-                    show_bytes(self.bytes)
-                );
-            }
-            m
-        });
-        if let Ok(d) = &r {
-            self.bytes += d.len() as u64;
-        }
+        .map_err(|e| format!("cannot read {what} {src}: {e}"));
         self.files.insert(path.clone(), r.clone());
         r
     }
