@@ -72,9 +72,10 @@ both('certificates-1k',
      HFE.replace("127.0.0.1:1", "127.0.0.1:1 ssl crt-list certs.list") + "  default_backend b\n" + HBE)
 open('certs.list', 'w').write(''.join(f"certs/c{i}.pem\n" for i in range(1000)))
 
-# 150% together: 50,000 servers, 50,000 rules, 2,500 regular expressions.
+# Near 150% together: 50,000 servers, 45,000 rules (and their 42,500 patterns), 2,500
+# regular expressions.
 y = [FE, "    default_backend: b\n    http_request:\n"]; h = [HFE, "  default_backend b\n"]
-for i in range(50_000):
+for i in range(45_000):
     if i < 2_500:
         y.append(f"      - deny if {{ path_reg ^/a{i}/[a-z]+(x|y)*$ }}\n"); h.append(f"  http-request deny if {{ path_reg ^/a{i}/[a-z]+(x|y)*$ }}\n")
     else:
@@ -109,7 +110,7 @@ printf "| file | size | rampart check: s, MiB | haproxy -c: s, MiB | rampart's a
 for f in backends-50k servers-100k rules-100k regexes-5k patterns-1m certificates-1k together-150 \
   past-alias-bomb past-nodes past-servers past-errors; do
   read -r rs rm < <(measure "$RAMPART" check -c "$f.yaml")
-  answer=$("$RAMPART" check -c "$f.yaml" 2>&1 | head -1 | sed "s|$work/||; s/|/\\\\|/g" | cut -c1-110)
+  answer=$({ "$RAMPART" check -c "$f.yaml" 2>&1 || true; } | head -1 | sed "s|$work/||; s/|/\\\\|/g" | cut -c1-110)
   hap="-"
   if [ -f "$f.cfg" ] && command -v haproxy >/dev/null; then
     read -r hs hm < <(measure haproxy -c -f "$f.cfg")

@@ -654,6 +654,15 @@ mod tests {
     }
 
     #[test]
+    fn nesting_is_bounded() {
+        let deep = |n| format!("x: {}1{}\n", "[".repeat(n), "]".repeat(n));
+        assert!(parse(&deep(200), &env()).is_ok());
+        let e = parse(&deep(100_000), &env()).unwrap_err();
+        assert_eq!(e[0].pos, Pos { line: 1, col: 259 });
+        assert!(e[0].message.contains("recursion limit exceeded"), "{}", e[0]);
+    }
+
+    #[test]
     fn duplicate_keys_are_found_among_many() {
         let mut text: String = (0..50_000).map(|i| format!("k{i}: 1\n")).collect();
         text += "k777: 2\n";
