@@ -113,14 +113,20 @@ impl Reloader {
 
     /// Counts and logs a reload that failed before the proxy saw it.
     fn failed(&self, msg: &str) {
-        self.control
-            .shared()
-            .live
-            .global
-            .reloads_failed
-            .fetch_add(1, Relaxed);
-        tracing::error!("reload refused, the running configuration is unchanged: {msg}");
+        refusal(&self.control, " ", &msg);
     }
+}
+
+/// Counts and logs a refused reload; `sep` goes before `msg` (a new line before a list
+/// of errors).
+fn refusal(control: &Control, sep: &str, msg: &dyn std::fmt::Display) {
+    control
+        .shared()
+        .live
+        .global
+        .reloads_failed
+        .fetch_add(1, Relaxed);
+    tracing::error!("reload refused, the running configuration is unchanged:{sep}{msg}");
 }
 
 fn gave_up(timeout: Duration) -> String {
@@ -147,13 +153,7 @@ impl Work {
         let refused = |e: rampart_config::ConfigErrors| {
             let e = e.in_file(&file);
             if !attempt.given_up() {
-                control
-                    .shared()
-                    .live
-                    .global
-                    .reloads_failed
-                    .fetch_add(1, Relaxed);
-                tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
+                refusal(control, "\n", &e);
             }
             e.to_string()
         };

@@ -506,6 +506,26 @@ impl Tallies {
         self.regexes.add(c.regexes, v, pos, path);
     }
 
+    /// A frontend's or backend's `http_request` and `http_response` rules.
+    fn http_rules(
+        &mut self,
+        v: &mut V<'_>,
+        path: &str,
+        request: &[RuleDef<RequestAction>],
+        response: &[RuleDef<ResponseAction>],
+    ) {
+        let p = format!("{path}.http_request");
+        for r in request {
+            self.rules.add(1, v, r.pos, &p);
+            self.acls(request_count(r), v, r.pos, &p);
+        }
+        let p = format!("{path}.http_response");
+        for r in response {
+            self.rules.add(1, v, r.pos, &p);
+            self.acls(response_count(r), v, r.pos, &p);
+        }
+    }
+
     fn route(&mut self, ub: &UseBackend, v: &mut V<'_>, path: &str) {
         self.rules.add(
             1 + ub.http_request.len() + ub.http_response.len(),
@@ -567,16 +587,7 @@ fn bounds(v: &mut V<'_>) -> (f64, usize) {
                 .fold(AclCount::default(), |a, b| a + b);
             t.acls(c, v, acl.pos, &format!("{path}.acls.{}", acl.value));
         }
-        for r in &fe.http_request {
-            let p = format!("{path}.http_request");
-            t.rules.add(1, v, r.pos, &p);
-            t.acls(request_count(r), v, r.pos, &p);
-        }
-        for r in &fe.http_response {
-            let p = format!("{path}.http_response");
-            t.rules.add(1, v, r.pos, &p);
-            t.acls(response_count(r), v, r.pos, &p);
-        }
+        t.http_rules(v, &path, &fe.http_request, &fe.http_response);
         for r in &fe.tcp_request.connection {
             let p = format!("{path}.tcp_request.connection");
             t.rules.add(1, v, r.pos, &p);
@@ -602,16 +613,7 @@ fn bounds(v: &mut V<'_>) -> (f64, usize) {
         } else {
             t.servers.n += b.servers.len();
         }
-        for r in &b.http_request {
-            let p = format!("{path}.http_request");
-            t.rules.add(1, v, r.pos, &p);
-            t.acls(request_count(r), v, r.pos, &p);
-        }
-        for r in &b.http_response {
-            let p = format!("{path}.http_response");
-            t.rules.add(1, v, r.pos, &p);
-            t.acls(response_count(r), v, r.pos, &p);
-        }
+        t.http_rules(v, &path, &b.http_request, &b.http_response);
         for r in &b.stick {
             let p = format!("{path}.stick");
             t.rules.add(1, v, r.pos, &p);

@@ -659,7 +659,11 @@ mod tests {
         assert!(parse(&deep(200), &env()).is_ok());
         let e = parse(&deep(100_000), &env()).unwrap_err();
         assert_eq!(e[0].pos, Pos { line: 1, col: 259 });
-        assert!(e[0].message.contains("recursion limit exceeded"), "{}", e[0]);
+        assert!(
+            e[0].message.contains("recursion limit exceeded"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]

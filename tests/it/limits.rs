@@ -13,6 +13,18 @@ use crate::support::*;
 
 const BACKEND: &str = "backends: { b: { servers: { s: { address: \"127.0.0.1:1\" } } } }\n";
 
+/// A frontend `f` with `rules` (each a quoted rule) as its `http_request` list, on line 7
+/// and after.
+fn with_rules(rules: impl Iterator<Item = String>) -> String {
+    let mut s = format!(
+        "{BACKEND}frontends:\n  f:\n    bind: \"127.0.0.1:0\"\n    default_backend: b\n    http_request:\n"
+    );
+    for r in rules {
+        writeln!(s, "      - \"{r}\"").unwrap();
+    }
+    s
+}
+
 /// `rampart check` on `text` written as `name` in `dir`: must fail; returns its output.
 fn refused_in(dir: &Path, name: &str, text: &str) -> String {
     let cfg = dir.join(name);
@@ -156,12 +168,7 @@ fn check_refuses_too_many_servers() {
 
 #[test]
 fn check_refuses_too_many_rules() {
-    let mut s = format!(
-        "{BACKEND}frontends:\n  f:\n    bind: \"127.0.0.1:0\"\n    default_backend: b\n    http_request:\n"
-    );
-    for i in 0..=100_000 {
-        writeln!(s, "      - \"set-header x-a{} v\"", i % 100).unwrap();
-    }
+    let s = with_rules((0..=100_000).map(|i| format!("set-header x-a{} v", i % 100)));
     let out = refused("rules.yaml", &s);
     assert_has(
         &out,
@@ -171,46 +178,27 @@ fn check_refuses_too_many_rules() {
 
 #[test]
 fn check_refuses_too_many_regexes_and_one_too_large() {
-    let rules = |n: usize| {
-        let mut s = format!(
-            "{BACKEND}frontends:\n  f:\n    bind: \"127.0.0.1:0\"\n    default_backend: b\n    http_request:\n"
-        );
-        for i in 0..n {
-            writeln!(s, "      - \"deny if {{ path_reg ^/a{i}/ }}\"").unwrap();
-        }
-        s
-    };
-    let out = refused("regexes.yaml", &rules(5_001));
+    let s = with_rules((0..5_001).map(|i| format!("deny if {{ path_reg ^/a{i}/ }}")));
+    let out = refused("regexes.yaml", &s);
     assert_has(
         &out,
         "regexes.yaml:5007:10: frontends.f.http_request: more than 5000 regular expressions in the configuration; refused",
     );
 
-    let out = refused(
-        "regex.yaml",
-        &format!(
-            "{BACKEND}frontends:\n  f:\n    bind: \"127.0.0.1:0\"\n    default_backend: b\n    http_request: [\"deny if {{ path_reg \\\\w{{1000}} }}\"]\n"
-        ),
-    );
+    let s = with_rules(std::iter::once(
+        "deny if { path_reg \\\\w{1000} }".to_owned(),
+    ));
+    let out = refused("regex.yaml", &s);
     assert_has(
         &out,
-        "regex.yaml:6:40: frontends.f.http_request.0: regular expression \"\\\\w{1000}\" is too large: it compiles to about 3388000 states, more than 100000",
+        "regex.yaml:7:29: frontends.f.http_request.0: regular expression \"\\\\w{1000}\" is too large: it compiles to about 3388000 states, more than 100000",
     );
 }
 
 #[test]
 fn check_refuses_regexes_too_large_together() {
     // Each within its own bound (99,002 states), six past 500,000 together.
-    let mut s = format!(
-        "{BACKEND}frontends:\n  f:\n    bind: \"127.0.0.1:0\"\n    default_backend: b\n    http_request:\n"
-    );
-    for i in 0..6 {
-        writeln!(
-            s,
-            "      - \"deny if {{ path_reg ^/{i}[a-z]{{1000}}{{99}}$ }}\""
-        )
-        .unwrap();
-    }
+    let s = with_rules((0..6).map(|i| format!("deny if {{ path_reg ^/{i}[a-z]{{1000}}{{99}}$ }}")));
     let out = refused("regex-total.yaml", &s);
     assert_has(
         &out,
