@@ -423,6 +423,9 @@ config_struct! {
         /// Peers whose incoming forwarding headers are kept and appended to; from anyone
         /// else they are removed and replaced.
         pub trust: Vec<Spanned<IpNetDef>>,
+        /// Keep the forwarding headers of untrusted peers too (`Forwarded`,
+        /// `X-Forwarded-*`, `X-Real-IP`): any client can then forge its address.
+        pub keep_untrusted: bool = false,
     }
 }
 

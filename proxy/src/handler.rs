@@ -315,13 +315,32 @@ fn ip_text(ip: IpAddr) -> String {
     canonical_ip(ip).to_string()
 }
 
-/// Adds `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` as configured.
+/// Headers that tell a server who the client is, or how it connected: from a peer that is
+/// not trusted, all of them are removed (whichever rampart adds itself), so that no client
+/// can forge them.
+static FORWARDING: [HeaderName; 6] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// Removes the forwarding headers of an untrusted peer, then adds `X-Forwarded-For`,
+/// `X-Forwarded-Proto` and `Forwarded` as configured.
 fn forwarding_headers(fe: &Frontend, info: &ConnInfo, h: &mut HeaderMap) {
     let f = &fe.forwarding;
+    let trusted = f.trust.contains(info.client.ip());
+    if !trusted && !f.keep_untrusted {
+        for name in &FORWARDING {
+            h.remove(name);
+        }
+    }
     if !(f.x_forwarded_for || f.x_forwarded_proto || f.forwarded) {
         return;
     }
-    let trusted = f.trust.contains(info.client.ip());
+    let trusted = trusted || f.keep_untrusted;
     let proto = if info.tls { "https" } else { "http" };
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");

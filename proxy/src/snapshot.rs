@@ -55,6 +55,7 @@ pub struct Forwarding {
     pub x_forwarded_proto: bool,
     pub forwarded: bool,
     pub trust: IpSet,
+    pub keep_untrusted: bool,
 }
 
 pub use crate::routing::{Route, Target, VhostTable};
@@ -644,6 +645,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 x_forwarded_proto: f.forwarded.x_forwarded_proto,
                 forwarded: f.forwarded.forwarded,
                 trust: IpSet::new(&trust),
+                keep_untrusted: f.forwarded.keep_untrusted,
             },
             log,
             live,

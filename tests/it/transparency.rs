@@ -471,3 +471,60 @@ async fn transparency_websocket_upgrade_is_relayed() {
     assert_eq!(&buf[..n], b"ping-frame");
     proxy.stop().await;
 }
+
+/// The forwarding headers a client may send to pass itself off as someone else.
+const FORGED: [(&str, &str); 7] = [
+    ("forwarded", "for=6.6.6.6;proto=https"),
+    ("forwarded", "for=7.7.7.7"),
+    ("x-forwarded-for", "6.6.6.6"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "admin.internal"),
+    ("x-forwarded-port", "443"),
+    ("x-real-ip", "6.6.6.6"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparency_forged_forwarding_headers_never_reach_the_origin() {
+    let rig = Rig::new(|_| text(200, "ok")).await;
+    for mode in MODES {
+        let mut req = Request::get("/who").body(empty()).unwrap();
+        for (n, v) in FORGED {
+            req.headers_mut().append(n, v.parse().unwrap());
+        }
+        assert_eq!(rig.send(mode, req).await.status, 200, "{mode:?}");
+        let seen = rig.origin.last().headers;
+        for (n, _) in FORGED {
+            let got: Vec<_> = seen.get_all(n).iter().collect();
+            let want: Vec<&str> = match n {
+                // What rampart itself adds (the defaults).
+                "x-forwarded-for" => vec!["127.0.0.1"],
+                "x-forwarded-proto" if mode.is_tls() => vec!["https"],
+                "x-forwarded-proto" => vec!["http"],
+                _ => vec![],
+            };
+            assert_eq!(got, want, "{mode:?}: {n}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_of_untrusted_peers_are_kept_only_when_asked() {
+    let origin = Origin::start("o", |_| text(200, "ok")).await;
+    let p = Proxy::start(&format!(
+        "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    forwarded: {{ keep_untrusted: true }}\n    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        origin.addr
+    ));
+    let mut req = Request::get("/who").body(empty()).unwrap();
+    for (n, v) in FORGED {
+        req.headers_mut().append(n, v.parse().unwrap());
+    }
+    assert_eq!(send(Client::H1, p.addr("fe"), req, None).await.status, 200);
+    let seen = origin.last().headers;
+    let all = |n: &str| seen.get_all(n).iter().collect::<Vec<_>>();
+    assert_eq!(all("x-forwarded-for"), ["6.6.6.6, 127.0.0.1"]);
+    assert_eq!(all("x-forwarded-proto"), ["https"]);
+    assert_eq!(all("forwarded"), ["for=6.6.6.6;proto=https", "for=7.7.7.7"]);
+    assert_eq!(all("x-forwarded-host"), ["admin.internal"]);
+    assert_eq!(all("x-real-ip"), ["6.6.6.6"]);
+    p.stop().await;
+}

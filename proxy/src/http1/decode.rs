@@ -147,24 +147,11 @@ impl Decoder {
                         }
                         return Ok(Decoded::NeedMore);
                     };
-                    let line = &buf[..nl];
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    // chunk-size [ chunk-ext ]
-                    let size_part = line
-                        .split(|b| *b == b';')
-                        .next()
-                        .unwrap_or(b"")
-                        .trim_ascii();
-                    if size_part.is_empty()
-                        || size_part.len() > 15
-                        || !size_part.iter().all(u8::is_ascii_hexdigit)
-                    {
-                        return Err(DecodeError::Chunk);
-                    }
-                    let mut size = 0u64;
-                    for d in size_part {
-                        size = size * 16 + u64::from((*d as char).to_digit(16).unwrap_or(0));
-                    }
+                    // Lines end with CRLF: a bare LF is where parsers disagree.
+                    let size = buf[..nl]
+                        .strip_suffix(b"\r")
+                        .and_then(chunk_size)
+                        .ok_or(DecodeError::Chunk)?;
                     buf.advance(nl + 1);
                     self.state = if size == 0 {
                         State::Chunked(Chunk::Trailers)
@@ -187,36 +174,26 @@ impl Decoder {
                     return Ok(Decoded::Data(data));
                 }
                 State::Chunked(Chunk::DataEnd) => {
-                    if buf.len() < 2 {
-                        match buf.first() {
-                            Some(b'\n') => {
-                                buf.advance(1);
-                                self.state = State::Chunked(Chunk::Size);
-                                continue;
-                            }
-                            None | Some(b'\r') => return Ok(Decoded::NeedMore),
-                            Some(_) => return Err(DecodeError::Chunk),
-                        }
-                    }
-                    if buf.starts_with(b"\r\n") {
-                        buf.advance(2);
-                    } else if buf[0] == b'\n' {
-                        buf.advance(1);
-                    } else {
-                        return Err(DecodeError::Chunk);
+                    match buf.as_ref() {
+                        [] | [b'\r'] => return Ok(Decoded::NeedMore),
+                        [b'\r', b'\n', ..] => buf.advance(2),
+                        _ => return Err(DecodeError::Chunk),
                     }
                     self.state = State::Chunked(Chunk::Size);
                 }
                 State::Chunked(Chunk::Trailers) => {
                     // Trailer section ends with an empty line.
-                    if buf.starts_with(b"\r\n") || buf.starts_with(b"\n") {
-                        buf.advance(if buf[0] == b'\r' { 2 } else { 1 });
-                        self.state = State::Done;
-                        return Ok(Decoded::Done);
+                    match buf.as_ref() {
+                        [] | [b'\r'] => return Ok(Decoded::NeedMore),
+                        [b'\r', b'\n', ..] => {
+                            buf.advance(2);
+                            self.state = State::Done;
+                            return Ok(Decoded::Done);
+                        }
+                        [b'\r', ..] | [b'\n', ..] => return Err(DecodeError::Trailers),
+                        _ => {}
                     }
-                    let end = memchr::memmem::find(buf, b"\r\n\r\n")
-                        .map(|i| i + 4)
-                        .or_else(|| memchr::memmem::find(buf, b"\n\n").map(|i| i + 2));
+                    let end = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
                     let Some(end) = end else {
                         if buf.len() > MAX_TRAILERS {
                             return Err(DecodeError::Trailers);
@@ -243,6 +220,77 @@ impl Decoder {
             }
         }
     }
+}
+
+/// The size of a chunk from its line without CRLF: `chunk-size [ chunk-ext ]`, exactly as
+/// RFC 9112 section 7.1 writes it: `1*HEXDIG`, then `*( BWS ";" BWS chunk-ext-name
+/// [ BWS "=" BWS chunk-ext-val ] )` with tokens or quoted strings. Anything else (a space
+/// before the size, a `0x`, trailing garbage) is refused: where a front and a back end
+/// read a chunk line differently, requests can be smuggled.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let size = line[..digits].iter().fold(0u64, |n, d| {
+        n * 16 + u64::from(char::from(*d).to_digit(16).unwrap_or(0))
+    });
+    let mut rest = &line[digits..];
+    while !rest.is_empty() {
+        rest = ows(rest).strip_prefix(b";")?;
+        rest = ows(rest);
+        let name = token_len(rest);
+        if name == 0 {
+            return None;
+        }
+        rest = &rest[name..];
+        if let Some(v) = ows(rest).strip_prefix(b"=") {
+            let v = ows(v);
+            let n = if v.first() == Some(&b'"') {
+                quoted_len(v)?
+            } else {
+                token_len(v)
+            };
+            if n == 0 {
+                return None;
+            }
+            rest = &v[n..];
+        }
+    }
+    Some(size)
+}
+
+fn ows(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    &s[n..]
+}
+
+/// The length of the token at the start of `s` (RFC 9110 section 5.6.2).
+fn token_len(s: &[u8]) -> usize {
+    s.iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+        .count()
+}
+
+/// The length of the quoted string at the start of `s`, quotes included (RFC 9110
+/// section 5.6.4).
+fn quoted_len(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                let c = *s.get(i + 1)?;
+                if !(c == b'\t' || c == b' ' || c.is_ascii_graphic() || c >= 0x80) {
+                    return None;
+                }
+                i += 2;
+            }
+            b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80.. => i += 1,
+            _ => return None,
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -282,6 +330,41 @@ mod tests {
         assert_eq!(body, b"hello world");
         assert_eq!(trailers.unwrap().get("x-sum").unwrap(), "9");
         assert!(done);
+    }
+
+    #[test]
+    fn chunk_lines_follow_the_grammar_exactly() {
+        for ok in [
+            "5\r\nhello\r\n0\r\n\r\n",
+            "5;a\r\nhello\r\n0\r\n\r\n",
+            "5 ; a = b ;c=\"q \\\" ;\"\r\nhello\r\n0\r\n\r\n",
+            "00005\r\nhello\r\n0\r\n\r\n",
+            "5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+        ] {
+            assert_eq!(
+                all(Framing::Chunked, &[ok.as_bytes()]).map(|r| r.0),
+                Ok(b"hello".to_vec()),
+                "{ok:?}"
+            );
+        }
+        for bad in [
+            " 5\r\nhello\r\n0\r\n\r\n",
+            "5 \r\nhello\r\n0\r\n\r\n",
+            "\t5\r\nhello\r\n0\r\n\r\n",
+            "0x5\r\nhello\r\n0\r\n\r\n",
+            "+5\r\nhello\r\n0\r\n\r\n",
+            "5;\r\nhello\r\n0\r\n\r\n",
+            "5;a=\r\nhello\r\n0\r\n\r\n",
+            "5;a=\"open\r\nhello\r\n0\r\n\r\n",
+            "5;a b\r\nhello\r\n0\r\n\r\n",
+            "5\nhello\r\n0\r\n\r\n",
+            "5\r\nhello\n0\r\n\r\n",
+            "5\r\nhelloXY0\r\n\r\n",
+            "5\r\nhello\r\n0\r\n\n",
+            "1000000000000000\r\n",
+        ] {
+            assert!(all(Framing::Chunked, &[bad.as_bytes()]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub enum HeadError {
     BadLength,
     #[error("unsupported HTTP version")]
     Version,
+    /// RFC 9112 section 3.2: no `Host` in an HTTP/1.1 request, more than one, or one
+    /// that is not a host and port.
+    #[error("missing, repeated or invalid Host")]
+    Host,
 }
 
 impl HeadError {
@@ -33,7 +37,9 @@ impl HeadError {
             HeadError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HeadError::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             HeadError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-            HeadError::Malformed | HeadError::BadLength => StatusCode::BAD_REQUEST,
+            HeadError::Malformed | HeadError::BadLength | HeadError::Host => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 }
@@ -195,6 +201,38 @@ fn connection_flags(headers: &HeaderMap, version: Version) -> (bool, bool) {
     (keep_alive, upgrade)
 }
 
+/// RFC 9112 section 3.2: "A server MUST respond with a 400 (Bad Request) status code to
+/// any HTTP/1.1 request message that lacks a Host header field and to any request message
+/// that contains more than one Host header field line or a Host header field with an
+/// invalid field value." A valid value is `uri-host [ ":" port ]`, or empty.
+fn check_host(headers: &HeaderMap, version: Version) -> Result<(), HeadError> {
+    let mut all = headers.get_all(http::header::HOST).iter();
+    match (all.next(), all.next()) {
+        (Some(_), Some(_)) => Err(HeadError::Host),
+        (None, _) if version == Version::HTTP_11 => Err(HeadError::Host),
+        (None, _) => Ok(()),
+        (Some(v), None) => {
+            let v = v.as_bytes();
+            let valid = |a: http::uri::Authority| {
+                // After the host: nothing, or ":" and digits.
+                let port = &a.as_str()[a.host().len()..];
+                !a.host().is_empty()
+                    && (port.is_empty()
+                        || port
+                            .strip_prefix(':')
+                            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())))
+            };
+            if v.is_empty()
+                || (!v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok_and(valid))
+            {
+                Ok(())
+            } else {
+                Err(HeadError::Host)
+            }
+        }
+    }
+}
+
 /// Parses a request head at the start of `buf`. Returns `None` when more bytes are needed
 /// (after checking that what is there is within the limits); on success the head bytes are
 /// removed from `buf`.
@@ -265,6 +303,7 @@ pub fn parse_request(
     .map_err(|_| HeadError::Malformed)?;
     let headers = build_headers(&head, ranges)?;
     let framing = body_framing(&headers, true)?;
+    check_host(&headers, version)?;
     let (keep_alive, conn_upgrade) = connection_flags(&headers, version);
     let expect_continue = version == Version::HTTP_11
         && headers
@@ -368,56 +407,91 @@ mod tests {
 
     #[test]
     fn parse_request_framing_rules() {
-        let h = req("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+        let h = req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(h.framing, Framing::Length(5));
-        let h = req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        let h = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert_eq!(
-            req("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
                 .unwrap_err(),
             HeadError::BadLength
         );
         assert_eq!(
-            req("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").unwrap_err(),
+            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+                .unwrap_err(),
             HeadError::BadLength
         );
-        let h = req("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+        let h = req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(h.framing, Framing::Length(5));
         assert_eq!(
-            req("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n").unwrap_err(),
+            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n").unwrap_err(),
             HeadError::BadLength
         );
         assert_eq!(
-            req("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err(),
+            req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err(),
             HeadError::UnsupportedTransferEncoding
         );
     }
 
     #[test]
     fn parse_request_limits_map_to_statuses() {
-        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(2000));
         assert_eq!(req(&long).unwrap_err().status(), StatusCode::URI_TOO_LONG);
         let partial_long = format!("GET /{}", "a".repeat(2000));
         assert_eq!(req(&partial_long).unwrap_err(), HeadError::UriTooLong);
         let many: String = (0..40).map(|i| format!("h{i}: v\r\n")).collect();
-        let e = req(&format!("GET / HTTP/1.1\r\n{many}\r\n")).unwrap_err();
+        let e = req(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")).unwrap_err();
         assert_eq!(e.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         assert_eq!(
-            req("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n")
+            req("GET / HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n")
                 .unwrap_err()
                 .status(),
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            req("GET nope HTTP/1.1\r\n\r\n").unwrap_err(),
+            req("GET nope HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err(),
             HeadError::Malformed
         );
+    }
+
+    #[test]
+    fn parse_request_needs_exactly_one_valid_host_in_http11() {
+        for ok in [
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+            // Empty: a target without an authority (RFC 9112 section 3.2).
+            "GET / HTTP/1.1\r\nHost: \r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        ] {
+            assert!(req(ok).unwrap().is_some(), "{ok:?}");
+        }
+        for bad in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET http://a.test/ HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a:b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+        ] {
+            let e = req(bad).unwrap_err();
+            assert_eq!(
+                (e, e.status()),
+                (HeadError::Host, StatusCode::BAD_REQUEST),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -430,14 +504,15 @@ mod tests {
                 .keep_alive
         );
         assert!(
-            !req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            !req("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .unwrap()
                 .unwrap()
                 .keep_alive
         );
-        let h = req("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h =
+            req("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert!(h.upgrade);
     }
 

@@ -127,12 +127,43 @@ where
     }
 }
 
+/// At most one Host, and the same as :authority when both are present (compared without
+/// case, and without the scheme's default port).
+fn host_agrees<B>(req: &Request<B>) -> bool {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return req.headers().get(HOST).is_none();
+    };
+    let Some(authority) = req.uri().authority() else {
+        return true;
+    };
+    let default = if req.uri().scheme_str() == Some("http") {
+        ":80"
+    } else {
+        ":443"
+    };
+    let norm = |s: &[u8]| -> Vec<u8> {
+        let s = s.strip_suffix(default.as_bytes()).unwrap_or(s);
+        s.to_ascii_lowercase()
+    };
+    norm(host.as_bytes()) == norm(authority.as_str().as_bytes())
+}
+
 /// One stream: the request through the handler, the response back with flow control.
 async fn serve_stream(
     cx: Arc<ConnCtx>,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
+    // RFC 9113 section 8.3.1: a Host that names another entity than :authority makes
+    // the request malformed, and a malformed request is a stream error, never forwarded
+    // (section 8.1.1). So are two Host fields.
+    if !host_agrees(&req) {
+        crate::handler::Done::refused(&cx, StatusCode::BAD_REQUEST, *b"PR", Duration::ZERO)
+            .finish(0, None);
+        respond.send_reset(h2::Reason::PROTOCOL_ERROR);
+        return;
+    }
     let mut req = req.map(Body::h2);
     // HTTP/2 carries the host in :authority; rules and HTTP/1 servers want Host.
     if !req.headers().contains_key(HOST)
