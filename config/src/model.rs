@@ -231,6 +231,33 @@ config_struct! {
         pub default_backend: Option<Spanned<String>>,
         pub forwarded: Forwarded,
         pub access_log: Option<AccessLog>,
+        /// Request header names with `_`: `allow`, `drop` or `reject` (400); default:
+        /// drop those that fold into a framing or forwarding header (`Content_Length`).
+        pub headers_with_underscores: Option<UnderscoreHeaders>,
+    }
+}
+
+/// What to do with request header names that contain `_`, which some servers and
+/// frameworks read as `-` (Envoy's `headers_with_underscores_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    Allow,
+    Drop,
+    Reject,
+}
+
+impl Decode for UnderscoreHeaders {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "action",
+            &[
+                ("allow", UnderscoreHeaders::Allow),
+                ("drop", UnderscoreHeaders::Drop),
+                ("reject", UnderscoreHeaders::Reject),
+            ],
+        )
     }
 }
 

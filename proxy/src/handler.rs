@@ -315,6 +315,61 @@ fn ip_text(ip: IpAddr) -> String {
     canonical_ip(ip).to_string()
 }
 
+/// Applies `headers_with_underscores` to a request's header names; false when the
+/// request must be refused. Some servers and frameworks read `_` as `-`, so that a
+/// `Content_Length` or `X_Forwarded_For` the proxy passed as an ordinary header would
+/// frame the body or name the client there.
+fn underscores(action: Option<rampart_config::UnderscoreHeaders>, h: &mut HeaderMap) -> bool {
+    use rampart_config::UnderscoreHeaders as U;
+    if action == Some(U::Allow) || !h.keys().any(|k| k.as_str().contains('_')) {
+        return true;
+    }
+    if action == Some(U::Reject) {
+        return false;
+    }
+    let gone: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| {
+            k.as_str().contains('_') && (action == Some(U::Drop) || folds_into_framing(k.as_str()))
+        })
+        .cloned()
+        .collect();
+    for k in gone {
+        h.remove(k);
+    }
+    true
+}
+
+/// Whether `name` with `_` read as `-` is a header that frames a message, routes it, or
+/// names the client.
+fn folds_into_framing(name: &str) -> bool {
+    const FRAMING: [&str; 17] = [
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "content-encoding",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+    ];
+    FRAMING.iter().any(|f| {
+        f.len() == name.len()
+            && f.bytes()
+                .zip(name.bytes())
+                .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+    })
+}
+
 /// Headers that tell a server who the client is, or how it connected: from a peer that is
 /// not trusted, all of them are removed (whichever rampart adds itself), so that no client
 /// can forge them.
@@ -448,6 +503,12 @@ pub async fn handle(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok())
         .unwrap_or(0);
+    if !underscores(fe.underscores, &mut parts.headers) {
+        fe.live.errors.fetch_add(1, Relaxed);
+        done.status = 400;
+        done.termination = *b"PR";
+        return (crate::error::error_response(StatusCode::BAD_REQUEST), done);
+    }
     let nbsrv = |i: usize| snap.nbsrv(i);
     let conn_track: &Trackers = cx.track.as_deref().unwrap_or(&NO_TRACKERS);
     let env = Env {

@@ -79,6 +79,9 @@ pub struct Frontend {
     pub routes: Vec<Route>,
     pub default_backend: Option<usize>,
     pub forwarding: Forwarding,
+    /// Request header names with `_` (`None`: drop those that fold into a framing or
+    /// forwarding header).
+    pub underscores: Option<model::UnderscoreHeaders>,
     pub log: Option<(Arc<LogSink>, model::LogFormatKind)>,
     pub live: Arc<FrontendLive>,
     /// Set when this frontend's connections must move on: a reload changed how they are
@@ -640,6 +643,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 .default_backend
                 .as_ref()
                 .and_then(|d| backend_index(&d.value)),
+            underscores: f.headers_with_underscores,
             forwarding: Forwarding {
                 x_forwarded_for: f.forwarded.x_forwarded_for,
                 x_forwarded_proto: f.forwarded.x_forwarded_proto,

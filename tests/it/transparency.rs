@@ -528,3 +528,70 @@ async fn forwarding_headers_of_untrusted_peers_are_kept_only_when_asked() {
     assert_eq!(all("x-real-ip"), ["6.6.6.6"]);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_with_underscores_follow_headers_with_underscores() {
+    let origin = Origin::start("o", |_| text(200, "ok")).await;
+    let sent = [
+        ("content_length", "5"),
+        ("transfer_encoding", "chunked"),
+        ("x_forwarded_for", "6.6.6.6"),
+        ("x_custom_thing", "kept"),
+    ];
+    for (setting, want) in [
+        // The default: only names that fold into framing or forwarding headers go.
+        ("", vec!["x_custom_thing"]),
+        (
+            "    headers_with_underscores: allow\n",
+            sent.iter().map(|s| s.0).collect(),
+        ),
+        ("    headers_with_underscores: drop\n", vec![]),
+    ] {
+        let p = Proxy::start(&format!(
+            "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n{setting}    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+            origin.addr
+        ));
+        for mode in [Client::H1, Client::H2c] {
+            let mut req = Request::get("/u").body(empty()).unwrap();
+            for (n, v) in sent {
+                req.headers_mut().append(n, v.parse().unwrap());
+            }
+            assert_eq!(send(mode, p.addr("fe"), req, None).await.status, 200);
+            let seen = origin.last().headers;
+            let got: Vec<&str> = sent
+                .iter()
+                .map(|s| s.0)
+                .filter(|n| seen.contains_key(*n))
+                .collect();
+            assert_eq!(got, want, "{setting:?} {mode:?}");
+        }
+        p.stop().await;
+    }
+    let p = Proxy::start(&format!(
+        "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    headers_with_underscores: reject\n    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        origin.addr
+    ));
+    let before = origin.count();
+    for mode in [Client::H1, Client::H2c] {
+        let req = Request::get("/u")
+            .header("x_custom_thing", "x")
+            .body(empty())
+            .unwrap();
+        assert_eq!(
+            send(mode, p.addr("fe"), req, None).await.status,
+            400,
+            "{mode:?}"
+        );
+    }
+    assert_eq!(
+        origin.count(),
+        before,
+        "a refused request reached the origin"
+    );
+    let errors = p.handle().snapshot().frontends[0]
+        .live
+        .errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(errors, 2);
+    p.stop().await;
+}
