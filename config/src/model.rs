@@ -278,6 +278,9 @@ config_struct! {
         pub http_request: Duration = Duration::from_secs(10),
         /// Idle time allowed between requests on a kept-alive connection.
         pub keep_alive: Duration = Duration::from_secs(60),
+        /// Time allowed for a request body, one second more for each
+        /// `limits.min_request_body_rate` bytes received (0 turns it off).
+        pub request_body: Duration = Duration::from_secs(20),
     }
 }
 
@@ -292,6 +295,9 @@ config_struct! {
         pub max_uri_length: Size = Size(8 << 10),
         /// Request body size (413 above this); default: no limit.
         pub max_request_body: Option<Size>,
+        /// Bytes per second a request body must keep up after `timeouts.request_body`
+        /// (0: the body must be complete within it).
+        pub min_request_body_rate: Size = Size(500),
     }
 }
 

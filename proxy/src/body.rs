@@ -231,6 +231,45 @@ pub(crate) enum Source {
     },
 }
 
+/// The pace a request body must keep, as Apache's `RequestReadTimeout body=20,MinRate=500`:
+/// `allowance` for the body, and one second more for each `rate` bytes received (with
+/// `rate` 0, the body must be complete within `allowance`). A client that trickles its
+/// body a few bytes at a time holds its connection no longer than that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub allowance: Duration,
+    pub rate: u64,
+}
+
+/// A pace being kept. Only the time spent waiting for the client counts: while the
+/// server is slow to take the body, the client is held back and not to blame.
+struct Paced {
+    pace: Pace,
+    received: u64,
+    waited: Duration,
+    waiting_since: Option<Instant>,
+}
+
+impl Paced {
+    /// Data arrived: the wait (if any) ends.
+    fn got(&mut self, n: usize) {
+        self.received += n as u64;
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += since.elapsed();
+        }
+    }
+
+    /// Waiting for the client from now (or since the wait began): when it is late.
+    fn deadline(&mut self) -> Instant {
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        let earned = match self.pace.rate {
+            0 => Duration::ZERO,
+            r => Duration::from_secs_f64(self.received as f64 / r as f64),
+        };
+        since + (self.pace.allowance + earned).saturating_sub(self.waited)
+    }
+}
+
 /// An HTTP/1 body being read from its connection.
 pub(crate) struct H1Body {
     decoder: Decoder,
@@ -239,6 +278,7 @@ pub(crate) struct H1Body {
     idle: Duration,
     deadline: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
+    paced: Option<Paced>,
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -251,7 +291,19 @@ impl H1Body {
             idle,
             deadline: Instant::now() + idle,
             sleep: None,
+            paced: None,
         }
+    }
+
+    /// The body must keep `pace` (request bodies).
+    pub(crate) fn paced(mut self, pace: Option<Pace>) -> Self {
+        self.paced = pace.map(|pace| Paced {
+            pace,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+        });
+        self
     }
 
     fn side(&self) -> Side {
@@ -263,13 +315,20 @@ impl H1Body {
 
     /// Gives the connection back; `clean` when the body was read to its end.
     fn release(&mut self, clean: bool) {
+        let remaining = self.decoder.remaining();
+        self.release_with(clean, remaining);
+    }
+
+    /// [`Self::release`], telling how much of the body is left to drain (`None`: the
+    /// connection cannot be used again).
+    fn release_with(&mut self, clean: bool, remaining: Option<u64>) {
         match &mut self.source {
             Source::Client { conn, ret, .. } => {
                 if let (Some(conn), Some(ret)) = (conn.take(), ret.take()) {
                     let _ = ret.send(Returned {
                         conn,
                         complete: clean,
-                        remaining: self.decoder.remaining(),
+                        remaining,
                     });
                 }
             }
@@ -295,7 +354,8 @@ impl H1Body {
         detail: impl Into<String>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let side = self.side();
-        self.release(false);
+        // A body that failed is not drained: the connection closes after the answer.
+        self.release_with(false, None);
         Poll::Ready(Some(Err(BodyError::new(side, kind, detail))))
     }
 
@@ -313,6 +373,9 @@ impl H1Body {
             let read = match self.decoder.decode(rbuf) {
                 Ok(Decoded::Data(b)) => {
                     self.deadline = Instant::now() + self.idle;
+                    if let Some(p) = &mut self.paced {
+                        p.got(b.len());
+                    }
                     if self.decoder.is_done() {
                         // Give the connection back before the last bytes are even used.
                         self.release(true);
@@ -348,14 +411,20 @@ impl H1Body {
                     let kind = self.by_side(ErrorKind::ClientAbort, ErrorKind::BadResponse);
                     return self.fail(kind, "connection closed before the end of the body");
                 }
-                Poll::Ready(Ok(_)) => self.deadline = Instant::now() + self.idle,
+                Poll::Ready(Ok(_)) => {
+                    self.deadline = Instant::now() + self.idle;
+                    if let Some(p) = &mut self.paced {
+                        p.got(0);
+                    }
+                }
                 Poll::Ready(Err(e)) => {
                     let kind = self.by_side(ErrorKind::ClientAbort, ErrorKind::BadResponse);
                     return self.fail(kind, e.to_string());
                 }
                 Poll::Pending => {
-                    // Arm (or move) the inactivity timer.
-                    let deadline = self.deadline;
+                    // Arm (or move) the inactivity timer, or the pace's if sooner.
+                    let paced = self.paced.as_mut().map(Paced::deadline);
+                    let deadline = paced.map_or(self.deadline, |p| p.min(self.deadline));
                     let sleep = self
                         .sleep
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -364,6 +433,9 @@ impl H1Body {
                     }
                     ready!(sleep.as_mut().poll(cx));
                     let kind = self.by_side(ErrorKind::ClientTimeout, ErrorKind::ResponseTimeout);
+                    if paced.is_some_and(|p| p < self.deadline) {
+                        return self.fail(kind, "the request body came too slowly");
+                    }
                     return self.fail(kind, "timed out reading the body");
                 }
             }

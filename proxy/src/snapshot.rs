@@ -47,6 +47,8 @@ pub struct ClientTimeouts {
     pub client: Duration,
     pub http_request: Duration,
     pub keep_alive: Duration,
+    /// The pace a request body must keep (`None`: any).
+    pub body_pace: Option<crate::body::Pace>,
 }
 
 /// Forwarding header settings.
@@ -624,6 +626,10 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 client: f.timeouts.client,
                 http_request: f.timeouts.http_request,
                 keep_alive: f.timeouts.keep_alive,
+                body_pace: (!f.timeouts.request_body.is_zero()).then_some(crate::body::Pace {
+                    allowance: f.timeouts.request_body,
+                    rate: f.limits.min_request_body_rate.0,
+                }),
             },
             head_limits: HeadLimits {
                 max_head: f.limits.max_header_size.0 as usize,

@@ -334,3 +334,64 @@ async fn http2_host_must_agree_with_authority() {
     assert_eq!(origin.count(), 3);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_trickles_is_cut_with_408() {
+    let origin = Origin::named("o").await;
+    let p = Proxy::start(&format!(
+        "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    timeouts: {{ request_body: 1s }}\n    limits: {{ min_request_body_rate: 100 }}\n    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        origin.addr
+    ));
+    let a = p.addr("fe");
+    // 10 bytes a second where 100 are asked: cut after about 1.1 s, long before the
+    // 600 bytes are sent (a minute).
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 600\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sent = 0;
+    let mut resp = Vec::new();
+    while sent < 600 {
+        if s.write_all(b"x").await.is_err() {
+            break;
+        }
+        sent += 1;
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await
+        {
+            resp.extend_from_slice(&buf[..n]);
+            if n == 0 || resp.ends_with(b"</html>\n") {
+                break;
+            }
+        }
+    }
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(
+        resp.starts_with("HTTP/1.1 408"),
+        "after {sent} bytes: {resp}"
+    );
+    assert!(sent < 600, "the whole body was sent: {resp}");
+    // The connection is closed.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), s.read(&mut [0u8; 1]))
+            .await
+            .is_ok_and(|r| r.map_or(true, |n| n == 0)),
+        "the connection stayed open"
+    );
+
+    // A body at a good pace (2,000 bytes a second) is not cut, however long it takes
+    // past the first second.
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..15 {
+        s.write_all(&[b'y'; 200]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resp = raw_one(&mut s, b"").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    p.stop().await;
+}

@@ -485,11 +485,10 @@ async fn exchange(
                 send_continue: head.expect_continue,
                 continue_written: 0,
             };
-            Body::h1(H1Body::new(
-                Decoder::new(framing, fe.max_request_body),
-                source,
-                t.client,
-            ))
+            Body::h1(
+                H1Body::new(Decoder::new(framing, fe.max_request_body), source, t.client)
+                    .paced(t.body_pace),
+            )
         }
     };
     let mut req = Request::new(body);
