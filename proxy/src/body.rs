@@ -59,6 +59,8 @@ enum Kind {
 pub(crate) struct H2Recv {
     stream: h2::RecvStream,
     data_done: bool,
+    paced: Option<Paced>,
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl Body {
@@ -85,13 +87,16 @@ impl Body {
     }
 
     /// A request body read from an HTTP/2 stream.
-    pub(crate) fn h2(stream: h2::RecvStream) -> Self {
+    /// A request body on an HTTP/2 stream, which must keep `pace`.
+    pub(crate) fn h2(stream: h2::RecvStream, pace: Option<Pace>) -> Self {
         if stream.is_end_stream() {
             return Body::empty();
         }
         Body(Kind::H2(Box::new(H2Recv {
             stream,
             data_done: false,
+            paced: pace.map(Paced::new),
+            sleep: None,
         })))
     }
 
@@ -194,8 +199,29 @@ impl H2Recv {
         let err =
             |e: h2::Error| BodyError::new(Side::Client, ErrorKind::ClientAbort, e.to_string());
         if !self.data_done {
-            match ready!(self.stream.poll_data(cx)) {
+            let polled = self.stream.poll_data(cx);
+            if polled.is_pending()
+                && let Some(p) = &mut self.paced
+            {
+                let deadline = p.deadline();
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                ready!(sleep.as_mut().poll(cx));
+                return Poll::Ready(Some(Err(BodyError::new(
+                    Side::Client,
+                    ErrorKind::ClientTimeout,
+                    "the request body came too slowly",
+                ))));
+            }
+            match ready!(polled) {
                 Some(Ok(b)) => {
+                    if let Some(p) = &mut self.paced {
+                        p.got(b.len());
+                    }
                     // Give the client credit for what has been taken.
                     let _ = self.stream.flow_control().release_capacity(b.len());
                     return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -251,6 +277,15 @@ struct Paced {
 }
 
 impl Paced {
+    fn new(pace: Pace) -> Self {
+        Paced {
+            pace,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+        }
+    }
+
     /// Data arrived: the wait (if any) ends.
     fn got(&mut self, n: usize) {
         self.received += n as u64;
@@ -297,12 +332,7 @@ impl H1Body {
 
     /// The body must keep `pace` (request bodies).
     pub(crate) fn paced(mut self, pace: Option<Pace>) -> Self {
-        self.paced = pace.map(|pace| Paced {
-            pace,
-            received: 0,
-            waited: Duration::ZERO,
-            waiting_since: None,
-        });
+        self.paced = pace.map(Paced::new);
         self
     }
 

@@ -395,3 +395,57 @@ async fn a_request_body_that_trickles_is_cut_with_408() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     p.stop().await;
 }
+
+/// A request body fed from a channel, a chunk at a time.
+struct Trickle(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for Trickle {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_body_that_trickles_is_cut_with_408() {
+    let origin = Origin::named("o").await;
+    let p = Proxy::start(&format!(
+        "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    timeouts: {{ request_body: 1s }}\n    limits: {{ min_request_body_rate: 100 }}\n    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        origin.addr
+    ));
+    let tcp = TcpStream::connect(p.addr("fe")).await.unwrap();
+    let (mut s, c) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(c);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    // 10 bytes a second, for at most a minute.
+    let feeder = tokio::spawn(async move {
+        for _ in 0..600 {
+            if tx.send(bytes::Bytes::from_static(b"x")).await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    });
+    let req = http::Request::post("http://localhost/up")
+        .body(Trickle(rx))
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), s.send_request(req))
+        .await
+        .expect("no answer while the body trickled")
+        .unwrap();
+    assert_eq!(r.status(), 408);
+    feeder.abort();
+    p.stop().await;
+}

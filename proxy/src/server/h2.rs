@@ -164,7 +164,8 @@ async fn serve_stream(
         respond.send_reset(h2::Reason::PROTOCOL_ERROR);
         return;
     }
-    let mut req = req.map(Body::h2);
+    let pace = cx.frontend.timeouts.body_pace;
+    let mut req = req.map(|s| Body::h2(s, pace));
     // HTTP/2 carries the host in :authority; rules and HTTP/1 servers want Host.
     if !req.headers().contains_key(HOST)
         && let Some(v) = req
