@@ -328,7 +328,10 @@ fn main() -> ExitCode {
                 rampart_proxy::check(s.config, &s.base_dir).map_err(|e| e.in_file(&name))
             });
             return match checked {
-                Ok(()) => {
+                Ok(warnings) => {
+                    for w in &warnings {
+                        eprintln!("{name}: warning: {w}");
+                    }
                     if !quiet {
                         println!("Configuration file is valid");
                     }

@@ -173,16 +173,23 @@ impl Work {
                 tracing::warn!("{what} settings changed: they apply at the next start");
             }
         }
-        let done = |generation: u64| {
+        let done = |generation: u64, warnings: &[String]| {
             if let Ok(mut t) = self.text.lock() {
                 *t = Some(text.clone());
             }
-            format!("Configuration reloaded (generation {generation}).")
+            let mut answer = format!("Configuration reloaded (generation {generation}).");
+            for w in warnings {
+                answer.push_str(&format!("\n{file}: warning: {w}"));
+            }
+            answer
         };
         if let Some(x) = &self.xds {
             // The control plane's resources are added to the new file's configuration.
             return match x.set_base(cfg) {
-                Ok(()) => Ok(done(control.shared().live.global.generation.load(Relaxed))),
+                Ok(()) => {
+                    let now = control.shared().snapshot.load();
+                    Ok(done(now.generation, &now.warnings))
+                }
                 Err(rampart_xds::BaseRefused::Conflict(e)) => Err(refused(e)),
                 Err(rampart_xds::BaseRefused::Applier(e)) => Err(e.in_file(&file).to_string()),
             };
@@ -193,7 +200,7 @@ impl Work {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         match control.reload(cfg, &base) {
-            Ok(r) => Ok(done(r.generation)),
+            Ok(r) => Ok(done(r.generation, &r.warnings)),
             Err(ReloadError::Config(e)) => Err(e.in_file(&file).to_string()),
             Err(e) => Err(e.to_string()),
         }

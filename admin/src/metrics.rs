@@ -464,11 +464,31 @@ pub fn render(ctx: &AdminCtx) -> String {
 
     vrrp(ctx, &f);
     tables(ctx, &f);
+    certificates(ctx, &f);
     xds(ctx, &f);
 
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&f.reg.gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Seconds until each served certificate expires (negative once it has).
+fn certificates(ctx: &AdminCtx, f: &Families) {
+    let snap = ctx.control.shared().snapshot.load();
+    if snap.certificates.is_empty() {
+        return;
+    }
+    let g = f.gauge(
+        "rampart_certificate_expiry_seconds",
+        "Seconds until the certificate expires; negative once it has.",
+        &["frontend", "file"],
+    );
+    let now = rampart_proxy::tls::certs::now();
+    for c in &snap.certificates {
+        if let Some(t) = c.cert.not_after {
+            set_gauge(&g, &[&c.frontend, &c.cert.file], t - now);
+        }
+    }
 }
 
 /// VRRP instances: state (one series per state, 1 for the current one), priorities and

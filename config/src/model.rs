@@ -412,6 +412,10 @@ config_struct! {
         pub session_tickets: bool = true,
         /// Stateful resumption: how many sessions to remember (0 turns it off).
         pub session_cache: usize = 1024,
+        /// Serve a certificate that has expired (refused otherwise).
+        pub allow_expired: bool = false,
+        /// Warn at load and reload about a certificate that expires within this time.
+        pub expiry_warning: Duration = Duration::from_secs(14 * 86400),
     }
 }
 

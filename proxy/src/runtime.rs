@@ -74,6 +74,8 @@ struct ListenCmd {
 #[derive(Debug, Clone, Default)]
 pub struct ReloadReport {
     pub generation: u64,
+    /// What the new configuration should fix (certificates that expire soon).
+    pub warnings: Vec<String>,
     pub listeners_added: Vec<Bound>,
     pub listeners_removed: Vec<Bound>,
 }
@@ -184,7 +186,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Compiles `cfg` for checking only: certificates, addresses and rules, without opening
 /// log files or sockets. Meant for a process that ends soon after: what was compiled is
 /// not freed.
-pub fn check(cfg: Config, base_dir: &Path) -> Result<(), ConfigErrors> {
+pub fn check(cfg: Config, base_dir: &Path) -> Result<Vec<String>, ConfigErrors> {
     let live = Live::new();
     let env = CompileEnv {
         base_dir,
@@ -195,11 +197,12 @@ pub fn check(cfg: Config, base_dir: &Path) -> Result<(), ConfigErrors> {
         previous: None,
     };
     let snapshot = compile(Arc::new(cfg), &env)?;
+    let warnings = snapshot.warnings.clone();
     // The process ends soon after a check: freeing a large configuration piece by piece
     // would only make the answer slower.
     std::mem::forget(snapshot);
     std::mem::forget(live);
-    Ok(())
+    Ok(warnings)
 }
 
 /// A frontend's binds, each with its rank among the binds with the same configured
@@ -246,6 +249,9 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
         previous: None,
     };
     let snapshot = compile(Arc::new(cfg), &env)?;
+    for w in &snapshot.warnings {
+        tracing::warn!("{w}");
+    }
     crate::snapshot::install(&snapshot);
     live.tables
         .install(&snapshot.tables, &snapshot.config.stick_tables);
@@ -456,8 +462,12 @@ impl Control {
         live.global.generation.store(generation, Relaxed);
         let mut report = ReloadReport {
             generation,
+            warnings: snapshot.warnings.clone(),
             ..ReloadReport::default()
         };
+        for w in &snapshot.warnings {
+            tracing::warn!("{w}");
+        }
         for (fe, configured, nth, local, socks) in opened {
             let (stop, stop_rx) = watch::channel(false);
             for (w, l) in socks.into_iter().enumerate() {

@@ -178,9 +178,23 @@ pub struct Snapshot {
     /// Stick tables, in configuration order.
     pub tables: Vec<Arc<Table>>,
     pub config: Arc<Config>,
+    /// What the configuration should fix but does not stop serving: certificates that
+    /// expire soon (or expired ones served because `allow_expired` says so), each with
+    /// its key path.
+    pub warnings: Vec<String>,
+    /// The certificates served, by frontend and bind.
+    pub certificates: Vec<ServedCert>,
     /// Frontends and backends by name, to their first index.
     frontend_at: HashMap<Arc<str>, usize>,
     backend_at: HashMap<Arc<str>, usize>,
+}
+
+/// A certificate a frontend's bind serves.
+#[derive(Debug, Clone)]
+pub struct ServedCert {
+    pub frontend: Arc<str>,
+    pub bind: usize,
+    pub cert: crate::tls::CertInfo,
 }
 
 /// Name to the index of the first item of that name.
@@ -522,6 +536,8 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
     }
 
     let mut frontends = Vec::new();
+    let mut warnings = Vec::new();
+    let mut served = Vec::new();
     for (fi, (fname, f)) in cfg.frontends.iter().enumerate() {
         let path = format!("frontends.{fname}");
         let fe_pos = cfg.frontends.entries()[fi].0.pos;
@@ -530,10 +546,16 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             let tls = match &b.tls {
                 None => None,
                 Some(t) => match tls_cache.server(t, env.base_dir, f.http2.enabled) {
-                    Ok((c, warnings)) => {
-                        for w in warnings {
-                            tracing::warn!(frontend = fname, "{w}");
+                    Ok((c, warned, infos)) => {
+                        for w in warned {
+                            warnings.push(format!("{path}.bind.{i}.tls: {w}"));
                         }
+                        let frontend: Arc<str> = fname.into();
+                        served.extend(infos.into_iter().map(|cert| ServedCert {
+                            frontend: frontend.clone(),
+                            bind: i,
+                            cert,
+                        }));
                         Some(c)
                     }
                     Err((at, e)) => {
@@ -701,6 +723,8 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         backends,
         tables,
         config: cfg,
+        warnings,
+        certificates: served,
     })
 }
 
@@ -712,7 +736,7 @@ struct TlsCache {
     pem: crate::tls::certs::Loader,
 }
 
-type ServerTls = Result<(Arc<rustls::ServerConfig>, Vec<String>), crate::tls::TlsError>;
+type ServerTls = Result<crate::tls::ServerTls, crate::tls::TlsError>;
 
 impl TlsCache {
     fn new(allowed: u64) -> Self {
@@ -734,8 +758,8 @@ impl TlsCache {
         }
         let key = format!("{h2} {k:?}");
         if let Some(r) = self.server.get(&key) {
-            // Warnings were logged the first time.
-            return r.clone().map(|(c, _)| (c, Vec::new()));
+            // Warnings were told the first time.
+            return r.clone().map(|(c, _, infos)| (c, Vec::new(), infos));
         }
         let r = crate::tls::server_config(t, base, h2, &mut self.pem);
         self.server.insert(key, r.clone());

@@ -106,26 +106,58 @@ fn check_reports_every_error_and_fails() {
 }
 
 #[test]
-fn check_warns_about_an_expired_certificate() {
+fn check_refuses_an_expired_certificate_and_warns_about_one_that_expires_soon() {
     let pki = Pki::new();
-    let (c, k) = pki.issue("old", &["old.test"], true);
+    let (old, old_key) = pki.issue("old", &["old.test"], true);
+    let (soon, soon_key) = pki.issue_for_days("soon", &["soon.test"], 5);
+    let (fine, fine_key) = pki.issue_for_days("fine", &["fine.test"], 60);
     let f = pki.dir.join("cfg.yaml");
-    std::fs::write(
-        &f,
-        format!(
-            "frontends:\n  fe:\n    bind: [{{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}]\n",
-            c.display(),
-            k.display()
-        ),
-    )
-    .unwrap();
-    let out = bin().args(["check", "-c"]).arg(&f).output().unwrap();
+    let check = |cert: &Path, key: &Path, extra: &str| {
+        std::fs::write(
+            &f,
+            format!(
+                "frontends:\n  fe:\n    bind: [{{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}]{extra} }} }}]\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let out = bin().args(["check", "-c"]).arg(&f).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check(&old, &old_key, "");
+    assert!(!ok, "an expired certificate is refused");
     assert!(
-        out.status.success(),
-        "an expired certificate is a warning, not an error"
+        err.contains("frontends.fe.bind.0.tls.certificates.0: certificate ")
+            && err.contains(
+                " days ago (Jan  1 00:00:00 2020 GMT); refused (tls.allow_expired: true serves it anyway)"
+            ),
+        "{err}"
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("WARN") && err.contains("expired"), "{err}");
+    let (ok, err) = check(&old, &old_key, ", allow_expired: true");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("cfg.yaml: warning: frontends.fe.bind.0.tls: certificate ")
+            && err.contains("served because tls.allow_expired is set"),
+        "{err}"
+    );
+    let (ok, err) = check(&soon, &soon_key, "");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: frontends.fe.bind.0.tls: certificate ")
+            && (err.contains("expires in 4 days (") || err.contains("expires in 5 days (")),
+        "{err}"
+    );
+    let (ok, err) = check(&fine, &fine_key, "");
+    assert!(ok && !err.contains("warning"), "{err}");
+    let (ok, err) = check(&fine, &fine_key, ", expiry_warning: 90d");
+    assert!(
+        ok && (err.contains("expires in 59 days (") || err.contains("expires in 60 days (")),
+        "{err}"
+    );
 }
 
 /// The binary running a configuration; reads its log to learn the bound addresses.
@@ -460,4 +492,87 @@ async fn server_states_persist_in_the_state_file_across_restarts() {
     }
     assert_eq!(ctl(&["get weight be/b"]), "2 (initial 4)\n");
     r.stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_shown_measured_and_warned_about_on_reload() {
+    let o = Origin::named("origin").await;
+    let pki = Pki::new();
+    pki.issue_for_days("soon", &["soon.test", "www.soon.test"], 5);
+    let cfg = pki.dir.join("rampart.yaml");
+    let write = |tag: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "admin: {{ socket: {{ path: run/api.sock }} }}\nfrontends:\n  fe:\n    bind: [{{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: soon.pem, key: soon.key }}] }} }}]\n    default_backend: be\n    http_response: [\"set-header x-tag {tag}\"]\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+                o.addr
+            ),
+        )
+        .unwrap();
+    };
+    write("one");
+    let mut r = run(&cfg, 1);
+    let log = wait_log(&r, "expires in").join("\n");
+    assert!(log.contains("soon.pem expires in"), "{log}");
+    wait_log(&r, "runtime API on");
+    let ctl = |args: &[&str]| ctl(&cfg, args);
+
+    assert_eq!(ctl(&["show", "ssl", "cert"]), "# filename\nsoon.pem\n");
+    let detail = ctl(&["show", "ssl", "cert", "soon.pem"]);
+    assert!(
+        detail.starts_with("Filename: soon.pem\nStatus: Used\nnotAfter: ")
+            && (detail.contains("\nExpires in: 4 days\n")
+                || detail.contains("\nExpires in: 5 days\n"))
+            && detail.contains("\nSubject Alternative Name: DNS:soon.test, DNS:www.soon.test\n")
+            && detail.ends_with("\nUsed by: fe bind 0\n"),
+        "{detail}"
+    );
+    assert_eq!(
+        ctl(&["show", "ssl", "cert", "other.pem"]),
+        "Can't display the certificate: Not found or the certificate is a bundle!\n"
+    );
+
+    // The reload answer carries the warning as well.
+    write("two");
+    let answer = ctl(&["reload"]);
+    assert!(
+        answer.starts_with("Configuration reloaded (generation ")
+            && answer.contains("rampart.yaml: warning: frontends.fe.bind.0.tls: certificate ")
+            && answer.contains("soon.pem expires in"),
+        "{answer}"
+    );
+    // An expired certificate is refused at reload, and the one in use keeps serving.
+    let (_, _) = pki.issue("soon", &["soon.test"], true);
+    write("three");
+    let answer = ctl(&["reload"]);
+    assert!(
+        answer.contains("Reload failed, the running configuration is unchanged:")
+            && answer.contains("expired"),
+        "{answer}"
+    );
+    assert_eq!(r.stop("TERM").await.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_tell_the_seconds_until_each_certificate_expires() {
+    let pki = Pki::new();
+    let (c, k) = pki.issue_for_days("site", &["site.test"], 30);
+    let p = Proxy::start(&format!(
+        "frontends:\n  fe:\n    bind: [{{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}]\n",
+        c.display(),
+        k.display()
+    ));
+    let ctx = rampart_admin::AdminCtx::new(p.handle().control().clone(), None);
+    let text = rampart_admin::metrics::render(&ctx);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("rampart_certificate_expiry_seconds{"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!("file=\"{}\"", c.display())) && line.contains("frontend=\"fe\""),
+        "{line}"
+    );
+    let secs: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((29 * 86400..=30 * 86400).contains(&secs), "{line}");
+    p.stop().await;
 }

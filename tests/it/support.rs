@@ -532,8 +532,29 @@ impl Pki {
         Pki { dir, ca_pem, ca }
     }
 
+    /// [`Pki::issue`] of a certificate that expires `days` from now.
+    pub fn issue_for_days(&self, stem: &str, names: &[&str], days: i64) -> (PathBuf, PathBuf) {
+        self.issue_with(stem, names, |p| {
+            p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        })
+    }
+
     /// Writes `<stem>.pem` and `<stem>.key` for `names`; `expired` makes it expire in 2020.
     pub fn issue(&self, stem: &str, names: &[&str], expired: bool) -> (PathBuf, PathBuf) {
+        self.issue_with(stem, names, |p| {
+            if expired {
+                p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+            }
+        })
+    }
+
+    fn issue_with(
+        &self,
+        stem: &str,
+        names: &[&str],
+        adjust: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> (PathBuf, PathBuf) {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -541,10 +562,7 @@ impl Pki {
             rcgen::DnType::CommonName,
             names.first().copied().unwrap_or("x"),
         );
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
-        }
+        adjust(&mut params);
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
         let c = self.dir.join(format!("{stem}.pem"));

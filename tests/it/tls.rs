@@ -142,7 +142,8 @@ async fn resumption_can_be_turned_off() {
     p.stop().await;
 }
 
-fn check(yaml: &str) -> Result<(), String> {
+/// `rampart check` in process: the warnings, or the errors.
+fn check(yaml: &str) -> Result<Vec<String>, String> {
     let dir = temp_dir("check");
     let cfg = rampart_config::load_str(yaml, Some(&dir), &rampart_config::yaml::ProcessEnv)
         .map_err(|e| e.to_string())?;

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
@@ -18,8 +17,10 @@ pub struct LoadedCert {
     pub key: Arc<CertifiedKey>,
     /// SNI names it serves: those configured, or the certificate's own.
     pub names: Vec<String>,
-    /// A warning when the leaf certificate has expired.
-    pub expired: Option<String>,
+    /// The leaf certificate's DNS names (or common name).
+    pub own_names: Vec<String>,
+    /// When the leaf certificate expires (Unix seconds), if it says.
+    pub not_after: Option<i64>,
 }
 
 /// Where PEM data comes from: a file, or the text itself when a configuration value
@@ -186,21 +187,46 @@ impl Loader {
             }
         }
         let (found, not_after) = cert_names(&chain[0]);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let expired = not_after.filter(|t| *t < now).map(|t| {
-            format!(
-                "certificate {cert_path} expired {} days ago",
-                (now - t) / 86400
-            )
-        });
         Ok(LoadedCert {
             key: Arc::new(certified),
-            names: found,
-            expired,
+            names: found.clone(),
+            own_names: found,
+            not_after,
         })
     }
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A time as OpenSSL and HAProxy print certificate dates: `Dec  4 20:03:50 2027 GMT`.
+pub fn gmt(t: i64) -> String {
+    let days = t.div_euclid(86400);
+    let secs = t.rem_euclid(86400);
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {d:>2} {:02}:{:02}:{:02} {y} GMT",
+        MONTHS[(m - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// What loading a private key of `der_len` bytes costs, in certificates: proving a key

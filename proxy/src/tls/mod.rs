@@ -98,17 +98,34 @@ impl ResolvesServerCert for SniResolver {
 /// A problem with a bind's TLS: the index of the certificate it concerns, if one.
 pub type TlsError = (Option<usize>, String);
 
+/// A certificate a bind serves, as `show ssl cert` and the metrics tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The file as written in the configuration (`(inline PEM)` for PEM text).
+    pub file: String,
+    /// The certificate's own DNS names (or common name).
+    pub names: Vec<String>,
+    /// When it expires (Unix seconds).
+    pub not_after: Option<i64>,
+}
+
+/// A bind's TLS: its configuration, warnings (certificates that expire soon, or expired
+/// ones served because `allow_expired` says so) and its certificates.
+pub type ServerTls = (Arc<rustls::ServerConfig>, Vec<String>, Vec<CertInfo>);
+
 /// Builds the server configuration of a TLS bind. Certificate files are relative to
-/// `base`. Returns warnings (expired certificates) along with the configuration.
+/// `base`. An expired certificate is refused unless `allow_expired`.
 pub fn server_config(
     tls: &BindTls,
     base: &Path,
     h2: bool,
     loader: &mut certs::Loader,
-) -> Result<(Arc<rustls::ServerConfig>, Vec<String>), TlsError> {
+) -> Result<ServerTls, TlsError> {
     let provider = provider();
     let mut loaded = Vec::new();
     let mut warnings = Vec::new();
+    let mut infos = Vec::new();
+    let now = certs::now();
     for (i, c) in tls.certificates.iter().enumerate() {
         let cert_path = certs::Pem::of(&c.cert.value, base);
         let key_path = c
@@ -118,9 +135,41 @@ pub fn server_config(
         let l = loader
             .load(&cert_path, &key_path, &c.names, &provider)
             .map_err(|e| (Some(i), e))?;
-        if let Some(w) = &l.expired {
-            warnings.push(w.clone());
+        if let Some(t) = l.not_after {
+            let left = t - now;
+            if left < 0 && !tls.allow_expired {
+                return Err((
+                    Some(i),
+                    format!(
+                        "certificate {cert_path} expired {} days ago ({}); refused \
+                         (tls.allow_expired: true serves it anyway)",
+                        -left / 86400,
+                        certs::gmt(t)
+                    ),
+                ));
+            } else if left < 0 {
+                warnings.push(format!(
+                    "certificate {cert_path} expired {} days ago ({}), served because \
+                     tls.allow_expired is set",
+                    -left / 86400,
+                    certs::gmt(t)
+                ));
+            } else if (left as u64) < tls.expiry_warning.as_secs() {
+                warnings.push(format!(
+                    "certificate {cert_path} expires in {} days ({})",
+                    left / 86400,
+                    certs::gmt(t)
+                ));
+            }
         }
+        infos.push(CertInfo {
+            file: match &cert_path {
+                certs::Pem::File(_) => c.cert.value.clone(),
+                certs::Pem::Inline(_) => "(inline PEM)".to_owned(),
+            },
+            names: l.own_names.clone(),
+            not_after: l.not_after,
+        });
         loaded.push(l);
     }
     let resolver = SniMap::new(loaded.into_iter().map(|l| (l.names, l.key)).collect())
@@ -150,7 +199,7 @@ pub fn server_config(
     if !tls.session_tickets && tls.session_cache == 0 {
         cfg.send_tls13_tickets = 0;
     }
-    Ok((Arc::new(cfg), warnings))
+    Ok((Arc::new(cfg), warnings, infos))
 }
 
 /// Accepts any server certificate (`verify: false`).

@@ -28,13 +28,18 @@ impl Applier for Fake {
 }
 
 fn engine(mode: XdsMode) -> Engine {
+    engine_waiting(mode, Duration::from_millis(50))
+}
+
+/// An engine whose resources wait `wait` for what they need by default.
+fn engine_waiting(mode: XdsMode, wait: Duration) -> Engine {
     let base = rampart_config::load_str(
         "xds: { server: \"http://127.0.0.1:1\", node: { id: n } }\n",
         None,
         &std::collections::HashMap::<String, String>::new(),
     )
     .unwrap();
-    Engine::new(mode, Node::default(), true, Duration::from_millis(50), base)
+    Engine::new(mode, Node::default(), true, wait, base)
 }
 
 fn any<T: Message + prost::Name>(m: &T) -> Any {
@@ -212,7 +217,8 @@ fn state_of_the_world_absence_removes_listeners_and_clusters() {
 #[test]
 fn a_cluster_warms_until_its_endpoints_or_the_timeout() {
     let f = Fake::default();
-    let mut e = engine(XdsMode::Sotw);
+    // A wait no stalled test thread outlasts between two calls.
+    let mut e = engine_waiting(XdsMode::Sotw, Duration::from_secs(30));
     e.on_connect();
     let outs = e.on_sotw(
         sotw(crate::proto::CLUSTER, "1", "a", vec![any(&eds("web"))]),
