@@ -166,7 +166,7 @@ async fn bad_client_input_gets_the_right_status() {
         ),
         (b"GET nopath HTTP/1.1\r\n\r\n".to_vec(), "400"),
         (
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec(),
             "501",
         ),
         (b"GET / HTTP/3.0\r\n\r\n".to_vec(), "505"),

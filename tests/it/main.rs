@@ -7,6 +7,7 @@ mod balance;
 mod cli;
 mod cp;
 mod errors;
+mod framing;
 mod frontend;
 mod limits;
 mod peers;

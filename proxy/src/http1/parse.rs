@@ -133,29 +133,38 @@ fn body_framing(headers: &HeaderMap, is_request: bool) -> Result<Framing, HeadEr
         if headers.contains_key(CONTENT_LENGTH) {
             return Err(HeadError::BadLength);
         }
-        // The last coding must be chunked; anything else cannot be delimited (requests)
-        // or is read until close (responses).
+        // The last coding must be chunked, once (RFC 9112 section 6.1); anything else
+        // cannot be delimited (requests: 400 and a close, section 6.3) or is read until
+        // close (responses). Chunked after other codings is well framed, but rampart
+        // does not decode them (501).
         let mut last: &[u8] = b"";
-        let mut only_chunked = true;
+        let mut chunked = 0;
+        let mut others = false;
         for v in te {
             for coding in v.as_bytes().split(|b| *b == b',') {
                 let c = coding.trim_ascii();
                 if c.is_empty() {
                     continue;
                 }
-                if !c.eq_ignore_ascii_case(b"chunked") {
-                    only_chunked = false;
+                if c.eq_ignore_ascii_case(b"chunked") {
+                    chunked += 1;
+                } else {
+                    others = true;
                 }
                 last = c;
             }
         }
-        if last.eq_ignore_ascii_case(b"chunked") && only_chunked {
+        let final_chunked = last.eq_ignore_ascii_case(b"chunked");
+        if chunked > 1 {
+            return Err(HeadError::BadLength);
+        }
+        if final_chunked && !others {
             return Ok(Framing::Chunked);
         }
-        return if is_request {
-            Err(HeadError::UnsupportedTransferEncoding)
-        } else {
-            Ok(Framing::Close)
+        return match (is_request, final_chunked) {
+            (true, false) => Err(HeadError::BadLength),
+            (true, true) => Err(HeadError::UnsupportedTransferEncoding),
+            (false, _) => Ok(Framing::Close),
         };
     }
     let mut len: Option<u64> = None;
@@ -435,7 +444,17 @@ mod tests {
         );
         assert_eq!(
             req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err(),
+            HeadError::BadLength
+        );
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+                .unwrap_err(),
             HeadError::UnsupportedTransferEncoding
+        );
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap_err(),
+            HeadError::BadLength
         );
     }
 
