@@ -203,14 +203,7 @@ impl H2Recv {
             if polled.is_pending()
                 && let Some(p) = &mut self.paced
             {
-                let deadline = p.deadline();
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
-                }
-                ready!(sleep.as_mut().poll(cx));
+                ready!(armed(&mut self.sleep, p.deadline()).poll(cx));
                 return Poll::Ready(Some(Err(BodyError::new(
                     Side::Client,
                     ErrorKind::ClientTimeout,
@@ -236,6 +229,15 @@ impl H2Recv {
             Err(e) => Poll::Ready(Some(Err(err(e)))),
         }
     }
+}
+
+/// The timer in `slot`, created or moved to fire at `deadline`.
+fn armed(slot: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> Pin<&mut Sleep> {
+    let sleep = slot.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if sleep.deadline() != deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    sleep.as_mut()
 }
 
 /// Where an HTTP/1 body is read from.
@@ -455,13 +457,7 @@ impl H1Body {
                     // Arm (or move) the inactivity timer, or the pace's if sooner.
                     let paced = self.paced.as_mut().map(Paced::deadline);
                     let deadline = paced.map_or(self.deadline, |p| p.min(self.deadline));
-                    let sleep = self
-                        .sleep
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                    if sleep.deadline() != deadline {
-                        sleep.as_mut().reset(deadline);
-                    }
-                    ready!(sleep.as_mut().poll(cx));
+                    ready!(armed(&mut self.sleep, deadline).poll(cx));
                     let kind = self.by_side(ErrorKind::ClientTimeout, ErrorKind::ResponseTimeout);
                     if paced.is_some_and(|p| p < self.deadline) {
                         return self.fail(kind, "the request body came too slowly");

@@ -300,19 +300,30 @@ async fn random_garbage_never_stops_the_proxy() {
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_host_must_agree_with_authority() {
-    let origin = Origin::named("o").await;
-    let p = proxy_to(&origin.addr.to_string(), "");
-    let a = p.addr("fe");
-    let tcp = TcpStream::connect(a).await.unwrap();
-    let (mut s, c) = hyper::client::conn::http2::handshake(
+/// An HTTP/2 (prior knowledge) connection to `addr`, sending bodies of type `B`.
+async fn h2c<B>(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (s, c) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tcp),
     )
     .await
     .unwrap();
     tokio::spawn(c);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_host_must_agree_with_authority() {
+    let origin = Origin::named("o").await;
+    let p = proxy_to(&origin.addr.to_string(), "");
+    let a = p.addr("fe");
+    let mut s = h2c(a).await;
     let req = |host: &str| {
         http::Request::get("http://a.test/x")
             .header("host", host)
@@ -419,14 +430,7 @@ async fn an_http2_request_body_that_trickles_is_cut_with_408() {
         "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    timeouts: {{ request_body: 1s }}\n    limits: {{ min_request_body_rate: 100 }}\n    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
         origin.addr
     ));
-    let tcp = TcpStream::connect(p.addr("fe")).await.unwrap();
-    let (mut s, c) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(c);
+    let mut s = h2c(p.addr("fe")).await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     // 10 bytes a second, for at most a minute.
     let feeder = tokio::spawn(async move {
