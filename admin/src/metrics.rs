@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use rampart_proxy::state::Refusal;
 
 use crate::AdminCtx;
 
@@ -216,6 +217,17 @@ pub fn render(ctx: &AdminCtx) -> String {
         "Requests answered by rampart itself (return, redirect).",
         &l,
     );
+    let fe_refused = f.counter(
+        "rampart_frontend_refused_requests_total",
+        "Requests refused, and responses cut, for the client's fault, by reason.",
+        &["frontend", "reason"],
+    );
+    let fe_removed = f.counter(
+        "rampart_frontend_removed_headers_total",
+        "Header fields removed from requests: names with an underscore, and forwarding \
+         headers from untrusted peers.",
+        &["frontend", "reason"],
+    );
     for fe in &snap.frontends {
         let n = [&*fe.name];
         let x = &fe.live;
@@ -232,6 +244,16 @@ pub fn render(ctx: &AdminCtx) -> String {
         set_counter(&fe_den, &n, x.denied.load(Relaxed));
         set_counter(&fe_err, &n, x.errors.load(Relaxed));
         set_counter(&fe_int, &n, x.intercepted.load(Relaxed));
+        for r in Refusal::ALL {
+            set_counter(&fe_refused, &[&fe.name, r.name()], x.refused.get(r));
+        }
+        let removed = [
+            ("underscore", &x.removed_underscore),
+            ("forwarding", &x.removed_forwarding),
+        ];
+        for (why, v) in removed {
+            set_counter(&fe_removed, &[&fe.name, why], v.load(Relaxed));
+        }
     }
 
     // Backends.

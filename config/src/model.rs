@@ -281,11 +281,15 @@ config_struct! {
         /// Time allowed for a request body, one second more for each
         /// `limits.min_request_body_rate` bytes received (0 turns it off).
         pub request_body: Duration = Duration::from_secs(20),
+        /// Time a client may keep its response waiting (stalled, or taking it slowly),
+        /// one second more for each `limits.min_response_body_rate` bytes it takes
+        /// while the proxy waits for it (0 turns it off).
+        pub response_body: Duration = Duration::from_secs(60),
     }
 }
 
 config_struct! {
-    /// Limits on what a client may send.
+    /// Limits on what a client may send, and how slowly it may read.
     pub struct RequestLimits {
         /// Request line and headers together (431 above this).
         pub max_header_size: Size = Size(64 << 10),
@@ -298,6 +302,9 @@ config_struct! {
         /// Bytes per second a request body must keep up after `timeouts.request_body`
         /// (0: the body must be complete within it).
         pub min_request_body_rate: Size = Size(500),
+        /// Bytes per second a client must take its response at, once it has kept the
+        /// proxy waiting for `timeouts.response_body` (0: the waits must add up to less).
+        pub min_response_body_rate: Size = Size(500),
     }
 }
 

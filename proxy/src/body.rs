@@ -270,8 +270,11 @@ pub struct Pace {
 }
 
 /// A pace being kept. Only the time spent waiting for the client counts: while the
-/// server is slow to take the body, the client is held back and not to blame.
-struct Paced {
+/// server is slow to take the body, the client is held back and not to blame. The same
+/// holds for a response: only the time the proxy waits for the client to take it counts,
+/// and only what the client takes during those waits earns it more time (what a socket
+/// buffer takes at once says nothing of the client).
+pub(crate) struct Paced {
     pace: Pace,
     received: u64,
     waited: Duration,
@@ -279,7 +282,7 @@ struct Paced {
 }
 
 impl Paced {
-    fn new(pace: Pace) -> Self {
+    pub(crate) fn new(pace: Pace) -> Self {
         Paced {
             pace,
             received: 0,
@@ -288,8 +291,8 @@ impl Paced {
         }
     }
 
-    /// Data arrived: the wait (if any) ends.
-    fn got(&mut self, n: usize) {
+    /// Data arrived (or was taken): the wait (if any) ends.
+    pub(crate) fn got(&mut self, n: usize) {
         self.received += n as u64;
         if let Some(since) = self.waiting_since.take() {
             self.waited += since.elapsed();
@@ -297,7 +300,7 @@ impl Paced {
     }
 
     /// Waiting for the client from now (or since the wait began): when it is late.
-    fn deadline(&mut self) -> Instant {
+    pub(crate) fn deadline(&mut self) -> Instant {
         let since = *self.waiting_since.get_or_insert_with(Instant::now);
         let earned = match self.pace.rate {
             0 => Duration::ZERO,

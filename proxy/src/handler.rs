@@ -22,7 +22,7 @@ use crate::resilience::retry::{RetryPolicy, now_secs};
 use crate::rules::sample::{ConnInfo, SampleCtx, canonical_ip, mask_ip};
 use crate::rules::{Env, Intercept, RequestLine, run_request, run_response};
 use crate::snapshot::{Backend, Frontend, Snapshot};
-use crate::state::{ActiveGuard, Live};
+use crate::state::{ActiveGuard, FrontendLive, Live, Refusal};
 use crate::stick::{Trackers, Tracks};
 use crate::upstream::{Proto, Timing};
 
@@ -155,6 +155,9 @@ impl Done {
         d.status = status.as_u16();
         d.termination = termination;
         d.frontend.live.errors.fetch_add(1, Relaxed);
+        if let Some(r) = Refusal::of(d.status, termination) {
+            d.frontend.live.refused.count(r);
+        }
         d
     }
 
@@ -319,7 +322,11 @@ fn ip_text(ip: IpAddr) -> String {
 /// request must be refused. Some servers and frameworks read `_` as `-`, so that a
 /// `Content_Length` or `X_Forwarded_For` the proxy passed as an ordinary header would
 /// frame the body or name the client there.
-fn underscores(action: Option<rampart_config::UnderscoreHeaders>, h: &mut HeaderMap) -> bool {
+fn underscores(
+    action: Option<rampart_config::UnderscoreHeaders>,
+    h: &mut HeaderMap,
+    live: &FrontendLive,
+) -> bool {
     use rampart_config::UnderscoreHeaders as U;
     if action == Some(U::Allow) || !h.keys().any(|k| k.as_str().contains('_')) {
         return true;
@@ -334,6 +341,8 @@ fn underscores(action: Option<rampart_config::UnderscoreHeaders>, h: &mut Header
         })
         .cloned()
         .collect();
+    live.removed_underscore
+        .fetch_add(gone.len() as u64, Relaxed);
     for k in gone {
         h.remove(k);
     }
@@ -389,7 +398,10 @@ fn forwarding_headers(fe: &Frontend, info: &ConnInfo, h: &mut HeaderMap) {
     let trusted = f.trust.contains(info.client.ip());
     if !trusted && !f.keep_untrusted {
         for name in &FORWARDING {
-            h.remove(name);
+            if let http::header::Entry::Occupied(e) = h.entry(name) {
+                let n = e.remove_entry_mult().1.count();
+                fe.live.removed_forwarding.fetch_add(n as u64, Relaxed);
+            }
         }
     }
     if !(f.x_forwarded_for || f.x_forwarded_proto || f.forwarded) {
@@ -503,8 +515,9 @@ pub async fn handle(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok())
         .unwrap_or(0);
-    if !underscores(fe.underscores, &mut parts.headers) {
+    if !underscores(fe.underscores, &mut parts.headers, &fe.live) {
         fe.live.errors.fetch_add(1, Relaxed);
+        fe.live.refused.count(Refusal::UnderscoreHeader);
         done.status = 400;
         done.termination = *b"PR";
         return (crate::error::error_response(StatusCode::BAD_REQUEST), done);
@@ -1000,6 +1013,13 @@ impl Drop for RetryGuard {
 fn fail(mut done: Done, e: &ProxyError) -> (Response<Body>, Done) {
     done.status = e.status().as_u16();
     done.termination = e.termination();
+    if e.side == Side::Client {
+        let live = &done.frontend.live;
+        live.errors.fetch_add(1, Relaxed);
+        if let Some(r) = Refusal::of(done.status, done.termination) {
+            live.refused.count(r);
+        }
+    }
     (e.to_response(), done)
 }
 

@@ -74,6 +74,13 @@ macro_rules! either_io {
                 }
             }
 
+            /// Makes closing the connection reset it: what the kernel still holds for a
+            /// peer that does not read is dropped rather than sent on, at its pace.
+            pub fn reset_on_close(&self) {
+                let _ =
+                    socket2::SockRef::from(self.tcp()).set_linger(Some(std::time::Duration::ZERO));
+            }
+
             /// Waits until there may be something to read, without a buffer. For TLS the
             /// wait happens in the read itself.
             pub async fn wait_readable(&self) -> io::Result<()> {

@@ -49,6 +49,8 @@ pub struct ClientTimeouts {
     pub keep_alive: Duration,
     /// The pace a request body must keep (`None`: any).
     pub body_pace: Option<crate::body::Pace>,
+    /// The pace a client must take its responses at (`None`: any).
+    pub send_pace: Option<crate::body::Pace>,
 }
 
 /// Forwarding header settings.
@@ -651,6 +653,10 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 body_pace: (!f.timeouts.request_body.is_zero()).then_some(crate::body::Pace {
                     allowance: f.timeouts.request_body,
                     rate: f.limits.min_request_body_rate.0,
+                }),
+                send_pace: (!f.timeouts.response_body.is_zero()).then_some(crate::body::Pace {
+                    allowance: f.timeouts.response_body,
+                    rate: f.limits.min_response_body_rate.0,
                 }),
             },
             head_limits: HeadLimits {

@@ -58,6 +58,98 @@ pub struct FrontendLive {
     pub intercepted: AtomicU64,
     /// Connection limit (0: none).
     pub limit: AtomicU64,
+    /// Requests refused and responses cut for the client's fault, by reason.
+    pub refused: Refusals,
+    /// Header fields removed from requests: names with an underscore
+    /// (`headers_with_underscores`), and forwarding headers from untrusted peers.
+    pub removed_underscore: AtomicU64,
+    pub removed_forwarding: AtomicU64,
+}
+
+/// Why a client's request was refused, or its response cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed head or body framing (400).
+    BadRequest,
+    /// A header name with an underscore under `headers_with_underscores: reject` (400).
+    UnderscoreHeader,
+    /// 414.
+    UriTooLong,
+    /// 431.
+    HeaderTooLarge,
+    /// 413.
+    BodyTooLarge,
+    /// A transfer coding the proxy does not implement (501).
+    NotImplemented,
+    /// 505.
+    VersionNotSupported,
+    /// The head did not arrive within `timeouts.http_request` (408).
+    HeadTimeout,
+    /// The body stalled or did not keep `limits.min_request_body_rate` (408).
+    BodyTimeout,
+    /// The client did not take its response at `limits.min_response_body_rate`.
+    SlowReader,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 10] = [
+        Refusal::BadRequest,
+        Refusal::UnderscoreHeader,
+        Refusal::UriTooLong,
+        Refusal::HeaderTooLarge,
+        Refusal::BodyTooLarge,
+        Refusal::NotImplemented,
+        Refusal::VersionNotSupported,
+        Refusal::HeadTimeout,
+        Refusal::BodyTimeout,
+        Refusal::SlowReader,
+    ];
+
+    /// The `reason` label in `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad_request",
+            Refusal::UnderscoreHeader => "underscore_header",
+            Refusal::UriTooLong => "uri_too_long",
+            Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::NotImplemented => "not_implemented",
+            Refusal::VersionNotSupported => "version_not_supported",
+            Refusal::HeadTimeout => "head_timeout",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::SlowReader => "slow_reader",
+        }
+    }
+
+    /// The refusal a client error status stands for (with the termination code that
+    /// tells a head timeout from a body one).
+    pub fn of(status: u16, term: [u8; 2]) -> Option<Refusal> {
+        Some(match status {
+            400 => Refusal::BadRequest,
+            408 if term[1] == b'R' => Refusal::HeadTimeout,
+            408 => Refusal::BodyTimeout,
+            413 => Refusal::BodyTooLarge,
+            414 => Refusal::UriTooLong,
+            431 => Refusal::HeaderTooLarge,
+            501 => Refusal::NotImplemented,
+            505 => Refusal::VersionNotSupported,
+            _ => return None,
+        })
+    }
+}
+
+/// Counts of [`Refusal`]s.
+#[derive(Default)]
+pub struct Refusals([AtomicU64; Refusal::ALL.len()]);
+
+impl Refusals {
+    pub fn count(&self, r: Refusal) {
+        self.0[r as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn get(&self, r: Refusal) -> u64 {
+        self.0[r as usize].load(Relaxed)
+    }
 }
 
 /// Counters of one backend, and the epoch its balancer rebuilds on.

@@ -4,6 +4,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rampart_proxy::state::Refusal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -208,8 +211,26 @@ async fn bad_client_input_gets_the_right_status() {
     let mut resp = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut resp)).await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
-    let errors = p.handle().snapshot().frontends[0].live.errors.load(Relaxed);
-    assert!(errors >= 11, "refused requests are counted: {errors}");
+    let live = p.handle().snapshot().frontends[0].live.clone();
+    let errors = live.errors.load(Relaxed);
+    assert!(errors >= 16, "refused requests are counted: {errors}");
+    // And counted by reason.
+    let by_reason: Vec<(&str, u64)> = Refusal::ALL
+        .iter()
+        .map(|r| (r.name(), live.refused.get(*r)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(
+        by_reason,
+        [
+            ("bad_request", 9),
+            ("uri_too_long", 1),
+            ("header_too_large", 2),
+            ("body_too_large", 2),
+            ("not_implemented", 1),
+            ("version_not_supported", 1),
+        ]
+    );
     // Only the two streamed chunked requests reached the origin (their heads go out
     // before the body is read: the one with a bad chunk line and the one past the limit;
     // each body was cut there, and the connection to the origin with it); nothing
@@ -236,6 +257,8 @@ async fn slow_request_head_gets_408_and_idle_connection_closes_silently() {
         .unwrap()
         .unwrap();
     assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    let live = p.handle().snapshot().frontends[0].live.clone();
+    assert_eq!(live.refused.get(Refusal::HeadTimeout), 1);
     let mut s = TcpStream::connect(p.addr("fe")).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
@@ -382,6 +405,8 @@ async fn a_request_body_that_trickles_is_cut_with_408() {
         "after {sent} bytes: {resp}"
     );
     assert!(sent < 600, "the whole body was sent: {resp}");
+    let live = p.handle().snapshot().frontends[0].live.clone();
+    assert_eq!(live.refused.get(Refusal::BodyTimeout), 1);
     // The connection is closed.
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
@@ -450,6 +475,121 @@ async fn an_http2_request_body_that_trickles_is_cut_with_408() {
         .expect("no answer while the body trickled")
         .unwrap();
     assert_eq!(r.status(), 408);
+    let live = p.handle().snapshot().frontends[0].live.clone();
+    assert_eq!(live.refused.get(Refusal::BodyTimeout), 1);
     feeder.abort();
+    p.stop().await;
+}
+
+/// An origin that answers every request with `n` bytes.
+async fn big_origin(n: usize) -> Origin {
+    let body = bytes::Bytes::from(vec![b'z'; n]);
+    Origin::start("big", move |_| {
+        http::Response::builder()
+            .header("content-length", n)
+            .body(full(body.clone()))
+            .unwrap()
+    })
+    .await
+}
+
+fn slow_reader_proxy(origin: &Origin) -> Proxy {
+    Proxy::start(&format!(
+        "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    timeouts: {{ response_body: 2s }}\n    limits: {{ min_response_body_rate: 2k }}\n    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        origin.addr
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_takes_its_response_too_slowly_is_cut() {
+    const SIZE: usize = 16 << 20;
+    let origin = big_origin(SIZE).await;
+    let p = slow_reader_proxy(&origin);
+    let a = p.addr("fe");
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(a).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // 100 bytes every 100 ms, 1,000 a second where 2,000 are asked, for at most a minute:
+    // the proxy waits about 4 s in all (2 s, and half a second more for each second
+    // waited), then resets the connection.
+    let mut got = 0usize;
+    let mut ended = false;
+    for _ in 0..600 {
+        let mut buf = [0u8; 100];
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => got += n,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "still open after {got} bytes");
+    assert!(got < SIZE);
+    let live = p.handle().snapshot().frontends[0].live.clone();
+    assert_eq!(live.refused.get(Refusal::SlowReader), 1);
+
+    // A client that takes the response at its own speed gets all of it, even when the
+    // proxy waits for it for most of a second at the start.
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.unwrap();
+    assert!(all.starts_with(b"HTTP/1.1 200"));
+    assert!(all.len() > SIZE);
+    assert_eq!(live.refused.get(Refusal::SlowReader), 1);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_takes_its_response_too_slowly_gets_its_stream_reset() {
+    const SIZE: usize = 1 << 20;
+    let origin = big_origin(SIZE).await;
+    let p = slow_reader_proxy(&origin);
+    let tcp = TcpStream::connect(p.addr("fe")).await.unwrap();
+    // A window of 100 bytes, granted again as each frame is taken.
+    let (mut s, c) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(100)
+        .adaptive_window(false)
+        .handshake::<_, http_body_util::Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(c);
+    let req = |path: &str| {
+        http::Request::get(format!("http://localhost{path}"))
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    let r = s.send_request(req("/big")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.into_body();
+    // A frame (at most 100 bytes) every 100 ms, for at most a minute.
+    let mut got = 0usize;
+    let mut cut = false;
+    for _ in 0..600 {
+        match body.frame().await {
+            Some(Ok(f)) => got += f.data_ref().map_or(0, |d| d.len()),
+            Some(Err(e)) => {
+                assert!(format!("{e:?}").contains("CANCEL"), "{e:?}");
+                cut = true;
+                break;
+            }
+            None => break,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cut, "not cut after {got} bytes");
+    let live = p.handle().snapshot().frontends[0].live.clone();
+    assert_eq!(live.refused.get(Refusal::SlowReader), 1);
+    // The connection goes on.
+    let r = s.send_request(req("/small")).await.unwrap();
+    assert_eq!(r.status(), 200);
     p.stop().await;
 }

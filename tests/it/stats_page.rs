@@ -271,12 +271,24 @@ async fn metrics_pass_promtool_without_duplicates() {
     for _ in 0..4 {
         get(a.proxy.addr("www"), "/").await;
     }
+    // A request with no Host, and one with a header name that folds into a framing one.
+    let bad = raw(a.proxy.addr("www"), b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let odd = raw(
+        a.proxy.addr("www"),
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent_Length: 3\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(odd.starts_with("HTTP/1.1 200"), "{odd}");
     let m = fetch(a.http, "GET", "/metrics", &[], "").await;
     assert_eq!(m.status, 200);
     let text = m.text();
     for needle in [
-        "rampart_frontend_requests_total{frontend=\"www\"} 4",
-        "rampart_frontend_responses_total{code=\"2xx\",frontend=\"www\"} 4",
+        "rampart_frontend_requests_total{frontend=\"www\"} 5",
+        "rampart_frontend_responses_total{code=\"2xx\",frontend=\"www\"} 5",
+        "rampart_frontend_refused_requests_total{frontend=\"www\",reason=\"bad_request\"} 1",
+        "rampart_frontend_refused_requests_total{frontend=\"www\",reason=\"slow_reader\"} 0",
+        "rampart_frontend_removed_headers_total{frontend=\"www\",reason=\"underscore\"} 1",
         "rampart_server_check_state{backend=\"web\",server=\"web1\",state=\"up\"} 1",
         "rampart_backend_breaker_rejections_total{backend=\"web\",limit=\"max_requests\"} 0",
         "rampart_reloads_total{result=\"ok\"} 0",

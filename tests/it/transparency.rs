@@ -505,6 +505,20 @@ async fn transparency_forged_forwarding_headers_never_reach_the_origin() {
             assert_eq!(got, want, "{mode:?}: {n}");
         }
     }
+    // Each removal is counted (all seven fields, for each of the four requests).
+    let removed: u64 = rig
+        .proxy
+        .handle()
+        .snapshot()
+        .frontends
+        .iter()
+        .map(|f| {
+            f.live
+                .removed_forwarding
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert_eq!(removed, 28);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,6 +540,12 @@ async fn forwarding_headers_of_untrusted_peers_are_kept_only_when_asked() {
     assert_eq!(all("forwarded"), ["for=6.6.6.6;proto=https", "for=7.7.7.7"]);
     assert_eq!(all("x-forwarded-host"), ["admin.internal"]);
     assert_eq!(all("x-real-ip"), ["6.6.6.6"]);
+    let live = p.handle().snapshot().frontends[0].live.clone();
+    assert_eq!(
+        live.removed_forwarding
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     p.stop().await;
 }
 
@@ -538,14 +558,15 @@ async fn header_names_with_underscores_follow_headers_with_underscores() {
         ("x_forwarded_for", "6.6.6.6"),
         ("x_custom_thing", "kept"),
     ];
-    for (setting, want) in [
+    for (setting, want, removed) in [
         // The default: only names that fold into framing or forwarding headers go.
-        ("", vec!["x_custom_thing"]),
+        ("", vec!["x_custom_thing"], 6),
         (
             "    headers_with_underscores: allow\n",
             sent.iter().map(|s| s.0).collect(),
+            0,
         ),
-        ("    headers_with_underscores: drop\n", vec![]),
+        ("    headers_with_underscores: drop\n", vec![], 8),
     ] {
         let p = Proxy::start(&format!(
             "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n{setting}    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
@@ -565,6 +586,11 @@ async fn header_names_with_underscores_follow_headers_with_underscores() {
                 .collect();
             assert_eq!(got, want, "{setting:?} {mode:?}");
         }
+        let live = p.handle().snapshot().frontends[0].live.clone();
+        let n = live
+            .removed_underscore
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(n, removed, "{setting:?}: fields removed, for two requests");
         p.stop().await;
     }
     let p = Proxy::start(&format!(
@@ -588,6 +614,11 @@ async fn header_names_with_underscores_follow_headers_with_underscores() {
         before,
         "a refused request reached the origin"
     );
+    let live = p.handle().snapshot().frontends[0].live.clone();
+    let refused = live
+        .refused
+        .get(rampart_proxy::state::Refusal::UnderscoreHeader);
+    assert_eq!(refused, 2);
     let errors = p.handle().snapshot().frontends[0]
         .live
         .errors

@@ -13,11 +13,11 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::body::{Body, H1Body, Source};
+use crate::body::{Body, H1Body, Pace, Paced, Source};
 use crate::handler::{ConnCtx, Done, handle};
 use crate::http1::Framing;
 use crate::http1::decode::Decoder;
@@ -120,28 +120,73 @@ async fn read_head(
 struct WriteAbort {
     bytes: u64,
     term: [u8; 2],
+    /// The client did not take the response at the pace it must keep.
+    slow: bool,
+}
+
+/// How long writes may wait for the client: `idle` each, and all of them together
+/// within the response's pace.
+struct Sending {
+    idle: Duration,
+    paced: Option<Paced>,
+}
+
+impl Sending {
+    fn new(idle: Duration, pace: Option<Pace>) -> Self {
+        Sending {
+            idle,
+            paced: pace.map(Paced::new),
+        }
+    }
 }
 
 async fn write_all(
     io: &mut ClientIo,
     data: &[u8],
-    t: Duration,
+    s: &mut Sending,
     written: &mut u64,
 ) -> Result<(), WriteAbort> {
-    match tokio::time::timeout(t, io.write_all(data)).await {
-        Ok(Ok(())) => {
-            *written += data.len() as u64;
-            Ok(())
+    let abort = |term: &[u8; 2], slow| WriteAbort {
+        bytes: *written,
+        term: *term,
+        slow,
+    };
+    // What the socket takes at once needs no timer and says nothing of the client.
+    let mut off = 0;
+    let first = std::future::poll_fn(|cx| {
+        while off < data.len() {
+            match std::pin::Pin::new(&mut *io).poll_write(cx, &data[off..]) {
+                std::task::Poll::Ready(Ok(0)) => {
+                    return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                std::task::Poll::Ready(Ok(n)) => off += n,
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => break,
+            }
         }
-        Ok(Err(_)) => Err(WriteAbort {
-            bytes: *written,
-            term: *b"CD",
-        }),
-        Err(_) => Err(WriteAbort {
-            bytes: *written,
-            term: *b"cD",
-        }),
+        std::task::Poll::Ready(Ok::<(), std::io::Error>(()))
+    })
+    .await;
+    if first.is_err() {
+        return Err(abort(b"CD", false));
     }
+    if off < data.len() {
+        // Waiting for the client: within `idle`, and within its pace.
+        let idle = Instant::now() + s.idle;
+        let paced = s.paced.as_mut().map(Paced::deadline);
+        let deadline = paced.map_or(idle, |p| p.min(idle));
+        match tokio::time::timeout_at(deadline, io.write_all(&data[off..])).await {
+            Ok(Ok(())) => {
+                if let Some(p) = &mut s.paced {
+                    p.got(data.len() - off);
+                }
+            }
+            Ok(Err(_)) => return Err(abort(b"CD", false)),
+            Err(_) => return Err(abort(b"cD", paced.is_some_and(|p| p < idle))),
+        }
+    }
+    *written += data.len() as u64;
+    Ok(())
 }
 
 /// Writes `resp`; returns bytes written and whether the connection may be kept.
@@ -151,7 +196,7 @@ async fn write_response(
     is_head: bool,
     mut keep: bool,
     version: Version,
-    t: Duration,
+    t: &mut Sending,
 ) -> Result<(u64, bool), WriteAbort> {
     let (mut parts, mut body) = resp.into_parts();
     let status = parts.status;
@@ -203,10 +248,10 @@ async fn write_response(
         };
         if b.len() <= COALESCE {
             out.extend_from_slice(&b);
-            write_all(io, &out, t, &mut written).await?;
+            write_all(io, &out, &mut *t, &mut written).await?;
         } else {
-            write_all(io, &out, t, &mut written).await?;
-            write_all(io, &b, t, &mut written).await?;
+            write_all(io, &out, &mut *t, &mut written).await?;
+            write_all(io, &b, &mut *t, &mut written).await?;
         }
         crate::io::give_vec(out);
         let _ = io.flush().await;
@@ -229,7 +274,7 @@ async fn write_response(
                 Some(f) => f,
                 None => {
                     if let Some(h) = head.take() {
-                        write_all(io, &h, t, &mut written).await?;
+                        write_all(io, &h, &mut *t, &mut written).await?;
                         let _ = io.flush().await;
                     }
                     continue;
@@ -245,7 +290,7 @@ async fn write_response(
                     write_last_chunk(&mut buf, None);
                 }
                 if !buf.is_empty() {
-                    write_all(io, &buf, t, &mut written).await?;
+                    write_all(io, &buf, &mut *t, &mut written).await?;
                 }
                 let _ = io.flush().await;
                 if let Framing::Length(n) = framing
@@ -255,13 +300,14 @@ async fn write_response(
                     return Err(WriteAbort {
                         bytes: written,
                         term: *b"SD",
+                        slow: false,
                     });
                 }
                 return Ok((written, keep));
             }
             Some(Err(e)) => {
                 if !buf.is_empty() {
-                    let _ = write_all(io, &buf, t, &mut written).await;
+                    let _ = write_all(io, &buf, &mut *t, &mut written).await;
                 }
                 let term = match (e.side, e.kind) {
                     (crate::error::Side::Client, _) => *b"CD",
@@ -271,13 +317,14 @@ async fn write_response(
                 return Err(WriteAbort {
                     bytes: written,
                     term,
+                    slow: false,
                 });
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     if data.is_empty() {
                         if !buf.is_empty() {
-                            write_all(io, &buf, t, &mut written).await?;
+                            write_all(io, &buf, &mut *t, &mut written).await?;
                         }
                         continue;
                     }
@@ -287,20 +334,20 @@ async fn write_response(
                         if data.len() <= COALESCE {
                             buf.extend_from_slice(&data);
                             buf.extend_from_slice(b"\r\n");
-                            write_all(io, &buf, t, &mut written).await?;
+                            write_all(io, &buf, &mut *t, &mut written).await?;
                         } else {
-                            write_all(io, &buf, t, &mut written).await?;
-                            write_all(io, &data, t, &mut written).await?;
-                            write_all(io, b"\r\n", t, &mut written).await?;
+                            write_all(io, &buf, &mut *t, &mut written).await?;
+                            write_all(io, &data, &mut *t, &mut written).await?;
+                            write_all(io, b"\r\n", &mut *t, &mut written).await?;
                         }
                     } else if buf.len() + data.len() <= COALESCE {
                         buf.extend_from_slice(&data);
-                        write_all(io, &buf, t, &mut written).await?;
+                        write_all(io, &buf, &mut *t, &mut written).await?;
                     } else {
                         if !buf.is_empty() {
-                            write_all(io, &buf, t, &mut written).await?;
+                            write_all(io, &buf, &mut *t, &mut written).await?;
                         }
-                        write_all(io, &data, t, &mut written).await?;
+                        write_all(io, &data, &mut *t, &mut written).await?;
                     }
                 }
                 Err(frame) => {
@@ -309,7 +356,7 @@ async fn write_response(
                         trailers_sent = true;
                     }
                     if !buf.is_empty() {
-                        write_all(io, &buf, t, &mut written).await?;
+                        write_all(io, &buf, &mut *t, &mut written).await?;
                     }
                 }
             },
@@ -409,7 +456,7 @@ async fn refuse(
         is_head,
         false,
         version,
-        cx.frontend.timeouts.client,
+        &mut Sending::new(cx.frontend.timeouts.client, cx.frontend.timeouts.send_pace),
     )
     .await;
     done.finish(r.as_ref().map_or(0, |(b, _)| *b), None);
@@ -539,12 +586,20 @@ async fn exchange(
         // A 101 without a connection to relay to cannot be honoured.
         resp = crate::error::error_response(StatusCode::BAD_GATEWAY);
     }
-    match write_response(&mut conn.io, resp, is_head, keep, version, t.client).await {
+    let mut sending = Sending::new(t.client, t.send_pace);
+    match write_response(&mut conn.io, resp, is_head, keep, version, &mut sending).await {
         Ok((bytes, k)) => {
             done.finish(bytes, None);
             keep = k;
         }
         Err(a) => {
+            if a.slow {
+                fe.live.refused.count(crate::state::Refusal::SlowReader);
+            }
+            if a.term == *b"cD" {
+                // The client does not read: what is queued for it is dropped, not trickled.
+                conn.io.reset_on_close();
+            }
             done.finish(a.bytes, Some(a.term));
             return Next::Close;
         }

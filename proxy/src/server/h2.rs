@@ -20,9 +20,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::streams::StreamSet;
-use crate::body::Body;
+use crate::body::{Body, Pace, Paced};
 use crate::error::Side;
 use crate::handler::{ConnCtx, handle, strip_hop_by_hop};
+use crate::state::Refusal;
 
 /// Flow-control windows offered to clients (hyper's defaults): large enough that a
 /// single stream is not throttled on a fast link.
@@ -204,18 +205,28 @@ async fn serve_stream(
         done.finish(0, None);
         return;
     }
-    match send_body(&mut send, body, cx.frontend.timeouts.client).await {
+    let t = &cx.frontend.timeouts;
+    match send_body(&mut send, body, t.client, t.send_pace).await {
         Ok(n) => done.finish(n, None),
-        Err((n, term)) => done.finish(n, Some(term)),
+        Err((n, term, slow)) => {
+            if slow {
+                cx.frontend.live.refused.count(Refusal::SlowReader);
+            }
+            done.finish(n, Some(term))
+        }
     }
 }
 
-/// Sends a response body within the stream's flow-control window.
+/// Sends a response body within the stream's flow-control window. A wait for window is
+/// a wait for the client: each within `client_timeout`, all of them within `pace`. An
+/// error tells the bytes sent, the termination code and whether the client was too slow.
 async fn send_body(
     send: &mut SendStream<Bytes>,
     mut body: Body,
     client_timeout: Duration,
-) -> Result<u64, (u64, [u8; 2])> {
+    pace: Option<Pace>,
+) -> Result<u64, (u64, [u8; 2], bool)> {
+    let mut paced = pace.map(Paced::new);
     let mut sent = 0u64;
     loop {
         let frame = {
@@ -223,14 +234,14 @@ async fn send_body(
             let reset = poll_fn(|tcx| send.poll_reset(tcx));
             tokio::select! {
                 f = next => f,
-                _ = reset => return Err((sent, *b"CD")),
+                _ = reset => return Err((sent, *b"CD", false)),
             }
         };
         let frame = match frame {
             None => {
                 return match send.send_data(Bytes::new(), true) {
                     Ok(()) => Ok(sent),
-                    Err(_) => Err((sent, *b"CD")),
+                    Err(_) => Err((sent, *b"CD", false)),
                 };
             }
             Some(Err(e)) => {
@@ -240,7 +251,7 @@ async fn send_body(
                     (_, crate::error::ErrorKind::ResponseTimeout) => *b"sD",
                     _ => *b"SD",
                 };
-                return Err((sent, term));
+                return Err((sent, term, false));
             }
             Some(Ok(f)) => f,
         };
@@ -255,17 +266,12 @@ async fn send_body(
                     let cap = if data.is_empty() {
                         0
                     } else {
-                        match crate::io::timeout_lazy(
-                            client_timeout,
-                            poll_fn(|tcx| send.poll_capacity(tcx)),
-                        )
-                        .await
-                        {
-                            Ok(Some(Ok(n))) => n,
-                            Ok(_) => return Err((sent, *b"CD")),
-                            Err(_) => {
+                        match capacity(send, client_timeout, paced.as_mut()).await {
+                            Ok(Some(n)) => n,
+                            Ok(None) => return Err((sent, *b"CD", false)),
+                            Err(slow) => {
                                 send.send_reset(h2::Reason::CANCEL);
-                                return Err((sent, *b"cD"));
+                                return Err((sent, *b"cD", slow));
                             }
                         }
                     };
@@ -273,7 +279,7 @@ async fn send_body(
                     sent += chunk.len() as u64;
                     let end = last && data.is_empty();
                     if send.send_data(chunk, end).is_err() {
-                        return Err((sent, *b"CD"));
+                        return Err((sent, *b"CD", false));
                     }
                     if data.is_empty() {
                         break;
@@ -287,10 +293,42 @@ async fn send_body(
                 if let Ok(t) = frame.into_trailers() {
                     return match send.send_trailers(t) {
                         Ok(()) => Ok(sent),
-                        Err(_) => Err((sent, *b"CD")),
+                        Err(_) => Err((sent, *b"CD", false)),
                     };
                 }
             }
         }
+    }
+}
+
+/// Window for the stream: what is granted at once, or what the client grants while the
+/// proxy waits, within `idle` and the pace. `None`: the stream is gone; `Err(slow)`: the
+/// client took too long (too slowly, if `slow`).
+async fn capacity(
+    send: &mut SendStream<Bytes>,
+    idle: Duration,
+    paced: Option<&mut Paced>,
+) -> Result<Option<usize>, bool> {
+    let mut wait = pin!(poll_fn(|tcx| send.poll_capacity(tcx)));
+    if let Poll::Ready(r) = poll_fn(|tcx| Poll::Ready(wait.as_mut().poll(tcx))).await {
+        return Ok(r.and_then(Result::ok));
+    }
+    let idle = Instant::now() + idle;
+    let (deadline, paced) = match paced {
+        Some(p) => {
+            let late = p.deadline();
+            (late.min(idle), Some((p, late)))
+        }
+        None => (idle, None),
+    };
+    match tokio::time::timeout_at(deadline, wait).await {
+        Ok(r) => {
+            let n = r.and_then(Result::ok);
+            if let (Some(n), Some((p, _))) = (n, paced) {
+                p.got(n);
+            }
+            Ok(n)
+        }
+        Err(_) => Err(paced.is_some_and(|(_, late)| late < idle)),
     }
 }
