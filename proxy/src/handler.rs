@@ -154,10 +154,9 @@ impl Done {
         let mut d = Done::new(cx, &cx.frontend, None, t_request);
         d.status = status.as_u16();
         d.termination = termination;
-        d.frontend.live.errors.fetch_add(1, Relaxed);
-        if let Some(r) = Refusal::of(d.status, termination) {
-            d.frontend.live.refused.count(r);
-        }
+        d.frontend
+            .live
+            .count_refused(Refusal::of(d.status, termination));
         d
     }
 
@@ -516,8 +515,7 @@ pub async fn handle(
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok())
         .unwrap_or(0);
     if !underscores(fe.underscores, &mut parts.headers, &fe.live) {
-        fe.live.errors.fetch_add(1, Relaxed);
-        fe.live.refused.count(Refusal::UnderscoreHeader);
+        fe.live.count_refused(Some(Refusal::UnderscoreHeader));
         done.status = 400;
         done.termination = *b"PR";
         return (crate::error::error_response(StatusCode::BAD_REQUEST), done);
@@ -1014,11 +1012,8 @@ fn fail(mut done: Done, e: &ProxyError) -> (Response<Body>, Done) {
     done.status = e.status().as_u16();
     done.termination = e.termination();
     if e.side == Side::Client {
-        let live = &done.frontend.live;
-        live.errors.fetch_add(1, Relaxed);
-        if let Some(r) = Refusal::of(done.status, done.termination) {
-            live.refused.count(r);
-        }
+        let r = Refusal::of(done.status, done.termination);
+        done.frontend.live.count_refused(r);
     }
     (e.to_response(), done)
 }

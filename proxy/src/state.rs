@@ -66,6 +66,16 @@ pub struct FrontendLive {
     pub removed_forwarding: AtomicU64,
 }
 
+impl FrontendLive {
+    /// Counts a request refused for the client's fault (`ereq`), by reason when known.
+    pub fn count_refused(&self, r: Option<Refusal>) {
+        self.errors.fetch_add(1, Relaxed);
+        if let Some(r) = r {
+            self.refused.count(r);
+        }
+    }
+}
+
 /// Why a client's request was refused, or its response cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

@@ -248,10 +248,10 @@ async fn write_response(
         };
         if b.len() <= COALESCE {
             out.extend_from_slice(&b);
-            write_all(io, &out, &mut *t, &mut written).await?;
+            write_all(io, &out, t, &mut written).await?;
         } else {
-            write_all(io, &out, &mut *t, &mut written).await?;
-            write_all(io, &b, &mut *t, &mut written).await?;
+            write_all(io, &out, t, &mut written).await?;
+            write_all(io, &b, t, &mut written).await?;
         }
         crate::io::give_vec(out);
         let _ = io.flush().await;
@@ -274,7 +274,7 @@ async fn write_response(
                 Some(f) => f,
                 None => {
                     if let Some(h) = head.take() {
-                        write_all(io, &h, &mut *t, &mut written).await?;
+                        write_all(io, &h, t, &mut written).await?;
                         let _ = io.flush().await;
                     }
                     continue;
@@ -290,7 +290,7 @@ async fn write_response(
                     write_last_chunk(&mut buf, None);
                 }
                 if !buf.is_empty() {
-                    write_all(io, &buf, &mut *t, &mut written).await?;
+                    write_all(io, &buf, t, &mut written).await?;
                 }
                 let _ = io.flush().await;
                 if let Framing::Length(n) = framing
@@ -307,7 +307,7 @@ async fn write_response(
             }
             Some(Err(e)) => {
                 if !buf.is_empty() {
-                    let _ = write_all(io, &buf, &mut *t, &mut written).await;
+                    let _ = write_all(io, &buf, t, &mut written).await;
                 }
                 let term = match (e.side, e.kind) {
                     (crate::error::Side::Client, _) => *b"CD",
@@ -324,7 +324,7 @@ async fn write_response(
                 Ok(data) => {
                     if data.is_empty() {
                         if !buf.is_empty() {
-                            write_all(io, &buf, &mut *t, &mut written).await?;
+                            write_all(io, &buf, t, &mut written).await?;
                         }
                         continue;
                     }
@@ -334,20 +334,20 @@ async fn write_response(
                         if data.len() <= COALESCE {
                             buf.extend_from_slice(&data);
                             buf.extend_from_slice(b"\r\n");
-                            write_all(io, &buf, &mut *t, &mut written).await?;
+                            write_all(io, &buf, t, &mut written).await?;
                         } else {
-                            write_all(io, &buf, &mut *t, &mut written).await?;
-                            write_all(io, &data, &mut *t, &mut written).await?;
-                            write_all(io, b"\r\n", &mut *t, &mut written).await?;
+                            write_all(io, &buf, t, &mut written).await?;
+                            write_all(io, &data, t, &mut written).await?;
+                            write_all(io, b"\r\n", t, &mut written).await?;
                         }
                     } else if buf.len() + data.len() <= COALESCE {
                         buf.extend_from_slice(&data);
-                        write_all(io, &buf, &mut *t, &mut written).await?;
+                        write_all(io, &buf, t, &mut written).await?;
                     } else {
                         if !buf.is_empty() {
-                            write_all(io, &buf, &mut *t, &mut written).await?;
+                            write_all(io, &buf, t, &mut written).await?;
                         }
-                        write_all(io, &data, &mut *t, &mut written).await?;
+                        write_all(io, &data, t, &mut written).await?;
                     }
                 }
                 Err(frame) => {
@@ -356,7 +356,7 @@ async fn write_response(
                         trailers_sent = true;
                     }
                     if !buf.is_empty() {
-                        write_all(io, &buf, &mut *t, &mut written).await?;
+                        write_all(io, &buf, t, &mut written).await?;
                     }
                 }
             },
