@@ -154,9 +154,9 @@ impl http_body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match &mut self.get_mut().0 {
-            Kind::Empty => Poll::Ready(None),
-            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        let mut polled = match &mut self.get_mut().0 {
+            Kind::Empty => return Poll::Ready(None),
+            Kind::Full(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Incoming(b, side) => {
                 let side = *side;
                 Pin::new(b)
@@ -165,7 +165,13 @@ impl http_body::Body for Body {
             }
             Kind::H1(b) => b.poll_frame(cx),
             Kind::H2(b) => b.poll_frame(cx),
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled
+            && let Some(t) = frame.trailers_mut()
+        {
+            crate::http1::drop_forbidden_trailers(t);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -313,6 +313,8 @@ async fn transparency_trailers_pass_both_ways() {
     let rig = Rig::new(|s| {
         let mut t = HeaderMap::new();
         t.insert("x-checksum", "abc".parse().unwrap());
+        // A field a trailer section must not carry (RFC 9110 section 6.5.1).
+        t.insert("set-cookie", "session=forged".parse().unwrap());
         if let Some(req_trailers) = &s.trailers {
             for (k, v) in req_trailers {
                 t.insert(k.clone(), v.clone());
@@ -328,6 +330,7 @@ async fn transparency_trailers_pass_both_ways() {
     for mode in MODES {
         let mut req_trailers = HeaderMap::new();
         req_trailers.insert("x-request-trailer", "r1".parse().unwrap());
+        req_trailers.insert("authorization", "Basic Zm9yZ2Vk".parse().unwrap());
         let req = Request::post("/t")
             .header("te", "trailers")
             .header("trailer", "x-request-trailer")
@@ -344,6 +347,11 @@ async fn transparency_trailers_pass_both_ways() {
             "r1",
             "{mode:?}: request trailers lost"
         );
+        // Neither way does a forbidden field pass.
+        assert!(t.get("set-cookie").is_none(), "{mode:?}: {t:?}");
+        assert!(t.get("authorization").is_none(), "{mode:?}: {t:?}");
+        let seen = rig.origin.last().trailers.unwrap_or_default();
+        assert!(seen.get("authorization").is_none(), "{mode:?}: {seen:?}");
     }
     rig.proxy.stop().await;
 }

@@ -118,8 +118,20 @@ fn build_headers(head: &Bytes, ranges: &[Range]) -> Result<HeaderMap, HeadError>
     for r in ranges {
         let [ns, ne, vs, ve] = r.map(|x| x as usize);
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| HeadError::Malformed)?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| HeadError::Malformed)?;
+        let raw = &head[vs..ve];
+        let value = if raw.iter().any(|b| matches!(b, b'\r' | b'\n')) {
+            // Obsolete line folding, which only responses may carry (requests are refused
+            // by the parser): each CR and LF becomes a space before the value is read or
+            // passed on (RFC 9112 section 5.2).
+            let unfolded: Vec<u8> = raw
+                .iter()
+                .map(|&b| if matches!(b, b'\r' | b'\n') { b' ' } else { b })
+                .collect();
+            HeaderValue::from_bytes(&unfolded)
+        } else {
+            HeaderValue::from_maybe_shared(head.slice(vs..ve))
+        }
+        .map_err(|_| HeadError::Malformed)?;
         map.append(name, value);
     }
     Ok(map)
@@ -134,9 +146,10 @@ fn body_framing(headers: &HeaderMap, is_request: bool) -> Result<Framing, HeadEr
             return Err(HeadError::BadLength);
         }
         // The last coding must be chunked, once (RFC 9112 section 6.1); anything else
-        // cannot be delimited (requests: 400 and a close, section 6.3) or is read until
-        // close (responses). Chunked after other codings is well framed, but rampart
-        // does not decode them (501).
+        // cannot be delimited (requests: 400 and a close, section 6.3). Other codings,
+        // before chunked or (in a response) alone and read until close, are well framed,
+        // but rampart does not decode them (a request gets 501, a response 502): being
+        // hop by hop they cannot be passed on as they are, least of all to HTTP/2.
         let mut last: &[u8] = b"";
         let mut chunked = 0;
         let mut others = false;
@@ -163,8 +176,7 @@ fn body_framing(headers: &HeaderMap, is_request: bool) -> Result<Framing, HeadEr
         }
         return match (is_request, final_chunked) {
             (true, false) => Err(HeadError::BadLength),
-            (true, true) => Err(HeadError::UnsupportedTransferEncoding),
-            (false, _) => Ok(Framing::Close),
+            _ => Err(HeadError::UnsupportedTransferEncoding),
         };
     }
     let mut len: Option<u64> = None;
@@ -368,10 +380,9 @@ pub fn parse_response(
     let head = buf.split_to(len).freeze();
     let headers = build_headers(&head, ranges)?;
     let framing = body_framing(&headers, false)?;
-    let (mut keep_alive, _) = connection_flags(&headers, version);
-    if framing == Framing::Close {
-        keep_alive = false;
-    }
+    // Whether a body read until close ends the connection is for the caller to say: it
+    // knows whether the response has a body at all (HEAD, 204, 304).
+    let (keep_alive, _) = connection_flags(&headers, version);
     Ok(Some(ResponseHead {
         status,
         reason: reason_range.map(|r| head.slice(r.0..r.1)),

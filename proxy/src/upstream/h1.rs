@@ -183,6 +183,7 @@ async fn attempt_send(
             head,
             if replayable { None } else { Some(&mut *body) },
             chunked,
+            upgrade,
             server_timeout,
             head_timeout,
         )
@@ -221,6 +222,7 @@ async fn exchange(
     head: &[u8],
     body: Option<&mut Body>,
     chunked: bool,
+    upgrade: bool,
     server_timeout: Duration,
     head_timeout: Duration,
 ) -> Result<crate::http1::parse::ResponseHead, ProxyError> {
@@ -240,6 +242,14 @@ async fn exchange(
                             && h.status != StatusCode::SWITCHING_PROTOCOLS =>
                     {
                         continue;
+                    }
+                    // After a 101 the connection speaks another protocol, which only a
+                    // request that asked for it can follow.
+                    Ok(Some(h)) if h.status == StatusCode::SWITCHING_PROTOCOLS && !upgrade => {
+                        return Err(ProxyError::new(
+                            ErrorKind::JunkResponse,
+                            "101 Switching Protocols to a request that asked for no upgrade",
+                        ));
                     }
                     Ok(Some(h)) => return Ok(h),
                     Ok(None) => {}
@@ -372,8 +382,10 @@ fn build_response(
             .insert(UpgradedConn(Arc::new(Mutex::new(Some(conn)))));
         return resp;
     }
+    // A body read until close ends the connection; a response that has no body whatever
+    // its fields say (HEAD, 204, 304) leaves it open.
+    let keep = h.keep_alive && (no_body || h.framing != Framing::Close);
     let framing = if no_body { Framing::Empty } else { h.framing };
-    let keep = h.keep_alive;
     match framing {
         Framing::Empty => {
             if keep && conn.rbuf.is_empty() {
