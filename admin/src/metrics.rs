@@ -283,6 +283,16 @@ pub fn render(ctx: &AdminCtx) -> String {
         "Requests in flight to the backend.",
         &l,
     );
+    let be_max = f.gauge(
+        "rampart_backend_max_requests",
+        "Most requests in flight to the backend at once.",
+        &l,
+    );
+    let be_abrt = f.counter(
+        "rampart_backend_aborted_requests_total",
+        "Exchanges broken off, by the side that broke them off (client or server).",
+        &["backend", "side"],
+    );
     let be_econ = f.counter(
         "rampart_backend_connection_errors_total",
         "Failed connections to servers.",
@@ -360,6 +370,11 @@ pub fn render(ctx: &AdminCtx) -> String {
         "Most requests in flight at once.",
         &sl,
     );
+    let s_abrt = f.counter(
+        "rampart_server_aborted_requests_total",
+        "Exchanges broken off, by the side that broke them off (client or server).",
+        &["backend", "server", "side"],
+    );
     let s_econ = f.counter(
         "rampart_server_connection_errors_total",
         "Failed connections to the server.",
@@ -421,6 +436,17 @@ pub fn render(ctx: &AdminCtx) -> String {
         set_counter(&be_in, &n, x.bytes_in.load(Relaxed));
         set_counter(&be_out, &n, x.bytes_out.load(Relaxed));
         set_gauge(&be_cur, &n, x.active.load(Relaxed) as i64);
+        set_gauge(&be_max, &n, x.active_max.load(Relaxed) as i64);
+        set_counter(
+            &be_abrt,
+            &[&be.name, "client"],
+            x.aborts.client.load(Relaxed),
+        );
+        set_counter(
+            &be_abrt,
+            &[&be.name, "server"],
+            x.aborts.server.load(Relaxed),
+        );
         set_counter(&be_econ, &n, x.errors_conn.load(Relaxed));
         set_counter(&be_eresp, &n, x.errors_resp.load(Relaxed));
         set_counter(&be_retr, &n, x.retries.load(Relaxed));
@@ -452,6 +478,9 @@ pub fn render(ctx: &AdminCtx) -> String {
             }
             set_gauge(&s_cur, &l, y.active.load(Relaxed) as i64);
             set_gauge(&s_max, &l, y.active_max.load(Relaxed) as i64);
+            for (side, v) in [("client", &y.aborts.client), ("server", &y.aborts.server)] {
+                set_counter(&s_abrt, &[&be.name, &s.name, side], v.load(Relaxed));
+            }
             set_counter(&s_econ, &l, y.errors_conn.load(Relaxed));
             set_counter(&s_eresp, &l, y.errors_resp.load(Relaxed));
             set_counter(&s_retr, &l, y.retries.load(Relaxed));

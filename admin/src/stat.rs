@@ -453,7 +453,7 @@ fn backend_row(be: &Backend, id: usize, pid: u32) -> Row {
         .set("qcur", l.gate.pending())
         .set("qmax", l.gate.pending_max.load(Relaxed))
         .set("scur", l.active.load(Relaxed))
-        .set("smax", 0)
+        .set("smax", l.active_max.load(Relaxed))
         .set(
             "slim",
             be.gate
@@ -483,8 +483,8 @@ fn backend_row(be: &Backend, id: usize, pid: u32) -> Row {
         .set("rate", 0)
         .set("rate_max", 0)
         .set("req_tot", l.requests.load(Relaxed))
-        .set("cli_abrt", 0)
-        .set("srv_abrt", 0)
+        .set("cli_abrt", l.aborts.client.load(Relaxed))
+        .set("srv_abrt", l.aborts.server.load(Relaxed))
         .set("comp_in", 0)
         .set("comp_out", 0)
         .set("comp_byp", 0)
@@ -540,8 +540,8 @@ fn server_row(be: &Backend, si: usize, id: usize, pid: u32, status: &str, now: I
         .set("type", 2)
         .set("rate", 0)
         .set("rate_max", 0)
-        .set("cli_abrt", 0)
-        .set("srv_abrt", 0)
+        .set("cli_abrt", l.aborts.client.load(Relaxed))
+        .set("srv_abrt", l.aborts.server.load(Relaxed))
         .set("lastsess", -1)
         .set("qtime", 0)
         .set("ctime", 0)

@@ -107,6 +107,11 @@ pub struct Done {
     conn_track: Option<Arc<Trackers>>,
     /// Request body bytes, for `bytes_in` counters.
     bytes_in: u64,
+    /// Response bytes sent, once the connection has said so in [`finish`](Self::finish).
+    bytes_out: u64,
+    /// Whether the connection finished the request; a record dropped unfinished is a
+    /// request the client went away from.
+    finished: bool,
 }
 
 impl Done {
@@ -141,6 +146,8 @@ impl Done {
             track: Trackers::default(),
             conn_track: cx.track.clone(),
             bytes_in: 0,
+            bytes_out: 0,
+            finished: false,
         }
     }
 
@@ -163,19 +170,55 @@ impl Done {
     /// Completes the request: `bytes_out` were sent to the client; `client_abort` tells
     /// how the client side failed, if it did.
     pub fn finish(mut self, bytes_out: u64, client_abort: Option<[u8; 2]>) {
-        let fe = &self.frontend.live;
-        fe.responses.record(self.status);
-        fe.bytes_out.fetch_add(bytes_out, Relaxed);
+        self.bytes_out = bytes_out;
         if let Some(t) = client_abort {
             self.termination = t;
         }
+        self.finished = true;
+        // Dropping completes it.
+    }
+
+    /// The termination code of a request the client went away from before the
+    /// connection finished it, by how far it had come (HAProxy's `CR`, `CQ`, `CH`, `CD`).
+    fn abandoned(&self) -> [u8; 2] {
+        if self.status != 0 {
+            *b"CD"
+        } else if self.server.is_some() {
+            *b"CH"
+        } else if self.backend.is_some() {
+            *b"CQ"
+        } else {
+            *b"CR"
+        }
+    }
+
+    /// Records the request everywhere it counts: status and byte counters, aborts, the
+    /// in-flight gauges and slots it holds, stick counters, and the access log.
+    fn complete(&mut self) {
+        if !self.finished {
+            self.termination = self.abandoned();
+        }
+        let bytes_out = self.bytes_out;
+        let fe = &self.frontend.live;
+        // A request that got no response counts in no response class.
+        let answered = self.status != 0;
+        if answered {
+            fe.responses.record(self.status);
+        }
+        fe.bytes_out.fetch_add(bytes_out, Relaxed);
         if let Some(be) = &self.backend {
-            be.live.responses.record(self.status);
+            if answered {
+                be.live.responses.record(self.status);
+            }
             be.live.bytes_out.fetch_add(bytes_out, Relaxed);
+            be.live.aborts.count(self.termination);
             if let Some(i) = self.server {
                 let s = &be.servers[i].live;
-                s.responses.record(self.status);
+                if answered {
+                    s.responses.record(self.status);
+                }
                 s.bytes_out.fetch_add(bytes_out, Relaxed);
+                s.aborts.count(self.termination);
             }
         }
         let server_active = self.guard.as_ref().map_or(0, |_| {
@@ -237,7 +280,8 @@ impl Done {
             t_connect: t.map_or(-1, |t| ms(t.connect)),
             t_response: t.map_or(-1, |t| ms(t.response)),
             t_total: ms(self.t_request + started.elapsed()),
-            status: self.status,
+            // HAProxy logs -1 for a request that got no response.
+            status: if answered { i32::from(self.status) } else { -1 },
             bytes_out,
             termination: term,
             global_conns: self.live.global.conns_cur.load(Relaxed),
@@ -252,6 +296,15 @@ impl Done {
             uri,
             version,
         });
+    }
+}
+
+/// Whatever way a request ends (finished by its connection, or dropped with its future
+/// when the client resets the stream, the connection closes or the session is shut
+/// down), it is counted once, releases what it holds and is logged.
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.complete();
     }
 }
 
@@ -587,7 +640,8 @@ pub async fn handle(
         return (e.to_response(), done);
     };
     be.live.requests.fetch_add(1, Relaxed);
-    be.live.active.fetch_add(1, Relaxed);
+    let n = be.live.active.fetch_add(1, Relaxed) + 1;
+    be.live.active_max.fetch_max(n, Relaxed);
     done.backend = Some(be.clone());
     done.backend_active = true;
 

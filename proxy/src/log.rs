@@ -31,7 +31,8 @@ pub struct Record {
     pub t_connect: i64,
     pub t_response: i64,
     pub t_total: i64,
-    pub status: u16,
+    /// -1 when no response was sent.
+    pub status: i32,
     pub bytes_out: u64,
     /// HAProxy termination state (`----`, `SC--`, `CD--`...).
     pub termination: [u8; 4],

@@ -174,6 +174,11 @@ pub struct BackendLive {
     /// Requests answered 503 because no server was usable.
     pub no_server: AtomicU64,
     pub active: AtomicU64,
+    /// The most requests in flight at once (`smax`).
+    pub active_max: AtomicU64,
+    /// Requests the client gave up on, and those the server broke off (`cli_abrt`,
+    /// `srv_abrt`).
+    pub aborts: Aborts,
     /// Bumped whenever a server's usability or weight changes.
     pub epoch: AtomicU64,
     /// Requests sent again after a failure (HAProxy's `wretr`).
@@ -194,6 +199,26 @@ pub struct BackendLive {
     pub budget: Mutex<crate::resilience::limits::BudgetWindow>,
     /// Servers ejected by outlier detection right now.
     pub ejected: AtomicU64,
+}
+
+/// Exchanges broken off, by the side that broke them off (HAProxy's `cli_abrt` and
+/// `srv_abrt`).
+#[derive(Default)]
+pub struct Aborts {
+    pub client: AtomicU64,
+    pub server: AtomicU64,
+}
+
+impl Aborts {
+    /// Counts an exchange by its termination code: `C`/`c` the client's doing, `S`/`s`
+    /// the server's.
+    pub fn count(&self, termination: [u8; 2]) {
+        match termination[0] {
+            b'C' | b'c' => self.client.fetch_add(1, Relaxed),
+            b'S' | b's' => self.server.fetch_add(1, Relaxed),
+            _ => 0,
+        };
+    }
 }
 
 /// Requests refused by circuit breakers, by limit.
@@ -258,6 +283,7 @@ pub struct ServerLive {
     pub bytes_out: AtomicU64,
     pub errors_conn: AtomicU64,
     pub errors_resp: AtomicU64,
+    pub aborts: Aborts,
     admin: AtomicU8,
     weight: AtomicU32,
     /// Weight from the configuration, for `set weight N%`.
@@ -304,6 +330,7 @@ impl ServerLive {
             bytes_out: AtomicU64::new(0),
             errors_conn: AtomicU64::new(0),
             errors_resp: AtomicU64::new(0),
+            aborts: Aborts::default(),
             admin: AtomicU8::new(if disabled {
                 AdminState::Maint as u8
             } else {

@@ -593,3 +593,80 @@ async fn an_http2_client_that_takes_its_response_too_slowly_gets_its_stream_rese
     assert_eq!(r.status(), 200);
     p.stop().await;
 }
+
+/// Requests whose client resets their HTTP/2 streams while the server has not answered
+/// are completed all the same: the in-flight gauges fall back to zero, the aborts are
+/// counted, and each is logged with `CH` and status -1, as HAProxy logs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_reset_in_flight_leave_no_gauge_raised() {
+    let hung = fake_server(b"").await;
+    let dir = temp_dir("reset");
+    let log = dir.join("access.json");
+    let p = Proxy::start(&format!(
+        r#"
+frontends:
+  fe:
+    bind: "127.0.0.1:0"
+    access_log: {{ to: "{}", format: json }}
+    default_backend: be
+backends:
+  be:
+    balance: leastconn
+    timeouts: {{ server: 60s }}
+    servers: {{ s: {{ address: "{hung}" }} }}
+"#,
+        log.display()
+    ));
+    const N: u64 = 50;
+    let send = h2c::<http_body_util::Empty<bytes::Bytes>>(p.addr("fe")).await;
+    let mut tasks = Vec::new();
+    for _ in 0..N {
+        let mut s = send.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::get("http://x/")
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            let _ = s.send_request(req).await;
+        }));
+    }
+    let be = p.handle().snapshot().backends[0].clone();
+    let server = be.servers[0].live.clone();
+    assert!(
+        eventually(Duration::from_secs(20), || server.active.load(Relaxed) == N).await,
+        "in flight: {}",
+        server.active.load(Relaxed)
+    );
+    assert_eq!(be.live.active.load(Relaxed), N);
+    // Dropping a response future resets its stream (RST_STREAM CANCEL).
+    for t in tasks {
+        t.abort();
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || be.live.active.load(Relaxed)
+            == 0
+            && server.active.load(Relaxed) == 0)
+        .await,
+        "still in flight: backend {}, server {}",
+        be.live.active.load(Relaxed),
+        server.active.load(Relaxed)
+    );
+    assert_eq!(be.live.active_max.load(Relaxed), N, "smax");
+    assert_eq!(be.live.aborts.client.load(Relaxed), N);
+    assert_eq!(server.aborts.client.load(Relaxed), N);
+    assert_eq!(be.live.responses.get(5), 0, "no response was counted");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || read().lines().count() as u64
+            == N)
+        .await
+    );
+    for l in read().lines() {
+        assert!(
+            l.contains("\"status\":-1") && l.contains("\"termination\":\"CH--\""),
+            "{l}"
+        );
+    }
+    // The connection still serves.
+    drop(send);
+    p.stop().await;
+}
