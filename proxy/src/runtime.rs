@@ -252,7 +252,7 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }
-    crate::snapshot::install(&snapshot);
+    crate::snapshot::install(&snapshot, &live);
     live.tables
         .install(&snapshot.tables, &snapshot.config.stick_tables);
     live.global.generation.store(1, Relaxed);
@@ -456,7 +456,7 @@ impl Control {
         }
         // Swap. From here nothing can fail.
         self.shared.snapshot.store(snapshot.clone());
-        crate::snapshot::install(&snapshot);
+        crate::snapshot::install(&snapshot, live);
         live.tables
             .install(&snapshot.tables, &snapshot.config.stick_tables);
         live.global.generation.store(generation, Relaxed);

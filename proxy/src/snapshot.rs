@@ -88,6 +88,8 @@ pub struct Frontend {
     pub underscores: Option<model::UnderscoreHeaders>,
     pub log: Option<(Arc<LogSink>, model::LogFormatKind)>,
     pub live: Arc<FrontendLive>,
+    /// `max_connections` (0: none), installed by [`install`].
+    pub max_connections: u64,
     /// Set when this frontend's connections must move on: a reload changed how they are
     /// served (binds, TLS, timeouts, limits, HTTP/2 settings; after the reload grace
     /// time), or the proxy stops. Connections close gracefully (HTTP/1 `Connection:
@@ -110,6 +112,8 @@ pub struct Server {
     /// Configured weight and `disabled`, installed by [`install`] where they changed.
     pub weight: u32,
     pub disabled: bool,
+    /// `max_connections` (0: none), installed by [`install`].
+    pub max_active: u64,
 }
 
 /// A compiled backend.
@@ -399,11 +403,8 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 .filter(|_| s.check)
                 .map(|hc| CheckSpec::new(hc, addr, &s.address.value, tls.clone()));
             let server_live = env.live.server(bname, sname, s.weight.value, s.disabled);
-            server_live.max_active.store(
-                s.max_connections.map_or(0, u64::from),
-                std::sync::atomic::Ordering::Relaxed,
-            );
             servers.push(Server {
+                max_active: s.max_connections.map_or(0, u64::from),
                 declared: match s.status {
                     model::ServerStatus::Up => Declared::Up,
                     model::ServerStatus::Drain => Declared::Drain,
@@ -638,10 +639,6 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             _ => None,
         };
         let live = env.live.frontend(fname);
-        live.limit.store(
-            f.max_connections.map_or(0, u64::from),
-            std::sync::atomic::Ordering::Relaxed,
-        );
         let trust: Vec<_> = f.forwarded.trust.iter().map(|t| t.value.0).collect();
         frontends.push(Arc::new(Frontend {
             name: fname.into(),
@@ -687,6 +684,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             },
             log,
             live,
+            max_connections: f.max_connections.map_or(0, u64::from),
             retire: env
                 .previous
                 .and_then(|old| {
@@ -710,10 +708,6 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         .global
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    env.live.global.limit.store(
-        u64::from(cfg.global.max_connections),
-        std::sync::atomic::Ordering::Relaxed,
-    );
     Ok(Snapshot {
         generation: env.generation,
         global: GlobalSettings {
@@ -792,11 +786,21 @@ impl TlsCache {
     }
 }
 
-/// Installs what a snapshot declares about live state, once it serves: the declared
-/// state of each server, and weights and `disabled` where the configuration changed them.
-pub fn install(snapshot: &Snapshot) {
+/// Installs what a snapshot declares about live state, once it serves: connection
+/// limits, the declared state of each server, and weights and `disabled` where the
+/// configuration changed them. [`compile`] writes no live state, so a configuration that
+/// is refused (or a reload given up) changes nothing that serves.
+pub fn install(snapshot: &Snapshot, live: &Live) {
+    use std::sync::atomic::Ordering::Relaxed;
+    live.global
+        .limit
+        .store(snapshot.global.max_connections, Relaxed);
+    for f in &snapshot.frontends {
+        f.live.limit.store(f.max_connections, Relaxed);
+    }
     for b in &snapshot.backends {
         for s in &b.servers {
+            s.live.max_active.store(s.max_active, Relaxed);
             s.live.set_declared(s.declared, &b.live);
             s.live.configure(s.weight, s.disabled, &b.live);
         }

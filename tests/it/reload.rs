@@ -171,12 +171,41 @@ async fn bad_reload_changes_nothing_and_runtime_state_survives() {
         .unwrap()
         .set_admin(rampart_proxy::state::AdminState::Drain, &be);
 
-    // A certificate that does not exist: compiling fails, nothing changes.
-    let bad = config("two", &a, &b, "").replace(
+    let limits = || {
+        let fe_live = live.frontend("fe");
+        let a_live = live.find_server("app", "a").unwrap();
+        (
+            live.global.limit.load(Ordering::Relaxed),
+            fe_live.limit.load(Ordering::Relaxed),
+            a_live.max_active.load(Ordering::Relaxed),
+        )
+    };
+    let before = limits();
+    assert_eq!((before.1, before.2), (0, 0));
+
+    // A certificate that does not exist: compiling fails, nothing changes, not even the
+    // limits the same configuration sets.
+    let with_limits = |c: String| {
+        c.replace(
+            "global: { reload_grace: 50ms }",
+            "global: { reload_grace: 50ms, max_connections: 123 }",
+        )
+        .replace(
+            "    default_backend: app\n",
+            "    default_backend: app\n    max_connections: 9\n",
+        )
+        .replace(
+            &format!("a: {{ address: \"{}\" }}", a.addr),
+            &format!("a: {{ address: \"{}\", max_connections: 7 }}", a.addr),
+        )
+    };
+    let bad = with_limits(config("two", &a, &b, "")).replace(
         "    bind: [\"127.0.0.1:0\"]\n",
         "    bind: [\"127.0.0.1:0\", { address: \"127.0.0.1:0\", tls: { certificates: [{ cert: missing.pem, key: missing.key }] } }]\n",
     );
+    assert!(bad.contains("max_connections: 7") && bad.contains("max_connections: 9"));
     let err = p.reload(&bad).unwrap_err();
+    assert_eq!(limits(), before, "a refused configuration set limits");
     assert!(
         err.contains("frontends.fe.bind.1.tls") && err.contains("missing.pem"),
         "{err}"
@@ -193,8 +222,10 @@ async fn bad_reload_changes_nothing_and_runtime_state_survives() {
     );
     assert_eq!(p.handle().bound().len(), 1);
 
-    // A good reload keeps b drained (its state lives outside the configuration).
-    p.reload(&config("two", &a, &b, "")).unwrap();
+    // A good reload keeps b drained (its state lives outside the configuration), and
+    // sets its limits.
+    p.reload(&with_limits(config("two", &a, &b, ""))).unwrap();
+    assert_eq!(limits(), (123, 9, 7));
     for _ in 0..20 {
         let got = get(fe, "/").await;
         assert_eq!(
