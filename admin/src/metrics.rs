@@ -453,16 +453,12 @@ pub fn render(ctx: &AdminCtx) -> String {
         set_counter(&be_redis, &n, x.redispatches.load(Relaxed));
         set_counter(&be_nosrv, &n, x.no_server.load(Relaxed));
         let o = &x.overflow;
-        for (limit, v) in [
-            ("max_connections", &o.max_connections),
-            ("max_pending_requests", &o.max_pending_requests),
-            ("max_requests", &o.max_requests),
-            ("max_retries", &o.max_retries),
-            ("server_max_connections", &o.server_max_connections),
-            ("queue_timeout", &o.queue_timeout),
-            ("retry_budget", &o.budget_exhausted),
-        ] {
-            set_counter(&be_brk, &[&be.name, limit], v.load(Relaxed));
+        for limit in rampart_proxy::state::Limit::ALL {
+            set_counter(
+                &be_brk,
+                &[&be.name, limit.as_str()],
+                o.get(limit).load(Relaxed),
+            );
         }
         set_gauge(&be_q, &n, x.gate.pending() as i64);
         set_gauge(&be_qmax, &n, x.gate.pending_max.load(Relaxed) as i64);

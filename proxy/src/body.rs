@@ -109,6 +109,16 @@ impl Body {
         }
     }
 
+    /// A copy of the body when it is in memory (sharing its bytes), for a request sent
+    /// again.
+    pub fn try_clone(&self) -> Option<Body> {
+        match &self.0 {
+            Kind::Empty => Some(Body::empty()),
+            Kind::Full(b) => Some(Body(Kind::Full(b.clone()))),
+            _ => None,
+        }
+    }
+
     /// Moves the bytes out when the body is in memory.
     pub fn take_bytes(&mut self) -> Option<Bytes> {
         match &mut self.0 {

@@ -49,7 +49,7 @@ pub enum ErrorKind {
     /// The server reset the connection or the stream before the response head.
     Reset,
     /// A circuit breaker limit (named) was reached; the request was not sent.
-    Overloaded(&'static str),
+    Overloaded(crate::state::Limit),
     /// The request waited in the backend's queue for longer than its timeout.
     QueueTimeout,
     /// The server did not answer in time.
@@ -120,7 +120,7 @@ impl ProxyError {
         match self.kind {
             ErrorKind::Overloaded(limit) => {
                 r.headers_mut()
-                    .insert(&OVERLOADED, HeaderValue::from_static(limit));
+                    .insert(&OVERLOADED, HeaderValue::from_static(limit.as_str()));
             }
             ErrorKind::QueueTimeout => {
                 r.headers_mut()

@@ -6,18 +6,23 @@
 //! `rampart-config` for the model it compiles, and on nothing else of rampart's.
 //!
 //! The request path, in module order:
-//! [`listener`] -> [`server`] (TLS, h1/h2) -> [`handler`] ([`rules`], [`balance`]) ->
-//! [`upstream`] -> back through [`server`]; [`error`] turns failures into responses in one
-//! place and [`log`] writes access logs off the request path.
+//! [`listener`] -> [`server`] (TLS, h1/h2) -> [`handler`] (frontend [`rules`], routes,
+//! [`headers`]) -> [`path`] (the backend half as tower layers: persistence, breaker, retry,
+//! [`balance`], outlier detection, counters) -> [`upstream`] -> back through [`server`];
+//! [`done`] records each request and completes it once, [`error`] turns failures into
+//! responses in one place, and [`log`] writes access logs off the request path.
 
 pub mod balance;
 pub mod body;
+pub mod done;
 pub mod error;
 pub mod handler;
+pub mod headers;
 pub mod http1;
 pub mod io;
 pub mod listener;
 pub mod log;
+pub mod path;
 pub mod resilience;
 pub mod routing;
 pub mod rules;

@@ -196,7 +196,7 @@ pub struct BackendLive {
     /// Woken when a server frees a slot under its `max_connections`.
     pub server_freed: Arc<Notify>,
     /// Retry budget window.
-    pub budget: Mutex<crate::resilience::limits::BudgetWindow>,
+    pub budget: crate::resilience::limits::BudgetWindow,
     /// Servers ejected by outlier detection right now.
     pub ejected: AtomicU64,
 }
@@ -235,18 +235,59 @@ pub struct Overflow {
 }
 
 impl Overflow {
-    /// Counts a refusal by limit name (as in the `x-rampart-overloaded` header).
-    pub fn count(&self, limit: &str) {
-        let c = match limit {
-            "max_connections" => &self.max_connections,
-            "max_pending_requests" => &self.max_pending_requests,
-            "max_requests" => &self.max_requests,
-            "max_retries" => &self.max_retries,
-            "server_max_connections" => &self.server_max_connections,
-            "queue_timeout" => &self.queue_timeout,
-            _ => &self.budget_exhausted,
-        };
-        c.fetch_add(1, Relaxed);
+    /// Counts a refusal by the limit it hit.
+    pub fn count(&self, limit: Limit) {
+        self.get(limit).fetch_add(1, Relaxed);
+    }
+
+    /// The counter of `limit`.
+    pub fn get(&self, limit: Limit) -> &AtomicU64 {
+        match limit {
+            Limit::MaxConnections => &self.max_connections,
+            Limit::MaxPendingRequests => &self.max_pending_requests,
+            Limit::MaxRequests => &self.max_requests,
+            Limit::MaxRetries => &self.max_retries,
+            Limit::ServerMaxConnections => &self.server_max_connections,
+            Limit::QueueTimeout => &self.queue_timeout,
+            Limit::RetryBudget => &self.budget_exhausted,
+        }
+    }
+}
+
+/// A circuit breaker limit: what refused a request or a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    MaxConnections,
+    MaxPendingRequests,
+    MaxRequests,
+    MaxRetries,
+    ServerMaxConnections,
+    QueueTimeout,
+    RetryBudget,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 7] = [
+        Limit::MaxConnections,
+        Limit::MaxPendingRequests,
+        Limit::MaxRequests,
+        Limit::MaxRetries,
+        Limit::ServerMaxConnections,
+        Limit::QueueTimeout,
+        Limit::RetryBudget,
+    ];
+
+    /// Its name, as in the `x-rampart-overloaded` header and the `limit` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::MaxPendingRequests => "max_pending_requests",
+            Limit::MaxRequests => "max_requests",
+            Limit::MaxRetries => "max_retries",
+            Limit::ServerMaxConnections => "server_max_connections",
+            Limit::QueueTimeout => "queue_timeout",
+            Limit::RetryBudget => "retry_budget",
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::error::{ErrorKind, ProxyError};
-use crate::state::BackendLive;
+use crate::state::{BackendLive, Limit};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -104,7 +104,7 @@ impl Gate {
             return Ok(slot());
         }
         let Some(timeout) = limits.queue else {
-            return Err(overloaded("max_requests"));
+            return Err(overloaded(Limit::MaxRequests));
         };
         let rx = {
             let mut q = lock(&self.waiters);
@@ -114,7 +114,7 @@ impl Gate {
                 return Ok(slot());
             }
             if self.pending.load(Relaxed) >= limits.max_pending {
-                return Err(overloaded("max_pending_requests"));
+                return Err(overloaded(Limit::MaxPendingRequests));
             }
             let (tx, rx) = oneshot::channel();
             q.push_back(tx);
@@ -144,29 +144,40 @@ impl Gate {
 }
 
 /// The error of a request refused by a circuit breaker limit.
-pub fn overloaded(limit: &'static str) -> ProxyError {
+pub fn overloaded(limit: Limit) -> ProxyError {
     ProxyError::new(
         ErrorKind::Overloaded(limit),
-        format!("circuit breaker: {limit} reached"),
+        format!("circuit breaker: {} reached", limit.as_str()),
     )
 }
 
 /// Requests and retries of a backend over the last [`BUDGET_WINDOW`] seconds, in
-/// one-second buckets.
+/// one-second buckets of atomics: every request deposits and every retry withdraws, from
+/// all workers at once, so there is no lock. A bucket is recycled by the first request of
+/// its new second; a count that races with that recycling may be lost, which a budget
+/// (an approximate ratio) tolerates.
 #[derive(Default)]
 pub struct BudgetWindow {
-    /// (second, requests, retries), indexed by second modulo the window.
-    buckets: [(u64, u64, u64); BUDGET_WINDOW as usize],
+    buckets: [Bucket; BUDGET_WINDOW as usize],
+}
+
+#[derive(Default)]
+struct Bucket {
+    sec: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
 }
 
 /// Seconds a retry budget looks back.
 pub const BUDGET_WINDOW: u64 = 10;
 
 impl BudgetWindow {
-    fn bucket(&mut self, sec: u64) -> &mut (u64, u64, u64) {
-        let b = &mut self.buckets[(sec % BUDGET_WINDOW) as usize];
-        if b.0 != sec {
-            *b = (sec, 0, 0);
+    fn bucket(&self, sec: u64) -> &Bucket {
+        let b = &self.buckets[(sec % BUDGET_WINDOW) as usize];
+        let seen = b.sec.load(Relaxed);
+        if seen != sec && b.sec.compare_exchange(seen, sec, Relaxed, Relaxed).is_ok() {
+            b.requests.store(0, Relaxed);
+            b.retries.store(0, Relaxed);
         }
         b
     }
@@ -174,24 +185,30 @@ impl BudgetWindow {
     fn totals(&self, sec: u64) -> (u64, u64) {
         self.buckets
             .iter()
-            .filter(|b| b.0 + BUDGET_WINDOW > sec && b.0 <= sec)
-            .fold((0, 0), |(r, t), b| (r + b.1, t + b.2))
+            .filter(|b| {
+                let s = b.sec.load(Relaxed);
+                s + BUDGET_WINDOW > sec && s <= sec
+            })
+            .fold((0, 0), |(r, t), b| {
+                (r + b.requests.load(Relaxed), t + b.retries.load(Relaxed))
+            })
     }
 
     /// Counts a first attempt at second `sec`.
-    pub fn deposit(&mut self, sec: u64) {
-        self.bucket(sec).1 += 1;
+    pub fn deposit(&self, sec: u64) {
+        self.bucket(sec).requests.fetch_add(1, Relaxed);
     }
 
     /// Takes a retry from the budget if it allows one: retries over the window may reach
     /// `ratio` of the requests plus `min_per_second` for each second of the window.
-    pub fn withdraw(&mut self, sec: u64, ratio: f64, min_per_second: u32) -> bool {
+    pub fn withdraw(&self, sec: u64, ratio: f64, min_per_second: u32) -> bool {
+        let b = self.bucket(sec);
         let (requests, retries) = self.totals(sec);
         let allowed = requests as f64 * ratio + f64::from(min_per_second) * BUDGET_WINDOW as f64;
         if (retries + 1) as f64 > allowed {
             return false;
         }
-        self.bucket(sec).2 += 1;
+        b.retries.fetch_add(1, Relaxed);
         true
     }
 }
@@ -209,7 +226,7 @@ mod tests {
 
     #[test]
     fn budget_allows_ratio_plus_floor() {
-        let mut w = BudgetWindow::default();
+        let w = BudgetWindow::default();
         for _ in 0..100 {
             w.deposit(1000);
         }
@@ -224,7 +241,7 @@ mod tests {
 
     #[test]
     fn budget_without_floor_needs_traffic() {
-        let mut w = BudgetWindow::default();
+        let w = BudgetWindow::default();
         assert!(!w.withdraw(5, 0.5, 0));
         w.deposit(5);
         w.deposit(6);
@@ -262,7 +279,7 @@ mod tests {
         };
         let s1 = Gate::acquire(&b, no_queue).await.unwrap();
         let e = Gate::acquire(&b, no_queue).await.err().unwrap();
-        assert_eq!(e.kind, ErrorKind::Overloaded("max_requests"));
+        assert_eq!(e.kind, ErrorKind::Overloaded(Limit::MaxRequests));
         drop(s1);
         assert_eq!(g.inflight(), 0);
 
@@ -278,7 +295,7 @@ mod tests {
             // One waits; a third is over max_pending.
             assert_eq!(g.pending(), 1);
             let e = Gate::acquire(&b, queued).await.err().unwrap();
-            assert_eq!(e.kind, ErrorKind::Overloaded("max_pending_requests"));
+            assert_eq!(e.kind, ErrorKind::Overloaded(Limit::MaxPendingRequests));
             drop(s1);
         });
         assert!(r.is_ok());

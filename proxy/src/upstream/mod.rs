@@ -58,7 +58,9 @@ impl Upstream {
         let n = self.backend.conns_open.fetch_add(1, Relaxed) + 1;
         if n > self.max_conns {
             self.backend.conns_open.fetch_sub(1, Relaxed);
-            return Err(crate::resilience::limits::overloaded("max_connections"));
+            return Err(crate::resilience::limits::overloaded(
+                crate::state::Limit::MaxConnections,
+            ));
         }
         Ok(ConnSlot(self.backend.clone()))
     }

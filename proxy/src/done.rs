@@ -1,0 +1,248 @@
+//! The record of one request: what happened to it, filled in as it goes (by the
+//! handler and by the layers of the backend path), and completed exactly once, when the
+//! connection has sent the response or when the request is dropped unfinished.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime};
+
+use http::{Method, StatusCode, Uri, Version};
+use tokio::time::Instant;
+
+use crate::handler::ConnCtx;
+use crate::resilience::limits::Slot;
+use crate::snapshot::{Backend, Frontend};
+use crate::state::{ActiveGuard, Live, Refusal};
+use crate::stick::Trackers;
+use crate::upstream::Timing;
+
+/// A request's outcome, completed when the response has been sent.
+pub struct Done {
+    pub status: u16,
+    pub(crate) frontend: Arc<Frontend>,
+    pub(crate) backend: Option<Arc<Backend>>,
+    /// Whether this request counts in the backend's in-flight requests.
+    pub(crate) backend_active: bool,
+    pub(crate) server: Option<usize>,
+    pub(crate) guard: Option<ActiveGuard>,
+    /// When the request started, on both clocks; read only when an access log needs it.
+    pub(crate) clock: Option<(Instant, SystemTime)>,
+    pub(crate) t_request: Duration,
+    pub(crate) timing: Option<Timing>,
+    pub(crate) termination: [u8; 2],
+    /// Time spent in the backend's queue.
+    pub(crate) t_queue: Duration,
+    /// Attempts after the first.
+    pub(crate) retries: u32,
+    /// The backend in-flight slot, freed when the response has been sent.
+    pub(crate) slot: Option<Slot>,
+    pub(crate) line: Option<(Method, Uri, Version)>,
+    pub(crate) client: std::net::SocketAddr,
+    pub(crate) tls: bool,
+    pub(crate) live: Arc<Live>,
+    pub(crate) session: Arc<crate::sessions::Session>,
+    /// Stick counters tracked by this request's rules.
+    pub(crate) track: Trackers,
+    pub(crate) conn_track: Option<Arc<Trackers>>,
+    /// Request body bytes, for `bytes_in` counters.
+    pub(crate) bytes_in: u64,
+    /// Response bytes sent, once the connection has said so in [`finish`](Self::finish).
+    pub(crate) bytes_out: u64,
+    /// Whether the connection finished the request; a record dropped unfinished is a
+    /// request the client went away from.
+    pub(crate) finished: bool,
+}
+
+impl Done {
+    pub(crate) fn new(
+        cx: &ConnCtx,
+        fe: &Arc<Frontend>,
+        line: Option<(Method, Uri, Version)>,
+        t_request: Duration,
+    ) -> Self {
+        Self {
+            status: 0,
+            frontend: fe.clone(),
+            backend: None,
+            backend_active: false,
+            server: None,
+            guard: None,
+            clock: fe
+                .log
+                .as_ref()
+                .map(|_| (Instant::now(), SystemTime::now() - t_request)),
+            t_request,
+            timing: None,
+            termination: *b"--",
+            t_queue: Duration::ZERO,
+            retries: 0,
+            slot: None,
+            line,
+            client: cx.info.client,
+            tls: cx.info.tls,
+            live: cx.live.clone(),
+            session: cx.session.clone(),
+            track: Trackers::default(),
+            conn_track: cx.track.clone(),
+            bytes_in: 0,
+            bytes_out: 0,
+            finished: false,
+        }
+    }
+
+    /// A record for a request that was refused before it was read in full (bad head).
+    pub fn refused(
+        cx: &ConnCtx,
+        status: StatusCode,
+        termination: [u8; 2],
+        t_request: Duration,
+    ) -> Self {
+        let mut d = Done::new(cx, &cx.frontend, None, t_request);
+        d.status = status.as_u16();
+        d.termination = termination;
+        d.frontend
+            .live
+            .count_refused(Refusal::of(d.status, termination));
+        d
+    }
+
+    /// Completes the request: `bytes_out` were sent to the client; `client_abort` tells
+    /// how the client side failed, if it did.
+    pub fn finish(mut self, bytes_out: u64, client_abort: Option<[u8; 2]>) {
+        self.bytes_out = bytes_out;
+        if let Some(t) = client_abort {
+            self.termination = t;
+        }
+        self.finished = true;
+        // Dropping completes it.
+    }
+
+    /// The termination code of a request the client went away from before the
+    /// connection finished it, by how far it had come (HAProxy's `CR`, `CQ`, `CH`, `CD`).
+    fn abandoned(&self) -> [u8; 2] {
+        if self.status != 0 {
+            *b"CD"
+        } else if self.server.is_some() {
+            *b"CH"
+        } else if self.backend.is_some() {
+            *b"CQ"
+        } else {
+            *b"CR"
+        }
+    }
+
+    /// Records the request everywhere it counts: status and byte counters, aborts, the
+    /// in-flight gauges and slots it holds, stick counters, and the access log.
+    fn complete(&mut self) {
+        if !self.finished {
+            self.termination = self.abandoned();
+        }
+        let bytes_out = self.bytes_out;
+        let fe = &self.frontend.live;
+        // A request that got no response counts in no response class.
+        let answered = self.status != 0;
+        if answered {
+            fe.responses.record(self.status);
+        }
+        fe.bytes_out.fetch_add(bytes_out, Relaxed);
+        if let Some(be) = &self.backend {
+            if answered {
+                be.live.responses.record(self.status);
+            }
+            be.live.bytes_out.fetch_add(bytes_out, Relaxed);
+            be.live.aborts.count(self.termination);
+            if let Some(i) = self.server {
+                let s = &be.servers[i].live;
+                if answered {
+                    s.responses.record(self.status);
+                }
+                s.bytes_out.fetch_add(bytes_out, Relaxed);
+                s.aborts.count(self.termination);
+            }
+        }
+        let server_active = self.guard.as_ref().map_or(0, |_| {
+            self.backend
+                .as_ref()
+                .zip(self.server)
+                .map_or(0, |(b, i)| b.servers[i].live.active.load(Relaxed))
+        });
+        if !self.track.is_empty() || self.conn_track.is_some() {
+            let (status, bytes_in) = (self.status, self.bytes_in);
+            let count = |e: &mut crate::stick::Entry<'_>| {
+                crate::stick::count_response(e, status, bytes_in, bytes_out)
+            };
+            self.track.each(count);
+            if let Some(t) = &self.conn_track {
+                t.each(count);
+            }
+        }
+        drop(self.guard.take());
+        drop(self.slot.take());
+        self.session.left_server();
+        if let Some(be) = &self.backend {
+            if self.backend_active {
+                be.live.active.fetch_sub(1, Relaxed);
+            }
+            if let Some(i) = self.server {
+                be.balancer.released(i);
+            }
+        }
+        let (Some((sink, format)), Some((started, wall))) = (&self.frontend.log, self.clock) else {
+            return;
+        };
+        let ms = |d: Duration| d.as_millis() as i64;
+        let (method, uri, version) =
+            self.line
+                .take()
+                .unwrap_or((Method::GET, Uri::from_static("/"), Version::HTTP_11));
+        let t = self.timing;
+        let mut term = [b'-'; 4];
+        term[..2].copy_from_slice(&self.termination);
+        sink.send(crate::log::Record {
+            format: *format,
+            client: self.client,
+            accepted: wall,
+            frontend: self.frontend.name.clone(),
+            tls: self.tls,
+            backend: self.backend.as_ref().map(|b| b.name.clone()),
+            server: self
+                .backend
+                .as_ref()
+                .zip(self.server)
+                .map(|(b, i)| b.servers[i].name.clone()),
+            t_request: ms(self.t_request),
+            t_queue: if self.backend.is_some() {
+                ms(self.t_queue)
+            } else {
+                -1
+            },
+            t_connect: t.map_or(-1, |t| ms(t.connect)),
+            t_response: t.map_or(-1, |t| ms(t.response)),
+            t_total: ms(self.t_request + started.elapsed()),
+            // HAProxy logs -1 for a request that got no response.
+            status: if answered { i32::from(self.status) } else { -1 },
+            bytes_out,
+            termination: term,
+            global_conns: self.live.global.conns_cur.load(Relaxed),
+            frontend_conns: self.frontend.live.conns_cur.load(Relaxed),
+            backend_active: self
+                .backend
+                .as_ref()
+                .map_or(0, |b| b.live.active.load(Relaxed)),
+            server_active,
+            retries: self.retries,
+            method,
+            uri,
+            version,
+        });
+    }
+}
+
+/// Whatever way a request ends (finished by its connection, or dropped with its future
+/// when the client resets the stream, the connection closes or the session is shut
+/// down), it is counted once, releases what it holds and is logged.
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.complete();
+    }
+}

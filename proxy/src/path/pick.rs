@@ -1,0 +1,201 @@
+//! Server choice: the backend's balancing algorithm (rampart's own, as HAProxy has them),
+//! stickiness, servers at their `max_connections` skipped, and a wait in the backend's
+//! queue when every usable server is full.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::future::Maybe;
+use super::{Attempt, Exchange, Outcome, RouteSettings};
+use crate::body::Body;
+use crate::error::{ErrorKind, ProxyError};
+use crate::snapshot::Backend;
+use crate::state::{ActiveGuard, Limit};
+
+#[derive(Clone, Copy)]
+pub struct BalanceLayer<'a>(pub &'a Exchange<'a>);
+
+impl<'a, S> Layer<S> for BalanceLayer<'a> {
+    type Service = Balance<'a, S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Balance { x: self.0, inner }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Balance<'a, S> {
+    x: &'a Exchange<'a>,
+    inner: S,
+}
+
+/// What one look over the backend's servers asks for.
+struct Ask {
+    key: Option<u64>,
+    redispatch: bool,
+    prefer: Option<usize>,
+}
+
+impl<'a, S> Service<Request<Body>> for Balance<'a, S>
+where
+    S: Service<Attempt, Response = Response<Body>, Error = ProxyError> + Clone + Send + 'a,
+    S::Future: Send + 'a,
+{
+    type Response = Response<Body>;
+    type Error = ProxyError;
+    type Future = Maybe<'a, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let x = self.x;
+        let (tried, redispatch) = {
+            let s = x.state();
+            (s.tried, s.redispatch)
+        };
+        let ask = Ask {
+            key: req.extensions().get::<RouteSettings>().and_then(|r| r.hash),
+            redispatch,
+            prefer: x.persist.server,
+        };
+        match try_pick(x.be, &ask, tried.as_slice()) {
+            Pick::Got(si, guard) => {
+                chosen(x, si, guard);
+                Maybe::inner(self.inner.call(Attempt { server: si, req }))
+            }
+            Pick::None => Maybe::ready(Err(no_server(x.be))),
+            Pick::AllFull => {
+                let mut inner = self.inner.clone();
+                Maybe::boxed(async move {
+                    let (si, guard) = wait_for_server(x.be, &ask, tried.as_slice()).await?;
+                    chosen(x, si, guard);
+                    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+                    inner.call(Attempt { server: si, req }).await as Outcome
+                })
+            }
+        }
+    }
+}
+
+/// Records the server an attempt goes to: in the request's record (the server it is
+/// logged with, its in-flight count), the connection's session, and the retry counters.
+fn chosen(x: &Exchange<'_>, si: usize, guard: ActiveGuard) {
+    let be = x.be;
+    let server = &be.servers[si];
+    let mut s = x.state();
+    if !s.tried.is_empty() {
+        be.live.retries.fetch_add(1, Relaxed);
+        server.live.retries.fetch_add(1, Relaxed);
+        if !s.tried.as_slice().contains(&si) {
+            be.live.redispatches.fetch_add(1, Relaxed);
+        }
+    }
+    s.tried.push(si);
+    s.done.retries = s.tried.len() as u32 - 1;
+    // The previous attempt's server no longer has this request in flight.
+    s.done.guard = Some(guard);
+    if let Some(prev) = s.done.server.replace(si)
+        && prev != si
+    {
+        be.balancer.released(prev);
+    }
+    drop(s);
+    x.session.at_server(&server.live);
+}
+
+fn no_server(be: &Backend) -> ProxyError {
+    be.live.no_server.fetch_add(1, Relaxed);
+    ProxyError::new(
+        ErrorKind::NoServer,
+        format!("no server available in backend {}", be.name),
+    )
+}
+
+/// The outcome of one pass over a backend's servers.
+enum Pick {
+    Got(usize, ActiveGuard),
+    /// No server is usable at all.
+    None,
+    /// Usable servers exist, but all are at their `max_connections`.
+    AllFull,
+}
+
+fn try_pick(be: &Backend, ask: &Ask, tried: &[usize]) -> Pick {
+    let mut full: Vec<usize> = Vec::new();
+    // A client stuck to a server keeps it while the server can serve, including when it
+    // is draining (it only takes no new clients); a DOWN server redispatches.
+    if tried.is_empty()
+        && let Some(i) = ask.prefer
+        && let Some(s) = be.servers.get(i)
+        && s.live.persistable()
+    {
+        match s.live.try_start() {
+            Some(g) => return Pick::Got(i, g),
+            None => full.push(i),
+        }
+    }
+    // A retry without redispatch goes back to the same server when it is usable.
+    if !ask.redispatch
+        && let Some(&last) = tried.last()
+        && be.servers[last].live.usable()
+    {
+        match be.servers[last].live.try_start() {
+            Some(g) => return Pick::Got(last, g),
+            None => full.push(last),
+        }
+    }
+    let avoid: &[usize] = if ask.redispatch { tried } else { &[] };
+    while full.len() < be.servers.len() {
+        let Some(i) = be.balancer.pick_excluding(ask.key, avoid, &full) else {
+            break;
+        };
+        match be.servers[i].live.try_start() {
+            Some(g) => return Pick::Got(i, g),
+            None => full.push(i),
+        }
+    }
+    if full.is_empty() {
+        Pick::None
+    } else {
+        Pick::AllFull
+    }
+}
+
+/// Waits (up to the backend's queue timeout) for a server with room under its
+/// `max_connections`, when every usable server is full.
+async fn wait_for_server(
+    be: &Backend,
+    ask: &Ask,
+    tried: &[usize],
+) -> Result<(usize, ActiveGuard), ProxyError> {
+    let Some(timeout) = be.queue_timeout else {
+        be.live.overflow.count(Limit::ServerMaxConnections);
+        return Err(crate::resilience::limits::overloaded(
+            Limit::ServerMaxConnections,
+        ));
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Listen for freed slots before looking again, so that none is missed.
+        let freed = be.live.server_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        match try_pick(be, ask, tried) {
+            Pick::Got(i, g) => return Ok((i, g)),
+            Pick::None => return Err(no_server(be)),
+            Pick::AllFull => {}
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            be.live.overflow.count(Limit::QueueTimeout);
+            return Err(ProxyError::new(
+                ErrorKind::QueueTimeout,
+                "no server slot within the queue timeout",
+            ));
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The per-server end of the path: outlier detection and error counters, fed once per
+//! attempt, over the exchange with the server itself.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+
+use http::Response;
+use tower::{Layer, Service};
+
+use super::future::{After, Hook};
+use super::{Attempt, BoxFuture, Exchange, Outcome, RouteSettings};
+use crate::body::Body;
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::resilience::outlier::Result as Outlier;
+use crate::snapshot::Backend;
+
+/// Declares a layer whose service runs `$hook` on each attempt's outcome.
+macro_rules! hook_layer {
+    ($layer:ident, $svc:ident, $hook:ident) => {
+        #[derive(Clone, Copy)]
+        pub struct $layer<'a>(pub &'a Exchange<'a>);
+
+        impl<'a, S> Layer<S> for $layer<'a> {
+            type Service = $svc<'a, S>;
+            fn layer(&self, inner: S) -> Self::Service {
+                $svc { x: self.0, inner }
+            }
+        }
+
+        #[derive(Clone, Copy)]
+        pub struct $svc<'a, S> {
+            x: &'a Exchange<'a>,
+            inner: S,
+        }
+
+        impl<'a, S> Service<Attempt> for $svc<'a, S>
+        where
+            S: Service<Attempt, Response = Response<Body>, Error = ProxyError>,
+        {
+            type Response = Response<Body>;
+            type Error = ProxyError;
+            type Future = After<S::Future, $hook<'a>>;
+
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+                self.inner.poll_ready(cx)
+            }
+
+            fn call(&mut self, a: Attempt) -> Self::Future {
+                let hook = $hook {
+                    be: self.x.be,
+                    server: a.server,
+                };
+                After::new(self.inner.call(a), hook)
+            }
+        }
+    };
+}
+
+hook_layer!(OutlierLayer, OutlierDetection, FeedOutlier);
+hook_layer!(CountersLayer, Counters, CountErrors);
+
+/// Feeds outlier detection with an attempt's outcome: its status, or a local failure for
+/// errors on the server's side (a breaker's refusal is not the server's doing).
+pub struct FeedOutlier<'a> {
+    be: &'a Backend,
+    server: usize,
+}
+
+impl Hook for FeedOutlier<'_> {
+    fn after(self, out: &mut Outcome) {
+        let Some(spec) = &self.be.outlier else {
+            return;
+        };
+        let outcome = match out {
+            Ok(resp) => Outlier::Status(resp.status().as_u16()),
+            Err(e) if e.side == Side::Server && !matches!(e.kind, ErrorKind::Overloaded(_)) => {
+                Outlier::LocalFailure
+            }
+            Err(_) => return,
+        };
+        crate::resilience::outlier::record(
+            spec,
+            &self.be.servers[self.server].live,
+            &self.be.live,
+            self.be.servers.len(),
+            outcome,
+            std::time::Instant::now(),
+        );
+    }
+}
+
+/// Counts a failed attempt against its server and backend (`econ`, `eresp`, and the
+/// breaker's `max_connections`).
+pub struct CountErrors<'a> {
+    be: &'a Backend,
+    server: usize,
+}
+
+impl Hook for CountErrors<'_> {
+    fn after(self, out: &mut Outcome) {
+        let Err(e) = out else {
+            return;
+        };
+        let (be, server) = (self.be, &self.be.servers[self.server]);
+        match e.kind {
+            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
+                be.live.errors_conn.fetch_add(1, Relaxed);
+                server.live.errors_conn.fetch_add(1, Relaxed);
+            }
+            ErrorKind::Overloaded(l) => be.live.overflow.count(l),
+            _ if e.side == Side::Server => {
+                be.live.errors_resp.fetch_add(1, Relaxed);
+                server.live.errors_resp.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The exchange with the server an attempt was given: over its connection pool
+/// (HTTP/1.1) or its HTTP/2 connection, within the route's or backend's server timeout
+/// and the retry policy's per-try timeout. The timing goes into the request's record.
+#[derive(Clone, Copy)]
+pub struct UpstreamClient<'a>(pub &'a Exchange<'a>);
+
+impl<'a> Service<Attempt> for UpstreamClient<'a> {
+    type Response = Response<Body>;
+    type Error = ProxyError;
+    type Future = BoxFuture<'a>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, a: Attempt) -> Self::Future {
+        let x = self.0;
+        let server_timeout = a
+            .req
+            .extensions()
+            .get::<RouteSettings>()
+            .and_then(|r| r.timeout)
+            .unwrap_or(x.be.server_timeout);
+        let head_timeout = x
+            .state()
+            .per_try
+            .map_or(server_timeout, |t| t.min(server_timeout));
+        let server = &x.be.servers[a.server];
+        Box::pin(async move {
+            let (resp, timing) = server
+                .upstream
+                .send(a.req, server_timeout, head_timeout, x.measure)
+                .await
+                .inspect_err(|e| {
+                    tracing::debug!(backend = %x.be.name, server = %server.name, "attempt failed: {e}");
+                })?;
+            x.state().done.timing = Some(timing);
+            Ok(resp)
+        })
+    }
+}
