@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use http::{Method, StatusCode, Uri, Version};
 use tokio::time::Instant;
 
+use crate::error::Termination;
 use crate::handler::ConnCtx;
 use crate::resilience::limits::Slot;
 use crate::snapshot::{Backend, Frontend};
@@ -29,7 +30,7 @@ pub struct Done {
     pub(crate) clock: Option<(Instant, SystemTime)>,
     pub(crate) t_request: Duration,
     pub(crate) timing: Option<Timing>,
-    pub(crate) termination: [u8; 2],
+    pub(crate) termination: Termination,
     /// Time spent in the backend's queue.
     pub(crate) t_queue: Duration,
     /// Attempts after the first.
@@ -73,7 +74,7 @@ impl Done {
                 .map(|_| (Instant::now(), SystemTime::now() - t_request)),
             t_request,
             timing: None,
-            termination: *b"--",
+            termination: Termination::NONE,
             t_queue: Duration::ZERO,
             retries: 0,
             slot: None,
@@ -94,7 +95,7 @@ impl Done {
     pub fn refused(
         cx: &ConnCtx,
         status: StatusCode,
-        termination: [u8; 2],
+        termination: Termination,
         t_request: Duration,
     ) -> Self {
         let mut d = Done::new(cx, &cx.frontend, None, t_request);
@@ -108,7 +109,7 @@ impl Done {
 
     /// Completes the request: `bytes_out` were sent to the client; `client_abort` tells
     /// how the client side failed, if it did.
-    pub fn finish(mut self, bytes_out: u64, client_abort: Option<[u8; 2]>) {
+    pub fn finish(mut self, bytes_out: u64, client_abort: Option<Termination>) {
         self.bytes_out = bytes_out;
         if let Some(t) = client_abort {
             self.termination = t;
@@ -119,15 +120,15 @@ impl Done {
 
     /// The termination code of a request the client went away from before the
     /// connection finished it, by how far it had come (HAProxy's `CR`, `CQ`, `CH`, `CD`).
-    fn abandoned(&self) -> [u8; 2] {
+    fn abandoned(&self) -> Termination {
         if self.status != 0 {
-            *b"CD"
+            Termination::CLIENT_ABORT_DATA
         } else if self.server.is_some() {
-            *b"CH"
+            Termination::CLIENT_ABORT_HEADERS
         } else if self.backend.is_some() {
-            *b"CQ"
+            Termination::CLIENT_ABORT_QUEUE
         } else {
-            *b"CR"
+            Termination::CLIENT_ABORT_REQUEST
         }
     }
 
@@ -187,9 +188,16 @@ impl Done {
                 be.balancer.released(i);
             }
         }
+        self.log(server_active);
+    }
+
+    /// Sends the access log record, when the frontend has a log.
+    fn log(&mut self, server_active: u64) {
         let (Some((sink, format)), Some((started, wall))) = (&self.frontend.log, self.clock) else {
             return;
         };
+        let answered = self.status != 0;
+        let bytes_out = self.bytes_out;
         let ms = |d: Duration| d.as_millis() as i64;
         let (method, uri, version) =
             self.line
@@ -197,7 +205,7 @@ impl Done {
                 .unwrap_or((Method::GET, Uri::from_static("/"), Version::HTTP_11));
         let t = self.timing;
         let mut term = [b'-'; 4];
-        term[..2].copy_from_slice(&self.termination);
+        term[..2].copy_from_slice(&self.termination.0);
         sink.send(crate::log::Record {
             format: *format,
             client: self.client,

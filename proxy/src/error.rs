@@ -95,22 +95,22 @@ impl ProxyError {
     }
 
     /// The HAProxy-style termination flag pair for the access log (`SC`, `sH`, `CD`, ...).
-    pub fn termination(&self) -> [u8; 2] {
+    pub fn termination(&self) -> Termination {
         use ErrorKind::*;
         match self.kind {
             BadRequest | UriTooLong | HeadersTooLarge | NotImplemented | VersionNotSupported
-            | PayloadTooLarge => *b"PR",
-            RequestTimeout => *b"cR",
-            ClientAbort => *b"CD",
-            ClientTimeout => *b"cD",
-            NoBackend | NoServer => *b"SC",
-            ConnectFailed | RefusedStream => *b"SC",
-            ConnectTimeout => *b"sC",
-            BadResponse | EmptyResponse | JunkResponse | Reset => *b"SH",
-            ResponseTimeout => *b"sH",
-            Overloaded(_) => *b"PC",
-            QueueTimeout => *b"sQ",
-            Internal => *b"IH",
+            | PayloadTooLarge => Termination::REFUSED,
+            RequestTimeout => Termination::CLIENT_TIMEOUT_REQUEST,
+            ClientAbort => Termination::CLIENT_ABORT_DATA,
+            ClientTimeout => Termination::CLIENT_TIMEOUT_DATA,
+            NoBackend | NoServer => Termination::SERVER_CONNECT,
+            ConnectFailed | RefusedStream => Termination::SERVER_CONNECT,
+            ConnectTimeout => Termination::SERVER_CONNECT_TIMEOUT,
+            BadResponse | EmptyResponse | JunkResponse | Reset => Termination::SERVER_HEADERS,
+            ResponseTimeout => Termination::SERVER_TIMEOUT_HEADERS,
+            Overloaded(_) => Termination::OVERLOADED,
+            QueueTimeout => Termination::QUEUE_TIMEOUT,
+            Internal => Termination::INTERNAL,
         }
     }
 
@@ -204,4 +204,47 @@ pub fn error_response(status: StatusCode) -> Response<Body> {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
     r
+}
+
+/// HAProxy's two-letter termination state of a request, as its access log shows it: who
+/// ended the exchange (`C` client, `S` server, `P` proxy, `I` internal; lower case for a
+/// timeout), and in which phase (`R` request, `Q` queue, `C` connect, `H` headers, `D`
+/// data); `--` for a normal end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Termination(pub [u8; 2]);
+
+impl Termination {
+    pub const NONE: Termination = Termination(*b"--");
+    pub const REFUSED: Termination = Termination(*b"PR");
+    pub const RESPONSE_DENIED: Termination = Termination(*b"PH");
+    pub const OVERLOADED: Termination = Termination(*b"PC");
+    pub const CLIENT_TIMEOUT_REQUEST: Termination = Termination(*b"cR");
+    pub const CLIENT_TIMEOUT_DATA: Termination = Termination(*b"cD");
+    pub const CLIENT_ABORT_REQUEST: Termination = Termination(*b"CR");
+    pub const CLIENT_ABORT_QUEUE: Termination = Termination(*b"CQ");
+    pub const CLIENT_ABORT_HEADERS: Termination = Termination(*b"CH");
+    pub const CLIENT_ABORT_DATA: Termination = Termination(*b"CD");
+    pub const SERVER_CONNECT: Termination = Termination(*b"SC");
+    pub const SERVER_CONNECT_TIMEOUT: Termination = Termination(*b"sC");
+    pub const SERVER_HEADERS: Termination = Termination(*b"SH");
+    pub const SERVER_TIMEOUT_HEADERS: Termination = Termination(*b"sH");
+    pub const SERVER_DATA: Termination = Termination(*b"SD");
+    pub const SERVER_TIMEOUT_DATA: Termination = Termination(*b"sD");
+    pub const QUEUE_TIMEOUT: Termination = Termination(*b"sQ");
+    pub const INTERNAL: Termination = Termination(*b"IH");
+
+    /// Whether the client ended the exchange (an abort or a timeout).
+    pub fn by_client(self) -> bool {
+        matches!(self.0[0], b'C' | b'c')
+    }
+
+    /// Whether the server ended the exchange (an abort or a timeout).
+    pub fn by_server(self) -> bool {
+        matches!(self.0[0], b'S' | b's')
+    }
+
+    /// Whether the exchange ended in the request phase.
+    pub fn in_request(self) -> bool {
+        self.0[1] == b'R'
+    }
 }

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 
 use crate::body::Body;
 pub use crate::done::Done;
+use crate::error::Termination;
 use crate::error::{ErrorKind, ProxyError, Side};
 pub use crate::headers::strip_hop_by_hop;
 use crate::headers::{forwarding_headers, underscores};
@@ -118,9 +119,9 @@ fn intercepted(
 ) -> (Response<Body>, Done) {
     count_intercept(fe, kind);
     done.termination = if kind == Intercept::Deny {
-        *b"PR"
+        Termination::REFUSED
     } else {
-        *b"--"
+        Termination::NONE
     };
     done.status = resp.status().as_u16();
     (resp, done)
@@ -177,7 +178,7 @@ pub async fn handle(
     if !underscores(fe.underscores, &mut parts.headers, &fe.live) {
         fe.live.count_refused(Some(Refusal::UnderscoreHeader));
         done.status = 400;
-        done.termination = *b"PR";
+        done.termination = Termination::REFUSED;
         return (crate::error::error_response(StatusCode::BAD_REQUEST), done);
     }
     let nbsrv = |i: usize| snap.nbsrv(i);
@@ -389,7 +390,7 @@ fn respond(
         );
     if denied {
         fe.live.denied.fetch_add(1, Relaxed);
-        done.termination = *b"PH";
+        done.termination = Termination::RESPONSE_DENIED;
     }
     done.status = resp.status().as_u16();
     (resp, done)

@@ -191,38 +191,54 @@ pub async fn accept_loop(
                 _ = shutdown.changed() => return,
             }
         }
-        let tls = fe
-            .binds
-            .get(bind)
-            .and_then(|b| b.tls.clone())
-            .map(tokio_rustls::TlsAcceptor::from);
-        let guard = ConnGuard::new(fe.live.clone(), shared.clone());
-        tracker.count.fetch_add(1, Relaxed);
-        let track = TrackGuard(tracker.clone());
-        let registered = shared
-            .live
-            .sessions
-            .register(fe.name.clone(), peer, local, tls.is_some());
-        let session = registered.session.clone();
-        let a = Accepted {
-            tcp,
-            peer,
-            local,
-            tls,
-            snapshot,
-            frontend: fe,
-            shared: shared.clone(),
-            live: shared.live.clone(),
-            session: session.clone(),
-        };
-        // The connection moves on when its frontend is retired (reload or stop).
-        let sd = a.frontend.retire.subscribe();
-        let task = tokio::spawn(async move {
-            serve_connection(a, sd).await;
-            drop(registered);
-            drop(guard);
-            drop(track);
-        });
-        session.set_abort(task.abort_handle());
+        spawn_connection(tcp, peer, local, bind, snapshot, fe, &shared, &tracker);
     }
+}
+
+/// Serves an accepted connection in a task of its own: counted on its frontend and in
+/// the session registry, with a handle to abort it (`shutdown sessions`).
+#[allow(clippy::too_many_arguments)]
+fn spawn_connection(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    bind: usize,
+    snapshot: Arc<crate::snapshot::Snapshot>,
+    fe: Arc<crate::snapshot::Frontend>,
+    shared: &Arc<Shared>,
+    tracker: &Arc<Tracker>,
+) {
+    let tls = fe
+        .binds
+        .get(bind)
+        .and_then(|b| b.tls.clone())
+        .map(tokio_rustls::TlsAcceptor::from);
+    let guard = ConnGuard::new(fe.live.clone(), shared.clone());
+    tracker.count.fetch_add(1, Relaxed);
+    let track = TrackGuard(tracker.clone());
+    let registered = shared
+        .live
+        .sessions
+        .register(fe.name.clone(), peer, local, tls.is_some());
+    let session = registered.session.clone();
+    let a = Accepted {
+        tcp,
+        peer,
+        local,
+        tls,
+        snapshot,
+        frontend: fe,
+        shared: shared.clone(),
+        live: shared.live.clone(),
+        session: session.clone(),
+    };
+    // The connection moves on when its frontend is retired (reload or stop).
+    let sd = a.frontend.retire.subscribe();
+    let task = tokio::spawn(async move {
+        serve_connection(a, sd).await;
+        drop(registered);
+        drop(guard);
+        drop(track);
+    });
+    session.set_abort(task.abort_handle());
 }

@@ -165,7 +165,7 @@ pub struct Control {
     reloading: Mutex<()>,
     /// Retirement channels of replaced frontends whose connections may still be open, to
     /// stop them on shutdown.
-    retired: Mutex<Vec<std::sync::Weak<watch::Sender<u8>>>>,
+    retired: Mutex<Vec<std::sync::Weak<watch::Sender<crate::snapshot::Retire>>>>,
     /// Where the running configuration's relative file names are read from.
     base_dir: Mutex<std::path::PathBuf>,
 }
@@ -174,7 +174,7 @@ pub struct Control {
 pub struct ProxyHandle {
     control: Arc<Control>,
     shutdown: watch::Sender<bool>,
-    workers: Vec<(std::thread::JoinHandle<()>, oneshot::Receiver<()>)>,
+    workers: Workers,
     housekeeping: Option<std::thread::JoinHandle<()>>,
     grace: Duration,
 }
@@ -234,31 +234,25 @@ fn bind_all(
 }
 
 /// Starts the proxy with `cfg`; relative file names are read from `base_dir`.
-pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
-    let threads = cfg
-        .global
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let live = Live::new();
-    let env = CompileEnv {
-        base_dir,
-        live: &live,
-        generation: 1,
-        workers: threads,
-        open_logs: true,
-        previous: None,
-    };
-    let snapshot = compile(Arc::new(cfg), &env)?;
-    for w in &snapshot.warnings {
-        tracing::warn!("{w}");
-    }
-    crate::snapshot::install(&snapshot, &live);
-    live.tables
-        .install(&snapshot.tables, &snapshot.config.stick_tables);
-    live.global.generation.store(1, Relaxed);
-    let grace = snapshot.global.grace;
+/// A listener opened for a reload: frontend, configured address, nth bind of that
+/// address, local address, and one socket per worker.
+type Opened = (
+    Arc<str>,
+    SocketAddr,
+    usize,
+    SocketAddr,
+    Vec<std::net::TcpListener>,
+);
 
-    // Every worker gets its own socket for every bind.
+/// Worker threads, each with a signal of its end.
+type Workers = Vec<(std::thread::JoinHandle<()>, oneshot::Receiver<()>)>;
+
+/// The listening sockets of every bind of `snapshot`, one per worker thread each: what
+/// the control keeps, and each worker's initial listeners.
+type Listeners = (Vec<Listening>, Vec<Vec<ListenCmd>>);
+
+/// The listening sockets of every bind of `snapshot`.
+fn bind_snapshot(snapshot: &Snapshot, threads: usize) -> Result<Listeners, StartError> {
     let mut listening = Vec::new();
     let mut per_worker: Vec<Vec<ListenCmd>> = (0..threads).map(|_| Vec::new()).collect();
     for fe in &snapshot.frontends {
@@ -290,19 +284,17 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
             });
         }
     }
+    Ok((listening, per_worker))
+}
 
-    // Health checks run on the housekeeping runtime, started now so that the first
-    // snapshot's checks begin at once.
-    let hk_runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)?;
-    crate::resilience::reconcile_checks(&snapshot, &live, hk_runtime.handle());
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(snapshot),
-        live,
-    });
-    let (tx, rx) = watch::channel(false);
+/// A worker thread, each with its own single-threaded runtime, for each list of initial
+/// listeners; returns the threads (with a signal of their end) and their command senders.
+fn spawn_workers(
+    per_worker: Vec<Vec<ListenCmd>>,
+    shared: &Arc<Shared>,
+    rx: &watch::Receiver<bool>,
+    grace: Duration,
+) -> Result<(Workers, Vec<mpsc::UnboundedSender<ListenCmd>>), StartError> {
     let mut workers = Vec::new();
     let mut senders = Vec::new();
     for (i, initial) in per_worker.into_iter().enumerate() {
@@ -330,6 +322,48 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
             .map_err(StartError::Runtime)?;
         workers.push((h, done_rx));
     }
+    Ok((workers, senders))
+}
+
+pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
+    let threads = cfg
+        .global
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let live = Live::new();
+    let env = CompileEnv {
+        base_dir,
+        live: &live,
+        generation: 1,
+        workers: threads,
+        open_logs: true,
+        previous: None,
+    };
+    let snapshot = compile(Arc::new(cfg), &env)?;
+    for w in &snapshot.warnings {
+        tracing::warn!("{w}");
+    }
+    crate::snapshot::install(&snapshot, &live);
+    live.tables
+        .install(&snapshot.tables, &snapshot.config.stick_tables);
+    live.global.generation.store(1, Relaxed);
+    let grace = snapshot.global.grace;
+
+    let (listening, per_worker) = bind_snapshot(&snapshot, threads)?;
+
+    // Health checks run on the housekeeping runtime, started now so that the first
+    // snapshot's checks begin at once.
+    let hk_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    crate::resilience::reconcile_checks(&snapshot, &live, hk_runtime.handle());
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        live,
+    });
+    let (tx, rx) = watch::channel(false);
+    let (workers, senders) = spawn_workers(per_worker, &shared, &rx, grace)?;
     let control = Arc::new(Control {
         shared: shared.clone(),
         workers: senders,
@@ -436,7 +470,7 @@ impl Control {
         let same = |l: &Bound, fe: &str, b: &BindSpec, nth: usize| {
             l.frontend == fe && l.configured == b.addr && l.nth == nth
         };
-        let mut opened = Vec::new();
+        let mut opened: Vec<Opened> = Vec::new();
         for (fe, b, nth) in &wanted {
             if listening.iter().any(|l| same(&l.bound, fe, b, *nth)) {
                 continue;
@@ -468,6 +502,31 @@ impl Control {
         for w in &snapshot.warnings {
             tracing::warn!("{w}");
         }
+        self.open_and_close(&mut listening, opened, &wanted, &mut report);
+        drop(listening);
+
+        crate::resilience::reconcile_checks(&snapshot, live, &self.hk);
+        let keys: std::collections::HashSet<_> = snapshot
+            .backends
+            .iter()
+            .flat_map(|b| b.servers.iter().map(|s| s.upstream.pool_key.clone()))
+            .collect();
+        live.retain_pools(&keys);
+        self.retire_moved(&old, &snapshot);
+        Ok(report)
+    }
+
+    /// Hands newly opened listeners to the workers, and stops those no bind wants any more.
+    fn open_and_close(
+        &self,
+        listening: &mut Vec<Listening>,
+        opened: Vec<Opened>,
+        wanted: &[(Arc<str>, &BindSpec, usize)],
+        report: &mut ReloadReport,
+    ) {
+        let same = |l: &Bound, fe: &str, b: &BindSpec, nth: usize| {
+            l.frontend == fe && l.configured == b.addr && l.nth == nth
+        };
         for (fe, configured, nth, local, socks) in opened {
             let (stop, stop_rx) = watch::channel(false);
             for (w, l) in socks.into_iter().enumerate() {
@@ -500,19 +559,11 @@ impl Control {
             }
             keep
         });
-        drop(listening);
+    }
 
-        crate::resilience::reconcile_checks(&snapshot, live, &self.hk);
-        let keys: std::collections::HashSet<_> = snapshot
-            .backends
-            .iter()
-            .flat_map(|b| b.servers.iter().map(|s| s.upstream.pool_key.clone()))
-            .collect();
-        live.retain_pools(&keys);
-
-        // Connections of frontends whose serving settings changed (or that are gone)
-        // move on after the grace time; the others serve their next requests with the
-        // new snapshot.
+    /// Connections of frontends whose serving settings changed (or that are gone) move on
+    /// after the grace time; the others serve their next requests with the new snapshot.
+    fn retire_moved(&self, old: &Snapshot, snapshot: &Snapshot) {
         let kept: Vec<_> = snapshot.frontends.iter().map(|f| &f.retire).collect();
         let moving: Vec<_> = old
             .frontends
@@ -530,16 +581,15 @@ impl Control {
                 tokio::time::sleep(wait).await;
                 for retire in moving {
                     retire.send_if_modified(|v| {
-                        let change = *v == crate::snapshot::LIVE;
+                        let change = *v == crate::snapshot::Retire::Live;
                         if change {
-                            *v = crate::snapshot::RETIRED;
+                            *v = crate::snapshot::Retire::Retired;
                         }
                         change
                     });
                 }
             });
         }
-        Ok(report)
     }
 }
 
@@ -600,11 +650,11 @@ impl ProxyHandle {
     fn stop_signal(&self) {
         let _ = self.shutdown.send(true);
         for f in &self.snapshot().frontends {
-            let _ = f.retire.send(crate::snapshot::STOPPING);
+            let _ = f.retire.send(crate::snapshot::Retire::Stopping);
         }
         for w in lock(&self.control.retired).iter() {
             if let Some(r) = w.upgrade() {
-                let _ = r.send(crate::snapshot::STOPPING);
+                let _ = r.send(crate::snapshot::Retire::Stopping);
             }
         }
     }

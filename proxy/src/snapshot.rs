@@ -96,7 +96,7 @@ pub struct Frontend {
     /// close` after the response in flight, HTTP/2 GOAWAY). A reload that changes only
     /// rules, routes or backends keeps the channel: open connections serve their next
     /// requests with the new configuration at once.
-    pub retire: Arc<tokio::sync::watch::Sender<u8>>,
+    pub retire: Arc<tokio::sync::watch::Sender<Retire>>,
 }
 
 /// A compiled server.
@@ -212,12 +212,16 @@ fn index_by_name<'a>(names: impl Iterator<Item = &'a Arc<str>>) -> HashMap<Arc<s
     m
 }
 
-/// [`Frontend::retire`] values: serving.
-pub const LIVE: u8 = 0;
-/// Replaced by a reload: connections close after their next response.
-pub const RETIRED: u8 = 1;
-/// The proxy stops: idle connections close at once too.
-pub const STOPPING: u8 = 2;
+/// Where a frontend's connections stand ([`Frontend::retire`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retire {
+    /// Serving.
+    Live,
+    /// Replaced by a reload: connections close after their next response.
+    Retired,
+    /// The proxy stops: idle connections close at once too.
+    Stopping,
+}
 
 impl Snapshot {
     pub fn frontend(&self, name: &str) -> Option<&Arc<Frontend>> {
@@ -288,12 +292,10 @@ fn algo(b: &model::Backend) -> Algo {
     }
 }
 
-/// Compiles `cfg` into a snapshot, or returns every problem found.
+/// Compiles `cfg` into a snapshot, or returns every problem found. It writes no live
+/// state (see [`install`]).
 pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, ConfigErrors> {
-    let mut errs = Errors(Vec::new());
-    let workers = env.workers.max(1);
-    let mut backend_names: std::collections::HashMap<&str, usize> =
-        std::collections::HashMap::with_capacity(cfg.backends.len());
+    let mut backend_names: HashMap<&str, usize> = HashMap::with_capacity(cfg.backends.len());
     for (i, n) in cfg.backends.names().enumerate() {
         backend_names.entry(n).or_insert(i);
     }
@@ -303,7 +305,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         .iter()
         .map(|(name, def)| env.live.tables.prepare(name, def))
         .collect();
-    let mut table_index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut table_index: HashMap<&str, usize> = HashMap::new();
     for (i, t) in tables.iter().enumerate() {
         table_index.entry(&t.name).or_insert(i);
     }
@@ -316,121 +318,124 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         }
         table_index.get(n).map(|i| tables[*i].clone())
     };
-    let names = Resolve {
-        backend: &backend_index,
-        table: &table_by_name,
+    let mut cx = Cx {
+        cfg: &cfg,
+        env,
+        names: Resolve {
+            backend: &backend_index,
+            table: &table_by_name,
+        },
+        errs: Errors(Vec::new()),
+        tls: TlsCache::new(rampart_config::validate::certificate_allowance(&cfg)),
+        warnings: Vec::new(),
+        served: Vec::new(),
     };
+    let backends: Vec<Arc<Backend>> = cfg
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(bi, (bname, b))| cx.backend(bi, bname, b))
+        .collect();
+    let frontends: Vec<Arc<Frontend>> = cfg
+        .frontends
+        .iter()
+        .enumerate()
+        .filter_map(|(fi, (fname, f))| cx.frontend(fi, fname, f))
+        .collect();
+    let Cx {
+        mut errs,
+        warnings,
+        served,
+        ..
+    } = cx;
+    if !errs.0.is_empty() {
+        errs.0.sort_by_key(|e| e.pos);
+        return Err(ConfigErrors(errs.0));
+    }
+    let threads = cfg
+        .global
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    Ok(Snapshot {
+        generation: env.generation,
+        global: GlobalSettings {
+            threads,
+            max_connections: u64::from(cfg.global.max_connections),
+            grace: cfg.global.grace,
+            reload_grace: cfg.global.reload_grace,
+            reload_timeout: cfg.global.reload_timeout,
+        },
+        frontend_at: index_by_name(frontends.iter().map(|f| &f.name)),
+        backend_at: index_by_name(backends.iter().map(|b| &b.name)),
+        frontends,
+        backends,
+        tables,
+        config: cfg,
+        warnings,
+        certificates: served,
+    })
+}
 
-    let mut tls_cache = TlsCache::new(rampart_config::validate::certificate_allowance(&cfg));
-    let mut backends = Vec::new();
-    for (bi, (bname, b)) in cfg.backends.iter().enumerate() {
+/// What the parts of one compilation share: the configuration, names resolved to
+/// indices, the TLS configurations built so far, and every error and warning found.
+struct Cx<'a> {
+    cfg: &'a Config,
+    env: &'a CompileEnv<'a>,
+    names: Resolve<'a>,
+    errs: Errors,
+    tls: TlsCache,
+    warnings: Vec<String>,
+    served: Vec<ServedCert>,
+}
+
+/// What the servers of one backend share while they are compiled.
+struct BackendCx<'b> {
+    name: &'b str,
+    path: &'b str,
+    def: &'b model::Backend,
+    proto: Proto,
+    client_tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+    pool: PoolConfig,
+    live: &'b Arc<BackendLive>,
+}
+
+impl Cx<'_> {
+    fn backend(&mut self, bi: usize, bname: &str, b: &model::Backend) -> Arc<Backend> {
         let path = format!("backends.{bname}");
-        let be_pos = cfg.backends.entries()[bi].0.pos;
-        let live = env.live.backend(bname);
+        let be_pos = self.cfg.backends.entries()[bi].0.pos;
+        let live = self.env.live.backend(bname);
         let proto = match b.proto {
             model::Proto::Http1 => Proto::Http1,
             model::Proto::H2 => Proto::H2,
         };
         let client_tls = match &b.tls {
             None => None,
-            Some(t) => match tls_cache.client(t, env.base_dir, proto == Proto::H2) {
+            Some(t) => match self.tls.client(t, self.env.base_dir, proto == Proto::H2) {
                 Ok(c) => Some((c, t.sni.clone())),
                 Err(e) => {
                     let pos = t.ca.as_ref().map_or(be_pos, |c| c.pos);
-                    errs.add(pos, format!("{path}.tls"), e);
+                    self.errs.add(pos, format!("{path}.tls"), e);
                     None
                 }
             },
         };
-        let pool_cfg = PoolConfig {
-            max_idle_per_server: b.pool.max_idle_per_server,
-            idle_timeout: b.pool.idle_timeout,
+        let bcx = BackendCx {
+            name: bname,
+            path: &path,
+            def: b,
+            proto,
+            client_tls,
+            pool: PoolConfig {
+                max_idle_per_server: b.pool.max_idle_per_server,
+                idle_timeout: b.pool.idle_timeout,
+            },
+            live: &live,
         };
-        let mut servers = Vec::with_capacity(b.servers.len());
-        for (sname, s) in b.servers.iter() {
-            let addr = match env.live.addr_override(bname, sname).map(Ok) {
-                Some(a) => a,
-                None => resolve(&s.address.value),
-            };
-            let addr = match addr {
-                Ok(a) => a,
-                Err(e) => {
-                    errs.add(s.address.pos, format!("{path}.servers.{sname}.address"), e);
-                    continue;
-                }
-            };
-            let tls = match &client_tls {
-                None => None,
-                Some((config, sni)) => {
-                    let host = sni.clone().unwrap_or_else(|| {
-                        s.address
-                            .value
-                            .rsplit_once(':')
-                            .map_or(s.address.value.clone(), |(h, _)| {
-                                h.trim_matches(['[', ']']).to_owned()
-                            })
-                    });
-                    match ServerName::try_from(host.clone()) {
-                        Ok(server_name) => Some(UpstreamTls {
-                            config: config.clone(),
-                            server_name,
-                        }),
-                        Err(_) => {
-                            errs.add(
-                                s.address.pos,
-                                format!("{path}.tls.sni"),
-                                format!("invalid server name {host:?}"),
-                            );
-                            None
-                        }
-                    }
-                }
-            };
-            let tls_key = b.tls.as_ref().map(|t| {
-                let sni = tls
-                    .as_ref()
-                    .map(|u| format!("{:?}", u.server_name))
-                    .unwrap_or_default();
-                format!("{sni}|{:?}|{}", t.ca.as_ref().map(|c| &c.value), t.verify)
-            });
-            let (pool_key, pool) = env
-                .live
-                .pool(bname, sname, addr, tls_key, proto, pool_cfg, workers);
-            let check = s
-                .health_check
-                .as_ref()
-                .or(b.health_check.as_ref())
-                .filter(|_| s.check)
-                .map(|hc| CheckSpec::new(hc, addr, &s.address.value, tls.clone()));
-            let server_live = env.live.server(bname, sname, s.weight.value, s.disabled);
-            servers.push(Server {
-                max_active: s.max_connections.map_or(0, u64::from),
-                declared: match s.status {
-                    model::ServerStatus::Up => Declared::Up,
-                    model::ServerStatus::Drain => Declared::Drain,
-                    model::ServerStatus::Down => Declared::Down,
-                },
-                weight: s.weight.value,
-                disabled: s.disabled,
-                name: sname.into(),
-                upstream: Upstream {
-                    addr,
-                    tls,
-                    proto,
-                    connect_timeout: b.timeouts.connect,
-                    pool,
-                    pool_key,
-                    backend: live.clone(),
-                    max_conns: b
-                        .circuit_breaker
-                        .as_ref()
-                        .map_or(u64::MAX, |c| u64::from(c.max_connections)),
-                },
-                live: server_live,
-                backup: s.backup,
-                check,
-            });
-        }
+        let servers: Vec<Server> = b
+            .servers
+            .iter()
+            .filter_map(|(sname, s)| self.server(&bcx, sname, s))
+            .collect();
         let members = servers
             .iter()
             .map(|s| Member {
@@ -439,73 +444,13 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 backup: s.backup,
             })
             .collect();
-        let hash_key = match &b.hash_key {
-            Some(k) => match Sample::compile(&k.value.0, &names) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    errs.add(be_pos, format!("{path}.hash_key"), e);
-                    None
-                }
-            },
-            None => None,
-        };
-        let empty = rampart_config::NamedMap::default();
-        let mut stick = Vec::new();
-        let (acls, request_rules, response_rules) = match RuleCompiler::new(&empty, &names) {
-            Ok(mut rc) => {
-                let (req, res) =
-                    compile_rules(&mut rc, &b.http_request, &b.http_response, &path, &mut errs);
-                for (i, r) in b.stick.iter().enumerate() {
-                    let name = r.table.as_ref().map_or("", |t| t.value.as_str());
-                    let compiled = (|| -> Result<StickRule, String> {
-                        Ok(StickRule {
-                            kind: r.kind,
-                            sample: Sample::compile(&r.expr, &names)?,
-                            table: table_by_name(name)
-                                .ok_or_else(|| format!("unknown stick table {name:?}"))?,
-                            cond: r.cond.as_ref().map(|c| rc.cond(c)).transpose()?,
-                        })
-                    })();
-                    match compiled {
-                        Ok(x) => stick.push(x),
-                        Err(e) => errs.add(r.pos, format!("{path}.stick.{i}"), e),
-                    }
-                }
-                (rc.finish(), req, res)
-            }
-            Err(e) => {
-                errs.add(be_pos, path.clone(), e);
-                (AclTable::default(), Vec::new(), Vec::new())
-            }
-        };
-        let cookie = b.cookie.as_ref().map(|c| CookieSpec {
-            name: c.name.value.clone(),
-            mode: c.mode,
-            indirect: c.indirect,
-            nocache: c.nocache,
-            attrs: {
-                let mut a = String::from("; path=/");
-                if let Some(d) = &c.domain {
-                    a.push_str("; domain=");
-                    a.push_str(d);
-                }
-                if c.httponly {
-                    a.push_str("; HttpOnly");
-                }
-                if c.secure {
-                    a.push_str("; Secure");
-                }
-                a
-            },
-            max_idle: c.max_idle,
-            max_life: c.max_life,
-            values: b
-                .servers
-                .iter()
-                .map(|(n, s)| s.cookie.clone().unwrap_or_else(|| n.to_owned()))
-                .collect(),
+        let hash_key = b.hash_key.as_ref().and_then(|k| {
+            Sample::compile(&k.value.0, &self.names)
+                .map_err(|e| self.errs.add(be_pos, format!("{path}.hash_key"), e))
+                .ok()
         });
-        backends.push(Arc::new(Backend {
+        let (acls, request_rules, response_rules, stick) = self.backend_rules(b, &path, be_pos);
+        Arc::new(Backend {
             name: bname.into(),
             balancer: Balancer::new(algo(b), members, live.clone(), false),
             servers,
@@ -534,60 +479,170 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 .map_or(u64::MAX, |c| u64::from(c.max_retries)),
             outlier: b.outlier_detection.as_ref().map(OutlierSpec::from),
             stick,
-            cookie,
-        }));
+            cookie: b.cookie.as_ref().map(|c| cookie_spec(b, c)),
+        })
     }
 
-    let mut frontends = Vec::new();
-    let mut warnings = Vec::new();
-    let mut served = Vec::new();
-    for (fi, (fname, f)) in cfg.frontends.iter().enumerate() {
-        let path = format!("frontends.{fname}");
-        let fe_pos = cfg.frontends.entries()[fi].0.pos;
-        let mut binds = Vec::new();
-        for (i, b) in f.bind.iter().enumerate() {
-            let tls = match &b.tls {
-                None => None,
-                Some(t) => match tls_cache.server(t, env.base_dir, f.http2.enabled) {
-                    Ok((c, warned, infos)) => {
-                        for w in warned {
-                            warnings.push(format!("{path}.bind.{i}.tls: {w}"));
-                        }
-                        let frontend: Arc<str> = fname.into();
-                        served.extend(infos.into_iter().map(|cert| ServedCert {
-                            frontend: frontend.clone(),
-                            bind: i,
-                            cert,
-                        }));
-                        Some(c)
-                    }
-                    Err((at, e)) => {
-                        let pos = t.certificates[at.unwrap_or(0)..]
-                            .first()
-                            .map_or(b.address.pos, |c| c.cert.pos);
-                        let within = at.map(|n| format!(".certificates.{n}")).unwrap_or_default();
-                        errs.add(pos, format!("{path}.bind.{i}.tls{within}"), e);
+    /// One server: its address (or the one set at run time), TLS name, connection pool
+    /// (kept from the previous snapshot when nothing relevant changed), health check and
+    /// live state.
+    fn server(&mut self, bcx: &BackendCx<'_>, sname: &str, s: &model::Server) -> Option<Server> {
+        let path = bcx.path;
+        let addr = match self.env.live.addr_override(bcx.name, sname).map(Ok) {
+            Some(a) => a,
+            None => resolve(&s.address.value),
+        };
+        let addr = match addr {
+            Ok(a) => a,
+            Err(e) => {
+                self.errs
+                    .add(s.address.pos, format!("{path}.servers.{sname}.address"), e);
+                return None;
+            }
+        };
+        let tls = match &bcx.client_tls {
+            None => None,
+            Some((config, sni)) => {
+                let host = sni.clone().unwrap_or_else(|| {
+                    s.address
+                        .value
+                        .rsplit_once(':')
+                        .map_or(s.address.value.clone(), |(h, _)| {
+                            h.trim_matches(['[', ']']).to_owned()
+                        })
+                });
+                match ServerName::try_from(host.clone()) {
+                    Ok(server_name) => Some(UpstreamTls {
+                        config: config.clone(),
+                        server_name,
+                    }),
+                    Err(_) => {
+                        self.errs.add(
+                            s.address.pos,
+                            format!("{path}.tls.sni"),
+                            format!("invalid server name {host:?}"),
+                        );
                         None
                     }
-                },
-            };
-            binds.push(BindSpec {
-                addr: b.address.value,
+                }
+            }
+        };
+        let b = bcx.def;
+        let tls_key = b.tls.as_ref().map(|t| {
+            let sni = tls
+                .as_ref()
+                .map(|u| format!("{:?}", u.server_name))
+                .unwrap_or_default();
+            format!("{sni}|{:?}|{}", t.ca.as_ref().map(|c| &c.value), t.verify)
+        });
+        let workers = self.env.workers.max(1);
+        let (pool_key, pool) = self
+            .env
+            .live
+            .pool(bcx.name, sname, addr, tls_key, bcx.proto, bcx.pool, workers);
+        let check = s
+            .health_check
+            .as_ref()
+            .or(b.health_check.as_ref())
+            .filter(|_| s.check)
+            .map(|hc| CheckSpec::new(hc, addr, &s.address.value, tls.clone()));
+        Some(Server {
+            max_active: s.max_connections.map_or(0, u64::from),
+            declared: match s.status {
+                model::ServerStatus::Up => Declared::Up,
+                model::ServerStatus::Drain => Declared::Drain,
+                model::ServerStatus::Down => Declared::Down,
+            },
+            weight: s.weight.value,
+            disabled: s.disabled,
+            name: sname.into(),
+            upstream: Upstream {
+                addr,
                 tls,
-                v6only: b.v6only,
-                backlog: b.backlog,
-                freebind: b.freebind || cfg.vrrp.is_virtual(b.address.value.ip()),
-            });
+                proto: bcx.proto,
+                connect_timeout: b.timeouts.connect,
+                pool,
+                pool_key,
+                backend: bcx.live.clone(),
+                max_conns: b
+                    .circuit_breaker
+                    .as_ref()
+                    .map_or(u64::MAX, |c| u64::from(c.max_connections)),
+            },
+            live: self
+                .env
+                .live
+                .server(bcx.name, sname, s.weight.value, s.disabled),
+            backup: s.backup,
+            check,
+        })
+    }
+
+    /// A backend's ACLs, `http_request` and `http_response` rules, and `stick` rules.
+    fn backend_rules(
+        &mut self,
+        b: &model::Backend,
+        path: &str,
+        be_pos: Pos,
+    ) -> (
+        AclTable,
+        Vec<RequestRule>,
+        Vec<ResponseRule>,
+        Vec<StickRule>,
+    ) {
+        let empty = rampart_config::NamedMap::default();
+        let mut rc = match RuleCompiler::new(&empty, &self.names) {
+            Ok(rc) => rc,
+            Err(e) => {
+                self.errs.add(be_pos, path.to_owned(), e);
+                return (AclTable::default(), Vec::new(), Vec::new(), Vec::new());
+            }
+        };
+        let (req, res) = compile_rules(
+            &mut rc,
+            &b.http_request,
+            &b.http_response,
+            path,
+            &mut self.errs,
+        );
+        let mut stick = Vec::new();
+        for (i, r) in b.stick.iter().enumerate() {
+            let name = r.table.as_ref().map_or("", |t| t.value.as_str());
+            let compiled = (|| -> Result<StickRule, String> {
+                Ok(StickRule {
+                    kind: r.kind,
+                    sample: Sample::compile(&r.expr, &self.names)?,
+                    table: (self.names.table)(name)
+                        .ok_or_else(|| format!("unknown stick table {name:?}"))?,
+                    cond: r.cond.as_ref().map(|c| rc.cond(c)).transpose()?,
+                })
+            })();
+            match compiled {
+                Ok(x) => stick.push(x),
+                Err(e) => self.errs.add(r.pos, format!("{path}.stick.{i}"), e),
+            }
         }
+        (rc.finish(), req, res, stick)
+    }
+
+    fn frontend(&mut self, fi: usize, fname: &str, f: &model::Frontend) -> Option<Arc<Frontend>> {
+        let path = format!("frontends.{fname}");
+        let fe_pos = self.cfg.frontends.entries()[fi].0.pos;
+        let binds = self.binds(fname, f, &path);
+        let names = Resolve {
+            backend: self.names.backend,
+            table: self.names.table,
+        };
         let mut rc = match RuleCompiler::new(&f.acls, &names) {
             Ok(rc) => rc,
             Err(e) => {
-                errs.add(fe_pos, format!("{path}.acls"), e);
-                continue;
+                self.errs.add(fe_pos, format!("{path}.acls"), e);
+                return None;
             }
         };
+        let errs = &mut self.errs;
         let (request_rules, response_rules) =
-            compile_rules(&mut rc, &f.http_request, &f.http_response, &path, &mut errs);
+            compile_rules(&mut rc, &f.http_request, &f.http_response, &path, errs);
         let mut connection_rules = Vec::new();
         for (i, r) in f.tcp_request.connection.iter().enumerate() {
             match rc.connection_rule(&r.rule) {
@@ -595,67 +650,32 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 Err(e) => errs.add(r.pos, format!("{path}.tcp_request.connection.{i}"), e),
             }
         }
-        let mut routes = Vec::new();
-        for (i, u) in f.use_backend.iter().enumerate() {
-            let p = format!("{path}.use_backend.{i}");
-            if let Some(r) = compile_route(&mut rc, u, &backend_index, &names, &p, &mut errs) {
-                routes.push(r);
-            }
-        }
-        let vhosts = if f.virtual_hosts.is_empty() {
-            None
-        } else {
-            let mut t = VhostTable::default();
-            t.ignore_port = f.ignore_host_port;
-            for (vname, vh) in f.virtual_hosts.iter() {
-                let vp = format!("{path}.virtual_hosts.{vname}");
-                let domains: Vec<_> = vh
-                    .domains
-                    .iter()
-                    .filter_map(|d| model::DomainMatch::parse(&d.value).ok())
-                    .collect();
-                let mut rs = Vec::new();
-                for (i, u) in vh.routes.iter().enumerate() {
-                    let p = format!("{vp}.routes.{i}");
-                    if let Some(r) =
-                        compile_route(&mut rc, u, &backend_index, &names, &p, &mut errs)
-                    {
-                        rs.push(r);
-                    }
-                }
-                t.add(&domains, rs);
-            }
-            Some(t)
-        };
+        let routes = f
+            .use_backend
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| {
+                let p = format!("{path}.use_backend.{i}");
+                compile_route(&mut rc, u, names.backend, &names, &p, errs)
+            })
+            .collect();
+        let vhosts = vhosts(&mut rc, f, &path, &names, errs);
         let acls = rc.finish();
         let log = match &f.access_log {
-            Some(l) if env.open_logs => match env.live.log_sink(&l.to) {
+            Some(l) if self.env.open_logs => match self.env.live.log_sink(&l.to) {
                 Ok(s) => Some((s, l.format)),
                 Err(e) => {
-                    errs.add(fe_pos, format!("{path}.access_log.to"), e);
+                    self.errs.add(fe_pos, format!("{path}.access_log.to"), e);
                     None
                 }
             },
             _ => None,
         };
-        let live = env.live.frontend(fname);
         let trust: Vec<_> = f.forwarded.trust.iter().map(|t| t.value.0).collect();
-        frontends.push(Arc::new(Frontend {
+        Some(Arc::new(Frontend {
             name: fname.into(),
             binds,
-            timeouts: ClientTimeouts {
-                client: f.timeouts.client,
-                http_request: f.timeouts.http_request,
-                keep_alive: f.timeouts.keep_alive,
-                body_pace: (!f.timeouts.request_body.is_zero()).then_some(crate::body::Pace {
-                    allowance: f.timeouts.request_body,
-                    rate: f.limits.min_request_body_rate.0,
-                }),
-                send_pace: (!f.timeouts.response_body.is_zero()).then_some(crate::body::Pace {
-                    allowance: f.timeouts.response_body,
-                    rate: f.limits.min_response_body_rate.0,
-                }),
-            },
+            timeouts: client_timeouts(f),
             head_limits: HeadLimits {
                 max_head: f.limits.max_header_size.0 as usize,
                 max_headers: f.limits.max_headers as usize,
@@ -673,7 +693,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             default_backend: f
                 .default_backend
                 .as_ref()
-                .and_then(|d| backend_index(&d.value)),
+                .and_then(|d| (names.backend)(&d.value)),
             underscores: f.headers_with_underscores,
             forwarding: Forwarding {
                 x_forwarded_for: f.forwarded.x_forwarded_for,
@@ -683,49 +703,147 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
                 keep_untrusted: f.forwarded.keep_untrusted,
             },
             log,
-            live,
+            live: self.env.live.frontend(fname),
             max_connections: f.max_connections.map_or(0, u64::from),
-            retire: env
-                .previous
-                .and_then(|old| {
-                    let keep = old.config.frontends.get(fname).is_some_and(|o| {
-                        o.bind == f.bind
-                            && o.timeouts == f.timeouts
-                            && o.limits == f.limits
-                            && o.http2 == f.http2
-                    });
-                    keep.then(|| old.frontend(fname).map(|o| o.retire.clone()))
-                        .flatten()
-                })
-                .unwrap_or_else(|| Arc::new(tokio::sync::watch::channel(LIVE).0)),
-        }));
+            retire: self.retire(fname, f),
+        }))
     }
-    if !errs.0.is_empty() {
-        errs.0.sort_by_key(|e| e.pos);
-        return Err(ConfigErrors(errs.0));
+
+    /// A frontend's binds, with their TLS configurations (certificates loaded once).
+    fn binds(&mut self, fname: &str, f: &model::Frontend, path: &str) -> Vec<BindSpec> {
+        let mut binds = Vec::new();
+        for (i, b) in f.bind.iter().enumerate() {
+            let tls = match &b.tls {
+                None => None,
+                Some(t) => match self.tls.server(t, self.env.base_dir, f.http2.enabled) {
+                    Ok((c, warned, infos)) => {
+                        for w in warned {
+                            self.warnings.push(format!("{path}.bind.{i}.tls: {w}"));
+                        }
+                        let frontend: Arc<str> = fname.into();
+                        self.served.extend(infos.into_iter().map(|cert| ServedCert {
+                            frontend: frontend.clone(),
+                            bind: i,
+                            cert,
+                        }));
+                        Some(c)
+                    }
+                    Err((at, e)) => {
+                        let pos = t.certificates[at.unwrap_or(0)..]
+                            .first()
+                            .map_or(b.address.pos, |c| c.cert.pos);
+                        let within = at.map(|n| format!(".certificates.{n}")).unwrap_or_default();
+                        self.errs
+                            .add(pos, format!("{path}.bind.{i}.tls{within}"), e);
+                        None
+                    }
+                },
+            };
+            binds.push(BindSpec {
+                addr: b.address.value,
+                tls,
+                v6only: b.v6only,
+                backlog: b.backlog,
+                freebind: b.freebind || self.cfg.vrrp.is_virtual(b.address.value.ip()),
+            });
+        }
+        binds
     }
-    let threads = cfg
-        .global
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    Ok(Snapshot {
-        generation: env.generation,
-        global: GlobalSettings {
-            threads,
-            max_connections: u64::from(cfg.global.max_connections),
-            grace: cfg.global.grace,
-            reload_grace: cfg.global.reload_grace,
-            reload_timeout: cfg.global.reload_timeout,
-        },
-        frontend_at: index_by_name(frontends.iter().map(|f| &f.name)),
-        backend_at: index_by_name(backends.iter().map(|b| &b.name)),
-        frontends,
-        backends,
-        tables,
-        config: cfg,
-        warnings,
-        certificates: served,
-    })
+
+    /// The retirement channel of a frontend: the previous snapshot's, when its serving
+    /// settings are unchanged (its connections need not move on), else a new one.
+    fn retire(&self, fname: &str, f: &model::Frontend) -> Arc<tokio::sync::watch::Sender<Retire>> {
+        self.env
+            .previous
+            .and_then(|old| {
+                let keep = old.config.frontends.get(fname).is_some_and(|o| {
+                    o.bind == f.bind
+                        && o.timeouts == f.timeouts
+                        && o.limits == f.limits
+                        && o.http2 == f.http2
+                });
+                keep.then(|| old.frontend(fname).map(|o| o.retire.clone()))
+                    .flatten()
+            })
+            .unwrap_or_else(|| Arc::new(tokio::sync::watch::channel(Retire::Live).0))
+    }
+}
+
+/// A frontend's virtual hosts and their routes (`None` without any).
+fn vhosts(
+    rc: &mut RuleCompiler<'_>,
+    f: &model::Frontend,
+    path: &str,
+    names: &Resolve<'_>,
+    errs: &mut Errors,
+) -> Option<VhostTable> {
+    if f.virtual_hosts.is_empty() {
+        return None;
+    }
+    let mut t = VhostTable::default();
+    t.ignore_port = f.ignore_host_port;
+    for (vname, vh) in f.virtual_hosts.iter() {
+        let vp = format!("{path}.virtual_hosts.{vname}");
+        let domains: Vec<_> = vh
+            .domains
+            .iter()
+            .filter_map(|d| model::DomainMatch::parse(&d.value).ok())
+            .collect();
+        let mut rs = Vec::new();
+        for (i, u) in vh.routes.iter().enumerate() {
+            let p = format!("{vp}.routes.{i}");
+            if let Some(r) = compile_route(rc, u, names.backend, names, &p, errs) {
+                rs.push(r);
+            }
+        }
+        t.add(&domains, rs);
+    }
+    Some(t)
+}
+
+fn client_timeouts(f: &model::Frontend) -> ClientTimeouts {
+    ClientTimeouts {
+        client: f.timeouts.client,
+        http_request: f.timeouts.http_request,
+        keep_alive: f.timeouts.keep_alive,
+        body_pace: (!f.timeouts.request_body.is_zero()).then_some(crate::body::Pace {
+            allowance: f.timeouts.request_body,
+            rate: f.limits.min_request_body_rate.0,
+        }),
+        send_pace: (!f.timeouts.response_body.is_zero()).then_some(crate::body::Pace {
+            allowance: f.timeouts.response_body,
+            rate: f.limits.min_response_body_rate.0,
+        }),
+    }
+}
+
+/// A backend's persistence cookie.
+fn cookie_spec(b: &model::Backend, c: &rampart_config::stick::Cookie) -> CookieSpec {
+    let mut attrs = String::from("; path=/");
+    if let Some(d) = &c.domain {
+        attrs.push_str("; domain=");
+        attrs.push_str(d);
+    }
+    if c.httponly {
+        attrs.push_str("; HttpOnly");
+    }
+    if c.secure {
+        attrs.push_str("; Secure");
+    }
+    CookieSpec {
+        name: c.name.value.clone(),
+        mode: c.mode,
+        indirect: c.indirect,
+        nocache: c.nocache,
+        attrs,
+        max_idle: c.max_idle,
+        max_life: c.max_life,
+        values: b
+            .servers
+            .iter()
+            .map(|(n, s)| s.cookie.clone().unwrap_or_else(|| n.to_owned()))
+            .collect(),
+    }
 }
 
 /// TLS configurations built once per compilation for identical settings: many binds or

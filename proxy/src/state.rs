@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use rampart_config::decode::FastMap;
 use tokio::sync::Notify;
 
+use crate::error::Termination;
 use crate::log::LogSink;
 use crate::snapshot::PoolKey;
 use crate::upstream::pool::Pool;
@@ -133,10 +134,10 @@ impl Refusal {
 
     /// The refusal a client error status stands for (with the termination code that
     /// tells a head timeout from a body one).
-    pub fn of(status: u16, term: [u8; 2]) -> Option<Refusal> {
+    pub fn of(status: u16, term: Termination) -> Option<Refusal> {
         Some(match status {
             400 => Refusal::BadRequest,
-            408 if term[1] == b'R' => Refusal::HeadTimeout,
+            408 if term.in_request() => Refusal::HeadTimeout,
             408 => Refusal::BodyTimeout,
             413 => Refusal::BodyTooLarge,
             414 => Refusal::UriTooLong,
@@ -212,12 +213,12 @@ pub struct Aborts {
 impl Aborts {
     /// Counts an exchange by its termination code: `C`/`c` the client's doing, `S`/`s`
     /// the server's.
-    pub fn count(&self, termination: [u8; 2]) {
-        match termination[0] {
-            b'C' | b'c' => self.client.fetch_add(1, Relaxed),
-            b'S' | b's' => self.server.fetch_add(1, Relaxed),
-            _ => 0,
-        };
+    pub fn count(&self, termination: Termination) {
+        if termination.by_client() {
+            self.client.fetch_add(1, Relaxed);
+        } else if termination.by_server() {
+            self.server.fetch_add(1, Relaxed);
+        }
     }
 }
 

@@ -273,9 +273,11 @@ impl Balancer {
                 Some(s as usize)
             }
             (Algo::LeastConn, _) => {
-                let members = b.members.clone();
-                let lc = b.lc.as_mut()?;
-                let pos = lc.pick(|p| servers[members[p] as usize].live.active.load(Relaxed))?;
+                // Disjoint borrows of the members and the leastconn state: no copy.
+                let Built { members, lc, .. } = b;
+                let pos = lc
+                    .as_mut()?
+                    .pick(|p| servers[members[p] as usize].live.active.load(Relaxed))?;
                 Some(members[pos] as usize)
             }
             (Algo::Random, _) => {

@@ -182,44 +182,50 @@ impl Decoder {
                     self.state = State::Chunked(Chunk::Size);
                 }
                 State::Chunked(Chunk::Trailers) => {
-                    // Trailer section ends with an empty line.
-                    match buf.as_ref() {
-                        [] | [b'\r'] => return Ok(Decoded::NeedMore),
-                        [b'\r', b'\n', ..] => {
-                            buf.advance(2);
-                            self.state = State::Done;
-                            return Ok(Decoded::Done);
-                        }
-                        [b'\r', ..] | [b'\n', ..] => return Err(DecodeError::Trailers),
-                        _ => {}
+                    let out = trailers(buf)?;
+                    if !matches!(out, Decoded::NeedMore) {
+                        self.state = State::Done;
                     }
-                    let end = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
-                    let Some(end) = end else {
-                        if buf.len() > MAX_TRAILERS {
-                            return Err(DecodeError::Trailers);
-                        }
-                        return Ok(Decoded::NeedMore);
-                    };
-                    let block = buf.split_to(end).freeze();
-                    let mut headers = [httparse::EMPTY_HEADER; 32];
-                    let parsed = match httparse::parse_headers(&block, &mut headers) {
-                        Ok(httparse::Status::Complete((_, h))) => h,
-                        _ => return Err(DecodeError::Trailers),
-                    };
-                    let mut map = HeaderMap::with_capacity(parsed.len());
-                    for h in parsed {
-                        let name = http::HeaderName::from_bytes(h.name.as_bytes())
-                            .map_err(|_| DecodeError::Trailers)?;
-                        let value = http::HeaderValue::from_bytes(h.value)
-                            .map_err(|_| DecodeError::Trailers)?;
-                        map.append(name, value);
-                    }
-                    self.state = State::Done;
-                    return Ok(Decoded::Trailers(map));
+                    return Ok(out);
                 }
             }
         }
     }
+}
+
+/// The trailer section after the last chunk, ended by an empty line: `Done` when it is
+/// empty, the fields otherwise, `NeedMore` until it is whole.
+fn trailers(buf: &mut BytesMut) -> Result<Decoded, DecodeError> {
+    match buf.as_ref() {
+        [] | [b'\r'] => return Ok(Decoded::NeedMore),
+        [b'\r', b'\n', ..] => {
+            buf.advance(2);
+            return Ok(Decoded::Done);
+        }
+        [b'\r', ..] | [b'\n', ..] => return Err(DecodeError::Trailers),
+        _ => {}
+    }
+    let end = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
+    let Some(end) = end else {
+        if buf.len() > MAX_TRAILERS {
+            return Err(DecodeError::Trailers);
+        }
+        return Ok(Decoded::NeedMore);
+    };
+    let block = buf.split_to(end).freeze();
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let parsed = match httparse::parse_headers(&block, &mut headers) {
+        Ok(httparse::Status::Complete((_, h))) => h,
+        _ => return Err(DecodeError::Trailers),
+    };
+    let mut map = HeaderMap::with_capacity(parsed.len());
+    for h in parsed {
+        let name =
+            http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| DecodeError::Trailers)?;
+        let value = http::HeaderValue::from_bytes(h.value).map_err(|_| DecodeError::Trailers)?;
+        map.append(name, value);
+    }
+    Ok(Decoded::Trailers(map))
 }
 
 /// The size of a chunk from its line without CRLF: `chunk-size [ chunk-ext ]`, exactly as

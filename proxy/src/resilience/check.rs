@@ -252,43 +252,10 @@ async fn grpc_check(io: UpIo, g: &GrpcCheck, host: &str) -> Verdict {
                 format!("gRPC check returned HTTP status <{code}>"),
             );
         }
-        let mut grpc_status = resp
-            .headers()
-            .get("grpc-status")
-            .map(|v| v.as_bytes().to_vec());
-        let mut body = resp.into_body();
-        let mut data = BytesMut::new();
-        loop {
-            let frame = std::future::poll_fn(|cx| {
-                http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
-            })
-            .await;
-            match frame {
-                None => break,
-                Some(Err(e)) => {
-                    return (CheckStatus::L7Response, None, format!("gRPC body: {e}"));
-                }
-                Some(Ok(f)) => match f.into_data() {
-                    Ok(d) => {
-                        if data.len() + d.len() > MAX_CHECK_RESPONSE {
-                            return (
-                                CheckStatus::L7Response,
-                                None,
-                                "gRPC answer too large".into(),
-                            );
-                        }
-                        data.put_slice(&d);
-                    }
-                    Err(f) => {
-                        if let Ok(t) = f.into_trailers()
-                            && let Some(s) = t.get("grpc-status")
-                        {
-                            grpc_status = Some(s.as_bytes().to_vec());
-                        }
-                    }
-                },
-            }
-        }
+        let (data, grpc_status) = match grpc_answer(resp).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
         match grpc_status.as_deref() {
             Some(b"0") => {}
             Some(s) => {
@@ -321,6 +288,49 @@ async fn grpc_check(io: UpIo, g: &GrpcCheck, host: &str) -> Verdict {
     .await;
     conn.abort();
     verdict
+}
+
+/// The body and the `grpc-status` (from the head, or the trailers) of a gRPC answer.
+async fn grpc_answer(
+    resp: http::Response<hyper::body::Incoming>,
+) -> Result<(BytesMut, Option<Vec<u8>>), Verdict> {
+    let mut grpc_status = resp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.as_bytes().to_vec());
+    let mut body = resp.into_body();
+    let mut data = BytesMut::new();
+    loop {
+        let frame = std::future::poll_fn(|cx| {
+            http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+        })
+        .await;
+        match frame {
+            None => return Ok((data, grpc_status)),
+            Some(Err(e)) => {
+                return Err((CheckStatus::L7Response, None, format!("gRPC body: {e}")));
+            }
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => {
+                    if data.len() + d.len() > MAX_CHECK_RESPONSE {
+                        return Err((
+                            CheckStatus::L7Response,
+                            None,
+                            "gRPC answer too large".into(),
+                        ));
+                    }
+                    data.put_slice(&d);
+                }
+                Err(f) => {
+                    if let Ok(t) = f.into_trailers()
+                        && let Some(s) = t.get("grpc-status")
+                    {
+                        grpc_status = Some(s.as_bytes().to_vec());
+                    }
+                }
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::body::{Body, H1Body, Pace, Paced, Source};
+use crate::error::Termination;
 use crate::handler::{ConnCtx, Done, handle};
 use crate::http1::Framing;
 use crate::http1::decode::Decoder;
@@ -48,7 +49,7 @@ enum Head {
     Request(RequestHead, Option<Instant>),
     /// The client went away, stayed idle too long, or the proxy is stopping.
     Closed,
-    Refused(StatusCode, [u8; 2], Option<Instant>),
+    Refused(StatusCode, Termination, Option<Instant>),
 }
 
 /// Unread request bodies up to this size are drained so the connection can be kept.
@@ -61,7 +62,7 @@ async fn read_head(
     cx: &ConnCtx,
     first: bool,
     accepted: Instant,
-    shutdown: &mut watch::Receiver<u8>,
+    shutdown: &mut watch::Receiver<crate::snapshot::Retire>,
 ) -> Head {
     let t = cx.frontend.timeouts;
     let limits = cx.frontend.head_limits;
@@ -78,7 +79,7 @@ async fn read_head(
             match parse_request(&mut conn.rbuf, &limits) {
                 Ok(Some(h)) => return Head::Request(h, started),
                 Ok(None) => {}
-                Err(e) => return Head::Refused(e.status(), *b"PR", started),
+                Err(e) => return Head::Refused(e.status(), Termination::REFUSED, started),
             }
             if started.is_none() {
                 let now = Instant::now();
@@ -100,7 +101,7 @@ async fn read_head(
         tokio::select! {
             r = tokio::time::timeout_at(until, read) => match r {
                 Err(_) if idle => return Head::Closed,
-                Err(_) => return Head::Refused(StatusCode::REQUEST_TIMEOUT, *b"cR", started),
+                Err(_) => return Head::Refused(StatusCode::REQUEST_TIMEOUT, Termination::CLIENT_TIMEOUT_REQUEST, started),
                 Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
                 Ok(Ok(_)) => {}
             },
@@ -108,7 +109,7 @@ async fn read_head(
             // its next request and closes after that response, so no request races the
             // close.
             r = shutdown.changed(), if idle => {
-                if r.is_err() || *shutdown.borrow() == crate::snapshot::STOPPING {
+                if r.is_err() || *shutdown.borrow() == crate::snapshot::Retire::Stopping {
                     return Head::Closed;
                 }
             }
@@ -119,7 +120,7 @@ async fn read_head(
 /// How writing a response ended early.
 struct WriteAbort {
     bytes: u64,
-    term: [u8; 2],
+    term: Termination,
     /// The client did not take the response at the pace it must keep.
     slow: bool,
 }
@@ -146,9 +147,9 @@ async fn write_all(
     s: &mut Sending,
     written: &mut u64,
 ) -> Result<(), WriteAbort> {
-    let abort = |term: &[u8; 2], slow| WriteAbort {
+    let abort = |term: Termination, slow| WriteAbort {
         bytes: *written,
-        term: *term,
+        term,
         slow,
     };
     // What the socket takes at once needs no timer and says nothing of the client.
@@ -168,7 +169,7 @@ async fn write_all(
     })
     .await;
     if first.is_err() {
-        return Err(abort(b"CD", false));
+        return Err(abort(Termination::CLIENT_ABORT_DATA, false));
     }
     if off < data.len() {
         // Waiting for the client: within `idle`, and within its pace.
@@ -181,8 +182,13 @@ async fn write_all(
                     p.got(data.len() - off);
                 }
             }
-            Ok(Err(_)) => return Err(abort(b"CD", false)),
-            Err(_) => return Err(abort(b"cD", paced.is_some_and(|p| p < idle))),
+            Ok(Err(_)) => return Err(abort(Termination::CLIENT_ABORT_DATA, false)),
+            Err(_) => {
+                return Err(abort(
+                    Termination::CLIENT_TIMEOUT_DATA,
+                    paced.is_some_and(|p| p < idle),
+                ));
+            }
         }
     }
     *written += data.len() as u64;
@@ -199,6 +205,43 @@ async fn write_response(
     t: &mut Sending,
 ) -> Result<(u64, bool), WriteAbort> {
     let (mut parts, mut body) = resp.into_parts();
+    let framing = response_framing(&mut parts, &body, is_head, &mut keep, version);
+    let reason = parts.extensions.get::<Reason>().map(|r| r.0.clone());
+    let mut out = crate::io::take_vec();
+    write_response_head(&mut out, parts.status, reason.as_deref(), &parts.headers);
+    let mut written = 0u64;
+
+    if framing == Framing::Empty || body.as_bytes().is_some() {
+        let b = if framing == Framing::Empty {
+            Bytes::new()
+        } else {
+            body.take_bytes().unwrap_or_default()
+        };
+        if b.len() <= COALESCE {
+            out.extend_from_slice(&b);
+            write_all(io, &out, t, &mut written).await?;
+        } else {
+            write_all(io, &out, t, &mut written).await?;
+            write_all(io, &b, t, &mut written).await?;
+        }
+        crate::io::give_vec(out);
+        let _ = io.flush().await;
+        return Ok((written, keep));
+    }
+    stream_body(io, body, framing, out, t, &mut written).await?;
+    Ok((written, keep))
+}
+
+/// How a response is framed towards the client, with its head fields set to match:
+/// no body (HEAD, 1xx, 204, 304, an upgrade), its length, chunked, or (HTTP/1.0 clients)
+/// until close.
+fn response_framing(
+    parts: &mut http::response::Parts,
+    body: &Body,
+    is_head: bool,
+    keep: &mut bool,
+    version: Version,
+) -> Framing {
     let status = parts.status;
     let no_body = is_head
         || status.is_informational()
@@ -221,7 +264,7 @@ async fn write_response(
         Framing::Length(n)
     } else if version == Version::HTTP_10 {
         h.remove(CONTENT_LENGTH);
-        keep = false;
+        *keep = false;
         Framing::Close
     } else {
         h.remove(CONTENT_LENGTH);
@@ -229,36 +272,25 @@ async fn write_response(
         Framing::Chunked
     };
     if status != StatusCode::SWITCHING_PROTOCOLS {
-        if !keep {
+        if !*keep {
             h.insert(CONNECTION, HeaderValue::from_static("close"));
         } else if version == Version::HTTP_10 {
             h.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
         }
     }
-    let reason = parts.extensions.get::<Reason>().map(|r| r.0.clone());
-    let mut out = crate::io::take_vec();
-    write_response_head(&mut out, status, reason.as_deref(), &parts.headers);
-    let mut written = 0u64;
+    framing
+}
 
-    if framing == Framing::Empty || body.as_bytes().is_some() {
-        let b = if framing == Framing::Empty {
-            Bytes::new()
-        } else {
-            body.take_bytes().unwrap_or_default()
-        };
-        if b.len() <= COALESCE {
-            out.extend_from_slice(&b);
-            write_all(io, &out, t, &mut written).await?;
-        } else {
-            write_all(io, &out, t, &mut written).await?;
-            write_all(io, &b, t, &mut written).await?;
-        }
-        crate::io::give_vec(out);
-        let _ = io.flush().await;
-        return Ok((written, keep));
-    }
-
-    // Streaming: send the head with whatever the body has ready, then frame by frame.
+/// Streams a body: the head (`out`) goes with whatever the body has ready, then frame by
+/// frame, with chunk framing and trailers when chunked.
+async fn stream_body(
+    io: &mut ClientIo,
+    mut body: Body,
+    framing: Framing,
+    out: Vec<u8>,
+    t: &mut Sending,
+    written: &mut u64,
+) -> Result<(), WriteAbort> {
     let mut sent_body = 0u64;
     let mut head = Some(out);
     let mut trailers_sent = false;
@@ -274,7 +306,7 @@ async fn write_response(
                 Some(f) => f,
                 None => {
                     if let Some(h) = head.take() {
-                        write_all(io, &h, t, &mut written).await?;
+                        write_all(io, &h, t, written).await?;
                         let _ = io.flush().await;
                     }
                     continue;
@@ -290,7 +322,7 @@ async fn write_response(
                     write_last_chunk(&mut buf, None);
                 }
                 if !buf.is_empty() {
-                    write_all(io, &buf, t, &mut written).await?;
+                    write_all(io, &buf, t, written).await?;
                 }
                 let _ = io.flush().await;
                 if let Framing::Length(n) = framing
@@ -298,57 +330,34 @@ async fn write_response(
                 {
                     // The server sent less than it announced: the client must not reuse this.
                     return Err(WriteAbort {
-                        bytes: written,
-                        term: *b"SD",
+                        bytes: *written,
+                        term: Termination::SERVER_DATA,
                         slow: false,
                     });
                 }
-                return Ok((written, keep));
+                return Ok(());
             }
             Some(Err(e)) => {
                 if !buf.is_empty() {
-                    let _ = write_all(io, &buf, t, &mut written).await;
+                    let _ = write_all(io, &buf, t, written).await;
                 }
                 let term = match (e.side, e.kind) {
-                    (crate::error::Side::Client, _) => *b"CD",
-                    (_, crate::error::ErrorKind::ResponseTimeout) => *b"sD",
-                    _ => *b"SD",
+                    (crate::error::Side::Client, _) => Termination::CLIENT_ABORT_DATA,
+                    (_, crate::error::ErrorKind::ResponseTimeout) => {
+                        Termination::SERVER_TIMEOUT_DATA
+                    }
+                    _ => Termination::SERVER_DATA,
                 };
                 return Err(WriteAbort {
-                    bytes: written,
+                    bytes: *written,
                     term,
                     slow: false,
                 });
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    if data.is_empty() {
-                        if !buf.is_empty() {
-                            write_all(io, &buf, t, &mut written).await?;
-                        }
-                        continue;
-                    }
                     sent_body += data.len() as u64;
-                    if framing == Framing::Chunked {
-                        write_chunk_size(&mut buf, data.len());
-                        if data.len() <= COALESCE {
-                            buf.extend_from_slice(&data);
-                            buf.extend_from_slice(b"\r\n");
-                            write_all(io, &buf, t, &mut written).await?;
-                        } else {
-                            write_all(io, &buf, t, &mut written).await?;
-                            write_all(io, &data, t, &mut written).await?;
-                            write_all(io, b"\r\n", t, &mut written).await?;
-                        }
-                    } else if buf.len() + data.len() <= COALESCE {
-                        buf.extend_from_slice(&data);
-                        write_all(io, &buf, t, &mut written).await?;
-                    } else {
-                        if !buf.is_empty() {
-                            write_all(io, &buf, t, &mut written).await?;
-                        }
-                        write_all(io, &data, t, &mut written).await?;
-                    }
+                    write_data(io, buf, &data, framing, t, written).await?;
                 }
                 Err(frame) => {
                     if let (Ok(tr), Framing::Chunked) = (frame.into_trailers(), framing) {
@@ -356,12 +365,51 @@ async fn write_response(
                         trailers_sent = true;
                     }
                     if !buf.is_empty() {
-                        write_all(io, &buf, t, &mut written).await?;
+                        write_all(io, &buf, t, written).await?;
                     }
                 }
             },
         }
     }
+}
+
+/// Writes one data frame after `buf` (the head, or nothing), chunk-framed when chunked;
+/// small frames are coalesced into one write.
+async fn write_data(
+    io: &mut ClientIo,
+    mut buf: Vec<u8>,
+    data: &[u8],
+    framing: Framing,
+    t: &mut Sending,
+    written: &mut u64,
+) -> Result<(), WriteAbort> {
+    if data.is_empty() {
+        if !buf.is_empty() {
+            write_all(io, &buf, t, written).await?;
+        }
+        return Ok(());
+    }
+    if framing == Framing::Chunked {
+        write_chunk_size(&mut buf, data.len());
+        if data.len() <= COALESCE {
+            buf.extend_from_slice(data);
+            buf.extend_from_slice(b"\r\n");
+            write_all(io, &buf, t, written).await?;
+        } else {
+            write_all(io, &buf, t, written).await?;
+            write_all(io, data, t, written).await?;
+            write_all(io, b"\r\n", t, written).await?;
+        }
+    } else if buf.len() + data.len() <= COALESCE {
+        buf.extend_from_slice(data);
+        write_all(io, &buf, t, written).await?;
+    } else {
+        if !buf.is_empty() {
+            write_all(io, &buf, t, written).await?;
+        }
+        write_all(io, data, t, written).await?;
+    }
+    Ok(())
 }
 
 /// Reads and discards up to `n` bytes of an unread body, so the connection can be kept.
@@ -416,7 +464,7 @@ enum Next {
 pub async fn serve(
     conn: Box<ClientConn>,
     cx: Arc<ConnCtx>,
-    mut shutdown: watch::Receiver<u8>,
+    mut shutdown: watch::Receiver<crate::snapshot::Retire>,
     accepted: Instant,
 ) {
     let mut first = true;
@@ -443,7 +491,7 @@ async fn refuse(
     mut conn: Box<ClientConn>,
     cx: &ConnCtx,
     status: StatusCode,
-    term: [u8; 2],
+    term: Termination,
     t_request: Duration,
     is_head: bool,
     version: Version,
@@ -464,12 +512,12 @@ async fn refuse(
     Next::Close
 }
 
-/// One request and its response.
+/// Serves one request on the connection: its body, the handler, and the response.
 async fn exchange(
     conn: Box<ClientConn>,
     head: Head,
     cx: &Arc<ConnCtx>,
-    shutdown: &watch::Receiver<u8>,
+    shutdown: &watch::Receiver<crate::snapshot::Retire>,
 ) -> Next {
     let fe = &cx.frontend;
     let t = fe.timeouts;
@@ -498,7 +546,7 @@ async fn exchange(
             conn,
             cx,
             StatusCode::PAYLOAD_TOO_LARGE,
-            *b"PR",
+            Termination::REFUSED,
             t_request,
             is_head,
             version,
@@ -510,8 +558,40 @@ async fn exchange(
             .bytes_in
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
+    let (req, held, ret) = request(conn, head, cx);
+    let (resp, done) = handle(cx, req, t_request).await;
 
-    // The body: nothing, already buffered, or read from the connection by its consumer.
+    // Take the connection back from the body.
+    let conn = match (held, ret) {
+        (Some(c), _) => c,
+        (None, Some(rx)) => match take_back(rx, t.client, &mut keep).await {
+            Some(c) => c,
+            None => {
+                done.finish(0, Some(Termination::CLIENT_ABORT_DATA));
+                return Next::Close;
+            }
+        },
+        (None, None) => return Next::Close,
+    };
+    if *shutdown.borrow() != crate::snapshot::Retire::Live {
+        keep = false;
+    }
+    respond(conn, cx, resp, done, is_head, keep, version).await
+}
+
+/// The request of a parsed head, with its body: nothing, already buffered (the
+/// connection stays here), or read from the connection by its consumer (the connection
+/// comes back through the receiver).
+fn request(
+    conn: Box<ClientConn>,
+    head: RequestHead,
+    cx: &ConnCtx,
+) -> (
+    Request<Body>,
+    Option<Box<ClientConn>>,
+    Option<oneshot::Receiver<Returned>>,
+) {
+    let fe = &cx.frontend;
     let mut held = Some(conn);
     let mut ret = None;
     let body = match head.framing {
@@ -532,6 +612,7 @@ async fn exchange(
                 send_continue: head.expect_continue,
                 continue_written: 0,
             };
+            let t = &fe.timeouts;
             Body::h1(
                 H1Body::new(Decoder::new(framing, fe.max_request_body), source, t.client)
                     .paced(t.body_pace),
@@ -540,7 +621,7 @@ async fn exchange(
     };
     let mut req = Request::new(body);
     *req.method_mut() = head.method;
-    *req.version_mut() = version;
+    *req.version_mut() = head.version;
     *req.headers_mut() = head.headers;
     // An absolute-form target names the host (RFC 9112 section 3.2.2).
     if let Some(a) = head.uri.authority()
@@ -549,34 +630,41 @@ async fn exchange(
         req.headers_mut().insert(HOST, v);
     }
     *req.uri_mut() = head.uri;
+    (req, held, ret)
+}
 
-    let (mut resp, done) = handle(cx, req, t_request).await;
-
-    // Take the connection back from the body.
-    let mut conn = match (held, ret) {
-        (Some(c), _) => c,
-        (None, Some(rx)) => match tokio::time::timeout(t.client, rx).await {
-            Ok(Ok(r)) => {
-                let mut c = r.conn;
-                if !r.complete {
-                    let drained = match r.remaining {
-                        Some(n) if n <= MAX_DRAIN => drain(&mut c, n, t.client).await,
-                        _ => false,
-                    };
-                    keep &= drained;
-                }
-                c
-            }
-            _ => {
-                done.finish(0, Some(*b"CD"));
-                return Next::Close;
-            }
-        },
-        (None, None) => return Next::Close,
-    };
-    if *shutdown.borrow() != crate::snapshot::LIVE {
-        keep = false;
+/// The connection back from a request body that read it, with what the body left unread
+/// drained (up to `MAX_DRAIN`) or the connection marked not to be kept.
+async fn take_back(
+    rx: oneshot::Receiver<Returned>,
+    client: Duration,
+    keep: &mut bool,
+) -> Option<Box<ClientConn>> {
+    let r = tokio::time::timeout(client, rx).await.ok()?.ok()?;
+    let mut c = r.conn;
+    if !r.complete {
+        let drained = match r.remaining {
+            Some(n) if n <= MAX_DRAIN => drain(&mut c, n, client).await,
+            _ => false,
+        };
+        *keep &= drained;
     }
+    Some(c)
+}
+
+/// Writes the response and completes the request's record; then the connection is kept,
+/// closed, or becomes a tunnel (after `101`).
+async fn respond(
+    mut conn: Box<ClientConn>,
+    cx: &ConnCtx,
+    mut resp: Response<Body>,
+    done: Done,
+    is_head: bool,
+    mut keep: bool,
+    version: Version,
+) -> Next {
+    let fe = &cx.frontend;
+    let t = fe.timeouts;
     let upgraded = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         resp.extensions_mut().remove::<UpgradedConn>()
     } else {
@@ -596,7 +684,7 @@ async fn exchange(
             if a.slow {
                 fe.live.refused.count(crate::state::Refusal::SlowReader);
             }
-            if a.term == *b"cD" {
+            if a.term == Termination::CLIENT_TIMEOUT_DATA {
                 // The client does not read: what is queued for it is dropped, not trickled.
                 conn.io.reset_on_close();
             }

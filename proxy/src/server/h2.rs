@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::streams::StreamSet;
 use crate::body::{Body, Pace, Paced};
 use crate::error::Side;
+use crate::error::Termination;
 use crate::handler::{ConnCtx, handle, strip_hop_by_hop};
 use crate::state::Refusal;
 
@@ -44,8 +45,11 @@ enum Event {
 }
 
 /// Serves HTTP/2 on `io` until the client or the proxy ends the connection.
-pub async fn serve<I>(io: I, cx: Arc<ConnCtx>, mut shutdown: watch::Receiver<u8>)
-where
+pub async fn serve<I>(
+    io: I,
+    cx: Arc<ConnCtx>,
+    mut shutdown: watch::Receiver<crate::snapshot::Retire>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let fe = cx.frontend.clone();
@@ -70,7 +74,7 @@ where
     let keep_alive = fe.timeouts.keep_alive;
     let mut streams = StreamSet::default();
     let mut stop = pin!(async move {
-        while *shutdown.borrow() == crate::snapshot::LIVE {
+        while *shutdown.borrow() == crate::snapshot::Retire::Live {
             if shutdown.changed().await.is_err() {
                 return;
             }
@@ -160,8 +164,13 @@ async fn serve_stream(
     // the request malformed, and a malformed request is a stream error, never forwarded
     // (section 8.1.1). So are two Host fields.
     if !host_agrees(&req) {
-        crate::handler::Done::refused(&cx, StatusCode::BAD_REQUEST, *b"PR", Duration::ZERO)
-            .finish(0, None);
+        crate::handler::Done::refused(
+            &cx,
+            StatusCode::BAD_REQUEST,
+            Termination::REFUSED,
+            Duration::ZERO,
+        )
+        .finish(0, None);
         respond.send_reset(h2::Reason::PROTOCOL_ERROR);
         return;
     }
@@ -197,7 +206,7 @@ async fn serve_stream(
     let mut send = match respond.send_response(Response::from_parts(parts, ()), end) {
         Ok(s) => s,
         Err(_) => {
-            done.finish(0, Some(*b"CD"));
+            done.finish(0, Some(Termination::CLIENT_ABORT_DATA));
             return;
         }
     };
@@ -225,7 +234,7 @@ async fn send_body(
     mut body: Body,
     client_timeout: Duration,
     pace: Option<Pace>,
-) -> Result<u64, (u64, [u8; 2], bool)> {
+) -> Result<u64, (u64, Termination, bool)> {
     let mut paced = pace.map(Paced::new);
     let mut sent = 0u64;
     loop {
@@ -234,22 +243,24 @@ async fn send_body(
             let reset = poll_fn(|tcx| send.poll_reset(tcx));
             tokio::select! {
                 f = next => f,
-                _ = reset => return Err((sent, *b"CD", false)),
+                _ = reset => return Err((sent, Termination::CLIENT_ABORT_DATA, false)),
             }
         };
         let frame = match frame {
             None => {
                 return match send.send_data(Bytes::new(), true) {
                     Ok(()) => Ok(sent),
-                    Err(_) => Err((sent, *b"CD", false)),
+                    Err(_) => Err((sent, Termination::CLIENT_ABORT_DATA, false)),
                 };
             }
             Some(Err(e)) => {
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
                 let term = match (e.side, e.kind) {
-                    (Side::Client, _) => *b"CD",
-                    (_, crate::error::ErrorKind::ResponseTimeout) => *b"sD",
-                    _ => *b"SD",
+                    (Side::Client, _) => Termination::CLIENT_ABORT_DATA,
+                    (_, crate::error::ErrorKind::ResponseTimeout) => {
+                        Termination::SERVER_TIMEOUT_DATA
+                    }
+                    _ => Termination::SERVER_DATA,
                 };
                 return Err((sent, term, false));
             }
@@ -268,10 +279,10 @@ async fn send_body(
                     } else {
                         match capacity(send, client_timeout, paced.as_mut()).await {
                             Ok(Some(n)) => n,
-                            Ok(None) => return Err((sent, *b"CD", false)),
+                            Ok(None) => return Err((sent, Termination::CLIENT_ABORT_DATA, false)),
                             Err(slow) => {
                                 send.send_reset(h2::Reason::CANCEL);
-                                return Err((sent, *b"cD", slow));
+                                return Err((sent, Termination::CLIENT_TIMEOUT_DATA, slow));
                             }
                         }
                     };
@@ -279,7 +290,7 @@ async fn send_body(
                     sent += chunk.len() as u64;
                     let end = last && data.is_empty();
                     if send.send_data(chunk, end).is_err() {
-                        return Err((sent, *b"CD", false));
+                        return Err((sent, Termination::CLIENT_ABORT_DATA, false));
                     }
                     if data.is_empty() {
                         break;
@@ -293,7 +304,7 @@ async fn send_body(
                 if let Ok(t) = frame.into_trailers() {
                     return match send.send_trailers(t) {
                         Ok(()) => Ok(sent),
-                        Err(_) => Err((sent, *b"CD", false)),
+                        Err(_) => Err((sent, Termination::CLIENT_ABORT_DATA, false)),
                     };
                 }
             }

@@ -90,7 +90,7 @@ pub struct Accepted {
 }
 
 /// Serves one client connection to its end.
-pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<u8>) {
+pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<crate::snapshot::Retire>) {
     let accepted = Instant::now();
     let _ = a.tcp.set_nodelay(true);
     let fe = a.frontend.clone();
@@ -228,7 +228,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (tcp, peer) = l.accept().await.unwrap();
-        let (_tx, rx) = watch::channel(0u8);
+        let (_tx, rx) = watch::channel(crate::snapshot::Retire::Live);
         let cx = Arc::new(ConnCtx {
             info: ConnInfo {
                 client: peer,
