@@ -5,7 +5,6 @@
 //! the response has been sent (counters, in-flight bookkeeping, access log), and that
 //! completes itself if the request is dropped first.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -21,9 +20,9 @@ use crate::error::Termination;
 use crate::error::{ErrorKind, ProxyError, Side};
 pub use crate::headers::strip_hop_by_hop;
 use crate::headers::{forwarding_headers, underscores};
-use crate::path::{Exchange, Persist, RouteSettings, UpstreamClient};
+use crate::path::{Exchange, Persist, RouteSettings, upstream_client};
 use crate::routing::Route;
-use crate::rules::sample::{ConnInfo, SampleCtx, canonical_ip, mask_ip};
+use crate::rules::sample::{ConnInfo, SampleCtx};
 use crate::rules::{Env, Intercept, RequestLine, run_request, run_response};
 use crate::snapshot::{Backend, Frontend, Snapshot};
 use crate::state::{Live, Refusal};
@@ -80,29 +79,6 @@ impl ConnCtx {
     }
 }
 
-fn request_hash(be: &Backend, cx: &SampleCtx<'_>) -> Option<u64> {
-    use crate::balance::Algo;
-    use crate::balance::hash::hash64;
-    match be.balancer.algo() {
-        Algo::Source { v4_mask, v6_mask } => {
-            Some(match mask_ip(cx.conn.client.ip(), *v4_mask, *v6_mask) {
-                IpAddr::V4(a) => hash64(&a.octets()),
-                IpAddr::V6(a) => hash64(&a.octets()),
-            })
-        }
-        Algo::Uri => Some(hash64(cx.uri.path().as_bytes())),
-        Algo::Hdr(name) => cx.headers.get(name).map(|v| hash64(v.as_bytes())),
-        Algo::Maglev => match &be.hash_key {
-            Some(k) => k.hash(cx),
-            None => Some(match canonical_ip(cx.conn.client.ip()) {
-                IpAddr::V4(a) => hash64(&a.octets()),
-                IpAddr::V6(a) => hash64(&a.octets()),
-            }),
-        },
-        _ => None,
-    }
-}
-
 fn count_intercept(fe: &Frontend, kind: Intercept) {
     match kind {
         Intercept::Deny => fe.live.denied.fetch_add(1, Relaxed),
@@ -115,8 +91,8 @@ fn intercepted(
     fe: &Frontend,
     resp: Response<Body>,
     kind: Intercept,
-    mut done: Done,
-) -> (Response<Body>, Done) {
+    done: &mut Done,
+) -> Response<Body> {
     count_intercept(fe, kind);
     done.termination = if kind == Intercept::Deny {
         Termination::REFUSED
@@ -124,19 +100,7 @@ fn intercepted(
         Termination::NONE
     };
     done.status = resp.status().as_u16();
-    (resp, done)
-}
-
-/// A route's hash keys combined (Envoy's hash policies: each key that has a value is
-/// mixed in; none: no hash, the balancer picks at random).
-fn combined_hash(keys: &[crate::rules::sample::Sample], cx: &SampleCtx<'_>) -> Option<u64> {
-    let mut out: Option<u64> = None;
-    for k in keys {
-        if let Some(h) = k.hash(cx) {
-            out = Some(out.map_or(h, |o| o.rotate_left(1) ^ h));
-        }
-    }
-    out
+    resp
 }
 
 /// The sample context of a request, for routes, hashes and persistence.
@@ -188,9 +152,9 @@ pub async fn handle(
         nbsrv: &nbsrv,
         conn_track: cx.track.as_deref().unwrap_or(&NO_TRACKERS),
     };
-    let (be, route, mut done) = match choose_backend(cx, snap, fe, &env, &mut parts, done) {
-        Chosen::Backend(be, route, done) => (be, route, done),
-        Chosen::Answer(resp, done) => return (resp, done),
+    let (be, route) = match choose_backend(cx, snap, fe, &env, &mut parts, &mut done) {
+        Chosen::Backend(be, route) => (be, route),
+        Chosen::Answer(resp) => return (resp, done),
     };
     if let Some((resp, kind)) = run_request(
         &be.request_rules,
@@ -199,18 +163,19 @@ pub async fn handle(
         &env,
         &mut done.track,
     ) {
-        return intercepted(fe, resp, kind, done);
+        return (intercepted(fe, resp, kind, &mut done), done);
     }
     let (settings, persist) = prepare(cx, fe, &be, route, &mut parts, &nbsrv, &done);
     if !settings.is_empty() {
         parts.extensions.insert(settings);
     }
     let line = (parts.method.clone(), parts.uri.clone(), parts.version);
-    let x = Exchange::new(&be, &cx.session, fe.log.is_some(), persist, done);
-    let result = crate::path::stack(&x, UpstreamClient(&x))
-        .oneshot(Request::from_parts(parts, body))
-        .await;
-    let done = x.into_done();
+    let result = {
+        let x = Exchange::new(&be, &cx.session, fe.log.is_some(), persist, &mut done);
+        crate::path::stack(&x, upstream_client(&x))
+            .oneshot(Request::from_parts(parts, body))
+            .await
+    };
     match result {
         Ok(resp) => {
             let rl = RequestLine {
@@ -219,9 +184,12 @@ pub async fn handle(
                 version: line.2,
             };
             let route_rules = route.map(|r| &r.response_rules[..]).unwrap_or_default();
-            respond(fe, &be, route_rules, &env, &rl, resp, done)
+            (
+                respond(fe, &be, route_rules, &env, &rl, resp, &mut done),
+                done,
+            )
         }
-        Err(e) => fail(done, &e),
+        Err(e) => (fail(&mut done, &e), done),
     }
 }
 
@@ -247,8 +215,8 @@ fn begin(cx: &ConnCtx, fe: &Arc<Frontend>, parts: &Parts, t_request: Duration) -
 
 /// What the frontend decided: a backend with the route that chose it, or an answer.
 enum Chosen<'f> {
-    Backend(Arc<Backend>, Option<&'f Route>, Done),
-    Answer(Response<Body>, Done),
+    Backend(Arc<Backend>, Option<&'f Route>),
+    Answer(Response<Body>),
 }
 
 /// Runs the frontend's rules and picks the backend: the first matching route of the
@@ -260,16 +228,15 @@ fn choose_backend<'f>(
     fe: &'f Frontend,
     env: &Env<'_>,
     parts: &mut Parts,
-    mut done: Done,
+    done: &mut Done,
 ) -> Chosen<'f> {
     if let Some((resp, kind)) =
         run_request(&fe.request_rules, &fe.acls, parts, env, &mut done.track)
     {
-        let (resp, done) = intercepted(fe, resp, kind, done);
-        return Chosen::Answer(resp, done);
+        return Chosen::Answer(intercepted(fe, resp, kind, done));
     }
     let route = {
-        let scx = sample_cx(cx, fe, parts, env.nbsrv, &done);
+        let scx = sample_cx(cx, fe, parts, env.nbsrv, done);
         let vhost = fe.vhosts.as_ref().and_then(|t| {
             let host = crate::routing::request_host(parts)?;
             t.hosts.get(t.select(host)?)
@@ -285,8 +252,7 @@ fn choose_backend<'f>(
             if let Some((resp, kind)) =
                 run_request(&r.request_rules, &fe.acls, parts, env, &mut done.track)
             {
-                let (resp, done) = intercepted(fe, resp, kind, done);
-                return Chosen::Answer(resp, done);
+                return Chosen::Answer(intercepted(fe, resp, kind, done));
             }
             r.target.choose()
         }
@@ -294,15 +260,14 @@ fn choose_backend<'f>(
     };
     let Some(be) = chosen.and_then(|i| snap.backends.get(i)).cloned() else {
         let e = ProxyError::new(ErrorKind::NoBackend, "no backend for this request");
-        let (resp, done) = fail(done, &e);
-        return Chosen::Answer(resp, done);
+        return Chosen::Answer(fail(done, &e));
     };
     be.live.requests.fetch_add(1, Relaxed);
     let n = be.live.active.fetch_add(1, Relaxed) + 1;
     be.live.active_max.fetch_max(n, Relaxed);
     done.backend = Some(be.clone());
     done.backend_active = true;
-    Chosen::Backend(be, route, done)
+    Chosen::Backend(be, route)
 }
 
 /// Prepares the request for the backend path: hop-by-hop and forwarding headers, the
@@ -329,17 +294,11 @@ fn prepare(
     }
     forwarding_headers(fe, &cx.info, &mut parts.headers);
 
-    let hash = be.balancer.algo().hashes().then(|| {
-        let scx = sample_cx(cx, fe, parts, nbsrv, done);
-        match route.map(|r| &r.hash_keys[..]).unwrap_or_default() {
-            keys if !keys.is_empty()
-                && matches!(be.balancer.algo(), crate::balance::Algo::Maglev) =>
-            {
-                combined_hash(keys, &scx)
-            }
-            _ => request_hash(be, &scx),
-        }
-    });
+    let hash = be
+        .balancer
+        .algo()
+        .hashes()
+        .then(|| crate::routing::hash_key(be, route, &sample_cx(cx, fe, parts, nbsrv, done)));
     let settings = RouteSettings {
         timeout: route.and_then(|r| r.timeout),
         retries: route.and_then(|r| r.retries.clone()),
@@ -367,8 +326,8 @@ fn respond(
     env: &Env<'_>,
     rl: &RequestLine<'_>,
     mut resp: Response<Body>,
-    mut done: Done,
-) -> (Response<Body>, Done) {
+    done: &mut Done,
+) -> Response<Body> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(resp.headers_mut(), false, false);
     }
@@ -393,17 +352,17 @@ fn respond(
         done.termination = Termination::RESPONSE_DENIED;
     }
     done.status = resp.status().as_u16();
-    (resp, done)
+    resp
 }
 
 /// The outermost step of the path: a failure becomes the HAProxy-style error response,
 /// and the record gets its status and termination code.
-fn fail(mut done: Done, e: &ProxyError) -> (Response<Body>, Done) {
+fn fail(done: &mut Done, e: &ProxyError) -> Response<Body> {
     done.status = e.status().as_u16();
     done.termination = e.termination();
     if e.side == Side::Client {
         let r = Refusal::of(done.status, done.termination);
         done.frontend.live.count_refused(r);
     }
-    (e.to_response(), done)
+    e.to_response()
 }

@@ -156,6 +156,64 @@ pub fn request_host(parts: &http::request::Parts) -> Option<&str> {
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
+/// What a hashing balancer hashes for a request: the route's hash keys for `maglev`
+/// backends, else the backend's own key (client address, path, header, `hash_key`).
+pub(crate) fn hash_key(
+    be: &crate::snapshot::Backend,
+    route: Option<&Route>,
+    cx: &crate::rules::sample::SampleCtx<'_>,
+) -> Option<u64> {
+    match route.map(|r| &r.hash_keys[..]).unwrap_or_default() {
+        keys if !keys.is_empty() && matches!(be.balancer.algo(), crate::balance::Algo::Maglev) => {
+            combined_hash(keys, cx)
+        }
+        _ => request_hash(be, cx),
+    }
+}
+
+fn request_hash(
+    be: &crate::snapshot::Backend,
+    cx: &crate::rules::sample::SampleCtx<'_>,
+) -> Option<u64> {
+    use crate::balance::Algo;
+    use crate::balance::hash::hash64;
+    match be.balancer.algo() {
+        Algo::Source { v4_mask, v6_mask } => Some(
+            match crate::rules::sample::mask_ip(cx.conn.client.ip(), *v4_mask, *v6_mask) {
+                std::net::IpAddr::V4(a) => hash64(&a.octets()),
+                std::net::IpAddr::V6(a) => hash64(&a.octets()),
+            },
+        ),
+        Algo::Uri => Some(hash64(cx.uri.path().as_bytes())),
+        Algo::Hdr(name) => cx.headers.get(name).map(|v| hash64(v.as_bytes())),
+        Algo::Maglev => match &be.hash_key {
+            Some(k) => k.hash(cx),
+            None => Some(
+                match crate::rules::sample::canonical_ip(cx.conn.client.ip()) {
+                    std::net::IpAddr::V4(a) => hash64(&a.octets()),
+                    std::net::IpAddr::V6(a) => hash64(&a.octets()),
+                },
+            ),
+        },
+        _ => None,
+    }
+}
+
+/// A route's hash keys combined (Envoy's hash policies: each key that has a value is
+/// mixed in; none: no hash, the balancer picks at random).
+fn combined_hash(
+    keys: &[crate::rules::sample::Sample],
+    cx: &crate::rules::sample::SampleCtx<'_>,
+) -> Option<u64> {
+    let mut out: Option<u64> = None;
+    for k in keys {
+        if let Some(h) = k.hash(cx) {
+            out = Some(out.map_or(h, |o| o.rotate_left(1) ^ h));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,7 @@ pub use persist::PersistLayer;
 pub(crate) use persist::{Persist, persistence, request_cookie};
 pub use pick::BalanceLayer;
 pub use retry::{RetryLayer, Tried};
-pub use server::{CountersLayer, OutlierLayer, UpstreamClient};
+pub use server::{CountersLayer, OutlierLayer, upstream_client};
 
 /// What a layer's future resolves to.
 pub type Outcome = Result<Response<Body>, ProxyError>;
@@ -73,10 +73,12 @@ impl RouteSettings {
     }
 }
 
-/// One attempt: the request and the server chosen for it.
+/// One attempt: the request, the server chosen for it, and the time it has for the
+/// response head (the retry policy's `per_try_timeout`, if any).
 pub struct Attempt {
     pub server: usize,
     pub req: Request<Body>,
+    pub per_try: Option<Duration>,
 }
 
 /// What the layers of one request share.
@@ -87,12 +89,13 @@ pub struct Exchange<'a> {
     pub measure: bool,
     /// What persistence asks of this request.
     pub persist: Persist,
-    state: Mutex<State>,
+    state: Mutex<State<'a>>,
 }
 
 /// The parts of an exchange that layers change as the request goes.
-pub struct State {
-    pub done: Done,
+pub struct State<'a> {
+    /// The request's record, borrowed from the handler, which completes it.
+    pub done: &'a mut Done,
     /// Servers tried, in order.
     pub tried: Tried,
     /// Whether a retry may go to another server (the retry policy's `redispatch`).
@@ -109,7 +112,7 @@ impl<'a> Exchange<'a> {
         session: &'a Session,
         measure: bool,
         persist: Persist,
-        done: Done,
+        done: &'a mut Done,
     ) -> Self {
         Self {
             be,
@@ -128,21 +131,13 @@ impl<'a> Exchange<'a> {
 
     /// The exchange's state. Only one layer runs at a time, so this never waits, and no
     /// layer keeps it across an await.
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    pub fn state(&self) -> MutexGuard<'_, State<'a>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The request's record, once the stack has answered.
-    pub fn into_done(self) -> Done {
-        self.state
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner)
-            .done
     }
 }
 
 /// The backend path for one request: the layers above over `leaf`, which talks to the
-/// servers ([`UpstreamClient`], or a mock in tests).
+/// servers ([`upstream_client`], or a mock in tests).
 pub fn stack<'a, L>(
     x: &'a Exchange<'a>,
     leaf: L,

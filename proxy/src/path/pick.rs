@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::future::Maybe;
-use super::{Attempt, Exchange, Outcome, RouteSettings};
+use super::{Attempt, Exchange, Outcome, RouteSettings, State};
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
 use crate::snapshot::Backend;
@@ -54,28 +54,40 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let x = self.x;
-        let (tried, redispatch) = {
-            let s = x.state();
-            (s.tried, s.redispatch)
-        };
+        let key = req.extensions().get::<RouteSettings>().and_then(|r| r.hash);
+        // One look at the exchange's state for the whole pick (no other request uses it).
+        let mut s = x.state();
         let ask = Ask {
-            key: req.extensions().get::<RouteSettings>().and_then(|r| r.hash),
-            redispatch,
+            key,
+            redispatch: s.redispatch,
             prefer: x.persist.server,
         };
-        match try_pick(x.be, &ask, tried.as_slice()) {
-            Pick::Got(si, guard) => {
-                chosen(x, si, guard);
-                Maybe::inner(self.inner.call(Attempt { server: si, req }))
+        let per_try = s.per_try;
+        match try_pick(x.be, &ask, s.tried.as_slice()) {
+            Pick::Got(server, guard) => {
+                chosen(x, &mut s, server, guard);
+                drop(s);
+                Maybe::inner(self.inner.call(Attempt {
+                    server,
+                    req,
+                    per_try,
+                }))
             }
             Pick::None => Maybe::ready(Err(no_server(x.be))),
             Pick::AllFull => {
+                let tried = s.tried;
+                drop(s);
                 let mut inner = self.inner.clone();
                 Maybe::boxed(async move {
-                    let (si, guard) = wait_for_server(x.be, &ask, tried.as_slice()).await?;
-                    chosen(x, si, guard);
+                    let (server, guard) = wait_for_server(x.be, &ask, tried.as_slice()).await?;
+                    chosen(x, &mut x.state(), server, guard);
                     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-                    inner.call(Attempt { server: si, req }).await as Outcome
+                    let a = Attempt {
+                        server,
+                        req,
+                        per_try,
+                    };
+                    inner.call(a).await as Outcome
                 })
             }
         }
@@ -84,10 +96,9 @@ where
 
 /// Records the server an attempt goes to: in the request's record (the server it is
 /// logged with, its in-flight count), the connection's session, and the retry counters.
-fn chosen(x: &Exchange<'_>, si: usize, guard: ActiveGuard) {
+fn chosen(x: &Exchange<'_>, s: &mut State<'_>, si: usize, guard: ActiveGuard) {
     let be = x.be;
     let server = &be.servers[si];
-    let mut s = x.state();
     if !s.tried.is_empty() {
         be.live.retries.fetch_add(1, Relaxed);
         server.live.retries.fetch_add(1, Relaxed);
@@ -104,7 +115,6 @@ fn chosen(x: &Exchange<'_>, si: usize, guard: ActiveGuard) {
     {
         be.balancer.released(prev);
     }
-    drop(s);
     x.session.at_server(&server.live);
 }
 

@@ -8,7 +8,7 @@ use http::Response;
 use tower::{Layer, Service};
 
 use super::future::{After, Hook};
-use super::{Attempt, BoxFuture, Exchange, Outcome, RouteSettings};
+use super::{Attempt, Exchange, Outcome, RouteSettings};
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::resilience::outlier::Result as Outlier;
@@ -120,32 +120,25 @@ impl Hook for CountErrors<'_> {
 /// The exchange with the server an attempt was given: over its connection pool
 /// (HTTP/1.1) or its HTTP/2 connection, within the route's or backend's server timeout
 /// and the retry policy's per-try timeout. The timing goes into the request's record.
-#[derive(Clone, Copy)]
-pub struct UpstreamClient<'a>(pub &'a Exchange<'a>);
-
-impl<'a> Service<Attempt> for UpstreamClient<'a> {
-    type Response = Response<Body>;
-    type Error = ProxyError;
-    type Future = BoxFuture<'a>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, a: Attempt) -> Self::Future {
-        let x = self.0;
+///
+/// A `service_fn` over an async block: its future is a type parameter of the stack, so
+/// the whole exchange stays inline in the request's future, with no allocation.
+pub fn upstream_client<'a>(
+    x: &'a Exchange<'a>,
+) -> impl Service<Attempt, Response = Response<Body>, Error = ProxyError, Future: Send + 'a>
++ Clone
++ Send
++ 'a {
+    tower::service_fn(move |a: Attempt| {
         let server_timeout = a
             .req
             .extensions()
             .get::<RouteSettings>()
             .and_then(|r| r.timeout)
             .unwrap_or(x.be.server_timeout);
-        let head_timeout = x
-            .state()
-            .per_try
-            .map_or(server_timeout, |t| t.min(server_timeout));
+        let head_timeout = a.per_try.map_or(server_timeout, |t| t.min(server_timeout));
         let server = &x.be.servers[a.server];
-        Box::pin(async move {
+        async move {
             let (resp, timing) = server
                 .upstream
                 .send(a.req, server_timeout, head_timeout, x.measure)
@@ -155,6 +148,6 @@ impl<'a> Service<Attempt> for UpstreamClient<'a> {
                 })?;
             x.state().done.timing = Some(timing);
             Ok(resp)
-        })
-    }
+        }
+    })
 }

@@ -79,9 +79,17 @@ impl Rig {
     async fn send(&self, req: Request<Body>, upstream: &Upstream) -> (Outcome, Done) {
         let mut done = Done::new(&self.cx, &self.cx.frontend, None, Duration::ZERO);
         done.backend = Some(self.be().clone());
-        let x = Exchange::new(self.be(), &self.cx.session, false, Persist::default(), done);
-        let out = stack(&x, upstream.service()).oneshot(req).await;
-        (out, x.into_done())
+        let out = {
+            let x = Exchange::new(
+                self.be(),
+                &self.cx.session,
+                false,
+                Persist::default(),
+                &mut done,
+            );
+            stack(&x, upstream.service()).oneshot(req).await
+        };
+        (out, done)
     }
 }
 
@@ -381,7 +389,7 @@ async fn a_dropped_request_releases_what_it_holds() {
     {
         let mut done = Done::new(&rig.cx, &rig.cx.frontend, None, Duration::ZERO);
         done.backend = Some(be.clone());
-        let x = Exchange::new(&be, &rig.cx.session, false, Persist::default(), done);
+        let x = Exchange::new(&be, &rig.cx.session, false, Persist::default(), &mut done);
         let fut = stack(&x, never).oneshot(get());
         tokio::pin!(fut);
         // Poll until the request is at a server, then give up on it.

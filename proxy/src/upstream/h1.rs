@@ -169,7 +169,10 @@ async fn attempt_send(
             None => {
                 let slot = up.conn_slot()?;
                 let io =
-                    super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
+                    // Boxed: a new connection is the rare case, and its TLS handshake
+                    // would make every exchange future large.
+                    Box::pin(super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout))
+                        .await?;
                 (
                     UpConn::new(io, slot),
                     started.map_or(Duration::ZERO, |s| s.elapsed()),

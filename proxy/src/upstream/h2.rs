@@ -52,7 +52,12 @@ async fn sender(
     }
     let started = measure.then(Instant::now);
     let slot = up.conn_slot()?;
-    let io = super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
+    let io = Box::pin(super::connect::connect(
+        up.addr,
+        up.tls.as_ref(),
+        up.connect_timeout,
+    ))
+    .await?;
     let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
@@ -105,7 +110,8 @@ pub async fn send(
         Uri::from_parts(parts).map_err(|e| ProxyError::new(ErrorKind::Internal, e.to_string()))?;
     *req.version_mut() = Version::HTTP_2;
 
-    let (mut s, connect, reused) = sender(up, measure).await?;
+    // Boxed: opening the connection (TLS, HTTP/2 handshake) is rare and large.
+    let (mut s, connect, reused) = Box::pin(sender(up, measure)).await?;
     let sent_at = measure.then(Instant::now);
     let work = async {
         s.ready().await.map_err(classify)?;
