@@ -17,31 +17,11 @@ use tokio::io::AsyncWrite;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::{ErrorKind, Side};
+use crate::error::{ErrorKind, ProxyError, Side};
 use crate::http1::decode::{DecodeError, Decoded, Decoder};
 use crate::io::poll_read_buf;
 use crate::server::h1::{ClientConn, Returned};
 use crate::upstream::pool::{Pool, UpConn};
-
-/// Why a body could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{side:?} body: {kind:?}: {detail}")]
-pub struct BodyError {
-    /// Whose connection failed.
-    pub side: Side,
-    pub kind: ErrorKind,
-    pub detail: String,
-}
-
-impl BodyError {
-    fn new(side: Side, kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self {
-            side,
-            kind,
-            detail: detail.into(),
-        }
-    }
-}
 
 /// A request or response body.
 pub struct Body(Kind);
@@ -147,23 +127,23 @@ impl std::fmt::Debug for Body {
     }
 }
 
-fn hyper_error(e: hyper::Error, side: Side) -> BodyError {
+fn hyper_error(e: hyper::Error, side: Side) -> ProxyError {
     let kind = if side == Side::Client {
         ErrorKind::ClientAbort
     } else {
         ErrorKind::BadResponse
     };
-    BodyError::new(side, kind, e.to_string())
+    ProxyError::on(side, kind, e.to_string())
 }
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = ProxyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let mut polled = match &mut self.get_mut().0 {
             Kind::Empty => return Poll::Ready(None),
             Kind::Full(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -208,19 +188,19 @@ impl http_body::Body for Body {
     }
 }
 
-type PollFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
+type PollFrame = Poll<Option<Result<Frame<Bytes>, ProxyError>>>;
 
 impl H2Recv {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> PollFrame {
         let err =
-            |e: h2::Error| BodyError::new(Side::Client, ErrorKind::ClientAbort, e.to_string());
+            |e: h2::Error| ProxyError::on(Side::Client, ErrorKind::ClientAbort, e.to_string());
         if !self.data_done {
             let polled = self.stream.poll_data(cx);
             if polled.is_pending()
                 && let Some(p) = &mut self.paced
             {
                 ready!(armed(&mut self.sleep, p.deadline()).poll(cx));
-                return Poll::Ready(Some(Err(BodyError::new(
+                return Poll::Ready(Some(Err(ProxyError::on(
                     Side::Client,
                     ErrorKind::ClientTimeout,
                     "the request body came too slowly",
@@ -403,17 +383,17 @@ impl H1Body {
         &mut self,
         kind: ErrorKind,
         detail: impl Into<String>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let side = self.side();
         // A body that failed is not drained: the connection closes after the answer.
         self.release_with(false, None);
-        Poll::Ready(Some(Err(BodyError::new(side, kind, detail))))
+        Poll::Ready(Some(Err(ProxyError::on(side, kind, detail))))
     }
 
     fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         if let Some(p) = self.poll_continue(cx) {
             return p;
         }

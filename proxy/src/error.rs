@@ -71,6 +71,14 @@ pub struct ProxyError {
 }
 
 impl ProxyError {
+    /// An error on `side` (a body's error names the side whose connection failed, which
+    /// its kind alone does not say).
+    pub fn on(side: Side, kind: ErrorKind, detail: impl Into<String>) -> Self {
+        let mut e = Self::new(kind, detail);
+        e.side = side;
+        e
+    }
+
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         use ErrorKind::*;
         let side = match kind {
@@ -92,6 +100,16 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         status_of(self.kind)
+    }
+
+    /// The termination code of a body that failed while its response was being sent: the
+    /// client's doing, the server's timeout, or the server's.
+    pub fn data_termination(&self) -> Termination {
+        match (self.side, self.kind) {
+            (Side::Client, _) => Termination::CLIENT_ABORT_DATA,
+            (_, ErrorKind::ResponseTimeout) => Termination::SERVER_TIMEOUT_DATA,
+            _ => Termination::SERVER_DATA,
+        }
     }
 
     /// The HAProxy-style termination flag pair for the access log (`SC`, `sH`, `CD`, ...).

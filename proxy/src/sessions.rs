@@ -47,22 +47,34 @@ impl Session {
     }
 }
 
-/// Every open client connection.
-#[derive(Default)]
+/// Every open client connection, in shards: each worker registers and removes its
+/// connections in its own shard, so accepts on different workers take no common lock.
 pub struct Sessions {
     next: AtomicU64,
-    all: Mutex<HashMap<u64, Arc<Session>>>,
+    shards: [Mutex<HashMap<u64, Arc<Session>>>; SHARDS],
+}
+
+const SHARDS: usize = 16;
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
+    }
 }
 
 /// Removes its session when the connection ends.
 pub struct Registered {
     pub session: Arc<Session>,
     sessions: Arc<Sessions>,
+    shard: usize,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if let Ok(mut all) = self.sessions.all.lock() {
+        if let Ok(mut all) = self.sessions.shards[self.shard].lock() {
             all.remove(&self.session.id);
         }
     }
@@ -88,22 +100,25 @@ impl Sessions {
             server: AtomicUsize::new(0),
             abort: OnceLock::new(),
         });
-        if let Ok(mut all) = self.all.lock() {
+        let shard = crate::worker::index() % SHARDS;
+        if let Ok(mut all) = self.shards[shard].lock() {
             all.insert(id, session.clone());
         }
         Registered {
             session,
             sessions: self.clone(),
+            shard,
         }
     }
 
     /// Every session, oldest first.
     pub fn list(&self) -> Vec<Arc<Session>> {
-        let mut v: Vec<_> = self
-            .all
-            .lock()
-            .map(|a| a.values().cloned().collect())
-            .unwrap_or_default();
+        let mut v: Vec<_> = Vec::new();
+        for shard in &self.shards {
+            if let Ok(a) = shard.lock() {
+                v.extend(a.values().cloned());
+            }
+        }
         v.sort_by_key(|s| s.id);
         v
     }

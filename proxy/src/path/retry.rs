@@ -151,11 +151,7 @@ async fn keep_body(req: Request<Body>, max: u64) -> Result<Request<Body>, ProxyE
         let frame = std::future::poll_fn(|c| Pin::new(&mut body).poll_frame(c)).await;
         match frame {
             None => return Ok(Request::from_parts(parts, Body::full(buf.freeze()))),
-            Some(Err(e)) => {
-                let mut p = ProxyError::new(e.kind, e.detail);
-                p.side = e.side;
-                return Err(p);
-            }
+            Some(Err(e)) => return Err(e),
             Some(Ok(f)) => {
                 if let Ok(d) = f.into_data() {
                     if buf.len() as u64 + d.len() as u64 > max {

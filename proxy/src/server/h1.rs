@@ -17,6 +17,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::WriteAbort;
 use crate::body::{Body, H1Body, Pace, Paced, Source};
 use crate::error::Termination;
 use crate::handler::{ConnCtx, Done, handle};
@@ -115,14 +116,6 @@ async fn read_head(
             }
         }
     }
-}
-
-/// How writing a response ended early.
-struct WriteAbort {
-    bytes: u64,
-    term: Termination,
-    /// The client did not take the response at the pace it must keep.
-    slow: bool,
 }
 
 /// How long writes may wait for the client: `idle` each, and all of them together
@@ -329,11 +322,7 @@ async fn stream_body(
                     && sent_body != n
                 {
                     // The server sent less than it announced: the client must not reuse this.
-                    return Err(WriteAbort {
-                        bytes: *written,
-                        term: Termination::SERVER_DATA,
-                        slow: false,
-                    });
+                    return Err(WriteAbort::new(*written, Termination::SERVER_DATA));
                 }
                 return Ok(());
             }
@@ -341,18 +330,7 @@ async fn stream_body(
                 if !buf.is_empty() {
                     let _ = write_all(io, &buf, t, written).await;
                 }
-                let term = match (e.side, e.kind) {
-                    (crate::error::Side::Client, _) => Termination::CLIENT_ABORT_DATA,
-                    (_, crate::error::ErrorKind::ResponseTimeout) => {
-                        Termination::SERVER_TIMEOUT_DATA
-                    }
-                    _ => Termination::SERVER_DATA,
-                };
-                return Err(WriteAbort {
-                    bytes: *written,
-                    term,
-                    slow: false,
-                });
+                return Err(WriteAbort::new(*written, e.data_termination()));
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {

@@ -19,9 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::WriteAbort;
 use super::streams::StreamSet;
 use crate::body::{Body, Pace, Paced};
-use crate::error::Side;
 use crate::error::Termination;
 use crate::handler::{ConnCtx, handle, strip_hop_by_hop};
 use crate::state::Refusal;
@@ -217,24 +217,23 @@ async fn serve_stream(
     let t = &cx.frontend.timeouts;
     match send_body(&mut send, body, t.client, t.send_pace).await {
         Ok(n) => done.finish(n, None),
-        Err((n, term, slow)) => {
-            if slow {
+        Err(a) => {
+            if a.slow {
                 cx.frontend.live.refused.count(Refusal::SlowReader);
             }
-            done.finish(n, Some(term))
+            done.finish(a.bytes, Some(a.term))
         }
     }
 }
 
 /// Sends a response body within the stream's flow-control window. A wait for window is
-/// a wait for the client: each within `client_timeout`, all of them within `pace`. An
-/// error tells the bytes sent, the termination code and whether the client was too slow.
+/// a wait for the client: each within `client_timeout`, all of them within `pace`.
 async fn send_body(
     send: &mut SendStream<Bytes>,
     mut body: Body,
     client_timeout: Duration,
     pace: Option<Pace>,
-) -> Result<u64, (u64, Termination, bool)> {
+) -> Result<u64, WriteAbort> {
     let mut paced = pace.map(Paced::new);
     let mut sent = 0u64;
     loop {
@@ -243,26 +242,19 @@ async fn send_body(
             let reset = poll_fn(|tcx| send.poll_reset(tcx));
             tokio::select! {
                 f = next => f,
-                _ = reset => return Err((sent, Termination::CLIENT_ABORT_DATA, false)),
+                _ = reset => return Err(WriteAbort::new(sent, Termination::CLIENT_ABORT_DATA)),
             }
         };
         let frame = match frame {
             None => {
                 return match send.send_data(Bytes::new(), true) {
                     Ok(()) => Ok(sent),
-                    Err(_) => Err((sent, Termination::CLIENT_ABORT_DATA, false)),
+                    Err(_) => Err(WriteAbort::new(sent, Termination::CLIENT_ABORT_DATA)),
                 };
             }
             Some(Err(e)) => {
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
-                let term = match (e.side, e.kind) {
-                    (Side::Client, _) => Termination::CLIENT_ABORT_DATA,
-                    (_, crate::error::ErrorKind::ResponseTimeout) => {
-                        Termination::SERVER_TIMEOUT_DATA
-                    }
-                    _ => Termination::SERVER_DATA,
-                };
-                return Err((sent, term, false));
+                return Err(WriteAbort::new(sent, e.data_termination()));
             }
             Some(Ok(f)) => f,
         };
@@ -279,10 +271,16 @@ async fn send_body(
                     } else {
                         match capacity(send, client_timeout, paced.as_mut()).await {
                             Ok(Some(n)) => n,
-                            Ok(None) => return Err((sent, Termination::CLIENT_ABORT_DATA, false)),
+                            Ok(None) => {
+                                return Err(WriteAbort::new(sent, Termination::CLIENT_ABORT_DATA));
+                            }
                             Err(slow) => {
                                 send.send_reset(h2::Reason::CANCEL);
-                                return Err((sent, Termination::CLIENT_TIMEOUT_DATA, slow));
+                                return Err(WriteAbort {
+                                    bytes: sent,
+                                    term: Termination::CLIENT_TIMEOUT_DATA,
+                                    slow,
+                                });
                             }
                         }
                     };
@@ -290,7 +288,7 @@ async fn send_body(
                     sent += chunk.len() as u64;
                     let end = last && data.is_empty();
                     if send.send_data(chunk, end).is_err() {
-                        return Err((sent, Termination::CLIENT_ABORT_DATA, false));
+                        return Err(WriteAbort::new(sent, Termination::CLIENT_ABORT_DATA));
                     }
                     if data.is_empty() {
                         break;
@@ -304,7 +302,7 @@ async fn send_body(
                 if let Ok(t) = frame.into_trailers() {
                     return match send.send_trailers(t) {
                         Ok(()) => Ok(sent),
-                        Err(_) => Err((sent, Termination::CLIENT_ABORT_DATA, false)),
+                        Err(_) => Err(WriteAbort::new(sent, Termination::CLIENT_ABORT_DATA)),
                     };
                 }
             }

@@ -89,6 +89,24 @@ pub struct Accepted {
     pub session: Arc<crate::sessions::Session>,
 }
 
+/// Why a response could not be sent whole: the bytes sent, the termination code for the
+/// log, and whether the client was cut for taking the response too slowly.
+pub(crate) struct WriteAbort {
+    pub bytes: u64,
+    pub term: crate::error::Termination,
+    pub slow: bool,
+}
+
+impl WriteAbort {
+    pub fn new(bytes: u64, term: crate::error::Termination) -> Self {
+        Self {
+            bytes,
+            term,
+            slow: false,
+        }
+    }
+}
+
 /// Serves one client connection to its end.
 pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<crate::snapshot::Retire>) {
     let accepted = Instant::now();

@@ -60,12 +60,6 @@ fn write_error(e: std::io::Error, reused: bool) -> ProxyError {
     err
 }
 
-fn body_error(e: crate::body::BodyError) -> ProxyError {
-    let mut p = ProxyError::new(e.kind, e.detail);
-    p.side = e.side;
-    p
-}
-
 /// Sends `req` to the server over HTTP/1.1.
 pub async fn send(
     up: &Upstream,
@@ -326,7 +320,7 @@ async fn stream_body(
     while let Some(frame) =
         std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
     {
-        let frame = frame.map_err(body_error)?;
+        let frame = frame?;
         match frame.into_data() {
             Ok(data) => {
                 if data.is_empty() {

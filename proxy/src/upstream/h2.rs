@@ -24,10 +24,8 @@ fn classify(e: hyper::Error) -> ProxyError {
                 return ProxyError::new(ErrorKind::Reset, format!("HTTP/2: {e}"));
             }
         }
-        if let Some(be) = s.downcast_ref::<crate::body::BodyError>() {
-            let mut p = ProxyError::new(be.kind, be.detail.clone());
-            p.side = be.side;
-            return p;
+        if let Some(be) = s.downcast_ref::<ProxyError>() {
+            return ProxyError::on(be.side, be.kind, be.detail.clone());
         }
         source = s.source();
     }
