@@ -846,6 +846,25 @@ fn cookie_spec(b: &model::Backend, c: &rampart_config::stick::Cookie) -> CookieS
     }
 }
 
+/// A snapshot compiled and installed from YAML, with the live state it uses (tests).
+#[cfg(test)]
+pub(crate) fn compile_yaml(yaml: &str) -> (Arc<Snapshot>, Arc<Live>) {
+    let cfg = rampart_config::load_str(yaml, None, &HashMap::<String, String>::new())
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let live = Live::new();
+    let env = CompileEnv {
+        base_dir: Path::new("."),
+        live: &live,
+        generation: 1,
+        workers: 1,
+        open_logs: false,
+        previous: None,
+    };
+    let snap = Arc::new(compile(Arc::new(cfg), &env).unwrap_or_else(|e| panic!("{e}")));
+    install(&snap, &live);
+    (snap, live)
+}
+
 /// TLS configurations built once per compilation for identical settings: many binds or
 /// backends with the same certificates share one (and its session cache).
 struct TlsCache {

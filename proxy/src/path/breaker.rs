@@ -7,29 +7,15 @@ use std::time::Duration;
 
 use http::Request;
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Service;
 
+use super::Outcome;
 use super::future::Maybe;
-use super::{Exchange, Outcome};
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
 use crate::resilience::limits::Gate;
 
-#[derive(Clone, Copy)]
-pub struct BreakerLayer<'a>(pub &'a Exchange<'a>);
-
-impl<'a, S> Layer<S> for BreakerLayer<'a> {
-    type Service = Breaker<'a, S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Breaker { x: self.0, inner }
-    }
-}
-
-#[derive(Clone, Copy)]
-pub struct Breaker<'a, S> {
-    x: &'a Exchange<'a>,
-    inner: S,
-}
+super::layer!(BreakerLayer => Breaker);
 
 impl<'a, S> Service<Request<Body>> for Breaker<'a, S>
 where

@@ -21,6 +21,29 @@
 //! Per-route settings travel in one request extension, [`RouteSettings`]. The leaf is a
 //! parameter, so the stack can be tested with a mock upstream.
 
+/// Declares a layer over the request's [`Exchange`] and its service: the layer is built
+/// with the exchange, and wraps an inner service with it.
+macro_rules! layer {
+    ($layer:ident => $svc:ident) => {
+        #[derive(Clone, Copy)]
+        pub struct $layer<'a>(pub &'a $crate::path::Exchange<'a>);
+
+        impl<'a, S> tower::Layer<S> for $layer<'a> {
+            type Service = $svc<'a, S>;
+            fn layer(&self, inner: S) -> Self::Service {
+                $svc { x: self.0, inner }
+            }
+        }
+
+        #[derive(Clone, Copy)]
+        pub struct $svc<'a, S> {
+            x: &'a $crate::path::Exchange<'a>,
+            inner: S,
+        }
+    };
+}
+use layer;
+
 mod breaker;
 mod future;
 mod persist;

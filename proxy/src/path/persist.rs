@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue, Request, Response};
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::future::{After, Hook};
 use super::{Exchange, Outcome};
@@ -17,21 +17,7 @@ use crate::error::ProxyError;
 use crate::rules::sample::SampleCtx;
 use crate::snapshot::Backend;
 
-#[derive(Clone, Copy)]
-pub struct PersistLayer<'a>(pub &'a Exchange<'a>);
-
-impl<'a, S> Layer<S> for PersistLayer<'a> {
-    type Service = Persistence<'a, S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Persistence { x: self.0, inner }
-    }
-}
-
-#[derive(Clone, Copy)]
-pub struct Persistence<'a, S> {
-    x: &'a Exchange<'a>,
-    inner: S,
-}
+super::layer!(PersistLayer => Persistence);
 
 impl<'a, S> Service<Request<Body>> for Persistence<'a, S>
 where

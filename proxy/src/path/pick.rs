@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::future::Maybe;
 use super::{Attempt, Exchange, Outcome, RouteSettings, State};
@@ -16,21 +16,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::snapshot::Backend;
 use crate::state::{ActiveGuard, Limit};
 
-#[derive(Clone, Copy)]
-pub struct BalanceLayer<'a>(pub &'a Exchange<'a>);
-
-impl<'a, S> Layer<S> for BalanceLayer<'a> {
-    type Service = Balance<'a, S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Balance { x: self.0, inner }
-    }
-}
-
-#[derive(Clone, Copy)]
-pub struct Balance<'a, S> {
-    x: &'a Exchange<'a>,
-    inner: S,
-}
+super::layer!(BalanceLayer => Balance);
 
 /// What one look over the backend's servers asks for.
 struct Ask {

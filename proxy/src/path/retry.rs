@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, BytesMut};
 use http::{Request, Response};
 use tower::retry::Policy;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::future::Maybe;
 use super::{Exchange, Outcome, RouteSettings};
@@ -80,21 +80,7 @@ impl Drop for RetryGuard {
     }
 }
 
-#[derive(Clone, Copy)]
-pub struct RetryLayer<'a>(pub &'a Exchange<'a>);
-
-impl<'a, S> Layer<S> for RetryLayer<'a> {
-    type Service = Retrying<'a, S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Retrying { x: self.0, inner }
-    }
-}
-
-#[derive(Clone, Copy)]
-pub struct Retrying<'a, S> {
-    x: &'a Exchange<'a>,
-    inner: S,
-}
+super::layer!(RetryLayer => Retrying);
 
 impl<'a, S> Service<Request<Body>> for Retrying<'a, S>
 where

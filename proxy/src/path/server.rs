@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use http::Response;
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::future::{After, Hook};
 use super::{Attempt, Exchange, Outcome, RouteSettings};
@@ -17,21 +17,7 @@ use crate::snapshot::Backend;
 /// Declares a layer whose service runs `$hook` on each attempt's outcome.
 macro_rules! hook_layer {
     ($layer:ident, $svc:ident, $hook:ident) => {
-        #[derive(Clone, Copy)]
-        pub struct $layer<'a>(pub &'a Exchange<'a>);
-
-        impl<'a, S> Layer<S> for $layer<'a> {
-            type Service = $svc<'a, S>;
-            fn layer(&self, inner: S) -> Self::Service {
-                $svc { x: self.0, inner }
-            }
-        }
-
-        #[derive(Clone, Copy)]
-        pub struct $svc<'a, S> {
-            x: &'a Exchange<'a>,
-            inner: S,
-        }
+        super::layer!($layer => $svc);
 
         impl<'a, S> Service<Attempt> for $svc<'a, S>
         where

@@ -14,7 +14,7 @@ use crate::error::ErrorKind;
 use crate::handler::ConnCtx;
 use crate::rules::sample::ConnInfo;
 use crate::snapshot::Snapshot;
-use crate::state::{Limit, Live};
+use crate::state::Limit;
 
 /// A proxy's compiled configuration and a connection to serve requests on.
 struct Rig {
@@ -28,23 +28,7 @@ impl Rig {
         let yaml = format!(
             "frontends: {{ fe: {{ bind: \"127.0.0.1:0\", default_backend: be }} }}\nbackends:\n  be:\n{backend}"
         );
-        let cfg = rampart_config::load_str(
-            &yaml,
-            None,
-            &std::collections::HashMap::<String, String>::new(),
-        )
-        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let live = Live::new();
-        let env = crate::snapshot::CompileEnv {
-            base_dir: std::path::Path::new("."),
-            live: &live,
-            generation: 1,
-            workers: 1,
-            open_logs: false,
-            previous: None,
-        };
-        let snap = Arc::new(crate::snapshot::compile(Arc::new(cfg), &env).unwrap());
-        crate::snapshot::install(&snap, &live);
+        let (snap, live) = crate::snapshot::compile_yaml(&yaml);
         let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let cx = ConnCtx {
             info: ConnInfo {

@@ -214,22 +214,7 @@ mod tests {
     use super::*;
 
     fn snapshot() -> Arc<Snapshot> {
-        let cfg = rampart_config::load_str(
-            "frontends: { fe: { bind: \"127.0.0.1:0\" } }\n",
-            None,
-            &std::collections::HashMap::<String, String>::new(),
-        )
-        .unwrap();
-        let live = Live::new();
-        let env = crate::snapshot::CompileEnv {
-            base_dir: std::path::Path::new("."),
-            live: &live,
-            generation: 1,
-            workers: 1,
-            open_logs: false,
-            previous: None,
-        };
-        Arc::new(crate::snapshot::compile(Arc::new(cfg), &env).unwrap())
+        crate::snapshot::compile_yaml("frontends: { fe: { bind: \"127.0.0.1:0\" } }\n").0
     }
 
     /// Every client connection is one task holding these futures: their size is most of
