@@ -12,7 +12,9 @@ use std::time::Duration;
 use http::header::{EXPECT, UPGRADE};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
-use tower::ServiceExt;
+use std::convert::Infallible;
+
+use tower::{Service, ServiceExt};
 
 use crate::body::Body;
 pub use crate::done::Done;
@@ -124,6 +126,21 @@ fn sample_cx<'a>(
             req: Some(&done.track),
         },
     }
+}
+
+/// The request path as a tower service, right after the request head is parsed: what
+/// the HTTP/1 and HTTP/2 servers call for each request. It answers every request (errors
+/// become responses), with the request's [`Done`] record for the connection to complete.
+pub fn service(
+    cx: &ConnCtx,
+    t_request: Duration,
+) -> impl Service<
+    Request<Body>,
+    Response = (Response<Body>, Done),
+    Error = Infallible,
+    Future: Send + '_,
+> + '_ {
+    tower::service_fn(move |req| async move { Ok(handle(cx, req, t_request).await) })
 }
 
 /// Serves one request.

@@ -452,7 +452,13 @@ impl Cx<'_> {
         let (acls, request_rules, response_rules, stick) = self.backend_rules(b, &path, be_pos);
         Arc::new(Backend {
             name: bname.into(),
-            balancer: Balancer::new(algo(b), members, live.clone(), false),
+            balancer: Balancer::new(
+                algo(b),
+                members,
+                live.clone(),
+                false,
+                self.env.workers.max(1),
+            ),
             servers,
             hash_key,
             server_timeout: b.timeouts.server,

@@ -378,7 +378,8 @@ async fn eds_endpoints_added_removed_reweighted_and_unhealthy() {
         cp.acked(EDS).await;
         let t = sample(20).await;
         assert_eq!(t.keys().collect::<Vec<_>>(), ["b"], "{mode} removed: {t:?}");
-        // Re-weighted 1:3 (round robin: exact).
+        // Re-weighted 1:3 (round robin: each worker thread keeps its own rotation, so
+        // within one round of exact per worker).
         cp.endpoints(vec![cla(
             "web",
             vec![
@@ -388,9 +389,9 @@ async fn eds_endpoints_added_removed_reweighted_and_unhealthy() {
         )]);
         cp.acked(EDS).await;
         let t = sample(40).await;
-        assert_eq!(
-            (t.get("a").copied(), t.get("b").copied()),
-            (Some(10), Some(30)),
+        let (wa, wb) = (t.get("a").copied(), t.get("b").copied());
+        assert!(
+            matches!((wa, wb), (Some(8..=12), Some(28..=32))),
             "{mode} weights: {t:?}"
         );
         // UNHEALTHY (and DRAINING) endpoints take no requests.

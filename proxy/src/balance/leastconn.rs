@@ -89,11 +89,38 @@ impl LeastConn {
     pub fn set_active(&mut self, i: usize, active: u64) {
         self.update(i, active);
     }
+
+    /// Brings the least loaded server's load up to date with `active_of` until it holds
+    /// (at most `rounds` times): other workers' requests move the loads between this
+    /// tree's own updates.
+    pub fn refresh_top(&mut self, active_of: impl Fn(usize) -> u64, rounds: usize) {
+        for _ in 0..rounds {
+            let i = self.tree[1] as usize;
+            if self.keys[i] == EMPTY {
+                return;
+            }
+            let active = active_of(i);
+            if self.keys[i].0 == load(active, self.weights[i]) {
+                return;
+            }
+            self.update(i, active);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_least_loaded_server_is_brought_up_to_date_before_a_pick() {
+        // Two idle servers; then another worker puts 10 requests on server 0, which this
+        // tree has not seen.
+        let mut t = LeastConn::new(&[1, 1], &[0, 0]);
+        let active = [10u64, 0];
+        t.refresh_top(|i| active[i], 4);
+        assert_eq!(t.pick(|i| active[i]), Some(1));
+    }
 
     #[test]
     fn leastconn_picks_least_loaded_and_rotates_ties() {

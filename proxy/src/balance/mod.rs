@@ -5,6 +5,11 @@
 //! and the algorithm's structure are rebuilt when the backend's epoch moves (a server
 //! changed state or weight), so a pick does no scan of unusable servers.
 //!
+//! Each worker thread picks with a structure of its own (a request is picked for and
+//! released on the worker that serves its connection), so picks on different workers
+//! share no lock and no cache line; the loads `leastconn` and `random` compare are the
+//! servers' shared in-flight counts.
+//!
 //! | algorithm    | structure                          | pick       |
 //! |--------------|------------------------------------|------------|
 //! | `roundrobin` | EDF heap of weighted deadlines      | O(log n)   |
@@ -84,8 +89,14 @@ pub struct Balancer {
     servers: Vec<Member>,
     backend: Arc<BackendLive>,
     all_backups: bool,
-    built: Mutex<Built>,
+    /// One structure per worker thread.
+    built: Box<[Shard]>,
 }
+
+/// A worker's structure, on a cache line of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(Mutex<Built>);
 
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
@@ -127,13 +138,14 @@ impl Balancer {
         servers: Vec<Member>,
         backend: Arc<BackendLive>,
         all_backups: bool,
+        workers: usize,
     ) -> Self {
         Self {
             algo,
             servers,
             backend,
             all_backups,
-            built: Mutex::new(Built::default()),
+            built: (0..workers.max(1)).map(|_| Shard::default()).collect(),
         }
     }
 
@@ -206,8 +218,10 @@ impl Balancer {
         };
     }
 
+    /// The current worker's structure (its lock is never contended).
     fn lock(&self) -> std::sync::MutexGuard<'_, Built> {
-        self.built
+        self.built[crate::worker::index() % self.built.len()]
+            .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -275,9 +289,10 @@ impl Balancer {
             (Algo::LeastConn, _) => {
                 // Disjoint borrows of the members and the leastconn state: no copy.
                 let Built { members, lc, .. } = b;
-                let pos = lc
-                    .as_mut()?
-                    .pick(|p| servers[members[p] as usize].live.active.load(Relaxed))?;
+                let lc = lc.as_mut()?;
+                let active = |p: usize| servers[members[p] as usize].live.active.load(Relaxed);
+                lc.refresh_top(active, 4);
+                let pos = lc.pick(active)?;
                 Some(members[pos] as usize)
             }
             (Algo::Random, _) => {
@@ -351,7 +366,7 @@ mod tests {
                 }
             })
             .collect();
-        (Balancer::new(algo, members, be, false), live, lives)
+        (Balancer::new(algo, members, be, false, 1), live, lives)
     }
 
     fn shares(

@@ -18,9 +18,11 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::WriteAbort;
+use tower::ServiceExt;
+
 use crate::body::{Body, H1Body, Pace, Paced, Source};
 use crate::error::Termination;
-use crate::handler::{ConnCtx, Done, handle};
+use crate::handler::{ConnCtx, Done, service};
 use crate::http1::Framing;
 use crate::http1::decode::Decoder;
 use crate::http1::encode::{write_chunk_size, write_last_chunk, write_response_head};
@@ -537,7 +539,7 @@ async fn exchange(
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
     let (req, held, ret) = request(conn, head, cx);
-    let (resp, done) = handle(cx, req, t_request).await;
+    let Ok((resp, done)) = service(cx, t_request).oneshot(req).await;
 
     // Take the connection back from the body.
     let conn = match (held, ret) {

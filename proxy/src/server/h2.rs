@@ -21,9 +21,11 @@ use tokio::time::Instant;
 
 use super::WriteAbort;
 use super::streams::StreamSet;
+use tower::ServiceExt;
+
 use crate::body::{Body, Pace, Paced};
 use crate::error::Termination;
-use crate::handler::{ConnCtx, handle, strip_hop_by_hop};
+use crate::handler::{ConnCtx, service, strip_hop_by_hop};
 use crate::state::Refusal;
 
 /// Flow-control windows offered to clients (hyper's defaults): large enough that a
@@ -186,10 +188,10 @@ async fn serve_stream(
         req.headers_mut().insert(HOST, v);
     }
     let handled = {
-        let h = pin!(handle(&cx, req, Duration::ZERO));
+        let h = pin!(service(&cx, Duration::ZERO).oneshot(req));
         let reset = poll_fn(|tcx| respond.poll_reset(tcx));
         tokio::select! {
-            r = h => Some(r),
+            r = h => r.ok(),
             // The client gave up on the stream: drop the request (and its server exchange).
             _ = reset => None,
         }
