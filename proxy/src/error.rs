@@ -65,7 +65,10 @@ pub enum ErrorKind {
 pub struct ProxyError {
     pub kind: ErrorKind,
     pub side: Side,
-    /// Whether sending the request again (elsewhere) is safe and may help.
+    /// Whether the server never saw the request, so that sending it again (elsewhere) is
+    /// safe whatever its method: a failed connect or a refused stream. The upstream
+    /// client also sets it for a reused connection the server had closed, and clears it
+    /// once it has sent the request again on a new one.
     pub retryable: bool,
     pub detail: String,
 }

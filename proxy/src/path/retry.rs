@@ -171,7 +171,7 @@ impl Policy<Request<Body>, Response<Body>, ProxyError> for Attempts<'_, '_> {
         }
         let wanted = match result {
             Ok(resp) => p.retries_status(resp.status().as_u16(), req.method()),
-            Err(e) => e.side == Side::Server && p.retries_error(e.kind, req.method()),
+            Err(e) => e.side == Side::Server && p.retries_error(e, req.method()),
         };
         if !wanted {
             return None;

@@ -75,28 +75,22 @@ pub fn idempotent(m: &Method) -> bool {
 
 impl RetryPolicy {
     /// Whether a request that failed with `kind` may be retried.
-    pub fn retries_error(&self, kind: ErrorKind, method: &Method) -> bool {
+    /// Whether a request that failed with `e` is retried: the policy must name the failure,
+    /// and the method must allow a second send unless the server never saw the request
+    /// (`e.retryable`: a failed connect, a refused stream).
+    pub fn retries_error(&self, e: &crate::error::ProxyError, method: &Method) -> bool {
         use ErrorKind::*;
-        // The server never saw these requests: any method may go again.
-        let unsent = match kind {
-            ConnectFailed | ConnectTimeout => self.on_connect || self.on_5xx || self.on_gateway,
-            RefusedStream => self.on_refused || self.on_5xx || self.on_gateway,
-            _ => false,
-        };
-        if unsent {
-            return true;
-        }
-        if !(self.non_idempotent || idempotent(method)) {
-            return false;
-        }
         let any = self.on_5xx || self.on_gateway;
-        match kind {
+        let named = match e.kind {
+            ConnectFailed | ConnectTimeout => self.on_connect || any,
+            RefusedStream => self.on_refused || any,
             EmptyResponse => self.on_empty || any,
             JunkResponse | BadResponse => self.on_junk || any,
             Reset => self.on_reset || any,
             ResponseTimeout => self.on_timeout || any,
             _ => false,
-        }
+        };
+        named && (e.retryable || self.non_idempotent || idempotent(method))
     }
 
     /// Whether a response with `status` is retried.
@@ -138,29 +132,33 @@ mod tests {
         RetryPolicy::from(&r)
     }
 
+    fn err(kind: ErrorKind) -> crate::error::ProxyError {
+        crate::error::ProxyError::new(kind, "test")
+    }
+
     #[test]
     fn default_retries_only_unsent_requests() {
         let p = policy(&[]);
-        assert!(p.retries_error(ErrorKind::ConnectFailed, &Method::POST));
-        assert!(p.retries_error(ErrorKind::RefusedStream, &Method::POST));
-        assert!(!p.retries_error(ErrorKind::Reset, &Method::GET));
+        assert!(p.retries_error(&err(ErrorKind::ConnectFailed), &Method::POST));
+        assert!(p.retries_error(&err(ErrorKind::RefusedStream), &Method::POST));
+        assert!(!p.retries_error(&err(ErrorKind::Reset), &Method::GET));
         assert!(!p.retries_status(503, &Method::GET));
     }
 
     #[test]
     fn conditions_and_methods() {
         let p = policy(&[RetryOn::Reset, RetryOn::GatewayError, RetryOn::Status(429)]);
-        assert!(p.retries_error(ErrorKind::Reset, &Method::GET));
-        assert!(!p.retries_error(ErrorKind::Reset, &Method::POST));
-        assert!(p.retries_error(ErrorKind::ResponseTimeout, &Method::GET));
+        assert!(p.retries_error(&err(ErrorKind::Reset), &Method::GET));
+        assert!(!p.retries_error(&err(ErrorKind::Reset), &Method::POST));
+        assert!(p.retries_error(&err(ErrorKind::ResponseTimeout), &Method::GET));
         assert!(p.retries_status(503, &Method::GET));
         assert!(!p.retries_status(500, &Method::GET));
         assert!(p.retries_status(429, &Method::PUT));
         assert!(!p.retries_status(429, &Method::POST));
-        assert!(!p.retries_error(ErrorKind::ClientAbort, &Method::GET));
+        assert!(!p.retries_error(&err(ErrorKind::ClientAbort), &Method::GET));
         let p = policy(&[RetryOn::EmptyResponse]);
-        assert!(!p.retries_error(ErrorKind::JunkResponse, &Method::GET));
-        assert!(p.retries_error(ErrorKind::EmptyResponse, &Method::GET));
-        assert!(!p.retries_error(ErrorKind::ConnectFailed, &Method::GET));
+        assert!(!p.retries_error(&err(ErrorKind::JunkResponse), &Method::GET));
+        assert!(p.retries_error(&err(ErrorKind::EmptyResponse), &Method::GET));
+        assert!(!p.retries_error(&err(ErrorKind::ConnectFailed), &Method::GET));
     }
 }

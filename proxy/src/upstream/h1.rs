@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::Upstream;
 use super::pool::UpConn;
 use crate::body::{Body, H1Body, Source};
-use crate::error::{ErrorKind, ProxyError, Side};
+use crate::error::{ErrorKind, ProxyError};
 use crate::http1::Framing;
 use crate::http1::decode::Decoder;
 use crate::http1::encode::{write_chunk_size, write_last_chunk, write_request_head};
@@ -204,7 +204,9 @@ async fn attempt_send(
                 continue;
             }
             Err(mut e) => {
-                if e.side == Side::Server {
+                // Only a connect that failed says for sure that the server never saw the
+                // request; a reused connection that failed may have delivered it.
+                if reused {
                     e.retryable = false;
                 }
                 return Err(e);
