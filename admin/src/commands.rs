@@ -669,7 +669,13 @@ fn set_addr(ctx: &AdminCtx, be: &Backend, si: usize, args: &[&str]) -> String {
         return "nothing changed\n".into();
     }
     let live = &ctx.control.shared().live;
-    live.set_addr_override(&be.name, &be.servers[si].name, new);
+    live.set_addr_override(
+        rampart_proxy::state::ServerKey {
+            backend: &be.name,
+            server: &be.servers[si].name,
+        },
+        new,
+    );
     if let Err(e) = ctx.control.reapply() {
         return format!("cannot apply the new address: {e}\n");
     }

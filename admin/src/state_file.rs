@@ -84,7 +84,13 @@ pub fn load(ctx: &AdminCtx, path: &Path) -> std::io::Result<Loaded> {
             s.live.set_weight(weight, &b.live);
         }
         if addr != s.upstream.addr {
-            ctx.control.shared().live.set_addr_override(be, srv, addr);
+            ctx.control.shared().live.set_addr_override(
+                rampart_proxy::state::ServerKey {
+                    backend: be,
+                    server: srv,
+                },
+                addr,
+            );
             moved = true;
         }
         let checked = s.live.has_checks();

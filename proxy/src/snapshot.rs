@@ -25,7 +25,7 @@ use crate::resilience::retry::RetryPolicy;
 use crate::rules::matcher::IpSet;
 use crate::rules::sample::{Resolve, Sample};
 use crate::rules::{AclTable, Cond, ConnectionRule, RequestRule, ResponseRule, RuleCompiler};
-use crate::state::{BackendLive, Declared, FrontendLive, Live, ServerLive};
+use crate::state::{BackendLive, Declared, FrontendLive, Live, ServerKey, ServerLive};
 use crate::stick::Table;
 use crate::upstream::pool::{Pool, PoolConfig};
 use crate::upstream::{Proto, Upstream, UpstreamTls};
@@ -494,7 +494,11 @@ impl Cx<'_> {
     /// live state.
     fn server(&mut self, bcx: &BackendCx<'_>, sname: &str, s: &model::Server) -> Option<Server> {
         let path = bcx.path;
-        let addr = match self.env.live.addr_override(bcx.name, sname).map(Ok) {
+        let key = ServerKey {
+            backend: bcx.name,
+            server: sname,
+        };
+        let addr = match self.env.live.addr_override(key).map(Ok) {
             Some(a) => a,
             None => resolve(&s.address.value),
         };
@@ -545,7 +549,7 @@ impl Cx<'_> {
         let (pool_key, pool) = self
             .env
             .live
-            .pool(bcx.name, sname, addr, tls_key, bcx.proto, bcx.pool, workers);
+            .pool(key, addr, tls_key, bcx.proto, bcx.pool, workers);
         let check = s
             .health_check
             .as_ref()
@@ -575,10 +579,7 @@ impl Cx<'_> {
                     .as_ref()
                     .map_or(u64::MAX, |c| u64::from(c.max_connections)),
             },
-            live: self
-                .env
-                .live
-                .server(bcx.name, sname, s.weight.value, s.disabled),
+            live: self.env.live.server(key, s.weight.value, s.disabled),
             backup: s.backup,
             check,
         })
@@ -1043,11 +1044,9 @@ pub struct PoolKey {
 
 impl Live {
     /// The pool for a server, kept from an earlier snapshot when nothing relevant changed.
-    #[allow(clippy::too_many_arguments)]
     pub fn pool(
         &self,
-        backend: &str,
-        server: &str,
+        server: crate::state::ServerKey<'_>,
         addr: SocketAddr,
         tls_key: Option<String>,
         proto: Proto,
@@ -1055,8 +1054,8 @@ impl Live {
         workers: usize,
     ) -> (PoolKey, Arc<Pool>) {
         let key = PoolKey {
-            backend: backend.to_owned(),
-            server: server.to_owned(),
+            backend: server.backend.to_owned(),
+            server: server.server.to_owned(),
             addr,
             tls: tls_key,
             h2: proto == Proto::H2,

@@ -222,6 +222,14 @@ impl Aborts {
     }
 }
 
+/// A server by its backend's name and its own, each named where it is used, so that the
+/// two strings cannot be passed the wrong way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerKey<'a> {
+    pub backend: &'a str,
+    pub server: &'a str,
+}
+
 /// Requests refused by circuit breakers, by limit.
 #[derive(Default)]
 pub struct Overflow {
@@ -625,21 +633,24 @@ impl Live {
     }
 
     /// The state of `backend/server` if it exists.
-    pub fn find_server(&self, backend: &str, server: &str) -> Option<Arc<ServerLive>> {
-        lock(&self.servers).get(backend)?.get(server).cloned()
+    pub fn find_server(&self, key: ServerKey<'_>) -> Option<Arc<ServerLive>> {
+        lock(&self.servers)
+            .get(key.backend)?
+            .get(key.server)
+            .cloned()
     }
 
     /// The address set at run time for `backend/server`, if any.
-    pub fn addr_override(&self, backend: &str, server: &str) -> Option<std::net::SocketAddr> {
+    pub fn addr_override(&self, key: ServerKey<'_>) -> Option<std::net::SocketAddr> {
         lock(&self.addrs)
-            .get(&(backend.to_owned(), server.to_owned()))
+            .get(&(key.backend.to_owned(), key.server.to_owned()))
             .copied()
     }
 
     /// Sets the address of `backend/server` until the process stops (applied by the next
     /// compile of the configuration).
-    pub fn set_addr_override(&self, backend: &str, server: &str, addr: std::net::SocketAddr) {
-        lock(&self.addrs).insert((backend.to_owned(), server.to_owned()), addr);
+    pub fn set_addr_override(&self, key: ServerKey<'_>, addr: std::net::SocketAddr) {
+        lock(&self.addrs).insert((key.backend.to_owned(), key.server.to_owned()), addr);
     }
 
     /// The health-check registry.
@@ -656,13 +667,8 @@ impl Live {
     }
 
     /// The state of `backend/server`, created with the configured weight the first time.
-    pub fn server(
-        &self,
-        backend: &str,
-        server: &str,
-        weight: u32,
-        disabled: bool,
-    ) -> Arc<ServerLive> {
+    pub fn server(&self, key: ServerKey<'_>, weight: u32, disabled: bool) -> Arc<ServerLive> {
+        let ServerKey { backend, server } = key;
         let mut m = lock(&self.servers);
         if let Some(s) = m.get(backend).and_then(|b| b.get(server)) {
             return s.clone();

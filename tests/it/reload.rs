@@ -167,13 +167,21 @@ async fn bad_reload_changes_nothing_and_runtime_state_survives() {
     let fe = p.addr("fe");
     let live = p.handle().live().clone();
     let be = live.backend("app");
-    live.find_server("app", "b")
-        .unwrap()
-        .set_admin(rampart_proxy::state::AdminState::Drain, &be);
+    live.find_server(rampart_proxy::state::ServerKey {
+        backend: "app",
+        server: "b",
+    })
+    .unwrap()
+    .set_admin(rampart_proxy::state::AdminState::Drain, &be);
 
     let limits = || {
         let fe_live = live.frontend("fe");
-        let a_live = live.find_server("app", "a").unwrap();
+        let a_live = live
+            .find_server(rampart_proxy::state::ServerKey {
+                backend: "app",
+                server: "a",
+            })
+            .unwrap();
         (
             live.global.limit.load(Ordering::Relaxed),
             fe_live.limit.load(Ordering::Relaxed),
@@ -233,7 +241,15 @@ async fn bad_reload_changes_nothing_and_runtime_state_survives() {
             ("a".to_owned(), Some("two"))
         );
     }
-    assert_eq!(live.find_server("app", "b").unwrap().status_text(), "DRAIN");
+    assert_eq!(
+        live.find_server(rampart_proxy::state::ServerKey {
+            backend: "app",
+            server: "b"
+        })
+        .unwrap()
+        .status_text(),
+        "DRAIN"
+    );
     p.stop().await;
 }
 

@@ -19,7 +19,10 @@ const SLOW: Duration = Duration::from_secs(3);
 fn server(p: &Proxy, backend: &str, name: &str) -> Arc<ServerLive> {
     p.handle()
         .live()
-        .find_server(backend, name)
+        .find_server(rampart_proxy::state::ServerKey {
+            backend,
+            server: name,
+        })
         .expect("server state")
 }
 

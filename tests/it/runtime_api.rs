@@ -145,7 +145,15 @@ async fn show_stat_csv_layout_by_name_and_position() {
     let (a, b) = (Origin::named("a").await, Origin::named("b").await);
     let api = api(&a, &b, "admin").await;
     let fe = api.proxy.addr("fe");
-    let sa = api.proxy.handle().live().find_server("app", "a").unwrap();
+    let sa = api
+        .proxy
+        .handle()
+        .live()
+        .find_server(rampart_proxy::state::ServerKey {
+            backend: "app",
+            server: "a",
+        })
+        .unwrap();
     assert!(
         eventually(std::time::Duration::from_secs(5), || sa
             .check

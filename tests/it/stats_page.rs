@@ -99,10 +99,18 @@ async fn stats_page_renders_in_chromium() {
     }
     let live = a.proxy.handle().live().clone();
     let be = live.backend("web");
-    live.find_server("web", "web2")
-        .unwrap()
-        .set_admin(rampart_proxy::state::AdminState::Drain, &be);
-    let s1 = live.find_server("web", "web1").unwrap();
+    live.find_server(rampart_proxy::state::ServerKey {
+        backend: "web",
+        server: "web2",
+    })
+    .unwrap()
+    .set_admin(rampart_proxy::state::AdminState::Drain, &be);
+    let s1 = live
+        .find_server(rampart_proxy::state::ServerKey {
+            backend: "web",
+            server: "web1",
+        })
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(5), || s1
             .check
@@ -232,7 +240,15 @@ async fn auth_admin_form_exports_and_probes() {
     .await;
     assert_eq!(done.status, 303);
     assert_eq!(done.header("location"), Some("/stats;st=DONE"));
-    let s1 = a.proxy.handle().live().find_server("web", "web1").unwrap();
+    let s1 = a
+        .proxy
+        .handle()
+        .live()
+        .find_server(rampart_proxy::state::ServerKey {
+            backend: "web",
+            server: "web1",
+        })
+        .unwrap();
     assert_eq!(s1.admin(), rampart_proxy::state::AdminState::Drain);
     let msg = fetch(h, "GET", "/stats;st=DONE;norefresh", &[auth], "")
         .await

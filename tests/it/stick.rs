@@ -158,7 +158,10 @@ async fn persistence_by_source_redispatches_on_down_and_keeps_drain() {
     let live = p.handle().live().clone();
     assert!(
         eventually(Duration::from_secs(5), || live
-            .find_server("app", &first)
+            .find_server(rampart_proxy::state::ServerKey {
+                backend: "app",
+                server: &first
+            })
             .unwrap()
             .check_down())
         .await
@@ -171,7 +174,12 @@ async fn persistence_by_source_redispatches_on_down_and_keeps_drain() {
     }
     assert!(again.iter().all(|x| *x == moved), "{again:?}");
     // Drain: the stuck client stays, new clients never get the server.
-    live.find_server("app", &moved).unwrap().set_admin(
+    live.find_server(rampart_proxy::state::ServerKey {
+        backend: "app",
+        server: &moved,
+    })
+    .unwrap()
+    .set_admin(
         rampart_proxy::state::AdminState::Drain,
         &live.backend("app"),
     );
@@ -222,7 +230,10 @@ async fn persistence_by_inserted_cookie() {
     let live = p.handle().live().clone();
     assert!(
         eventually(Duration::from_secs(5), || live
-            .find_server("app", &server)
+            .find_server(rampart_proxy::state::ServerKey {
+                backend: "app",
+                server: &server
+            })
             .unwrap()
             .check_down())
         .await

@@ -688,7 +688,10 @@ async fn runtime_state_survives_xds_updates() {
         .proxy
         .handle()
         .live()
-        .find_server("web", &server_a)
+        .find_server(rampart_proxy::state::ServerKey {
+            backend: "web",
+            server: &server_a,
+        })
         .unwrap();
     let be_live = s.proxy.handle().live().backend("web");
     live.set_admin(rampart_proxy::state::AdminState::Drain, &be_live);
@@ -712,7 +715,10 @@ async fn runtime_state_survives_xds_updates() {
         .proxy
         .handle()
         .live()
-        .find_server("web", &server_a)
+        .find_server(rampart_proxy::state::ServerKey {
+            backend: "web",
+            server: &server_a,
+        })
         .unwrap();
     assert_eq!(live.admin(), rampart_proxy::state::AdminState::Drain);
     let mut seen = Vec::new();

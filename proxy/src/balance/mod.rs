@@ -357,7 +357,14 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, (w, backup))| {
-                let l = live.server("b", &format!("s{i}"), *w, false);
+                let l = live.server(
+                    crate::state::ServerKey {
+                        backend: "b",
+                        server: &format!("s{i}"),
+                    },
+                    *w,
+                    false,
+                );
                 lives.push(l.clone());
                 Member {
                     name: format!("s{i}").into(),

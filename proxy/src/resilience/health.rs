@@ -606,7 +606,14 @@ mod tests {
     fn apply_moves_server_and_epoch() {
         let live = crate::state::Live::new();
         let b = live.backend("b");
-        let s = live.server("b", "s", 1, false);
+        let s = live.server(
+            crate::state::ServerKey {
+                backend: "b",
+                server: "s",
+            },
+            1,
+            false,
+        );
         {
             let mut i = s.check.lock().unwrap();
             i.enabled = true;
@@ -646,7 +653,14 @@ mod tests {
             .unwrap();
         let live = crate::state::Live::new();
         let b = live.backend("b");
-        let s = live.server("b", "s", 1, false);
+        let s = live.server(
+            crate::state::ServerKey {
+                backend: "b",
+                server: "s",
+            },
+            1,
+            false,
+        );
         let mut hc = HealthCheck::fallback().unwrap();
         hc.interval = Duration::from_secs(3600);
         let addr = "127.0.0.1:9".parse().unwrap();
@@ -685,7 +699,14 @@ mod tests {
     fn forced_health_and_nolb() {
         let live = crate::state::Live::new();
         let b = live.backend("b");
-        let s = live.server("b", "s", 1, false);
+        let s = live.server(
+            crate::state::ServerKey {
+                backend: "b",
+                server: "s",
+            },
+            1,
+            false,
+        );
         {
             let mut i = s.check.lock().unwrap();
             i.enabled = true;

@@ -225,7 +225,16 @@ mod tests {
         let live = crate::state::Live::new();
         let b = live.backend("b");
         let s = (0..n)
-            .map(|i| live.server("b", &format!("s{i}"), 1, false))
+            .map(|i| {
+                live.server(
+                    crate::state::ServerKey {
+                        backend: "b",
+                        server: &format!("s{i}"),
+                    },
+                    1,
+                    false,
+                )
+            })
             .collect();
         (b, s)
     }
