@@ -437,16 +437,9 @@ pub fn render(ctx: &AdminCtx) -> String {
         set_counter(&be_out, &n, x.bytes_out.load(Relaxed));
         set_gauge(&be_cur, &n, x.active.load(Relaxed) as i64);
         set_gauge(&be_max, &n, x.active_max.load(Relaxed) as i64);
-        set_counter(
-            &be_abrt,
-            &[&be.name, "client"],
-            x.aborts.client.load(Relaxed),
-        );
-        set_counter(
-            &be_abrt,
-            &[&be.name, "server"],
-            x.aborts.server.load(Relaxed),
-        );
+        for (side, v) in x.aborts.by_side() {
+            set_counter(&be_abrt, &[&be.name, side], v);
+        }
         set_counter(&be_econ, &n, x.errors_conn.load(Relaxed));
         set_counter(&be_eresp, &n, x.errors_resp.load(Relaxed));
         set_counter(&be_retr, &n, x.retries.load(Relaxed));
@@ -474,8 +467,8 @@ pub fn render(ctx: &AdminCtx) -> String {
             }
             set_gauge(&s_cur, &l, y.active.load(Relaxed) as i64);
             set_gauge(&s_max, &l, y.active_max.load(Relaxed) as i64);
-            for (side, v) in [("client", &y.aborts.client), ("server", &y.aborts.server)] {
-                set_counter(&s_abrt, &[&be.name, &s.name, side], v.load(Relaxed));
+            for (side, v) in y.aborts.by_side() {
+                set_counter(&s_abrt, &[&be.name, &s.name, side], v);
             }
             set_counter(&s_econ, &l, y.errors_conn.load(Relaxed));
             set_counter(&s_eresp, &l, y.errors_resp.load(Relaxed));

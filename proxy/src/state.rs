@@ -211,6 +211,14 @@ pub struct Aborts {
 }
 
 impl Aborts {
+    /// The counts by side, labelled as `/metrics` labels them.
+    pub fn by_side(&self) -> [(&'static str, u64); 2] {
+        [
+            ("client", self.client.load(Relaxed)),
+            ("server", self.server.load(Relaxed)),
+        ]
+    }
+
     /// Counts an exchange by its termination code: `C`/`c` the client's doing, `S`/`s`
     /// the server's.
     pub fn count(&self, termination: Termination) {

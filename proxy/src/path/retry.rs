@@ -21,7 +21,7 @@ use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::resilience::limits::backoff;
 use crate::resilience::retry::{RetryPolicy, now_secs};
-use crate::snapshot::Backend;
+use crate::state::BackendLive;
 use crate::state::Limit;
 
 /// The servers a request was sent to, in order, kept inline: retries are at most 10
@@ -72,11 +72,11 @@ impl Default for Tried {
 }
 
 /// Marks one request with a retry in flight, for the backend's `max_retries`.
-pub(crate) struct RetryGuard(Arc<Backend>);
+pub(crate) struct RetryGuard(Arc<BackendLive>);
 
 impl Drop for RetryGuard {
     fn drop(&mut self) {
-        self.0.live.retries_active.fetch_sub(1, Relaxed);
+        self.0.retries_active.fetch_sub(1, Relaxed);
     }
 }
 
@@ -190,11 +190,9 @@ impl Policy<Request<Body>, Response<Body>, ProxyError> for Attempts<'_, '_> {
         }
         {
             let mut s = self.x.state();
-            if s.retrying.is_none()
-                && let Some(b) = s.done.backend.clone()
-            {
+            if s.retrying.is_none() {
                 be.live.retries_active.fetch_add(1, Relaxed);
-                s.retrying = Some(RetryGuard(b));
+                s.retrying = Some(RetryGuard(be.live.clone()));
             }
         }
         match result {

@@ -32,30 +32,14 @@ fn classify(e: hyper::Error) -> ProxyError {
     ProxyError::new(ErrorKind::BadResponse, format!("HTTP/2: {e}"))
 }
 
-/// The worker's connection to the server (opened if needed), the time it took to open,
-/// and whether it was already open.
-async fn sender(
+/// Opens the worker's connection to the server; returns it with the time it took.
+async fn open(
     up: &Upstream,
     measure: bool,
-) -> Result<
-    (
-        hyper::client::conn::http2::SendRequest<Body>,
-        Duration,
-        bool,
-    ),
-    ProxyError,
-> {
-    if let Some(s) = up.pool.h2_sender() {
-        return Ok((s, Duration::ZERO, true));
-    }
+) -> Result<(hyper::client::conn::http2::SendRequest<Body>, Duration), ProxyError> {
     let started = measure.then(Instant::now);
     let slot = up.conn_slot()?;
-    let io = Box::pin(super::connect::connect(
-        up.addr,
-        up.tls.as_ref(),
-        up.connect_timeout,
-    ))
-    .await?;
+    let io = super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
     let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
@@ -76,7 +60,7 @@ async fn sender(
         }
     });
     up.pool.set_h2_sender(send.clone());
-    Ok((send, started.map_or(Duration::ZERO, |s| s.elapsed()), false))
+    Ok((send, started.map_or(Duration::ZERO, |s| s.elapsed())))
 }
 
 /// Sends `req` over the server's HTTP/2 connection.
@@ -108,8 +92,15 @@ pub async fn send(
         Uri::from_parts(parts).map_err(|e| ProxyError::new(ErrorKind::Internal, e.to_string()))?;
     *req.version_mut() = Version::HTTP_2;
 
-    // Boxed: opening the connection (TLS, HTTP/2 handshake) is rare and large.
-    let (mut s, connect, reused) = Box::pin(sender(up, measure)).await?;
+    // The worker's open connection, or a new one. Opening is boxed: it is rare, and its
+    // TLS and HTTP/2 handshakes would make every exchange's future large.
+    let (mut s, connect, reused) = match up.pool.h2_sender() {
+        Some(s) => (s, Duration::ZERO, true),
+        None => {
+            let (s, t) = Box::pin(open(up, measure)).await?;
+            (s, t, false)
+        }
+    };
     let sent_at = measure.then(Instant::now);
     let work = async {
         s.ready().await.map_err(classify)?;
