@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::error::Termination;
 use crate::handler::ConnCtx;
 use crate::resilience::limits::Slot;
+use crate::rules::Intercept;
 use crate::snapshot::{Backend, Frontend};
 use crate::state::{ActiveGuard, Live, Refusal};
 use crate::stick::Trackers;
@@ -89,6 +90,22 @@ impl Done {
             bytes_out: 0,
             finished: false,
         }
+    }
+
+    /// Records that a rule answered the request itself (`deny`, `return`, `redirect`),
+    /// and counts it on the frontend.
+    pub(crate) fn answered(&mut self, status: StatusCode, kind: Intercept) {
+        let live = &self.frontend.live;
+        match kind {
+            Intercept::Deny => live.denied.fetch_add(1, Relaxed),
+            Intercept::Return | Intercept::Redirect => live.intercepted.fetch_add(1, Relaxed),
+        };
+        self.termination = if kind == Intercept::Deny {
+            Termination::REFUSED
+        } else {
+            Termination::NONE
+        };
+        self.status = status.as_u16();
     }
 
     /// A record for a request that was refused before it was read in full (bad head).

@@ -1,6 +1,7 @@
-//! The front half of a request's life, after its head is read: frontend rules, the
-//! route and backend, backend rules, header work and persistence; then the backend path
-//! ([`crate::path`], a stack of tower layers) and the response rules. Every outcome, error
+//! The front half of a request's life, after its head is read: the frontend's rules, the
+//! route and the backend; then the backend path ([`crate::path`], a stack of tower layers
+//! from the backend's rules down to the server) and the route's and frontend's response
+//! rules. Every outcome, error
 //! or not, ends as a response plus a [`Done`] record that the connection completes once
 //! the response has been sent (counters, in-flight bookkeeping, access log), and that
 //! completes itself if the request is dropped first.
@@ -9,9 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use http::header::{EXPECT, UPGRADE};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode};
 use std::convert::Infallible;
 
 use tower::{Service, ServiceExt};
@@ -21,15 +21,14 @@ pub use crate::done::Done;
 use crate::error::Termination;
 use crate::error::{ErrorKind, ProxyError, Side};
 pub use crate::headers::strip_hop_by_hop;
-use crate::headers::{forwarding_headers, underscores};
-use crate::path::{Exchange, Persist, RouteSettings, upstream_client};
+use crate::headers::underscores;
+use crate::path::{Exchange, Line, Origin, RouteSettings, upstream_client};
 use crate::routing::Route;
-use crate::rules::sample::{ConnInfo, SampleCtx};
-use crate::rules::{Env, Intercept, RequestLine, run_request, run_response};
+use crate::rules::sample::ConnInfo;
+use crate::rules::{Env, RequestLine, run_request, run_response};
 use crate::snapshot::{Backend, Frontend, Snapshot};
 use crate::state::{Live, Refusal};
-use crate::stick::{Trackers, Tracks};
-use crate::upstream::Proto;
+use crate::stick::Trackers;
 
 pub struct ConnCtx {
     pub info: ConnInfo,
@@ -81,53 +80,6 @@ impl ConnCtx {
     }
 }
 
-fn count_intercept(fe: &Frontend, kind: Intercept) {
-    match kind {
-        Intercept::Deny => fe.live.denied.fetch_add(1, Relaxed),
-        Intercept::Return | Intercept::Redirect => fe.live.intercepted.fetch_add(1, Relaxed),
-    };
-}
-
-/// Completes a request that a rule answered.
-fn intercepted(
-    fe: &Frontend,
-    resp: Response<Body>,
-    kind: Intercept,
-    done: &mut Done,
-) -> Response<Body> {
-    count_intercept(fe, kind);
-    done.termination = if kind == Intercept::Deny {
-        Termination::REFUSED
-    } else {
-        Termination::NONE
-    };
-    done.status = resp.status().as_u16();
-    resp
-}
-
-/// The sample context of a request, for routes, hashes and persistence.
-fn sample_cx<'a>(
-    cx: &'a ConnCtx,
-    fe: &'a Frontend,
-    parts: &'a Parts,
-    nbsrv: &'a (dyn Fn(usize) -> usize + Sync),
-    done: &'a Done,
-) -> SampleCtx<'a> {
-    SampleCtx {
-        conn: &cx.info,
-        frontend: &fe.name,
-        method: &parts.method,
-        uri: &parts.uri,
-        version: parts.version,
-        headers: &parts.headers,
-        nbsrv,
-        track: Tracks {
-            conn: Some(cx.track.as_deref().unwrap_or(&NO_TRACKERS)),
-            req: Some(&done.track),
-        },
-    }
-}
-
 /// The request path as a tower service, right after the request head is parsed: what
 /// the HTTP/1 and HTTP/2 servers call for each request. It answers every request (errors
 /// become responses), with the request's [`Done`] record for the connection to complete.
@@ -169,42 +121,39 @@ pub async fn handle(
         nbsrv: &nbsrv,
         conn_track: cx.track.as_deref().unwrap_or(&NO_TRACKERS),
     };
-    let (be, route) = match choose_backend(cx, snap, fe, &env, &mut parts, &mut done) {
+    let (be, route) = match choose_backend(snap, fe, &env, &mut parts, &mut done) {
         Chosen::Backend(be, route) => (be, route),
         Chosen::Answer(resp) => return (resp, done),
     };
-    if let Some((resp, kind)) = run_request(
-        &be.request_rules,
-        &be.acls,
-        &mut parts,
-        &env,
-        &mut done.track,
-    ) {
-        return (intercepted(fe, resp, kind, &mut done), done);
-    }
-    let (settings, persist) = prepare(cx, fe, &be, route, &mut parts, &nbsrv, &done);
+    let settings = RouteSettings {
+        timeout: route.and_then(|r| r.timeout),
+        retries: route.and_then(|r| r.retries.clone()),
+        hash: None,
+    };
     if !settings.is_empty() {
         parts.extensions.insert(settings);
     }
-    let line = (parts.method.clone(), parts.uri.clone(), parts.version);
-    let result = {
-        let x = Exchange::new(&be, &cx.session, fe.log.is_some(), persist, &mut done);
-        crate::path::stack(&x, upstream_client(&x))
+    let from = Origin {
+        fe,
+        route,
+        env: &env,
+        session: &cx.session,
+    };
+    let (result, answered, line) = {
+        let x = Exchange::new(&be, from, &mut done);
+        let result = crate::path::stack(&x, upstream_client(&x))
             .oneshot(Request::from_parts(parts, body))
-            .await
+            .await;
+        let mut s = x.state();
+        (result, s.answered, s.line.take())
     };
     match result {
+        // A backend rule answered: no response rules run on its answer.
+        Ok(resp) if answered => (resp, done),
         Ok(resp) => {
-            let rl = RequestLine {
-                method: &line.0,
-                uri: &line.1,
-                version: line.2,
-            };
             let route_rules = route.map(|r| &r.response_rules[..]).unwrap_or_default();
-            (
-                respond(fe, &be, route_rules, &env, &rl, resp, &mut done),
-                done,
-            )
+            let resp = respond(fe, route_rules, &env, line.as_ref(), resp, &mut done);
+            (resp, done)
         }
         Err(e) => (fail(&mut done, &e), done),
     }
@@ -240,7 +189,6 @@ enum Chosen<'f> {
 /// request's virtual host, else of `use_backend`, else the default backend; or the answer
 /// when a rule answered or there is no backend.
 fn choose_backend<'f>(
-    cx: &ConnCtx,
     snap: &Snapshot,
     fe: &'f Frontend,
     env: &Env<'_>,
@@ -250,10 +198,11 @@ fn choose_backend<'f>(
     if let Some((resp, kind)) =
         run_request(&fe.request_rules, &fe.acls, parts, env, &mut done.track)
     {
-        return Chosen::Answer(intercepted(fe, resp, kind, done));
+        done.answered(resp.status(), kind);
+        return Chosen::Answer(resp);
     }
     let route = {
-        let scx = sample_cx(cx, fe, parts, env.nbsrv, done);
+        let scx = env.cx(parts, &done.track);
         let vhost = fe.vhosts.as_ref().and_then(|t| {
             let host = crate::routing::request_host(parts)?;
             t.hosts.get(t.select(host)?)
@@ -269,7 +218,8 @@ fn choose_backend<'f>(
             if let Some((resp, kind)) =
                 run_request(&r.request_rules, &fe.acls, parts, env, &mut done.track)
             {
-                return Chosen::Answer(intercepted(fe, resp, kind, done));
+                done.answered(resp.status(), kind);
+                return Chosen::Answer(resp);
             }
             r.target.choose()
         }
@@ -287,86 +237,31 @@ fn choose_backend<'f>(
     Chosen::Backend(be, route)
 }
 
-/// Prepares the request for the backend path: hop-by-hop and forwarding headers, the
-/// route's settings with the balancer's hash, and what persistence asks.
-fn prepare(
-    cx: &ConnCtx,
-    fe: &Frontend,
-    be: &Backend,
-    route: Option<&Route>,
-    parts: &mut Parts,
-    nbsrv: &(dyn Fn(usize) -> usize + Sync),
-    done: &Done,
-) -> (RouteSettings, Persist) {
-    let upgrade = parts.headers.contains_key(UPGRADE)
-        && parts.version != Version::HTTP_2
-        && be.proto == Proto::Http1;
-    strip_hop_by_hop(&mut parts.headers, upgrade, true);
-    if parts
-        .headers
-        .get(EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-    {
-        parts.headers.remove(EXPECT);
-    }
-    forwarding_headers(fe, &cx.info, &mut parts.headers);
-
-    let hash = be
-        .balancer
-        .algo()
-        .hashes()
-        .then(|| crate::routing::hash_key(be, route, &sample_cx(cx, fe, parts, nbsrv, done)));
-    let settings = RouteSettings {
-        timeout: route.and_then(|r| r.timeout),
-        retries: route.and_then(|r| r.retries.clone()),
-        hash: hash.flatten(),
-    };
-    let persist = if be.stick.is_empty() && be.cookie.is_none() {
-        Persist::default()
-    } else {
-        let mut p = crate::path::persistence(be, &sample_cx(cx, fe, parts, nbsrv, done));
-        if let Some(c) = &be.cookie {
-            // A valid cookie comes before the stick rules, as in HAProxy.
-            p.cookie = crate::path::request_cookie(c, be, &mut parts.headers);
-            p.server = p.cookie.map(|(i, _)| i).or(p.server);
-        }
-        p
-    };
-    (settings, persist)
-}
-
-/// Runs the response rules (backend's, route's, frontend's) on a server's response.
+/// Runs the route's and the frontend's response rules on a server's response (the
+/// backend's ran in the backend path), unless the backend's denied it already.
 fn respond(
     fe: &Frontend,
-    be: &Backend,
     route_rules: &[crate::rules::ResponseRule],
     env: &Env<'_>,
-    rl: &RequestLine<'_>,
+    line: Option<&Line>,
     mut resp: Response<Body>,
     done: &mut Done,
 ) -> Response<Body> {
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        strip_hop_by_hop(resp.headers_mut(), false, false);
-    }
-    let denied = run_response(
-        &be.response_rules,
-        &be.acls,
-        &mut resp,
-        rl,
-        env,
-        &done.track,
-    ) || run_response(route_rules, &fe.acls, &mut resp, rl, env, &done.track)
-        || run_response(
-            &fe.response_rules,
-            &fe.acls,
-            &mut resp,
-            rl,
-            env,
-            &done.track,
-        );
-    if denied {
-        fe.live.denied.fetch_add(1, Relaxed);
-        done.termination = Termination::RESPONSE_DENIED;
+    if let Some(line) = line
+        && done.termination != Termination::RESPONSE_DENIED
+    {
+        let rl = RequestLine {
+            method: &line.method,
+            uri: &line.uri,
+            version: line.version,
+        };
+        let t = &done.track;
+        if run_response(route_rules, &fe.acls, &mut resp, &rl, env, t)
+            || run_response(&fe.response_rules, &fe.acls, &mut resp, &rl, env, t)
+        {
+            fe.live.denied.fetch_add(1, Relaxed);
+            done.termination = Termination::RESPONSE_DENIED;
+        }
     }
     done.status = resp.status().as_u16();
     resp

@@ -6,9 +6,9 @@
 //! `rampart-config` for the model it compiles, and on nothing else of rampart's.
 //!
 //! The request path, in module order:
-//! [`listener`] -> [`server`] (TLS, h1/h2) -> [`handler`] (frontend [`rules`], routes,
-//! [`headers`]) -> [`path`] (the backend half as tower layers: persistence, breaker, retry,
-//! [`balance`], outlier detection, counters) -> [`upstream`] -> back through [`server`];
+//! [`listener`] -> [`server`] (TLS, h1/h2) -> [`handler`] (frontend [`rules`], routes) ->
+//! [`path`] (the backend half as tower layers: backend rules, [`headers`], persistence,
+//! breaker, retry, [`balance`], outlier detection, counters) -> [`upstream`] -> back through [`server`];
 //! [`done`] records each request and completes it once, [`error`] turns failures into
 //! responses in one place, and [`log`] writes access logs off the request path.
 

@@ -290,9 +290,13 @@ impl Proxy {
     }
 }
 
-/// A fresh temporary directory.
+/// A fresh temporary directory. The first call removes those of earlier test runs whose
+/// process is gone, so that runs do not pile up directories (a test's own are kept while
+/// it runs, and after it for a look when it failed).
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_temp_dirs);
     let d = std::env::temp_dir().join(format!(
         "rampart-test-{}-{tag}-{}",
         std::process::id(),
@@ -300,6 +304,24 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+fn sweep_temp_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("rampart-test-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// How a client talks to the proxy.

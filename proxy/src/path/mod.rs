@@ -1,10 +1,13 @@
 //! The backend half of the request path, as a stack of tower layers.
 //!
-//! Once the handler has chosen a backend and prepared the request, the request goes down
-//! this stack, built in one place ([`stack`]):
+//! Once the handler has run the frontend's rules and chosen a backend, the request goes
+//! down this stack, built in one place ([`stack`]):
 //!
 //! ```text
-//!   Persist    stick-table entries and the persistence cookie, after the exchange
+//!   Rules      the backend's http_request rules; its http_response rules on the way back
+//!   Headers    hop-by-hop headers off both ways, forwarding headers on
+//!   Persist    stick rules, the persistence cookie and the balancer's hash key; after the
+//!              exchange, the stick-table entries and the cookie
 //!   Breaker    the backend's in-flight limit, with its FIFO queue
 //!   Retry      tower's retry with rampart's policy: replay, budget, back-off, max_retries
 //!   Balance    a server by the backend's algorithm, stickiness and max_connections
@@ -15,8 +18,9 @@
 //! ```
 //!
 //! Every layer is a small `Copy` service that borrows the request's [`Exchange`]: the
-//! backend, the connection's session, and the request's record ([`Done`]), which the
-//! layers fill in (queue time, server, retries, timing). No layer holds a lock shared with
+//! backend, where the request came from ([`Origin`]: frontend, route, fetch environment,
+//! session), and the request's record ([`Done`]), which the layers fill in (rules'
+//! counters, queue time, server, retries, timing). No layer holds a lock shared with
 //! other requests while it waits, and services are always ready, so there is no buffer.
 //! Per-route settings travel in one request extension, [`RouteSettings`]. The leaf is a
 //! parameter, so the stack can be tested with a mock upstream.
@@ -46,29 +50,34 @@ use layer;
 
 mod breaker;
 mod future;
+mod headers;
 mod persist;
 mod pick;
 mod retry;
+mod rules;
 mod server;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Method, Request, Response, Uri, Version};
 use tower::{Service, ServiceBuilder};
 
 use crate::body::Body;
 use crate::done::Done;
 use crate::error::ProxyError;
 use crate::resilience::retry::RetryPolicy;
+use crate::routing::Route;
+use crate::rules::Env;
 use crate::sessions::Session;
-use crate::snapshot::Backend;
+use crate::snapshot::{Backend, Frontend};
 
 pub use breaker::BreakerLayer;
-pub use persist::PersistLayer;
-pub(crate) use persist::{Persist, persistence, request_cookie};
+pub use headers::HeadersLayer;
+pub use persist::{Persist, PersistLayer};
 pub use pick::BalanceLayer;
 pub use retry::{RetryLayer, Tried};
+pub use rules::RulesLayer;
 pub use server::{CountersLayer, OutlierLayer, upstream_client};
 
 /// What a layer's future resolves to.
@@ -85,7 +94,9 @@ pub struct RouteSettings {
     pub timeout: Option<Duration>,
     /// The retry policy.
     pub retries: Option<Arc<RetryPolicy>>,
-    /// The hash a hashing balancer uses (`None`: the balancer picks as if unhashed).
+    /// The hash a hashing balancer uses. Without it, the persistence layer computes one
+    /// from the route's hash keys or the backend's (`None` there too: the balancer picks
+    /// as if unhashed).
     pub hash: Option<u64>,
 }
 
@@ -104,21 +115,45 @@ pub struct Attempt {
     pub per_try: Option<Duration>,
 }
 
+/// Where a request comes from: what the layers need to know besides the request.
+#[derive(Clone, Copy)]
+pub struct Origin<'a> {
+    /// The frontend it came in on (forwarding headers, its log).
+    pub fe: &'a Frontend,
+    /// The route that chose the backend, if one did (its hash keys).
+    pub route: Option<&'a Route>,
+    /// What fetches need besides the request: the connection, its stick counters.
+    pub env: &'a Env<'a>,
+    /// The connection in the session registry.
+    pub session: &'a Session,
+}
+
 /// What the layers of one request share.
 pub struct Exchange<'a> {
     pub be: &'a Backend,
-    pub session: &'a Session,
+    pub from: Origin<'a>,
     /// Whether timings are measured (an access log wants them).
     pub measure: bool,
-    /// What persistence asks of this request.
-    pub persist: Persist,
     state: Mutex<State<'a>>,
+}
+
+/// The request line after the backend's rules, which response rules read.
+pub struct Line {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
 }
 
 /// The parts of an exchange that layers change as the request goes.
 pub struct State<'a> {
     /// The request's record, borrowed from the handler, which completes it.
     pub done: &'a mut Done,
+    /// Set when a backend rule answered the request itself (it went no further).
+    pub answered: bool,
+    /// The request line as the backend's rules left it, for the response rules.
+    pub line: Option<Line>,
+    /// What persistence asks of this request.
+    pub persist: Persist,
     /// Servers tried, in order.
     pub tried: Tried,
     /// Whether a retry may go to another server (the retry policy's `redispatch`).
@@ -130,20 +165,16 @@ pub struct State<'a> {
 }
 
 impl<'a> Exchange<'a> {
-    pub fn new(
-        be: &'a Backend,
-        session: &'a Session,
-        measure: bool,
-        persist: Persist,
-        done: &'a mut Done,
-    ) -> Self {
+    pub fn new(be: &'a Backend, from: Origin<'a>, done: &'a mut Done) -> Self {
         Self {
             be,
-            session,
-            measure,
-            persist,
+            from,
+            measure: from.fe.log.is_some(),
             state: Mutex::new(State {
                 done,
+                answered: false,
+                line: None,
+                persist: Persist::default(),
                 tried: Tried::new(),
                 redispatch: true,
                 per_try: None,
@@ -170,6 +201,8 @@ where
     L::Future: Send + 'a,
 {
     ServiceBuilder::new()
+        .layer(RulesLayer(x))
+        .layer(HeadersLayer(x))
         .layer(PersistLayer(x))
         .layer(BreakerLayer(x))
         .layer(RetryLayer(x))

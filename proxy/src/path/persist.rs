@@ -1,7 +1,8 @@
-//! Persistence: the backend's `stick` rules and its persistence cookie. The handler reads
-//! them from the request ([`persistence`], [`request_cookie`]); the balancer prefers the
-//! server they name; and this layer, once the exchange is over, stores the server that
-//! served in the stick-table entries and sets the cookie on the response.
+//! Persistence: what ties a request to a server. This layer reads the backend's `stick`
+//! rules and its persistence cookie from the request, and the hash key a hashing balancer
+//! uses; the balancer prefers the server they name; and once the exchange is over, this
+//! layer stores the server that served in the stick-table entries and sets the cookie on
+//! the response.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use tower::Service;
 
 use super::future::{After, Hook};
-use super::{Exchange, Outcome};
+use super::{Exchange, Outcome, RouteSettings};
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::rules::sample::SampleCtx;
@@ -31,8 +32,41 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        After::new(self.inner.call(req), Remember(self.x))
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let x = self.x;
+        let be = x.be;
+        let settings = req.extensions().get::<RouteSettings>();
+        let hashes = be.balancer.algo().hashes() && settings.is_none_or(|r| r.hash.is_none());
+        if hashes || !be.stick.is_empty() || be.cookie.is_some() {
+            let mut s = x.state();
+            let s = &mut *s;
+            let env = x.from.env;
+            if hashes {
+                let hash =
+                    crate::routing::hash_key(be, x.from.route, &env.request(&req, &s.done.track));
+                match req.extensions_mut().get_mut::<RouteSettings>() {
+                    Some(r) => r.hash = hash,
+                    None if hash.is_some() => {
+                        req.extensions_mut().insert(RouteSettings {
+                            hash,
+                            ..RouteSettings::default()
+                        });
+                    }
+                    None => {}
+                }
+            }
+            if !be.stick.is_empty() {
+                s.persist = persistence(be, &env.request(&req, &s.done.track));
+            }
+            if let Some(c) = &be.cookie {
+                // A valid cookie comes before the stick rules, as in HAProxy.
+                s.persist.cookie = request_cookie(c, be, req.headers_mut());
+                if let Some((i, _)) = s.persist.cookie {
+                    s.persist.server = Some(i);
+                }
+            }
+        }
+        After::new(self.inner.call(req), Remember(x))
     }
 }
 
@@ -43,19 +77,20 @@ pub struct Remember<'a>(&'a Exchange<'a>);
 impl Hook for Remember<'_> {
     fn after(self, out: &mut Outcome) {
         let x = self.0;
-        if x.persist.store.is_empty() && x.be.cookie.is_none() {
+        if x.be.stick.is_empty() && x.be.cookie.is_none() {
             return;
         }
-        let Some(si) = x.state().done.server else {
+        let s = x.state();
+        let Some(si) = s.done.server else {
             return;
         };
-        for (table, k) in &x.persist.store {
+        for (table, k) in &s.persist.store {
             table.with(k, true, 0, |e| {
                 e.set(rampart_config::stick::DataKind::ServerId, si as u64 + 1)
             });
         }
         if let (Some(c), Ok(resp)) = (&x.be.cookie, out) {
-            response_cookie(c, si, x.persist.cookie, resp.headers_mut());
+            response_cookie(c, si, s.persist.cookie, resp.headers_mut());
         }
     }
 }
@@ -74,7 +109,7 @@ pub struct Persist {
 
 /// Runs the backend's `stick` rules: the first matching entry that names a server wins;
 /// `on` and `store-request` entries are stored with the server finally chosen.
-pub(crate) fn persistence(be: &Backend, cx: &SampleCtx<'_>) -> Persist {
+fn persistence(be: &Backend, cx: &SampleCtx<'_>) -> Persist {
     use rampart_config::stick::{DataKind, StickKind};
     let mut p = Persist::default();
     for r in &be.stick {
@@ -108,7 +143,7 @@ fn now_unix() -> u64 {
 
 /// Finds the persistence cookie in the request, and takes it off or unwraps it as the
 /// mode says. Returns the server it names (with the first-seen date), if it is valid.
-pub(crate) fn request_cookie(
+fn request_cookie(
     c: &crate::snapshot::CookieSpec,
     be: &Backend,
     headers: &mut HeaderMap,

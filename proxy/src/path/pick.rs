@@ -46,7 +46,7 @@ where
         let ask = Ask {
             key,
             redispatch: s.redispatch,
-            prefer: x.persist.server,
+            prefer: s.persist.server,
         };
         let per_try = s.per_try;
         match try_pick(x.be, &ask, s.tried.as_slice()) {
@@ -101,7 +101,7 @@ fn chosen(x: &Exchange<'_>, s: &mut State<'_>, si: usize, guard: ActiveGuard) {
     {
         be.balancer.released(prev);
     }
-    x.session.at_server(&server.live);
+    x.from.session.at_server(&server.live);
 }
 
 fn no_server(be: &Backend) -> ProxyError {

@@ -12,6 +12,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::error::ErrorKind;
 use crate::handler::ConnCtx;
+use crate::rules::Env;
 use crate::rules::sample::ConnInfo;
 use crate::snapshot::Snapshot;
 use crate::state::Limit;
@@ -20,6 +21,7 @@ use crate::state::Limit;
 struct Rig {
     snap: Arc<Snapshot>,
     cx: ConnCtx,
+    tracks: crate::stick::Trackers,
 }
 
 impl Rig {
@@ -52,28 +54,53 @@ impl Rig {
                 .clone(),
             track: None,
         };
-        Rig { snap, cx }
+        Rig {
+            snap,
+            cx,
+            tracks: Default::default(),
+        }
     }
 
     fn be(&self) -> &Arc<Backend> {
         &self.snap.backends[0]
     }
 
-    /// Sends one GET through the stack to `upstream`; returns the outcome and the record.
-    async fn send(&self, req: Request<Body>, upstream: &Upstream) -> (Outcome, Done) {
+    /// What fetches see of the rig's connection.
+    fn env(&self) -> Env<'_> {
+        Env {
+            conn: &self.cx.info,
+            frontend: "fe",
+            nbsrv: &|_| 3,
+            conn_track: &self.tracks,
+        }
+    }
+
+    /// A request's record on the rig's backend.
+    fn done(&self) -> Done {
         let mut done = Done::new(&self.cx, &self.cx.frontend, None, Duration::ZERO);
         done.backend = Some(self.be().clone());
+        done
+    }
+
+    /// Sends one request through the stack to `upstream`; returns the outcome and the
+    /// record.
+    async fn send(&self, req: Request<Body>, upstream: &Upstream) -> (Outcome, Done) {
+        let mut done = self.done();
+        let env = self.env();
         let out = {
-            let x = Exchange::new(
-                self.be(),
-                &self.cx.session,
-                false,
-                Persist::default(),
-                &mut done,
-            );
+            let x = Exchange::new(self.be(), self.origin(&env), &mut done);
             stack(&x, upstream.service()).oneshot(req).await
         };
         (out, done)
+    }
+
+    fn origin<'a>(&'a self, env: &'a Env<'a>) -> Origin<'a> {
+        Origin {
+            fe: &self.cx.frontend,
+            route: None,
+            env,
+            session: &self.cx.session,
+        }
     }
 }
 
@@ -371,9 +398,9 @@ async fn a_dropped_request_releases_what_it_holds() {
     let be = rig.be().clone();
     let never = tower::service_fn(|_: Attempt| std::future::pending::<Outcome>());
     {
-        let mut done = Done::new(&rig.cx, &rig.cx.frontend, None, Duration::ZERO);
-        done.backend = Some(be.clone());
-        let x = Exchange::new(&be, &rig.cx.session, false, Persist::default(), &mut done);
+        let mut done = rig.done();
+        let env = rig.env();
+        let x = Exchange::new(&be, rig.origin(&env), &mut done);
         let fut = stack(&x, never).oneshot(get());
         tokio::pin!(fut);
         // Poll until the request is at a server, then give up on it.
@@ -396,4 +423,159 @@ async fn a_dropped_request_releases_what_it_holds() {
         0
     );
     assert_eq!(be.live.gate.inflight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_rule_answers_before_the_queue_and_any_server() {
+    let rig = Rig::new(&format!(
+        "{THREE}    circuit_breaker: {{ max_requests: 1 }}\n    http_request: [\"deny deny_status 403 if {{ path_beg /admin }}\", \"set-header x-seen yes\"]\n"
+    ));
+    let be = rig.be();
+    // The only slot is taken: a request that reached the breaker would wait.
+    let held = crate::resilience::limits::Gate::acquire(&be.live, be.gate.unwrap())
+        .await
+        .unwrap();
+    let up = Upstream::new(&[Answer::Status(200)]);
+    let req = Request::get("/admin/x").body(Body::empty()).unwrap();
+    let (out, done) = rig.send(req, &up).await;
+    assert_eq!(out.unwrap().status(), 403);
+    assert!(up.servers().is_empty());
+    assert_eq!(done.termination, crate::error::Termination::REFUSED);
+    assert_eq!(done.status, 403);
+    assert_eq!(rig.cx.frontend.live.denied.load(Relaxed), 1);
+    assert_eq!(be.live.overflow.get(Limit::QueueTimeout).load(Relaxed), 0);
+    drop(held);
+    // Another path goes on, with the rule's header.
+    let seen = Arc::new(Mutex::new(None));
+    let s2 = seen.clone();
+    let leaf = tower::service_fn(move |a: Attempt| {
+        *s2.lock().unwrap() = a.req.headers().get("x-seen").cloned();
+        std::future::ready(Ok::<_, ProxyError>(Response::new(Body::empty())))
+    });
+    let mut done = rig.done();
+    let env = rig.env();
+    let x = Exchange::new(be, rig.origin(&env), &mut done);
+    let out = stack(&x, leaf).oneshot(get()).await;
+    assert_eq!(out.unwrap().status(), 200);
+    assert_eq!(seen.lock().unwrap().as_ref().unwrap(), "yes");
+    assert!(!x.state().answered);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_response_rule_sees_the_rewritten_request_and_can_deny() {
+    let rig = Rig::new(&format!(
+        "{THREE}    http_request: [\"set-path /denied if {{ path /d }}\", \"set-path /inner if {{ path / }}\"]\n    http_response: [\"set-header x-path %[path]\", \"deny if {{ path /denied }}\"]\n"
+    ));
+    let up = Upstream::new(&[Answer::Status(200)]);
+    let (out, done) = rig.send(get(), &up).await;
+    let resp = out.unwrap();
+    assert_eq!(resp.headers()["x-path"], "/inner");
+    assert_eq!(done.termination, crate::error::Termination::NONE);
+    let req = Request::get("/d").body(Body::empty()).unwrap();
+    let (out, done) = rig.send(req, &up).await;
+    assert_eq!(out.unwrap().status(), 502);
+    assert_eq!(done.termination, crate::error::Termination::RESPONSE_DENIED);
+    assert_eq!(rig.cx.frontend.live.denied.load(Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hop_by_hop_headers_come_off_both_ways_and_forwarding_headers_go_on() {
+    let rig = Rig::new(THREE);
+    let seen = Arc::new(Mutex::new(http::HeaderMap::new()));
+    let s2 = seen.clone();
+    let leaf = tower::service_fn(move |a: Attempt| {
+        *s2.lock().unwrap() = a.req.headers().clone();
+        let r = Response::builder()
+            .header("connection", "x-private")
+            .header("x-private", "1")
+            .header("keep-alive", "timeout=5")
+            .header("x-public", "1")
+            .body(Body::empty())
+            .unwrap();
+        std::future::ready(Ok::<_, ProxyError>(r))
+    });
+    let req = Request::get("/")
+        .header("connection", "x-hop")
+        .header("x-hop", "1")
+        .header("expect", "100-continue")
+        .header("x-end", "1")
+        .body(Body::empty())
+        .unwrap();
+    let mut done = rig.done();
+    let env = rig.env();
+    let x = Exchange::new(rig.be(), rig.origin(&env), &mut done);
+    let resp = stack(&x, leaf).oneshot(req).await.unwrap();
+    let h = seen.lock().unwrap().clone();
+    for gone in ["connection", "x-hop", "expect"] {
+        assert!(!h.contains_key(gone), "{gone} reached the server");
+    }
+    assert_eq!(h["x-end"], "1");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    for gone in ["connection", "x-private", "keep-alive"] {
+        assert!(
+            !resp.headers().contains_key(gone),
+            "{gone} reached the client"
+        );
+    }
+    assert_eq!(resp.headers()["x-public"], "1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stick_rule_sends_a_client_back_to_its_server_and_a_cookie_wins_over_it() {
+    let rig = Rig::new(&format!(
+        "{THREE}    balance: roundrobin\n    stick: [\"on src table t\"]\n    cookie: {{ name: SRV, mode: insert }}\nstick_tables: {{ t: {{ type: ip, size: 1k, store: [server_id] }} }}\n"
+    ));
+    let up = Upstream::new(&[Answer::Status(200)]);
+    let (out, _) = rig.send(get(), &up).await;
+    let set_cookie = out.unwrap().headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..4 {
+        let _ = rig.send(get(), &up).await;
+    }
+    let servers = up.servers();
+    assert!(servers.iter().all(|s| *s == servers[0]), "{servers:?}");
+    assert!(set_cookie.starts_with("SRV="), "{set_cookie}");
+    // A cookie naming another server comes first; the entry then names that server.
+    let other = (servers[0] + 1) % 3;
+    let name = ["a", "b", "c"][other];
+    let up = Upstream::new(&[Answer::Status(200)]);
+    let with_cookie = || {
+        Request::get("/")
+            .header("cookie", format!("SRV={name}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let _ = rig.send(with_cookie(), &up).await;
+    let _ = rig.send(get(), &up).await;
+    assert_eq!(up.servers(), vec![other, other]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_hash_comes_from_the_request_unless_the_route_sets_it() {
+    let rig = Rig::new(&format!("{THREE}    balance: uri\n"));
+    let up = Upstream::new(&[Answer::Status(200)]);
+    let paths = ["/a", "/b", "/c", "/d", "/e", "/f"];
+    for p in paths.iter().chain(paths.iter()) {
+        let _ = rig
+            .send(Request::get(*p).body(Body::empty()).unwrap(), &up)
+            .await;
+    }
+    let servers = up.servers();
+    // Each path goes to one server, and the paths do not all go to the same one.
+    assert_eq!(servers[..6], servers[6..], "{servers:?}");
+    assert!(servers[..6].iter().any(|s| *s != servers[0]), "{servers:?}");
+    // A route's hash replaces the request's: every path goes to one server.
+    let up = Upstream::new(&[Answer::Status(200)]);
+    for p in paths {
+        let mut r = Request::get(p).body(Body::empty()).unwrap();
+        r.extensions_mut().insert(RouteSettings {
+            hash: Some(99),
+            ..RouteSettings::default()
+        });
+        let _ = rig.send(r, &up).await;
+    }
+    let servers = up.servers();
+    assert!(servers.iter().all(|s| *s == servers[0]), "{servers:?}");
 }

@@ -723,14 +723,37 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
-    fn cx<'b>(&'b self, parts: &'b http::request::Parts, req: &'b Trackers) -> SampleCtx<'b> {
+    /// The sample context of a request head, with the request's stick counters.
+    pub fn cx<'b>(&'b self, parts: &'b http::request::Parts, req: &'b Trackers) -> SampleCtx<'b> {
+        self.head(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            req,
+        )
+    }
+
+    /// The sample context of a whole request, with the request's stick counters.
+    pub fn request<'b, B>(&'b self, r: &'b http::Request<B>, req: &'b Trackers) -> SampleCtx<'b> {
+        self.head(r.method(), r.uri(), r.version(), r.headers(), req)
+    }
+
+    fn head<'b>(
+        &'b self,
+        method: &'b http::Method,
+        uri: &'b Uri,
+        version: http::Version,
+        headers: &'b http::HeaderMap,
+        req: &'b Trackers,
+    ) -> SampleCtx<'b> {
         SampleCtx {
             conn: self.conn,
             frontend: self.frontend,
-            method: &parts.method,
-            uri: &parts.uri,
-            version: parts.version,
-            headers: &parts.headers,
+            method,
+            uri,
+            version,
+            headers,
             nbsrv: self.nbsrv,
             track: Tracks {
                 conn: Some(self.conn_track),
