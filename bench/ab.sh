@@ -1,0 +1,89 @@
+#!/bin/bash
+# Two rampart binaries side by side under the same load, alternating, for changes whose
+# effect is smaller than the noise between harness runs on a shared machine.
+#
+#   bench/ab.sh BEFORE_BINARY AFTER_BINARY        (ROUNDS=5 DURATION=6 by default)
+#
+# One nginx origin (1 worker) and the load generator run on core 0, each rampart on core 1
+# with bench/rampart.yaml. Each round runs h1 (wrk -t1 -c64), h2c (h2load -t1 -c16 -m32)
+# and TLS keep-alive (wrk -t1 -c64) against "before" and then "after". The proxy's CPU
+# time comes from /proc/PID/stat. Prints µs per request for each run, then per scenario
+# the medians and the median of the per-round after/before ratios.
+set -euo pipefail
+[ $# -eq 2 ] || { echo "usage: $0 BEFORE_BINARY AFTER_BINARY" >&2; exit 2; }
+BEFORE=$(realpath "$1"); AFTER=$(realpath "$2")
+ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-6}
+HERE=$(cd "$(dirname "$0")" && pwd)
+W=$(mktemp -d /tmp/rampart-ab-XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+  -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+mkdir -p "$W/tmp"
+cat > "$W/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
+http {
+    access_log off;
+    client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
+    uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    server {
+        listen 127.0.0.1:18080 backlog=4096;
+        location / { return 200 "hello"; }
+    }
+}
+NGINX
+taskset -c 0 nginx -c "$W/nginx.conf" & PIDS+=($!)
+start() { # binary port tls-port log
+  BENCH_PORT=$2 BENCH_TLS_PORT=$3 BENCH_CERT=$W/cert.pem BENCH_KEY=$W/key.pem \
+    BENCH_BACKEND=127.0.0.1:18080 taskset -c 1 "$1" run -c "$HERE/rampart.yaml" > "$4" 2>&1 &
+  PIDS+=($!)
+}
+start "$BEFORE" 18400 18402 "$W/before.log"; PB=$!
+start "$AFTER" 18410 18412 "$W/after.log"; PA=$!
+for port in 18080 18400 18402 18410 18412; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+tck=$(getconf CLK_TCK)
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+run() { # name pid scenario port
+  local c0 n c1
+  c0=$(cpu "$2")
+  case $3 in
+    h1) n=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}"s "http://127.0.0.1:$4/" | awk '/requests in/{print $1}');;
+    tls) n=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}"s "https://127.0.0.1:$(( $4 + 2 ))/" | awk '/requests in/{print $1}');;
+    h2c) n=$(taskset -c 0 h2load -t1 -c16 -m32 -D"${DURATION}" "http://127.0.0.1:$4/" 2>/dev/null | awk '/^requests:/{print $8}');;
+  esac
+  c1=$(cpu "$2")
+  echo "$1 $3 $(python3 -c "print(round(($c1-$c0)/$tck*1e6/$n,2))") n=$n" | tee -a "$W/results"
+}
+for _ in $(seq "$ROUNDS"); do
+  for s in h1 h2c tls; do
+    run before "$PB" "$s" 18400
+    run after "$PA" "$s" 18410
+  done
+done
+python3 - "$W/results" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+ratios = collections.defaultdict(list)
+last = {}
+for line in open(sys.argv[1]):
+    name, scen, us = line.split()[:3]
+    runs[(name, scen)].append(float(us))
+    if name == "before":
+        last[scen] = float(us)
+    else:
+        ratios[scen].append(float(us) / last[scen])
+for s in ("h1", "h2c", "tls"):
+    b, a = statistics.median(runs[("before", s)]), statistics.median(runs[("after", s)])
+    print(f"{s:4} before {b:6.2f}  after {a:6.2f}  after/before {statistics.median(ratios[s]):.3f}")
+PY
+rm -rf "$W"
