@@ -81,12 +81,12 @@ macro_rules! either_io {
                     socket2::SockRef::from(self.tcp()).set_linger(Some(std::time::Duration::ZERO));
             }
 
-            /// Waits until there may be something to read, without a buffer. For TLS the
+            /// Ready when there may be something to read, without a buffer. For TLS the
             /// wait happens in the read itself.
-            pub async fn wait_readable(&self) -> io::Result<()> {
+            pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 match self {
-                    Self::Plain(s) => s.readable().await,
-                    Self::Tls(_) => Ok(()),
+                    Self::Plain(s) => s.poll_read_ready(cx),
+                    Self::Tls(_) => Poll::Ready(Ok(())),
                 }
             }
         }

@@ -234,11 +234,31 @@ fn spawn_connection(
     };
     // The connection moves on when its frontend is retired (reload or stop).
     let sd = a.frontend.retire.subscribe();
-    let task = tokio::spawn(async move {
-        serve_connection(a, sd).await;
-        drop(registered);
-        drop(guard);
-        drop(track);
+    let task = tokio::spawn(Connection {
+        serve: serve_connection(a, sd),
+        _held: (registered, guard, track),
     });
     session.set_abort(task.abort_handle());
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task: its server, then what it holds until the task ends (its
+    /// session entry and counts), dropped in that order. Not an `async` block, which
+    /// would keep the server's future twice (captured, and being awaited).
+    struct Connection<F, H> {
+        #[pin]
+        serve: F,
+        _held: H,
+    }
+}
+
+impl<F: std::future::Future<Output = ()>, H> std::future::Future for Connection<F, H> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.project().serve.poll(cx)
+    }
 }

@@ -29,6 +29,8 @@ use crate::http1::encode::{write_chunk_size, write_last_chunk, write_response_he
 use crate::http1::parse::{RequestHead, parse_request};
 use crate::io::{ClientIo, read_buf};
 use crate::upstream::h1::{Reason, UpgradedConn};
+use std::future::Future;
+use std::task::Poll;
 
 /// A client connection and what has been read from it.
 pub struct ClientConn {
@@ -67,19 +69,17 @@ async fn read_head(
     accepted: Instant,
     shutdown: &mut watch::Receiver<crate::snapshot::Retire>,
 ) -> Head {
-    let t = cx.frontend.timeouts;
-    let limits = cx.frontend.head_limits;
     // The clock is read only when a head is incomplete or a wait begins: a head that
     // arrives in one read counts as taking no time to receive.
     let mut started = if first { Some(accepted) } else { None };
     let mut deadline = if first {
-        Some(accepted + t.http_request)
+        Some(accepted + cx.frontend.timeouts.http_request)
     } else {
         None
     };
     loop {
         if !conn.rbuf.is_empty() {
-            match parse_request(&mut conn.rbuf, &limits) {
+            match parse_request(&mut conn.rbuf, &cx.frontend.head_limits) {
                 Ok(Some(h)) => return Head::Request(h, started),
                 Ok(None) => {}
                 Err(e) => return Head::Refused(e.status(), Termination::REFUSED, started),
@@ -87,35 +87,83 @@ async fn read_head(
             if started.is_none() {
                 let now = Instant::now();
                 started = Some(now);
-                deadline = Some(now + t.http_request);
+                deadline = Some(now + cx.frontend.timeouts.http_request);
             }
         } else if conn.rbuf.capacity() > 0 {
             // Idle: keep no buffer.
             crate::io::give_buf(std::mem::take(&mut conn.rbuf));
         }
         let idle = conn.rbuf.is_empty();
-        let until = *deadline.get_or_insert_with(|| Instant::now() + t.keep_alive);
-        let read = async {
-            if idle {
-                conn.io.wait_readable().await?;
+        let until =
+            *deadline.get_or_insert_with(|| Instant::now() + cx.frontend.timeouts.keep_alive);
+        match wait_read(conn, idle, until, shutdown).await {
+            Wait::Read => {}
+            Wait::Timeout if idle => return Head::Closed,
+            Wait::Timeout => {
+                let term = Termination::CLIENT_TIMEOUT_REQUEST;
+                return Head::Refused(StatusCode::REQUEST_TIMEOUT, term, started);
             }
-            read_buf(&mut conn.io, &mut conn.rbuf).await
-        };
-        tokio::select! {
-            r = tokio::time::timeout_at(until, read) => match r {
-                Err(_) if idle => return Head::Closed,
-                Err(_) => return Head::Refused(StatusCode::REQUEST_TIMEOUT, Termination::CLIENT_TIMEOUT_REQUEST, started),
-                Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
-                Ok(Ok(_)) => {}
-            },
-            // Stopping closes an idle connection at once; a reload lets the client send
-            // its next request and closes after that response, so no request races the
-            // close.
-            r = shutdown.changed(), if idle => {
-                if r.is_err() || *shutdown.borrow() == crate::snapshot::Retire::Stopping {
-                    return Head::Closed;
+            Wait::Closed => return Head::Closed,
+        }
+    }
+}
+
+/// How a wait for request bytes ended.
+enum Wait {
+    /// Bytes were read into the buffer.
+    Read,
+    /// The deadline passed.
+    Timeout,
+    /// The client closed or failed, or the frontend is stopping and the connection idle.
+    Closed,
+}
+
+/// Reads more of a request head, until `until`. This is where an idle keep-alive
+/// connection waits, so it is one small future: an idle connection holds no buffer until
+/// the socket is readable, a timer and, while idle, the retirement signal. Stopping
+/// closes an idle connection at once; a reload lets the client send its next request and
+/// closes after that response, so no request races the close.
+async fn wait_read(
+    conn: &mut ClientConn,
+    idle: bool,
+    until: Instant,
+    shutdown: &mut watch::Receiver<crate::snapshot::Retire>,
+) -> Wait {
+    let sleep = tokio::time::sleep_until(until);
+    let mut sleep = std::pin::pin!(sleep);
+    loop {
+        let stop = {
+            let changed = shutdown.changed();
+            let mut changed = std::pin::pin!(changed);
+            std::future::poll_fn(|cx| {
+                if idle && let Poll::Ready(r) = changed.as_mut().poll(cx) {
+                    return Poll::Ready(r.err().map(|_| Wait::Closed));
                 }
-            }
+                let readable = if idle {
+                    conn.io.poll_readable(cx)
+                } else {
+                    Poll::Ready(Ok(()))
+                };
+                let read = match readable {
+                    Poll::Ready(Ok(())) => {
+                        crate::io::poll_read_buf(&mut conn.io, cx, &mut conn.rbuf)
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                };
+                match read {
+                    Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(Some(Wait::Closed)),
+                    Poll::Ready(Ok(_)) => Poll::Ready(Some(Wait::Read)),
+                    Poll::Pending => sleep.as_mut().poll(cx).map(|()| Some(Wait::Timeout)),
+                }
+            })
+            .await
+        };
+        match stop {
+            Some(w) => return w,
+            // Retired by a reload: the client may still send its next request.
+            None if *shutdown.borrow() != crate::snapshot::Retire::Stopping => {}
+            None => return Wait::Closed,
         }
     }
 }

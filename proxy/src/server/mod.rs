@@ -108,8 +108,37 @@ impl WriteAbort {
 }
 
 /// Serves one client connection to its end.
-pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<crate::snapshot::Retire>) {
+///
+/// The start (connection rules, TLS handshake, protocol choice) runs in a boxed future of
+/// its own, freed once it is done, so that the task of a connection is only as large as
+/// the protocol's server: that is what an idle keep-alive connection costs.
+pub fn serve_connection(
+    a: Accepted,
+    shutdown: watch::Receiver<crate::snapshot::Retire>,
+) -> impl std::future::Future<Output = ()> + Send {
     let accepted = Instant::now();
+    let start = Box::pin(start(a, accepted));
+    async move {
+        match start.await {
+            Some((Started::H1(conn), cx)) => h1::serve(conn, cx, shutdown, accepted).await,
+            Some((Started::H2(io), cx)) => Box::pin(h2::serve(io, cx, shutdown)).await,
+            Some((Started::H2c(io), cx)) => Box::pin(h2::serve(io, cx, shutdown)).await,
+            None => {}
+        }
+    }
+}
+
+/// A connection ready for its protocol's server.
+enum Started {
+    H1(Box<ClientConn>),
+    H2(ClientIo),
+    /// Cleartext HTTP/2, with the bytes read to recognise it.
+    H2c(Rewind<ClientIo>),
+}
+
+/// Runs the connection rules, the TLS handshake and the protocol choice (ALPN on TLS,
+/// the HTTP/2 preface on cleartext). `None`: the connection is refused or gone.
+async fn start(a: Accepted, accepted: Instant) -> Option<(Started, Arc<ConnCtx>)> {
     let _ = a.tcp.set_nodelay(true);
     let fe = a.frontend.clone();
     let mut info = ConnInfo {
@@ -136,7 +165,7 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<crate::snap
                 .denied_conns
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(client = %a.peer, frontend = %fe.name, "connection rejected by tcp_request rules");
-            return;
+            return None;
         }
         if !t.is_empty() {
             track = Some(Arc::new(t));
@@ -155,9 +184,9 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<crate::snap
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(client = %a.peer, "TLS handshake failed: {e}");
-                    return;
+                    return None;
                 }
-                Err(_) => return,
+                Err(_) => return None,
             };
             let (_, session) = stream.get_ref();
             info.sni = session.server_name().map(Arc::from);
@@ -181,8 +210,7 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<crate::snap
         rbuf: BytesMut::new(),
     });
     if h2 {
-        Box::pin(h2::serve(conn.io, cx, shutdown)).await;
-        return;
+        return Some((Started::H2(conn.io), cx));
     }
     if !cx.info.tls && fe.h2 {
         // Cleartext: a client that starts with the HTTP/2 preface speaks h2c.
@@ -197,16 +225,15 @@ pub async fn serve_connection(a: Accepted, shutdown: watch::Receiver<crate::snap
                     pre: std::mem::take(&mut conn.rbuf),
                     inner: conn.io,
                 };
-                Box::pin(h2::serve(io, cx, shutdown)).await;
-                return;
+                return Some((Started::H2c(io), cx));
             }
             match tokio::time::timeout_at(deadline, read_buf(&mut conn.io, &mut conn.rbuf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
                 Ok(Ok(_)) => {}
             }
         }
     }
-    h1::serve(conn, cx, shutdown, accepted).await;
+    Some((Started::H1(conn), cx))
 }
 
 #[cfg(test)]
@@ -218,8 +245,9 @@ mod tests {
     }
 
     /// Every client connection is one task holding these futures: their size is most of
-    /// what an idle keep-alive connection costs, so they are kept small (rarely used
-    /// states like the TLS handshake and HTTP/2 are boxed).
+    /// what an idle keep-alive connection costs, so they are kept small (the start with
+    /// its TLS handshake, each exchange and HTTP/2 are boxed; the idle wait is one small
+    /// future). It was 1,264 bytes before the start was boxed and the wait rewritten.
     #[tokio::test]
     async fn connection_task_stays_small() {
         let snap = snapshot();
@@ -273,6 +301,6 @@ mod tests {
         };
         let whole = std::mem::size_of_val(&serve_connection(a, rx));
         eprintln!("connection future: {whole} bytes (HTTP/1.1 part {h1})");
-        assert!(whole <= 1536, "the connection future grew to {whole} bytes");
+        assert!(whole <= 768, "the connection future grew to {whole} bytes");
     }
 }
