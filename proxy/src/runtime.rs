@@ -657,6 +657,9 @@ impl ProxyHandle {
                 let _ = r.send(crate::snapshot::Retire::Stopping);
             }
         }
+        // After the signal: an idle connection that read it before this sees the
+        // session's flag, and one that reads it after sees the signal.
+        self.control.shared.live.sessions.close_idle();
     }
 }
 

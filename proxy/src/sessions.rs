@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Waker};
 use std::time::Instant;
 
 use crate::state::ServerLive;
@@ -22,6 +23,16 @@ pub struct Session {
     /// The server of the request in flight (its state's address), 0 when none.
     server: AtomicUsize,
     abort: OnceLock<tokio::task::AbortHandle>,
+    /// The connection's wait for its next request, which a stop ends.
+    idle: Mutex<IdleWait>,
+}
+
+/// Whether a connection waits idle, whether a stop asked it to close, and its waker.
+#[derive(Default)]
+struct IdleWait {
+    waiting: bool,
+    closing: bool,
+    waker: Option<Waker>,
 }
 
 impl Session {
@@ -44,6 +55,47 @@ impl Session {
 
     pub fn set_abort(&self, h: tokio::task::AbortHandle) {
         let _ = self.abort.set(h);
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, IdleWait> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Polled while the connection waits idle for its next request: `true` when a stop
+    /// asked it to close; otherwise the stop will wake it. The connection then reads its
+    /// frontend's retirement state, so that a stop just before this is seen too.
+    pub fn poll_idle(&self, cx: &mut Context<'_>) -> bool {
+        let mut w = self.idle();
+        if w.closing {
+            return true;
+        }
+        w.waiting = true;
+        if !w.waker.as_ref().is_some_and(|k| k.will_wake(cx.waker())) {
+            w.waker = Some(cx.waker().clone());
+        }
+        false
+    }
+
+    /// The connection no longer waits idle.
+    pub fn end_idle(&self) {
+        let mut w = self.idle();
+        w.waiting = false;
+        w.waker = None;
+    }
+
+    /// Asks the connection to close if it waits idle; returns whether it did.
+    fn close_idle(&self) -> bool {
+        let mut w = self.idle();
+        if !w.waiting {
+            return false;
+        }
+        w.closing = true;
+        if let Some(k) = w.waker.take() {
+            k.wake();
+        }
+        true
     }
 }
 
@@ -99,6 +151,7 @@ impl Sessions {
             requests: AtomicU64::new(0),
             server: AtomicUsize::new(0),
             abort: OnceLock::new(),
+            idle: Mutex::default(),
         });
         let shard = crate::worker::index() % SHARDS;
         if let Ok(mut all) = self.shards[shard].lock() {
@@ -121,6 +174,12 @@ impl Sessions {
         }
         v.sort_by_key(|s| s.id);
         v
+    }
+
+    /// Closes the connections that wait idle for their next request (a stop: the others
+    /// close after their response); returns how many.
+    pub fn close_idle(&self) -> usize {
+        self.list().iter().filter(|s| s.close_idle()).count()
     }
 
     /// Aborts the connections whose request in flight uses `server`; returns how many.

@@ -96,7 +96,7 @@ async fn read_head(
         let idle = conn.rbuf.is_empty();
         let until =
             *deadline.get_or_insert_with(|| Instant::now() + cx.frontend.timeouts.keep_alive);
-        match wait_read(conn, idle, until, shutdown).await {
+        match wait_read(conn, cx, idle, until, shutdown).await {
             Wait::Read => {}
             Wait::Timeout if idle => return Head::Closed,
             Wait::Timeout => {
@@ -120,52 +120,46 @@ enum Wait {
 
 /// Reads more of a request head, until `until`. This is where an idle keep-alive
 /// connection waits, so it is one small future: an idle connection holds no buffer until
-/// the socket is readable, a timer and, while idle, the retirement signal. Stopping
-/// closes an idle connection at once; a reload lets the client send its next request and
-/// closes after that response, so no request races the close.
+/// the socket is readable, and a timer. Stopping closes an idle connection at once (the
+/// stop wakes it through its session); a reload lets the client send its next request
+/// and closes after that response, so no request races the close.
 async fn wait_read(
     conn: &mut ClientConn,
+    cx: &ConnCtx,
     idle: bool,
     until: Instant,
-    shutdown: &mut watch::Receiver<crate::snapshot::Retire>,
+    shutdown: &watch::Receiver<crate::snapshot::Retire>,
 ) -> Wait {
     let sleep = tokio::time::sleep_until(until);
     let mut sleep = std::pin::pin!(sleep);
-    loop {
-        let stop = {
-            let changed = shutdown.changed();
-            let mut changed = std::pin::pin!(changed);
-            std::future::poll_fn(|cx| {
-                if idle && let Poll::Ready(r) = changed.as_mut().poll(cx) {
-                    return Poll::Ready(r.err().map(|_| Wait::Closed));
-                }
-                let readable = if idle {
-                    conn.io.poll_readable(cx)
-                } else {
-                    Poll::Ready(Ok(()))
-                };
-                let read = match readable {
-                    Poll::Ready(Ok(())) => {
-                        crate::io::poll_read_buf(&mut conn.io, cx, &mut conn.rbuf)
-                    }
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
-                };
-                match read {
-                    Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(Some(Wait::Closed)),
-                    Poll::Ready(Ok(_)) => Poll::Ready(Some(Wait::Read)),
-                    Poll::Pending => sleep.as_mut().poll(cx).map(|()| Some(Wait::Timeout)),
-                }
-            })
-            .await
-        };
-        match stop {
-            Some(w) => return w,
-            // Retired by a reload: the client may still send its next request.
-            None if *shutdown.borrow() != crate::snapshot::Retire::Stopping => {}
-            None => return Wait::Closed,
+    let session = &*cx.session;
+    let w = std::future::poll_fn(|task| {
+        if idle
+            && (session.poll_idle(task) || *shutdown.borrow() == crate::snapshot::Retire::Stopping)
+        {
+            return Poll::Ready(Wait::Closed);
         }
+        let readable = if idle {
+            conn.io.poll_readable(task)
+        } else {
+            Poll::Ready(Ok(()))
+        };
+        let read = match readable {
+            Poll::Ready(Ok(())) => crate::io::poll_read_buf(&mut conn.io, task, &mut conn.rbuf),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        };
+        match read {
+            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(Wait::Closed),
+            Poll::Ready(Ok(_)) => Poll::Ready(Wait::Read),
+            Poll::Pending => sleep.as_mut().poll(task).map(|()| Wait::Timeout),
+        }
+    })
+    .await;
+    if idle {
+        session.end_idle();
     }
+    w
 }
 
 /// How long writes may wait for the client: `idle` each, and all of them together

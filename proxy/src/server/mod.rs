@@ -247,7 +247,8 @@ mod tests {
     /// Every client connection is one task holding these futures: their size is most of
     /// what an idle keep-alive connection costs, so they are kept small (the start with
     /// its TLS handshake, each exchange and HTTP/2 are boxed; the idle wait is one small
-    /// future). It was 1,264 bytes before the start was boxed and the wait rewritten.
+    /// future). It was 1,264 bytes before the start was boxed, the wait rewritten and the stop
+    /// signalled to idle connections through their session.
     #[tokio::test]
     async fn connection_task_stays_small() {
         let snap = snapshot();
@@ -301,6 +302,6 @@ mod tests {
         };
         let whole = std::mem::size_of_val(&serve_connection(a, rx));
         eprintln!("connection future: {whole} bytes (HTTP/1.1 part {h1})");
-        assert!(whole <= 768, "the connection future grew to {whole} bytes");
+        assert!(whole <= 640, "the connection future grew to {whole} bytes");
     }
 }
