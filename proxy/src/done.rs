@@ -92,6 +92,13 @@ impl Done {
         }
     }
 
+    /// Records that a response rule denied the server's response, and counts it on the
+    /// frontend.
+    pub(crate) fn response_denied(&mut self) {
+        self.frontend.live.denied.fetch_add(1, Relaxed);
+        self.termination = Termination::RESPONSE_DENIED;
+    }
+
     /// Records that a rule answered the request itself (`deny`, `return`, `redirect`),
     /// and counts it on the frontend.
     pub(crate) fn answered(&mut self, status: StatusCode, kind: Intercept) {

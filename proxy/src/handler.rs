@@ -25,7 +25,7 @@ use crate::headers::underscores;
 use crate::path::{Exchange, Line, Origin, RouteSettings, upstream_client};
 use crate::routing::Route;
 use crate::rules::sample::ConnInfo;
-use crate::rules::{Env, RequestLine, run_request, run_response};
+use crate::rules::{Env, run_request, run_response};
 use crate::snapshot::{Backend, Frontend, Snapshot};
 use crate::state::{Live, Refusal};
 use crate::stick::Trackers;
@@ -250,17 +250,12 @@ fn respond(
     if let Some(line) = line
         && done.termination != Termination::RESPONSE_DENIED
     {
-        let rl = RequestLine {
-            method: &line.method,
-            uri: &line.uri,
-            version: line.version,
-        };
+        let rl = line.as_request_line();
         let t = &done.track;
         if run_response(route_rules, &fe.acls, &mut resp, &rl, env, t)
             || run_response(&fe.response_rules, &fe.acls, &mut resp, &rl, env, t)
         {
-            fe.live.denied.fetch_add(1, Relaxed);
-            done.termination = Termination::RESPONSE_DENIED;
+            done.response_denied();
         }
     }
     done.status = resp.status().as_u16();

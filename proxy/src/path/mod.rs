@@ -144,6 +144,17 @@ pub struct Line {
     pub version: Version,
 }
 
+impl Line {
+    /// The line as response rules take it.
+    pub fn as_request_line(&self) -> crate::rules::RequestLine<'_> {
+        crate::rules::RequestLine {
+            method: &self.method,
+            uri: &self.uri,
+            version: self.version,
+        }
+    }
+}
+
 /// The parts of an exchange that layers change as the request goes.
 pub struct State<'a> {
     /// The request's record, borrowed from the handler, which completes it.

@@ -4,7 +4,6 @@
 //! `return`, `redirect`) ends it here: it reaches no queue and no server, and response
 //! rules do not run on the answer, as in HAProxy.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -13,8 +12,8 @@ use tower::Service;
 use super::future::{After, Hook, Maybe};
 use super::{Exchange, Line, Outcome};
 use crate::body::Body;
-use crate::error::{ProxyError, Termination};
-use crate::rules::{RequestLine, run_request, run_response};
+use crate::error::ProxyError;
+use crate::rules::{run_request, run_response};
 
 super::layer!(RulesLayer => Rules);
 
@@ -82,11 +81,7 @@ impl Hook for Respond<'_> {
         let Some(line) = &s.line else {
             return;
         };
-        let rl = RequestLine {
-            method: &line.method,
-            uri: &line.uri,
-            version: line.version,
-        };
+        let rl = line.as_request_line();
         let env = x.from.env;
         if run_response(
             &x.be.response_rules,
@@ -96,8 +91,7 @@ impl Hook for Respond<'_> {
             env,
             &s.done.track,
         ) {
-            x.from.fe.live.denied.fetch_add(1, Relaxed);
-            s.done.termination = Termination::RESPONSE_DENIED;
+            s.done.response_denied();
         }
     }
 }
