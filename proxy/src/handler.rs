@@ -48,6 +48,12 @@ pub struct ConnCtx {
     pub session: Arc<crate::sessions::Session>,
     /// Stick counters tracked by `tcp_request.connection` rules.
     pub track: Option<Arc<Trackers>>,
+    /// When the connection was accepted: its first request is due within
+    /// `timeouts.http_request` of it.
+    pub accepted: tokio::time::Instant,
+    /// The session entry and counts, released with the context after the last request
+    /// (`None` for a context made outside a listener).
+    pub held: Option<crate::listener::Held>,
 }
 
 static NO_TRACKERS: std::sync::LazyLock<Trackers> = std::sync::LazyLock::new(Trackers::default);

@@ -81,12 +81,20 @@ macro_rules! either_io {
                     socket2::SockRef::from(self.tcp()).set_linger(Some(std::time::Duration::ZERO));
             }
 
-            /// Ready when there may be something to read, without a buffer. For TLS the
-            /// wait happens in the read itself.
+            /// Ready when there may be something to read, without a buffer: bytes on
+            /// the socket, or for TLS also plaintext already decrypted or a close
+            /// already received.
             pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 match self {
                     Self::Plain(s) => s.poll_read_ready(cx),
-                    Self::Tls(_) => Poll::Ready(Ok(())),
+                    Self::Tls(s) => {
+                        let (tcp, tls) = s.get_ref();
+                        if tls.wants_read() {
+                            tcp.poll_read_ready(cx)
+                        } else {
+                            Poll::Ready(Ok(()))
+                        }
+                    }
                 }
             }
         }

@@ -195,6 +195,15 @@ pub async fn accept_loop(
     }
 }
 
+/// What a connection holds while it lives: its session entry, its counts on its
+/// frontend and the process, and its place among the worker's connections. Released
+/// when the connection's context goes, after its last request.
+pub struct Held {
+    _registered: crate::sessions::Registered,
+    _counted: ConnGuard,
+    _tracked: TrackGuard,
+}
+
 /// Serves an accepted connection in a task of its own: counted on its frontend and in
 /// the session registry, with a handle to abort it (`shutdown sessions`).
 #[allow(clippy::too_many_arguments)]
@@ -213,9 +222,9 @@ fn spawn_connection(
         .get(bind)
         .and_then(|b| b.tls.clone())
         .map(tokio_rustls::TlsAcceptor::from);
-    let guard = ConnGuard::new(fe.live.clone(), shared.clone());
+    let counted = ConnGuard::new(fe.live.clone(), shared.clone());
     tracker.count.fetch_add(1, Relaxed);
-    let track = TrackGuard(tracker.clone());
+    let tracked = TrackGuard(tracker.clone());
     let registered = shared
         .live
         .sessions
@@ -231,34 +240,12 @@ fn spawn_connection(
         shared: shared.clone(),
         live: shared.live.clone(),
         session: session.clone(),
+        held: Some(Held {
+            _registered: registered,
+            _counted: counted,
+            _tracked: tracked,
+        }),
     };
-    // The connection moves on when its frontend is retired (reload or stop).
-    let sd = a.frontend.retire.subscribe();
-    let task = tokio::spawn(Connection {
-        serve: serve_connection(a, sd),
-        _held: (registered, guard, track),
-    });
+    let task = tokio::spawn(serve_connection(a));
     session.set_abort(task.abort_handle());
-}
-
-pin_project_lite::pin_project! {
-    /// A connection's task: its server, then what it holds until the task ends (its
-    /// session entry and counts), dropped in that order. Not an `async` block, which
-    /// would keep the server's future twice (captured, and being awaited).
-    struct Connection<F, H> {
-        #[pin]
-        serve: F,
-        _held: H,
-    }
-}
-
-impl<F: std::future::Future<Output = ()>, H> std::future::Future for Connection<F, H> {
-    type Output = ();
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        self.project().serve.poll(cx)
-    }
 }

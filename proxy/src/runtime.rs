@@ -649,12 +649,14 @@ impl ProxyHandle {
 
     fn stop_signal(&self) {
         let _ = self.shutdown.send(true);
+        // `send_replace`: HTTP/1.1 connections read the state without subscribing, so
+        // there may be no receiver for `send` to deliver to.
         for f in &self.snapshot().frontends {
-            let _ = f.retire.send(crate::snapshot::Retire::Stopping);
+            f.retire.send_replace(crate::snapshot::Retire::Stopping);
         }
         for w in lock(&self.control.retired).iter() {
             if let Some(r) = w.upgrade() {
-                let _ = r.send(crate::snapshot::Retire::Stopping);
+                r.send_replace(crate::snapshot::Retire::Stopping);
             }
         }
         // After the signal: an idle connection that read it before this sees the

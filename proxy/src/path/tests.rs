@@ -53,6 +53,8 @@ impl Rig {
                 .session
                 .clone(),
             track: None,
+            accepted: tokio::time::Instant::now(),
+            held: None,
         };
         Rig {
             snap,

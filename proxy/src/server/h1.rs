@@ -14,7 +14,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCOD
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::WriteAbort;
@@ -30,7 +30,8 @@ use crate::http1::parse::{RequestHead, parse_request};
 use crate::io::{ClientIo, read_buf};
 use crate::upstream::h1::{Reason, UpgradedConn};
 use std::future::Future;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 /// A client connection and what has been read from it.
 pub struct ClientConn {
@@ -62,13 +63,8 @@ const MAX_DRAIN: u64 = 256 * 1024;
 /// Responses up to this size are written with their head in one write.
 const COALESCE: usize = 16 * 1024;
 
-async fn read_head(
-    conn: &mut ClientConn,
-    cx: &ConnCtx,
-    first: bool,
-    accepted: Instant,
-    shutdown: &mut watch::Receiver<crate::snapshot::Retire>,
-) -> Head {
+async fn read_head(conn: &mut ClientConn, cx: &ConnCtx, first: bool) -> Head {
+    let accepted = cx.accepted;
     // The clock is read only when a head is incomplete or a wait begins: a head that
     // arrives in one read counts as taking no time to receive.
     let mut started = if first { Some(accepted) } else { None };
@@ -96,7 +92,7 @@ async fn read_head(
         let idle = conn.rbuf.is_empty();
         let until =
             *deadline.get_or_insert_with(|| Instant::now() + cx.frontend.timeouts.keep_alive);
-        match wait_read(conn, cx, idle, until, shutdown).await {
+        match wait_read(conn, cx, idle, until).await {
             Wait::Read => {}
             Wait::Timeout if idle => return Head::Closed,
             Wait::Timeout => {
@@ -118,48 +114,56 @@ enum Wait {
     Closed,
 }
 
-/// Reads more of a request head, until `until`. This is where an idle keep-alive
-/// connection waits, so it is one small future: an idle connection holds no buffer until
-/// the socket is readable, and a timer. Stopping closes an idle connection at once (the
-/// stop wakes it through its session); a reload lets the client send its next request
-/// and closes after that response, so no request races the close.
-async fn wait_read(
+/// Reads more of a request head, until `until`.
+async fn wait_read(conn: &mut ClientConn, cx: &ConnCtx, idle: bool, until: Instant) -> Wait {
+    let sleep = tokio::time::sleep_until(until);
+    let mut sleep = std::pin::pin!(sleep);
+    let w = std::future::poll_fn(|task| poll_wait(conn, cx, idle, sleep.as_mut(), task)).await;
+    if idle {
+        cx.session.end_idle();
+    }
+    w
+}
+
+/// One poll of a wait for request bytes, until `timer`. This is where an idle keep-alive
+/// connection waits: it holds no buffer until the socket is readable. Stopping closes an
+/// idle connection at once (the stop wakes it through its session); a reload lets the
+/// client send its next request and closes after that response, so no request races the
+/// close.
+fn poll_wait(
     conn: &mut ClientConn,
     cx: &ConnCtx,
     idle: bool,
-    until: Instant,
-    shutdown: &watch::Receiver<crate::snapshot::Retire>,
-) -> Wait {
-    let sleep = tokio::time::sleep_until(until);
-    let mut sleep = std::pin::pin!(sleep);
-    let session = &*cx.session;
-    let w = std::future::poll_fn(|task| {
-        if idle
-            && (session.poll_idle(task) || *shutdown.borrow() == crate::snapshot::Retire::Stopping)
-        {
-            return Poll::Ready(Wait::Closed);
-        }
-        let readable = if idle {
-            conn.io.poll_readable(task)
-        } else {
-            Poll::Ready(Ok(()))
-        };
-        let read = match readable {
-            Poll::Ready(Ok(())) => crate::io::poll_read_buf(&mut conn.io, task, &mut conn.rbuf),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        };
-        match read {
-            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(Wait::Closed),
-            Poll::Ready(Ok(_)) => Poll::Ready(Wait::Read),
-            Poll::Pending => sleep.as_mut().poll(task).map(|()| Wait::Timeout),
-        }
-    })
-    .await;
-    if idle {
-        session.end_idle();
+    timer: Pin<&mut tokio::time::Sleep>,
+    task: &mut Context<'_>,
+) -> Poll<Wait> {
+    if idle
+        && (cx.session.poll_idle(task)
+            || *cx.frontend.retire.borrow() == crate::snapshot::Retire::Stopping)
+    {
+        return Poll::Ready(Wait::Closed);
     }
-    w
+    let readable = if idle {
+        conn.io.poll_readable(task)
+    } else {
+        Poll::Ready(Ok(()))
+    };
+    let read = match readable {
+        Poll::Ready(Ok(())) => crate::io::poll_read_buf(&mut conn.io, task, &mut conn.rbuf),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    };
+    match read {
+        Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(Wait::Closed),
+        Poll::Ready(Ok(_)) => Poll::Ready(Wait::Read),
+        Poll::Pending => {
+            if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
+                // Readable, but not a whole TLS record yet: still nothing to hold.
+                crate::io::give_buf(std::mem::take(&mut conn.rbuf));
+            }
+            timer.poll(task).map(|()| Wait::Timeout)
+        }
+    }
 }
 
 /// How long writes may wait for the client: `idle` each, and all of them together
@@ -478,34 +482,120 @@ enum Next {
     Tunnel(Box<ClientConn>, UpgradedConn),
 }
 
-/// Serves requests on one HTTP/1.1 connection until it closes.
-///
-/// Waiting for a request is all this future does itself; each exchange runs in a boxed
-/// future of its own (one allocation per request), so that an idle connection's task is
-/// only as large as the wait.
-pub async fn serve(
-    conn: Box<ClientConn>,
-    cx: Arc<ConnCtx>,
-    mut shutdown: watch::Receiver<crate::snapshot::Retire>,
-    accepted: Instant,
-) {
-    let mut first = true;
-    let mut conn = conn;
-    loop {
-        let head = read_head(&mut conn, &cx, first, accepted, &mut shutdown).await;
-        if let Head::Closed = head {
-            return;
-        }
-        match Box::pin(exchange(conn, head, &cx, &shutdown)).await {
-            Next::Keep(c) => conn = c,
-            Next::Close => return,
-            Next::Tunnel(c, up) => {
-                Box::pin(tunnel(c, up)).await;
-                return;
-            }
-        }
-        first = false;
+pin_project_lite::pin_project! {
+    /// Serves requests on one HTTP/1.1 connection until it closes. Between requests the
+    /// task holds only the connection, its context and a timer (an idle keep-alive
+    /// connection costs that much); each exchange runs boxed (one allocation per
+    /// request) and is freed when it ends.
+    pub struct Serve {
+        cx: Arc<ConnCtx>,
+        #[pin]
+        state: State,
     }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State {
+        /// Waiting for the first bytes of the next request, until the keep-alive timeout
+        /// (or for the first request, `http_request` after the accept).
+        Idle {
+            conn: Option<Box<ClientConn>>,
+            first: bool,
+            #[pin]
+            timer: tokio::time::Sleep,
+        },
+        /// Reading a request head and serving the request.
+        Busy { exchange: Pin<Box<dyn Future<Output = Next> + Send>> },
+        /// Relaying an upgraded connection.
+        Tunnel { relay: Pin<Box<dyn Future<Output = ()> + Send>> },
+        Closed,
+    }
+}
+
+impl Serve {
+    /// Serves `conn`, which may hold bytes read already. Until the first bytes of a
+    /// request arrive, a connection costs no more than an idle one.
+    pub fn new(conn: Box<ClientConn>, cx: Arc<ConnCtx>) -> Self {
+        let state = if conn.rbuf.is_empty() {
+            State::Idle {
+                conn: Some(conn),
+                first: true,
+                timer: tokio::time::sleep_until(cx.accepted + cx.frontend.timeouts.http_request),
+            }
+        } else {
+            State::Busy {
+                exchange: Box::pin(next_request(conn, cx.clone(), true)),
+            }
+        };
+        Self { cx, state }
+    }
+}
+
+impl Future for Serve {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let cx = &*this.cx;
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Idle { conn, first, timer } => {
+                    let Some(c) = conn.as_deref_mut() else {
+                        return Poll::Ready(());
+                    };
+                    let w = ready!(poll_wait(c, cx, true, timer, task));
+                    cx.session.end_idle();
+                    match (w, conn.take()) {
+                        (Wait::Read, Some(c)) => State::Busy {
+                            exchange: Box::pin(next_request(c, this.cx.clone(), *first)),
+                        },
+                        _ => State::Closed,
+                    }
+                }
+                StateProj::Busy { exchange } => match ready!(exchange.as_mut().poll(task)) {
+                    Next::Keep(c) => after_response(c, this.cx),
+                    Next::Close => State::Closed,
+                    Next::Tunnel(c, up) => State::Tunnel {
+                        relay: Box::pin(tunnel(c, up)),
+                    },
+                },
+                StateProj::Tunnel { relay } => {
+                    ready!(relay.as_mut().poll(task));
+                    State::Closed
+                }
+                StateProj::Closed => return Poll::Ready(()),
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+/// A kept connection after its response: the next request if its bytes are already
+/// read (pipelining), otherwise an idle wait without a buffer.
+fn after_response(mut conn: Box<ClientConn>, cx: &Arc<ConnCtx>) -> State {
+    if !conn.rbuf.is_empty() {
+        return State::Busy {
+            exchange: Box::pin(next_request(conn, cx.clone(), false)),
+        };
+    }
+    if conn.rbuf.capacity() > 0 {
+        crate::io::give_buf(std::mem::take(&mut conn.rbuf));
+    }
+    State::Idle {
+        conn: Some(conn),
+        first: false,
+        timer: tokio::time::sleep_until(Instant::now() + cx.frontend.timeouts.keep_alive),
+    }
+}
+
+/// Reads the next request's head and serves the request.
+async fn next_request(mut conn: Box<ClientConn>, cx: Arc<ConnCtx>, first: bool) -> Next {
+    let head = read_head(&mut conn, &cx, first).await;
+    if let Head::Closed = head {
+        return Next::Close;
+    }
+    exchange(conn, head, &cx).await
 }
 
 /// Answers a request whose head could not be accepted, then closes.
@@ -535,12 +625,7 @@ async fn refuse(
 }
 
 /// Serves one request on the connection: its body, the handler, and the response.
-async fn exchange(
-    conn: Box<ClientConn>,
-    head: Head,
-    cx: &Arc<ConnCtx>,
-    shutdown: &watch::Receiver<crate::snapshot::Retire>,
-) -> Next {
+async fn exchange(conn: Box<ClientConn>, head: Head, cx: &Arc<ConnCtx>) -> Next {
     let fe = &cx.frontend;
     let t = fe.timeouts;
     let (head, started) = match head {
@@ -580,7 +665,11 @@ async fn exchange(
             .bytes_in
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
-    let (req, held, ret) = request(conn, head, cx);
+    let (req, mut held, ret) = request(conn, head, cx);
+    if let Some(c) = held.as_mut().filter(|c| c.rbuf.is_empty()) {
+        // Nothing more read: no buffer is held while the request is served.
+        crate::io::give_buf(std::mem::take(&mut c.rbuf));
+    }
     let Ok((resp, done)) = service(cx, t_request).oneshot(req).await;
 
     // Take the connection back from the body.
@@ -595,7 +684,7 @@ async fn exchange(
         },
         (None, None) => return Next::Close,
     };
-    if *shutdown.borrow() != crate::snapshot::Retire::Live {
+    if *cx.frontend.retire.borrow() != crate::snapshot::Retire::Live {
         keep = false;
     }
     respond(conn, cx, resp, done, is_head, keep, version).await

@@ -16,7 +16,6 @@ use http::header::{HOST, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::WriteAbort;
@@ -47,14 +46,12 @@ enum Event {
 }
 
 /// Serves HTTP/2 on `io` until the client or the proxy ends the connection.
-pub async fn serve<I>(
-    io: I,
-    cx: Arc<ConnCtx>,
-    mut shutdown: watch::Receiver<crate::snapshot::Retire>,
-) where
+pub async fn serve<I>(io: I, cx: Arc<ConnCtx>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let fe = cx.frontend.clone();
+    let mut shutdown = fe.retire.subscribe();
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(fe.h2_max_streams)

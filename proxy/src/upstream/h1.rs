@@ -260,6 +260,16 @@ async fn exchange(
                     }
                 }
             }
+            if conn.rbuf.is_empty() {
+                // Hold no buffer while the server works on the response.
+                let ready = std::future::poll_fn(|cx| conn.io.poll_readable(cx)).await;
+                if let Err(err) = ready {
+                    let mut e =
+                        ProxyError::new(ErrorKind::Reset, format!("reading the response: {err}"));
+                    e.retryable = reused && !got_any;
+                    return Err(e);
+                }
+            }
             match read_buf(&mut conn.io, &mut conn.rbuf).await {
                 Ok(0) => {
                     let mut e = if got_any {
