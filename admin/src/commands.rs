@@ -320,7 +320,8 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
         ["show", "sess"] => {
             let mut out = String::new();
             let snap = ctx.control.shared().snapshot.load_full();
-            for s in ctx.control.shared().live.sessions.list() {
+            for c in ctx.control.shared().live.sessions.list() {
+                let s = &c.session;
                 let at = snap.backends.iter().find_map(|b| {
                     b.servers
                         .iter()
@@ -332,11 +333,11 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
                     out,
                     "0x{:x}: proto=tcpv{} src={} fe={} be={be} srv={srv} ssl={} age={}s reqs={}",
                     s.id,
-                    if s.client.is_ipv4() { 4 } else { 6 },
-                    s.client,
-                    s.frontend,
-                    u8::from(s.tls),
-                    s.started.elapsed().as_secs(),
+                    if c.info.client.is_ipv4() { 4 } else { 6 },
+                    c.info.client,
+                    c.frontend.name,
+                    u8::from(c.info.tls),
+                    c.accepted.elapsed().as_secs(),
                     s.requests.load(Relaxed),
                 );
             }

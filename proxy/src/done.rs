@@ -42,7 +42,8 @@ pub struct Done {
     pub(crate) client: std::net::SocketAddr,
     pub(crate) tls: bool,
     pub(crate) live: Arc<Live>,
-    pub(crate) session: Arc<crate::sessions::Session>,
+    /// The connection, whose session notes the server of the request in flight.
+    pub(crate) conn: Arc<ConnCtx>,
     /// Stick counters tracked by this request's rules.
     pub(crate) track: Trackers,
     pub(crate) conn_track: Option<Arc<Trackers>>,
@@ -57,7 +58,7 @@ pub struct Done {
 
 impl Done {
     pub(crate) fn new(
-        cx: &ConnCtx,
+        cx: &Arc<ConnCtx>,
         fe: &Arc<Frontend>,
         line: Option<(Method, Uri, Version)>,
         t_request: Duration,
@@ -82,10 +83,10 @@ impl Done {
             line,
             client: cx.info.client,
             tls: cx.info.tls,
-            live: cx.live.clone(),
-            session: cx.session.clone(),
+            live: cx.shared.live.clone(),
+            conn: cx.clone(),
             track: Trackers::default(),
-            conn_track: cx.track.clone(),
+            conn_track: cx.track.get().cloned(),
             bytes_in: 0,
             bytes_out: 0,
             finished: false,
@@ -117,7 +118,7 @@ impl Done {
 
     /// A record for a request that was refused before it was read in full (bad head).
     pub fn refused(
-        cx: &ConnCtx,
+        cx: &Arc<ConnCtx>,
         status: StatusCode,
         termination: Termination,
         t_request: Duration,
@@ -203,7 +204,7 @@ impl Done {
         }
         drop(self.guard.take());
         drop(self.slot.take());
-        self.session.left_server();
+        self.conn.session.left_server();
         if let Some(be) = &self.backend {
             if self.backend_active {
                 be.live.active.fetch_sub(1, Relaxed);

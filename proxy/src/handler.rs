@@ -27,7 +27,7 @@ use crate::routing::Route;
 use crate::rules::sample::ConnInfo;
 use crate::rules::{Env, run_request, run_response};
 use crate::snapshot::{Backend, Frontend, Snapshot};
-use crate::state::{Live, Refusal};
+use crate::state::Refusal;
 use crate::stick::Trackers;
 
 pub struct ConnCtx {
@@ -43,17 +43,24 @@ pub struct ConnCtx {
     /// that later requests do not look them up again (and do not all touch the shared
     /// snapshot's reference count).
     pub newest: arc_swap::ArcSwapOption<Newest>,
-    pub live: Arc<Live>,
     /// This connection in the session registry.
-    pub session: Arc<crate::sessions::Session>,
+    pub session: crate::sessions::Session,
     /// Stick counters tracked by `tcp_request.connection` rules.
-    pub track: Option<Arc<Trackers>>,
+    pub track: std::sync::OnceLock<Arc<Trackers>>,
     /// When the connection was accepted: its first request is due within
     /// `timeouts.http_request` of it.
     pub accepted: tokio::time::Instant,
-    /// The session entry and counts, released with the context after the last request
-    /// (`None` for a context made outside a listener).
+    /// The registry entry and counts, given back when the context goes, after the last
+    /// request (`None` for a context made outside a listener).
     pub held: Option<crate::listener::Held>,
+}
+
+impl Drop for ConnCtx {
+    fn drop(&mut self) {
+        if let Some(h) = self.held.take() {
+            h.release(self);
+        }
+    }
 }
 
 static NO_TRACKERS: std::sync::LazyLock<Trackers> = std::sync::LazyLock::new(Trackers::default);
@@ -69,7 +76,7 @@ impl ConnCtx {
     /// has replaced the connection's own; `None` while that is still current (one atomic
     /// load per request) or when the frontend is gone.
     fn newer(&self) -> Option<Arc<Newest>> {
-        let generation = self.live.global.generation.load(Relaxed);
+        let generation = self.shared.live.global.generation.load(Relaxed);
         if generation == self.snapshot.generation {
             return None;
         }
@@ -90,7 +97,7 @@ impl ConnCtx {
 /// the HTTP/1 and HTTP/2 servers call for each request. It answers every request (errors
 /// become responses), with the request's [`Done`] record for the connection to complete.
 pub fn service(
-    cx: &ConnCtx,
+    cx: &Arc<ConnCtx>,
     t_request: Duration,
 ) -> impl Service<
     Request<Body>,
@@ -103,7 +110,7 @@ pub fn service(
 
 /// Serves one request.
 pub async fn handle(
-    cx: &ConnCtx,
+    cx: &Arc<ConnCtx>,
     req: Request<Body>,
     t_request: Duration,
 ) -> (Response<Body>, Done) {
@@ -125,7 +132,7 @@ pub async fn handle(
         conn: &cx.info,
         frontend: &fe.name,
         nbsrv: &nbsrv,
-        conn_track: cx.track.as_deref().unwrap_or(&NO_TRACKERS),
+        conn_track: cx.track.get().map_or(&*NO_TRACKERS, |t| &**t),
     };
     let (be, route) = match choose_backend(snap, fe, &env, &mut parts, &mut done) {
         Chosen::Backend(be, route) => (be, route),
@@ -166,15 +173,15 @@ pub async fn handle(
 }
 
 /// Counts the request and opens its record.
-fn begin(cx: &ConnCtx, fe: &Arc<Frontend>, parts: &Parts, t_request: Duration) -> Done {
+fn begin(cx: &Arc<ConnCtx>, fe: &Arc<Frontend>, parts: &Parts, t_request: Duration) -> Done {
     fe.live.requests.fetch_add(1, Relaxed);
-    cx.live.global.requests.fetch_add(1, Relaxed);
+    cx.shared.live.global.requests.fetch_add(1, Relaxed);
     let line = fe
         .log
         .as_ref()
         .map(|_| (parts.method.clone(), parts.uri.clone(), parts.version));
     let mut done = Done::new(cx, fe, line, t_request);
-    if let Some(t) = &cx.track {
+    if let Some(t) = cx.track.get() {
         t.count_request();
     }
     done.bytes_in = parts

@@ -8,14 +8,16 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::handler::ConnCtx;
+use crate::rules::sample::ConnInfo;
 use crate::runtime::Shared;
 use crate::server::{Accepted, serve_connection};
 use crate::state::{FrontendLive, GlobalLive};
@@ -45,29 +47,13 @@ pub fn bind(
     Ok(s.into())
 }
 
-/// Counts a connection against its frontend and the process while it lives.
-pub struct ConnGuard {
-    fe: Arc<FrontendLive>,
-    shared: Arc<Shared>,
-}
-
-impl ConnGuard {
-    fn new(fe: Arc<FrontendLive>, shared: Arc<Shared>) -> Self {
-        let g: &GlobalLive = &shared.live.global;
-        g.conns_cur.fetch_add(1, Relaxed);
-        g.conns_total.fetch_add(1, Relaxed);
-        let n = fe.conns_cur.fetch_add(1, Relaxed) + 1;
-        fe.conns_max.fetch_max(n, Relaxed);
-        fe.conns_total.fetch_add(1, Relaxed);
-        Self { fe, shared }
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.fe.conns_cur.fetch_sub(1, Relaxed);
-        self.shared.live.global.conns_cur.fetch_sub(1, Relaxed);
-    }
+/// Counts a new connection against its frontend and the process.
+fn count_accepted(fe: &FrontendLive, g: &GlobalLive) {
+    g.conns_cur.fetch_add(1, Relaxed);
+    g.conns_total.fetch_add(1, Relaxed);
+    let n = fe.conns_cur.fetch_add(1, Relaxed) + 1;
+    fe.conns_max.fetch_max(n, Relaxed);
+    fe.conns_total.fetch_add(1, Relaxed);
 }
 
 /// Live connections of one worker, so a stopping worker can wait for them.
@@ -90,16 +76,6 @@ impl Tracker {
                 return;
             }
             notified.await;
-        }
-    }
-}
-
-struct TrackGuard(Arc<Tracker>);
-
-impl Drop for TrackGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Relaxed) == 1 {
-            self.0.zero.notify_waiters();
         }
     }
 }
@@ -195,13 +171,24 @@ pub async fn accept_loop(
     }
 }
 
-/// What a connection holds while it lives: its session entry, its counts on its
-/// frontend and the process, and its place among the worker's connections. Released
-/// when the connection's context goes, after its last request.
+/// What a connection's context gives back when it goes, after the connection's last
+/// request: its registry entry, its counts on its frontend and the process, and its place
+/// among its worker's connections.
 pub struct Held {
-    _registered: crate::sessions::Registered,
-    _counted: ConnGuard,
-    _tracked: TrackGuard,
+    shard: usize,
+    tracker: Arc<Tracker>,
+}
+
+impl Held {
+    pub(crate) fn release(&self, cx: &ConnCtx) {
+        let live = &cx.shared.live;
+        live.sessions.remove(self.shard, cx.session.id);
+        cx.frontend.live.conns_cur.fetch_sub(1, Relaxed);
+        live.global.conns_cur.fetch_sub(1, Relaxed);
+        if self.tracker.count.fetch_sub(1, Relaxed) == 1 {
+            self.tracker.zero.notify_waiters();
+        }
+    }
 }
 
 /// Serves an accepted connection in a task of its own: counted on its frontend and in
@@ -222,30 +209,37 @@ fn spawn_connection(
         .get(bind)
         .and_then(|b| b.tls.clone())
         .map(tokio_rustls::TlsAcceptor::from);
-    let counted = ConnGuard::new(fe.live.clone(), shared.clone());
+    count_accepted(&fe.live, &shared.live.global);
     tracker.count.fetch_add(1, Relaxed);
-    let tracked = TrackGuard(tracker.clone());
-    let registered = shared
-        .live
-        .sessions
-        .register(fe.name.clone(), peer, local, tls.is_some());
-    let session = registered.session.clone();
+    let live = &shared.live;
+    let cx = Arc::new_cyclic(|me| {
+        let session = live.sessions.open();
+        let shard = live.sessions.register(session.id, me);
+        ConnCtx {
+            info: ConnInfo {
+                client: peer,
+                local,
+                tls: tls.is_some(),
+                sni: OnceLock::new(),
+            },
+            snapshot,
+            frontend: fe,
+            shared: shared.clone(),
+            newest: Default::default(),
+            session,
+            track: OnceLock::new(),
+            accepted: tokio::time::Instant::now(),
+            held: Some(Held {
+                shard,
+                tracker: tracker.clone(),
+            }),
+        }
+    });
     let a = Accepted {
         tcp,
-        peer,
-        local,
         tls,
-        snapshot,
-        frontend: fe,
-        shared: shared.clone(),
-        live: shared.live.clone(),
-        session: session.clone(),
-        held: Some(Held {
-            _registered: registered,
-            _counted: counted,
-            _tracked: tracked,
-        }),
+        cx: cx.clone(),
     };
     let task = tokio::spawn(serve_connection(a));
-    session.set_abort(task.abort_handle());
+    cx.session.set_abort(task.abort_handle());
 }

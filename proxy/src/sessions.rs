@@ -3,36 +3,31 @@
 //! flight uses and a handle to abort it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Waker};
-use std::time::Instant;
 
+use crate::handler::ConnCtx;
 use crate::state::ServerLive;
 
-/// One client connection.
+/// A client connection's entry in the registry, part of its context ([`ConnCtx`]).
 pub struct Session {
     pub id: u64,
-    pub frontend: Arc<str>,
-    pub client: SocketAddr,
-    pub local: SocketAddr,
-    pub tls: bool,
-    pub started: Instant,
     pub requests: AtomicU64,
     /// The server of the request in flight (its state's address), 0 when none.
     server: AtomicUsize,
-    abort: OnceLock<tokio::task::AbortHandle>,
-    /// The connection's wait for its next request, which a stop ends.
-    idle: Mutex<IdleWait>,
+    /// How a stop and `shutdown sessions` reach the connection.
+    control: Mutex<Control>,
 }
 
-/// Whether a connection waits idle, whether a stop asked it to close, and its waker.
+/// Whether a connection waits idle, whether a stop asked it to close, its waker, and
+/// the handle that aborts its task.
 #[derive(Default)]
-struct IdleWait {
+struct Control {
     waiting: bool,
     closing: bool,
     waker: Option<Waker>,
+    abort: Option<tokio::task::AbortHandle>,
 }
 
 impl Session {
@@ -54,20 +49,18 @@ impl Session {
     }
 
     pub fn set_abort(&self, h: tokio::task::AbortHandle) {
-        let _ = self.abort.set(h);
+        self.control().abort = Some(h);
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, IdleWait> {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+        lock(&self.control)
     }
 
     /// Polled while the connection waits idle for its next request: `true` when a stop
     /// asked it to close; otherwise the stop will wake it. The connection then reads its
     /// frontend's retirement state, so that a stop just before this is seen too.
     pub fn poll_idle(&self, cx: &mut Context<'_>) -> bool {
-        let mut w = self.idle();
+        let mut w = self.control();
         if w.closing {
             return true;
         }
@@ -80,14 +73,14 @@ impl Session {
 
     /// The connection no longer waits idle.
     pub fn end_idle(&self) {
-        let mut w = self.idle();
+        let mut w = self.control();
         w.waiting = false;
         w.waker = None;
     }
 
     /// Asks the connection to close if it waits idle; returns whether it did.
     fn close_idle(&self) -> bool {
-        let mut w = self.idle();
+        let mut w = self.control();
         if !w.waiting {
             return false;
         }
@@ -97,13 +90,21 @@ impl Session {
         }
         true
     }
+
+    /// Aborts the connection's task; returns whether there was one.
+    fn abort(&self) -> bool {
+        let w = self.control();
+        w.abort.as_ref().inspect(|h| h.abort()).is_some()
+    }
 }
 
 /// Every open client connection, in shards: each worker registers and removes its
 /// connections in its own shard, so accepts on different workers take no common lock.
+/// The registry does not keep a connection's context alive: the context removes its
+/// entry when it goes.
 pub struct Sessions {
     next: AtomicU64,
-    shards: [Mutex<HashMap<u64, Arc<Session>>>; SHARDS],
+    shards: [Mutex<HashMap<u64, Weak<ConnCtx>>>; SHARDS],
 }
 
 const SHARDS: usize = 16;
@@ -117,79 +118,58 @@ impl Default for Sessions {
     }
 }
 
-/// Removes its session when the connection ends.
-pub struct Registered {
-    pub session: Arc<Session>,
-    sessions: Arc<Sessions>,
-    shard: usize,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        if let Ok(mut all) = self.sessions.shards[self.shard].lock() {
-            all.remove(&self.session.id);
-        }
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Sessions {
-    pub fn register(
-        self: &Arc<Self>,
-        frontend: Arc<str>,
-        client: SocketAddr,
-        local: SocketAddr,
-        tls: bool,
-    ) -> Registered {
-        let id = self.next.fetch_add(1, Relaxed) + 1;
-        let session = Arc::new(Session {
-            id,
-            frontend,
-            client,
-            local,
-            tls,
-            started: Instant::now(),
+    /// A new connection's entry, for its context; [`Sessions::register`] lists it.
+    pub fn open(&self) -> Session {
+        Session {
+            id: self.next.fetch_add(1, Relaxed) + 1,
             requests: AtomicU64::new(0),
             server: AtomicUsize::new(0),
-            abort: OnceLock::new(),
-            idle: Mutex::default(),
-        });
-        let shard = crate::worker::index() % SHARDS;
-        if let Ok(mut all) = self.shards[shard].lock() {
-            all.insert(id, session.clone());
-        }
-        Registered {
-            session,
-            sessions: self.clone(),
-            shard,
+            control: Mutex::default(),
         }
     }
 
-    /// Every session, oldest first.
-    pub fn list(&self) -> Vec<Arc<Session>> {
+    /// Lists the connection `id` (its context, being made with `Arc::new_cyclic`); returns
+    /// the shard for [`Sessions::remove`].
+    pub fn register(&self, id: u64, cx: &Weak<ConnCtx>) -> usize {
+        let shard = crate::worker::index() % SHARDS;
+        lock(&self.shards[shard]).insert(id, cx.clone());
+        shard
+    }
+
+    /// Removes a connection's entry (its context is going).
+    pub fn remove(&self, shard: usize, id: u64) {
+        lock(&self.shards[shard % SHARDS]).remove(&id);
+    }
+
+    /// Every open connection, oldest first.
+    pub fn list(&self) -> Vec<Arc<ConnCtx>> {
         let mut v: Vec<_> = Vec::new();
         for shard in &self.shards {
-            if let Ok(a) = shard.lock() {
-                v.extend(a.values().cloned());
-            }
+            v.extend(lock(shard).values().filter_map(Weak::upgrade));
         }
-        v.sort_by_key(|s| s.id);
+        v.sort_by_key(|c| c.session.id);
         v
     }
 
     /// Closes the connections that wait idle for their next request (a stop: the others
     /// close after their response); returns how many.
     pub fn close_idle(&self) -> usize {
-        self.list().iter().filter(|s| s.close_idle()).count()
+        self.list()
+            .iter()
+            .filter(|c| c.session.close_idle())
+            .count()
     }
 
     /// Aborts the connections whose request in flight uses `server`; returns how many.
     pub fn shutdown_server(&self, server: &Arc<ServerLive>) -> usize {
         let mut n = 0;
-        for s in self.list() {
-            if s.is_at(server)
-                && let Some(h) = s.abort.get()
-            {
-                h.abort();
+        for c in self.list() {
+            if c.session.is_at(server) && c.session.abort() {
                 n += 1;
             }
         }

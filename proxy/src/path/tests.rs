@@ -20,7 +20,7 @@ use crate::state::Limit;
 /// A proxy's compiled configuration and a connection to serve requests on.
 struct Rig {
     snap: Arc<Snapshot>,
-    cx: ConnCtx,
+    cx: Arc<ConnCtx>,
     tracks: crate::stick::Trackers,
 }
 
@@ -32,12 +32,12 @@ impl Rig {
         );
         let (snap, live) = crate::snapshot::compile_yaml(&yaml);
         let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let cx = ConnCtx {
+        let cx = Arc::new(ConnCtx {
             info: ConnInfo {
                 client: addr,
                 local: addr,
                 tls: false,
-                sni: None,
+                sni: Default::default(),
             },
             snapshot: snap.clone(),
             frontend: snap.frontends[0].clone(),
@@ -46,16 +46,11 @@ impl Rig {
                 live: live.clone(),
             }),
             newest: Default::default(),
-            live: live.clone(),
-            session: live
-                .sessions
-                .register("fe".into(), addr, addr, false)
-                .session
-                .clone(),
-            track: None,
+            session: live.sessions.open(),
+            track: Default::default(),
             accepted: tokio::time::Instant::now(),
             held: None,
-        };
+        });
         Rig {
             snap,
             cx,

@@ -19,7 +19,8 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
-    pub sni: Option<Arc<str>>,
+    /// The server name a TLS client asked for, known after the handshake.
+    pub sni: std::sync::OnceLock<Arc<str>>,
 }
 
 /// What fetches read.
@@ -379,7 +380,7 @@ impl Sample {
             CFetch::SslFc => Some(Value::Bool(cx.conn.tls)),
             CFetch::SslFcSni => {
                 let conn: &'a ConnInfo = cx.conn;
-                conn.sni.as_deref().and_then(|n| s(n.as_bytes()))
+                conn.sni.get().and_then(|n| s(n.as_bytes()))
             }
             CFetch::ReqVer => s(version_str(cx.version).as_bytes()),
             CFetch::NbSrv(i) => Some(Value::Int((cx.nbsrv)(*i) as i64)),

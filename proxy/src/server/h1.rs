@@ -474,6 +474,8 @@ async fn tunnel(mut client: Box<ClientConn>, up: UpgradedConn) {
 
 /// What follows an exchange on a connection.
 enum Next {
+    /// The first bytes were the HTTP/2 preface: the connection speaks h2c.
+    H2c(Box<ClientConn>),
     /// Keep the connection for the next request.
     Keep(Box<ClientConn>),
     /// The connection is done (closed, or given up).
@@ -532,17 +534,21 @@ impl Serve {
     }
 }
 
-impl Future for Serve {
-    type Output = ();
+/// A cleartext connection handed to the HTTP/2 server, with the bytes read already.
+pub type H2c = (super::Rewind<crate::io::ClientIo>, Arc<ConnCtx>);
 
-    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<()> {
+impl Future for Serve {
+    /// `Some` when the client turned out to speak h2c.
+    type Output = Option<H2c>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Option<H2c>> {
         let mut this = self.project();
         let cx = &*this.cx;
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Idle { conn, first, timer } => {
                     let Some(c) = conn.as_deref_mut() else {
-                        return Poll::Ready(());
+                        return Poll::Ready(None);
                     };
                     let w = ready!(poll_wait(c, cx, true, timer, task));
                     cx.session.end_idle();
@@ -556,6 +562,13 @@ impl Future for Serve {
                 StateProj::Busy { exchange } => match ready!(exchange.as_mut().poll(task)) {
                     Next::Keep(c) => after_response(c, this.cx),
                     Next::Close => State::Closed,
+                    Next::H2c(c) => {
+                        let io = super::Rewind {
+                            pre: c.rbuf,
+                            inner: c.io,
+                        };
+                        return Poll::Ready(Some((io, this.cx.clone())));
+                    }
                     Next::Tunnel(c, up) => State::Tunnel {
                         relay: Box::pin(tunnel(c, up)),
                     },
@@ -564,7 +577,7 @@ impl Future for Serve {
                     ready!(relay.as_mut().poll(task));
                     State::Closed
                 }
-                StateProj::Closed => return Poll::Ready(()),
+                StateProj::Closed => return Poll::Ready(None),
             };
             this.state.set(next);
         }
@@ -589,8 +602,24 @@ fn after_response(mut conn: Box<ClientConn>, cx: &Arc<ConnCtx>) -> State {
     }
 }
 
-/// Reads the next request's head and serves the request.
+/// Reads the next request's head and serves the request. The first bytes of a
+/// cleartext connection may be the HTTP/2 preface instead (h2c with prior knowledge).
 async fn next_request(mut conn: Box<ClientConn>, cx: Arc<ConnCtx>, first: bool) -> Next {
+    if first && !cx.info.tls && cx.frontend.h2 {
+        let deadline = cx.accepted + cx.frontend.timeouts.http_request;
+        loop {
+            match super::h2c_preface(&conn.rbuf) {
+                Some(true) => return Next::H2c(conn),
+                Some(false) => break,
+                None => {}
+            }
+            let read = tokio::time::timeout_at(deadline, read_buf(&mut conn.io, &mut conn.rbuf));
+            match read.await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Next::Close,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
     let head = read_head(&mut conn, &cx, first).await;
     if let Head::Closed = head {
         return Next::Close;
@@ -601,7 +630,7 @@ async fn next_request(mut conn: Box<ClientConn>, cx: Arc<ConnCtx>, first: bool) 
 /// Answers a request whose head could not be accepted, then closes.
 async fn refuse(
     mut conn: Box<ClientConn>,
-    cx: &ConnCtx,
+    cx: &Arc<ConnCtx>,
     status: StatusCode,
     term: Termination,
     t_request: Duration,

@@ -14,13 +14,9 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::handler::ConnCtx;
-use crate::io::{ClientIo, read_buf};
-use crate::rules::sample::ConnInfo;
-use crate::snapshot::{Frontend, Snapshot};
-use crate::state::Live;
+use crate::io::ClientIo;
 use h1::ClientConn;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -79,16 +75,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 /// Everything a new connection needs.
 pub struct Accepted {
     pub tcp: TcpStream,
-    pub peer: std::net::SocketAddr,
-    pub local: std::net::SocketAddr,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub snapshot: Arc<Snapshot>,
-    pub frontend: Arc<Frontend>,
-    pub shared: Arc<crate::runtime::Shared>,
-    pub live: Arc<Live>,
-    pub session: Arc<crate::sessions::Session>,
-    /// The session entry and counts, which the connection's context takes over.
-    pub held: Option<crate::listener::Held>,
+    /// The connection's context, made at accept (its registry entry and counts).
+    pub cx: Arc<ConnCtx>,
 }
 
 /// Why a response could not be sent whole: the bytes sent, the termination code for the
@@ -117,9 +106,8 @@ impl WriteAbort {
 /// futures freed once done, and between requests the task holds the connection, its
 /// context and a timer.
 pub fn serve_connection(a: Accepted) -> Connection {
-    let accepted = Instant::now();
     Connection::Start {
-        start: Box::pin(start(a, accepted)),
+        start: Box::pin(start(a)),
     }
 }
 
@@ -149,15 +137,15 @@ impl Future for Connection {
                     Some((Started::H2(io), cx)) => Connection::H2 {
                         serve: Box::pin(h2::serve(io, cx)),
                     },
-                    Some((Started::H2c(io), cx)) => Connection::H2 {
+                    None => Connection::Done,
+                },
+                ConnectionProj::H1 { serve } => match ready!(serve.poll(task)) {
+                    // The client spoke the HTTP/2 preface (h2c).
+                    Some((io, cx)) => Connection::H2 {
                         serve: Box::pin(h2::serve(io, cx)),
                     },
                     None => Connection::Done,
                 },
-                ConnectionProj::H1 { serve } => {
-                    ready!(serve.poll(task));
-                    Connection::Done
-                }
                 ConnectionProj::H2 { serve } => {
                     ready!(serve.as_mut().poll(task));
                     Connection::Done
@@ -173,31 +161,24 @@ impl Future for Connection {
 enum Started {
     H1(Box<ClientConn>),
     H2(ClientIo),
-    /// Cleartext HTTP/2, with the bytes read to recognise it.
-    H2c(Rewind<ClientIo>),
 }
 
-/// Runs the connection rules, the TLS handshake and the protocol choice (ALPN on TLS,
-/// the HTTP/2 preface on cleartext). `None`: the connection is refused or gone.
-async fn start(a: Accepted, accepted: Instant) -> Option<(Started, Arc<ConnCtx>)> {
+/// Runs the connection rules, the TLS handshake and the protocol choice (ALPN on TLS;
+/// on cleartext the HTTP/1.1 server recognises the HTTP/2 preface). `None`: the
+/// connection is refused or gone.
+async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
+    let cx = a.cx;
     let _ = a.tcp.set_nodelay(true);
-    let fe = a.frontend.clone();
-    let mut info = ConnInfo {
-        client: a.peer,
-        local: a.local,
-        tls: a.tls.is_some(),
-        sni: None,
-    };
+    let fe = &cx.frontend;
     // Connection rules run before TLS, so a rejected client costs no handshake.
-    let mut track = None;
     if !fe.connection_rules.is_empty() {
-        let snap = &a.snapshot;
+        let snap = &cx.snapshot;
         let nbsrv = |i: usize| snap.nbsrv(i);
         let mut t = crate::stick::Trackers::default();
         if !crate::rules::run_connection(
             &fe.connection_rules,
             &fe.acls,
-            &info,
+            &cx.info,
             &fe.name,
             &nbsrv,
             &mut t,
@@ -205,94 +186,90 @@ async fn start(a: Accepted, accepted: Instant) -> Option<(Started, Arc<ConnCtx>)
             fe.live
                 .denied_conns
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(client = %a.peer, frontend = %fe.name, "connection rejected by tcp_request rules");
+            tracing::debug!(client = %cx.info.client, frontend = %fe.name, "connection rejected by tcp_request rules");
             return None;
         }
         if !t.is_empty() {
-            track = Some(Arc::new(t));
+            let _ = cx.track.set(Arc::new(t));
         }
     }
-    let (io, h2) = match a.tls {
-        Some(acceptor) => {
-            // Boxed: the handshake state is large and would otherwise sit in every
-            // connection's task, TLS or not.
-            let hs = Box::pin(tokio::time::timeout(
-                fe.timeouts.http_request,
-                acceptor.accept(a.tcp),
-            ))
-            .await;
-            let stream = match hs {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %a.peer, "TLS handshake failed: {e}");
-                    return None;
-                }
-                Err(_) => return None,
-            };
-            let (_, session) = stream.get_ref();
-            info.sni = session.server_name().map(Arc::from);
-            let h2 = session.alpn_protocol() == Some(b"h2");
-            (ClientIo::Tls(Box::new(stream)), h2)
-        }
-        None => (ClientIo::Plain(a.tcp), false),
+    let Some(acceptor) = a.tls else {
+        let conn = Box::new(ClientConn {
+            io: ClientIo::Plain(a.tcp),
+            rbuf: BytesMut::new(),
+        });
+        return Some((Started::H1(conn), cx));
     };
-    let cx = Arc::new(ConnCtx {
-        info,
-        snapshot: a.snapshot,
-        frontend: fe.clone(),
-        shared: a.shared,
-        newest: Default::default(),
-        live: a.live,
-        session: a.session,
-        track,
-        accepted,
-        held: a.held,
-    });
-    let mut conn = Box::new(ClientConn {
+    // Boxed: the handshake state is large and would otherwise sit in every connection's
+    // task, TLS or not.
+    let hs = Box::pin(tokio::time::timeout(
+        fe.timeouts.http_request,
+        acceptor.accept(a.tcp),
+    ))
+    .await;
+    let stream = match hs {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %cx.info.client, "TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let (_, session) = stream.get_ref();
+    if let Some(name) = session.server_name() {
+        let _ = cx.info.sni.set(Arc::from(name));
+    }
+    let io = ClientIo::Tls(Box::new(stream));
+    if session_is_h2(&io) {
+        return Some((Started::H2(io), cx));
+    }
+    let conn = Box::new(ClientConn {
         io,
         rbuf: BytesMut::new(),
     });
-    if h2 {
-        return Some((Started::H2(conn.io), cx));
-    }
-    if !cx.info.tls && fe.h2 {
-        // Cleartext: a client that starts with the HTTP/2 preface speaks h2c.
-        let deadline = accepted + fe.timeouts.http_request;
-        loop {
-            let n = conn.rbuf.len().min(PREFACE.len());
-            if n > 0 && conn.rbuf[..n] != PREFACE[..n] {
-                break;
-            }
-            if n == PREFACE.len() {
-                let io = Rewind {
-                    pre: std::mem::take(&mut conn.rbuf),
-                    inner: conn.io,
-                };
-                return Some((Started::H2c(io), cx));
-            }
-            match tokio::time::timeout_at(deadline, read_buf(&mut conn.io, &mut conn.rbuf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
-                Ok(Ok(_)) => {}
-            }
-        }
-    }
     Some((Started::H1(conn), cx))
+}
+
+/// Whether ALPN chose HTTP/2.
+fn session_is_h2(io: &ClientIo) -> bool {
+    match io {
+        ClientIo::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        ClientIo::Plain(_) => false,
+    }
+}
+
+/// Whether `buf`, the first bytes of a cleartext connection, are the HTTP/2 preface
+/// (`Some(true)`), cannot be (`Some(false)`), or may be once more bytes arrive.
+pub(crate) fn h2c_preface(buf: &[u8]) -> Option<bool> {
+    let n = buf.len().min(PREFACE.len());
+    if buf[..n] != PREFACE[..n] {
+        Some(false)
+    } else if n == PREFACE.len() {
+        Some(true)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every client connection is one task holding a [`Connection`]: its size is most of
-    /// what an idle keep-alive connection costs. tokio adds 96 bytes of header and trailer
-    /// and 24 of scheduler, id and stage to the future and rounds the task up to a multiple
-    /// of 128 bytes, so up to 136 bytes the task is 256. The future was 1,264 bytes before
-    /// the start was boxed, 568 before each exchange was.
+    /// Every client connection is one task holding a [`Connection`], and one context
+    /// ([`ConnCtx`]) in an `Arc`: their sizes are most of what an idle keep-alive
+    /// connection costs. tokio adds 96 bytes of header and trailer and 24 of scheduler, id
+    /// and stage to the future and rounds the task up to a multiple of 128 bytes, so up to
+    /// 136 bytes the task is 256. The context with the `Arc`'s counts fits 256 bytes up
+    /// to 240. The future was 1,264 bytes before the start was boxed, 568 before each
+    /// exchange was; the context and the session entry were two allocations of 224 and
+    /// 192 bytes.
     #[test]
     fn connection_task_stays_small() {
         let whole = std::mem::size_of::<Connection>();
         let h1 = std::mem::size_of::<h1::Serve>();
-        eprintln!("connection future: {whole} bytes (HTTP/1.1 part {h1})");
+        let cx = std::mem::size_of::<ConnCtx>();
+        eprintln!("connection future: {whole} bytes (HTTP/1.1 part {h1}); context {cx} bytes");
         assert!(whole <= 136, "the connection future grew to {whole} bytes");
+        assert!(cx <= 240, "the connection context grew to {cx} bytes");
     }
 }
