@@ -2,7 +2,7 @@
 //! (find or create the client's entry, count the request in its counter and its rate),
 //! from 1, 2 and 4 threads at once, over many keys and over one hot key.
 //!
-//! `cargo bench --manifest-path bench/micro/Cargo.toml`
+//! `cargo bench --manifest-path bench/micro/Cargo.toml --bench stick_table`
 
 #![allow(clippy::expect_used)]
 

@@ -1,0 +1,100 @@
+#!/bin/bash
+# CPU per request as the backend choice grows, rampart next to HAProxy (one worker each,
+# core 1; wrk and an nginx origin on core 0):
+#   base     no rule, the default backend;
+#   rules-N  N `use_backend bI if { path_beg /pI/ }` rules (N = 10, 100, 1000), the
+#            request matching the last one, so that a rule-by-rule evaluation tries all;
+#   patterns two rules over 10,000 patterns each, `path_beg -f paths` and
+#            `hdr(host) -f hosts`, the request matching the last host pattern.
+#
+#   bench/rules-scale.sh RAMPART_BINARY       (DURATION=5 REPS=1)
+set -euo pipefail
+[ $# -eq 1 ] || { echo "usage: $0 RAMPART_BINARY" >&2; exit 2; }
+BIN=$(realpath "$1")
+DURATION=${DURATION:-5}; REPS=${REPS:-1}
+W=$(mktemp -d /tmp/rampart-rules-XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+mkdir -p "$W/tmp"
+cat > "$W/origin.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $W/origin.pid;
+error_log $W/origin-error.log warn;
+events { worker_connections 4000; }
+http {
+    access_log off;
+    client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
+    uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    server { listen 127.0.0.1:18080 backlog=4096; location / { return 200 "hello"; } }
+}
+NGINX
+# configs: $W/<scenario>.yaml and .cfg
+python3 - "$W" <<'PY'
+import sys
+w = sys.argv[1]
+def write(name, nbackends, rules_r, rules_h):
+    r = ["global: { threads: 1 }", "frontends:", "  bench:", '    bind: "127.0.0.1:18400"',
+         "    timeouts: { client: 60s, http_request: 60s, keep_alive: 60s }",
+         "    forwarded: { x_forwarded_for: false, x_forwarded_proto: false }",
+         "    default_backend: b0"]
+    if rules_r:
+        r.append("    use_backend:")
+        r += [f'      - "{x}"' for x in rules_r]
+    r.append("backends:")
+    for b in range(nbackends):
+        r += [f"  b{b}:", '    servers: { s: { address: "127.0.0.1:18080" } }',
+              "    pool: { max_idle_per_server: 1024, idle_timeout: 120s }"]
+    h = ["global", "    nbthread 1", "    maxconn 4000", "defaults", "    mode http",
+         "    http-reuse always", "    timeout connect 5s", "    timeout client 60s",
+         "    timeout server 60s", "frontend bench", "    bind 127.0.0.1:18100"]
+    h += [f"    use_backend {x}" for x in rules_h]
+    h.append("    default_backend b0")
+    for b in range(nbackends):
+        h += [f"backend b{b}", "    server s 127.0.0.1:18080"]
+    open(f"{w}/{name}.yaml", "w").write("\n".join(r) + "\n")
+    open(f"{w}/{name}.cfg", "w").write("\n".join(h) + "\n")
+write("base", 1, [], [])
+for n in (10, 100, 1000):
+    rules = [f"b{i} if {{ path_beg /p{i}/ }}" for i in range(n)]
+    write(f"rules-{n}", n, rules, rules)
+open(f"{w}/paths.lst", "w").write("".join(f"/x{i}/\n" for i in range(10000)))
+open(f"{w}/hosts.lst", "w").write("".join(f"h{i}.example\n" for i in range(10000)))
+pat = [f"b1 if {{ path_beg -f {w}/paths.lst }}", f"b2 if {{ hdr(host) -f {w}/hosts.lst }}"]
+write("patterns", 3, pat, pat)
+PY
+wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; return 1; }
+tck=$(getconf CLK_TCK)
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+taskset -c 0 nginx -c "$W/origin.conf" & PIDS+=($!)
+wait_port 18080
+printf '%-10s %-8s %10s %10s\n' scenario proxy "µs/req" "req/s"
+for _ in $(seq "$REPS"); do
+  for s in base rules-10 rules-100 rules-1000 patterns; do
+    case $s in
+      rules-*) path="/p$(( ${s#rules-} - 1 ))/x"; host=bench;;
+      patterns) path=/y; host=h9999.example;;
+      *) path=/; host=bench;;
+    esac
+    for p in rampart haproxy; do
+      if [ $p = rampart ]; then
+        taskset -c 1 "$BIN" run -c "$W/$s.yaml" > "$W/$p-$s.log" 2>&1 & pid=$!; port=18400
+      else
+        taskset -c 1 haproxy -db -f "$W/$s.cfg" > "$W/$p-$s.log" 2>&1 & pid=$!; port=18100
+      fi
+      wait_port $port
+      code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "http://127.0.0.1:$port$path")
+      [ "$code" = 200 ] || { echo "$p $s: status $code" >&2; exit 1; }
+      c0=$(cpu $pid)
+      n=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}"s -H "Host: $host" "http://127.0.0.1:$port$path" \
+          | awk '/requests in/{print $1}')
+      c1=$(cpu $pid)
+      kill $pid; wait $pid 2>/dev/null || true
+      printf '%-10s %-8s %10s %10s\n' "$s" "$p" \
+        "$(python3 -c "print(round(($c1-$c0)/$tck*1e6/$n,2))")" "$(( n / DURATION ))"
+    done
+  done
+done
