@@ -14,33 +14,11 @@ set -euo pipefail
 BEFORE=$(realpath "$1"); AFTER=$(realpath "$2")
 ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-6}
 HERE=$(cd "$(dirname "$0")" && pwd)
-W=$(mktemp -d /tmp/rampart-ab-XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+. "$HERE/lib.sh"
+bench_init ab
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
   -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-mkdir -p "$W/tmp"
-cat > "$W/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 19000; }
-http {
-    access_log off;
-    client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
-    uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    server {
-        listen 127.0.0.1:18080 backlog=4096;
-        location / { return 200 "hello"; }
-    }
-}
-NGINX
-taskset -c 0 nginx -c "$W/nginx.conf" & PIDS+=($!)
+start_origin
 start() { # binary port tls-port log
   BENCH_PORT=$2 BENCH_TLS_PORT=$3 BENCH_CERT=$W/cert.pem BENCH_KEY=$W/key.pem \
     BENCH_BACKEND=127.0.0.1:18080 taskset -c 1 "$1" run -c "$HERE/rampart.yaml" > "$4" 2>&1 &

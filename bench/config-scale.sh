@@ -11,26 +11,8 @@ set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 RAMPART_BINARY" >&2; exit 2; }
 BIN=$(realpath "$1")
 BACKENDS=${BACKENDS:-1000}; SERVERS=${SERVERS:-10}; RELOADS=${RELOADS:-5}
-W=$(mktemp -d /tmp/rampart-cfg-XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-mkdir -p "$W/tmp"
-cat > "$W/origin.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $W/origin.pid;
-error_log $W/origin-error.log warn;
-events { worker_connections 4000; }
-http {
-    access_log off;
-    client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
-    uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    server { listen 127.0.0.1:18080 backlog=4096; location / { return 200 "hello"; } }
-}
-NGINX
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+bench_init cfg
 python3 - "$W" "$BACKENDS" "$SERVERS" <<'PY'
 import sys
 w, nb, ns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -50,12 +32,10 @@ open(f"{w}/rampart.yaml", "w").write("\n".join(r) + "\n")
 open(f"{w}/haproxy.cfg", "w").write("\n".join(h) + "\n")
 PY
 echo "configuration: $BACKENDS backends x $SERVERS servers; rampart.yaml $(wc -c < "$W/rampart.yaml") bytes, haproxy.cfg $(wc -c < "$W/haproxy.cfg") bytes"
-wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; return 1; }
 now() { date +%s.%N; }
 ms() { python3 -c "print(f'{($2 - $1) * 1000:.0f}')" ; }
 rss() { awk '/^VmRSS:/{printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
-taskset -c 0 nginx -c "$W/origin.conf" & PIDS+=($!)
-wait_port 18080
+start_origin
 /usr/bin/time -f "%e s, peak RSS %M KiB" -o "$W/t" "$BIN" check -c "$W/rampart.yaml" > /dev/null
 echo "rampart check: $(cat "$W/t")"
 /usr/bin/time -f "%e s, peak RSS %M KiB" -o "$W/t" haproxy -c -f "$W/haproxy.cfg" > /dev/null

@@ -18,33 +18,11 @@ BIN=$(realpath "$1")
 COUNTS=${COUNTS:-10000}; MODES=${MODES:-plain tls}; REPS=${REPS:-1}; PARALLEL=${PARALLEL:-200}
 PROXIES=${PROXIES:-rampart haproxy nginx}
 HERE=$(cd "$(dirname "$0")" && pwd)
-W=$(mktemp -d /tmp/rampart-idle-XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+. "$HERE/lib.sh"
+bench_init idle
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=localhost -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
 cat "$W/cert.pem" "$W/key.pem" > "$W/cert_key.pem"
-mkdir -p "$W/tmp"
-cat > "$W/origin.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $W/origin.pid;
-error_log $W/origin-error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 19000; }
-http {
-    access_log off;
-    client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
-    uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    server {
-        listen 127.0.0.1:18080 backlog=4096;
-        location / { return 200 "hello"; }
-    }
-}
-NGINX
 cat > "$W/haproxy.cfg" <<HAPROXY
 global
     nbthread 1
@@ -105,9 +83,7 @@ http {
     }
 }
 NGINX
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-taskset -c 0 nginx -c "$W/origin.conf" & PIDS+=($!)
-wait_port 18080
+start_origin
 rss() { # KiB of a process and its children
   local t=0 p
   for p in $1 $(pgrep -P "$1" || true); do

@@ -12,26 +12,8 @@ set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 RAMPART_BINARY" >&2; exit 2; }
 BIN=$(realpath "$1")
 DURATION=${DURATION:-5}; REPS=${REPS:-1}
-W=$(mktemp -d /tmp/rampart-rules-XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-mkdir -p "$W/tmp"
-cat > "$W/origin.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $W/origin.pid;
-error_log $W/origin-error.log warn;
-events { worker_connections 4000; }
-http {
-    access_log off;
-    client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
-    uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    server { listen 127.0.0.1:18080 backlog=4096; location / { return 200 "hello"; } }
-}
-NGINX
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+bench_init rules
 # configs: $W/<scenario>.yaml and .cfg
 python3 - "$W" <<'PY'
 import sys
@@ -66,11 +48,9 @@ open(f"{w}/hosts.lst", "w").write("".join(f"h{i}.example\n" for i in range(10000
 pat = [f"b1 if {{ path_beg -f {w}/paths.lst }}", f"b2 if {{ hdr(host) -f {w}/hosts.lst }}"]
 write("patterns", 3, pat, pat)
 PY
-wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; return 1; }
 tck=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-taskset -c 0 nginx -c "$W/origin.conf" & PIDS+=($!)
-wait_port 18080
+start_origin
 printf '%-10s %-8s %10s %10s\n' scenario proxy "µs/req" "req/s"
 for _ in $(seq "$REPS"); do
   for s in base rules-10 rules-100 rules-1000 patterns; do

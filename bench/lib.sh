@@ -1,0 +1,39 @@
+# Shared by the bench scripts: a work directory removed of its processes on exit, an nginx
+# origin on 127.0.0.1:18080 answering "hello" (one worker, on core 0), and port waits.
+#
+#   . "$(dirname "$0")/lib.sh"; bench_init NAME; start_origin
+
+# Sets W (a new work directory) and PIDS (processes stopped on exit, by PID).
+bench_init() {
+  W=$(mktemp -d "/tmp/rampart-$1-XXXXXX")
+  PIDS=()
+  trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+  mkdir -p "$W/tmp"
+}
+
+# Waits until something listens on 127.0.0.1:PORT (at most 6 s).
+wait_port() {
+  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done
+  return 1
+}
+
+start_origin() {
+  cat > "$W/origin.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $W/origin.pid;
+error_log $W/origin-error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
+http {
+    access_log off;
+    client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
+    uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    server { listen 127.0.0.1:18080 backlog=4096; location / { return 200 "hello"; } }
+}
+NGINX
+  taskset -c 0 nginx -c "$W/origin.conf" & PIDS+=($!)
+  wait_port 18080
+}
