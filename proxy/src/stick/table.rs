@@ -919,6 +919,37 @@ mod tests {
         );
     }
 
+    /// The same at a million entries: `cargo test --release -p rampart-proxy --lib
+    /// stick::table::tests::memory_per_entry_at_1m -- --ignored --nocapture`. Also prints
+    /// the time per touch while filling and while replacing, for the benchmark notes.
+    #[test]
+    #[ignore]
+    fn memory_per_entry_at_1m() {
+        let t = table(
+            "{ type: ip, size: 1m, expire: 10m, store: [http_req_rate(10s), conn_cur, gpc0] }",
+        );
+        let fill = |keys: std::ops::Range<u32>| {
+            let n = keys.len() as u128;
+            let start = std::time::Instant::now();
+            for i in keys {
+                t.with(&Key::new(&i.to_be_bytes()), true, 0, |e| {
+                    e.add(DataKind::HttpReqRate, 1)
+                });
+            }
+            (rss_kib(), start.elapsed().as_nanos() / n)
+        };
+        let before = rss_kib();
+        let (full, fill_ns) = fill(0..1_048_576);
+        let (after, replace_ns) = fill(1_048_576..3_000_000);
+        assert_eq!(t.used(), 1024 * 1024);
+        println!(
+            "RSS growth: 1M entries {} KiB ({} B/entry, {fill_ns} ns per insert); 1.95M more keys through the full table {} KiB ({replace_ns} ns per replacing insert)",
+            full - before,
+            (full - before) * 1024 / 1_048_576,
+            after as i64 - full as i64,
+        );
+    }
+
     #[test]
     fn replicas_round_trip() {
         let a = table(
