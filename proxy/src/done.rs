@@ -14,7 +14,7 @@ use crate::handler::ConnCtx;
 use crate::resilience::limits::Slot;
 use crate::rules::Intercept;
 use crate::snapshot::{Backend, Frontend};
-use crate::state::{ActiveGuard, Live, Refusal};
+use crate::state::{ActiveGuard, Refusal};
 use crate::stick::Trackers;
 use crate::upstream::Timing;
 
@@ -39,14 +39,11 @@ pub struct Done {
     /// The backend in-flight slot, freed when the response has been sent.
     pub(crate) slot: Option<Slot>,
     pub(crate) line: Option<(Method, Uri, Version)>,
-    pub(crate) client: std::net::SocketAddr,
-    pub(crate) tls: bool,
-    pub(crate) live: Arc<Live>,
-    /// The connection, whose session notes the server of the request in flight.
+    /// The connection: its client, its session (which notes the server of the request in
+    /// flight) and the stick counters its connection rules track.
     pub(crate) conn: Arc<ConnCtx>,
     /// Stick counters tracked by this request's rules.
     pub(crate) track: Trackers,
-    pub(crate) conn_track: Option<Arc<Trackers>>,
     /// Request body bytes, for `bytes_in` counters.
     pub(crate) bytes_in: u64,
     /// Response bytes sent, once the connection has said so in [`finish`](Self::finish).
@@ -81,12 +78,8 @@ impl Done {
             retries: 0,
             slot: None,
             line,
-            client: cx.info.client,
-            tls: cx.info.tls,
-            live: cx.shared.live.clone(),
             conn: cx.clone(),
             track: Trackers::default(),
-            conn_track: cx.track.get().cloned(),
             bytes_in: 0,
             bytes_out: 0,
             finished: false,
@@ -192,13 +185,14 @@ impl Done {
                 .zip(self.server)
                 .map_or(0, |(b, i)| b.servers[i].live.active.load(Relaxed))
         });
-        if !self.track.is_empty() || self.conn_track.is_some() {
+        let conn_track = self.conn.track.get();
+        if !self.track.is_empty() || conn_track.is_some() {
             let (status, bytes_in) = (self.status, self.bytes_in);
             let count = |e: &mut crate::stick::Entry<'_>| {
                 crate::stick::count_response(e, status, bytes_in, bytes_out)
             };
             self.track.each(count);
-            if let Some(t) = &self.conn_track {
+            if let Some(t) = conn_track {
                 t.each(count);
             }
         }
@@ -233,10 +227,10 @@ impl Done {
         term[..2].copy_from_slice(&self.termination.0);
         sink.send(crate::log::Record {
             format: *format,
-            client: self.client,
+            client: self.conn.info.client,
             accepted: wall,
             frontend: self.frontend.name.clone(),
-            tls: self.tls,
+            tls: self.conn.info.tls,
             backend: self.backend.as_ref().map(|b| b.name.clone()),
             server: self
                 .backend
@@ -256,7 +250,7 @@ impl Done {
             status: if answered { i32::from(self.status) } else { -1 },
             bytes_out,
             termination: term,
-            global_conns: self.live.global.conns_cur.load(Relaxed),
+            global_conns: self.conn.shared.live.global.conns_cur.load(Relaxed),
             frontend_conns: self.frontend.live.conns_cur.load(Relaxed),
             backend_active: self
                 .backend

@@ -219,8 +219,9 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
     if let Some(name) = session.server_name() {
         let _ = cx.info.sni.set(Arc::from(name));
     }
+    let h2 = session.alpn_protocol() == Some(b"h2");
     let io = ClientIo::Tls(Box::new(stream));
-    if session_is_h2(&io) {
+    if h2 {
         return Some((Started::H2(io), cx));
     }
     let conn = Box::new(ClientConn {
@@ -228,14 +229,6 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
         rbuf: BytesMut::new(),
     });
     Some((Started::H1(conn), cx))
-}
-
-/// Whether ALPN chose HTTP/2.
-fn session_is_h2(io: &ClientIo) -> bool {
-    match io {
-        ClientIo::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
-        ClientIo::Plain(_) => false,
-    }
 }
 
 /// Whether `buf`, the first bytes of a cleartext connection, are the HTTP/2 preface
