@@ -221,10 +221,8 @@ fn choose_backend<'f>(
             t.hosts.get(t.select(host)?)
         });
         vhost
-            .into_iter()
-            .flatten()
-            .chain(fe.routes.iter())
-            .find(|r| r.cond.as_ref().is_none_or(|c| c.eval(&fe.acls, &scx)))
+            .and_then(|v| v.first(&fe.acls, &scx))
+            .or_else(|| fe.routes.first(&fe.acls, &scx))
     };
     let chosen = match route {
         Some(r) => {

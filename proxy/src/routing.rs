@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::resilience::retry::RetryPolicy;
-use crate::rules::sample::Sample;
-use crate::rules::{Cond, RequestRule, ResponseRule};
+use crate::rules::first::FirstMatch;
+use crate::rules::sample::{Sample, SampleCtx};
+use crate::rules::{AclTable, Cond, RequestRule, ResponseRule};
 
 /// Where a route sends requests.
 pub enum Target {
@@ -56,6 +57,43 @@ pub struct Route {
     pub hash_keys: Vec<Sample>,
 }
 
+/// Routes tried in order: the first whose condition holds wins. Runs of routes that test
+/// one sample against strings the same way (`path_beg`, `hdr(host)`, ...) are answered by
+/// one index lookup each, so the cost does not grow with their number.
+pub struct Routes {
+    pub list: Vec<Route>,
+    plan: FirstMatch,
+}
+
+impl Routes {
+    /// Routes tried one by one until [`Routes::index`].
+    pub fn new(list: Vec<Route>) -> Self {
+        Self {
+            plan: FirstMatch::each(list.len()),
+            list,
+        }
+    }
+
+    /// Builds the indexes over `acls`, the table the routes' conditions refer to.
+    pub fn index(&mut self, acls: &AclTable) {
+        let conds: Vec<Option<&Cond>> = self.list.iter().map(|r| r.cond.as_ref()).collect();
+        self.plan = FirstMatch::new(acls, &conds);
+    }
+
+    /// The first route whose condition holds for the request.
+    pub fn first(&self, acls: &AclTable, cx: &SampleCtx<'_>) -> Option<&Route> {
+        let i = self.plan.first(cx, |i| {
+            self.list[i].cond.as_ref().is_none_or(|c| c.eval(acls, cx))
+        })?;
+        self.list.get(i)
+    }
+
+    /// How many routes an index answers.
+    pub fn indexed(&self) -> usize {
+        self.plan.indexed()
+    }
+}
+
 /// Virtual hosts by domain.
 #[derive(Default)]
 pub struct VhostTable {
@@ -69,7 +107,7 @@ pub struct VhostTable {
     /// `ignore_port_in_host_matching`).
     pub ignore_port: bool,
     /// The routes of each virtual host.
-    pub hosts: Vec<Vec<Route>>,
+    pub hosts: Vec<Routes>,
 }
 
 impl VhostTable {
@@ -77,7 +115,7 @@ impl VhostTable {
     pub fn add(&mut self, domains: &[rampart_config::model::DomainMatch], routes: Vec<Route>) {
         use rampart_config::model::DomainMatch;
         let i = self.hosts.len();
-        self.hosts.push(routes);
+        self.hosts.push(Routes::new(routes));
         for d in domains {
             match d {
                 DomainMatch::Exact(s) => {
@@ -95,6 +133,13 @@ impl VhostTable {
             .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         self.prefixes
             .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    }
+
+    /// Builds the routes' indexes over `acls`.
+    pub fn index(&mut self, acls: &AclTable) {
+        for h in &mut self.hosts {
+            h.index(acls);
+        }
     }
 
     /// The virtual host serving `host` (the `Host` header as received), if any.

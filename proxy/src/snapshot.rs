@@ -62,7 +62,7 @@ pub struct Forwarding {
     pub keep_untrusted: bool,
 }
 
-pub use crate::routing::{Route, Target, VhostTable};
+pub use crate::routing::{Route, Routes, Target, VhostTable};
 
 /// A compiled frontend.
 pub struct Frontend {
@@ -80,7 +80,7 @@ pub struct Frontend {
     pub response_rules: Vec<ResponseRule>,
     /// Routing by host name, tried before `routes`.
     pub vhosts: Option<VhostTable>,
-    pub routes: Vec<Route>,
+    pub routes: Routes,
     pub default_backend: Option<usize>,
     pub forwarding: Forwarding,
     /// Request header names with `_` (`None`: drop those that fold into a framing or
@@ -657,7 +657,7 @@ impl Cx<'_> {
                 Err(e) => errs.add(r.pos, format!("{path}.tcp_request.connection.{i}"), e),
             }
         }
-        let routes = f
+        let routes: Vec<Route> = f
             .use_backend
             .iter()
             .enumerate()
@@ -666,8 +666,13 @@ impl Cx<'_> {
                 compile_route(&mut rc, u, names.backend, &names, &p, errs)
             })
             .collect();
-        let vhosts = vhosts(&mut rc, f, &path, &names, errs);
+        let mut vhosts = vhosts(&mut rc, f, &path, &names, errs);
         let acls = rc.finish();
+        let mut routes = Routes::new(routes);
+        routes.index(&acls);
+        if let Some(v) = &mut vhosts {
+            v.index(&acls);
+        }
         let log = match &f.access_log {
             Some(l) if self.env.open_logs => match self.env.live.log_sink(&l.to) {
                 Ok(s) => Some((s, l.format)),

@@ -147,6 +147,17 @@ impl IpSet {
     }
 }
 
+/// How a string pattern is compared with a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrKind {
+    /// The whole sample (`-m str`).
+    Exact,
+    /// Its start (`-m beg`).
+    Prefix,
+    /// Its end (`-m end`).
+    Suffix,
+}
+
 /// A compiled ACL matcher.
 #[derive(Debug)]
 pub enum Matcher {
@@ -246,6 +257,23 @@ impl CompiledMatch {
             (m, _) => return Err(format!("match method {m:?} does not fit these patterns")),
         };
         Ok(Self { matcher, icase })
+    }
+
+    /// For the string comparisons a first-match index merges (`-m str`, `-m beg`,
+    /// `-m end`): how it compares and its patterns, already folded for `-i`.
+    pub fn string_patterns(&self) -> Option<(StrKind, Vec<&[u8]>)> {
+        fn affixes(a: &AffixSetBox) -> Vec<&[u8]> {
+            a.0.by_len
+                .iter()
+                .flat_map(|(_, set)| set.iter().map(Vec::as_slice))
+                .collect()
+        }
+        match &self.matcher {
+            Matcher::Str(set) => Some((StrKind::Exact, set.iter().map(Vec::as_slice).collect())),
+            Matcher::Beg(a) => Some((StrKind::Prefix, affixes(a))),
+            Matcher::End(a) => Some((StrKind::Suffix, affixes(a))),
+            _ => None,
+        }
     }
 
     /// Whether `v` matches.

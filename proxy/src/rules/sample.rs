@@ -224,6 +224,32 @@ impl Sample {
         })
     }
 
+    /// Whether `self` and `o` fetch the same values from a request, without side effects
+    /// (no stick counters, no tables): evaluating it once stands for evaluating it twice.
+    pub fn same_pure(&self, o: &Sample) -> bool {
+        use CFetch as F;
+        let fetch = match (&self.fetch, &o.fetch) {
+            (F::Src, F::Src)
+            | (F::SrcPort, F::SrcPort)
+            | (F::Dst, F::Dst)
+            | (F::DstPort, F::DstPort)
+            | (F::Method, F::Method)
+            | (F::Path, F::Path)
+            | (F::Url, F::Url)
+            | (F::Query, F::Query)
+            | (F::Base, F::Base)
+            | (F::SslFc, F::SslFc)
+            | (F::SslFcSni, F::SslFcSni)
+            | (F::ReqVer, F::ReqVer)
+            | (F::FeName, F::FeName) => true,
+            (F::UrlParam(a), F::UrlParam(b)) | (F::Cook(a), F::Cook(b)) => a == b,
+            (F::Hdr(a, x), F::Hdr(b, y)) => a == b && x == y,
+            (F::HdrCnt(a), F::HdrCnt(b)) | (F::HdrVal(a), F::HdrVal(b)) => a == b,
+            _ => false,
+        };
+        fetch && self.converters == o.converters
+    }
+
     fn convert<'v>(&self, mut v: Value<'v>) -> Option<Value<'v>> {
         for c in &self.converters {
             v = match c {
