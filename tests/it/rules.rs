@@ -601,3 +601,55 @@ async fn virtual_hosts_route_by_host_then_use_backend_applies() {
     assert_eq!(send(Client::H1, p.addr("fe"), req, None).await.text(), "c");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_use_backend_runs_keep_first_match_order() {
+    let a = Origin::named("a").await;
+    let b = Origin::named("b").await;
+    let c = Origin::named("c").await;
+    // 100 prefix routes (one index), a route tried on its own, then host routes (another
+    // index); earlier routes win over longer patterns further down.
+    let mut routes = vec![
+        "a if { path_beg /x/ }".to_owned(),
+        "b if { path_beg /x/y/ }".to_owned(),
+        "c if { path_beg /z/y }".to_owned(),
+        "b if { path_beg /z }".to_owned(),
+    ];
+    routes.extend((0..96).map(|i| format!("c if {{ path_beg /p{i}/ }}")));
+    routes.push("b if { path_beg /q } { method POST }".to_owned());
+    routes.extend(["a", "b", "c"].map(|be| format!("{be} if {{ hdr(host) -i -m str {be}.TEST }}")));
+    let p = Proxy::start(&format!(
+        r#"
+frontends:
+  fe:
+    bind: ["127.0.0.1:0"]
+    use_backend: {routes:?}
+    default_backend: a
+backends:
+  a: {{ servers: {{ s: {{ address: "{}" }} }} }}
+  b: {{ servers: {{ s: {{ address: "{}" }} }} }}
+  c: {{ servers: {{ s: {{ address: "{}" }} }} }}
+"#,
+        a.addr, b.addr, c.addr
+    ));
+    let fe = p.addr("fe");
+    let ask = |method: &'static str, host: &'static str, path: &'static str| async move {
+        send(Client::H1, fe, req(method, path, &[("host", host)]), None)
+            .await
+            .text()
+    };
+    for (method, host, path, want) in [
+        ("GET", "h", "/x/y/z", "a"),
+        ("GET", "h", "/z/y/1", "c"),
+        ("GET", "h", "/z/q", "b"),
+        ("GET", "h", "/p95/x", "c"),
+        ("GET", "h", "/p96/x", "a"),
+        ("POST", "c.test", "/q", "b"),
+        ("GET", "C.Test", "/q", "c"),
+        ("GET", "b.test", "/x/", "a"),
+        ("GET", "b.test:8080", "/", "a"),
+    ] {
+        assert_eq!(ask(method, host, path).await, want, "{method} {host}{path}");
+    }
+    p.stop().await;
+}
