@@ -154,9 +154,11 @@ pub async fn handle(
     };
     let (result, answered, line) = {
         let x = Exchange::new(&be, from, &mut done);
-        let result = crate::path::stack(&x, upstream_client(&x))
-            .oneshot(Request::from_parts(parts, body))
-            .await;
+        let mut stack = crate::path::stack(&x, upstream_client(&x));
+        let result = match stack.ready().await {
+            Ok(s) => s.call(Request::from_parts(parts, body)).await,
+            Err(e) => Err(e),
+        };
         let mut s = x.state();
         (result, s.answered, s.line.take())
     };

@@ -84,3 +84,12 @@ impl<F: Future<Output = Outcome>> Future for Maybe<'_, F> {
         }
     }
 }
+
+/// `Box::pin(make())`, with the future written straight into its allocation. A request's
+/// future is several KiB, mostly room for states it has not reached; `Box::pin` builds it
+/// on the stack and then copies all of it, while here the allocation comes first and the
+/// constructor writes only the arguments into it.
+#[inline(always)]
+pub fn box_in_place<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}

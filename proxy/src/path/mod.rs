@@ -49,7 +49,7 @@ macro_rules! layer {
 use layer;
 
 mod breaker;
-mod future;
+pub(crate) mod future;
 mod headers;
 mod persist;
 mod pick;

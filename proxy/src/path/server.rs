@@ -124,7 +124,7 @@ pub fn upstream_client<'a>(
             .unwrap_or(x.be.server_timeout);
         let head_timeout = a.per_try.map_or(server_timeout, |t| t.min(server_timeout));
         let server = &x.be.servers[a.server];
-        async move {
+        super::future::box_in_place(move || async move {
             let (resp, timing) = server
                 .upstream
                 .send(a.req, server_timeout, head_timeout, x.measure)
@@ -134,6 +134,6 @@ pub fn upstream_client<'a>(
                 })?;
             x.state().done.timing = Some(timing);
             Ok(resp)
-        }
+        })
     })
 }

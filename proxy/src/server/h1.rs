@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::WriteAbort;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::body::{Body, H1Body, Pace, Paced, Source};
 use crate::error::Termination;
@@ -28,6 +28,7 @@ use crate::http1::decode::Decoder;
 use crate::http1::encode::{write_chunk_size, write_last_chunk, write_response_head};
 use crate::http1::parse::{RequestHead, parse_request};
 use crate::io::{ClientIo, read_buf};
+use crate::path::future::box_in_place;
 use crate::upstream::h1::{Reason, UpgradedConn};
 use std::future::Future;
 use std::pin::Pin;
@@ -527,7 +528,7 @@ impl Serve {
             }
         } else {
             State::Busy {
-                exchange: Box::pin(next_request(conn, cx.clone(), true)),
+                exchange: box_in_place(|| next_request(conn, cx.clone(), true)),
             }
         };
         Self { cx, state }
@@ -554,7 +555,7 @@ impl Future for Serve {
                     cx.session.end_idle();
                     match (w, conn.take()) {
                         (Wait::Read, Some(c)) => State::Busy {
-                            exchange: Box::pin(next_request(c, this.cx.clone(), *first)),
+                            exchange: box_in_place(|| next_request(c, this.cx.clone(), *first)),
                         },
                         _ => State::Closed,
                     }
@@ -589,7 +590,7 @@ impl Future for Serve {
 fn after_response(mut conn: Box<ClientConn>, cx: &Arc<ConnCtx>) -> State {
     if !conn.rbuf.is_empty() {
         return State::Busy {
-            exchange: Box::pin(next_request(conn, cx.clone(), false)),
+            exchange: box_in_place(|| next_request(conn, cx.clone(), false)),
         };
     }
     if conn.rbuf.capacity() > 0 {
@@ -699,7 +700,11 @@ async fn exchange(conn: Box<ClientConn>, head: Head, cx: &Arc<ConnCtx>) -> Next 
         // Nothing more read: no buffer is held while the request is served.
         crate::io::give_buf(std::mem::take(&mut c.rbuf));
     }
-    let Ok((resp, done)) = service(cx, t_request).oneshot(req).await;
+    // `ready` then `call` in place, not `oneshot`: the request's future is built once, not
+    // built and then moved into a `Oneshot`.
+    let mut svc = service(cx, t_request);
+    let Ok(svc) = svc.ready().await;
+    let Ok((resp, done)) = svc.call(req).await;
 
     // Take the connection back from the body.
     let conn = match (held, ret) {

@@ -20,11 +20,12 @@ use tokio::time::Instant;
 
 use super::WriteAbort;
 use super::streams::StreamSet;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::body::{Body, Pace, Paced};
 use crate::error::Termination;
 use crate::handler::{ConnCtx, service, strip_hop_by_hop};
+use crate::path::future::box_in_place;
 use crate::state::Refusal;
 
 /// Flow-control windows offered to clients (hyper's defaults): large enough that a
@@ -108,7 +109,7 @@ where
         match ev {
             Event::Stream(req, resp) => {
                 busy = true;
-                streams.push(Box::pin(serve_stream(cx.clone(), req, resp)));
+                streams.push(box_in_place(|| serve_stream(cx.clone(), req, resp)));
             }
             Event::GoAway => {
                 going_away = true;
@@ -185,7 +186,9 @@ async fn serve_stream(
         req.headers_mut().insert(HOST, v);
     }
     let handled = {
-        let h = pin!(service(&cx, Duration::ZERO).oneshot(req));
+        let mut svc = service(&cx, Duration::ZERO);
+        let Ok(svc) = svc.ready().await;
+        let h = pin!(svc.call(req));
         let reset = poll_fn(|tcx| respond.poll_reset(tcx));
         tokio::select! {
             r = h => r.ok(),

@@ -418,7 +418,7 @@ impl Table {
             }
             KeyType::String => self.key_of(&Value::Str(s.as_bytes().into())),
             KeyType::Binary => {
-                if s.len() % 2 != 0 {
+                if !s.len().is_multiple_of(2) {
                     return None;
                 }
                 let bytes = (0..s.len())

@@ -289,7 +289,7 @@ impl Lab {
     /// keepalived (VRRP only, in the foreground, logging to the console) in node `i`.
     pub fn keepalived(&self, i: usize, k: &Keepalived) -> Proc {
         let conf = self.dir.join(format!("keepalived-{i}.conf"));
-        let interval = if k.interval_ms % 1000 == 0 {
+        let interval = if k.interval_ms.is_multiple_of(1000) {
             format!("{}", k.interval_ms / 1000)
         } else {
             format!("{:.2}", k.interval_ms as f64 / 1000.0)
