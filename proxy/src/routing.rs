@@ -61,7 +61,7 @@ pub struct Route {
 /// one sample against strings the same way (`path_beg`, `hdr(host)`, ...) are answered by
 /// one index lookup each, so the cost does not grow with their number.
 pub struct Routes {
-    pub list: Vec<Route>,
+    list: Vec<Route>,
     plan: FirstMatch,
 }
 
@@ -86,11 +86,6 @@ impl Routes {
             self.list[i].cond.as_ref().is_none_or(|c| c.eval(acls, cx))
         })?;
         self.list.get(i)
-    }
-
-    /// How many routes an index answers.
-    pub fn indexed(&self) -> usize {
-        self.plan.indexed()
     }
 }
 

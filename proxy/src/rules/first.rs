@@ -215,7 +215,7 @@ impl FirstMatch {
         None
     }
 
-    /// How many conditions indexes answer (for tests and `show` output).
+    /// How many conditions indexes answer.
     pub fn indexed(&self) -> usize {
         self.runs
             .iter()
