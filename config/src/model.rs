@@ -328,6 +328,8 @@ pub struct Bind {
     /// Bind even when the address is not (yet) on this node (IP_FREEBIND). Implied for
     /// the virtual addresses of `vrrp.instances`.
     pub freebind: bool,
+    /// Which clients start their connections with a PROXY protocol header.
+    pub accept_proxy: AcceptProxy,
 }
 
 config_struct! {
@@ -340,6 +342,56 @@ config_struct! {
         /// Bind an address this node does not hold yet (IP_FREEBIND); implied for the
         /// virtual addresses of `vrrp.instances`.
         pub freebind: bool = false,
+        /// Take the client's address from a PROXY protocol header (v1 or v2) at the start
+        /// of each connection: `true` for every client, or `{ from: [networks] }` to
+        /// require it from those sources and refuse it from any other.
+        pub accept_proxy: AcceptProxy = AcceptProxy::Off,
+    }
+}
+
+/// Which clients start their connections with a PROXY protocol header.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum AcceptProxy {
+    /// No one: a header is not expected (and is not an HTTP request either).
+    #[default]
+    Off,
+    /// Every client.
+    All,
+    /// Clients from these networks; from any other source a header is refused.
+    From(Vec<Spanned<IpNetDef>>),
+}
+
+config_struct! {
+    /// `accept_proxy` written as a mapping.
+    pub struct AcceptProxyDef {
+        /// Sources that send a PROXY header (load balancers); from anyone else one is
+        /// refused.
+        pub from: Vec<Spanned<IpNetDef>>,
+    }
+}
+
+impl Decode for AcceptProxy {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        if let NodeKind::Map(entries) = &node.kind {
+            // An empty list, not one whose entries were all invalid (reported already).
+            let written = entries.iter().any(|(k, v)| {
+                k.as_str() == Some("from") && matches!(&v.kind, NodeKind::Seq(s) if !s.is_empty())
+            });
+            let d = AcceptProxyDef::decode(node, cx)?;
+            if d.from.is_empty() && !written {
+                cx.error(node.pos, "accept_proxy.from needs at least one address or network");
+                return None;
+            }
+            return Some(AcceptProxy::From(d.from));
+        }
+        Some(if bool::decode(node, cx)? {
+            AcceptProxy::All
+        } else {
+            AcceptProxy::Off
+        })
+    }
+    fn schema() -> Schema {
+        AcceptProxyDef::schema()
     }
 }
 
@@ -387,6 +439,7 @@ impl Decode for Bind {
                 v6only: true,
                 backlog: 1024,
                 freebind: false,
+                accept_proxy: AcceptProxy::Off,
             });
         }
         let d = BindDef::decode(node, cx)?;
@@ -399,6 +452,7 @@ impl Decode for Bind {
             v6only: d.v6only,
             backlog: d.backlog,
             freebind: d.freebind,
+            accept_proxy: d.accept_proxy,
         })
     }
     fn schema() -> Schema {
@@ -797,6 +851,36 @@ config_struct! {
         /// State declared by the configuration's source, applied at every load (an xDS
         /// control plane's endpoint health): `up`, `drain` or `down`.
         pub status: ServerStatus = ServerStatus::Up,
+        /// Start each connection to this server with a PROXY protocol v1 header (the
+        /// client's addresses); its health checks send `PROXY UNKNOWN`.
+        pub send_proxy: bool = false,
+        /// The same with a version 2 header, which also carries the client's ALPN
+        /// protocol; its health checks send a `LOCAL` header.
+        pub send_proxy_v2: bool = false,
+        /// More version 2 fields: `authority` (the server name the client asked for)
+        /// and `crc32c` (a checksum of the header).
+        pub proxy_v2_options: Vec<ProxyV2Option>,
+    }
+}
+
+/// An optional field of the PROXY v2 headers sent to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyV2Option {
+    Authority,
+    Crc32c,
+}
+
+impl Decode for ProxyV2Option {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "PROXY v2 option",
+            &[
+                ("authority", ProxyV2Option::Authority),
+                ("crc32c", ProxyV2Option::Crc32c),
+            ],
+        )
     }
 }
 

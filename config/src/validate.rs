@@ -974,6 +974,20 @@ pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<Conf
             if let Some(hc) = &s.health_check {
                 v.health_check(hc, be_pos, &format!("{sp}.health_check"));
             }
+            if s.send_proxy && s.send_proxy_v2 {
+                v.err(
+                    s.address.pos,
+                    format!("{sp}.send_proxy_v2"),
+                    "send_proxy and send_proxy_v2 are exclusive: choose one version",
+                );
+            }
+            if !s.proxy_v2_options.is_empty() && !s.send_proxy_v2 {
+                v.err(
+                    s.address.pos,
+                    format!("{sp}.proxy_v2_options"),
+                    "proxy_v2_options need send_proxy_v2: true",
+                );
+            }
             if s.max_connections == Some(0) {
                 v.err(
                     s.address.pos,

@@ -56,6 +56,16 @@ fn broken_configs_get_exact_errors() {
             "4:20: frontends.www.bind.0.tls: min_version is above max_version",
             "4:20: frontends.www.bind.0.tls.alpn: unsupported ALPN protocol \"h3\" (supported: h2, http/1.1)",
         ]),
+        ("frontends:\n  www:\n    bind:\n      - { address: \":8080\", accept_proxy: maybe }\n      - { address: \":8081\", accept_proxy: { from: [] } }\n      - { address: \":8082\", accept_proxy: { from: [10.0.0.0/40] } }\n".into(), vec![
+            "4:43: frontends.www.bind.0.accept_proxy: expected true or false, found \"maybe\"",
+            "5:43: frontends.www.bind.1.accept_proxy: accept_proxy.from needs at least one address or network",
+            "6:52: frontends.www.bind.2.accept_proxy.from.0: invalid address or network \"10.0.0.0/40\"",
+        ]),
+        (format!("{FE}backends:\n  web:\n    servers:\n      s1: {{ address: \"127.0.0.1:1\", send_proxy: true, send_proxy_v2: true }}\n      s2: {{ address: \"127.0.0.1:2\", proxy_v2_options: [authority] }}\n      s3: {{ address: \"127.0.0.1:3\", send_proxy_v2: true, proxy_v2_options: [ssl] }}\n"), vec![
+            "8:22: backends.web.servers.s1.send_proxy_v2: send_proxy and send_proxy_v2 are exclusive: choose one version",
+            "9:22: backends.web.servers.s2.proxy_v2_options: proxy_v2_options need send_proxy_v2: true",
+            "10:77: backends.web.servers.s3.proxy_v2_options.0: unknown PROXY v2 option \"ssl\" (expected one of: authority, crc32c)",
+        ]),
         (with("    forwarded: { trust: [\"not-a-net\"] }\n", ""), vec!["5:26: frontends.www.forwarded.trust.0: invalid address or network \"not-a-net\""]),
         (with("    access_log: { format: xml }\n", ""), vec!["5:27: frontends.www.access_log.format: unknown log format \"xml\" (expected one of: httplog, json)"]),
         (with("    virtual_hosts:\n      a: { domains: [\"*\", \"x.test\"], routes: [web] }\n      b: { domains: [\"*\", \"X.test\", \"*.y.*\"], routes: [web] }\n", ""), vec![

@@ -227,7 +227,7 @@ impl Done {
         term[..2].copy_from_slice(&self.termination.0);
         sink.send(crate::log::Record {
             format: *format,
-            client: self.conn.info.client,
+            client: self.conn.info.client(),
             accepted: wall,
             frontend: self.frontend.name.clone(),
             tls: self.conn.info.tls,

@@ -151,7 +151,7 @@ static FORWARDING: [HeaderName; 6] = [
 /// `X-Forwarded-Proto` and `Forwarded` as configured.
 pub(crate) fn forwarding_headers(fe: &Frontend, info: &ConnInfo, h: &mut HeaderMap) {
     let f = &fe.forwarding;
-    let trusted = f.trust.contains(info.client.ip());
+    let trusted = f.trust.contains(info.client().ip());
     if !trusted && !f.keep_untrusted {
         for name in &FORWARDING {
             if let http::header::Entry::Occupied(e) = h.entry(name) {
@@ -186,7 +186,7 @@ pub(crate) fn forwarding_headers(fe: &Frontend, info: &ConnInfo, h: &mut HeaderM
             h.insert(name.clone(), val);
         }
     };
-    let client = ip_text(info.client.ip());
+    let client = ip_text(info.client().ip());
     if f.x_forwarded_for {
         append(h, &XFF, &client);
     }
@@ -197,7 +197,7 @@ pub(crate) fn forwarding_headers(fe: &Frontend, info: &ConnInfo, h: &mut HeaderM
         );
     }
     if f.forwarded {
-        let for_ = match canonical_ip(info.client.ip()) {
+        let for_ = match canonical_ip(info.client().ip()) {
             IpAddr::V4(a) => a.to_string(),
             IpAddr::V6(a) => format!("\"[{a}]\""),
         };

@@ -23,6 +23,7 @@ pub mod io;
 pub mod listener;
 pub mod log;
 pub mod path;
+pub mod proxy_protocol;
 pub mod resilience;
 pub mod routing;
 pub mod rules;

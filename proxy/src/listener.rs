@@ -204,11 +204,13 @@ fn spawn_connection(
     shared: &Arc<Shared>,
     tracker: &Arc<Tracker>,
 ) {
-    let tls = fe
-        .binds
-        .get(bind)
+    let spec = fe.binds.get(bind);
+    let tls = spec
         .and_then(|b| b.tls.clone())
         .map(tokio_rustls::TlsAcceptor::from);
+    let proxy = spec.map_or(crate::server::ProxyHeader::None, |b| {
+        b.accept_proxy.expect(peer.ip())
+    });
     count_accepted(&fe.live, &shared.live.global);
     tracker.count.fetch_add(1, Relaxed);
     let live = &shared.live;
@@ -216,12 +218,7 @@ fn spawn_connection(
         let session = live.sessions.open();
         let shard = live.sessions.register(session.id, me);
         ConnCtx {
-            info: ConnInfo {
-                client: peer,
-                local,
-                tls: tls.is_some(),
-                sni: OnceLock::new(),
-            },
+            info: ConnInfo::new(peer, local, tls.is_some()),
             snapshot,
             frontend: fe,
             shared: shared.clone(),
@@ -238,6 +235,7 @@ fn spawn_connection(
     let a = Accepted {
         tcp,
         tls,
+        proxy,
         cx: cx.clone(),
     };
     let task = tokio::spawn(serve_connection(a));

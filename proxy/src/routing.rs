@@ -219,7 +219,7 @@ fn request_hash(
     use crate::balance::hash::hash64;
     match be.balancer.algo() {
         Algo::Source { v4_mask, v6_mask } => Some(
-            match crate::rules::sample::mask_ip(cx.conn.client.ip(), *v4_mask, *v6_mask) {
+            match crate::rules::sample::mask_ip(cx.conn.client().ip(), *v4_mask, *v6_mask) {
                 std::net::IpAddr::V4(a) => hash64(&a.octets()),
                 std::net::IpAddr::V6(a) => hash64(&a.octets()),
             },
@@ -229,7 +229,7 @@ fn request_hash(
         Algo::Maglev => match &be.hash_key {
             Some(k) => k.hash(cx),
             None => Some(
-                match crate::rules::sample::canonical_ip(cx.conn.client.ip()) {
+                match crate::rules::sample::canonical_ip(cx.conn.client().ip()) {
                     std::net::IpAddr::V4(a) => hash64(&a.octets()),
                     std::net::IpAddr::V6(a) => hash64(&a.octets()),
                 },

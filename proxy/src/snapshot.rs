@@ -39,6 +39,31 @@ pub struct BindSpec {
     pub backlog: u32,
     /// IP_FREEBIND: configured, or implied by a VRRP virtual address.
     pub freebind: bool,
+    /// Who sends a PROXY header first.
+    pub accept_proxy: AcceptProxy,
+}
+
+/// Which clients of a bind start with a PROXY protocol header (`accept_proxy`).
+#[derive(Clone, Default)]
+pub enum AcceptProxy {
+    #[default]
+    Off,
+    All,
+    /// Sources that must send one; from any other, one is refused.
+    From(Arc<IpSet>),
+}
+
+impl AcceptProxy {
+    /// What is expected of a connection from `peer`.
+    pub fn expect(&self, peer: std::net::IpAddr) -> crate::server::ProxyHeader {
+        use crate::server::ProxyHeader;
+        match self {
+            AcceptProxy::Off => ProxyHeader::None,
+            AcceptProxy::All => ProxyHeader::Required,
+            AcceptProxy::From(set) if set.contains(peer) => ProxyHeader::Required,
+            AcceptProxy::From(_) => ProxyHeader::Refused,
+        }
+    }
 }
 
 /// Client timeouts.
@@ -555,7 +580,7 @@ impl Cx<'_> {
             .as_ref()
             .or(b.health_check.as_ref())
             .filter(|_| s.check)
-            .map(|hc| CheckSpec::new(hc, addr, &s.address.value, tls.clone()));
+            .map(|hc| CheckSpec::new(hc, addr, &s.address.value, tls.clone(), send_proxy(s)));
         Some(Server {
             max_active: s.max_connections.map_or(0, u64::from),
             declared: match s.status {
@@ -578,6 +603,7 @@ impl Cx<'_> {
                     .circuit_breaker
                     .as_ref()
                     .map_or(u64::MAX, |c| u64::from(c.max_connections)),
+                send_proxy: send_proxy(s),
             },
             live: self.env.live.server(key, s.weight.value, s.disabled),
             backup: s.backup,
@@ -757,6 +783,13 @@ impl Cx<'_> {
                 v6only: b.v6only,
                 backlog: b.backlog,
                 freebind: b.freebind || self.cfg.vrrp.is_virtual(b.address.value.ip()),
+                accept_proxy: match &b.accept_proxy {
+                    model::AcceptProxy::Off => AcceptProxy::Off,
+                    model::AcceptProxy::All => AcceptProxy::All,
+                    model::AcceptProxy::From(nets) => AcceptProxy::From(Arc::new(IpSet::new(
+                        &nets.iter().map(|n| n.value.0).collect::<Vec<_>>(),
+                    ))),
+                },
             });
         }
         binds
@@ -1074,5 +1107,22 @@ impl Live {
             pools.insert(key.clone(), pool.clone());
             (key, pool)
         })
+    }
+}
+
+/// The PROXY header version a server is sent, if any.
+fn send_proxy(s: &model::Server) -> Option<crate::proxy_protocol::Version> {
+    use crate::proxy_protocol::Version;
+    if s.send_proxy_v2 {
+        Some(Version::V2 {
+            authority: s
+                .proxy_v2_options
+                .contains(&model::ProxyV2Option::Authority),
+            crc32c: s.proxy_v2_options.contains(&model::ProxyV2Option::Crc32c),
+        })
+    } else if s.send_proxy {
+        Some(Version::V1)
+    } else {
+        None
     }
 }

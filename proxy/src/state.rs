@@ -100,10 +100,13 @@ pub enum Refusal {
     BodyTimeout,
     /// The client did not take its response at `limits.min_response_body_rate`.
     SlowReader,
+    /// A missing, malformed or untrusted PROXY protocol header (the connection is
+    /// closed).
+    ProxyHeader,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::BadRequest,
         Refusal::UnderscoreHeader,
         Refusal::UriTooLong,
@@ -114,6 +117,7 @@ impl Refusal {
         Refusal::HeadTimeout,
         Refusal::BodyTimeout,
         Refusal::SlowReader,
+        Refusal::ProxyHeader,
     ];
 
     /// The `reason` label in `/metrics`.
@@ -129,6 +133,7 @@ impl Refusal {
             Refusal::HeadTimeout => "head_timeout",
             Refusal::BodyTimeout => "body_timeout",
             Refusal::SlowReader => "slow_reader",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 

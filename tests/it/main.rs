@@ -11,6 +11,7 @@ mod framing;
 mod frontend;
 mod limits;
 mod peers;
+mod proxy_protocol;
 mod reload;
 mod resilience;
 mod rules;

@@ -125,9 +125,13 @@ pub fn upstream_client<'a>(
         let head_timeout = a.per_try.map_or(server_timeout, |t| t.min(server_timeout));
         let server = &x.be.servers[a.server];
         super::future::box_in_place(move || async move {
+            let client = crate::upstream::Client {
+                conn: x.from.env.conn,
+                session: x.from.session.id,
+            };
             let (resp, timing) = server
                 .upstream
-                .send(a.req, server_timeout, head_timeout, x.measure)
+                .send(a.req, server_timeout, head_timeout, x.measure, client)
                 .await
                 .inspect_err(|e| {
                     tracing::debug!(backend = %x.be.name, server = %server.name, "attempt failed: {e}");

@@ -33,12 +33,7 @@ impl Rig {
         let (snap, live) = crate::snapshot::compile_yaml(&yaml);
         let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let cx = Arc::new(ConnCtx {
-            info: ConnInfo {
-                client: addr,
-                local: addr,
-                tls: false,
-                sni: Default::default(),
-            },
+            info: ConnInfo::new(addr, addr, false),
             snapshot: snap.clone(),
             frontend: snap.frontends[0].clone(),
             shared: Arc::new(crate::runtime::Shared {

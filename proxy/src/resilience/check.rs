@@ -28,8 +28,14 @@ pub async fn probe(spec: &CheckSpec) -> Outcome {
         duration: started.elapsed(),
         desc,
     };
-    let io = match crate::upstream::connect::connect(spec.target, tls_for(spec), spec.timeout).await
-    {
+    let header = spec.proxy_header();
+    let connect = crate::upstream::connect::connect(
+        spec.target,
+        tls_for(spec),
+        spec.timeout,
+        header.as_deref(),
+    );
+    let io = match connect.await {
         Ok(io) => io,
         Err(e) => {
             let status = if e.kind == ErrorKind::ConnectTimeout {
@@ -381,7 +387,7 @@ mod tests {
             }
         });
         let mut hc = HealthCheck::fallback().unwrap();
-        let spec = CheckSpec::new(&hc, addr, "h", None);
+        let spec = CheckSpec::new(&hc, addr, "h", None, None);
         assert_eq!(probe(&spec).await.status, CheckStatus::L4Ok);
         let http = |path: &str, body: Option<&str>| {
             let mut h = HttpCheck::fallback().unwrap();
@@ -390,17 +396,17 @@ mod tests {
             h
         };
         hc.http = Some(http("/ok", Some("healthy")));
-        let o = probe(&CheckSpec::new(&hc, addr, "h", None)).await;
+        let o = probe(&CheckSpec::new(&hc, addr, "h", None, None)).await;
         assert_eq!((o.status, o.code), (CheckStatus::L7Ok, Some(200)));
         hc.http = Some(http("/ok", Some("sick")));
-        let o = probe(&CheckSpec::new(&hc, addr, "h", None)).await;
+        let o = probe(&CheckSpec::new(&hc, addr, "h", None, None)).await;
         assert_eq!(o.status, CheckStatus::L7Response);
         hc.http = Some(http("/fail", None));
-        let o = probe(&CheckSpec::new(&hc, addr, "h", None)).await;
+        let o = probe(&CheckSpec::new(&hc, addr, "h", None, None)).await;
         assert_eq!((o.status, o.code), (CheckStatus::L7Status, Some(500)));
         hc.http = Some(http("/junk", None));
         assert_eq!(
-            probe(&CheckSpec::new(&hc, addr, "h", None)).await.status,
+            probe(&CheckSpec::new(&hc, addr, "h", None, None)).await.status,
             CheckStatus::L7Response
         );
 
@@ -409,7 +415,7 @@ mod tests {
         let gone_addr = gone.local_addr().unwrap();
         drop(gone);
         hc.http = None;
-        let o = probe(&CheckSpec::new(&hc, gone_addr, "h", None)).await;
+        let o = probe(&CheckSpec::new(&hc, gone_addr, "h", None, None)).await;
         assert_eq!(o.status, CheckStatus::L4Refused);
 
         // Accepts but never answers.
@@ -420,6 +426,7 @@ mod tests {
             &hc,
             silent.local_addr().unwrap(),
             "h",
+            None,
             None,
         ))
         .await;

@@ -238,6 +238,10 @@ pub struct CheckSpec {
     pub fall: u32,
     pub jitter: f64,
     pub init: InitState,
+    /// The PROXY header each check begins with: a server that takes one on its traffic
+    /// port expects it from checks too (`PROXY UNKNOWN` / v2 `LOCAL`, as HAProxy sends
+    /// when the check has no address or port of its own).
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 impl CheckSpec {
@@ -247,7 +251,9 @@ impl CheckSpec {
         addr: SocketAddr,
         address: &str,
         tls: Option<UpstreamTls>,
+        send_proxy: Option<crate::proxy_protocol::Version>,
     ) -> Self {
+        let own_target = hc.address.is_some() || hc.port.is_some();
         let ip = hc
             .address
             .as_deref()
@@ -273,13 +279,21 @@ impl CheckSpec {
             fall: hc.fall,
             jitter: hc.jitter.fraction(),
             init: hc.init_state,
+            send_proxy: send_proxy.filter(|_| !own_target),
         }
+    }
+
+    /// The PROXY header a check sends first, if any.
+    pub fn proxy_header(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        crate::proxy_protocol::encode(self.send_proxy?, &Default::default(), &mut out);
+        Some(out)
     }
 
     /// What identifies a check: a change restarts the server's checker.
     fn key(&self) -> String {
         format!(
-            "{:?}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}",
+            "{:?}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}",
             self.kind,
             self.target,
             self.tls.is_some(),
@@ -291,7 +305,8 @@ impl CheckSpec {
             self.rise,
             self.fall,
             self.jitter,
-            self.init
+            self.init,
+            self.send_proxy
         )
     }
 
@@ -588,7 +603,7 @@ mod tests {
         let mut hc = rampart_config::resilience::HealthCheck::fallback().unwrap();
         hc.fast_interval = Some(Duration::from_millis(100));
         hc.down_interval = Some(Duration::from_secs(5));
-        let spec = CheckSpec::new(&hc, "127.0.0.1:80".parse().unwrap(), "s:80", None);
+        let spec = CheckSpec::new(&hc, "127.0.0.1:80".parse().unwrap(), "s:80", None, None);
         let mut c = Counter::new(2, 3, InitState::FullyUp);
         assert_eq!(spec.next_interval(&c), Duration::from_secs(2));
         c.record(false);
@@ -668,7 +683,7 @@ mod tests {
             vec![Checked {
                 backend: "b".into(),
                 server: "s".into(),
-                spec: CheckSpec::new(hc, addr, "s:9", None),
+                spec: CheckSpec::new(hc, addr, "s:9", None, None),
                 live: s.clone(),
                 backend_live: b.clone(),
             }]

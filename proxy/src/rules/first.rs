@@ -290,12 +290,11 @@ mod tests {
         let fm = FirstMatch::new(&acls, &refs);
         // Runs: 6 prefixes, 3 hosts, 3 suffixes, 4 header values.
         assert_eq!(fm.indexed(), 16);
-        let conn = ConnInfo {
-            client: "192.0.2.1:5000".parse().unwrap(),
-            local: "127.0.0.1:80".parse().unwrap(),
-            tls: false,
-            sni: Default::default(),
-        };
+        let conn = ConnInfo::new(
+            "192.0.2.1:5000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+            false,
+        );
         let paths = [
             "/", "/a/", "/a/b/", "/a/b/c", "/a/b/cd", "/c/x", "/d", "/dd", "/x", "/y.css", "/q.js",
             "/q.jss", "/exact", "/a.css", "/zz", "/e/f", "/e/g",

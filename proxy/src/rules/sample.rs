@@ -14,13 +14,113 @@ use crate::stick::{Table, Tracks};
 use crate::http1::encode::version_str;
 
 /// The connection a request arrived on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
-    pub client: SocketAddr,
-    pub local: SocketAddr,
+    /// The TCP connection's peer: the client, or a load balancer that sends a PROXY
+    /// header.
+    pub peer: SocketAddr,
+    /// The TCP connection's local address.
+    pub sock: SocketAddr,
     pub tls: bool,
-    /// The server name a TLS client asked for, known after the handshake.
-    pub sni: std::sync::OnceLock<Arc<str>>,
+    /// What the connection's start learnt (kept apart, and only when there is something,
+    /// so that a plain connection's context stays small).
+    facts: std::sync::OnceLock<Box<Facts>>,
+}
+
+/// What a connection's start learnt: its TLS handshake and its PROXY header.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// The server name a TLS client asked for.
+    pub sni: Option<Arc<str>>,
+    /// The ALPN protocol a TLS client chose.
+    pub alpn: Option<Alpn>,
+    /// What the connection's PROXY header said (`accept_proxy`).
+    pub proxied: Option<crate::proxy_protocol::Proxied>,
+}
+
+/// An ALPN protocol a bind offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    H2,
+    Http11,
+}
+
+impl Alpn {
+    pub fn of(id: &[u8]) -> Option<Self> {
+        match id {
+            b"h2" => Some(Alpn::H2),
+            b"http/1.1" => Some(Alpn::Http11),
+            _ => None,
+        }
+    }
+
+    pub fn id(self) -> &'static [u8] {
+        match self {
+            Alpn::H2 => b"h2",
+            Alpn::Http11 => b"http/1.1",
+        }
+    }
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, sock: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            sock,
+            tls,
+            facts: Default::default(),
+        }
+    }
+
+    /// Records what the connection's start learnt, once, before its first request.
+    pub fn learnt(&self, f: Facts) {
+        if f.sni.is_some() || f.alpn.is_some() || f.proxied.is_some() {
+            let _ = self.facts.set(Box::new(f));
+        }
+    }
+
+    fn proxied(&self) -> Option<&crate::proxy_protocol::Proxied> {
+        self.facts.get().and_then(|f| f.proxied.as_ref())
+    }
+
+    fn proxied_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.proxied().and_then(|p| p.addrs)
+    }
+
+    /// The client's address: from the PROXY header when there was one, else the peer's.
+    /// This is what `src`, logs, stick tables and forwarding headers use.
+    pub fn client(&self) -> SocketAddr {
+        self.proxied_addrs().map_or(self.peer, |a| a.0)
+    }
+
+    /// The address the client connected to (`dst`): from the PROXY header when there was
+    /// one, else the connection's local address.
+    pub fn local(&self) -> SocketAddr {
+        self.proxied_addrs().map_or(self.sock, |a| a.1)
+    }
+
+    /// The server name of this connection's TLS handshake (`ssl_fc_sni`).
+    pub fn sni(&self) -> Option<&Arc<str>> {
+        self.facts.get().and_then(|f| f.sni.as_ref())
+    }
+
+    /// The ALPN protocol the client chose: the one a PROXY header passed on, or the one
+    /// negotiated on this connection's TLS.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self.proxied().and_then(|p| p.alpn.as_deref()) {
+            Some(a) => Some(a),
+            None => self.facts.get().and_then(|f| f.alpn).map(Alpn::id),
+        }
+    }
+
+    /// The server name the client asked for: this connection's SNI, or the authority a
+    /// PROXY header passed on.
+    pub fn server_name(&self) -> Option<&str> {
+        match self.sni() {
+            Some(n) => Some(n),
+            None => self.proxied().and_then(|p| p.authority.as_deref()),
+        }
+    }
 }
 
 /// What fetches read.
@@ -356,10 +456,10 @@ impl Sample {
         match &self.fetch {
             CFetch::AlwaysTrue => Some(Value::Bool(true)),
             CFetch::AlwaysFalse => Some(Value::Bool(false)),
-            CFetch::Src => Some(Value::Ip(canonical_ip(cx.conn.client.ip()))),
-            CFetch::SrcPort => Some(Value::Int(i64::from(cx.conn.client.port()))),
-            CFetch::Dst => Some(Value::Ip(canonical_ip(cx.conn.local.ip()))),
-            CFetch::DstPort => Some(Value::Int(i64::from(cx.conn.local.port()))),
+            CFetch::Src => Some(Value::Ip(canonical_ip(cx.conn.client().ip()))),
+            CFetch::SrcPort => Some(Value::Int(i64::from(cx.conn.client().port()))),
+            CFetch::Dst => Some(Value::Ip(canonical_ip(cx.conn.local().ip()))),
+            CFetch::DstPort => Some(Value::Int(i64::from(cx.conn.local().port()))),
             CFetch::Method => s(cx.method.as_str().as_bytes()),
             CFetch::Path => s(cx.uri.path().as_bytes()),
             CFetch::Url => {
@@ -406,7 +506,7 @@ impl Sample {
             CFetch::SslFc => Some(Value::Bool(cx.conn.tls)),
             CFetch::SslFcSni => {
                 let conn: &'a ConnInfo = cx.conn;
-                conn.sni.get().and_then(|n| s(n.as_bytes()))
+                conn.sni().and_then(|n| s(n.as_bytes()))
             }
             CFetch::ReqVer => s(version_str(cx.version).as_bytes()),
             CFetch::NbSrv(i) => Some(Value::Int((cx.nbsrv)(*i) as i64)),
@@ -466,7 +566,7 @@ fn sc_fetch<'a>(
         }
         ScSource::Src => {
             let t = table?;
-            src_key = t.key_of(&Value::Ip(canonical_ip(cx.conn.client.ip())))?;
+            src_key = t.key_of(&Value::Ip(canonical_ip(cx.conn.client().ip())))?;
             (t, &src_key)
         }
     };

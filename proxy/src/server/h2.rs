@@ -66,7 +66,7 @@ where
         {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                tracing::debug!(client = %cx.info.client, "HTTP/2 handshake failed: {e}");
+                tracing::debug!(client = %cx.info.client(), "HTTP/2 handshake failed: {e}");
                 return;
             }
             Err(_) => return,
@@ -116,7 +116,7 @@ where
                 conn.graceful_shutdown();
             }
             Event::Error(e) => {
-                tracing::debug!(client = %cx.info.client, "HTTP/2 connection ended: {e}");
+                tracing::debug!(client = %cx.info.client(), "HTTP/2 connection ended: {e}");
                 return;
             }
             Event::Closed => {

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::handler::ConnCtx;
+use crate::rules::sample::Facts;
 use crate::io::ClientIo;
 use h1::ClientConn;
 
@@ -72,10 +73,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
+/// What a connection's first bytes must be, by its bind's `accept_proxy` and its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// Not a PROXY header: the bind takes none.
+    None,
+    /// A PROXY header, or the connection is refused.
+    Required,
+    /// Anything but a PROXY header: the peer is not a trusted sender.
+    Refused,
+}
+
 /// Everything a new connection needs.
 pub struct Accepted {
     pub tcp: TcpStream,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub proxy: ProxyHeader,
     /// The connection's context, made at accept (its registry entry and counts).
     pub cx: Arc<ConnCtx>,
 }
@@ -186,17 +199,37 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
             fe.live
                 .denied_conns
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(client = %cx.info.client, frontend = %fe.name, "connection rejected by tcp_request rules");
+            tracing::debug!(client = %cx.info.client(), frontend = %fe.name, "connection rejected by tcp_request rules");
             return None;
         }
         if !t.is_empty() {
             let _ = cx.track.set(Arc::new(t));
         }
     }
+    let mut tcp = a.tcp;
+    let mut facts = Facts::default();
+    // On cleartext, the bytes read with the header go to the HTTP/1.1 server.
+    let mut rbuf = BytesMut::new();
+    if a.proxy != ProxyHeader::None {
+        let after = a.tls.is_none().then_some(&mut rbuf);
+        match Box::pin(proxy_header(&mut tcp, a.proxy, &cx, after)).await {
+            Ok(p) => facts.proxied = p,
+            Err(e) => {
+                fe.live
+                    .count_refused(Some(crate::state::Refusal::ProxyHeader));
+                tracing::debug!(peer = %cx.info.peer, frontend = %fe.name, "connection refused: {e}");
+                return None;
+            }
+        }
+    }
     let Some(acceptor) = a.tls else {
+        cx.info.learnt(facts);
+        if rbuf.is_empty() {
+            crate::io::give_buf(std::mem::take(&mut rbuf));
+        }
         let conn = Box::new(ClientConn {
-            io: ClientIo::Plain(a.tcp),
-            rbuf: BytesMut::new(),
+            io: ClientIo::Plain(tcp),
+            rbuf,
         });
         return Some((Started::H1(conn), cx));
     };
@@ -204,21 +237,24 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
     // task, TLS or not.
     let hs = Box::pin(tokio::time::timeout(
         fe.timeouts.http_request,
-        acceptor.accept(a.tcp),
+        acceptor.accept(tcp),
     ))
     .await;
     let stream = match hs {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::debug!(client = %cx.info.client, "TLS handshake failed: {e}");
+            let client = facts.proxied.and_then(|p| p.addrs).map_or(cx.info.peer, |a| a.0);
+            tracing::debug!(%client, "TLS handshake failed: {e}");
             return None;
         }
         Err(_) => return None,
     };
     let (_, session) = stream.get_ref();
-    if let Some(name) = session.server_name() {
-        let _ = cx.info.sni.set(Arc::from(name));
-    }
+    facts.sni = session.server_name().map(Arc::from);
+    facts.alpn = session
+        .alpn_protocol()
+        .and_then(crate::rules::sample::Alpn::of);
+    cx.info.learnt(facts);
     let h2 = session.alpn_protocol() == Some(b"h2");
     let io = ClientIo::Tls(Box::new(stream));
     if h2 {
@@ -229,6 +265,39 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
         rbuf: BytesMut::new(),
     });
     Some((Started::H1(conn), cx))
+}
+
+/// Reads the PROXY header a connection must start with, or makes sure that one from an
+/// untrusted peer does not.
+async fn proxy_header(
+    tcp: &mut TcpStream,
+    expect: ProxyHeader,
+    cx: &ConnCtx,
+    after: Option<&mut BytesMut>,
+) -> Result<Option<crate::proxy_protocol::Proxied>, crate::proxy_protocol::ReadError> {
+    use crate::proxy_protocol::{ReadError, looks_like_header, read_header, read_header_into};
+    let within = cx.frontend.timeouts.http_request;
+    if expect == ProxyHeader::Refused {
+        // One look at the first bytes: a header's beginning is refused. (A header sent in
+        // pieces slips past this look, but is no valid request either.)
+        let mut first = [0u8; 12];
+        let n = match tokio::time::timeout(within, tcp.peek(&mut first)).await {
+            Ok(Ok(n)) => n,
+            // Nothing arrived: the HTTP server's own timeout answers that.
+            _ => return Ok(None),
+        };
+        if looks_like_header(&first[..n]) {
+            return Err(ReadError::Invalid(format!(
+                "PROXY header from {}, which accept_proxy.from does not trust",
+                cx.info.peer.ip()
+            )));
+        }
+        return Ok(None);
+    }
+    match after {
+        Some(buf) => read_header_into(tcp, within, buf).await.map(Some),
+        None => read_header(tcp, within).await.map(Some),
+    }
 }
 
 /// Whether `buf`, the first bytes of a cleartext connection, are the HTTP/2 preface

@@ -17,17 +17,28 @@ pub struct UpstreamTls {
     pub server_name: ServerName<'static>,
 }
 
-/// Connects to `addr` (and completes TLS) within `timeout`.
+/// Connects to `addr`, sends `proxy` (a PROXY header) when given, and completes TLS,
+/// within `timeout`.
 pub async fn connect(
     addr: SocketAddr,
     tls: Option<&UpstreamTls>,
     timeout: Duration,
+    proxy: Option<&[u8]>,
 ) -> Result<UpIo, ProxyError> {
     let work = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| {
+        let mut tcp = TcpStream::connect(addr).await.map_err(|e| {
             ProxyError::new(ErrorKind::ConnectFailed, format!("connect to {addr}: {e}"))
         })?;
         let _ = tcp.set_nodelay(true);
+        if let Some(header) = proxy {
+            use tokio::io::AsyncWriteExt;
+            tcp.write_all(header).await.map_err(|e| {
+                ProxyError::new(
+                    ErrorKind::ConnectFailed,
+                    format!("PROXY header to {addr}: {e}"),
+                )
+            })?;
+        }
         match tls {
             None => Ok(UpIo::Plain(tcp)),
             Some(t) => {

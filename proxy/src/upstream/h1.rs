@@ -11,7 +11,7 @@ use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::Upstream;
+use super::{Client, Upstream};
 use super::pool::UpConn;
 use crate::body::{Body, H1Body, Source};
 use crate::error::{ErrorKind, ProxyError};
@@ -67,6 +67,7 @@ pub async fn send(
     server_timeout: Duration,
     head_timeout: Duration,
     measure: bool,
+    client: Client<'_>,
 ) -> Result<(Response<Body>, Timing), ProxyError> {
     let (mut parts, mut body) = req.into_parts();
     let is_head = parts.method == Method::HEAD;
@@ -117,7 +118,15 @@ pub async fn send(
         measure,
     };
     drop(parts);
-    let result = attempt_send(up, &head, &mut body, how, server_timeout, head_timeout).await;
+    let result = attempt_send(
+        up,
+        &head,
+        &mut body,
+        how,
+        (server_timeout, head_timeout),
+        client,
+    )
+    .await;
     crate::io::give_vec(head);
     result
 }
@@ -142,8 +151,8 @@ async fn attempt_send(
     head: &[u8],
     body: &mut Body,
     how: How,
-    server_timeout: Duration,
-    head_timeout: Duration,
+    (server_timeout, head_timeout): (Duration, Duration),
+    client: Client<'_>,
 ) -> Result<(Response<Body>, Timing), ProxyError> {
     let How {
         replayable,
@@ -158,17 +167,24 @@ async fn attempt_send(
     loop {
         attempt += 1;
         let started = measure.then(Instant::now);
-        let (mut conn, connect) = match up.pool.checkout() {
+        let owner = up.owner(client);
+        let (mut conn, connect) = match up.pool.checkout(owner) {
             Some(c) => (c, Duration::ZERO),
             None => {
                 let slot = up.conn_slot()?;
+                let header = up.proxy_header(client);
                 let io =
                     // Boxed: a new connection is the rare case, and its TLS handshake
                     // would make every exchange future large.
-                    Box::pin(super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout))
-                        .await?;
+                    Box::pin(super::connect::connect(
+                        up.addr,
+                        up.tls.as_ref(),
+                        up.connect_timeout,
+                        header.as_deref(),
+                    ))
+                    .await?;
                 (
-                    UpConn::new(io, slot),
+                    UpConn::new(io, slot, owner),
                     started.map_or(Duration::ZERO, |s| s.elapsed()),
                 )
             }

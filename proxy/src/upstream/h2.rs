@@ -7,7 +7,7 @@ use http::{Request, Response, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use super::Upstream;
+use super::{Client, Upstream};
 use super::h1::Timing;
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError, Side};
@@ -36,10 +36,18 @@ fn classify(e: hyper::Error) -> ProxyError {
 async fn open(
     up: &Upstream,
     measure: bool,
+    client: Client<'_>,
 ) -> Result<(hyper::client::conn::http2::SendRequest<Body>, Duration), ProxyError> {
     let started = measure.then(Instant::now);
     let slot = up.conn_slot()?;
-    let io = super::connect::connect(up.addr, up.tls.as_ref(), up.connect_timeout).await?;
+    let header = up.proxy_header(client);
+    let io = super::connect::connect(
+        up.addr,
+        up.tls.as_ref(),
+        up.connect_timeout,
+        header.as_deref(),
+    )
+    .await?;
     let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
@@ -59,7 +67,7 @@ async fn open(
             tracing::debug!(server = %addr, "HTTP/2 connection ended: {e}");
         }
     });
-    up.pool.set_h2_sender(send.clone());
+    up.pool.set_h2_sender(up.owner(client), send.clone());
     Ok((send, started.map_or(Duration::ZERO, |s| s.elapsed())))
 }
 
@@ -69,6 +77,7 @@ pub async fn send(
     mut req: Request<Body>,
     server_timeout: Duration,
     measure: bool,
+    client: Client<'_>,
 ) -> Result<(Response<Body>, Timing), ProxyError> {
     // HTTP/2 carries the host in :authority.
     let authority = req
@@ -94,10 +103,10 @@ pub async fn send(
 
     // The worker's open connection, or a new one. Opening is boxed: it is rare, and its
     // TLS and HTTP/2 handshakes would make every exchange's future large.
-    let (mut s, connect, reused) = match up.pool.h2_sender() {
+    let (mut s, connect, reused) = match up.pool.h2_sender(up.owner(client)) {
         Some(s) => (s, Duration::ZERO, true),
         None => {
-            let (s, t) = Box::pin(open(up, measure)).await?;
+            let (s, t) = Box::pin(open(up, measure, client)).await?;
             (s, t, false)
         }
     };

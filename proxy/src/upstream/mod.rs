@@ -38,6 +38,16 @@ pub struct Upstream {
     /// The backend, whose open connections are counted against `max_conns`.
     pub backend: Arc<crate::state::BackendLive>,
     pub max_conns: u64,
+    /// Begin each connection with a PROXY header (`send_proxy`, `send_proxy_v2`).
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
+}
+
+/// The client connection a request comes from: what a PROXY header to the server
+/// describes, and whom a connection that began with one belongs to.
+#[derive(Clone, Copy)]
+pub struct Client<'a> {
+    pub conn: &'a crate::rules::sample::ConnInfo,
+    pub session: u64,
 }
 
 /// One open connection counted in its backend; uncounted when dropped.
@@ -67,6 +77,27 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// The client connection that connections to this server are private to, when they
+    /// begin with a PROXY header.
+    pub fn owner(&self, client: Client<'_>) -> Option<u64> {
+        self.send_proxy.map(|_| client.session)
+    }
+
+    /// The PROXY header a new connection for `client` begins with, if the server takes
+    /// one.
+    pub fn proxy_header(&self, client: Client<'_>) -> Option<Vec<u8>> {
+        let version = self.send_proxy?;
+        let c = client.conn;
+        let src = crate::proxy_protocol::Source {
+            addrs: Some((c.client(), c.local())),
+            alpn: c.alpn(),
+            authority: c.server_name(),
+        };
+        let mut out = Vec::with_capacity(64);
+        crate::proxy_protocol::encode(version, &src, &mut out);
+        Some(out)
+    }
+
     /// Sends a request and returns the response with its body still streaming. `measure`
     /// asks for connect and response times (for access logs).
     /// `head_timeout` bounds the wait for the response head (a retry policy's
@@ -77,10 +108,13 @@ impl Upstream {
         server_timeout: Duration,
         head_timeout: Duration,
         measure: bool,
+        client: Client<'_>,
     ) -> Result<(Response<Body>, Timing), ProxyError> {
         match self.proto {
-            Proto::Http1 => h1::send(self, req, server_timeout, head_timeout, measure).await,
-            Proto::H2 => h2::send(self, req, head_timeout, measure).await,
+            Proto::Http1 => {
+                h1::send(self, req, server_timeout, head_timeout, measure, client).await
+            }
+            Proto::H2 => h2::send(self, req, head_timeout, measure, client).await,
         }
     }
 }

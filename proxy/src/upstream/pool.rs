@@ -23,16 +23,20 @@ pub struct UpConn {
     pub rbuf: BytesMut,
     /// Whether this connection served a request before.
     pub reused: bool,
+    /// The client connection (session id) this connection is private to: one that began
+    /// with a PROXY header speaks for that client only.
+    pub owner: Option<u64>,
     /// Counts the connection in its backend while it is open.
     _slot: super::ConnSlot,
 }
 
 impl UpConn {
-    pub fn new(io: UpIo, slot: super::ConnSlot) -> Self {
+    pub fn new(io: UpIo, slot: super::ConnSlot, owner: Option<u64>) -> Self {
         Self {
             io,
             rbuf: BytesMut::new(),
             reused: false,
+            owner,
             _slot: slot,
         }
     }
@@ -50,10 +54,21 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
 }
 
+/// An HTTP/2 connection that requests share, with the client it is private to (if any)
+/// and when it was last used.
+struct SharedH2 {
+    send: hyper::client::conn::http2::SendRequest<Body>,
+    owner: Option<u64>,
+    used: Instant,
+}
+
 /// The connections to one server.
+///
+/// Connections that began with a PROXY header are private to their client connection
+/// (`owner`): only that client's later requests reuse them, as HAProxy does.
 pub struct Pool {
     shards: Box<[Mutex<VecDeque<Idle>>]>,
-    h2: Box<[Mutex<Option<hyper::client::conn::http2::SendRequest<Body>>>]>,
+    h2: Box<[Mutex<Vec<SharedH2>>]>,
     max_idle_per_shard: usize,
     idle_timeout: Duration,
 }
@@ -79,7 +94,7 @@ impl Pool {
         let workers = workers.max(1);
         let pool = Arc::new(Self {
             shards: (0..workers).map(|_| Mutex::new(VecDeque::new())).collect(),
-            h2: (0..workers).map(|_| Mutex::new(None)).collect(),
+            h2: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             max_idle_per_shard: cfg.max_idle_per_server.div_ceil(workers),
             idle_timeout: cfg.idle_timeout,
         });
@@ -91,17 +106,29 @@ impl Pool {
         crate::worker::index() % self.shards.len()
     }
 
-    /// An idle connection that is still usable, if there is one.
-    pub fn checkout(&self) -> Option<UpConn> {
+    /// An idle connection that is still usable, if there is one: any for shared
+    /// connections (`owner` `None`), else one private to that client connection.
+    pub fn checkout(&self, owner: Option<u64>) -> Option<UpConn> {
         let now = Instant::now();
         let mut q = lock(&self.shards[self.shard()]);
-        while let Some(mut idle) = q.pop_back() {
-            if now.duration_since(idle.since) < self.idle_timeout && still_open(&mut idle.conn.io) {
+        loop {
+            let mut idle = match owner {
+                None => q.pop_back()?,
+                Some(_) => {
+                    let at = q.iter().rposition(|i| i.conn.owner == owner)?;
+                    q.remove(at)?
+                }
+            };
+            // A private connection found by a request for shared ones is left from before a
+            // reload that turned the PROXY header off: it speaks for its client only.
+            if idle.conn.owner == owner
+                && now.duration_since(idle.since) < self.idle_timeout
+                && still_open(&mut idle.conn.io)
+            {
                 idle.conn.reused = true;
                 return Some(idle.conn);
             }
         }
-        None
     }
 
     /// Keeps a connection for reuse (or drops it when the pool is full or off).
@@ -126,21 +153,41 @@ impl Pool {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    /// The shared HTTP/2 connection of this worker, if it is open.
-    pub fn h2_sender(&self) -> Option<hyper::client::conn::http2::SendRequest<Body>> {
-        let mut slot = lock(&self.h2[self.shard()]);
-        match slot.as_ref() {
-            Some(s) if !s.is_closed() => Some(s.clone()),
-            Some(_) => {
-                *slot = None;
-                None
-            }
-            None => None,
+    /// The open HTTP/2 connection of this worker (private to `owner` when given), if
+    /// there is one.
+    pub fn h2_sender(
+        &self,
+        owner: Option<u64>,
+    ) -> Option<hyper::client::conn::http2::SendRequest<Body>> {
+        let mut list = lock(&self.h2[self.shard()]);
+        let at = list.iter().position(|c| c.owner == owner)?;
+        if list[at].send.is_closed() {
+            list.swap_remove(at);
+            return None;
         }
+        list[at].used = Instant::now();
+        Some(list[at].send.clone())
     }
 
-    pub fn set_h2_sender(&self, s: hyper::client::conn::http2::SendRequest<Body>) {
-        *lock(&self.h2[self.shard()]) = Some(s);
+    /// Keeps a new HTTP/2 connection for the requests that follow. Private ones beyond
+    /// `max_idle_per_server` push out the least recently used.
+    pub fn set_h2_sender(
+        &self,
+        owner: Option<u64>,
+        send: hyper::client::conn::http2::SendRequest<Body>,
+    ) {
+        let mut list = lock(&self.h2[self.shard()]);
+        list.retain(|c| c.owner != owner && !c.send.is_closed());
+        if owner.is_some() && list.len() >= self.max_idle_per_shard.max(1) {
+            if let Some(oldest) = (0..list.len()).min_by_key(|&i| list[i].used) {
+                list.swap_remove(oldest);
+            }
+        }
+        list.push(SharedH2 {
+            send,
+            owner,
+            used: Instant::now(),
+        });
     }
 
     /// Drops idle connections that expired or were closed by the server.
@@ -152,6 +199,14 @@ impl Pool {
                 now.duration_since(i.since) < self.idle_timeout && still_open(&mut i.conn.io)
             });
         }
+        // A private HTTP/2 connection unused for the idle timeout is let go (its client
+        // has most likely gone); the shared one stays while it is open.
+        for h in self.h2.iter() {
+            lock(h).retain(|c| {
+                !c.send.is_closed()
+                    && (c.owner.is_none() || now.duration_since(c.used) < self.idle_timeout)
+            });
+        }
     }
 
     /// Closes every idle connection.
@@ -160,7 +215,7 @@ impl Pool {
             lock(shard).clear();
         }
         for h in self.h2.iter() {
-            *lock(h) = None;
+            lock(h).clear();
         }
     }
 }

@@ -266,6 +266,9 @@ pub fn servers(
                 health_check: None,
                 max_connections: None,
                 cookie: None,
+                send_proxy: false,
+                send_proxy_v2: false,
+                proxy_v2_options: Vec::new(),
                 status: match status {
                     H::Unhealthy | H::Timeout => ServerStatus::Down,
                     H::Draining => ServerStatus::Drain,

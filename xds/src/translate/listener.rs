@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3 as core;
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener, ListenerFilter};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
@@ -48,14 +48,19 @@ pub fn check_listener(l: &Listener) -> Res<ListenerShape> {
             "listeners that do not bind are not supported by rampart",
         );
     }
+    let mut accept_proxy = model::AcceptProxy::Off;
     for (i, lf) in l.listener_filters.iter().enumerate() {
         match lf.name.as_str() {
             "envoy.filters.listener.tls_inspector" | "envoy.filters.listener.http_inspector" => {}
+            "envoy.filters.listener.proxy_protocol" => {
+                proxy_protocol_filter(lf, &format!("listener_filters[{i}]"))?;
+                accept_proxy = model::AcceptProxy::All;
+            }
             other => {
                 return bad(
                     format!("listener_filters[{i}].name"),
                     format!(
-                        "listener filter {other:?} is not supported by rampart (tls_inspector and http_inspector have no effect and are accepted)"
+                        "listener filter {other:?} is not supported by rampart (proxy_protocol is; tls_inspector and http_inspector have no effect and are accepted)"
                     ),
                 );
             }
@@ -84,6 +89,7 @@ pub fn check_listener(l: &Listener) -> Res<ListenerShape> {
         v6only,
         backlog: l.tcp_backlog_size.map_or(1024, |v| v.value.clamp(1, 65535)),
         freebind: l.freebind.is_some_and(|v| v.value),
+        accept_proxy,
     }];
     let routes = apply_hcm(&hcm, &hcm_path, addr.port(), &mut fe)?;
     Ok(ListenerShape {
@@ -92,6 +98,45 @@ pub fn check_listener(l: &Listener) -> Res<ListenerShape> {
         routes,
         port: addr.port(),
     })
+}
+
+/// Envoy's PROXY protocol listener filter: a header is required of every client, as
+/// `accept_proxy: true` has it. Its options that rampart has no equivalent for are
+/// refused rather than ignored.
+fn proxy_protocol_filter(lf: &ListenerFilter, path: &str) -> Res<()> {
+    use envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
+    use prost::Name as _;
+    let p = at(path, "typed_config");
+    let cfg: ProxyProtocol = match &lf.config_type {
+        None => return Ok(()),
+        Some(ConfigType::TypedConfig(a)) if a.type_url == ProxyProtocol::type_url() => {
+            crate::proto::unpack(a).or_else(|e| bad(&p, e))?
+        }
+        Some(ConfigType::TypedConfig(a)) => {
+            return bad(p, format!("expected a ProxyProtocol config, found {}", a.type_url));
+        }
+        Some(_) => return bad(p, "listener filter discovery is not supported by rampart"),
+    };
+    if cfg.allow_requests_without_proxy_protocol {
+        return bad(
+            at(&p, "allow_requests_without_proxy_protocol"),
+            "rampart requires the PROXY header of every client of a listener that takes it",
+        );
+    }
+    if !cfg.rules.is_empty() || cfg.pass_through_tlvs.is_some() {
+        return bad(
+            at(&p, "rules"),
+            "TLVs as dynamic metadata are not supported by rampart",
+        );
+    }
+    if !cfg.disallowed_versions.is_empty() {
+        return bad(
+            at(&p, "disallowed_versions"),
+            "rampart takes both PROXY protocol versions",
+        );
+    }
+    Ok(())
 }
 
 /// The frontend of a checked listener, with its routes from `routes` (`None`: not
@@ -676,6 +721,34 @@ mod tests {
             }
         );
         assert_eq!(s.frontend.timeouts.client, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn proxy_protocol_listener_filter_requires_the_header() {
+        use envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType as Lf;
+        use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
+        let filter = |cfg: Option<ProxyProtocol>| ListenerFilter {
+            name: "envoy.filters.listener.proxy_protocol".into(),
+            config_type: cfg.map(|c| Lf::TypedConfig(envoy_types::util::pack_any(c))),
+            ..Default::default()
+        };
+        let mut l = hcm_listener("l", 80, rds_hcm("r"));
+        let s = check_listener(&l).unwrap();
+        assert_eq!(s.frontend.bind[0].accept_proxy, model::AcceptProxy::Off);
+        for cfg in [None, Some(ProxyProtocol::default())] {
+            l.listener_filters = vec![filter(cfg)];
+            let s = check_listener(&l).unwrap();
+            assert_eq!(s.frontend.bind[0].accept_proxy, model::AcceptProxy::All);
+        }
+        l.listener_filters = vec![filter(Some(ProxyProtocol {
+            allow_requests_without_proxy_protocol: true,
+            ..Default::default()
+        }))];
+        let e = check_listener(&l).unwrap_err();
+        assert!(
+            e.path.ends_with("allow_requests_without_proxy_protocol"),
+            "{e}"
+        );
     }
 
     #[test]
