@@ -379,7 +379,10 @@ impl Decode for AcceptProxy {
             });
             let d = AcceptProxyDef::decode(node, cx)?;
             if d.from.is_empty() && !written {
-                cx.error(node.pos, "accept_proxy.from needs at least one address or network");
+                cx.error(
+                    node.pos,
+                    "accept_proxy.from needs at least one address or network",
+                );
                 return None;
             }
             return Some(AcceptProxy::From(d.from));

@@ -374,7 +374,10 @@ pub fn encode(version: Version, src: &Source<'_>, out: &mut Vec<u8>) {
             let addrs = src.addrs.map(|(s, d)| match (s, d) {
                 (SocketAddr::V4(s), SocketAddr::V4(d)) => (SocketAddr::V4(s), SocketAddr::V4(d)),
                 // Mixed families: both as IPv6 (an IPv4 one mapped).
-                (s, d) => (SocketAddr::new(v6(s.ip()), s.port()), SocketAddr::new(v6(d.ip()), d.port())),
+                (s, d) => (
+                    SocketAddr::new(v6(s.ip()), s.port()),
+                    SocketAddr::new(v6(d.ip()), d.port()),
+                ),
             });
             match addrs {
                 None => out.extend_from_slice(&[0x20, 0x00, 0, 0]),
@@ -533,7 +536,10 @@ mod tests {
             Some((sa("192.0.2.1:56324"), sa("198.51.100.2:443")))
         );
         let (_, p) = done(b"PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n");
-        assert_eq!(p.addrs, Some((sa("[2001:db8::1]:1"), sa("[2001:db8::2]:65535"))));
+        assert_eq!(
+            p.addrs,
+            Some((sa("[2001:db8::1]:1"), sa("[2001:db8::2]:65535")))
+        );
         let (n, p) = done(b"PROXY UNKNOWN ffff::1 whatever\r\n");
         assert_eq!((n, p.addrs), (32, None));
         assert_eq!(done(b"PROXY UNKNOWN\r\n").0, 15);
@@ -578,7 +584,9 @@ mod tests {
         for h in [&b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n"[..], &v2] {
             for cut in 0..h.len() {
                 match parse(&h[..cut]) {
-                    Parsed::Partial(need) => assert!(need > cut && need <= h.len(), "{cut}: {need}"),
+                    Parsed::Partial(need) => {
+                        assert!(need > cut && need <= h.len(), "{cut}: {need}")
+                    }
                     other => panic!("prefix of {cut} bytes: {other:?}"),
                 }
             }
@@ -617,7 +625,10 @@ mod tests {
             for i in 16..n {
                 let mut c = b.clone();
                 c[i] ^= 0x01;
-                assert!(!matches!(parse(&c), Parsed::Done(_, ref q) if *q == p), "byte {i}");
+                assert!(
+                    !matches!(parse(&c), Parsed::Done(_, ref q) if *q == p),
+                    "byte {i}"
+                );
             }
         }
         // Mixed families go out as IPv6.

@@ -82,7 +82,12 @@ backends: {{ be: {{ servers: {{ web1: {{ address: "{}" }} }} }} }}
     ));
     let a = p.addr("fe");
     // Version 1, IPv4.
-    let r = request_after(a, b"PROXY TCP4 203.0.113.7 198.51.100.1 4444 80\r\n", "/who").await;
+    let r = request_after(
+        a,
+        b"PROXY TCP4 203.0.113.7 198.51.100.1 4444 80\r\n",
+        "/who",
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert_eq!(body_of(&r), "203.0.113.7:4444>198.51.100.1:80");
     // Version 2, IPv6, with a TLV the proxy does not use.
@@ -99,7 +104,12 @@ backends: {{ be: {{ servers: {{ web1: {{ address: "{}" }} }} }} }}
     let r = request_after(a, &local, "/who").await;
     assert!(body_of(&r).starts_with("127.0.0.1:"), "{r}");
     // The server sees the client in X-Forwarded-For; the log line has it too.
-    let r = request_after(a, b"PROXY TCP4 203.0.113.9 198.51.100.1 4445 80\r\n", "/page").await;
+    let r = request_after(
+        a,
+        b"PROXY TCP4 203.0.113.9 198.51.100.1 4445 80\r\n",
+        "/page",
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert_eq!(
         origin.last().headers.get("x-forwarded-for").unwrap(),
@@ -107,7 +117,11 @@ backends: {{ be: {{ servers: {{ web1: {{ address: "{}" }} }} }} }}
     );
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(eventually(Duration::from_secs(5), || read().contains("/page")).await);
-    let line = read().lines().find(|l| l.contains("/page")).unwrap().to_owned();
+    let line = read()
+        .lines()
+        .find(|l| l.contains("/page"))
+        .unwrap()
+        .to_owned();
     assert!(line.contains("203.0.113.9:4445 ["), "{line}");
     p.stop().await;
 }
@@ -206,7 +220,11 @@ backends: {{ be: {{ servers: {{ web1: {{ address: "{}" }} }} }} }}
     };
     let live = fe("all");
     assert!(
-        eventually(Duration::from_secs(5), || live.refused.get(Refusal::ProxyHeader) == 5).await,
+        eventually(Duration::from_secs(5), || live
+            .refused
+            .get(Refusal::ProxyHeader)
+            == 5)
+        .await,
         "refusals counted: {}",
         live.refused.get(Refusal::ProxyHeader)
     );
@@ -223,11 +241,24 @@ backends: {{ be: {{ servers: {{ web1: {{ address: "{}" }} }} }} }}
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     let r = request_after(some, b"PROXY TCP4 192.0.2.1 198.51.100.1 1 2\r\n", "/").await;
     assert_eq!(r, "");
-    let r = request_after(some, &v2("192.0.2.1:1".parse().unwrap(), "198.51.100.1:2".parse().unwrap(), &[]), "/").await;
+    let r = request_after(
+        some,
+        &v2(
+            "192.0.2.1:1".parse().unwrap(),
+            "198.51.100.1:2".parse().unwrap(),
+            &[],
+        ),
+        "/",
+    )
+    .await;
     assert_eq!(r, "");
     let live = fe("some");
     assert!(
-        eventually(Duration::from_secs(5), || live.refused.get(Refusal::ProxyHeader) == 2).await
+        eventually(Duration::from_secs(5), || live
+            .refused
+            .get(Refusal::ProxyHeader)
+            == 2)
+        .await
     );
     assert_eq!(origin.count(), 2);
     p.stop().await;
@@ -341,7 +372,12 @@ async fn keepalive_after(addr: SocketAddr, pre: &[u8], n: usize) -> Vec<String> 
     let mut out = Vec::new();
     for _ in 0..n {
         let resp = s
-            .send_request(http::Request::get("/").header("host", "x").body(empty()).unwrap())
+            .send_request(
+                http::Request::get("/")
+                    .header("host", "x")
+                    .body(empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         use http_body_util::BodyExt;
@@ -380,8 +416,14 @@ backends: {{ be: {{ servers: {{ web1: {{ address: "{}", send_proxy: true }} }} }
         let n: usize = b.trim_start_matches("conn=").parse().unwrap();
         String::from_utf8(conns[n].header.clone()).unwrap()
     };
-    assert_eq!(header(&one[0]), "PROXY TCP4 203.0.113.1 198.51.100.1 1111 80\r\n");
-    assert_eq!(header(&two[0]), "PROXY TCP6 2001:db8::2 2001:db8::1 2222 80\r\n");
+    assert_eq!(
+        header(&one[0]),
+        "PROXY TCP4 203.0.113.1 198.51.100.1 1111 80\r\n"
+    );
+    assert_eq!(
+        header(&two[0]),
+        "PROXY TCP6 2001:db8::2 2001:db8::1 2222 80\r\n"
+    );
     assert_eq!(conns.iter().map(|c| c.requests).sum::<usize>(), 7);
     p.stop().await;
 }
@@ -439,7 +481,11 @@ backends:
     assert_eq!(u16::from_be_bytes([h[26], h[27]]), a.port());
     let t = tlvs(h, 12);
     assert_eq!(t[0], (0x01, b"http/1.1".to_vec()), "ALPN: {t:?}");
-    assert_eq!(t[1], (0x02, b"www.example.com".to_vec()), "authority: {t:?}");
+    assert_eq!(
+        t[1],
+        (0x02, b"www.example.com".to_vec()),
+        "authority: {t:?}"
+    );
     assert_eq!(t[2].0, 0x03, "CRC32C last: {t:?}");
     // The checksum, computed here bit by bit over the header with its field zeroed.
     let mut zeroed = h.clone();
@@ -449,7 +495,11 @@ backends:
     for b in zeroed {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     assert_eq!(u32::from_be_bytes(h[at..].try_into().unwrap()), !crc);
@@ -473,7 +523,10 @@ backends:
         v1.addr, v2s.addr
     ));
     assert!(
-        eventually(Duration::from_secs(10), || v1.conns().iter().any(|c| c.requests > 0)
+        eventually(Duration::from_secs(10), || v1
+            .conns()
+            .iter()
+            .any(|c| c.requests > 0)
             && v2s.conns().iter().any(|c| c.requests > 0))
         .await
     );

@@ -406,7 +406,9 @@ mod tests {
         assert_eq!((o.status, o.code), (CheckStatus::L7Status, Some(500)));
         hc.http = Some(http("/junk", None));
         assert_eq!(
-            probe(&CheckSpec::new(&hc, addr, "h", None, None)).await.status,
+            probe(&CheckSpec::new(&hc, addr, "h", None, None))
+                .await
+                .status,
             CheckStatus::L7Response
         );
 

@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::handler::ConnCtx;
-use crate::rules::sample::Facts;
 use crate::io::ClientIo;
+use crate::rules::sample::Facts;
 use h1::ClientConn;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -243,7 +243,10 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
     let stream = match hs {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            let client = facts.proxied.and_then(|p| p.addrs).map_or(cx.info.peer, |a| a.0);
+            let client = facts
+                .proxied
+                .and_then(|p| p.addrs)
+                .map_or(cx.info.peer, |a| a.0);
             tracing::debug!(%client, "TLS handshake failed: {e}");
             return None;
         }

@@ -11,8 +11,8 @@ use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Client, Upstream};
 use super::pool::UpConn;
+use super::{Client, Upstream};
 use crate::body::{Body, H1Body, Source};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http1::Framing;

@@ -7,8 +7,8 @@ use http::{Request, Response, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use super::{Client, Upstream};
 use super::h1::Timing;
+use super::{Client, Upstream};
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError, Side};
 

@@ -5,7 +5,7 @@
 //! the coldest ages out); a connection that the server closed or that sat idle too long is
 //! dropped at checkout, and a periodic sweep drops them even when nobody asks.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -67,10 +67,59 @@ struct SharedH2 {
 /// Connections that began with a PROXY header are private to their client connection
 /// (`owner`): only that client's later requests reuse them, as HAProxy does.
 pub struct Pool {
-    shards: Box<[Mutex<VecDeque<Idle>>]>,
+    shards: Box<[Mutex<Shard>]>,
     h2: Box<[Mutex<Vec<SharedH2>>]>,
     max_idle_per_shard: usize,
     idle_timeout: Duration,
+}
+
+/// A worker's idle connections to the server: shared ones, most recently used last, and
+/// private ones by client connection.
+#[derive(Default)]
+struct Shard {
+    shared: VecDeque<Idle>,
+    private: HashMap<u64, Vec<Idle>, foldhash::fast::RandomState>,
+    private_count: usize,
+}
+
+impl Shard {
+    fn len(&self) -> usize {
+        self.shared.len() + self.private_count
+    }
+
+    /// Drops the connection idle the longest.
+    fn evict(&mut self) {
+        if self.shared.pop_front().is_some() {
+            return;
+        }
+        let oldest = self
+            .private
+            .iter()
+            .flat_map(|(o, v)| v.iter().enumerate().map(move |(i, c)| (c.since, *o, i)))
+            .min();
+        if let Some((_, o, i)) = oldest {
+            self.take_private(o, i);
+        }
+    }
+
+    fn take_private(&mut self, owner: u64, i: usize) -> Option<Idle> {
+        let v = self.private.get_mut(&owner)?;
+        let idle = v.swap_remove(i);
+        if v.is_empty() {
+            self.private.remove(&owner);
+        }
+        self.private_count -= 1;
+        Some(idle)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut Idle) -> bool) {
+        self.shared.retain_mut(&mut keep);
+        self.private.retain(|_, v| {
+            v.retain_mut(&mut keep);
+            !v.is_empty()
+        });
+        self.private_count = self.private.values().map(Vec::len).sum();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,7 +142,7 @@ impl Pool {
     pub fn new(cfg: PoolConfig, workers: usize) -> Arc<Self> {
         let workers = workers.max(1);
         let pool = Arc::new(Self {
-            shards: (0..workers).map(|_| Mutex::new(VecDeque::new())).collect(),
+            shards: (0..workers).map(|_| Mutex::default()).collect(),
             h2: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             max_idle_per_shard: cfg.max_idle_per_server.div_ceil(workers),
             idle_timeout: cfg.idle_timeout,
@@ -106,25 +155,20 @@ impl Pool {
         crate::worker::index() % self.shards.len()
     }
 
-    /// An idle connection that is still usable, if there is one: any for shared
-    /// connections (`owner` `None`), else one private to that client connection.
+    /// An idle connection that is still usable, if there is one: a shared one (`owner`
+    /// `None`), else one private to that client connection.
     pub fn checkout(&self, owner: Option<u64>) -> Option<UpConn> {
         let now = Instant::now();
         let mut q = lock(&self.shards[self.shard()]);
         loop {
             let mut idle = match owner {
-                None => q.pop_back()?,
-                Some(_) => {
-                    let at = q.iter().rposition(|i| i.conn.owner == owner)?;
-                    q.remove(at)?
+                None => q.shared.pop_back()?,
+                Some(o) => {
+                    let last = q.private.get(&o)?.len().checked_sub(1)?;
+                    q.take_private(o, last)?
                 }
             };
-            // A private connection found by a request for shared ones is left from before a
-            // reload that turned the PROXY header off: it speaks for its client only.
-            if idle.conn.owner == owner
-                && now.duration_since(idle.since) < self.idle_timeout
-                && still_open(&mut idle.conn.io)
-            {
+            if now.duration_since(idle.since) < self.idle_timeout && still_open(&mut idle.conn.io) {
                 idle.conn.reused = true;
                 return Some(idle.conn);
             }
@@ -140,12 +184,20 @@ impl Pool {
         crate::io::give_buf(std::mem::take(&mut conn.rbuf));
         let mut q = lock(&self.shards[self.shard()]);
         if q.len() >= self.max_idle_per_shard {
-            q.pop_front();
+            q.evict();
         }
-        q.push_back(Idle {
-            conn,
+        let owner = conn.owner;
+        let idle = Idle {
             since: Instant::now(),
-        });
+            conn,
+        };
+        match owner {
+            None => q.shared.push_back(idle),
+            Some(o) => {
+                q.private.entry(o).or_default().push(idle);
+                q.private_count += 1;
+            }
+        }
     }
 
     /// Idle connections across all workers.
@@ -194,8 +246,7 @@ impl Pool {
     fn sweep(&self) {
         let now = Instant::now();
         for shard in self.shards.iter() {
-            let mut q = lock(shard);
-            q.retain_mut(|i| {
+            lock(shard).retain(|i| {
                 now.duration_since(i.since) < self.idle_timeout && still_open(&mut i.conn.io)
             });
         }
@@ -212,7 +263,7 @@ impl Pool {
     /// Closes every idle connection.
     pub fn clear(&self) {
         for shard in self.shards.iter() {
-            lock(shard).clear();
+            *lock(shard) = Shard::default();
         }
         for h in self.h2.iter() {
             lock(h).clear();

@@ -114,7 +114,10 @@ fn proxy_protocol_filter(lf: &ListenerFilter, path: &str) -> Res<()> {
             crate::proto::unpack(a).or_else(|e| bad(&p, e))?
         }
         Some(ConfigType::TypedConfig(a)) => {
-            return bad(p, format!("expected a ProxyProtocol config, found {}", a.type_url));
+            return bad(
+                p,
+                format!("expected a ProxyProtocol config, found {}", a.type_url),
+            );
         }
         Some(_) => return bad(p, "listener filter discovery is not supported by rampart"),
     };
