@@ -11,14 +11,6 @@ use tokio::net::UnixStream;
 use crate::cli::{run, wait_log};
 use crate::support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(dir: &Path, local: &str, ports: (u16, u16), secret: &str, origin: &Origin) -> PathBuf {
     let cfg = dir.join(format!("{local}.yaml"));
     std::fs::write(

@@ -152,22 +152,8 @@ frontends:
         )
         .await
         .expect("TLS after the PROXY header");
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = s
-        .send_request(
-            http::Request::get("/")
-                .header("host", "www.example.com")
-                .body(empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    use http_body_util::BodyExt;
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"192.0.2.44/www.example.com");
+    let body = h1_gets(tls, "www.example.com", 1).await;
+    assert_eq!(body, ["192.0.2.44/www.example.com"]);
     p.stop().await;
 }
 
@@ -365,26 +351,7 @@ impl PpOrigin {
 async fn keepalive_after(addr: SocketAddr, pre: &[u8], n: usize) -> Vec<String> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(pre).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let resp = s
-            .send_request(
-                http::Request::get("/")
-                    .header("host", "x")
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        use http_body_util::BodyExt;
-        let b = resp.into_body().collect().await.unwrap().to_bytes();
-        out.push(String::from_utf8_lossy(&b).into_owned());
-    }
-    out
+    h1_gets(s, "x", n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,19 +505,6 @@ backends:
     assert_eq!(get(p.addr("fe"), "/").await.status, 200);
     assert_eq!(get(p.addr("fe"), "/").await.status, 200);
     p.stop().await;
-}
-
-fn required() -> bool {
-    std::env::var("RAMPART_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
-}
-
-/// A port free now on 127.0.0.1 (for a program that cannot be told to take port 0).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// HAProxy on both sides of rampart: in front, it sends rampart a version 2 header

@@ -405,10 +405,6 @@ async fn user_level_socket_and_stale_socket_file() {
 }
 
 /// Whether CI requires every tool the tests use.
-fn required() -> bool {
-    std::env::var("RAMPART_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxyadmin_library_drives_the_socket() {
     let has = std::process::Command::new("python3")

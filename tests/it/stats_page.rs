@@ -10,10 +10,6 @@ use http::Request;
 
 use crate::support::*;
 
-fn required() -> bool {
-    std::env::var("RAMPART_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
-}
-
 fn has(tool: &str) -> bool {
     std::process::Command::new(tool)
         .arg("--version")

@@ -739,3 +739,41 @@ pub async fn tls_origin(
     });
     (addr, snis)
 }
+
+/// Whether tests that need a tool or root must run (CI) rather than skip.
+pub fn required() -> bool {
+    std::env::var("RAMPART_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
+}
+
+/// A port free now on 127.0.0.1 (for a program that cannot be told to take port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `n` keep-alive `GET /` requests with `host` over an open connection; the bodies.
+pub async fn h1_gets<I>(io: I, host: &str, n: usize) -> Vec<String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let req = Request::get("/")
+            .header("host", host)
+            .body(empty())
+            .unwrap();
+        // The connection takes the next request once it has finished the last one.
+        s.ready().await.unwrap();
+        let b = s.send_request(req).await.unwrap().into_body();
+        let b = b.collect().await.unwrap().to_bytes();
+        out.push(String::from_utf8_lossy(&b).into_owned());
+    }
+    out
+}
