@@ -66,6 +66,7 @@ fn broken_configs_get_exact_errors() {
             "9:22: backends.web.servers.s2.proxy_v2_options: proxy_v2_options need send_proxy_v2: true",
             "10:77: backends.web.servers.s3.proxy_v2_options.0: unknown PROXY v2 option \"ssl\" (expected one of: authority, crc32c)",
         ]),
+        (with("    http_request: [\"deny if { fc_pp_tlv(0x1FF) -m found }\"]\n", ""), vec!["5:31: frontends.www.http_request.0: fc_pp_tlv: \"0x1FF\" is not a TLV type (0 to 255, 0x00 to 0xFF, or a name like AUTHORITY)"]),
         (with("    forwarded: { trust: [\"not-a-net\"] }\n", ""), vec!["5:26: frontends.www.forwarded.trust.0: invalid address or network \"not-a-net\""]),
         (with("    access_log: { format: xml }\n", ""), vec!["5:27: frontends.www.access_log.format: unknown log format \"xml\" (expected one of: httplog, json)"]),
         (with("    virtual_hosts:\n      a: { domains: [\"*\", \"x.test\"], routes: [web] }\n      b: { domains: [\"*\", \"X.test\", \"*.y.*\"], routes: [web] }\n", ""), vec![

@@ -37,6 +37,15 @@ pub struct Proxied {
     pub alpn: Option<Box<[u8]>>,
     pub authority: Option<Box<str>>,
     pub unique_id: Option<Box<[u8]>>,
+    /// Every TLV but the checksum, in order (`fc_pp_tlv`).
+    pub tlvs: Vec<(u8, Box<[u8]>)>,
+}
+
+impl Proxied {
+    /// The value of the first TLV of type `t`.
+    pub fn tlv(&self, t: u8) -> Option<&[u8]> {
+        self.tlvs.iter().find(|(k, _)| *k == t).map(|(_, v)| &**v)
+    }
 }
 
 /// The outcome of parsing the first bytes of a connection.
@@ -234,8 +243,11 @@ fn parse_v2(buf: &[u8]) -> Parsed {
                 }
                 out.unique_id = Some(value.into());
             }
-            // NOOP, SSL, NETNS and custom types are not used here.
+            // NOOP, SSL, NETNS and custom types: kept for `fc_pp_tlv`.
             _ => {}
+        }
+        if kind != TLV_CRC32C && kind != 0x04 {
+            out.tlvs.push((kind, value.into()));
         }
         tlvs = &tlvs[3 + n..];
         at += 3 + n;

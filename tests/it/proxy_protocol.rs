@@ -73,7 +73,9 @@ frontends:
   fe:
     bind: {{ address: "127.0.0.1:0", accept_proxy: true }}
     access_log: {{ to: "{}", format: httplog }}
-    http_request: ["return status 200 lf-string %[src]:%[src_port]>%[dst]:%[dst_port] if {{ path /who }}"]
+    http_request:
+      - "return status 200 lf-string %[src]:%[src_port]>%[dst]:%[dst_port] if {{ path /who }}"
+      - "return status 200 lf-string %[fc_pp_authority]|%[fc_pp_unique_id]|%[fc_pp_tlv(0xEA)] if {{ path /tlv }}"
     default_backend: be
 backends: {{ be: {{ servers: {{ web1: {{ address: "{}" }} }} }} }}
 "#,
@@ -98,6 +100,18 @@ backends: {{ be: {{ servers: {{ web1: {{ address: "{}" }} }} }} }}
     );
     let r = request_after(a, &h, "/who").await;
     assert_eq!(body_of(&r), "2001:db8::5:5555>2001:db8::1:443");
+    // Its TLVs, as fetches.
+    let h = v2(
+        "192.0.2.8:8".parse().unwrap(),
+        "198.51.100.1:443".parse().unwrap(),
+        &[
+            (0x02, b"shop.example"),
+            (0x05, b"req-77"),
+            (0xEA, b"\x01vpce-1234"),
+        ],
+    );
+    let r = request_after(a, &h, "/tlv").await;
+    assert_eq!(body_of(&r), "shop.example|req-77|\x01vpce-1234");
     // A LOCAL header (a load balancer's own check) keeps the connection's addresses.
     let mut local = V2_SIG.to_vec();
     local.extend_from_slice(&[0x20, 0x00, 0, 0]);

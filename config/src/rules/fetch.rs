@@ -49,6 +49,12 @@ pub enum Fetch {
     SslFc,
     /// The SNI name the client sent.
     SslFcSni,
+    /// The authority TLV of the connection's PROXY v2 header.
+    FcPpAuthority,
+    /// The unique id TLV of the connection's PROXY v2 header.
+    FcPpUniqueId,
+    /// Any TLV of the connection's PROXY v2 header, by type.
+    FcPpTlv(u8),
     /// HTTP version as `1.0`, `1.1` or `2.0`.
     ReqVer,
     /// Usable servers in a backend.
@@ -242,6 +248,9 @@ impl fmt::Display for Fetch {
             Fetch::Cook(n) => write!(f, "req.cook({n})"),
             Fetch::SslFc => f.write_str("ssl_fc"),
             Fetch::SslFcSni => f.write_str("ssl_fc_sni"),
+            Fetch::FcPpAuthority => f.write_str("fc_pp_authority"),
+            Fetch::FcPpUniqueId => f.write_str("fc_pp_unique_id"),
+            Fetch::FcPpTlv(t) => write!(f, "fc_pp_tlv({t:#04x})"),
             Fetch::ReqVer => f.write_str("req.ver"),
             Fetch::NbSrv(b) => write!(f, "nbsrv({b})"),
             Fetch::FeName => f.write_str("fe_name"),
@@ -405,6 +414,9 @@ pub const FETCH_NAMES: &[&str] = &[
     "req.cook",
     "ssl_fc",
     "ssl_fc_sni",
+    "fc_pp_authority",
+    "fc_pp_unique_id",
+    "fc_pp_tlv",
     "req.ver",
     "req_ver",
     "nbsrv",
@@ -497,6 +509,9 @@ pub fn resolve_fetch(word: &str, args: &[String]) -> Result<(Fetch, Option<Match
         "base" => return plain(Fetch::Base),
         "ssl_fc" => return plain(Fetch::SslFc),
         "ssl_fc_sni" => return plain(Fetch::SslFcSni),
+        "fc_pp_authority" => return plain(Fetch::FcPpAuthority),
+        "fc_pp_unique_id" => return plain(Fetch::FcPpUniqueId),
+        "fc_pp_tlv" => return Ok((Fetch::FcPpTlv(pp_tlv_type(&one_arg(word, args)?)?), None)),
         "req.ver" | "req_ver" => return plain(Fetch::ReqVer),
         "fe_name" => return plain(Fetch::FeName),
         "url_param" | "urlp" => return Ok((Fetch::UrlParam(one_arg(word, args)?), None)),
@@ -569,6 +584,29 @@ pub fn resolve_fetch(word: &str, args: &[String]) -> Result<(Fetch, Option<Match
         .map(|n| format!(" (did you mean {n:?}?)"))
         .unwrap_or_default();
     Err(format!("unknown fetch {word:?}{hint}"))
+}
+
+/// A PROXY v2 TLV type: a number (`0xEA`, `234`) or HAProxy's name for it.
+fn pp_tlv_type(a: &str) -> Result<u8, String> {
+    let named = match a.to_ascii_uppercase().as_str() {
+        "ALPN" => Some(0x01),
+        "AUTHORITY" => Some(0x02),
+        "CRC32C" => Some(0x03),
+        "NOOP" => Some(0x04),
+        "UNIQUE_ID" => Some(0x05),
+        "SSL" => Some(0x20),
+        "NETNS" => Some(0x30),
+        _ => None,
+    };
+    let number = match a.strip_prefix("0x").or_else(|| a.strip_prefix("0X")) {
+        Some(h) => u8::from_str_radix(h, 16).ok(),
+        None => a.parse().ok(),
+    };
+    named.or(number).ok_or_else(|| {
+        format!(
+            "fc_pp_tlv: {a:?} is not a TLV type (0 to 255, 0x00 to 0xFF, or a name like AUTHORITY)"
+        )
+    })
 }
 
 fn parse_converter(s: &str) -> Result<Converter, String> {

@@ -79,7 +79,8 @@ impl ConnInfo {
         }
     }
 
-    fn proxied(&self) -> Option<&crate::proxy_protocol::Proxied> {
+    /// What the connection's PROXY header said, if it had one.
+    pub fn proxied(&self) -> Option<&crate::proxy_protocol::Proxied> {
         self.facts.get().and_then(|f| f.proxied.as_ref())
     }
 
@@ -241,6 +242,9 @@ enum CFetch {
     Cook(Box<str>),
     SslFc,
     SslFcSni,
+    FcPpAuthority,
+    FcPpUniqueId,
+    FcPpTlv(u8),
     ReqVer,
     NbSrv(usize),
     FeName,
@@ -301,6 +305,9 @@ impl Sample {
             Fetch::Cook(n) => CFetch::Cook(n.as_str().into()),
             Fetch::SslFc => CFetch::SslFc,
             Fetch::SslFcSni => CFetch::SslFcSni,
+            Fetch::FcPpAuthority => CFetch::FcPpAuthority,
+            Fetch::FcPpUniqueId => CFetch::FcPpUniqueId,
+            Fetch::FcPpTlv(t) => CFetch::FcPpTlv(*t),
             Fetch::ReqVer => CFetch::ReqVer,
             Fetch::NbSrv(b) => {
                 CFetch::NbSrv((r.backend)(b).ok_or_else(|| format!("unknown backend {b:?}"))?)
@@ -340,11 +347,14 @@ impl Sample {
             | (F::Base, F::Base)
             | (F::SslFc, F::SslFc)
             | (F::SslFcSni, F::SslFcSni)
+            | (F::FcPpAuthority, F::FcPpAuthority)
+            | (F::FcPpUniqueId, F::FcPpUniqueId)
             | (F::ReqVer, F::ReqVer)
             | (F::FeName, F::FeName) => true,
             (F::UrlParam(a), F::UrlParam(b)) | (F::Cook(a), F::Cook(b)) => a == b,
             (F::Hdr(a, x), F::Hdr(b, y)) => a == b && x == y,
             (F::HdrCnt(a), F::HdrCnt(b)) | (F::HdrVal(a), F::HdrVal(b)) => a == b,
+            (F::FcPpTlv(a), F::FcPpTlv(b)) => a == b,
             _ => false,
         };
         fetch && self.converters == o.converters
@@ -507,6 +517,22 @@ impl Sample {
             CFetch::SslFcSni => {
                 let conn: &'a ConnInfo = cx.conn;
                 conn.sni().and_then(|n| s(n.as_bytes()))
+            }
+            CFetch::FcPpAuthority => {
+                let conn: &'a ConnInfo = cx.conn;
+                conn.proxied()
+                    .and_then(|p| p.authority.as_deref())
+                    .and_then(|a| s(a.as_bytes()))
+            }
+            CFetch::FcPpUniqueId => {
+                let conn: &'a ConnInfo = cx.conn;
+                conn.proxied()
+                    .and_then(|p| p.unique_id.as_deref())
+                    .and_then(s)
+            }
+            CFetch::FcPpTlv(t) => {
+                let conn: &'a ConnInfo = cx.conn;
+                conn.proxied().and_then(|p| p.tlv(*t)).and_then(s)
             }
             CFetch::ReqVer => s(version_str(cx.version).as_bytes()),
             CFetch::NbSrv(i) => Some(Value::Int((cx.nbsrv)(*i) as i64)),
