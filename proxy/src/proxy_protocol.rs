@@ -59,11 +59,11 @@ pub enum Parsed {
     Invalid(String),
 }
 
-/// Whether `buf`, the first bytes of a connection, are (or begin) a PROXY header.
+/// Whether `buf`, the first bytes of a connection, begin with a PROXY header's
+/// signature (`PROXY ` or the 12 bytes of version 2). Fewer bytes than a signature say
+/// nothing: `PRO` may be a WebDAV `PROPFIND`.
 pub fn looks_like_header(buf: &[u8]) -> bool {
-    let v1 = buf.len().min(V1_PREFIX.len());
-    let v2 = buf.len().min(V2_SIGNATURE.len());
-    !buf.is_empty() && (buf[..v1] == V1_PREFIX[..v1] || buf[..v2] == V2_SIGNATURE[..v2])
+    buf.starts_with(V1_PREFIX) || buf.starts_with(&V2_SIGNATURE)
 }
 
 /// Parses a header at the start of `buf`.
@@ -714,9 +714,12 @@ mod tests {
 
     #[test]
     fn recognises_the_beginning_of_a_header() {
-        assert!(looks_like_header(b"PRO"));
         assert!(looks_like_header(b"PROXY TCP4"));
-        assert!(looks_like_header(b"\r\n\r\n\0"));
+        assert!(looks_like_header(b"PROXY "));
+        assert!(looks_like_header(&V2_SIGNATURE));
+        assert!(!looks_like_header(b"PRO"));
+        assert!(!looks_like_header(b"PROPFIND / HTTP/1.1"));
+        assert!(!looks_like_header(b"\r\n\r\n\0"));
         assert!(!looks_like_header(b"GET / HTTP/1.1"));
         assert!(!looks_like_header(b"\r\n\r\nGET"));
         assert!(!looks_like_header(b"\x16\x03\x01"));

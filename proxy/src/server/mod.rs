@@ -281,8 +281,9 @@ async fn proxy_header(
     use crate::proxy_protocol::{ReadError, looks_like_header, read_header, read_header_into};
     let within = cx.frontend.timeouts.http_request;
     if expect == ProxyHeader::Refused {
-        // One look at the first bytes: a header's beginning is refused. (A header sent in
-        // pieces slips past this look, but is no valid request either.)
+        // One look at the first bytes: a header's signature is refused. (A header sent in
+        // pieces smaller than its signature slips past this look, but is no valid request
+        // either: the HTTP server refuses it.)
         let mut first = [0u8; 12];
         let n = match tokio::time::timeout(within, tcp.peek(&mut first)).await {
             Ok(Ok(n)) => n,
