@@ -653,3 +653,45 @@ backends:
     }
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_converters_in_rules_and_conditions() {
+    let p = Proxy::start(
+        r#"
+frontends:
+  fe:
+    bind: ["127.0.0.1:0"]
+    acls:
+      api_host: "hdr(host),field(1,:),word(-1,.,2) -m str example.com"
+    http_request:
+      - return status 200 lf-string "%[path,field(2,/)]|%[path,word(-1,/)]|%[path,bytes(1,3)]|%[hdr(x-k),hex]|%[hdr(x-k),base64]|%[url_param(q),url_dec(1)]" if { path_beg /c/ }
+      - return status 200 string api if api_host
+      - return status 404
+"#,
+    );
+    let a = p.addr("fe");
+    let req = http::Request::get("/c/one//two/?q=a%2Fb+c")
+        .header("x-k", "hi!")
+        .body(empty())
+        .unwrap();
+    let g = send(Client::H1, a, req, None).await;
+    assert_eq!(g.text(), "c|two|c/o|686921|aGkh|a/b c");
+    for (host, want) in [
+        ("api.example.com:8443", "api"),
+        ("www.example.com", "api"),
+        ("example.org", "404"),
+    ] {
+        let req = http::Request::get("/")
+            .header("host", host)
+            .body(empty())
+            .unwrap();
+        let g = send(Client::H1, a, req, None).await;
+        let got = if g.status == 404 {
+            "404".to_owned()
+        } else {
+            g.text()
+        };
+        assert_eq!(got, want, "{host}");
+    }
+    p.stop().await;
+}

@@ -329,6 +329,33 @@ pub enum Converter {
         v4: u8,
         v6: Option<u8>,
     },
+    /// Fields `index` (1-based; negative counts from the end) to `index + count - 1`
+    /// (`count` 0: to the end), split at any of `delims`; consecutive delimiters make
+    /// empty fields. Out of range: the empty string.
+    Field {
+        index: i64,
+        delims: Vec<u8>,
+        count: u64,
+    },
+    /// As `Field`, with words: runs of delimiters separate, and make no empty words.
+    Word {
+        index: i64,
+        delims: Vec<u8>,
+        count: u64,
+    },
+    /// Bytes from `offset`, `length` of them (all when `None`).
+    Bytes {
+        offset: u64,
+        length: Option<u64>,
+    },
+    /// Upper-case hexadecimal.
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+    /// Percent-decoding; `+` is a space when `in_form`.
+    UrlDec {
+        in_form: bool,
+    },
 }
 
 /// A fetch followed by converters: `hdr(host),lower`.
@@ -345,6 +372,7 @@ impl SampleExpr {
             t = match c {
                 Converter::Lower | Converter::Upper => SampleType::Str,
                 Converter::IpMask { .. } => SampleType::Ip,
+                _ => SampleType::Str,
             };
         }
         t
@@ -633,9 +661,73 @@ fn parse_converter(s: &str) -> Result<Converter, String> {
                 "ipmask takes one or two prefix lengths, like ipmask(24) or ipmask(24,64)".into(),
             ),
         },
-        "lower" | "upper" => Err(format!("{name} takes no arguments")),
+        "field" | "word" => {
+            let usage = || {
+                format!("{name} takes an index, delimiters and an optional count, like {name}(2,/)")
+            };
+            let (i, d, c) = match args.as_slice() {
+                [i, d] => (i, d, None),
+                [i, d, c] => (i, d, Some(c)),
+                _ => return Err(usage()),
+            };
+            let index: i64 =
+                i.parse().ok().filter(|i| *i != 0).ok_or_else(|| {
+                    format!("{name}: the index is a non-zero number, found {i:?}")
+                })?;
+            if d.is_empty() {
+                return Err(format!("{name}: name at least one delimiter"));
+            }
+            let count = match c {
+                None => 1,
+                Some(c) => c
+                    .parse()
+                    .map_err(|_| format!("{name}: the count is a number, found {c:?}"))?,
+            };
+            let delims = d.as_bytes().to_vec();
+            Ok(if name == "field" {
+                Converter::Field {
+                    index,
+                    delims,
+                    count,
+                }
+            } else {
+                Converter::Word {
+                    index,
+                    delims,
+                    count,
+                }
+            })
+        }
+        "bytes" => {
+            let num = |a: &str| {
+                a.parse::<u64>()
+                    .map_err(|_| format!("bytes: expected a byte count, found {a:?}"))
+            };
+            match args.as_slice() {
+                [o] => Ok(Converter::Bytes {
+                    offset: num(o)?,
+                    length: None,
+                }),
+                [o, l] => Ok(Converter::Bytes {
+                    offset: num(o)?,
+                    length: Some(num(l)?),
+                }),
+                _ => Err("bytes takes an offset and an optional length, like bytes(0,8)".into()),
+            }
+        }
+        "hex" if args.is_empty() => Ok(Converter::Hex),
+        "base64" if args.is_empty() => Ok(Converter::Base64),
+        "url_dec" => match args.as_slice() {
+            [] => Ok(Converter::UrlDec { in_form: false }),
+            [f] => match f.parse::<i64>() {
+                Ok(n) => Ok(Converter::UrlDec { in_form: n != 0 }),
+                Err(_) => Err(format!("url_dec: in_form is a number, found {f:?}")),
+            },
+            _ => Err("url_dec takes at most one argument (in_form)".into()),
+        },
+        "lower" | "upper" | "hex" | "base64" => Err(format!("{name} takes no arguments")),
         _ => Err(format!(
-            "unknown converter {name:?} (known: lower, upper, ipmask)"
+            "unknown converter {name:?} (known: lower, upper, ipmask, field, word, bytes, hex, base64, url_dec)"
         )),
     }
 }

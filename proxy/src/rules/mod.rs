@@ -4,6 +4,7 @@
 //! Evaluation allocates nothing unless an action renders a value with samples; literal
 //! header values are built once at compile time.
 
+pub mod convert;
 pub mod first;
 pub mod matcher;
 pub mod sample;

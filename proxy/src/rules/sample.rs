@@ -361,12 +361,45 @@ impl Sample {
     }
 
     fn convert<'v>(&self, mut v: Value<'v>) -> Option<Value<'v>> {
+        fn owned<'x>(b: Vec<u8>) -> Value<'x> {
+            Value::Str(Cow::Owned(b))
+        }
         for c in &self.converters {
             v = match c {
                 Converter::Lower => Value::Str(Cow::Owned(v.to_bytes().to_ascii_lowercase())),
                 Converter::Upper => Value::Str(Cow::Owned(v.to_bytes().to_ascii_uppercase())),
                 Converter::IpMask { v4, v6 } => {
                     Value::Ip(mask_ip(v.as_ip()?, *v4, v6.unwrap_or(128)))
+                }
+                Converter::Field {
+                    index,
+                    delims,
+                    count,
+                } => owned(super::convert::fields(
+                    &v.to_bytes(),
+                    *index,
+                    delims,
+                    *count,
+                    false,
+                )),
+                Converter::Word {
+                    index,
+                    delims,
+                    count,
+                } => owned(super::convert::fields(
+                    &v.to_bytes(),
+                    *index,
+                    delims,
+                    *count,
+                    true,
+                )),
+                Converter::Bytes { offset, length } => {
+                    owned(super::convert::bytes(&v.to_bytes(), *offset, *length).to_vec())
+                }
+                Converter::Hex => owned(super::convert::hex(&v.to_bytes())),
+                Converter::Base64 => owned(super::convert::base64(&v.to_bytes())),
+                Converter::UrlDec { in_form } => {
+                    owned(super::convert::url_dec(&v.to_bytes(), *in_form)?)
                 }
             };
         }
