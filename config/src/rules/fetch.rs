@@ -329,19 +329,15 @@ pub enum Converter {
         v4: u8,
         v6: Option<u8>,
     },
-    /// Fields `index` (1-based; negative counts from the end) to `index + count - 1`
-    /// (`count` 0: to the end), split at any of `delims`; consecutive delimiters make
-    /// empty fields. Out of range: the empty string.
-    Field {
+    /// `field`: fields `index` (1-based; negative counts from the end) to
+    /// `index + count - 1` (`count` 0: to the end), split at any of `delims`; consecutive
+    /// delimiters make empty fields. Out of range: the empty string. `word` (`words`):
+    /// the same with words, which runs of delimiters separate, none empty.
+    Fields {
         index: i64,
         delims: Vec<u8>,
         count: u64,
-    },
-    /// As `Field`, with words: runs of delimiters separate, and make no empty words.
-    Word {
-        index: i64,
-        delims: Vec<u8>,
-        count: u64,
+        words: bool,
     },
     /// Bytes from `offset`, `length` of them (all when `None`).
     Bytes {
@@ -683,19 +679,11 @@ fn parse_converter(s: &str) -> Result<Converter, String> {
                     .parse()
                     .map_err(|_| format!("{name}: the count is a number, found {c:?}"))?,
             };
-            let delims = d.as_bytes().to_vec();
-            Ok(if name == "field" {
-                Converter::Field {
-                    index,
-                    delims,
-                    count,
-                }
-            } else {
-                Converter::Word {
-                    index,
-                    delims,
-                    count,
-                }
+            Ok(Converter::Fields {
+                index,
+                delims: d.as_bytes().to_vec(),
+                count,
+                words: name == "word",
             })
         }
         "bytes" => {

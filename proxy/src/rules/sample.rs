@@ -371,27 +371,17 @@ impl Sample {
                 Converter::IpMask { v4, v6 } => {
                     Value::Ip(mask_ip(v.as_ip()?, *v4, v6.unwrap_or(128)))
                 }
-                Converter::Field {
+                Converter::Fields {
                     index,
                     delims,
                     count,
+                    words,
                 } => owned(super::convert::fields(
                     &v.to_bytes(),
                     *index,
                     delims,
                     *count,
-                    false,
-                )),
-                Converter::Word {
-                    index,
-                    delims,
-                    count,
-                } => owned(super::convert::fields(
-                    &v.to_bytes(),
-                    *index,
-                    delims,
-                    *count,
-                    true,
+                    *words,
                 )),
                 Converter::Bytes { offset, length } => {
                     owned(super::convert::bytes(&v.to_bytes(), *offset, *length).to_vec())
