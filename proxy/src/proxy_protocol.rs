@@ -283,35 +283,29 @@ impl std::fmt::Display for ReadError {
 /// are all header bytes, so they are taken and the next peek waits for more.
 pub async fn read_header(tcp: &mut TcpStream, within: Duration) -> Result<Proxied, ReadError> {
     let work = async {
-        let mut taken: Vec<u8> = Vec::new();
+        // Bytes taken from the socket, then the ones only peeked at after them.
+        let mut seen: Vec<u8> = Vec::new();
         let mut peek = vec![0u8; 256];
         loop {
             let n = tcp.peek(&mut peek).await.map_err(|_| ReadError::Closed)?;
             if n == 0 {
                 return Err(ReadError::Closed);
             }
-            let whole: std::borrow::Cow<'_, [u8]> = if taken.is_empty() {
-                (&peek[..n]).into()
-            } else {
-                let mut v = taken.clone();
-                v.extend_from_slice(&peek[..n]);
-                v.into()
-            };
-            match parse(&whole) {
-                Parsed::Done(len, p) => {
-                    let rest = len - taken.len();
-                    tcp.read_exact(&mut peek[..rest])
-                        .await
-                        .map_err(|_| ReadError::Closed)?;
-                    return Ok(p);
-                }
+            let taken = seen.len();
+            seen.extend_from_slice(&peek[..n]);
+            let take = match parse(&seen) {
+                Parsed::Done(len, p) => Ok((len - taken, p)),
                 Parsed::Invalid(m) => return Err(ReadError::Invalid(m)),
-                Parsed::Partial(need) => {
-                    tcp.read_exact(&mut peek[..n])
-                        .await
-                        .map_err(|_| ReadError::Closed)?;
-                    taken.extend_from_slice(&peek[..n]);
-                    let left = need.saturating_sub(taken.len()).max(1);
+                Parsed::Partial(need) => Err(need),
+            };
+            let n = take.as_ref().map_or(n, |(rest, _)| *rest);
+            tcp.read_exact(&mut peek[..n])
+                .await
+                .map_err(|_| ReadError::Closed)?;
+            match take {
+                Ok((_, p)) => return Ok(p),
+                Err(need) => {
+                    let left = need.saturating_sub(seen.len()).max(1);
                     if peek.len() < left {
                         peek.resize(left.min(V2_MAX), 0);
                     }
@@ -383,15 +377,7 @@ pub fn encode(version: Version, src: &Source<'_>, out: &mut Vec<u8>) {
         Version::V2 { authority, crc32c } => {
             let start = out.len();
             out.extend_from_slice(&V2_SIGNATURE);
-            let addrs = src.addrs.map(|(s, d)| match (s, d) {
-                (SocketAddr::V4(s), SocketAddr::V4(d)) => (SocketAddr::V4(s), SocketAddr::V4(d)),
-                // Mixed families: both as IPv6 (an IPv4 one mapped).
-                (s, d) => (
-                    SocketAddr::new(v6(s.ip()), s.port()),
-                    SocketAddr::new(v6(d.ip()), d.port()),
-                ),
-            });
-            match addrs {
+            match src.addrs {
                 None => out.extend_from_slice(&[0x20, 0x00, 0, 0]),
                 Some((SocketAddr::V4(s), SocketAddr::V4(d))) => {
                     out.extend_from_slice(&[0x21, 0x11, 0, 0]);
@@ -400,6 +386,7 @@ pub fn encode(version: Version, src: &Source<'_>, out: &mut Vec<u8>) {
                     out.extend_from_slice(&s.port().to_be_bytes());
                     out.extend_from_slice(&d.port().to_be_bytes());
                 }
+                // IPv6, or mixed families with the IPv4 address mapped.
                 Some((s, d)) => {
                     out.extend_from_slice(&[0x21, 0x21, 0, 0]);
                     out.extend_from_slice(&v6_octets(s.ip()));

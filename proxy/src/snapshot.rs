@@ -575,12 +575,13 @@ impl Cx<'_> {
             .env
             .live
             .pool(key, addr, tls_key, bcx.proto, bcx.pool, workers);
+        let proxy = send_proxy(s);
         let check = s
             .health_check
             .as_ref()
             .or(b.health_check.as_ref())
             .filter(|_| s.check)
-            .map(|hc| CheckSpec::new(hc, addr, &s.address.value, tls.clone(), send_proxy(s)));
+            .map(|hc| CheckSpec::new(hc, addr, &s.address.value, tls.clone(), proxy));
         Some(Server {
             max_active: s.max_connections.map_or(0, u64::from),
             declared: match s.status {
@@ -603,7 +604,7 @@ impl Cx<'_> {
                     .circuit_breaker
                     .as_ref()
                     .map_or(u64::MAX, |c| u64::from(c.max_connections)),
-                send_proxy: send_proxy(s),
+                send_proxy: proxy,
             },
             live: self.env.live.server(key, s.weight.value, s.disabled),
             backup: s.backup,

@@ -217,7 +217,11 @@ impl Pool {
             list.swap_remove(at);
             return None;
         }
-        list[at].used = Instant::now();
+        // Only private connections age out, so only they need the time of last use (no
+        // clock read per request on the shared one).
+        if owner.is_some() {
+            list[at].used = Instant::now();
+        }
         Some(list[at].send.clone())
     }
 
