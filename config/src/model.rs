@@ -13,7 +13,8 @@ use crate::error::Pos;
 use crate::resilience::{CircuitBreaker, HealthCheck, OutlierDetection, Queue, Retries};
 use crate::rules::acl::{Acl, DiskFiles, PatternFiles, parse_acl};
 use crate::rules::action::{
-    ConnAction, Rule, parse_connection_rule, parse_request_rule, parse_response_rule,
+    ConnAction, Rule, parse_connection_rule, parse_content_rule, parse_request_rule,
+    parse_response_rule,
 };
 use crate::rules::lexer::RuleError;
 use crate::rules::{IpNet, RequestAction, ResponseAction, SampleExpr};
@@ -213,6 +214,9 @@ impl Decode for LogLevel {
 config_struct! {
     /// A frontend: where clients connect, and the rules applied to their requests.
     pub struct Frontend {
+        /// `http` (requests are parsed, routed and rewritten) or `tcp` (the connection's
+        /// bytes are relayed to a server as they are).
+        pub mode: Mode = Mode::Http,
         pub bind: Vec<Bind>,
         pub timeouts: ClientTimeouts,
         /// Client connections on this frontend; default: only the global limit.
@@ -261,11 +265,68 @@ impl Decode for UnderscoreHeaders {
     }
 }
 
+/// How a frontend or backend handles its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Http,
+    Tcp,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Http => "http",
+            Mode::Tcp => "tcp",
+        }
+    }
+}
+
+impl Decode for Mode {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "mode",
+            &[("http", Mode::Http), ("tcp", Mode::Tcp)],
+        )
+    }
+}
+
 config_struct! {
     /// Rules run before HTTP is read.
     pub struct TcpRequest {
         /// Run when a connection is accepted, before TLS: `track-sc0 src`, `reject if ...`.
         pub connection: Vec<RuleDef<ConnAction>>,
+        /// Mode tcp: how long to wait for the client's first bytes while a content rule
+        /// (or a `use_backend` condition) still needs more of them to decide (0: decide
+        /// on what is there at once).
+        pub inspect_delay: Duration = Duration::ZERO,
+        /// Mode tcp: run on the client's first bytes, after TLS when the bind
+        /// terminates it: `accept if { req.ssl_hello_type 1 }`, `reject if ...`.
+        pub content: Vec<ContentRule>,
+    }
+}
+
+/// A `tcp_request.content` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentRule(pub RuleDef<ConnAction>);
+
+impl Decode for ContentRule {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let text = cx.scalar(node, "a rule")?.to_owned();
+        let files = files_for(cx);
+        match parse_content_rule(&text, files.as_ref()) {
+            Ok(rule) => Some(ContentRule(RuleDef {
+                rule,
+                text,
+                pos: text_pos(node),
+            })),
+            Err(e) => {
+                rule_error(cx, node, e);
+                None
+            }
+        }
     }
 }
 
@@ -468,8 +529,9 @@ config_struct! {
     pub struct BindTls {
         /// Certificates; the first is the default, the others are chosen by SNI.
         pub certificates: Vec<Certificate>,
-        /// ALPN protocols offered, in order of preference.
-        pub alpn: Vec<String> = vec!["h2".to_owned(), "http/1.1".to_owned()],
+        /// ALPN protocols offered, in order of preference; default: `h2` and
+        /// `http/1.1` in mode http, none in mode tcp.
+        pub alpn: Vec<String> = BindTls::default_alpn(),
         pub min_version: TlsVersion = TlsVersion::Tls12,
         pub max_version: TlsVersion = TlsVersion::Tls13,
         /// Stateless resumption with session tickets.
@@ -492,6 +554,13 @@ config_struct! {
         pub key: Option<Spanned<String>>,
         /// SNI names this certificate serves; default: the names in the certificate.
         pub names: Vec<String>,
+    }
+}
+
+impl BindTls {
+    /// The ALPN protocols offered by default.
+    pub fn default_alpn() -> Vec<String> {
+        vec!["h2".to_owned(), "http/1.1".to_owned()]
     }
 }
 
@@ -546,7 +615,9 @@ config_struct! {
     pub struct AccessLog {
         /// `stdout`, `stderr` or a file path.
         pub to: String = "stdout".to_owned(),
-        pub format: LogFormatKind = LogFormatKind::Httplog,
+        /// `httplog`, `tcplog` or `json`; default: the frontend mode's (`httplog` or
+        /// `tcplog`).
+        pub format: Option<LogFormatKind>,
     }
 }
 
@@ -557,6 +628,8 @@ pub enum LogFormatKind {
     Httplog,
     /// One JSON object per line.
     Json,
+    /// HAProxy's `option tcplog` layout, for mode tcp.
+    Tcplog,
 }
 
 impl Decode for LogFormatKind {
@@ -568,6 +641,7 @@ impl Decode for LogFormatKind {
             &[
                 ("httplog", LogFormatKind::Httplog),
                 ("json", LogFormatKind::Json),
+                ("tcplog", LogFormatKind::Tcplog),
             ],
         )
     }
@@ -698,6 +772,8 @@ impl Decode for AclDef {
 config_struct! {
     /// A backend: a group of servers and how requests are spread over them.
     pub struct Backend {
+        /// `http` or `tcp`; a backend takes the connections of frontends of its mode.
+        pub mode: Mode = Mode::Http,
         pub balance: Balance = Balance::RoundRobin,
         /// What `maglev` hashes; default: the client address.
         pub hash_key: Option<Spanned<SampleDef>>,
@@ -932,6 +1008,9 @@ config_struct! {
         pub connect: Duration = Duration::from_secs(5),
         /// Server inactivity: waiting for the response head, or between body chunks.
         pub server: Duration = Duration::from_secs(60),
+        /// Mode tcp: inactivity in both directions once the connection is relayed,
+        /// instead of the client and server timeouts (long-lived connections).
+        pub tunnel: Option<Duration>,
     }
 }
 

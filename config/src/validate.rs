@@ -13,6 +13,7 @@ use crate::model::{
 use crate::resilience::{HealthCheck, Retries};
 use crate::rules::acl::{Acl, AclRef, Condition, PREDEFINED, predefined};
 use crate::rules::action::{ConnAction, HeaderAction, RequestAction, ResponseAction, StickAction};
+use crate::rules::fetch::Layer;
 use crate::rules::{Fetch, LogFormat, SampleExpr, ScOp, ScSource, Segment};
 use crate::stick::{CookieMode, DataKind, KeyType, StickKind, StickTable};
 
@@ -1110,6 +1111,7 @@ pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<Conf
         }
     }
     stick_tables(&mut v);
+    modes(&mut v);
     v.errors
 }
 
@@ -1414,5 +1416,264 @@ fn xds(v: &mut V, x: &crate::xds::Xds) {
             "xds.backoff",
             "backoff.base must be above 0 and backoff.max at least backoff.base",
         );
+    }
+}
+
+/// What each mode may use: `mode: tcp` frontends send their connections to `mode: tcp`
+/// backends and decide with the connection, its TLS handshake and the payload only;
+/// payload inspection is theirs alone.
+fn modes(v: &mut V) {
+    use crate::model::{LogFormatKind, Mode};
+    let cfg = v.cfg;
+    for (name, fe) in cfg.frontends.iter() {
+        let path = format!("frontends.{name}");
+        let fe_pos = cfg.frontends.pos_of(name).unwrap_or_default();
+        let mode = fe.mode.as_str();
+        let mut targets: Vec<(&Spanned<String>, String)> = Vec::new();
+        if let Some(d) = &fe.default_backend {
+            targets.push((d, format!("{path}.default_backend")));
+        }
+        let routes = fe
+            .use_backend
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u, format!("{path}.use_backend.{i}")))
+            .chain(fe.virtual_hosts.iter().flat_map(|(vn, vh)| {
+                let path = &path;
+                vh.routes
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, u)| (u, format!("{path}.virtual_hosts.{vn}.routes.{i}")))
+            }));
+        for (u, p) in routes {
+            match &u.target {
+                BackendTarget::One(b) => targets.push((b, p)),
+                BackendTarget::Split(parts) => {
+                    targets.extend(parts.iter().map(|(b, _)| (b, p.clone())));
+                }
+                BackendTarget::None => {}
+            }
+        }
+        for (b, p) in targets {
+            if let Some(be) = cfg.backends.get(&b.value)
+                && be.mode != fe.mode
+            {
+                v.err(
+                    b.pos,
+                    p,
+                    format!(
+                        "backend {:?} is mode {}, and frontend {name:?} is mode {mode}: a frontend sends its traffic to backends of its own mode",
+                        b.value,
+                        be.mode.as_str()
+                    ),
+                );
+            }
+        }
+        // Named ACLs by what their fetches read.
+        let acl_needs = |acl: &str, pred: &dyn Fn(Layer) -> bool| -> Option<String> {
+            fe.acls.get(acl).and_then(|d| {
+                d.0.iter()
+                    .find(|(a, _)| pred(a.expr.fetch.layer()))
+                    .map(|(a, _)| a.expr.fetch.to_string())
+            })
+        };
+        let log_format = fe.access_log.as_ref().and_then(|l| l.format);
+        if fe.mode == Mode::Tcp {
+            let http_only = [
+                ("http_request", !fe.http_request.is_empty()),
+                ("http_response", !fe.http_response.is_empty()),
+                ("virtual_hosts", !fe.virtual_hosts.is_empty()),
+            ];
+            for (key, used) in http_only {
+                if used {
+                    v.err(
+                        fe_pos,
+                        format!("{path}.{key}"),
+                        format!("{key} needs mode http; frontend {name:?} is mode tcp"),
+                    );
+                }
+            }
+            if log_format == Some(LogFormatKind::Httplog) {
+                v.err(
+                    fe_pos,
+                    format!("{path}.access_log.format"),
+                    "httplog needs mode http; a mode tcp frontend logs tcplog or json",
+                );
+            }
+            for (i, u) in fe.use_backend.iter().enumerate() {
+                let p = format!("{path}.use_backend.{i}");
+                if u.retries.is_some()
+                    || u.timeout.is_some()
+                    || !u.http_request.is_empty()
+                    || !u.http_response.is_empty()
+                    || !u.hash_key.is_empty()
+                {
+                    v.err(
+                        u.pos,
+                        &p,
+                        "in mode tcp a use_backend entry takes only a backend and its condition",
+                    );
+                }
+                if let Some(c) = &u.cond {
+                    if let Some(f) = c.fetch_where(|l| l == Layer::Http) {
+                        v.err(
+                            u.pos,
+                            &p,
+                            format!("{f} needs an HTTP request; frontend {name:?} is mode tcp"),
+                        );
+                    }
+                    for (acl, offset) in c.named() {
+                        if let Some(f) = acl_needs(acl, &|l| l == Layer::Http) {
+                            v.err(
+                                offset_pos(u.pos, offset),
+                                &p,
+                                format!("ACL {acl:?} uses {f}, which needs an HTTP request; frontend {name:?} is mode tcp"),
+                            );
+                        }
+                    }
+                }
+            }
+            for (i, r) in fe.tcp_request.content.iter().enumerate() {
+                let r = &r.0;
+                let p = format!("{path}.tcp_request.content.{i}");
+                if let Some(c) = &r.rule.cond {
+                    v.condition(c, r.pos, &fe.acls, &p);
+                    for (acl, offset) in c.named() {
+                        if let Some(f) = acl_needs(acl, &|l| l == Layer::Http) {
+                            v.err(
+                                offset_pos(r.pos, offset),
+                                &p,
+                                format!("ACL {acl:?} uses {f}, which needs an HTTP request; content rules can use the connection, its TLS handshake and the payload"),
+                            );
+                        }
+                    }
+                }
+                if let ConnAction::Stick(a) = &r.rule.action {
+                    v.stick_action(a, r.pos, &p);
+                }
+            }
+            if fe.tcp_request.inspect_delay > Duration::from_secs(3600) {
+                v.err(
+                    fe_pos,
+                    format!("{path}.tcp_request.inspect_delay"),
+                    "inspect_delay must be at most 1h",
+                );
+            }
+        } else {
+            if !fe.tcp_request.content.is_empty() || !fe.tcp_request.inspect_delay.is_zero() {
+                v.err(
+                    fe_pos,
+                    format!("{path}.tcp_request"),
+                    "tcp_request.content and inspect_delay need mode tcp (HTTP frontends decide with http_request rules)",
+                );
+            }
+            if log_format == Some(LogFormatKind::Tcplog) {
+                v.err(
+                    fe_pos,
+                    format!("{path}.access_log.format"),
+                    "tcplog needs mode tcp; a mode http frontend logs httplog or json",
+                );
+            }
+            let payload = |l: Layer| l == Layer::Payload;
+            for (acl_name, def) in fe.acls.entries() {
+                if let Some((a, pos)) = def.0.iter().find(|(a, _)| payload(a.expr.fetch.layer())) {
+                    v.err(
+                        *pos,
+                        format!("{path}.acls.{}", acl_name.value),
+                        format!("{} reads the payload before HTTP, which only mode tcp frontends inspect", a.expr.fetch),
+                    );
+                }
+            }
+            let conds = fe
+                .use_backend
+                .iter()
+                .enumerate()
+                .filter_map(|(i, u)| {
+                    Some((u.cond.as_ref()?, u.pos, format!("{path}.use_backend.{i}")))
+                })
+                .chain(fe.http_request.iter().enumerate().filter_map(|(i, r)| {
+                    Some((
+                        r.rule.cond.as_ref()?,
+                        r.pos,
+                        format!("{path}.http_request.{i}"),
+                    ))
+                }));
+            for (c, pos, p) in conds {
+                if let Some(f) = c.fetch_where(payload) {
+                    v.err(
+                        pos,
+                        p,
+                        format!("{f} reads the payload before HTTP, which only mode tcp frontends inspect"),
+                    );
+                }
+            }
+        }
+    }
+    for (name, be) in cfg.backends.iter() {
+        let path = format!("backends.{name}");
+        let pos = cfg.backends.pos_of(name).unwrap_or_default();
+        if be.mode == crate::model::Mode::Http {
+            if be.timeouts.tunnel.is_some() {
+                v.err(
+                    pos,
+                    format!("{path}.timeouts.tunnel"),
+                    "timeouts.tunnel applies to mode tcp backends",
+                );
+            }
+            continue;
+        }
+        let http_only = [
+            ("http_request", !be.http_request.is_empty()),
+            ("http_response", !be.http_response.is_empty()),
+            ("cookie", be.cookie.is_some()),
+            ("proto", be.proto != crate::model::Proto::Http1),
+            (
+                "balance",
+                matches!(be.balance, Balance::Uri | Balance::Hdr(_)),
+            ),
+        ];
+        for (key, used) in http_only {
+            if used {
+                v.err(
+                    pos,
+                    format!("{path}.{key}"),
+                    format!("this {key} needs mode http; backend {name:?} is mode tcp"),
+                );
+            }
+        }
+        let mut samples: Vec<(&SampleExpr, Pos, String)> = Vec::new();
+        if let Some(k) = &be.hash_key {
+            samples.push((&k.value.0, k.pos, format!("{path}.hash_key")));
+        }
+        for (i, st) in be.stick.iter().enumerate() {
+            samples.push((&st.expr, st.pos, format!("{path}.stick.{i}")));
+            if let Some(f) = st.cond.as_ref().and_then(|c| c.fetch_above(Layer::Session)) {
+                v.err(
+                    st.pos,
+                    format!("{path}.stick.{i}"),
+                    format!("{f} is not known in mode tcp, where a backend sees the connection and its TLS handshake"),
+                );
+            }
+        }
+        for (e, pos, p) in samples {
+            if e.fetch.layer() > Layer::Session {
+                v.err(
+                    pos,
+                    p,
+                    format!("{} is not known in mode tcp, where a backend sees the connection and its TLS handshake", e.fetch),
+                );
+            }
+        }
+        if let Some(r) = &be.retries
+            && let Some(on) =
+                r.on.iter()
+                    .find(|o| o.value != crate::resilience::RetryOn::ConnectFailure)
+        {
+            v.err(
+                on.pos,
+                format!("{path}.retries.on"),
+                "mode tcp retries connection failures only (connect-failure)",
+            );
+        }
     }
 }

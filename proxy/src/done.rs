@@ -51,6 +51,8 @@ pub struct Done {
     /// Whether the connection finished the request; a record dropped unfinished is a
     /// request the client went away from.
     pub(crate) finished: bool,
+    /// A mode tcp session rather than a request (logged as one).
+    pub(crate) tcp: bool,
 }
 
 impl Done {
@@ -83,6 +85,7 @@ impl Done {
             bytes_in: 0,
             bytes_out: 0,
             finished: false,
+            tcp: false,
         }
     }
 
@@ -249,6 +252,8 @@ impl Done {
             // HAProxy logs -1 for a request that got no response.
             status: if answered { i32::from(self.status) } else { -1 },
             bytes_out,
+            bytes_in: self.bytes_in,
+            tcp: self.tcp,
             termination: term,
             global_conns: self.conn.shared.live.global.conns_cur.load(Relaxed),
             frontend_conns: self.frontend.live.conns_cur.load(Relaxed),

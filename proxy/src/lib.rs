@@ -33,6 +33,7 @@ pub mod sessions;
 pub mod snapshot;
 pub mod state;
 pub mod stick;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;
 pub mod worker;

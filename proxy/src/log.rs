@@ -34,6 +34,10 @@ pub struct Record {
     /// -1 when no response was sent.
     pub status: i32,
     pub bytes_out: u64,
+    /// Bytes received from the client (mode tcp).
+    pub bytes_in: u64,
+    /// A mode tcp session: no request line or status.
+    pub tcp: bool,
     /// HAProxy termination state (`----`, `SC--`, `CD--`...).
     pub termination: [u8; 4],
     pub global_conns: u64,
@@ -140,6 +144,66 @@ pub fn format_record(r: &Record, out: &mut String) {
     let server = r.server.as_deref().unwrap_or("<NOSRV>");
     let term = std::str::from_utf8(&r.termination).unwrap_or("----");
     match r.format {
+        LogFormatKind::Tcplog => {
+            // %ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq
+            let _ = write!(out, "{}:{} [", r.client.ip(), r.client.port());
+            haproxy_date(r.accepted, out);
+            let backend = if r.backend.is_some() {
+                backend
+            } else {
+                r.frontend.as_ref()
+            };
+            let _ = writeln!(
+                out,
+                "] {}{} {}/{} {}/{}/{} {} {} {}/{}/{}/{}/{} 0/0",
+                r.frontend,
+                if r.tls { "~" } else { "" },
+                backend,
+                server,
+                r.t_queue,
+                r.t_connect,
+                r.t_total,
+                r.bytes_out,
+                &term[..2],
+                r.global_conns,
+                r.frontend_conns,
+                r.backend_active,
+                r.server_active,
+                r.retries,
+            );
+        }
+        LogFormatKind::Json if r.tcp => {
+            out.push_str("{\"time\":\"");
+            rfc3339(r.accepted, out);
+            let _ = write!(
+                out,
+                "\",\"mode\":\"tcp\",\"client_ip\":\"{}\",\"client_port\":{},\"frontend\":",
+                r.client.ip(),
+                r.client.port()
+            );
+            json_str(&r.frontend, out);
+            let _ = write!(out, ",\"tls\":{},\"backend\":", r.tls);
+            match &r.backend {
+                Some(b) => json_str(b, out),
+                None => out.push_str("null"),
+            }
+            out.push_str(",\"server\":");
+            match &r.server {
+                Some(s) => json_str(s, out),
+                None => out.push_str("null"),
+            }
+            let _ = writeln!(
+                out,
+                ",\"bytes_in\":{},\"bytes_out\":{},\"t_queue_ms\":{},\"t_connect_ms\":{},\"t_total_ms\":{},\"termination\":\"{}\",\"retries\":{}}}",
+                r.bytes_in,
+                r.bytes_out,
+                r.t_queue,
+                r.t_connect,
+                r.t_total,
+                &term[..2],
+                r.retries
+            );
+        }
         LogFormatKind::Httplog => {
             // %ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq {%hr} "%r"
             let _ = write!(out, "{}:{} [", r.client.ip(), r.client.port());
@@ -237,6 +301,8 @@ mod tests {
             t_total: 109,
             status: 200,
             bytes_out: 2750,
+            bytes_in: 0,
+            tcp: false,
             termination: *b"----",
             global_conns: 1,
             frontend_conns: 1,
@@ -257,6 +323,38 @@ mod tests {
             s,
             "10.0.1.2:33317 [06/Feb/2009:12:14:14.655] http-in static/srv1 10/0/30/69/109 200 2750 - - ---- 1/1/1/1/0 0/0 \"GET /index.html HTTP/1.1\"\n"
         );
+    }
+
+    /// HAProxy's manual's tcplog example:
+    /// `10.0.1.2:33313 [06/Feb/2009:12:12:51.443] fnt bck/srv1 0/0/5007 212 -- 0/0/0/0/3 0/0`.
+    #[test]
+    fn tcplog_matches_haproxy_layout() {
+        let mut r = record(LogFormatKind::Tcplog);
+        r.accepted = UNIX_EPOCH + Duration::from_millis(1_233_922_371_443);
+        r.frontend = "fnt".into();
+        r.backend = Some("bck".into());
+        r.t_connect = 0;
+        r.t_total = 5007;
+        r.bytes_out = 212;
+        r.tcp = true;
+        (
+            r.global_conns,
+            r.frontend_conns,
+            r.backend_active,
+            r.server_active,
+        ) = (0, 0, 0, 0);
+        r.retries = 3;
+        let mut s = String::new();
+        format_record(&r, &mut s);
+        assert_eq!(
+            s,
+            "10.0.1.2:33317 [06/Feb/2009:12:12:51.443] fnt bck/srv1 0/0/5007 212 -- 0/0/0/0/3 0/0\n"
+        );
+        r.format = LogFormatKind::Json;
+        s.clear();
+        format_record(&r, &mut s);
+        assert!(s.contains("\"mode\":\"tcp\""), "{s}");
+        assert!(!s.contains("method"), "{s}");
     }
 
     #[test]

@@ -80,6 +80,30 @@ impl Routes {
         self.plan = FirstMatch::new(acls, &conds);
     }
 
+    /// Mode tcp: the first route whose condition holds, trying them in order; `Err` when
+    /// a condition that failed may hold once more of the payload arrives.
+    pub fn first_on_payload(
+        &self,
+        acls: &AclTable,
+        cx: &SampleCtx<'_>,
+    ) -> Result<Option<&Route>, crate::rules::Short> {
+        for r in &self.list {
+            let Some(c) = &r.cond else {
+                return Ok(Some(r));
+            };
+            if let Some(p) = cx.payload {
+                p.short.set(false);
+            }
+            if c.eval(acls, cx) {
+                return Ok(Some(r));
+            }
+            if cx.payload.is_some_and(|p| p.short.get() && !p.last) {
+                return Err(crate::rules::Short);
+            }
+        }
+        Ok(None)
+    }
+
     /// The first route whose condition holds for the request.
     pub fn first(&self, acls: &AclTable, cx: &SampleCtx<'_>) -> Option<&Route> {
         let i = self.plan.first(cx, |i| {

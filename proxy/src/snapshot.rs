@@ -92,6 +92,8 @@ pub use crate::routing::{Route, Routes, Target, VhostTable};
 /// A compiled frontend.
 pub struct Frontend {
     pub name: Arc<str>,
+    /// `http`, or `tcp`: connections relayed as bytes ([`crate::tcp`]).
+    pub mode: model::Mode,
     pub binds: Vec<BindSpec>,
     pub timeouts: ClientTimeouts,
     pub head_limits: HeadLimits,
@@ -101,6 +103,10 @@ pub struct Frontend {
     pub acls: AclTable,
     /// `tcp_request.connection` rules, run at accept time.
     pub connection_rules: Vec<ConnectionRule>,
+    /// `tcp_request.content` rules (mode tcp), run on the client's first bytes.
+    pub content_rules: Vec<ConnectionRule>,
+    /// How long content rules and `use_backend` conditions may wait for more bytes.
+    pub inspect_delay: Duration,
     pub request_rules: Vec<RequestRule>,
     pub response_rules: Vec<ResponseRule>,
     /// Routing by host name, tried before `routes`.
@@ -144,6 +150,9 @@ pub struct Server {
 /// A compiled backend.
 pub struct Backend {
     pub name: Arc<str>,
+    pub mode: model::Mode,
+    /// Mode tcp: inactivity in both directions allowed once relaying (`timeouts.tunnel`).
+    pub tunnel_timeout: Option<Duration>,
     pub servers: Vec<Server>,
     pub balancer: Balancer,
     /// What `maglev` hashes (default: the client address).
@@ -477,6 +486,8 @@ impl Cx<'_> {
         let (acls, request_rules, response_rules, stick) = self.backend_rules(b, &path, be_pos);
         Arc::new(Backend {
             name: bname.into(),
+            mode: b.mode,
+            tunnel_timeout: b.timeouts.tunnel,
             balancer: Balancer::new(
                 algo(b),
                 members,
@@ -684,6 +695,13 @@ impl Cx<'_> {
                 Err(e) => errs.add(r.pos, format!("{path}.tcp_request.connection.{i}"), e),
             }
         }
+        let mut content_rules = Vec::new();
+        for (i, r) in f.tcp_request.content.iter().enumerate() {
+            match rc.connection_rule(&r.0.rule) {
+                Ok(x) => content_rules.push(x),
+                Err(e) => errs.add(r.0.pos, format!("{path}.tcp_request.content.{i}"), e),
+            }
+        }
         let routes: Vec<Route> = f
             .use_backend
             .iter()
@@ -702,7 +720,13 @@ impl Cx<'_> {
         }
         let log = match &f.access_log {
             Some(l) if self.env.open_logs => match self.env.live.log_sink(&l.to) {
-                Ok(s) => Some((s, l.format)),
+                Ok(s) => Some((
+                    s,
+                    l.format.unwrap_or(match f.mode {
+                        model::Mode::Http => model::LogFormatKind::Httplog,
+                        model::Mode::Tcp => model::LogFormatKind::Tcplog,
+                    }),
+                )),
                 Err(e) => {
                     self.errs.add(fe_pos, format!("{path}.access_log.to"), e);
                     None
@@ -713,6 +737,7 @@ impl Cx<'_> {
         let trust: Vec<_> = f.forwarded.trust.iter().map(|t| t.value.0).collect();
         Some(Arc::new(Frontend {
             name: fname.into(),
+            mode: f.mode,
             binds,
             timeouts: client_timeouts(f),
             head_limits: HeadLimits {
@@ -725,6 +750,8 @@ impl Cx<'_> {
             h2_max_streams: f.http2.max_concurrent_streams,
             acls,
             connection_rules,
+            content_rules,
+            inspect_delay: f.tcp_request.inspect_delay,
             request_rules,
             response_rules,
             vhosts,
@@ -752,7 +779,22 @@ impl Cx<'_> {
     fn binds(&mut self, fname: &str, f: &model::Frontend, path: &str) -> Vec<BindSpec> {
         let mut binds = Vec::new();
         for (i, b) in f.bind.iter().enumerate() {
-            let tls = match &b.tls {
+            // In mode tcp the bytes behind TLS are not HTTP: ALPN is offered only when
+            // the configuration names protocols other than the default HTTP ones.
+            let tcp_tls;
+            let tls_def = match &b.tls {
+                Some(t)
+                    if f.mode == model::Mode::Tcp && t.alpn == model::BindTls::default_alpn() =>
+                {
+                    tcp_tls = model::BindTls {
+                        alpn: Vec::new(),
+                        ..t.clone()
+                    };
+                    Some(&tcp_tls)
+                }
+                other => other.as_ref(),
+            };
+            let tls = match tls_def {
                 None => None,
                 Some(t) => match self.tls.server(t, self.env.base_dir, f.http2.enabled) {
                     Ok((c, warned, infos)) => {

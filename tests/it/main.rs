@@ -21,6 +21,7 @@ mod stall;
 mod stats_page;
 mod stick;
 mod support;
+mod tcp;
 mod tls;
 mod transparency;
 mod upstream;

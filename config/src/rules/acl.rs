@@ -434,13 +434,26 @@ pub struct Condition {
 }
 
 impl Condition {
-    /// The first fetch written in the condition itself that needs an HTTP request.
+    /// The first fetch written in the condition itself that needs more than the
+    /// connection (an HTTP request, a payload, a TLS handshake).
     pub fn http_fetch(&self) -> Option<String> {
+        self.fetch_above(crate::rules::fetch::Layer::Connection)
+    }
+
+    /// The first fetch written in the condition itself that needs more than `layer`.
+    pub fn fetch_above(&self, layer: crate::rules::fetch::Layer) -> Option<String> {
+        self.fetch_where(|l| l > layer)
+    }
+
+    /// The first fetch written in the condition itself whose layer `pred` picks.
+    pub fn fetch_where(&self, pred: impl Fn(crate::rules::fetch::Layer) -> bool) -> Option<String> {
         self.alternatives
             .iter()
             .flatten()
             .find_map(|t| match &t.acl {
-                AclRef::Anonymous(a) if !a.expr.fetch.is_layer4() => Some(a.expr.fetch.to_string()),
+                AclRef::Anonymous(a) if pred(a.expr.fetch.layer()) => {
+                    Some(a.expr.fetch.to_string())
+                }
                 _ => None,
             })
     }

@@ -519,6 +519,43 @@ pub fn parse_connection_rule(
     Ok(rule)
 }
 
+/// Parses a `tcp_request.content` rule: the actions of connection rules, with the
+/// payload and the client's TLS handshake or PROXY header readable too.
+pub fn parse_content_rule(
+    text: &str,
+    files: &dyn PatternFiles,
+) -> Result<Rule<ConnAction>, RuleError> {
+    use crate::rules::fetch::Layer;
+    let (name, mut a, rest) = split_rule(text)?;
+    let action = match name.text.as_str() {
+        "accept" => ConnAction::Accept,
+        "reject" => ConnAction::Reject,
+        _ => match parse_stick_action(&name, &mut a)? {
+            Some(s) => ConnAction::Stick(s),
+            None => return Err(unknown_action(&name, CONNECTION_ACTIONS)),
+        },
+    };
+    let rule = finish(action, &a, rest, files)?;
+    let mut http = None;
+    if let ConnAction::Stick(StickAction::Track { expr, .. }) = &rule.action
+        && expr.fetch.layer() == Layer::Http
+    {
+        http = Some(expr.fetch.to_string());
+    }
+    if let Some(c) = &rule.cond {
+        http = http.or_else(|| c.fetch_above(Layer::Payload));
+    }
+    if let Some(f) = http {
+        return Err(RuleError::new(
+            0,
+            format!(
+                "{f} needs an HTTP request; content rules can use the connection, its TLS handshake and the payload (req.len, req.ssl_sni, req.ssl_hello_type)"
+            ),
+        ));
+    }
+    Ok(rule)
+}
+
 /// Parses an `http_response` rule.
 pub fn parse_response_rule(
     text: &str,

@@ -67,6 +67,26 @@ pub enum Fetch {
     TableCnt(String),
     /// Free entries in a table.
     TableAvl(String),
+    /// Bytes of the request payload buffered so far (TCP content inspection).
+    ReqLen,
+    /// The server name of a TLS ClientHello in the buffered payload, read without
+    /// terminating TLS.
+    ReqSslSni,
+    /// 1 when the buffered payload starts with a TLS ClientHello, 0 when it does not.
+    ReqSslHelloType,
+}
+
+/// What a fetch needs to have been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Layer {
+    /// The connection alone: usable when it is accepted.
+    Connection,
+    /// The client's TLS handshake or PROXY header (`ssl_fc_sni`, `fc_pp_*`).
+    Session,
+    /// Bytes the client sent, buffered by `tcp_request.content` inspection.
+    Payload,
+    /// An HTTP request.
+    Http,
 }
 
 /// Which entry a stick-counter fetch reads.
@@ -186,20 +206,41 @@ fn resolve_sc(word: &str, args: &[String]) -> Option<Result<Fetch, String>> {
 impl Fetch {
     /// Whether the fetch reads only the connection (usable before a request is read).
     pub fn is_layer4(&self) -> bool {
-        matches!(
-            self,
+        self.layer() == Layer::Connection
+    }
+
+    /// What the fetch reads.
+    pub fn layer(&self) -> Layer {
+        match self {
             Fetch::AlwaysTrue
-                | Fetch::AlwaysFalse
-                | Fetch::Src
-                | Fetch::SrcPort
-                | Fetch::Dst
-                | Fetch::DstPort
-                | Fetch::NbSrv(_)
-                | Fetch::FeName
-                | Fetch::Sc(_)
-                | Fetch::TableCnt(_)
-                | Fetch::TableAvl(_)
-        )
+            | Fetch::AlwaysFalse
+            | Fetch::Src
+            | Fetch::SrcPort
+            | Fetch::Dst
+            | Fetch::DstPort
+            | Fetch::NbSrv(_)
+            | Fetch::FeName
+            | Fetch::Sc(_)
+            | Fetch::TableCnt(_)
+            | Fetch::TableAvl(_) => Layer::Connection,
+            Fetch::SslFc
+            | Fetch::SslFcSni
+            | Fetch::FcPpAuthority
+            | Fetch::FcPpUniqueId
+            | Fetch::FcPpTlv(_) => Layer::Session,
+            Fetch::ReqLen | Fetch::ReqSslSni | Fetch::ReqSslHelloType => Layer::Payload,
+            Fetch::Method
+            | Fetch::Path
+            | Fetch::Url
+            | Fetch::Query
+            | Fetch::Base
+            | Fetch::UrlParam(_)
+            | Fetch::Hdr { .. }
+            | Fetch::HdrCnt(_)
+            | Fetch::HdrVal(_)
+            | Fetch::Cook(_)
+            | Fetch::ReqVer => Layer::Http,
+        }
     }
 
     pub fn sample_type(&self) -> SampleType {
@@ -214,7 +255,9 @@ impl Fetch {
             | Fetch::DstPort
             | Fetch::HdrCnt(_)
             | Fetch::HdrVal(_)
-            | Fetch::NbSrv(_) => SampleType::Int,
+            | Fetch::NbSrv(_)
+            | Fetch::ReqLen
+            | Fetch::ReqSslHelloType => SampleType::Int,
             _ => SampleType::Str,
         }
     }
@@ -257,6 +300,9 @@ impl fmt::Display for Fetch {
             Fetch::Sc(sc) => sc.fmt(f),
             Fetch::TableCnt(t) => write!(f, "table_cnt({t})"),
             Fetch::TableAvl(t) => write!(f, "table_avl({t})"),
+            Fetch::ReqLen => f.write_str("req.len"),
+            Fetch::ReqSslSni => f.write_str("req.ssl_sni"),
+            Fetch::ReqSslHelloType => f.write_str("req.ssl_hello_type"),
         }
     }
 }
@@ -447,6 +493,12 @@ pub const FETCH_NAMES: &[&str] = &[
     "fe_name",
     "table_cnt",
     "table_avl",
+    "req.len",
+    "req_len",
+    "req.ssl_sni",
+    "req_ssl_sni",
+    "req.ssl_hello_type",
+    "req_ssl_hello_type",
     "sc0_http_req_rate",
     "sc0_conn_cur",
     "sc0_conn_rate",
@@ -538,6 +590,9 @@ pub fn resolve_fetch(word: &str, args: &[String]) -> Result<(Fetch, Option<Match
         "fc_pp_tlv" => return Ok((Fetch::FcPpTlv(pp_tlv_type(&one_arg(word, args)?)?), None)),
         "req.ver" | "req_ver" => return plain(Fetch::ReqVer),
         "fe_name" => return plain(Fetch::FeName),
+        "req.len" | "req_len" => return plain(Fetch::ReqLen),
+        "req.ssl_sni" | "req_ssl_sni" => return plain(Fetch::ReqSslSni),
+        "req.ssl_hello_type" | "req_ssl_hello_type" => return plain(Fetch::ReqSslHelloType),
         "url_param" | "urlp" => return Ok((Fetch::UrlParam(one_arg(word, args)?), None)),
         "cook" | "req.cook" => return Ok((Fetch::Cook(one_arg(word, args)?), None)),
         "nbsrv" => return Ok((Fetch::NbSrv(one_arg(word, args)?), None)),
@@ -597,6 +652,8 @@ pub fn resolve_fetch(word: &str, args: &[String]) -> Result<(Fetch, Option<Match
                 | "cook"
                 | "req.cook"
                 | "ssl_fc_sni"
+                | "req.ssl_sni"
+                | "req_ssl_sni"
                 | "base"
         );
         if let (Some(m), true) = (method, base_ok) {

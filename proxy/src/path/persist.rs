@@ -109,7 +109,7 @@ pub struct Persist {
 
 /// Runs the backend's `stick` rules: the first matching entry that names a server wins;
 /// `on` and `store-request` entries are stored with the server finally chosen.
-fn persistence(be: &Backend, cx: &SampleCtx<'_>) -> Persist {
+pub(crate) fn persistence(be: &Backend, cx: &SampleCtx<'_>) -> Persist {
     use rampart_config::stick::{DataKind, StickKind};
     let mut p = Persist::default();
     for r in &be.stick {

@@ -19,10 +19,13 @@ use crate::state::{ActiveGuard, Limit};
 super::layer!(BalanceLayer => Balance);
 
 /// What one look over the backend's servers asks for.
-struct Ask {
-    key: Option<u64>,
-    redispatch: bool,
-    prefer: Option<usize>,
+pub(crate) struct Ask {
+    /// The balancer's hash.
+    pub key: Option<u64>,
+    /// Whether a retry avoids the servers tried already.
+    pub redispatch: bool,
+    /// The server persistence sticks to.
+    pub prefer: Option<usize>,
 }
 
 impl<'a, S> Service<Request<Body>> for Balance<'a, S>
@@ -104,7 +107,7 @@ fn chosen(x: &Exchange<'_>, s: &mut State<'_>, si: usize, guard: ActiveGuard) {
     x.from.session.at_server(&server.live);
 }
 
-fn no_server(be: &Backend) -> ProxyError {
+pub(crate) fn no_server(be: &Backend) -> ProxyError {
     be.live.no_server.fetch_add(1, Relaxed);
     ProxyError::new(
         ErrorKind::NoServer,
@@ -113,7 +116,7 @@ fn no_server(be: &Backend) -> ProxyError {
 }
 
 /// The outcome of one pass over a backend's servers.
-enum Pick {
+pub(crate) enum Pick {
     Got(usize, ActiveGuard),
     /// No server is usable at all.
     None,
@@ -121,7 +124,7 @@ enum Pick {
     AllFull,
 }
 
-fn try_pick(be: &Backend, ask: &Ask, tried: &[usize]) -> Pick {
+pub(crate) fn try_pick(be: &Backend, ask: &Ask, tried: &[usize]) -> Pick {
     let mut full: Vec<usize> = Vec::new();
     // A client stuck to a server keeps it while the server can serve, including when it
     // is draining (it only takes no new clients); a DOWN server redispatches.
@@ -164,7 +167,7 @@ fn try_pick(be: &Backend, ask: &Ask, tried: &[usize]) -> Pick {
 
 /// Waits (up to the backend's queue timeout) for a server with room under its
 /// `max_connections`, when every usable server is full.
-async fn wait_for_server(
+pub(crate) async fn wait_for_server(
     be: &Backend,
     ask: &Ask,
     tried: &[usize],

@@ -337,6 +337,7 @@ mod tests {
                         headers: &headers,
                         nbsrv: &nbsrv,
                         track: Default::default(),
+                        payload: None,
                     };
                     let eval = |i: usize| conds[i].eval(&acls, &cx);
                     let linear = (0..conds.len()).find(|i| eval(*i));

@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod first;
 pub mod matcher;
+pub mod payload;
 pub mod sample;
 
 use std::collections::HashMap;
@@ -352,7 +353,6 @@ pub fn run_connection(
     nbsrv: &(dyn Fn(usize) -> usize + Sync),
     track: &mut Trackers,
 ) -> bool {
-    static NO_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
     let uri = Uri::from_static("/");
     for rule in rules {
         let todo = {
@@ -368,6 +368,7 @@ pub fn run_connection(
                     conn: Some(track),
                     req: None,
                 },
+                payload: None,
             };
             if !eval_opt(&rule.cond, acls, &cx) {
                 continue;
@@ -384,6 +385,71 @@ pub fn run_connection(
     }
     true
 }
+
+/// A decision that waits for more of the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Short;
+
+/// What `tcp_request.content` rules decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Reject,
+    /// Rule `n` needs more bytes: run again from it once they arrive.
+    Wait(usize),
+}
+
+/// Runs `tcp_request.content` rules from rule `from` on the client's first bytes. A rule
+/// whose condition is false but may hold with more bytes (HAProxy's "may change") makes
+/// the rules wait, unless no more will come. Tracked entries go in `track`.
+pub fn run_content(
+    rules: &[ConnectionRule],
+    from: usize,
+    acls: &AclTable,
+    env: &Env<'_>,
+    payload: &payload::Payload<'_>,
+    track: &mut Trackers,
+) -> Verdict {
+    let uri = Uri::from_static("/");
+    for (i, rule) in rules.iter().enumerate().skip(from) {
+        payload.short.set(false);
+        let todo = {
+            let cx = SampleCtx {
+                conn: env.conn,
+                frontend: env.frontend,
+                method: &http::Method::GET,
+                uri: &uri,
+                version: http::Version::HTTP_11,
+                headers: &NO_HEADERS,
+                nbsrv: env.nbsrv,
+                track: Tracks {
+                    conn: Some(env.conn_track),
+                    req: Some(track),
+                },
+                payload: Some(payload),
+            };
+            if !eval_opt(&rule.cond, acls, &cx) {
+                if payload.short.get() && !payload.last {
+                    return Verdict::Wait(i);
+                }
+                continue;
+            }
+            match &rule.action {
+                ConnOp::Accept => return Verdict::Accept,
+                ConnOp::Reject => return Verdict::Reject,
+                ConnOp::Stick(op) => op.run(&cx),
+            }
+        };
+        if let Some((slot, table, key)) = todo {
+            track.track_conn(slot, &table, key);
+        }
+    }
+    Verdict::Accept
+}
+
+/// The empty header map of requests that are not HTTP (connection and content rules).
+pub(crate) static NO_HEADERS: std::sync::LazyLock<HeaderMap> =
+    std::sync::LazyLock::new(HeaderMap::new);
 
 /// A compiled `http_request` rule.
 pub struct RequestRule {
@@ -761,6 +827,7 @@ impl Env<'_> {
                 conn: Some(self.conn_track),
                 req: Some(req),
             },
+            payload: None,
         }
     }
 }
@@ -868,6 +935,7 @@ pub fn run_response(
                 conn: Some(env.conn_track),
                 req: Some(track),
             },
+            payload: None,
         };
         if !eval_opt(&rule.cond, acls, &cx) {
             continue;

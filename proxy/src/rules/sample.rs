@@ -136,6 +136,8 @@ pub struct SampleCtx<'a> {
     pub nbsrv: &'a (dyn Fn(usize) -> usize + Sync),
     /// Stick counters tracked so far.
     pub track: Tracks<'a>,
+    /// The client's first bytes, while mode tcp content rules inspect them.
+    pub payload: Option<&'a super::payload::Payload<'a>>,
 }
 
 /// Resolves the names fetches refer to, at compile time.
@@ -255,6 +257,9 @@ enum CFetch {
     },
     TableCnt(Arc<Table>),
     TableAvl(Arc<Table>),
+    ReqLen,
+    ReqSslSni,
+    ReqSslHelloType,
 }
 
 impl std::fmt::Debug for Table {
@@ -324,6 +329,9 @@ impl Sample {
             },
             Fetch::TableCnt(t) => CFetch::TableCnt(table(t)?),
             Fetch::TableAvl(t) => CFetch::TableAvl(table(t)?),
+            Fetch::ReqLen => CFetch::ReqLen,
+            Fetch::ReqSslSni => CFetch::ReqSslSni,
+            Fetch::ReqSslHelloType => CFetch::ReqSslHelloType,
         };
         Ok(Self {
             fetch,
@@ -350,7 +358,10 @@ impl Sample {
             | (F::FcPpAuthority, F::FcPpAuthority)
             | (F::FcPpUniqueId, F::FcPpUniqueId)
             | (F::ReqVer, F::ReqVer)
-            | (F::FeName, F::FeName) => true,
+            | (F::FeName, F::FeName)
+            | (F::ReqLen, F::ReqLen)
+            | (F::ReqSslSni, F::ReqSslSni)
+            | (F::ReqSslHelloType, F::ReqSslHelloType) => true,
             (F::UrlParam(a), F::UrlParam(b)) | (F::Cook(a), F::Cook(b)) => a == b,
             (F::Hdr(a, x), F::Hdr(b, y)) => a == b && x == y,
             (F::HdrCnt(a), F::HdrCnt(b)) | (F::HdrVal(a), F::HdrVal(b)) => a == b,
@@ -537,6 +548,12 @@ impl Sample {
                     .sum(),
             )),
             CFetch::SslFc => Some(Value::Bool(cx.conn.tls)),
+            CFetch::ReqLen => cx.payload.map(|p| Value::Int(p.len())),
+            CFetch::ReqSslHelloType => cx.payload.and_then(|p| p.hello_type()).map(Value::Int),
+            CFetch::ReqSslSni => {
+                let p: &'a super::payload::Payload<'a> = cx.payload?;
+                p.sni().and_then(s)
+            }
             CFetch::SslFcSni => {
                 let conn: &'a ConnInfo = cx.conn;
                 conn.sni().and_then(|n| s(n.as_bytes()))

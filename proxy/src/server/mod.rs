@@ -133,6 +133,8 @@ pin_project_lite::pin_project! {
         Start { start: Starting },
         H1 { #[pin] serve: h1::Serve },
         H2 { serve: Pin<Box<dyn Future<Output = ()> + Send>> },
+        /// Mode tcp: bytes relayed to a server.
+        Tcp { relay: Pin<Box<dyn Future<Output = ()> + Send>> },
         Done,
     }
 }
@@ -150,6 +152,9 @@ impl Future for Connection {
                     Some((Started::H2(io), cx)) => Connection::H2 {
                         serve: Box::pin(h2::serve(io, cx)),
                     },
+                    Some((Started::Tcp(io, buf), cx)) => Connection::Tcp {
+                        relay: Box::pin(crate::tcp::serve(io, buf, cx)),
+                    },
                     None => Connection::Done,
                 },
                 ConnectionProj::H1 { serve } => match ready!(serve.poll(task)) {
@@ -159,7 +164,7 @@ impl Future for Connection {
                     },
                     None => Connection::Done,
                 },
-                ConnectionProj::H2 { serve } => {
+                ConnectionProj::H2 { serve } | ConnectionProj::Tcp { relay: serve } => {
                     ready!(serve.as_mut().poll(task));
                     Connection::Done
                 }
@@ -174,6 +179,8 @@ impl Future for Connection {
 enum Started {
     H1(Box<ClientConn>),
     H2(ClientIo),
+    /// Mode tcp, with the bytes read already.
+    Tcp(ClientIo, BytesMut),
 }
 
 /// Runs the connection rules, the TLS handshake and the protocol choice (ALPN on TLS;
@@ -222,8 +229,12 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
             }
         }
     }
+    let tcp_mode = fe.mode == rampart_config::model::Mode::Tcp;
     let Some(acceptor) = a.tls else {
         cx.info.learnt(facts);
+        if tcp_mode {
+            return Some((Started::Tcp(ClientIo::Plain(tcp), rbuf), cx));
+        }
         if rbuf.is_empty() {
             crate::io::give_buf(std::mem::take(&mut rbuf));
         }
@@ -260,6 +271,9 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
     cx.info.learnt(facts);
     let h2 = session.alpn_protocol() == Some(b"h2");
     let io = ClientIo::Tls(Box::new(stream));
+    if tcp_mode {
+        return Some((Started::Tcp(io, BytesMut::new()), cx));
+    }
     if h2 {
         return Some((Started::H2(io), cx));
     }
