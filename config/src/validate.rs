@@ -1623,21 +1623,26 @@ fn modes(v: &mut V) {
             continue;
         }
         let http_only = [
-            ("http_request", !be.http_request.is_empty()),
-            ("http_response", !be.http_response.is_empty()),
-            ("cookie", be.cookie.is_some()),
-            ("proto", be.proto != crate::model::Proto::Http1),
+            ("http_request", "http_request", !be.http_request.is_empty()),
+            (
+                "http_response",
+                "http_response",
+                !be.http_response.is_empty(),
+            ),
+            ("cookie", "cookie persistence", be.cookie.is_some()),
+            ("proto", "proto h2", be.proto != crate::model::Proto::Http1),
             (
                 "balance",
+                "hashing a request (balance uri or hdr)",
                 matches!(be.balance, Balance::Uri | Balance::Hdr(_)),
             ),
         ];
-        for (key, used) in http_only {
+        for (key, what, used) in http_only {
             if used {
                 v.err(
                     pos,
                     format!("{path}.{key}"),
-                    format!("this {key} needs mode http; backend {name:?} is mode tcp"),
+                    format!("{what} needs mode http; backend {name:?} is mode tcp"),
                 );
             }
         }

@@ -20,6 +20,8 @@ fn vrrp(vrid: &str, extra: &str) -> String {
     )
 }
 
+const TCP_FE: &str = "frontends:\n  edge:\n    mode: tcp\n    bind: [\":8443\"]\n";
+
 fn with(extra_fe: &str, extra_be: &str) -> String {
     format!("{FE}{extra_fe}{BE}{extra_be}")
 }
@@ -27,6 +29,34 @@ fn with(extra_fe: &str, extra_be: &str) -> String {
 #[test]
 fn broken_configs_get_exact_errors() {
     let cases: Vec<(String, Vec<&str>)> = vec![
+        (format!("{TCP_FE}    default_backend: web\n{BE}"), vec![
+            "5:22: frontends.edge.default_backend: backend \"web\" is mode http, and frontend \"edge\" is mode tcp: a frontend sends its traffic to backends of its own mode",
+        ]),
+        (format!("{TCP_FE}    default_backend: db\n    http_request: [\"deny\"]\n    access_log: {{ format: httplog }}\n    acls: {{ h: \"hdr(host) -i x\" }}\n    use_backend:\n      - {{ backend: db, if: \"{{ hdr(host) -i x }}\" }}\n      - {{ backend: db, if: h }}\n      - {{ backend: db, timeout: 5s }}\nbackends:\n  db: {{ mode: tcp, servers: {{ s: {{ address: \"127.0.0.1:1\" }} }} }}\n"), vec![
+            "2:3: frontends.edge.http_request: http_request needs mode http; frontend \"edge\" is mode tcp",
+            "2:3: frontends.edge.access_log.format: httplog needs mode http; a mode tcp frontend logs tcplog or json",
+            "10:26: frontends.edge.use_backend.0: hdr(host) needs an HTTP request; frontend \"edge\" is mode tcp",
+            "11:28: frontends.edge.use_backend.1: ACL \"h\" uses hdr(host), which needs an HTTP request; frontend \"edge\" is mode tcp",
+            "12:9: frontends.edge.use_backend.2: in mode tcp a use_backend entry takes only a backend and its condition",
+        ]),
+        (with("    tcp_request: { inspect_delay: 5s, content: [\"accept if { req.ssl_hello_type 1 }\"] }\n    acls: { sni: \"req.ssl_sni -i x\" }\n    access_log: { format: tcplog }\n    http_request: [\"deny if { req.len gt 0 }\"]\n", ""), vec![
+            "2:3: frontends.www.tcp_request: tcp_request.content and inspect_delay need mode tcp (HTTP frontends decide with http_request rules)",
+            "2:3: frontends.www.access_log.format: tcplog needs mode tcp; a mode http frontend logs httplog or json",
+            "6:19: frontends.www.acls.sni: req.ssl_sni reads the payload before HTTP, which only mode tcp frontends inspect",
+            "8:21: frontends.www.http_request.0: req.len reads the payload before HTTP, which only mode tcp frontends inspect",
+        ]),
+        (format!("{TCP_FE}    default_backend: db\n    tcp_request: {{ content: [\"reject if {{ path /x }}\", \"accept if {{ req.ssl_sni -m end .example }}\"] }}\nbackends:\n  db:\n    mode: tcp\n    balance: uri\n    proto: h2\n    cookie: {{ name: SRV }}\n    retries: {{ on: [5xx] }}\n    stick: [\"on hdr(x-user)\"]\n    servers: {{ s: {{ address: \"127.0.0.1:1\" }} }}\n"), vec![
+            "6:31: frontends.edge.tcp_request.content.0: path needs an HTTP request; content rules can use the connection, its TLS handshake and the payload (req.len, req.ssl_sni, req.ssl_hello_type)",
+            "8:3: backends.db.cookie: cookie persistence needs mode http; backend \"db\" is mode tcp",
+            "8:3: backends.db.proto: proto h2 needs mode http; backend \"db\" is mode tcp",
+            "8:3: backends.db.balance: hashing a request (balance uri or hdr) needs mode http; backend \"db\" is mode tcp",
+            "13:21: backends.db.retries.on: mode tcp retries connection failures only (connect-failure)",
+            "14:14: backends.db.stick.0: stick on needs a stick table, and none is declared in stick_tables",
+            "14:14: backends.db.stick.0: hdr(x-user) is not known in mode tcp, where a backend sees the connection and its TLS handshake",
+        ]),
+        (with("", "    timeouts: { tunnel: 1h }\n"), vec![
+            "6:3: backends.web.timeouts.tunnel: timeouts.tunnel applies to mode tcp backends",
+        ]),
         ("frontend: {}\n".into(), vec!["1:1: frontend: unknown key \"frontend\" (did you mean \"frontends\"?)"]),
         (format!("global: {{ threads: many }}\n{FE}{BE}"), vec!["1:20: global.threads: expected a whole number between 0 and 18446744073709551615, found \"many\""]),
         (format!("global: {{ grace: 10 parsecs }}\n{FE}{BE}"), vec!["1:18: global.grace: invalid duration \"10 parsecs\": expected a number and a unit, like 250ms, 5s, 2m, 1h"]),
@@ -72,7 +102,7 @@ fn broken_configs_get_exact_errors() {
             "5:48: frontends.www.acls.b: unknown converter \"wrd\" (known: lower, upper, ipmask, field, word, bytes, hex, base64, url_dec)",
         ]),
         (with("    forwarded: { trust: [\"not-a-net\"] }\n", ""), vec!["5:26: frontends.www.forwarded.trust.0: invalid address or network \"not-a-net\""]),
-        (with("    access_log: { format: xml }\n", ""), vec!["5:27: frontends.www.access_log.format: unknown log format \"xml\" (expected one of: httplog, json)"]),
+        (with("    access_log: { format: xml }\n", ""), vec!["5:27: frontends.www.access_log.format: unknown log format \"xml\" (expected one of: httplog, json, tcplog)"]),
         (with("    virtual_hosts:\n      a: { domains: [\"*\", \"x.test\"], routes: [web] }\n      b: { domains: [\"*\", \"X.test\", \"*.y.*\"], routes: [web] }\n", ""), vec![
             "7:22: frontends.www.virtual_hosts.b.domains: only one virtual host may serve \"*\" (virtual host \"a\" does)",
             "7:27: frontends.www.virtual_hosts.b.domains: domain \"X.test\" is also in virtual host \"a\"",

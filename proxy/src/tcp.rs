@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use crate::done::Done;
@@ -36,8 +36,8 @@ use crate::stick::{Trackers, Tracks};
 /// rules decide on what they have.
 const MAX_INSPECT: usize = 16 << 10;
 
-/// Each direction's relay buffer.
-const RELAY_BUF: usize = 32 << 10;
+/// Each direction's relay buffer (HAProxy's buffer size).
+const RELAY_BUF: usize = 16 << 10;
 
 /// Serves a mode tcp connection: `io` after its PROXY header and TLS, with `buf` holding
 /// bytes read from it already.
@@ -378,9 +378,9 @@ struct Relayed {
 
 /// One direction of a relay.
 struct Half {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
+    /// Read and not yet written; allocated at the first read and left uninitialised
+    /// (it is not zeroed for each connection).
+    buf: BytesMut,
     /// The reader has finished sending.
     eof: bool,
     /// The writer has been shut down after the reader's end.
@@ -391,9 +391,7 @@ struct Half {
 impl Half {
     fn new() -> Self {
         Self {
-            buf: Box::default(),
-            start: 0,
-            end: 0,
+            buf: BytesMut::new(),
             eof: false,
             shut: false,
             moved: 0,
@@ -415,13 +413,13 @@ impl Half {
         W: AsyncWrite + Unpin,
     {
         loop {
-            if self.start < self.end {
-                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf[self.start..self.end]))
-                    .map_err(|e| (false, e))?;
+            if !self.buf.is_empty() {
+                let n =
+                    ready!(Pin::new(&mut *w).poll_write(cx, &self.buf)).map_err(|e| (false, e))?;
                 if n == 0 {
                     return Poll::Ready(Err((false, io::ErrorKind::WriteZero.into())));
                 }
-                self.start += n;
+                self.buf.advance(n);
                 self.moved += n as u64;
                 *progress = true;
                 continue;
@@ -433,21 +431,12 @@ impl Half {
                 }
                 return Poll::Ready(Ok(()));
             }
-            if self.buf.is_empty() {
-                self.buf = vec![0u8; RELAY_BUF].into_boxed_slice();
-            }
-            let mut rb = ReadBuf::new(&mut self.buf);
-            match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    self.start = 0;
-                    self.end = n;
-                    if n == 0 {
-                        self.eof = true;
-                    } else {
-                        *progress = true;
-                    }
-                }
+            // Empty: the whole allocation is reused.
+            self.buf.clear();
+            self.buf.reserve(RELAY_BUF);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *r), cx, &mut self.buf) {
+                Poll::Ready(Ok(0)) => self.eof = true,
+                Poll::Ready(Ok(_)) => *progress = true,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err((true, e))),
                 Poll::Pending => {
                     // Written out already: flush what a TLS writer holds.

@@ -25,7 +25,7 @@ impl<'a> Payload<'a> {
     }
 
     /// `req.len`: the bytes buffered, an answer that changes until the last byte.
-    pub fn len(&self) -> i64 {
+    pub fn req_len(&self) -> i64 {
         if !self.last {
             self.short.set(true);
         }
@@ -89,7 +89,7 @@ fn hello(b: &[u8]) -> Hello<'_> {
         return Hello::Short;
     }
     let len = usize::from(u16::from_be_bytes([b[3], b[4]]));
-    if len < 4 || len > MAX_RECORD {
+    if !(4..=MAX_RECORD).contains(&len) {
         return Hello::NotTls;
     }
     let Some(record) = b.get(5..5 + len) else {
@@ -220,10 +220,10 @@ mod tests {
             assert!(!p.short.get(), "{b:?}");
         }
         let p = Payload::new(b"abc", false);
-        assert_eq!(p.len(), 3);
+        assert_eq!(p.req_len(), 3);
         assert!(p.short.get());
         let p = Payload::new(b"abc", true);
-        assert_eq!(p.len(), 3);
+        assert_eq!(p.req_len(), 3);
         assert!(!p.short.get());
     }
 

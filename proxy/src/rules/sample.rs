@@ -548,7 +548,7 @@ impl Sample {
                     .sum(),
             )),
             CFetch::SslFc => Some(Value::Bool(cx.conn.tls)),
-            CFetch::ReqLen => cx.payload.map(|p| Value::Int(p.len())),
+            CFetch::ReqLen => cx.payload.map(|p| Value::Int(p.req_len())),
             CFetch::ReqSslHelloType => cx.payload.and_then(|p| p.hello_type()).map(Value::Int),
             CFetch::ReqSslSni => {
                 let p: &'a super::payload::Payload<'a> = cx.payload?;
