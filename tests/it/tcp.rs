@@ -149,10 +149,9 @@ backends:
     servers: {{ k: {{ address: "{killer}" }} }}
   two:
     mode: tcp
-    balance: static-rr
     retries: {{ attempts: 1 }}
     servers:
-      dead: {{ address: "{dead}" }}
+      dead: {{ address: "{dead}", weight: 100 }}
       good: {{ address: "{good}" }}
 "#,
         log = log.display()
@@ -356,5 +355,38 @@ backends:
     assert!(r.is_ok(), "the idle session is closed");
     let lines = wait_lines(&log, 1).await;
     assert!(lines[0].contains(" cD "), "{}", lines[0]);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_proxy_from_mode_tcp_gives_the_server_the_client_address_first() {
+    let server = drain_server("pp").await;
+    let p = Proxy::start(&format!(
+        r#"
+frontends:
+  fe: {{ mode: tcp, bind: "127.0.0.1:0", default_backend: be }}
+backends:
+  be:
+    mode: tcp
+    servers: {{ s: {{ address: "{server}", send_proxy: true }} }}
+"#
+    ));
+    let addr = p.addr("fe");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let me = s.local_addr().unwrap();
+    s.write_all(b"data").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let header = format!(
+        "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n",
+        me.port(),
+        addr.port()
+    );
+    let want = format!("pp:{}:{header}data", header.len() + 4);
+    assert_eq!(String::from_utf8_lossy(&out), want);
     p.stop().await;
 }
