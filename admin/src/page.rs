@@ -157,7 +157,12 @@ pub fn render(ctx: &AdminCtx, o: &PageOpts<'_>) -> String {
     tables_section(ctx, &mut out);
     // Frontends.
     for r in rows.iter().filter(|r| r.get("type") == "0") {
-        let _ = writeln!(out, "<h2>Frontend {}</h2>", esc(r.get("pxname")));
+        let _ = writeln!(
+            out,
+            "<h2>Frontend {}{}</h2>",
+            esc(r.get("pxname")),
+            mode_note(r.get("mode"))
+        );
         out.push_str("<table class=\"px\">");
         header(&mut out, false);
         row_html(&mut out, r, "frontend", false, None);
@@ -171,7 +176,12 @@ pub fn render(ctx: &AdminCtx, o: &PageOpts<'_>) -> String {
             continue;
         }
         let name = rows[i].get("pxname").to_owned();
-        let _ = writeln!(out, "<h2>Backend {}</h2>", esc(&name));
+        let _ = writeln!(
+            out,
+            "<h2>Backend {}{}</h2>",
+            esc(&name),
+            mode_note(rows[i].get("mode"))
+        );
         let admin_form = o.admin;
         if admin_form {
             let _ = write!(
@@ -364,4 +374,9 @@ fn vrrp_section(ctx: &AdminCtx, out: &mut String) {
         out.push_str("</tr>\n");
     }
     out.push_str("</table>\n");
+}
+
+/// Said after a proxy's name when it relays bytes rather than HTTP.
+fn mode_note(mode: &str) -> &'static str {
+    if mode == "tcp" { " (mode tcp)" } else { "" }
 }

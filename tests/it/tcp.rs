@@ -63,7 +63,7 @@ async fn bytes_are_relayed_both_ways_with_half_close_and_logged_as_tcplog() {
     let server = drain_server("s1").await;
     let dir = temp_dir("tcp-relay");
     let log = dir.join("access.log");
-    let p = Proxy::start(&format!(
+    let yaml = format!(
         r#"
 frontends:
   fe:
@@ -77,7 +77,8 @@ backends:
     servers: {{ s1: {{ address: "{server}" }} }}
 "#,
         log.display()
-    ));
+    );
+    let p = Proxy::start(&yaml);
     let addr = p.addr("fe");
     // 1 MiB of bytes no HTTP parser would take: the server sees them all, and its answer
     // comes back after the client finished sending (a half-closed connection).
@@ -110,6 +111,49 @@ backends:
     assert_eq!(be.servers[0].live.requests.load(Relaxed), 1);
     let fe = snap.frontends.iter().find(|f| &*f.name == "fe").unwrap();
     assert_eq!(fe.live.bytes_in.load(Relaxed), data.len() as u64);
+    // `show stat` says so, in its mode column.
+    let cfg = rampart_config::load_str(
+        &format!("admin: {{ socket: {{ path: run/api.sock }} }}\n{yaml}"),
+        Some(&p.dir),
+        &rampart_config::yaml::ProcessEnv,
+    )
+    .unwrap();
+    let ctx = rampart_admin::AdminCtx::new(p.handle().control().clone(), None);
+    let _tasks = rampart_admin::serve_sockets(&cfg.admin.socket, &p.dir, ctx)
+        .await
+        .unwrap();
+    let mut s = tokio::net::UnixStream::connect(p.dir.join("run/api.sock"))
+        .await
+        .unwrap();
+    s.write_all(b"show stat\n").await.unwrap();
+    let mut csv = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut csv))
+        .await
+        .unwrap()
+        .unwrap();
+    let cols: Vec<&str> = csv
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = |row: &str, name: &str| -> String {
+        let i = cols.iter().position(|c| *c == name).unwrap();
+        row.split(',').nth(i).unwrap_or("").to_owned()
+    };
+    let row = |px: &str, sv: &str| -> String {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("{px},{sv},")))
+            .unwrap_or_else(|| panic!("no row {px}/{sv} in {csv}"))
+            .to_owned()
+    };
+    for (px, sv) in [("fe", "FRONTEND"), ("be", "BACKEND"), ("be", "s1")] {
+        assert_eq!(col(&row(px, sv), "mode"), "tcp", "{px}/{sv}");
+    }
+    assert_eq!(col(&row("be", "BACKEND"), "stot"), "1");
+    assert_eq!(col(&row("be", "BACKEND"), "bin"), data.len().to_string());
+    assert_eq!(col(&row("be", "s1"), "bout"), out.len().to_string());
     p.stop().await;
 }
 
