@@ -1,5 +1,6 @@
 # Shared by the bench scripts: a work directory removed of its processes on exit, an nginx
-# origin on 127.0.0.1:18080 answering "hello" (one worker, on core 0; the same on 18081
+# origin on 127.0.0.1:18080 answering "hello" (and /big with $W/big.bin, when a script
+# writes one; one worker, on core 0; the same on 18081
 # for connections that begin with a PROXY protocol header), and port waits.
 #
 #   . "$(dirname "$0")/lib.sh"; bench_init NAME; start_origin
@@ -32,7 +33,12 @@ http {
     uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
     keepalive_timeout 300s;
     keepalive_requests 100000000;
-    server { listen 127.0.0.1:18080 backlog=4096; location / { return 200 "hello"; } }
+    server {
+        listen 127.0.0.1:18080 backlog=4096;
+        location / { return 200 "hello"; }
+        # A 1 MiB object, when the script has written one.
+        location = /big { alias $W/big.bin; }
+    }
     server { listen 127.0.0.1:18081 proxy_protocol backlog=4096; location / { return 200 "hello"; } }
 }
 NGINX

@@ -14,28 +14,7 @@ DURATION=${DURATION:-5}; REPS=${REPS:-1}
 bench_init tcp-cost
 head -c $((1 << 20)) /dev/urandom > "$W/big.bin"
 chmod 755 "$W"; chmod 644 "$W/big.bin"  # read by nginx workers running as nobody
-cat > "$W/origin.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $W/origin.pid;
-error_log $W/origin-error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 19000; }
-http {
-    access_log off;
-    client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
-    uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    server {
-        listen 127.0.0.1:18080 backlog=4096;
-        location = /big { alias $W/big.bin; }
-        location / { return 200 "hello"; }
-    }
-}
-NGINX
-taskset -c 0 nginx -c "$W/origin.conf" & PIDS+=($!)
-wait_port 18080
+start_origin
 cat > "$W/rampart.yaml" <<YAML
 global: { threads: 1 }
 frontends:

@@ -314,19 +314,7 @@ pub struct ContentRule(pub RuleDef<ConnAction>);
 
 impl Decode for ContentRule {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
-        let text = cx.scalar(node, "a rule")?.to_owned();
-        let files = files_for(cx);
-        match parse_content_rule(&text, files.as_ref()) {
-            Ok(rule) => Some(ContentRule(RuleDef {
-                rule,
-                text,
-                pos: text_pos(node),
-            })),
-            Err(e) => {
-                rule_error(cx, node, e);
-                None
-            }
-        }
+        decode_rule(node, cx, parse_content_rule).map(ContentRule)
     }
 }
 
@@ -674,6 +662,27 @@ pub(crate) fn files_for(cx: &Cx) -> Box<dyn PatternFiles> {
     Box::new(DiskFiles::new(cx.base_dir.clone(), cx.patterns.clone()))
 }
 
+/// Decodes a rule's text with `parse`, keeping the text and where it starts.
+fn decode_rule<A>(
+    node: &Node,
+    cx: &mut Cx,
+    parse: fn(&str, &dyn PatternFiles) -> Result<Rule<A>, RuleError>,
+) -> Option<RuleDef<A>> {
+    let text = cx.scalar(node, "a rule")?.to_owned();
+    let files = files_for(cx);
+    match parse(&text, files.as_ref()) {
+        Ok(rule) => Some(RuleDef {
+            rule,
+            text,
+            pos: text_pos(node),
+        }),
+        Err(e) => {
+            rule_error(cx, node, e);
+            None
+        }
+    }
+}
+
 /// A rule with its text and position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleDef<A> {
@@ -685,55 +694,19 @@ pub struct RuleDef<A> {
 
 impl Decode for RuleDef<RequestAction> {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
-        let text = cx.scalar(node, "a rule")?.to_owned();
-        let files = files_for(cx);
-        match parse_request_rule(&text, files.as_ref()) {
-            Ok(rule) => Some(RuleDef {
-                rule,
-                text,
-                pos: text_pos(node),
-            }),
-            Err(e) => {
-                rule_error(cx, node, e);
-                None
-            }
-        }
+        decode_rule(node, cx, parse_request_rule)
     }
 }
 
 impl Decode for RuleDef<ConnAction> {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
-        let text = cx.scalar(node, "a rule")?.to_owned();
-        let files = files_for(cx);
-        match parse_connection_rule(&text, files.as_ref()) {
-            Ok(rule) => Some(RuleDef {
-                rule,
-                text,
-                pos: text_pos(node),
-            }),
-            Err(e) => {
-                rule_error(cx, node, e);
-                None
-            }
-        }
+        decode_rule(node, cx, parse_connection_rule)
     }
 }
 
 impl Decode for RuleDef<ResponseAction> {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
-        let text = cx.scalar(node, "a rule")?.to_owned();
-        let files = files_for(cx);
-        match parse_response_rule(&text, files.as_ref()) {
-            Ok(rule) => Some(RuleDef {
-                rule,
-                text,
-                pos: text_pos(node),
-            }),
-            Err(e) => {
-                rule_error(cx, node, e);
-                None
-            }
-        }
+        decode_rule(node, cx, parse_response_rule)
     }
 }
 

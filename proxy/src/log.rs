@@ -173,25 +173,7 @@ pub fn format_record(r: &Record, out: &mut String) {
             );
         }
         LogFormatKind::Json if r.tcp => {
-            out.push_str("{\"time\":\"");
-            rfc3339(r.accepted, out);
-            let _ = write!(
-                out,
-                "\",\"mode\":\"tcp\",\"client_ip\":\"{}\",\"client_port\":{},\"frontend\":",
-                r.client.ip(),
-                r.client.port()
-            );
-            json_str(&r.frontend, out);
-            let _ = write!(out, ",\"tls\":{},\"backend\":", r.tls);
-            match &r.backend {
-                Some(b) => json_str(b, out),
-                None => out.push_str("null"),
-            }
-            out.push_str(",\"server\":");
-            match &r.server {
-                Some(s) => json_str(s, out),
-                None => out.push_str("null"),
-            }
+            json_head(r, out);
             let _ = writeln!(
                 out,
                 ",\"bytes_in\":{},\"bytes_out\":{},\"t_queue_ms\":{},\"t_connect_ms\":{},\"t_total_ms\":{},\"termination\":\"{}\",\"retries\":{}}}",
@@ -239,25 +221,7 @@ pub fn format_record(r: &Record, out: &mut String) {
             );
         }
         LogFormatKind::Json => {
-            out.push_str("{\"time\":\"");
-            rfc3339(r.accepted, out);
-            let _ = write!(
-                out,
-                "\",\"client_ip\":\"{}\",\"client_port\":{},\"frontend\":",
-                r.client.ip(),
-                r.client.port()
-            );
-            json_str(&r.frontend, out);
-            let _ = write!(out, ",\"tls\":{},\"backend\":", r.tls);
-            match &r.backend {
-                Some(b) => json_str(b, out),
-                None => out.push_str("null"),
-            }
-            out.push_str(",\"server\":");
-            match &r.server {
-                Some(s) => json_str(s, out),
-                None => out.push_str("null"),
-            }
+            json_head(r, out);
             out.push_str(",\"method\":");
             json_str(r.method.as_str(), out);
             out.push_str(",\"uri\":");
@@ -277,6 +241,31 @@ pub fn format_record(r: &Record, out: &mut String) {
                 r.retries
             );
         }
+    }
+}
+
+/// The fields a JSON line starts with: time, (mode tcp,) client, frontend, TLS, backend
+/// and server.
+fn json_head(r: &Record, out: &mut String) {
+    out.push_str("{\"time\":\"");
+    rfc3339(r.accepted, out);
+    let _ = write!(
+        out,
+        "\",{}\"client_ip\":\"{}\",\"client_port\":{},\"frontend\":",
+        if r.tcp { "\"mode\":\"tcp\"," } else { "" },
+        r.client.ip(),
+        r.client.port()
+    );
+    json_str(&r.frontend, out);
+    let _ = write!(out, ",\"tls\":{},\"backend\":", r.tls);
+    match &r.backend {
+        Some(b) => json_str(b, out),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"server\":");
+    match &r.server {
+        Some(s) => json_str(s, out),
+        None => out.push_str("null"),
     }
 }
 

@@ -27,10 +27,9 @@ use crate::handler::ConnCtx;
 use crate::io::{ClientIo, UpIo};
 use crate::path::pick::{Ask, Pick, try_pick, wait_for_server};
 use crate::rules::payload::Payload;
-use crate::rules::sample::SampleCtx;
 use crate::rules::{Env, Verdict, run_content};
 use crate::snapshot::{Backend, Frontend};
-use crate::stick::{Trackers, Tracks};
+use crate::stick::Trackers;
 
 /// The most payload held for inspection (HAProxy's default buffer size): past it, the
 /// rules decide on what they have.
@@ -135,7 +134,6 @@ async fn inspect(
     let mut from = 0;
     let mut content_done = fe.content_rules.is_empty();
     let mut client_done = false;
-    let uri = http::Uri::from_static("/");
     loop {
         let last = client_done || buf.len() >= MAX_INSPECT || Instant::now() >= deadline;
         let payload = Payload::new(buf, last);
@@ -158,20 +156,7 @@ async fn inspect(
             }
         }
         if content_done {
-            let cx = SampleCtx {
-                conn: env.conn,
-                frontend: env.frontend,
-                method: &http::Method::GET,
-                uri: &uri,
-                version: http::Version::HTTP_11,
-                headers: &crate::rules::NO_HEADERS,
-                nbsrv: env.nbsrv,
-                track: Tracks {
-                    conn: Some(env.conn_track),
-                    req: Some(&done.track),
-                },
-                payload: Some(&payload),
-            };
+            let cx = env.bytes(&done.track, Some(&payload));
             match fe.routes.first_on_payload(&fe.acls, &cx) {
                 Ok(Some(r)) => return Ok(r.target.choose()),
                 Ok(None) => return Ok(fe.default_backend),
@@ -219,22 +204,8 @@ async fn connect(
         }
     }
     // Persistence and the balancer's hash read the connection only.
-    let uri = http::Uri::from_static("/");
     let (persist, key) = {
-        let scx = SampleCtx {
-            conn: env.conn,
-            frontend: env.frontend,
-            method: &http::Method::GET,
-            uri: &uri,
-            version: http::Version::HTTP_11,
-            headers: &crate::rules::NO_HEADERS,
-            nbsrv: env.nbsrv,
-            track: Tracks {
-                conn: Some(env.conn_track),
-                req: Some(&done.track),
-            },
-            payload: None,
-        };
+        let scx = env.bytes(&done.track, None);
         let persist = (!be.stick.is_empty()).then(|| crate::path::persist::persistence(be, &scx));
         let key = be
             .balancer

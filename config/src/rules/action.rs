@@ -483,11 +483,9 @@ pub fn parse_request_rule(
     finish(action, &a, rest, files)
 }
 
-/// Parses a `tcp_request.connection` rule.
-pub fn parse_connection_rule(
-    text: &str,
-    files: &dyn PatternFiles,
-) -> Result<Rule<ConnAction>, RuleError> {
+/// Parses a rule with the actions of `tcp_request` rules, before the checks of what its
+/// fetches may read.
+fn parse_conn_actions(text: &str, files: &dyn PatternFiles) -> Result<Rule<ConnAction>, RuleError> {
     let (name, mut a, rest) = split_rule(text)?;
     let action = match name.text.as_str() {
         "accept" => ConnAction::Accept,
@@ -497,7 +495,15 @@ pub fn parse_connection_rule(
             None => return Err(unknown_action(&name, CONNECTION_ACTIONS)),
         },
     };
-    let rule = finish(action, &a, rest, files)?;
+    finish(action, &a, rest, files)
+}
+
+/// Parses a `tcp_request.connection` rule.
+pub fn parse_connection_rule(
+    text: &str,
+    files: &dyn PatternFiles,
+) -> Result<Rule<ConnAction>, RuleError> {
+    let rule = parse_conn_actions(text, files)?;
     // Only the connection is known at accept time.
     let mut http = None;
     if let ConnAction::Stick(StickAction::Track { expr, .. }) = &rule.action
@@ -526,16 +532,7 @@ pub fn parse_content_rule(
     files: &dyn PatternFiles,
 ) -> Result<Rule<ConnAction>, RuleError> {
     use crate::rules::fetch::Layer;
-    let (name, mut a, rest) = split_rule(text)?;
-    let action = match name.text.as_str() {
-        "accept" => ConnAction::Accept,
-        "reject" => ConnAction::Reject,
-        _ => match parse_stick_action(&name, &mut a)? {
-            Some(s) => ConnAction::Stick(s),
-            None => return Err(unknown_action(&name, CONNECTION_ACTIONS)),
-        },
-    };
-    let rule = finish(action, &a, rest, files)?;
+    let rule = parse_conn_actions(text, files)?;
     let mut http = None;
     if let ConnAction::Stick(StickAction::Track { expr, .. }) = &rule.action
         && expr.fetch.layer() == Layer::Http

@@ -410,24 +410,10 @@ pub fn run_content(
     payload: &payload::Payload<'_>,
     track: &mut Trackers,
 ) -> Verdict {
-    let uri = Uri::from_static("/");
     for (i, rule) in rules.iter().enumerate().skip(from) {
         payload.short.set(false);
         let todo = {
-            let cx = SampleCtx {
-                conn: env.conn,
-                frontend: env.frontend,
-                method: &http::Method::GET,
-                uri: &uri,
-                version: http::Version::HTTP_11,
-                headers: &NO_HEADERS,
-                nbsrv: env.nbsrv,
-                track: Tracks {
-                    conn: Some(env.conn_track),
-                    req: Some(track),
-                },
-                payload: Some(payload),
-            };
+            let cx = env.bytes(track, Some(payload));
             if !eval_opt(&rule.cond, acls, &cx) {
                 if payload.short.get() && !payload.last {
                     return Verdict::Wait(i);
@@ -790,7 +776,33 @@ pub struct Env<'a> {
     pub conn_track: &'a Trackers,
 }
 
+/// The request line of connections that are not HTTP.
+static NO_URI: std::sync::LazyLock<Uri> = std::sync::LazyLock::new(|| Uri::from_static("/"));
+
 impl Env<'_> {
+    /// Mode tcp: the sample context of a connection without HTTP, with the stick counters
+    /// its content rules tracked and the payload while it is inspected.
+    pub fn bytes<'b>(
+        &'b self,
+        req: &'b Trackers,
+        payload: Option<&'b payload::Payload<'b>>,
+    ) -> SampleCtx<'b> {
+        SampleCtx {
+            conn: self.conn,
+            frontend: self.frontend,
+            method: &http::Method::GET,
+            uri: &NO_URI,
+            version: http::Version::HTTP_11,
+            headers: &NO_HEADERS,
+            nbsrv: self.nbsrv,
+            track: Tracks {
+                conn: Some(self.conn_track),
+                req: Some(req),
+            },
+            payload,
+        }
+    }
+
     /// The sample context of a request head, with the request's stick counters.
     pub fn cx<'b>(&'b self, parts: &'b http::request::Parts, req: &'b Trackers) -> SampleCtx<'b> {
         self.head(
