@@ -89,6 +89,16 @@ impl Done {
         }
     }
 
+    /// Records the backend the request (or mode tcp connection) goes to, and counts it
+    /// there, in flight until the record completes.
+    pub(crate) fn at_backend(&mut self, be: &Arc<Backend>) {
+        be.live.requests.fetch_add(1, Relaxed);
+        let n = be.live.active.fetch_add(1, Relaxed) + 1;
+        be.live.active_max.fetch_max(n, Relaxed);
+        self.backend = Some(be.clone());
+        self.backend_active = true;
+    }
+
     /// Records that a response rule denied the server's response, and counts it on the
     /// frontend.
     pub(crate) fn response_denied(&mut self) {

@@ -72,6 +72,11 @@ pub struct Newest {
 }
 
 impl ConnCtx {
+    /// The stick counters the connection's `tcp_request.connection` rules track.
+    pub fn conn_track(&self) -> &Trackers {
+        self.track.get().map_or(&*NO_TRACKERS, |t| &**t)
+    }
+
     /// The newest snapshot and its version of this connection's frontend, when a reload
     /// has replaced the connection's own; `None` while that is still current (one atomic
     /// load per request) or when the frontend is gone.
@@ -132,7 +137,7 @@ pub async fn handle(
         conn: &cx.info,
         frontend: &fe.name,
         nbsrv: &nbsrv,
-        conn_track: cx.track.get().map_or(&*NO_TRACKERS, |t| &**t),
+        conn_track: cx.conn_track(),
     };
     let (be, route) = match choose_backend(snap, fe, &env, &mut parts, &mut done) {
         Chosen::Backend(be, route) => (be, route),
@@ -242,11 +247,7 @@ fn choose_backend<'f>(
         let e = ProxyError::new(ErrorKind::NoBackend, "no backend for this request");
         return Chosen::Answer(fail(done, &e));
     };
-    be.live.requests.fetch_add(1, Relaxed);
-    let n = be.live.active.fetch_add(1, Relaxed) + 1;
-    be.live.active_max.fetch_max(n, Relaxed);
-    done.backend = Some(be.clone());
-    done.backend_active = true;
+    done.at_backend(&be);
     Chosen::Backend(be, route)
 }
 

@@ -29,7 +29,6 @@ use crate::path::pick::{Ask, Pick, try_pick, wait_for_server};
 use crate::rules::payload::Payload;
 use crate::rules::{Env, Verdict, run_content};
 use crate::snapshot::{Backend, Frontend};
-use crate::stick::Trackers;
 
 /// The most payload held for inspection (HAProxy's default buffer size): past it, the
 /// rules decide on what they have.
@@ -46,12 +45,11 @@ pub(crate) async fn serve(mut io: ClientIo, mut buf: BytesMut, cx: Arc<ConnCtx>)
     let mut done = Done::new(&cx, &fe, None, Duration::ZERO);
     done.tcp = true;
     let nbsrv = |i: usize| snap.nbsrv(i);
-    static NO_TRACKERS: std::sync::LazyLock<Trackers> = std::sync::LazyLock::new(Trackers::default);
     let env = Env {
         conn: &cx.info,
         frontend: &fe.name,
         nbsrv: &nbsrv,
-        conn_track: cx.track.get().map_or(&*NO_TRACKERS, |t| &**t),
+        conn_track: cx.conn_track(),
     };
     let backend = match inspect(&mut io, &mut buf, &fe, &env, &mut done).await {
         Ok(b) => b,
@@ -68,11 +66,7 @@ pub(crate) async fn serve(mut io: ClientIo, mut buf: BytesMut, cx: Arc<ConnCtx>)
         done.finish(0, None);
         return;
     };
-    be.live.requests.fetch_add(1, Relaxed);
-    let n = be.live.active.fetch_add(1, Relaxed) + 1;
-    be.live.active_max.fetch_max(n, Relaxed);
-    done.backend = Some(be.clone());
-    done.backend_active = true;
+    done.at_backend(&be);
     // The server connection is counted in its backend while it is open.
     let Some((mut server_io, _slot)) = connect(&be, &cx, &env, &mut done).await else {
         done.finish(0, None);
@@ -224,12 +218,12 @@ async fn connect(
         redispatch,
         prefer: persist.as_ref().and_then(|p| p.server),
     };
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = crate::path::Tried::new();
     loop {
-        let picked = match try_pick(be, &ask, &tried) {
+        let picked = match try_pick(be, &ask, tried.as_slice()) {
             Pick::Got(i, g) => Ok((i, g)),
             Pick::None => Err(crate::path::pick::no_server(be)),
-            Pick::AllFull => wait_for_server(be, &ask, &tried).await,
+            Pick::AllFull => wait_for_server(be, &ask, tried.as_slice()).await,
         };
         let (si, guard) = match picked {
             Ok(x) => x,
@@ -238,26 +232,11 @@ async fn connect(
                 return None;
             }
         };
+        crate::path::pick::chosen_server(be, &mut tried, done, &cx.session, si, guard);
+        if let Some(s) = started {
+            done.t_queue = s.elapsed();
+        }
         let server = &be.servers[si];
-        if !tried.is_empty() {
-            be.live.retries.fetch_add(1, Relaxed);
-            server.live.retries.fetch_add(1, Relaxed);
-            if !tried.contains(&si) {
-                be.live.redispatches.fetch_add(1, Relaxed);
-            }
-        }
-        tried.push(si);
-        done.retries = tried.len() as u32 - 1;
-        done.guard = Some(guard);
-        if let Some(prev) = done.server.replace(si)
-            && prev != si
-        {
-            be.balancer.released(prev);
-        }
-        if started.is_some() {
-            done.t_queue = started.map_or(Duration::ZERO, |s| s.elapsed());
-        }
-        cx.session.at_server(&server.live);
         let up = &server.upstream;
         let client = crate::upstream::Client {
             conn: &cx.info,
@@ -278,21 +257,17 @@ async fn connect(
             }
             Err(e) => Err(e),
         };
-        let outcome = match &result {
-            Ok(_) => crate::resilience::outlier::Result::Status(200),
-            Err(_) => crate::resilience::outlier::Result::LocalFailure,
-        };
-        if let Some(spec) = &be.outlier
-            && !matches!(&result, Err(e) if matches!(e.kind, ErrorKind::Overloaded(_)))
-        {
-            crate::resilience::outlier::record(
-                spec,
-                &server.live,
-                &be.live,
-                be.servers.len(),
-                outcome,
-                std::time::Instant::now(),
-            );
+        if let Some(spec) = &be.outlier {
+            use crate::resilience::outlier::Result as Outlier;
+            let outcome = match &result {
+                // A connection made is a success: it resets the consecutive failures.
+                Ok(_) => Some(Outlier::Status(200)),
+                Err(e) if matches!(e.kind, ErrorKind::Overloaded(_)) => None,
+                Err(_) => Some(Outlier::LocalFailure),
+            };
+            if let Some(o) = outcome {
+                crate::path::server::feed_outlier(be, spec, si, o);
+            }
         }
         match result {
             Ok((io, slot)) => {
@@ -302,22 +277,12 @@ async fn connect(
                     reused: false,
                 });
                 if let Some(p) = &persist {
-                    for (table, k) in &p.store {
-                        table.with(k, true, 0, |e| {
-                            e.set(rampart_config::stick::DataKind::ServerId, si as u64 + 1)
-                        });
-                    }
+                    p.store_server(si);
                 }
                 return Some((io, slot));
             }
             Err(e) => {
-                match e.kind {
-                    ErrorKind::Overloaded(l) => be.live.overflow.count(l),
-                    _ => {
-                        be.live.errors_conn.fetch_add(1, Relaxed);
-                        server.live.errors_conn.fetch_add(1, Relaxed);
-                    }
-                }
+                crate::path::server::count_failure(be, si, &e);
                 tracing::debug!(backend = %be.name, server = %server.name, "tcp connect failed: {e}");
                 if tried.len() as u32 > attempts || matches!(e.kind, ErrorKind::Overloaded(_)) {
                     done.termination = e.termination();

@@ -434,12 +434,6 @@ pub struct Condition {
 }
 
 impl Condition {
-    /// The first fetch written in the condition itself that needs more than the
-    /// connection (an HTTP request, a payload, a TLS handshake).
-    pub fn http_fetch(&self) -> Option<String> {
-        self.fetch_above(crate::rules::fetch::Layer::Connection)
-    }
-
     /// The first fetch written in the condition itself that needs more than `layer`.
     pub fn fetch_above(&self, layer: crate::rules::fetch::Layer) -> Option<String> {
         self.fetch_where(|l| l > layer)

@@ -5,6 +5,7 @@ use super::acl::{Condition, PatternFiles, parse_condition};
 use super::fetch::MatchMethod;
 use super::lexer::{RuleError, Token, Tokens};
 use super::logfmt::{LogFormat, parse_logformat};
+use crate::rules::fetch::Layer;
 
 /// A canned response: `deny`, `return`.
 #[derive(Debug, Clone, PartialEq)]
@@ -498,6 +499,18 @@ fn parse_conn_actions(text: &str, files: &dyn PatternFiles) -> Result<Rule<ConnA
     finish(action, &a, rest, files)
 }
 
+/// The first fetch of a `tcp_request` rule (its track key, then its condition) that
+/// reads more than `layer`.
+fn fetch_above(rule: &Rule<ConnAction>, layer: Layer) -> Option<String> {
+    let key = match &rule.action {
+        ConnAction::Stick(StickAction::Track { expr, .. }) if expr.fetch.layer() > layer => {
+            Some(expr.fetch.to_string())
+        }
+        _ => None,
+    };
+    key.or_else(|| rule.cond.as_ref()?.fetch_above(layer))
+}
+
 /// Parses a `tcp_request.connection` rule.
 pub fn parse_connection_rule(
     text: &str,
@@ -505,16 +518,7 @@ pub fn parse_connection_rule(
 ) -> Result<Rule<ConnAction>, RuleError> {
     let rule = parse_conn_actions(text, files)?;
     // Only the connection is known at accept time.
-    let mut http = None;
-    if let ConnAction::Stick(StickAction::Track { expr, .. }) = &rule.action
-        && !expr.fetch.is_layer4()
-    {
-        http = Some(expr.fetch.to_string());
-    }
-    if let Some(c) = &rule.cond {
-        http = http.or_else(|| c.http_fetch());
-    }
-    if let Some(f) = http {
+    if let Some(f) = fetch_above(&rule, Layer::Connection) {
         return Err(RuleError::new(
             0,
             format!(
@@ -531,18 +535,8 @@ pub fn parse_content_rule(
     text: &str,
     files: &dyn PatternFiles,
 ) -> Result<Rule<ConnAction>, RuleError> {
-    use crate::rules::fetch::Layer;
     let rule = parse_conn_actions(text, files)?;
-    let mut http = None;
-    if let ConnAction::Stick(StickAction::Track { expr, .. }) = &rule.action
-        && expr.fetch.layer() == Layer::Http
-    {
-        http = Some(expr.fetch.to_string());
-    }
-    if let Some(c) = &rule.cond {
-        http = http.or_else(|| c.fetch_above(Layer::Payload));
-    }
-    if let Some(f) = http {
+    if let Some(f) = fetch_above(&rule, Layer::Payload) {
         return Err(RuleError::new(
             0,
             format!(

@@ -55,7 +55,7 @@ pub(crate) mod persist;
 pub(crate) mod pick;
 mod retry;
 mod rules;
-mod server;
+pub(crate) mod server;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

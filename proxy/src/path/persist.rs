@@ -84,11 +84,7 @@ impl Hook for Remember<'_> {
         let Some(si) = s.done.server else {
             return;
         };
-        for (table, k) in &s.persist.store {
-            table.with(k, true, 0, |e| {
-                e.set(rampart_config::stick::DataKind::ServerId, si as u64 + 1)
-            });
-        }
+        s.persist.store_server(si);
         if let (Some(c), Ok(resp)) = (&x.be.cookie, out) {
             response_cookie(c, si, s.persist.cookie, resp.headers_mut());
         }
@@ -105,6 +101,17 @@ pub struct Persist {
     /// The server named by the client's persistence cookie, with the cookie's first-seen
     /// time (insert mode with dates).
     pub cookie: Option<(usize, u64)>,
+}
+
+impl Persist {
+    /// Stores server `si` in the entries that get the chosen server.
+    pub fn store_server(&self, si: usize) {
+        for (table, k) in &self.store {
+            table.with(k, true, 0, |e| {
+                e.set(rampart_config::stick::DataKind::ServerId, si as u64 + 1)
+            });
+        }
+    }
 }
 
 /// Runs the backend's `stick` rules: the first matching entry that names a server wins;

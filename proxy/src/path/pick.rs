@@ -10,8 +10,9 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::future::Maybe;
-use super::{Attempt, Exchange, Outcome, RouteSettings, State};
+use super::{Attempt, Exchange, Outcome, RouteSettings, State, Tried};
 use crate::body::Body;
+use crate::done::Done;
 use crate::error::{ErrorKind, ProxyError};
 use crate::snapshot::Backend;
 use crate::state::{ActiveGuard, Limit};
@@ -86,25 +87,38 @@ where
 /// Records the server an attempt goes to: in the request's record (the server it is
 /// logged with, its in-flight count), the connection's session, and the retry counters.
 fn chosen(x: &Exchange<'_>, s: &mut State<'_>, si: usize, guard: ActiveGuard) {
-    let be = x.be;
+    chosen_server(x.be, &mut s.tried, s.done, x.from.session, si, guard);
+}
+
+/// Records server `si` as the one an attempt goes to (a request's, or a mode tcp
+/// connection's): in `done` (the server it is logged with, its in-flight count), the
+/// session, and the retry counters.
+pub(crate) fn chosen_server(
+    be: &Backend,
+    tried: &mut Tried,
+    done: &mut Done,
+    session: &crate::sessions::Session,
+    si: usize,
+    guard: ActiveGuard,
+) {
     let server = &be.servers[si];
-    if !s.tried.is_empty() {
+    if !tried.is_empty() {
         be.live.retries.fetch_add(1, Relaxed);
         server.live.retries.fetch_add(1, Relaxed);
-        if !s.tried.as_slice().contains(&si) {
+        if !tried.as_slice().contains(&si) {
             be.live.redispatches.fetch_add(1, Relaxed);
         }
     }
-    s.tried.push(si);
-    s.done.retries = s.tried.len() as u32 - 1;
+    tried.push(si);
+    done.retries = tried.len() as u32 - 1;
     // The previous attempt's server no longer has this request in flight.
-    s.done.guard = Some(guard);
-    if let Some(prev) = s.done.server.replace(si)
+    done.guard = Some(guard);
+    if let Some(prev) = done.server.replace(si)
         && prev != si
     {
         be.balancer.released(prev);
     }
-    x.from.session.at_server(&server.live);
+    session.at_server(&server.live);
 }
 
 pub(crate) fn no_server(be: &Backend) -> ProxyError {

@@ -64,15 +64,25 @@ impl Hook for FeedOutlier<'_> {
             }
             Err(_) => return,
         };
-        crate::resilience::outlier::record(
-            spec,
-            &self.be.servers[self.server].live,
-            &self.be.live,
-            self.be.servers.len(),
-            outcome,
-            std::time::Instant::now(),
-        );
+        feed_outlier(self.be, spec, self.server, outcome);
     }
+}
+
+/// Feeds server `si`'s outlier detection with one outcome.
+pub(crate) fn feed_outlier(
+    be: &Backend,
+    spec: &crate::resilience::outlier::OutlierSpec,
+    si: usize,
+    outcome: Outlier,
+) {
+    crate::resilience::outlier::record(
+        spec,
+        &be.servers[si].live,
+        &be.live,
+        be.servers.len(),
+        outcome,
+        std::time::Instant::now(),
+    );
 }
 
 /// Counts a failed attempt against its server and backend (`econ`, `eresp`, and the
@@ -84,22 +94,26 @@ pub struct CountErrors<'a> {
 
 impl Hook for CountErrors<'_> {
     fn after(self, out: &mut Outcome) {
-        let Err(e) = out else {
-            return;
-        };
-        let (be, server) = (self.be, &self.be.servers[self.server]);
-        match e.kind {
-            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
-                be.live.errors_conn.fetch_add(1, Relaxed);
-                server.live.errors_conn.fetch_add(1, Relaxed);
-            }
-            ErrorKind::Overloaded(l) => be.live.overflow.count(l),
-            _ if e.side == Side::Server => {
-                be.live.errors_resp.fetch_add(1, Relaxed);
-                server.live.errors_resp.fetch_add(1, Relaxed);
-            }
-            _ => {}
+        if let Err(e) = out {
+            count_failure(self.be, self.server, e);
         }
+    }
+}
+
+/// Counts a failed attempt against server `si` and its backend.
+pub(crate) fn count_failure(be: &Backend, si: usize, e: &ProxyError) {
+    let server = &be.servers[si];
+    match e.kind {
+        ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => {
+            be.live.errors_conn.fetch_add(1, Relaxed);
+            server.live.errors_conn.fetch_add(1, Relaxed);
+        }
+        ErrorKind::Overloaded(l) => be.live.overflow.count(l),
+        _ if e.side == Side::Server => {
+            be.live.errors_resp.fetch_add(1, Relaxed);
+            server.live.errors_resp.fetch_add(1, Relaxed);
+        }
+        _ => {}
     }
 }
 
