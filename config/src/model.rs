@@ -792,8 +792,9 @@ pub struct SampleDef(pub SampleExpr);
 
 impl Decode for SampleDef {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let files = files_for(cx);
         cx.parse_scalar(node, "a sample fetch", |s| {
-            crate::rules::fetch::parse_sample(s).map(|(e, _)| e)
+            crate::rules::fetch::parse_sample(s, files.as_ref()).map(|(e, _)| e)
         })
         .map(SampleDef)
     }

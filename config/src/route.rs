@@ -66,6 +66,9 @@ pub enum BackendTarget {
     One(Spanned<String>),
     /// Weighted split: each request goes to one of these, in proportion to the weights.
     Split(Vec<(Spanned<String>, u32)>),
+    /// A backend named at request time by a log-format string (`%[...]`), usually a map
+    /// lookup: a name that is no backend falls back to the default backend.
+    Dynamic(Spanned<crate::rules::LogFormat>),
     /// No backend: the route's request rules answer (`return`, `redirect`, `deny`); a
     /// request they let through gets 503.
     None,
@@ -89,6 +92,27 @@ config_struct! {
         pub http_response: Vec<RuleDef<ResponseAction>>,
         /// What a `maglev` backend hashes for this route (one key or a list).
         pub hash_key: Vec<Spanned<SampleDef>>,
+    }
+}
+
+/// A backend name, or a log-format string (`%[...]`) that names one at request time.
+fn target_of(
+    name: Spanned<String>,
+    cx: &mut Cx,
+    files: &dyn crate::rules::acl::PatternFiles,
+) -> Option<BackendTarget> {
+    if !name.value.contains("%[") {
+        return Some(BackendTarget::One(name));
+    }
+    match crate::rules::logfmt::parse_logformat(&name.value, files) {
+        Ok(f) => Some(BackendTarget::Dynamic(Spanned {
+            value: f,
+            pos: name.pos,
+        })),
+        Err((off, m)) => {
+            cx.error(offset_pos(name.pos, off), m);
+            None
+        }
     }
 }
 
@@ -120,17 +144,21 @@ impl Decode for UseBackend {
                 }
             };
             let mut route = UseBackend::to(&name.text);
-            route.target = BackendTarget::One(Spanned {
-                value: name.text,
-                pos: offset_pos(start, name.offset),
-            });
+            route.target = target_of(
+                Spanned {
+                    value: name.text,
+                    pos: offset_pos(start, name.offset),
+                },
+                cx,
+                files.as_ref(),
+            )?;
             route.cond = cond;
             route.pos = start;
             return Some(route);
         }
         let def = RouteDef::decode(node, cx)?;
         let target = match (&def.backend, def.split.is_empty()) {
-            (Some(b), true) => BackendTarget::One(b.clone()),
+            (Some(b), true) => target_of(b.clone(), cx, files.as_ref())?,
             (None, false) => BackendTarget::Split(def.split.entries().to_vec()),
             (Some(_), false) => {
                 cx.error(node.pos, "use either 'backend' or 'split', not both");

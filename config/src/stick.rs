@@ -292,7 +292,8 @@ pub fn parse_stick_rule(
     let Some(fetch) = words.first() else {
         return Err(RuleError::new(end, "missing a sample fetch"));
     };
-    let (expr, _) = parse_sample(&fetch.text).map_err(|m| RuleError::new(fetch.offset, m))?;
+    let (expr, _) =
+        parse_sample(&fetch.text, files).map_err(|m| RuleError::new(fetch.offset, m))?;
     let mut table = None;
     match &words[1..] {
         [] => {}

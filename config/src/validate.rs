@@ -248,7 +248,7 @@ impl V<'_> {
                     }
                 }
             }
-            BackendTarget::None => {}
+            BackendTarget::Dynamic(_) | BackendTarget::None => {}
         }
         if let Some(c) = &ub.cond {
             self.condition(c, ub.pos, acls, p);
@@ -1451,7 +1451,7 @@ fn modes(v: &mut V) {
                 BackendTarget::Split(parts) => {
                     targets.extend(parts.iter().map(|(b, _)| (b, p.clone())));
                 }
-                BackendTarget::None => {}
+                BackendTarget::Dynamic(_) | BackendTarget::None => {}
             }
         }
         for (b, p) in targets {
@@ -1513,6 +1513,21 @@ fn modes(v: &mut V) {
                         &p,
                         "in mode tcp a use_backend entry takes only a backend and its condition",
                     );
+                }
+                if let BackendTarget::Dynamic(f) = &u.target {
+                    let http = f.value.0.iter().find_map(|s| match s {
+                        crate::rules::Segment::Sample(e) if e.fetch.layer() == Layer::Http => {
+                            Some(&e.fetch)
+                        }
+                        _ => None,
+                    });
+                    if let Some(f) = http {
+                        v.err(
+                            u.pos,
+                            &p,
+                            format!("{f} needs an HTTP request; frontend {name:?} is mode tcp"),
+                        );
+                    }
                 }
                 if let Some(c) = &u.cond {
                     if let Some(f) = c.fetch_where(|l| l == Layer::Http) {

@@ -239,7 +239,9 @@ fn choose_backend<'f>(
                 done.answered(resp.status(), kind);
                 return Chosen::Answer(resp);
             }
-            r.target.choose()
+            let scx = env.cx(parts, &done.track);
+            r.target
+                .resolve(&scx, |n| snap.backend_index(n), fe.default_backend)
         }
         None => fe.default_backend,
     };

@@ -21,10 +21,32 @@ pub enum Target {
     Split(Vec<(usize, u32)>, u32),
     /// No backend: the route's request rules answer.
     None,
+    /// The backend this format names for the request (HAProxy's `use_backend %[...]`).
+    Dynamic(crate::rules::Fmt),
 }
 
 impl Target {
-    /// The backend for one request.
+    /// The backend for the request `cx` reads: a dynamic name that is no backend's (or
+    /// renders nothing) falls back to `default`, as HAProxy does.
+    pub fn resolve(
+        &self,
+        cx: &SampleCtx<'_>,
+        by_name: impl Fn(&str) -> Option<usize>,
+        default: Option<usize>,
+    ) -> Option<usize> {
+        match self {
+            Target::Dynamic(f) => {
+                let name = f.render_bytes(cx);
+                std::str::from_utf8(&name)
+                    .ok()
+                    .and_then(by_name)
+                    .or(default)
+            }
+            t => t.choose(),
+        }
+    }
+
+    /// The backend for one request, for static targets.
     pub fn choose(&self) -> Option<usize> {
         match self {
             Target::One(b) => Some(*b),
@@ -36,7 +58,7 @@ impl Target {
                     .or(parts.first())
                     .map(|(b, _)| *b)
             }
-            Target::None => None,
+            Target::None | Target::Dynamic(_) => None,
         }
     }
 }

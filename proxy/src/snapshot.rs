@@ -23,12 +23,14 @@ use crate::resilience::limits::GateLimits;
 use crate::resilience::outlier::OutlierSpec;
 use crate::resilience::retry::RetryPolicy;
 use crate::rules::matcher::IpSet;
+use crate::rules::patref::{PatRef, RefKind};
 use crate::rules::sample::{Resolve, Sample};
 use crate::rules::{AclTable, Cond, ConnectionRule, RequestRule, ResponseRule, RuleCompiler};
 use crate::state::{BackendLive, Declared, FrontendLive, Live, ServerKey, ServerLive};
 use crate::stick::Table;
 use crate::upstream::pool::{Pool, PoolConfig};
 use crate::upstream::{Proto, Upstream, UpstreamTls};
+use rampart_config::rules::PatFile;
 
 /// A listening socket of a frontend.
 #[derive(Clone)]
@@ -217,6 +219,8 @@ pub struct Snapshot {
     pub backends: Vec<Arc<Backend>>,
     /// Stick tables, in configuration order.
     pub tables: Vec<Arc<Table>>,
+    /// The pattern and map files ACLs and map converters use.
+    pub patterns: Vec<Arc<PatRef>>,
     pub config: Arc<Config>,
     /// What the configuration should fix but does not stop serving: certificates that
     /// expire soon (or expired ones served because `allow_expired` says so), each with
@@ -352,12 +356,15 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         }
         table_index.get(n).map(|i| tables[*i].clone())
     };
+    let refs = crate::rules::patref::RefSet::new(env.previous.map_or(&[], |p| &p.patterns[..]));
+    let pattern_ref = |k: RefKind, f: &PatFile| refs.get(k, f);
     let mut cx = Cx {
         cfg: &cfg,
         env,
         names: Resolve {
             backend: &backend_index,
             table: &table_by_name,
+            patterns: &pattern_ref,
         },
         errs: Errors(Vec::new()),
         tls: TlsCache::new(rampart_config::validate::certificate_allowance(&cfg)),
@@ -404,6 +411,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         frontends,
         backends,
         tables,
+        patterns: refs.into_vec(),
         config: cfg,
         warnings,
         certificates: served,
@@ -677,6 +685,7 @@ impl Cx<'_> {
         let names = Resolve {
             backend: self.names.backend,
             table: self.names.table,
+            patterns: self.names.patterns,
         };
         let mut rc = match RuleCompiler::new(&f.acls, &names) {
             Ok(rc) => rc,
@@ -1062,6 +1071,13 @@ fn compile_route(
             (!out.is_empty()).then_some(Target::Split(out, cum))
         }
         BackendTarget::None => Some(Target::None),
+        BackendTarget::Dynamic(f) => match rc.fmt(&f.value) {
+            Ok(f) => Some(Target::Dynamic(f)),
+            Err(e) => {
+                errs.add(f.pos, path, e);
+                return None;
+            }
+        },
     };
     let Some(target) = target else {
         errs.add(u.pos, path, "unknown backend");

@@ -51,7 +51,7 @@ pub(crate) async fn serve(mut io: ClientIo, mut buf: BytesMut, cx: Arc<ConnCtx>)
         nbsrv: &nbsrv,
         conn_track: cx.conn_track(),
     };
-    let backend = match inspect(&mut io, &mut buf, &fe, &env, &mut done).await {
+    let backend = match inspect(&mut io, &mut buf, &snap, &fe, &env, &mut done).await {
         Ok(b) => b,
         Err(term) => {
             done.termination = term;
@@ -120,6 +120,7 @@ pub(crate) async fn serve(mut io: ClientIo, mut buf: BytesMut, cx: Arc<ConnCtx>)
 async fn inspect(
     io: &mut ClientIo,
     buf: &mut BytesMut,
+    snap: &crate::snapshot::Snapshot,
     fe: &Frontend,
     env: &Env<'_>,
     done: &mut Done,
@@ -152,7 +153,13 @@ async fn inspect(
         if content_done {
             let cx = env.bytes(&done.track, Some(&payload));
             match fe.routes.first_on_payload(&fe.acls, &cx) {
-                Ok(Some(r)) => return Ok(r.target.choose()),
+                Ok(Some(r)) => {
+                    return Ok(r.target.resolve(
+                        &cx,
+                        |n| snap.backend_index(n),
+                        fe.default_backend,
+                    ));
+                }
                 Ok(None) => return Ok(fe.default_backend),
                 Err(crate::rules::Short) => {}
             }

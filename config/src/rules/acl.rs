@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use super::fetch::{MatchMethod, SampleExpr, SampleType, parse_sample};
 use super::lexer::{RuleError, Token, Tokens};
+use super::patfile::PatFile;
 
 /// An IP network: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,12 +94,27 @@ pub struct Acl {
     pub expr: SampleExpr,
     pub method: MatchMethod,
     pub icase: bool,
+    /// The patterns written in the rule.
     pub patterns: Patterns,
+    /// Files of patterns (`-f`), checked for `method`; the runtime API changes them.
+    pub files: Vec<PatFile>,
 }
 
 /// Reads pattern files for `-f`, and counts the patterns a configuration holds.
 pub trait PatternFiles {
     fn read(&self, path: &str) -> Result<std::sync::Arc<str>, String>;
+    /// Where a file named `name` is read from.
+    fn resolve(&self, name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(name)
+    }
+    /// Reads the file named `name`.
+    fn load(&self, name: &str) -> Result<PatFile, String> {
+        Ok(PatFile {
+            name: name.to_owned(),
+            path: self.resolve(name),
+            text: self.read(name)?,
+        })
+    }
     /// Counts `n` more ACL patterns; refuses them past [`crate::limits::MAX_ACL_PATTERNS`]
     /// for the whole configuration.
     fn count(&self, n: usize) -> Result<(), String> {
@@ -159,6 +175,12 @@ impl PatternBudget {
 }
 
 impl PatternFiles for DiskFiles {
+    fn resolve(&self, name: &str) -> std::path::PathBuf {
+        match &self.dir {
+            Some(d) => d.join(name),
+            None => std::path::PathBuf::from(name),
+        }
+    }
     fn read(&self, path: &str) -> Result<std::sync::Arc<str>, String> {
         let Some(dir) = &self.dir else {
             return NoFiles.read(path);
@@ -264,10 +286,12 @@ pub fn parse_acl(words: &[Token], end: usize, files: &dyn PatternFiles) -> Resul
             "empty ACL: expected a fetch like path_beg or src",
         ));
     };
-    let (expr, implied) = parse_sample(&first.text).map_err(|m| RuleError::new(first.offset, m))?;
+    let (expr, implied) =
+        parse_sample(&first.text, files).map_err(|m| RuleError::new(first.offset, m))?;
     let mut method = implied;
     let mut icase = false;
     let mut patterns: Vec<Token> = Vec::new();
+    let mut file_names: Vec<(PatFile, usize)> = Vec::new();
     let mut i = 1;
     while i < words.len() {
         let w = &words[i];
@@ -298,33 +322,10 @@ pub fn parse_acl(words: &[Token], end: usize, files: &dyn PatternFiles) -> Resul
                 let Some(f) = words.get(i + 1) else {
                     return Err(RuleError::new(end, "-f needs a file name"));
                 };
-                let text = files
-                    .read(&f.text)
+                let file = files
+                    .load(&f.text)
                     .map_err(|m| RuleError::new(f.offset, m))?;
-                // Counted before they are kept, so that a large file named by many ACLs is
-                // refused before it fills the memory.
-                let lines = text
-                    .lines()
-                    .filter(|l| {
-                        let l = l.trim();
-                        !l.is_empty() && !l.starts_with('#')
-                    })
-                    .count();
-                files
-                    .count(lines)
-                    .map_err(|m| RuleError::new(f.offset, format!("{}: {m}", f.text)))?;
-                patterns.reserve(lines);
-                for line in text.lines() {
-                    let line = line.trim();
-                    if line.is_empty() || line.starts_with('#') {
-                        continue;
-                    }
-                    patterns.push(Token {
-                        text: line.to_owned(),
-                        offset: f.offset,
-                        quoted: true,
-                    });
-                }
+                file_names.push((file, f.offset));
                 i += 1;
             }
             other if parse_int(other).is_some() => break,
@@ -344,6 +345,18 @@ pub fn parse_acl(words: &[Token], end: usize, files: &dyn PatternFiles) -> Resul
     patterns.extend(inline.iter().cloned());
     let sample_type = expr.sample_type();
     let method = method.unwrap_or(MatchMethod::default_for(sample_type));
+    // Every line is checked for the match method now, so that a bad line is refused at
+    // load, and counted before it is kept.
+    let mut acl_files = Vec::with_capacity(file_names.len());
+    for (file, offset) in file_names {
+        let (n, states) = super::patfile::check_file(&file, method, icase, None)
+            .map_err(|m| RuleError::new(offset, m))?;
+        files
+            .count(n)
+            .map_err(|m| RuleError::new(offset, format!("{}: {m}", file.name)))?;
+        files.regex(states).map_err(|m| RuleError::new(offset, m))?;
+        acl_files.push(file);
+    }
     let pats = match method {
         MatchMethod::Found | MatchMethod::Bool => {
             if let Some(p) = patterns.first() {
@@ -392,7 +405,7 @@ pub fn parse_acl(words: &[Token], end: usize, files: &dyn PatternFiles) -> Resul
         Patterns::Ip(v) => v.is_empty(),
         Patterns::None => false,
     };
-    if empty {
+    if empty && acl_files.is_empty() {
         return Err(RuleError::new(
             end,
             format!(
@@ -406,6 +419,7 @@ pub fn parse_acl(words: &[Token], end: usize, files: &dyn PatternFiles) -> Resul
         method,
         icase,
         patterns: pats,
+        files: acl_files,
     })
 }
 

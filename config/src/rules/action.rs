@@ -125,8 +125,8 @@ fn parse_stick_action(name: &Token, a: &mut Args) -> Result<Option<StickAction>,
     };
     if let Some(slot) = slot_of("track-sc")? {
         let f = a.next("a sample fetch")?;
-        let (expr, _) =
-            crate::rules::fetch::parse_sample(&f.text).map_err(|m| RuleError::new(f.offset, m))?;
+        let (expr, _) = crate::rules::fetch::parse_sample(&f.text, a.files)
+            .map_err(|m| RuleError::new(f.offset, m))?;
         let mut table = None;
         if a.peek().is_some_and(|t| t.text == "table") {
             a.at += 1;
@@ -182,11 +182,6 @@ fn status_arg(t: &Token, allowed: impl Fn(u16) -> bool, what: &str) -> Result<u1
         .ok_or_else(|| RuleError::new(t.offset, format!("invalid {what} {:?}", t.text)))
 }
 
-fn fmt_arg(t: &Token) -> Result<LogFormat, RuleError> {
-    parse_logformat(&t.text)
-        .map_err(|(off, m)| RuleError::new(t.offset + off + usize::from(t.quoted), m))
-}
-
 fn header_name(t: &Token) -> Result<String, RuleError> {
     http::HeaderName::from_bytes(t.text.as_bytes())
         .map(|h| h.as_str().to_owned())
@@ -200,13 +195,22 @@ fn regex_arg(t: &Token, files: &dyn PatternFiles) -> Result<String, RuleError> {
         .map_err(|e| RuleError::new(t.offset, e))
 }
 
-struct Args {
+struct Args<'f> {
     words: Vec<Token>,
     at: usize,
     end: usize,
+    /// Reads the map files converters name.
+    files: &'f dyn PatternFiles,
 }
 
-impl Args {
+impl Args<'_> {
+    /// The next word as a log-format string.
+    fn format(&mut self, what: &str) -> Result<LogFormat, RuleError> {
+        let t = self.next(what)?;
+        parse_logformat(&t.text, self.files)
+            .map_err(|(off, m)| RuleError::new(t.offset + off + usize::from(t.quoted), m))
+    }
+
     fn next(&mut self, what: &str) -> Result<Token, RuleError> {
         let t = self.words.get(self.at).cloned();
         self.at += 1;
@@ -252,10 +256,10 @@ fn parse_reply(a: &mut Args, default_status: u16, deny: bool) -> Result<Reply, R
                 let s = a.next("a string")?;
                 r.body = Some(LogFormat(vec![super::logfmt::Segment::Lit(s.text)]));
             }
-            "lf-string" => r.body = Some(fmt_arg(&a.next("a format string")?)?),
+            "lf-string" => r.body = Some(a.format("a format string")?),
             "hdr" => {
                 let n = header_name(&a.next("a header name")?)?;
-                let v = fmt_arg(&a.next("a header value")?)?;
+                let v = a.format("a header value")?;
                 r.headers.push((n, v));
             }
             other => {
@@ -279,7 +283,7 @@ fn parse_header_action(
     Ok(Some(match name {
         "set-header" | "add-header" => {
             let n = header_name(&a.next("a header name")?)?;
-            let v = fmt_arg(&a.next("a header value")?)?;
+            let v = a.format("a header value")?;
             if name == "set-header" {
                 HeaderAction::Set { name: n, value: v }
             } else {
@@ -323,7 +327,7 @@ fn parse_header_action(
         "replace-header" | "replace-value" => {
             let n = header_name(&a.next("a header name")?)?;
             let regex = regex_arg(&a.next("a regular expression")?, files)?;
-            let replacement = fmt_arg(&a.next("a replacement")?)?;
+            let replacement = a.format("a replacement")?;
             if name == "replace-header" {
                 HeaderAction::Replace {
                     name: n,
@@ -381,12 +385,24 @@ const RESPONSE_ACTIONS: &[&str] = &[
     "set-status",
 ];
 
-fn split_rule(text: &str) -> Result<(Token, Args, Tokens), RuleError> {
+fn split_rule<'f>(
+    text: &str,
+    files: &'f dyn PatternFiles,
+) -> Result<(Token, Args<'f>, Tokens), RuleError> {
     let mut toks = Tokens::new(text)?;
     let end = toks.end();
     let name = toks.expect("an action")?;
     let words = toks.until_condition();
-    Ok((name, Args { words, at: 0, end }, toks))
+    Ok((
+        name,
+        Args {
+            words,
+            at: 0,
+            end,
+            files,
+        },
+        toks,
+    ))
 }
 
 fn finish<A>(
@@ -416,7 +432,7 @@ pub fn parse_request_rule(
     text: &str,
     files: &dyn PatternFiles,
 ) -> Result<Rule<RequestAction>, RuleError> {
-    let (name, mut a, rest) = split_rule(text)?;
+    let (name, mut a, rest) = split_rule(text, files)?;
     let action = match name.text.as_str() {
         "allow" => RequestAction::Allow,
         "deny" => RequestAction::Deny(parse_reply(&mut a, 403, true)?),
@@ -434,7 +450,7 @@ pub fn parse_request_rule(
                     ));
                 }
             };
-            let target = fmt_arg(&a.next("a redirect target")?)?;
+            let target = a.format("a redirect target")?;
             let mut r = Redirect {
                 kind,
                 target,
@@ -466,11 +482,11 @@ pub fn parse_request_rule(
             }
             RequestAction::Redirect(r)
         }
-        "set-path" => RequestAction::SetPath(fmt_arg(&a.next("a path")?)?),
-        "set-query" => RequestAction::SetQuery(fmt_arg(&a.next("a query string")?)?),
+        "set-path" => RequestAction::SetPath(a.format("a path")?),
+        "set-query" => RequestAction::SetQuery(a.format("a query string")?),
         "replace-path" => {
             let regex = regex_arg(&a.next("a regular expression")?, files)?;
-            let replacement = fmt_arg(&a.next("a replacement")?)?;
+            let replacement = a.format("a replacement")?;
             RequestAction::ReplacePath { regex, replacement }
         }
         other => match parse_header_action(other, &mut a, files)? {
@@ -487,7 +503,7 @@ pub fn parse_request_rule(
 /// Parses a rule with the actions of `tcp_request` rules, before the checks of what its
 /// fetches may read.
 fn parse_conn_actions(text: &str, files: &dyn PatternFiles) -> Result<Rule<ConnAction>, RuleError> {
-    let (name, mut a, rest) = split_rule(text)?;
+    let (name, mut a, rest) = split_rule(text, files)?;
     let action = match name.text.as_str() {
         "accept" => ConnAction::Accept,
         "reject" => ConnAction::Reject,
@@ -552,7 +568,7 @@ pub fn parse_response_rule(
     text: &str,
     files: &dyn PatternFiles,
 ) -> Result<Rule<ResponseAction>, RuleError> {
-    let (name, mut a, rest) = split_rule(text)?;
+    let (name, mut a, rest) = split_rule(text, files)?;
     let action = match name.text.as_str() {
         "allow" => ResponseAction::Allow,
         "deny" => ResponseAction::Deny(parse_reply(&mut a, 502, true)?),

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::acl::PatternFiles;
+
 /// The type of value a fetch produces, which decides its default match method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleType {
@@ -398,6 +400,41 @@ pub enum Converter {
     UrlDec {
         in_form: bool,
     },
+    /// A lookup in a map file: `map_<match>[_<output>](FILE[,DEFAULT])`.
+    Map(Box<MapConv>),
+    /// `regsub(REGEX,SUBST[,FLAGS])`: the first match (every match with flag `g`) replaced
+    /// by `SUBST`, where `\1`..`\9` are the groups; flag `i` ignores case.
+    RegSub {
+        regex: String,
+        subst: String,
+        global: bool,
+        icase: bool,
+    },
+    /// `json([INPUT])`: escaped for a JSON string.
+    Json(JsonInput),
+}
+
+/// How `json` treats its input (HAProxy's input codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonInput {
+    /// Bytes: those above 127 become `\u00XX` (the default).
+    Ascii,
+    /// UTF-8: invalid input fails the sample.
+    Utf8,
+    /// UTF-8: invalid bytes are dropped.
+    Utf8Skip,
+    /// UTF-8: invalid bytes become U+FFFD.
+    Utf8Replace,
+}
+
+/// A map lookup: how keys match, what the values are, the file, and the value when no
+/// key matches (without one, the sample fails).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapConv {
+    pub method: MatchMethod,
+    pub output: SampleType,
+    pub file: super::patfile::PatFile,
+    pub default: Option<String>,
 }
 
 /// A fetch followed by converters: `hdr(host),lower`.
@@ -414,6 +451,7 @@ impl SampleExpr {
             t = match c {
                 Converter::Lower | Converter::Upper => SampleType::Str,
                 Converter::IpMask { .. } => SampleType::Ip,
+                Converter::Map(m) => m.output,
                 _ => SampleType::Str,
             };
         }
@@ -690,8 +728,11 @@ fn pp_tlv_type(a: &str) -> Result<u8, String> {
     })
 }
 
-fn parse_converter(s: &str) -> Result<Converter, String> {
+fn parse_converter(s: &str, files: &dyn PatternFiles) -> Result<Converter, String> {
     let (name, args) = split_call(s.trim())?;
+    if let Some(m) = parse_map(name, &args, files)? {
+        return Ok(Converter::Map(Box::new(m)));
+    }
     let mask = |a: &str, max: u8| -> Result<u8, String> {
         a.parse::<u8>()
             .ok()
@@ -770,22 +811,128 @@ fn parse_converter(s: &str) -> Result<Converter, String> {
             },
             _ => Err("url_dec takes at most one argument (in_form)".into()),
         },
+        "regsub" => {
+            let (regex, subst, flags) = match args.as_slice() {
+                [r, s] => (r, s, ""),
+                [r, s, f] => (r, s, f.as_str()),
+                _ => {
+                    return Err(
+                        "regsub takes a regular expression, a replacement and optional flags, like regsub(^/api/,/)"
+                            .into(),
+                    );
+                }
+            };
+            if let Some(bad) = flags.chars().find(|c| !matches!(c, 'g' | 'i')) {
+                return Err(format!("regsub: unknown flag {bad:?} (known: g, i)"));
+            }
+            let icase = flags.contains('i');
+            files.regex(super::check_regex(regex, icase)?)?;
+            Ok(Converter::RegSub {
+                regex: regex.clone(),
+                subst: subst.clone(),
+                global: flags.contains('g'),
+                icase,
+            })
+        }
+        "json" => match args.as_slice() {
+            [] => Ok(Converter::Json(JsonInput::Ascii)),
+            [c] => match c.as_str() {
+                "ascii" => Ok(Converter::Json(JsonInput::Ascii)),
+                "utf8" => Ok(Converter::Json(JsonInput::Utf8)),
+                "utf8s" => Ok(Converter::Json(JsonInput::Utf8Skip)),
+                "utf8p" | "utf8ps" => Ok(Converter::Json(JsonInput::Utf8Replace)),
+                other => Err(format!(
+                    "json: unknown input code {other:?} (known: ascii, utf8, utf8s, utf8p, utf8ps)"
+                )),
+            },
+            _ => Err("json takes at most one argument (the input code)".into()),
+        },
         "lower" | "upper" | "hex" | "base64" => Err(format!("{name} takes no arguments")),
         _ => Err(format!(
-            "unknown converter {name:?} (known: lower, upper, ipmask, field, word, bytes, hex, base64, url_dec)"
+            "unknown converter {name:?} (known: lower, upper, ipmask, field, word, bytes, hex, base64, url_dec, regsub, json, map, map_str, map_beg, map_end, map_sub, map_dir, map_dom, map_reg, map_ip, map_int)"
         )),
     }
 }
 
+/// `map`, `map_<match>` and `map_<match>_<output>`: the map converter `name` names, its
+/// file loaded and checked line by line; `None` when `name` is no map converter.
+fn parse_map(
+    name: &str,
+    args: &[String],
+    files: &dyn PatternFiles,
+) -> Result<Option<MapConv>, String> {
+    let Some(rest) = name.strip_prefix("map") else {
+        return Ok(None);
+    };
+    let mut parts = rest.split('_').skip(1);
+    let (m, o) = (parts.next(), parts.next());
+    if parts.next().is_some() || (!rest.is_empty() && !rest.starts_with('_')) {
+        return Ok(None);
+    }
+    let method = match m.unwrap_or("str") {
+        "str" => MatchMethod::Str,
+        "beg" => MatchMethod::Beg,
+        "end" => MatchMethod::End,
+        "sub" => MatchMethod::Sub,
+        "dir" => MatchMethod::Dir,
+        "dom" => MatchMethod::Dom,
+        "reg" | "regm" => MatchMethod::Reg,
+        "ip" => MatchMethod::Ip,
+        "int" => MatchMethod::Int,
+        other => {
+            return Err(format!(
+                "{name}: unknown match type {other:?} (known: str, beg, end, sub, dir, dom, reg, ip, int)"
+            ));
+        }
+    };
+    let output = match o.unwrap_or("str") {
+        "str" => SampleType::Str,
+        "int" => SampleType::Int,
+        "ip" => SampleType::Ip,
+        other => {
+            return Err(format!(
+                "{name}: unknown output type {other:?} (known: str, int, ip)"
+            ));
+        }
+    };
+    let (file, default) = match args {
+        [f] => (f, None),
+        [f, d] => (f, Some(d.clone())),
+        _ => {
+            return Err(format!(
+                "{name} takes a map file and an optional default value, like {name}(hosts.map,web)"
+            ));
+        }
+    };
+    if let Some(d) = &default {
+        super::patfile::check_value(output, d)
+            .map_err(|e| format!("{name}: the default value: {e}"))?;
+    }
+    let file = files.load(file)?;
+    let (n, states) = super::patfile::check_file(&file, method, false, Some(output))
+        .map_err(|e| format!("{name}: {e}"))?;
+    files.count(n).map_err(|e| format!("{}: {e}", file.name))?;
+    files.regex(states)?;
+    Ok(Some(MapConv {
+        method,
+        output,
+        file,
+        default,
+    }))
+}
+
 /// Parses a sample expression like `hdr(host),lower`. Returns the match method a suffixed
-/// keyword implies (only meaningful in ACLs).
-pub fn parse_sample(s: &str) -> Result<(SampleExpr, Option<MatchMethod>), String> {
+/// keyword implies (only meaningful in ACLs). `files` reads the map files converters name.
+pub fn parse_sample(
+    s: &str,
+    files: &dyn PatternFiles,
+) -> Result<(SampleExpr, Option<MatchMethod>), String> {
     let parts = split_top(s);
     let (word, args) = split_call(parts[0].trim())?;
     let (fetch, implied) = resolve_fetch(word, &args)?;
     let converters = parts[1..]
         .iter()
-        .map(|c| parse_converter(c))
+        .map(|c| parse_converter(c, files))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((SampleExpr { fetch, converters }, implied))
 }
@@ -793,6 +940,11 @@ pub fn parse_sample(s: &str) -> Result<(SampleExpr, Option<MatchMethod>), String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::acl::NoFiles;
+
+    fn parse_sample(s: &str) -> Result<(SampleExpr, Option<MatchMethod>), String> {
+        super::parse_sample(s, &NoFiles)
+    }
 
     #[test]
     fn parse_sample_with_suffix_and_converters() {

@@ -25,7 +25,11 @@ impl LogFormat {
 }
 
 /// Parses `s`; errors carry the character offset within `s`.
-pub fn parse_logformat(s: &str) -> Result<LogFormat, (usize, String)> {
+/// `files` reads the map files converters name.
+pub fn parse_logformat(
+    s: &str,
+    files: &dyn super::acl::PatternFiles,
+) -> Result<LogFormat, (usize, String)> {
     let mut segs = Vec::new();
     let mut lit = String::new();
     let mut chars = s.char_indices().peekable();
@@ -49,7 +53,7 @@ pub fn parse_logformat(s: &str) -> Result<LogFormat, (usize, String)> {
                     return Err((here, "missing ']' after '%['".into()));
                 };
                 let inner = &s[start..start + rel];
-                let (expr, _) = parse_sample(inner).map_err(|m| (here + 2, m))?;
+                let (expr, _) = parse_sample(inner, files).map_err(|m| (here + 2, m))?;
                 if !lit.is_empty() {
                     segs.push(Segment::Lit(std::mem::take(&mut lit)));
                 }
@@ -79,6 +83,11 @@ pub fn parse_logformat(s: &str) -> Result<LogFormat, (usize, String)> {
 mod tests {
     use super::super::fetch::Fetch;
     use super::*;
+    use crate::rules::acl::NoFiles;
+
+    fn parse_logformat(s: &str) -> Result<LogFormat, (usize, String)> {
+        super::parse_logformat(s, &NoFiles)
+    }
 
     #[test]
     fn parse_logformat_mixes_text_and_samples() {

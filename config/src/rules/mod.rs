@@ -5,15 +5,20 @@ pub mod action;
 pub mod fetch;
 pub mod lexer;
 pub mod logfmt;
+pub mod patfile;
 
 pub use acl::{Acl, AclRef, Condition, IntMatch, IpNet, Patterns, Term};
 pub use action::{
     ConnAction, HeaderAction, Redirect, RedirectKind, Reply, RequestAction, ResponseAction, Rule,
     StickAction,
 };
-pub use fetch::{Converter, Fetch, MatchMethod, SampleExpr, SampleType, ScFetch, ScOp, ScSource};
+pub use fetch::{
+    Converter, Fetch, JsonInput, MapConv, MatchMethod, SampleExpr, SampleType, ScFetch, ScOp,
+    ScSource,
+};
 pub use lexer::RuleError;
 pub use logfmt::{LogFormat, Segment};
+pub use patfile::PatFile;
 
 /// Checks a regular expression's syntax and size, and returns its size: about the number
 /// of states it compiles to. Only checked: the proxy compiles each expression once.

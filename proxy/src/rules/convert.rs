@@ -1,5 +1,7 @@
 //! The string converters of sample expressions, as HAProxy has them: `field`, `word`,
-//! `bytes`, `hex`, `base64`, `url_dec`.
+//! `bytes`, `hex`, `base64`, `url_dec`, `regsub`, `json`.
+
+use rampart_config::rules::JsonInput;
 
 /// Fields (`words`: false) or words (true) of `s` split at any byte of `delims`, from the
 /// `index`th (1-based; negative counts from the end, and `count` then goes towards the
@@ -116,6 +118,101 @@ pub fn url_dec(s: &[u8], in_form: bool) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// `s` with the first match of `re` (every match when `global`) replaced by `subst`, in
+/// which `\\1` to `\\9` stand for the groups (`\\0` for the whole match) and a backslash
+/// before any other character keeps that character.
+pub fn regsub(re: &regex::bytes::Regex, s: &[u8], subst: &[u8], global: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + subst.len());
+    let mut last = 0;
+    for caps in re.captures_iter(s) {
+        let Some(m) = caps.get(0) else { continue };
+        out.extend_from_slice(&s[last..m.start()]);
+        let mut i = 0;
+        while i < subst.len() {
+            match (subst[i], subst.get(i + 1)) {
+                (b'\\', Some(d)) if d.is_ascii_digit() => {
+                    if let Some(g) = caps.get(usize::from(d - b'0')) {
+                        out.extend_from_slice(g.as_bytes());
+                    }
+                    i += 2;
+                }
+                (b'\\', Some(c)) => {
+                    out.push(*c);
+                    i += 2;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        last = m.end();
+        if !global {
+            break;
+        }
+    }
+    out.extend_from_slice(&s[last..]);
+    out
+}
+
+/// `s` escaped for a JSON string, as HAProxy's `json` converter does: quotes, backslashes
+/// and slashes escaped, control characters as `\\uXXXX`; bytes above 127 as `\\u00XX`
+/// for ASCII input, or UTF-8 characters as `\\uXXXX` (surrogate pairs above U+FFFF).
+/// Invalid UTF-8 fails (`Utf8`), is dropped (`Utf8Skip`) or becomes U+FFFD.
+pub fn json(s: &[u8], input: JsonInput) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(s.len() + 8);
+    let esc = |out: &mut Vec<u8>, u: u32| {
+        let _ = write!(out, "\\u{u:04x}");
+    };
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'/' => out.extend_from_slice(b"\\/"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            c if c < 0x20 || c == 0x7f => esc(&mut out, u32::from(c)),
+            c if c < 0x80 => out.push(c),
+            c if input == JsonInput::Ascii => esc(&mut out, u32::from(c)),
+            _ => {
+                let len = match c {
+                    0xc2..=0xdf => 2,
+                    0xe0..=0xef => 3,
+                    0xf0..=0xf4 => 4,
+                    _ => 0,
+                };
+                let ch = s
+                    .get(i..i + len)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(|t| t.chars().next());
+                match ch {
+                    Some(ch) => {
+                        let mut units = [0u16; 2];
+                        for u in ch.encode_utf16(&mut units) {
+                            esc(&mut out, u32::from(*u));
+                        }
+                        i += len;
+                        continue;
+                    }
+                    None => match input {
+                        JsonInput::Utf8 => return None,
+                        JsonInput::Utf8Skip => {}
+                        _ => esc(&mut out, 0xfffd),
+                    },
+                }
+            }
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +279,33 @@ mod tests {
         assert_eq!(url_dec(b"%e2%82%AC", false).unwrap(), "€".as_bytes());
         assert_eq!(url_dec(b"bad%2", false), None);
         assert_eq!(url_dec(b"bad%zz", false), None);
+    }
+
+    #[test]
+    fn regsub_and_json() {
+        let re = regex::bytes::Regex::new("([a-z]+)-([0-9]+)").unwrap();
+        assert_eq!(regsub(&re, b"a-1 b-2", b"\\2_\\1", false), b"1_a b-2");
+        assert_eq!(regsub(&re, b"a-1 b-2", b"\\2_\\1", true), b"1_a 2_b");
+        assert_eq!(regsub(&re, b"none", b"x", true), b"none");
+        let dots = regex::bytes::Regex::new("\\.").unwrap();
+        assert_eq!(regsub(&dots, b"a.b.c", b"\\\\", true), b"a\\b\\c");
+        assert_eq!(
+            json(b"say \"hi\"\n/\x01", JsonInput::Ascii).unwrap(),
+            b"say \\\"hi\\\"\\n\\/\\u0001"
+        );
+        assert_eq!(
+            json("é".as_bytes(), JsonInput::Ascii).unwrap(),
+            b"\\u00c3\\u00a9"
+        );
+        assert_eq!(
+            json("é😀".as_bytes(), JsonInput::Utf8).unwrap(),
+            b"\\u00e9\\ud83d\\ude00"
+        );
+        assert_eq!(json(b"a\xffb", JsonInput::Utf8), None);
+        assert_eq!(json(b"a\xffb", JsonInput::Utf8Skip).unwrap(), b"ab");
+        assert_eq!(
+            json(b"a\xffb", JsonInput::Utf8Replace).unwrap(),
+            b"a\\ufffdb"
+        );
     }
 }

@@ -267,9 +267,11 @@ mod tests {
     fn compile() -> (AclTable, Vec<Cond>) {
         let backend = |_: &str| None;
         let table = |_: &str| None;
+        let patterns = crate::rules::patref::PatRef::load;
         let r = Resolve {
             backend: &backend,
             table: &table,
+            patterns: &patterns,
         };
         let mut rc = RuleCompiler::new(&Default::default(), &r).unwrap();
         let conds = CONDS

@@ -8,7 +8,10 @@ use std::net::IpAddr;
 use aho_corasick::AhoCorasick;
 use rampart_config::rules::{Acl, IntMatch, IpNet, MatchMethod, Patterns};
 
+use super::patref::{Expr, ExprKey, PatRef, RefKind};
 use super::sample::{Value, canonical_ip};
+use rampart_config::rules::PatFile;
+use std::sync::Arc;
 
 /// Hash sets of patterns: built from the configuration, so a fast hash seeded per process
 /// is enough (and lookups stay fast for sets of millions).
@@ -72,7 +75,7 @@ pub struct IpSet {
     v6: Vec<(u8, HashSet<u128>)>,
 }
 
-fn mask4(a: u32, p: u8) -> u32 {
+pub(crate) fn mask4(a: u32, p: u8) -> u32 {
     if p == 0 {
         0
     } else {
@@ -80,7 +83,7 @@ fn mask4(a: u32, p: u8) -> u32 {
     }
 }
 
-fn mask6(a: u128, p: u8) -> u128 {
+pub(crate) fn mask6(a: u128, p: u8) -> u128 {
     if p == 0 {
         0
     } else {
@@ -182,7 +185,7 @@ pub enum Matcher {
 pub struct AffixSetBox(Box<AffixSet>);
 
 /// Whether `pat` occurs in `s` bounded by delimiters (or the ends).
-fn delimited(s: &[u8], pat: &[u8], delim: &[u8]) -> bool {
+pub(crate) fn delimited(s: &[u8], pat: &[u8], delim: &[u8]) -> bool {
     if pat.is_empty() || pat.len() > s.len() {
         return false;
     }
@@ -199,6 +202,8 @@ fn delimited(s: &[u8], pat: &[u8], delim: &[u8]) -> bool {
 pub struct CompiledMatch {
     pub matcher: Matcher,
     pub icase: bool,
+    /// The pattern files (`-f`), as the runtime API keeps them.
+    pub files: Vec<Arc<Expr>>,
 }
 
 fn fold(icase: bool, v: &str) -> Vec<u8> {
@@ -210,8 +215,23 @@ fn fold(icase: bool, v: &str) -> Vec<u8> {
 }
 
 impl CompiledMatch {
-    pub fn compile(acl: &Acl) -> Result<Self, String> {
+    /// Compiles `acl`; `files` gives the reference of each of its pattern files.
+    pub fn compile(
+        acl: &Acl,
+        files: &dyn Fn(RefKind, &PatFile) -> Arc<PatRef>,
+    ) -> Result<Self, String> {
         let icase = acl.icase;
+        let refs = acl
+            .files
+            .iter()
+            .map(|f| {
+                files(RefKind::Acl, f).expr(ExprKey {
+                    method: acl.method,
+                    icase,
+                    output: None,
+                })
+            })
+            .collect();
         let strs = |p: &Patterns| -> Vec<Vec<u8>> {
             match p {
                 Patterns::Str(v) => v.iter().map(|s| fold(icase, s)).collect(),
@@ -256,12 +276,20 @@ impl CompiledMatch {
             )),
             (m, _) => return Err(format!("match method {m:?} does not fit these patterns")),
         };
-        Ok(Self { matcher, icase })
+        Ok(Self {
+            matcher,
+            icase,
+            files: refs,
+        })
     }
 
     /// For the string comparisons a first-match index merges (`-m str`, `-m beg`,
     /// `-m end`): how it compares and its patterns, already folded for `-i`.
     pub fn string_patterns(&self) -> Option<(StrKind, Vec<&[u8]>)> {
+        if !self.files.is_empty() {
+            // Entries change at run time: they cannot be merged into a fixed index.
+            return None;
+        }
         fn affixes(a: &AffixSetBox) -> Vec<&[u8]> {
             a.0.by_len
                 .iter()
@@ -278,6 +306,11 @@ impl CompiledMatch {
 
     /// Whether `v` matches.
     pub fn matches(&self, v: &Value<'_>) -> bool {
+        self.matches_inline(v) || self.files.iter().any(|f| f.find(v).is_some())
+    }
+
+    /// Whether `v` matches a pattern written in the rule.
+    fn matches_inline(&self, v: &Value<'_>) -> bool {
         match &self.matcher {
             Matcher::Found => true,
             Matcher::Bool => v.as_bool(),
@@ -321,7 +354,7 @@ mod tests {
 
     fn m(def: &str) -> CompiledMatch {
         let acl = parse_acl(&tokenize(def).unwrap(), def.len(), &NoFiles).unwrap();
-        CompiledMatch::compile(&acl).unwrap()
+        CompiledMatch::compile(&acl, &|k, f| PatRef::load(k, f)).unwrap()
     }
 
     fn s(v: &str) -> Value<'_> {

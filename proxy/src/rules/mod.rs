@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod first;
 pub mod matcher;
+pub mod patref;
 pub mod payload;
 pub mod sample;
 
@@ -491,7 +492,7 @@ impl<'a> RuleCompiler<'a> {
     fn entry(&self, a: &Acl) -> Result<AclEntry, String> {
         Ok(AclEntry {
             sample: Sample::compile(&a.expr, self.resolve)?,
-            matcher: CompiledMatch::compile(a)?,
+            matcher: CompiledMatch::compile(a, self.resolve.patterns)?,
         })
     }
 

@@ -9,7 +9,9 @@ use http::{HeaderMap, HeaderName, Method, Uri, Version};
 use rampart_config::rules::{Converter, Fetch, SampleExpr, ScOp, ScSource};
 use rampart_config::stick::DataKind;
 
+use super::patref::{Expr, ExprKey, Out, PatRef, RefKind};
 use crate::stick::{Table, Tracks};
+use rampart_config::rules::PatFile;
 
 use crate::http1::encode::version_str;
 
@@ -145,6 +147,8 @@ pub struct Resolve<'a> {
     pub backend: &'a dyn Fn(&str) -> Option<usize>,
     /// A table by name; `""` is the default table (the only one, when there is one).
     pub table: &'a dyn Fn(&str) -> Option<Arc<Table>>,
+    /// The reference kept for a pattern or map file.
+    pub patterns: &'a dyn Fn(RefKind, &PatFile) -> Arc<PatRef>,
 }
 
 /// A sample value.
@@ -272,7 +276,26 @@ impl std::fmt::Debug for Table {
 #[derive(Debug, Clone)]
 pub struct Sample {
     fetch: CFetch,
+    /// The converters as written, to compare expressions.
     converters: Vec<Converter>,
+    /// The converters ready to run, in the same order.
+    run: Vec<Conv>,
+}
+
+/// A converter ready to run: most are their configuration; a map holds its index, a
+/// `regsub` its compiled expression.
+#[derive(Debug, Clone)]
+enum Conv {
+    Plain(Converter),
+    Map {
+        expr: Arc<Expr>,
+        default: Option<Out>,
+    },
+    RegSub {
+        regex: Arc<regex::bytes::Regex>,
+        subst: Arc<[u8]>,
+        global: bool,
+    },
 }
 
 fn header(n: &str) -> Result<HeaderName, String> {
@@ -333,9 +356,43 @@ impl Sample {
             Fetch::ReqSslSni => CFetch::ReqSslSni,
             Fetch::ReqSslHelloType => CFetch::ReqSslHelloType,
         };
+        let run = e
+            .converters
+            .iter()
+            .map(|c| {
+                Ok(match c {
+                    Converter::Map(m) => Conv::Map {
+                        expr: (r.patterns)(RefKind::Map, &m.file).expr(ExprKey {
+                            method: m.method,
+                            icase: false,
+                            output: Some(m.output),
+                        }),
+                        default: m.default.as_deref().and_then(|d| Out::parse(m.output, d)),
+                    },
+                    Converter::RegSub {
+                        regex,
+                        subst,
+                        global,
+                        icase,
+                    } => Conv::RegSub {
+                        regex: Arc::new(
+                            regex::bytes::RegexBuilder::new(regex)
+                                .case_insensitive(*icase)
+                                .size_limit(1 << 22)
+                                .build()
+                                .map_err(|e| format!("regsub: {e}"))?,
+                        ),
+                        subst: subst.as_bytes().into(),
+                        global: *global,
+                    },
+                    c => Conv::Plain(c.clone()),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
             fetch,
             converters: e.converters.clone(),
+            run,
         })
     }
 
@@ -375,7 +432,25 @@ impl Sample {
         fn owned<'x>(b: Vec<u8>) -> Value<'x> {
             Value::Str(Cow::Owned(b))
         }
-        for c in &self.converters {
+        for c in &self.run {
+            let c = match c {
+                Conv::Plain(c) => c,
+                Conv::Map { expr, default } => {
+                    v = match expr.lookup(&v) {
+                        Some(found) => found,
+                        None => default.as_ref()?.value(),
+                    };
+                    continue;
+                }
+                Conv::RegSub {
+                    regex,
+                    subst,
+                    global,
+                } => {
+                    v = owned(super::convert::regsub(regex, &v.to_bytes(), subst, *global));
+                    continue;
+                }
+            };
             v = match c {
                 Converter::Lower => Value::Str(Cow::Owned(v.to_bytes().to_ascii_lowercase())),
                 Converter::Upper => Value::Str(Cow::Owned(v.to_bytes().to_ascii_uppercase())),
@@ -402,6 +477,9 @@ impl Sample {
                 Converter::UrlDec { in_form } => {
                     owned(super::convert::url_dec(&v.to_bytes(), *in_form)?)
                 }
+                Converter::Json(input) => owned(super::convert::json(&v.to_bytes(), *input)?),
+                // Compiled into `Conv` above.
+                Converter::Map(_) | Converter::RegSub { .. } => return None,
             };
         }
         Some(v)

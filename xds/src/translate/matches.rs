@@ -18,6 +18,7 @@ pub(crate) fn acl(fetch: Fetch, method: MatchMethod, icase: bool, patterns: Patt
         method,
         icase,
         patterns,
+        files: Vec::new(),
     }
 }
 

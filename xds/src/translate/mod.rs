@@ -251,10 +251,11 @@ pub(crate) fn header_format(s: &str, path: &str) -> Res<LogFormat> {
                 lit.push(':');
                 continue;
             }
-            let (e, _) = parse_sample(part).map_err(|m| Bad {
-                path: path.to_owned(),
-                message: m,
-            })?;
+            let (e, _) =
+                parse_sample(part, &rampart_config::rules::acl::NoFiles).map_err(|m| Bad {
+                    path: path.to_owned(),
+                    message: m,
+                })?;
             if !lit.is_empty() {
                 segs.push(Segment::Lit(std::mem::take(&mut lit)));
             }
