@@ -37,6 +37,9 @@ pub struct Session {
     pub level: CliLevel,
     pub prompt: bool,
     pub timeout: Duration,
+    /// The payload of the command being run: the lines after a command line ending in
+    /// `<<`, up to an empty line.
+    pub payload: Option<String>,
 }
 
 /// Opens every configured socket and serves it until the returned tasks are aborted.
@@ -210,6 +213,7 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         level,
         prompt: false,
         timeout: Duration::from_secs(10),
+        payload: None,
     };
     let mut line = Vec::new();
     loop {
@@ -227,10 +231,47 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             let _ = w.write_all(b"Command line too long.\n\n").await;
             return;
         }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\n', '\r']);
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let mut text = text.trim_end_matches(['\n', '\r']);
+        // A line ending in " <<" is followed by a payload, up to an empty line, for the
+        // last command of the line.
+        let mut payload = None;
+        if let Some(head) = text
+            .strip_suffix("<<")
+            .filter(|h| h.is_empty() || h.ends_with(' '))
+        {
+            text = head;
+            let mut body = Vec::new();
+            loop {
+                let mut l = Vec::new();
+                let read = tokio::time::timeout(s.timeout, async {
+                    let room = (MAX_LINE + 1).saturating_sub(body.len() + line.len()) as u64;
+                    (&mut r).take(room).read_until(b'\n', &mut l).await
+                })
+                .await;
+                match read {
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) | Err(_) => return,
+                }
+                if body.len() + line.len() + l.len() > MAX_LINE {
+                    let _ = w.write_all(b"Payload too long.\n\n").await;
+                    return;
+                }
+                if l == b"\n" || l == b"\r\n" {
+                    break;
+                }
+                body.extend_from_slice(&l);
+            }
+            payload = Some(String::from_utf8_lossy(&body).into_owned());
+        }
         let mut out = String::new();
-        for cmd in split_commands(text) {
+        let cmds = split_commands(text);
+        let last = cmds.len().saturating_sub(1);
+        for (ci, cmd) in cmds.into_iter().enumerate() {
+            if ci == last {
+                s.payload = payload.take();
+            }
             let words = split_words(&cmd);
             let Some(first) = words.first() else {
                 continue;
@@ -253,6 +294,7 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
             out.push_str(if s.prompt { "\n> " } else { "\n" });
         }
+        s.payload = None;
         if text.trim().is_empty() && s.prompt {
             out.push_str("\n> ");
         }

@@ -13,7 +13,9 @@ use rampart_proxy::state::AdminState;
 
 use crate::AdminCtx;
 use crate::cli::Session;
+use crate::maps;
 use crate::stat::{self, Filter, ProxyRef};
+use rampart_proxy::rules::patref::RefKind;
 
 /// A command: the words that name it, its usage and description for `help`, and the
 /// level it needs.
@@ -41,6 +43,96 @@ const fn cmd(
 use CliLevel::{Admin, Operator, User};
 
 static COMMANDS: &[Command] = &[
+    cmd(
+        &["add", "acl"],
+        "add acl [@<ver>] <acl> <pattern>",
+        "add an acl entry",
+        Operator,
+    ),
+    cmd(
+        &["add", "map"],
+        "add map [@<ver>] <map> <key> <val>",
+        "add a map entry (payload supported instead of key/val)",
+        Operator,
+    ),
+    cmd(
+        &["clear", "acl"],
+        "clear acl [@<ver>] <acl>",
+        "clear the contents of this acl",
+        Operator,
+    ),
+    cmd(
+        &["clear", "map"],
+        "clear map [@<ver>] <map>",
+        "clear the contents of this map",
+        Operator,
+    ),
+    cmd(
+        &["commit", "acl"],
+        "commit acl @<ver> <acl>",
+        "commit the ACL at this version",
+        Operator,
+    ),
+    cmd(
+        &["commit", "map"],
+        "commit map @<ver> <map>",
+        "commit the map at this version",
+        Operator,
+    ),
+    cmd(
+        &["del", "acl"],
+        "del acl <acl> [<key>|#<ref>]",
+        "delete acl entries matching <key>",
+        Operator,
+    ),
+    cmd(
+        &["del", "map"],
+        "del map <map> [<key>|#<ref>]",
+        "delete map entries matching <key>",
+        Operator,
+    ),
+    cmd(
+        &["get", "acl"],
+        "get acl <acl> <value>",
+        "report the patterns matching a sample for an ACL",
+        Operator,
+    ),
+    cmd(
+        &["get", "map"],
+        "get map <map> <value>",
+        "report the keys and values matching a sample for a map",
+        Operator,
+    ),
+    cmd(
+        &["prepare", "acl"],
+        "prepare acl <acl>",
+        "prepare a new version for atomic ACL replacement",
+        Operator,
+    ),
+    cmd(
+        &["prepare", "map"],
+        "prepare map <map>",
+        "prepare a new version for atomic map replacement",
+        Operator,
+    ),
+    cmd(
+        &["set", "map"],
+        "set map <map> [<key>|#<ref>] <value>",
+        "modify a map entry",
+        Operator,
+    ),
+    cmd(
+        &["show", "acl"],
+        "show acl [@<ver>] <acl>]",
+        "report available acls or dump an acl's contents",
+        Operator,
+    ),
+    cmd(
+        &["show", "map"],
+        "show map [@ver] [map]",
+        "report available maps or dump a map's contents",
+        Operator,
+    ),
     cmd(
         &["clear", "counters"],
         "clear counters [all]",
@@ -314,6 +406,21 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
             _ => "Usage: show xds [json]\n".to_owned(),
         },
         ["show", "table"] => crate::table::show(ctx, args),
+        ["show", "map"] => maps::show(ctx, RefKind::Map, args),
+        ["show", "acl"] => maps::show(ctx, RefKind::Acl, args),
+        ["get", "map"] => maps::get(ctx, RefKind::Map, args),
+        ["get", "acl"] => maps::get(ctx, RefKind::Acl, args),
+        ["add", "map"] => maps::add(ctx, RefKind::Map, args, s.payload.take().as_deref()),
+        ["add", "acl"] => maps::add(ctx, RefKind::Acl, args, s.payload.take().as_deref()),
+        ["set", "map"] => maps::set(ctx, args),
+        ["del", "map"] => maps::del(ctx, RefKind::Map, args),
+        ["del", "acl"] => maps::del(ctx, RefKind::Acl, args),
+        ["clear", "map"] => maps::clear(ctx, RefKind::Map, args),
+        ["clear", "acl"] => maps::clear(ctx, RefKind::Acl, args),
+        ["prepare", "map"] => maps::prepare(ctx, RefKind::Map, args),
+        ["prepare", "acl"] => maps::prepare(ctx, RefKind::Acl, args),
+        ["commit", "map"] => maps::commit(ctx, RefKind::Map, args),
+        ["commit", "acl"] => maps::commit(ctx, RefKind::Acl, args),
         ["clear", "table"] => crate::table::clear(ctx, args),
         ["set", "table"] => crate::table::set(ctx, args),
         ["show", "peers"] => crate::peers_view::show(ctx),

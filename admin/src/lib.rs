@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod commands;
 pub mod http;
+pub mod maps;
 pub mod metrics;
 pub mod page;
 pub mod peers_view;

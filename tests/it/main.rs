@@ -10,6 +10,7 @@ mod errors;
 mod framing;
 mod frontend;
 mod limits;
+mod maps;
 mod peers;
 mod proxy_protocol;
 mod reload;

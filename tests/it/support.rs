@@ -649,7 +649,10 @@ pub async fn get_from(
         .await
         .unwrap();
     tokio::spawn(c);
-    let mut b = Request::get(path).header("host", "localhost");
+    let mut b = Request::get(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        b = b.header("host", "localhost");
+    }
     for (k, v) in headers {
         b = b.header(*k, *v);
     }

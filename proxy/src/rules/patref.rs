@@ -26,6 +26,12 @@ use super::sample::{Value, canonical_ip};
 
 type FastHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Entry positions by key, for keys of one length.
+type ByKey = FastHashMap<Box<[u8]>, u32>;
+
+/// Keys grouped by length, shortest first.
+type ByLen = Vec<(usize, ByKey)>;
+
 /// Whether a reference serves map converters or ACLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefKind {
@@ -110,10 +116,10 @@ pub struct Index {
 /// wins, except for addresses, where the longest prefix wins (as HAProxy's trees do).
 enum Kind {
     Never,
-    Str(FastHashMap<Box<[u8]>, u32>),
+    Str(ByKey),
     /// By length, shortest first.
-    Beg(Vec<(usize, FastHashMap<Box<[u8]>, u32>)>),
-    End(Vec<(usize, FastHashMap<Box<[u8]>, u32>)>),
+    Beg(ByLen),
+    End(ByLen),
     Sub(Option<AhoCorasick>),
     Reg(Option<regex::bytes::RegexSet>, Vec<u32>),
     Dir(Vec<(Box<[u8]>, u32)>),
@@ -135,8 +141,8 @@ fn fold(icase: bool, s: &str) -> Box<[u8]> {
     }
 }
 
-fn by_len(items: Vec<(Box<[u8]>, u32)>) -> Vec<(usize, FastHashMap<Box<[u8]>, u32>)> {
-    let mut groups: Vec<(usize, FastHashMap<Box<[u8]>, u32>)> = Vec::new();
+fn by_len(items: Vec<(Box<[u8]>, u32)>) -> ByLen {
+    let mut groups: ByLen = Vec::new();
     for (k, i) in items {
         let l = k.len();
         let g = match groups.iter().position(|(gl, _)| *gl == l) {
