@@ -942,6 +942,30 @@ fn clear_counters(ctx: &AdminCtx, all: bool) {
 
 #[cfg(test)]
 mod tests {
+    /// Every command is documented in docs/runtime.md: a backquoted form starts with its
+    /// words (`show map ...`; `enable\|disable server ...` stands for both).
+    #[test]
+    fn every_command_is_documented() {
+        let doc = include_str!("../../docs/runtime.md");
+        let mut forms = Vec::new();
+        for span in doc.split('`').skip(1).step_by(2) {
+            let (first, rest) = span.split_once(' ').unwrap_or((span, ""));
+            for alt in first.split("\\|") {
+                forms.push(format!("{alt} {rest}"));
+            }
+        }
+        let missing: Vec<String> = super::COMMANDS
+            .iter()
+            .map(|c| c.words.join(" "))
+            .filter(|w| {
+                !forms
+                    .iter()
+                    .any(|f| f.trim_end() == w || f.starts_with(&format!("{w} ")))
+            })
+            .collect();
+        assert!(missing.is_empty(), "not in docs/runtime.md: {missing:?}");
+    }
+
     #[test]
     fn redaction() {
         let t = "stats: { auth: { user: ops, password: hunter2 } }\n  password: s3cret\nsecret_key: ok\npeers: { secret: abc, nodes: {} }\npasswords_file: x\n";
