@@ -99,7 +99,7 @@ fn broken_configs_get_exact_errors() {
         (with("    http_request: [\"deny if { fc_pp_tlv(0x1FF) -m found }\"]\n", ""), vec!["5:31: frontends.www.http_request.0: fc_pp_tlv: \"0x1FF\" is not a TLV type (0 to 255, 0x00 to 0xFF, or a name like AUTHORITY)"]),
         (with("    acls: { a: \"path,field(0,/) -m str x\", b: \"path,wrd(1,/) -m str x\" }\n", ""), vec![
             "5:17: frontends.www.acls.a: field: the index is a non-zero number, found \"0\"",
-            "5:48: frontends.www.acls.b: unknown converter \"wrd\" (known: lower, upper, ipmask, field, word, bytes, hex, base64, url_dec)",
+            "5:48: frontends.www.acls.b: unknown converter \"wrd\" (did you mean \"word\"?)",
         ]),
         (with("    forwarded: { trust: [\"not-a-net\"] }\n", ""), vec!["5:26: frontends.www.forwarded.trust.0: invalid address or network \"not-a-net\""]),
         (with("    access_log: { format: xml }\n", ""), vec!["5:27: frontends.www.access_log.format: unknown log format \"xml\" (expected one of: httplog, json, tcplog)"]),

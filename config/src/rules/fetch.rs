@@ -497,6 +497,13 @@ fn split_call(s: &str) -> Result<(&str, Vec<String>), String> {
     }
 }
 
+/// The converter keywords, for suggestions in errors.
+const CONVERTER_NAMES: &[&str] = &[
+    "lower", "upper", "ipmask", "field", "word", "bytes", "hex", "base64", "url_dec", "regsub",
+    "json", "map", "map_str", "map_beg", "map_end", "map_sub", "map_dir", "map_dom", "map_reg",
+    "map_ip", "map_int",
+];
+
 /// The fetch keywords, for suggestions in errors.
 pub const FETCH_NAMES: &[&str] = &[
     "always_true",
@@ -849,7 +856,10 @@ fn parse_converter(s: &str, files: &dyn PatternFiles) -> Result<Converter, Strin
         },
         "lower" | "upper" | "hex" | "base64" => Err(format!("{name} takes no arguments")),
         _ => Err(format!(
-            "unknown converter {name:?} (known: lower, upper, ipmask, field, word, bytes, hex, base64, url_dec, regsub, json, map, map_str, map_beg, map_end, map_sub, map_dir, map_dom, map_reg, map_ip, map_int)"
+            "unknown converter {name:?} ({})",
+            crate::error::nearest(name, CONVERTER_NAMES.iter().copied())
+                .map(|n| format!("did you mean {n:?}?"))
+                .unwrap_or_else(|| format!("known: {}", CONVERTER_NAMES.join(", ")))
         )),
     }
 }
