@@ -5,9 +5,12 @@
 #   rules-N  N `use_backend bI if { path_beg /pI/ }` rules (N = 10, 100, 1000), the
 #            request matching the last one, so that a rule-by-rule evaluation tries all;
 #   patterns two rules over 10,000 patterns each, `path_beg -f paths` and
-#            `hdr(host) -f hosts`, the request matching the last host pattern.
+#            `hdr(host) -f hosts`, the request matching the last host pattern;
+#   map      the backend named by a 10,000-entry map of host names
+#            (`use_backend %[req.hdr(host),lower,map(hosts.map,b0)]`), the request's host
+#            the last entry, next to `base` for what a map lookup adds.
 #
-#   bench/rules-scale.sh RAMPART_BINARY       (DURATION=5 REPS=1)
+#   bench/rules-scale.sh RAMPART_BINARY       (DURATION=5 REPS=1 SCENARIOS="base map")
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 RAMPART_BINARY" >&2; exit 2; }
 BIN=$(realpath "$1")
@@ -47,16 +50,19 @@ open(f"{w}/paths.lst", "w").write("".join(f"/x{i}/\n" for i in range(10000)))
 open(f"{w}/hosts.lst", "w").write("".join(f"h{i}.example\n" for i in range(10000)))
 pat = [f"b1 if {{ path_beg -f {w}/paths.lst }}", f"b2 if {{ hdr(host) -f {w}/hosts.lst }}"]
 write("patterns", 3, pat, pat)
+open(f"{w}/hosts.map", "w").write("".join(f"h{i}.example b{1 + i % 2}\n" for i in range(10000)))
+m = f"%[req.hdr(host),lower,map({w}/hosts.map,b0)]"
+write("map", 3, [m], [m])
 PY
 tck=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 start_origin
 printf '%-10s %-8s %10s %10s\n' scenario proxy "µs/req" "req/s"
 for _ in $(seq "$REPS"); do
-  for s in base rules-10 rules-100 rules-1000 patterns; do
+  for s in ${SCENARIOS:-base rules-10 rules-100 rules-1000 patterns map}; do
     case $s in
       rules-*) path="/p$(( ${s#rules-} - 1 ))/x"; host=bench;;
-      patterns) path=/y; host=h9999.example;;
+      patterns|map) path=/y; host=h9999.example;;
       *) path=/; host=bench;;
     esac
     for p in rampart haproxy; do

@@ -229,8 +229,8 @@ pub struct Snapshot {
     /// The certificates served, by frontend and bind.
     pub certificates: Vec<ServedCert>,
     /// Frontends and backends by name, to their first index.
-    frontend_at: HashMap<Arc<str>, usize>,
-    backend_at: HashMap<Arc<str>, usize>,
+    frontend_at: ByName,
+    backend_at: ByName,
 }
 
 /// A certificate a frontend's bind serves.
@@ -242,8 +242,11 @@ pub struct ServedCert {
 }
 
 /// Name to the index of the first item of that name.
-fn index_by_name<'a>(names: impl Iterator<Item = &'a Arc<str>>) -> HashMap<Arc<str>, usize> {
-    let mut m = HashMap::new();
+/// Positions by name (a backend named per request is looked up here).
+type ByName = HashMap<Arc<str>, usize, foldhash::fast::RandomState>;
+
+fn index_by_name<'a>(names: impl Iterator<Item = &'a Arc<str>>) -> ByName {
+    let mut m = ByName::default();
     for (i, n) in names.enumerate() {
         m.entry(n.clone()).or_insert(i);
     }

@@ -94,6 +94,15 @@ impl Out {
         }
     }
 
+    /// Appends the value's text to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Out::Str(b) => out.extend_from_slice(b),
+            Out::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+            Out::Ip(a) => out.extend_from_slice(a.to_string().as_bytes()),
+        }
+    }
+
     pub fn value(&self) -> Value<'static> {
         match self {
             Out::Str(b) => Value::Str(Cow::Owned(b.to_vec())),
@@ -376,6 +385,19 @@ impl Expr {
     /// The matching entry's position, if any.
     pub fn find(&self, v: &Value<'_>) -> Option<usize> {
         self.index.load().find(v, self.key.icase)
+    }
+
+    /// Appends the map value `v` finds (or `default`) to `out`, without a copy between.
+    pub fn render(&self, v: &Value<'_>, default: Option<&Out>, out: &mut Vec<u8>) {
+        let idx = self.index.load();
+        match idx.find(v, self.key.icase).and_then(|i| idx.value(i)) {
+            Some(o) => o.write(out),
+            None => {
+                if let Some(d) = default {
+                    d.write(out);
+                }
+            }
+        }
     }
 
     /// The map value `v` finds.

@@ -428,11 +428,15 @@ impl Sample {
         fetch && self.converters == o.converters
     }
 
-    fn convert<'v>(&self, mut v: Value<'v>) -> Option<Value<'v>> {
+    fn convert<'v>(&self, v: Value<'v>) -> Option<Value<'v>> {
+        Self::convert_with(&self.run, v)
+    }
+
+    fn convert_with<'v>(run: &[Conv], mut v: Value<'v>) -> Option<Value<'v>> {
         fn owned<'x>(b: Vec<u8>) -> Value<'x> {
             Value::Str(Cow::Owned(b))
         }
-        for c in &self.run {
+        for c in run {
             let c = match c {
                 Conv::Plain(c) => c,
                 Conv::Map { expr, default } => {
@@ -452,8 +456,15 @@ impl Sample {
                 }
             };
             v = match c {
-                Converter::Lower => Value::Str(Cow::Owned(v.to_bytes().to_ascii_lowercase())),
-                Converter::Upper => Value::Str(Cow::Owned(v.to_bytes().to_ascii_uppercase())),
+                // A string already in the right case is kept as it is.
+                Converter::Lower => match v {
+                    Value::Str(b) if !b.iter().any(u8::is_ascii_uppercase) => Value::Str(b),
+                    v => owned(v.to_bytes().to_ascii_lowercase()),
+                },
+                Converter::Upper => match v {
+                    Value::Str(b) if !b.iter().any(u8::is_ascii_lowercase) => Value::Str(b),
+                    v => owned(v.to_bytes().to_ascii_uppercase()),
+                },
                 Converter::IpMask { v4, v6 } => {
                     Value::Ip(mask_ip(v.as_ip()?, *v4, v6.unwrap_or(128)))
                 }
@@ -544,7 +555,12 @@ impl Sample {
     /// The single value of this sample (the last occurrence for headers and cookies, as
     /// HAProxy returns outside ACLs).
     pub fn value<'a>(&self, cx: &SampleCtx<'a>) -> Option<Value<'a>> {
-        let raw = match &self.fetch {
+        self.convert(self.raw_value(cx)?)
+    }
+
+    /// [`Sample::value`] before the converters.
+    fn raw_value<'a>(&self, cx: &SampleCtx<'a>) -> Option<Value<'a>> {
+        match &self.fetch {
             CFetch::Hdr(name, None) => {
                 let last = cx.headers.get_all(name).iter().next_back()?;
                 Some(Value::Str(Cow::Borrowed(
@@ -569,8 +585,7 @@ impl Sample {
                 found.map(|v| Value::Str(Cow::Borrowed(v)))
             }
             _ => self.one_raw(cx),
-        }?;
-        self.convert(raw)
+        }
     }
 
     fn one_raw<'a>(&self, cx: &SampleCtx<'a>) -> Option<Value<'a>> {
@@ -664,6 +679,16 @@ impl Sample {
 
     /// Appends the value's text to `out` (nothing when absent).
     pub fn render(&self, cx: &SampleCtx<'_>, out: &mut Vec<u8>) {
+        // A map lookup last writes its value straight from the map.
+        if let Some((Conv::Map { expr, default }, before)) = self.run.split_last() {
+            if let Some(v) = self
+                .raw_value(cx)
+                .and_then(|r| Self::convert_with(before, r))
+            {
+                expr.render(&v, default.as_ref(), out);
+            }
+            return;
+        }
         if let Some(v) = self.value(cx) {
             out.extend_from_slice(&v.to_bytes());
         }
