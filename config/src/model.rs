@@ -530,6 +530,38 @@ config_struct! {
         pub allow_expired: bool = false,
         /// Warn at load and reload about a certificate that expires within this time.
         pub expiry_warning: Duration = Duration::from_secs(14 * 86400),
+        /// Client certificates: `none` asks for none, `optional` asks and checks one
+        /// when it is sent, `required` refuses a client without one (HAProxy's
+        /// `verify`).
+        pub verify: ClientVerify = ClientVerify::None,
+        /// PEM file of the CA certificates client certificates must chain to.
+        pub ca: Option<Spanned<String>>,
+        /// PEM file of certificate revocation lists checked against client
+        /// certificates.
+        pub crl: Option<Spanned<String>>,
+    }
+}
+
+/// Whether a TLS bind asks clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientVerify {
+    None,
+    Optional,
+    Required,
+}
+
+impl Decode for ClientVerify {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "client certificate verification",
+            &[
+                ("none", ClientVerify::None),
+                ("optional", ClientVerify::Optional),
+                ("required", ClientVerify::Required),
+            ],
+        )
     }
 }
 
@@ -972,6 +1004,11 @@ config_struct! {
         pub ca: Option<Spanned<String>>,
         /// Verify the server certificate.
         pub verify: bool = true,
+        /// A client certificate chain (PEM) presented to servers that ask for one
+        /// (mutual TLS); may also hold the key.
+        pub cert: Option<Spanned<String>>,
+        /// The client certificate's private key; default: read from the `cert` file.
+        pub key: Option<Spanned<String>>,
     }
 }
 

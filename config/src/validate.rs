@@ -808,6 +808,22 @@ pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<Conf
                         "min_version is above max_version",
                     );
                 }
+                if tls.verify != crate::model::ClientVerify::None && tls.ca.is_none() {
+                    v.err(
+                        b.address.pos,
+                        format!("{bpath}.tls.ca"),
+                        "verify optional or required needs ca: the CA certificates client certificates must chain to",
+                    );
+                }
+                if let Some(c) = tls.ca.as_ref().or(tls.crl.as_ref())
+                    && tls.verify == crate::model::ClientVerify::None
+                {
+                    v.err(
+                        c.pos,
+                        format!("{bpath}.tls"),
+                        "ca and crl check client certificates: set verify to optional or required",
+                    );
+                }
                 for a in &tls.alpn {
                     if a != "h2" && a != "http/1.1" {
                         v.err(

@@ -103,10 +103,13 @@ pub enum Refusal {
     /// A missing, malformed or untrusted PROXY protocol header (the connection is
     /// closed).
     ProxyHeader,
+    /// A client certificate missing (`verify: required`), not issued by the bind's CA,
+    /// expired or revoked: the TLS handshake is refused.
+    ClientCert,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::BadRequest,
         Refusal::UnderscoreHeader,
         Refusal::UriTooLong,
@@ -118,6 +121,7 @@ impl Refusal {
         Refusal::BodyTimeout,
         Refusal::SlowReader,
         Refusal::ProxyHeader,
+        Refusal::ClientCert,
     ];
 
     /// The `reason` label in `/metrics`.
@@ -134,6 +138,7 @@ impl Refusal {
             Refusal::BodyTimeout => "body_timeout",
             Refusal::SlowReader => "slow_reader",
             Refusal::ProxyHeader => "proxy_header",
+            Refusal::ClientCert => "client_certificate",
         }
     }
 

@@ -11,6 +11,7 @@ mod framing;
 mod frontend;
 mod limits;
 mod maps;
+mod mtls;
 mod peers;
 mod proxy_protocol;
 mod reload;

@@ -594,6 +594,46 @@ impl Pki {
         (c, k)
     }
 
+    /// Writes `<stem>.crl`, a revocation list of the CA revoking the certificates in
+    /// `revoked` (PEM files it issued).
+    pub fn crl(&self, stem: &str, revoked: &[&Path]) -> PathBuf {
+        let now = time::OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|p| {
+                let der = rustls_pki_types::CertificateDer::pem_file_iter(p)
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap();
+                let (_, c) =
+                    <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<
+                        _,
+                    >>::from_der(&der)
+                    .unwrap();
+                rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(c.raw_serial()),
+                    revocation_time: now,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.ca)
+        .unwrap();
+        let path = self.dir.join(format!("{stem}.crl"));
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
+    }
+
     pub fn path(&self, p: &Path) -> String {
         p.display().to_string()
     }

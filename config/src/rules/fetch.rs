@@ -51,6 +51,8 @@ pub enum Fetch {
     SslFc,
     /// The SNI name the client sent.
     SslFcSni,
+    /// Something of the client certificate of the connection's TLS (`ssl_c_*`).
+    ClientCert(CertField),
     /// The authority TLV of the connection's PROXY v2 header.
     FcPpAuthority,
     /// The unique id TLV of the connection's PROXY v2 header.
@@ -76,6 +78,35 @@ pub enum Fetch {
     ReqSslSni,
     /// 1 when the buffered payload starts with a TLS ClientHello, 0 when it does not.
     ReqSslHelloType,
+}
+
+/// What `ssl_c_*` fetches read of a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertField {
+    /// `ssl_c_used`: whether the client sent a certificate.
+    Used,
+    /// `ssl_c_verify`: the verification result (0: verified, or none sent).
+    Verify,
+    /// `ssl_c_s_dn`: the subject's distinguished name, or one entry of it.
+    SubjectDn(Option<DnEntry>),
+    /// `ssl_c_i_dn`: the issuer's.
+    IssuerDn(Option<DnEntry>),
+    /// `ssl_c_serial`: the serial number's bytes.
+    Serial,
+    /// `ssl_c_sha1`, `ssl_c_sha256`: the digest of the certificate (DER).
+    Sha1,
+    Sha256,
+    /// `ssl_c_notbefore`, `ssl_c_notafter`: `YYMMDDhhmmssZ`.
+    NotBefore,
+    NotAfter,
+}
+
+/// One entry of a distinguished name: its short name (`CN`, `O`...) and which occurrence
+/// (1: the first, -1: the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnEntry {
+    pub name: String,
+    pub occurrence: i64,
 }
 
 /// What a fetch needs to have been read.
@@ -227,6 +258,7 @@ impl Fetch {
             | Fetch::TableAvl(_) => Layer::Connection,
             Fetch::SslFc
             | Fetch::SslFcSni
+            | Fetch::ClientCert(_)
             | Fetch::FcPpAuthority
             | Fetch::FcPpUniqueId
             | Fetch::FcPpTlv(_) => Layer::Session,
@@ -251,7 +283,11 @@ impl Fetch {
                 op: ScOp::Tracked, ..
             }) => SampleType::Bool,
             Fetch::Sc(_) | Fetch::TableCnt(_) | Fetch::TableAvl(_) => SampleType::Int,
-            Fetch::AlwaysTrue | Fetch::AlwaysFalse | Fetch::SslFc => SampleType::Bool,
+            Fetch::AlwaysTrue
+            | Fetch::AlwaysFalse
+            | Fetch::SslFc
+            | Fetch::ClientCert(CertField::Used) => SampleType::Bool,
+            Fetch::ClientCert(CertField::Verify) => SampleType::Int,
             Fetch::Src | Fetch::Dst => SampleType::Ip,
             Fetch::SrcPort
             | Fetch::DstPort
@@ -293,6 +329,23 @@ impl fmt::Display for Fetch {
             Fetch::Cook(n) => write!(f, "req.cook({n})"),
             Fetch::SslFc => f.write_str("ssl_fc"),
             Fetch::SslFcSni => f.write_str("ssl_fc_sni"),
+            Fetch::ClientCert(c) => {
+                let dn = |f: &mut fmt::Formatter<'_>, n: &str, e: &Option<DnEntry>| match e {
+                    None => f.write_str(n),
+                    Some(e) => write!(f, "{n}({},{})", e.name, e.occurrence),
+                };
+                match c {
+                    CertField::Used => f.write_str("ssl_c_used"),
+                    CertField::Verify => f.write_str("ssl_c_verify"),
+                    CertField::SubjectDn(e) => dn(f, "ssl_c_s_dn", e),
+                    CertField::IssuerDn(e) => dn(f, "ssl_c_i_dn", e),
+                    CertField::Serial => f.write_str("ssl_c_serial"),
+                    CertField::Sha1 => f.write_str("ssl_c_sha1"),
+                    CertField::Sha256 => f.write_str("ssl_c_sha256"),
+                    CertField::NotBefore => f.write_str("ssl_c_notbefore"),
+                    CertField::NotAfter => f.write_str("ssl_c_notafter"),
+                }
+            }
             Fetch::FcPpAuthority => f.write_str("fc_pp_authority"),
             Fetch::FcPpUniqueId => f.write_str("fc_pp_unique_id"),
             Fetch::FcPpTlv(t) => write!(f, "fc_pp_tlv({t:#04x})"),
@@ -528,6 +581,15 @@ pub const FETCH_NAMES: &[&str] = &[
     "cook",
     "req.cook",
     "ssl_fc",
+    "ssl_c_used",
+    "ssl_c_verify",
+    "ssl_c_s_dn",
+    "ssl_c_i_dn",
+    "ssl_c_serial",
+    "ssl_c_sha1",
+    "ssl_c_sha256",
+    "ssl_c_notbefore",
+    "ssl_c_notafter",
     "ssl_fc_sni",
     "fc_pp_authority",
     "fc_pp_unique_id",
@@ -630,6 +692,39 @@ pub fn resolve_fetch(word: &str, args: &[String]) -> Result<(Fetch, Option<Match
         "base" => return plain(Fetch::Base),
         "ssl_fc" => return plain(Fetch::SslFc),
         "ssl_fc_sni" => return plain(Fetch::SslFcSni),
+        "ssl_c_used" => return plain(Fetch::ClientCert(CertField::Used)),
+        "ssl_c_verify" => return plain(Fetch::ClientCert(CertField::Verify)),
+        "ssl_c_serial" => return plain(Fetch::ClientCert(CertField::Serial)),
+        "ssl_c_sha1" => return plain(Fetch::ClientCert(CertField::Sha1)),
+        "ssl_c_sha256" => return plain(Fetch::ClientCert(CertField::Sha256)),
+        "ssl_c_notbefore" => return plain(Fetch::ClientCert(CertField::NotBefore)),
+        "ssl_c_notafter" => return plain(Fetch::ClientCert(CertField::NotAfter)),
+        "ssl_c_s_dn" | "ssl_c_i_dn" => {
+            let entry = match args {
+                [] => None,
+                [e] => Some(DnEntry {
+                    name: e.to_ascii_uppercase(),
+                    occurrence: 1,
+                }),
+                [e, o] => Some(DnEntry {
+                    name: e.to_ascii_uppercase(),
+                    occurrence: o.parse().ok().filter(|o: &i64| *o != 0).ok_or_else(|| {
+                        format!("{word}: the occurrence is a non-zero number, found {o:?}")
+                    })?,
+                }),
+                _ => {
+                    return Err(format!(
+                        "{word} takes an optional entry and occurrence, like {word}(CN) or {word}(OU,-1)"
+                    ));
+                }
+            };
+            let field = if word == "ssl_c_s_dn" {
+                CertField::SubjectDn(entry)
+            } else {
+                CertField::IssuerDn(entry)
+            };
+            return Ok((Fetch::ClientCert(field), None));
+        }
         "fc_pp_authority" => return plain(Fetch::FcPpAuthority),
         "fc_pp_unique_id" => return plain(Fetch::FcPpUniqueId),
         "fc_pp_tlv" => return Ok((Fetch::FcPpTlv(pp_tlv_type(&one_arg(word, args)?)?), None)),

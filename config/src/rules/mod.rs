@@ -13,8 +13,8 @@ pub use action::{
     StickAction,
 };
 pub use fetch::{
-    Converter, Fetch, JsonInput, MapConv, MatchMethod, SampleExpr, SampleType, ScFetch, ScOp,
-    ScSource,
+    CertField, Converter, DnEntry, Fetch, JsonInput, MapConv, MatchMethod, SampleExpr, SampleType,
+    ScFetch, ScOp, ScSource,
 };
 pub use lexer::RuleError;
 pub use logfmt::{LogFormat, Segment};

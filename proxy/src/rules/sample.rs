@@ -38,6 +38,8 @@ pub struct Facts {
     pub alpn: Option<Alpn>,
     /// What the connection's PROXY header said (`accept_proxy`).
     pub proxied: Option<crate::proxy_protocol::Proxied>,
+    /// The certificate the TLS client sent, verified (`verify: optional|required`).
+    pub client_cert: Option<crate::tls::client_cert::ClientCert>,
 }
 
 /// An ALPN protocol a bind offers.
@@ -76,7 +78,7 @@ impl ConnInfo {
 
     /// Records what the connection's start learnt, once, before its first request.
     pub fn learnt(&self, f: Facts) {
-        if f.sni.is_some() || f.alpn.is_some() || f.proxied.is_some() {
+        if f.sni.is_some() || f.alpn.is_some() || f.proxied.is_some() || f.client_cert.is_some() {
             let _ = self.facts.set(Box::new(f));
         }
     }
@@ -100,6 +102,11 @@ impl ConnInfo {
     /// one, else the connection's local address.
     pub fn local(&self) -> SocketAddr {
         self.proxied_addrs().map_or(self.sock, |a| a.1)
+    }
+
+    /// The certificate the TLS client sent, if it sent one.
+    pub fn client_cert(&self) -> Option<&crate::tls::client_cert::ClientCert> {
+        self.facts.get().and_then(|f| f.client_cert.as_ref())
     }
 
     /// The server name of this connection's TLS handshake (`ssl_fc_sni`).
@@ -248,6 +255,7 @@ enum CFetch {
     Cook(Box<str>),
     SslFc,
     SslFcSni,
+    ClientCert(rampart_config::rules::CertField),
     FcPpAuthority,
     FcPpUniqueId,
     FcPpTlv(u8),
@@ -333,6 +341,7 @@ impl Sample {
             Fetch::Cook(n) => CFetch::Cook(n.as_str().into()),
             Fetch::SslFc => CFetch::SslFc,
             Fetch::SslFcSni => CFetch::SslFcSni,
+            Fetch::ClientCert(f) => CFetch::ClientCert(f.clone()),
             Fetch::FcPpAuthority => CFetch::FcPpAuthority,
             Fetch::FcPpUniqueId => CFetch::FcPpUniqueId,
             Fetch::FcPpTlv(t) => CFetch::FcPpTlv(*t),
@@ -420,6 +429,7 @@ impl Sample {
             | (F::ReqSslSni, F::ReqSslSni)
             | (F::ReqSslHelloType, F::ReqSslHelloType) => true,
             (F::UrlParam(a), F::UrlParam(b)) | (F::Cook(a), F::Cook(b)) => a == b,
+            (F::ClientCert(a), F::ClientCert(b)) => a == b,
             (F::Hdr(a, x), F::Hdr(b, y)) => a == b && x == y,
             (F::HdrCnt(a), F::HdrCnt(b)) | (F::HdrVal(a), F::HdrVal(b)) => a == b,
             (F::FcPpTlv(a), F::FcPpTlv(b)) => a == b,
@@ -641,6 +651,21 @@ impl Sample {
                     .sum(),
             )),
             CFetch::SslFc => Some(Value::Bool(cx.conn.tls)),
+            CFetch::ClientCert(f) => {
+                use rampart_config::rules::CertField;
+                let cert = cx.conn.client_cert();
+                match f {
+                    CertField::Used => Some(Value::Bool(cert.is_some())),
+                    // A certificate that failed verification ends the handshake.
+                    CertField::Verify => cx.conn.tls.then_some(Value::Int(0)),
+                    f => cert.and_then(|c| c.text(f)).map(|b| {
+                        Value::Str(match b {
+                            Cow::Borrowed(b) => Cow::Borrowed(b),
+                            Cow::Owned(v) => Cow::Owned(v),
+                        })
+                    }),
+                }
+            }
             CFetch::ReqLen => cx.payload.map(|p| Value::Int(p.req_len())),
             CFetch::ReqSslHelloType => cx.payload.and_then(|p| p.hello_type()).map(Value::Int),
             CFetch::ReqSslSni => {

@@ -258,7 +258,23 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
                 .proxied
                 .and_then(|p| p.addrs)
                 .map_or(cx.info.peer, |a| a.0);
-            tracing::debug!(%client, "TLS handshake failed: {e}");
+            let refused_cert = e
+                .get_ref()
+                .and_then(|x| x.downcast_ref::<rustls::Error>())
+                .is_some_and(|x| {
+                    matches!(
+                        x,
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::NoCertificatesPresented
+                    )
+                });
+            if refused_cert {
+                fe.live
+                    .count_refused(Some(crate::state::Refusal::ClientCert));
+                tracing::info!(%client, frontend = %fe.name, "client certificate refused: {e}");
+            } else {
+                tracing::debug!(%client, "TLS handshake failed: {e}");
+            }
             return None;
         }
         Err(_) => return None,
@@ -268,6 +284,10 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
     facts.alpn = session
         .alpn_protocol()
         .and_then(crate::rules::sample::Alpn::of);
+    facts.client_cert = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::tls::client_cert::ClientCert::parse(c));
     cx.info.learnt(facts);
     let h2 = session.alpn_protocol() == Some(b"h2");
     let io = ClientIo::Tls(Box::new(stream));

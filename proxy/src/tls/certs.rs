@@ -120,6 +120,28 @@ impl Loader {
         Ok(certs)
     }
 
+    /// All certificate revocation lists in PEM data.
+    pub fn crls(
+        &mut self,
+        src: &Pem<'_>,
+    ) -> Result<Vec<rustls_pki_types::CertificateRevocationListDer<'static>>, String> {
+        let data = self.read(src, "CRL file")?;
+        let crls = rustls_pki_types::CertificateRevocationListDer::pem_slice_iter(&data)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("invalid PEM in {src}: {e}"))?;
+        if crls.is_empty() {
+            return Err(format!("no certificate revocation list found in {src}"));
+        }
+        Ok(crls)
+    }
+
+    /// The private key in PEM data.
+    pub fn key(&mut self, src: &Pem<'_>) -> Result<PrivateKeyDer<'static>, String> {
+        let data = self.read(src, "private key")?;
+        PrivateKeyDer::from_pem_slice(&data)
+            .map_err(|e| format!("cannot read private key {src}: {e}"))
+    }
+
     /// Loads a chain and its key, checks they match, and reads the names and expiry.
     pub fn load(
         &mut self,

@@ -3,12 +3,13 @@
 //! HTTP/2), and client configurations for TLS to servers.
 
 pub mod certs;
+pub mod client_cert;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rampart_config::model::{BindTls, TlsVersion, UpstreamTls as UpstreamTlsConfig};
+use rampart_config::model::{BindTls, ClientVerify, TlsVersion, UpstreamTls as UpstreamTlsConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -175,11 +176,14 @@ pub fn server_config(
     let resolver = SniMap::new(loaded.into_iter().map(|l| (l.names, l.key)).collect())
         .map(SniResolver)
         .ok_or((None, "TLS needs at least one certificate".to_owned()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(tls.min_version, tls.max_version))
-        .map_err(|e| (None, format!("TLS versions: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| (None, format!("TLS versions: {e}")))?;
+    let builder = match client_verifier(tls, base, loader, provider)? {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = tls
         .alpn
         .iter()
@@ -200,6 +204,41 @@ pub fn server_config(
         cfg.send_tls13_tickets = 0;
     }
     Ok((Arc::new(cfg), warnings, infos))
+}
+
+/// The verifier of client certificates a bind with `verify: optional|required` uses:
+/// chains to its `ca`, not revoked by its `crl`.
+fn client_verifier(
+    tls: &BindTls,
+    base: &Path,
+    loader: &mut certs::Loader,
+    provider: Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    if tls.verify == ClientVerify::None {
+        return Ok(None);
+    }
+    let Some(ca) = &tls.ca else {
+        return Err((None, "verify needs ca".to_owned()));
+    };
+    let path = certs::Pem::of(&ca.value, base);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in loader.certs(&path).map_err(|e| (None, e))? {
+        roots
+            .add(c)
+            .map_err(|e| (None, format!("CA certificate in {path}: {e}")))?;
+    }
+    let mut b =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if let Some(crl) = &tls.crl {
+        let path = certs::Pem::of(&crl.value, base);
+        b = b.with_crls(loader.crls(&path).map_err(|e| (None, e))?);
+    }
+    if tls.verify == ClientVerify::Optional {
+        b = b.allow_unauthenticated();
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| (None, format!("client certificate verification: {e}")))
 }
 
 /// Accepts any server certificate (`verify: false`).
@@ -248,6 +287,37 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
+/// The certificate chain and key a backend presents to servers that ask (`tls.cert`),
+/// checked as a bind's certificates are.
+#[allow(clippy::type_complexity)]
+fn client_identity(
+    t: &UpstreamTlsConfig,
+    base: &Path,
+    loader: &mut certs::Loader,
+    provider: &Arc<CryptoProvider>,
+) -> Result<
+    Option<(
+        Vec<CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )>,
+    String,
+> {
+    let Some(cert) = &t.cert else {
+        if t.key.is_some() {
+            return Err("tls.key needs tls.cert: the client certificate it goes with".into());
+        }
+        return Ok(None);
+    };
+    let cert_path = certs::Pem::of(&cert.value, base);
+    let key_path = t
+        .key
+        .as_ref()
+        .map_or_else(|| cert_path.clone(), |k| certs::Pem::of(&k.value, base));
+    let l = loader.load(&cert_path, &key_path, &[], provider)?;
+    let key = loader.key(&key_path)?;
+    Ok(Some((l.key.cert.clone(), key)))
+}
+
 /// Builds the client configuration for TLS to a backend's servers.
 pub fn client_config(
     t: &UpstreamTlsConfig,
@@ -270,12 +340,23 @@ pub fn client_config(
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let b = builder.with_root_certificates(roots);
+        match client_identity(t, base, loader, &provider)? {
+            Some((chain, key)) => b
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?,
+            None => b.with_no_client_auth(),
+        }
     } else {
-        builder
+        let b = builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider.clone())));
+        match client_identity(t, base, loader, &provider)? {
+            Some((chain, key)) => b
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?,
+            None => b.with_no_client_auth(),
+        }
     };
     cfg.alpn_protocols = if h2 {
         vec![b"h2".to_vec()]
