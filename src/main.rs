@@ -126,9 +126,28 @@ fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
     Some((meta.modified().ok()?, meta.len(), h.finish()))
 }
 
-/// Reloads on SIGHUP and when the file's content changes (checked every second; a change
-/// is applied once the file has been stable for a check, so half-written files are not
-/// read).
+/// A fingerprint of the files TLS read: a certificate renewed in place (by an ACME client,
+/// say) is served without a reload by hand.
+fn tls_fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    use std::io::Read;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        let mut text = Vec::new();
+        if let Ok(file) = std::fs::File::open(f) {
+            let _ = file
+                .take(rampart_config::limits::MAX_PEM_FILE_BYTES + 1)
+                .read_to_end(&mut text);
+        }
+        text.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Reloads on SIGHUP and when the file's content changes, or the content of a certificate,
+/// key, CA or CRL file it uses (checked every second; a change is applied once the files
+/// have been stable for a check, so half-written files are not read).
 async fn watch_config(reloader: std::sync::Arc<reload::Reloader>, path: PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
@@ -140,6 +159,8 @@ async fn watch_config(reloader: std::sync::Arc<reload::Reloader>, path: PathBuf)
     };
     let mut applied = fingerprint(&path).map(|f| f.2);
     let mut seen = fingerprint(&path);
+    let mut tls_applied = tls_fingerprint(&reloader.tls_files());
+    let mut tls_seen = tls_applied;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         let by_signal = tokio::select! {
@@ -154,11 +175,20 @@ async fn watch_config(reloader: std::sync::Arc<reload::Reloader>, path: PathBuf)
         let now = fingerprint(&path);
         let changed = now.is_some() && now == seen && now.map(|f| f.2) != applied;
         seen = now;
-        if by_signal || changed {
+        let tls_now = tls_fingerprint(&reloader.tls_files());
+        let tls_changed = tls_now == tls_seen && tls_now != tls_applied;
+        tls_seen = tls_now;
+        if by_signal || changed || tls_changed {
             tracing::info!(
                 "reloading {} ({})",
                 path.display(),
-                if by_signal { "SIGHUP" } else { "file changed" }
+                if by_signal {
+                    "SIGHUP"
+                } else if changed {
+                    "file changed"
+                } else {
+                    "a certificate file changed"
+                }
             );
             applied = now.map(|f| f.2);
             let r = reloader.clone();
@@ -168,6 +198,10 @@ async fn watch_config(reloader: std::sync::Arc<reload::Reloader>, path: PathBuf)
                 Ok(Err(_)) => {}
                 Err(e) => tracing::error!("reload: {e}"),
             }
+            // The files of the configuration now in use, as they are: after a failed
+            // reload, bad files are not tried again until they change again.
+            tls_applied = tls_fingerprint(&reloader.tls_files());
+            tls_seen = tls_applied;
         }
     }
 }

@@ -39,6 +39,11 @@ impl Reloader {
         })
     }
 
+    /// The certificate, key, CA and CRL files the running configuration read.
+    pub fn tls_files(&self) -> Vec<PathBuf> {
+        self.control.shared().snapshot.load().tls_files.clone()
+    }
+
     /// Reloads, waiting at most the running configuration's `global.reload_timeout`.
     /// Returns what to tell the caller. Reloads asked for at once run one after the other.
     pub fn reload(&self) -> Result<String, String> {

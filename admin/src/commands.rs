@@ -44,6 +44,24 @@ use CliLevel::{Admin, Operator, User};
 
 static COMMANDS: &[Command] = &[
     cmd(
+        &["abort", "ssl", "cert"],
+        "abort ssl cert <certfile>",
+        "abort a transaction for a certificate file",
+        Admin,
+    ),
+    cmd(
+        &["commit", "ssl", "cert"],
+        "commit ssl cert <certfile>",
+        "commit a certificate file",
+        Admin,
+    ),
+    cmd(
+        &["set", "ssl", "cert"],
+        "set ssl cert <certfile> <payload>",
+        "replace a certificate file",
+        Admin,
+    ),
+    cmd(
         &["add", "acl"],
         "add acl [@<ver>] <acl> <pattern>",
         "add an acl entry",
@@ -397,7 +415,10 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
         },
         ["show", "version"] => format!("{}\n", env!("CARGO_PKG_VERSION")),
         ["show", "stat"] => show_stat(ctx, args),
-        ["show", "ssl", "cert"] => show_ssl_cert(ctx, args.first().copied()),
+        ["show", "ssl", "cert"] => crate::ssl::show(ctx, args.first().copied()),
+        ["set", "ssl", "cert"] => crate::ssl::set(ctx, args, s.payload.take().as_deref()),
+        ["commit", "ssl", "cert"] => crate::ssl::commit(ctx, args),
+        ["abort", "ssl", "cert"] => crate::ssl::abort(ctx, args),
         ["show", "vrrp"] => crate::vrrp::show(ctx, args),
         ["show", "xds"] => match (ctx.xds.get(), args) {
             (None, _) => "No xDS control plane is configured.\n".to_owned(),
@@ -569,49 +590,6 @@ fn show_stat(ctx: &AdminCtx, args: &[&str]) -> String {
 }
 
 /// The configuration text with the values of secret keys replaced.
-/// `show ssl cert [<file>]`, HAProxy's layout: the files in use, or one file's details
-/// (`Expires in` and `Used by` are rampart's own).
-fn show_ssl_cert(ctx: &AdminCtx, file: Option<&str>) -> String {
-    let snap = ctx.control.shared().snapshot.load();
-    let Some(file) = file else {
-        let mut out = "# filename\n".to_owned();
-        let mut seen = std::collections::HashSet::new();
-        for c in &snap.certificates {
-            if seen.insert(c.cert.file.as_str()) {
-                out.push_str(&c.cert.file);
-                out.push('\n');
-            }
-        }
-        return out;
-    };
-    let uses: Vec<_> = snap
-        .certificates
-        .iter()
-        .filter(|c| c.cert.file == file)
-        .collect();
-    let Some(first) = uses.first() else {
-        return "Can't display the certificate: Not found or the certificate is a bundle!\n".into();
-    };
-    let c = &first.cert;
-    let mut out = format!("Filename: {}\nStatus: Used\n", c.file);
-    if let Some(t) = c.not_after {
-        let now = rampart_proxy::tls::certs::now();
-        out.push_str(&format!(
-            "notAfter: {}\nExpires in: {} days\n",
-            rampart_proxy::tls::certs::gmt(t),
-            (t - now).div_euclid(86400)
-        ));
-    }
-    let names: Vec<String> = c.names.iter().map(|n| format!("DNS:{n}")).collect();
-    out.push_str(&format!("Subject Alternative Name: {}\n", names.join(", ")));
-    let users: Vec<String> = uses
-        .iter()
-        .map(|u| format!("{} bind {}", u.frontend, u.bind))
-        .collect();
-    out.push_str(&format!("Used by: {}\n", users.join(", ")));
-    out
-}
-
 pub fn redact(text: &str) -> String {
     const SECRET: [&str; 4] = ["password", "secret", "token", "passphrase"];
     let mut out = String::with_capacity(text.len());

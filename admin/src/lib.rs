@@ -16,6 +16,7 @@ pub mod maps;
 pub mod metrics;
 pub mod page;
 pub mod peers_view;
+pub mod ssl;
 pub mod stat;
 pub mod state_file;
 pub mod table;
@@ -52,6 +53,8 @@ pub struct AdminCtx {
     /// The xDS client, when the configuration comes from a control plane too: `show xds`,
     /// `/config_dump` and metrics. Set once, after the client starts.
     pub xds: std::sync::OnceLock<Arc<dyn XdsView>>,
+    /// `set ssl cert` transactions not yet committed.
+    pub ssl_tx: ssl::Transactions,
 }
 
 /// What the runtime API and the admin listener show of the xDS client (implemented by
@@ -116,6 +119,7 @@ impl AdminCtx {
             config_text,
             vrrp: rampart_vrrp::group::Group::new(),
             xds: std::sync::OnceLock::new(),
+            ssl_tx: Default::default(),
         })
     }
 

@@ -425,6 +425,11 @@ impl Control {
 
     /// Compiles the running configuration again, to apply a runtime change that lives in
     /// [`Live`] (a server address set through the runtime API). Counts as no reload.
+    /// The directory the running configuration's relative file names are read from.
+    pub fn base_dir(&self) -> std::path::PathBuf {
+        lock(&self.base_dir).clone()
+    }
+
     pub fn reapply(&self) -> Result<ReloadReport, ReloadError> {
         let _one = lock(&self.reloading);
         let cfg = self.shared.snapshot.load().config.clone();

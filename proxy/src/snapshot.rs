@@ -221,6 +221,9 @@ pub struct Snapshot {
     pub tables: Vec<Arc<Table>>,
     /// The pattern and map files ACLs and map converters use.
     pub patterns: Vec<Arc<PatRef>>,
+    /// The certificate, key, CA and CRL files TLS read (the file watch reloads when one
+    /// changes).
+    pub tls_files: Vec<std::path::PathBuf>,
     pub config: Arc<Config>,
     /// What the configuration should fix but does not stop serving: certificates that
     /// expire soon (or expired ones served because `allow_expired` says so), each with
@@ -370,7 +373,10 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
             patterns: &pattern_ref,
         },
         errs: Errors(Vec::new()),
-        tls: TlsCache::new(rampart_config::validate::certificate_allowance(&cfg)),
+        tls: TlsCache::new(
+            rampart_config::validate::certificate_allowance(&cfg),
+            env.live.certs.clone(),
+        ),
         warnings: Vec::new(),
         served: Vec::new(),
     };
@@ -390,8 +396,11 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         mut errs,
         warnings,
         served,
+        tls,
         ..
     } = cx;
+    let mut tls_files: Vec<std::path::PathBuf> = tls.pem.files().cloned().collect();
+    tls_files.sort();
     if !errs.0.is_empty() {
         errs.0.sort_by_key(|e| e.pos);
         return Err(ConfigErrors(errs.0));
@@ -415,6 +424,7 @@ pub fn compile(cfg: Arc<Config>, env: &CompileEnv<'_>) -> Result<Snapshot, Confi
         backends,
         tables,
         patterns: refs.into_vec(),
+        tls_files,
         config: cfg,
         warnings,
         certificates: served,
@@ -976,11 +986,11 @@ struct TlsCache {
 type ServerTls = Result<crate::tls::ServerTls, crate::tls::TlsError>;
 
 impl TlsCache {
-    fn new(allowed: u64) -> Self {
+    fn new(allowed: u64, overrides: Arc<crate::tls::certs::Overrides>) -> Self {
         Self {
             server: HashMap::new(),
             client: HashMap::new(),
-            pem: crate::tls::certs::Loader::new(allowed),
+            pem: crate::tls::certs::Loader::with_overrides(allowed, Some(overrides)),
         }
     }
 

@@ -632,6 +632,8 @@ pub struct Live {
     pub peers: Arc<crate::stick::peers::Status>,
     /// Server addresses set at run time, replacing the configured ones.
     addrs: Mutex<HashMap<(String, String), std::net::SocketAddr>>,
+    /// Certificate files replaced at run time (`commit ssl cert`).
+    pub certs: Arc<crate::tls::certs::Overrides>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -520,7 +520,9 @@ async fn certificates_are_shown_measured_and_warned_about_on_reload() {
     assert_eq!(ctl(&["show", "ssl", "cert"]), "# filename\nsoon.pem\n");
     let detail = ctl(&["show", "ssl", "cert", "soon.pem"]);
     assert!(
-        detail.starts_with("Filename: soon.pem\nStatus: Used\nnotAfter: ")
+        detail.starts_with("Filename: soon.pem\nStatus: Used\nSerial: ")
+            && detail.contains("\nnotAfter: ")
+            && detail.contains("\nSubject: /CN=soon.test\nIssuer: /CN=rampart test CA\n")
             && (detail.contains("\nExpires in: 4 days\n")
                 || detail.contains("\nExpires in: 5 days\n"))
             && detail.contains("\nSubject Alternative Name: DNS:soon.test, DNS:www.soon.test\n")

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod balance;
+mod certs;
 mod cli;
 mod cp;
 mod errors;

@@ -59,11 +59,70 @@ impl std::fmt::Display for Pem<'_> {
     }
 }
 
+/// Certificate files replaced at run time (`set ssl cert` then `commit ssl cert`): the PEM
+/// served in place of each file, while the file on disk holds what it held at the commit
+/// (a file changed since is read again, and the replacement dropped).
+#[derive(Default)]
+pub struct Overrides(std::sync::Mutex<HashMap<PathBuf, Override>>);
+
+struct Override {
+    pem: Arc<[u8]>,
+    /// The file's content when the replacement was committed.
+    disk: Option<Vec<u8>>,
+}
+
+impl Overrides {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Override>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Serves `pem` in place of the file at `path`; returns what it replaced, to put back
+    /// when the configuration with it fails.
+    pub fn set(&self, path: PathBuf, pem: Arc<[u8]>) -> Option<Arc<[u8]>> {
+        let disk = std::fs::read(&path).ok();
+        self.lock()
+            .insert(path, Override { pem, disk })
+            .map(|o| o.pem)
+    }
+
+    /// Puts back what [`Overrides::set`] replaced (`None`: the file itself).
+    pub fn restore(&self, path: PathBuf, previous: Option<Arc<[u8]>>) {
+        match previous {
+            Some(pem) => {
+                self.set(path, pem);
+            }
+            None => {
+                self.lock().remove(&path);
+            }
+        }
+    }
+
+    /// The replacement of `path` if there is one and the file did not change since.
+    fn get(&self, path: &Path) -> Option<Arc<[u8]>> {
+        let mut m = self.lock();
+        let o = m.get(path)?;
+        if std::fs::read(path).ok() == o.disk {
+            return Some(o.pem.clone());
+        }
+        tracing::info!(
+            "{} changed on disk since its certificate was replaced at run time: the file is served",
+            path.display()
+        );
+        m.remove(path);
+        None
+    }
+}
+
 /// What one compilation loads from PEM: each file read once and each certificate loaded
 /// once, however many binds and backends name them, within the bounds of
 /// [`rampart_config::limits`] on PEM files and certificates.
 pub struct Loader {
     files: HashMap<PathBuf, Result<Arc<[u8]>, String>>,
+    overrides: Option<Arc<Overrides>>,
+    /// Files served from `overrides`.
+    replaced: Vec<PathBuf>,
     certs: HashMap<(String, String), Result<LoadedCert, String>>,
     /// Bytes of the files read so far.
     bytes: u64,
@@ -77,8 +136,15 @@ impl Loader {
     /// A loader that may spend `allowed` (a count of certificates; see
     /// [`rampart_config::validate::certificate_allowance`]).
     pub fn new(allowed: u64) -> Self {
+        Self::with_overrides(allowed, None)
+    }
+
+    /// A loader that serves the certificates replaced at run time in `overrides`.
+    pub fn with_overrides(allowed: u64, overrides: Option<Arc<Overrides>>) -> Self {
         Self {
             files: HashMap::new(),
+            overrides,
+            replaced: Vec::new(),
             certs: HashMap::new(),
             bytes: 0,
             cost: 0,
@@ -94,6 +160,11 @@ impl Loader {
         };
         if let Some(r) = self.files.get(path) {
             return r.clone();
+        }
+        if let Some(pem) = self.overrides.as_ref().and_then(|o| o.get(path)) {
+            self.files.insert(path.clone(), Ok(pem.clone()));
+            self.replaced.push(path.clone());
+            return Ok(pem);
         }
         let r = rampart_config::limits::read_bounded_among(
             path,
@@ -135,6 +206,16 @@ impl Loader {
         Ok(crls)
     }
 
+    /// Whether PEM data holds a private key.
+    pub fn has_private_key(pem: &[u8]) -> bool {
+        PrivateKeyDer::from_pem_slice(pem).is_ok()
+    }
+
+    /// The files read so far (to watch for changes).
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.files.keys()
+    }
+
     /// The private key in PEM data.
     pub fn key(&mut self, src: &Pem<'_>) -> Result<PrivateKeyDer<'static>, String> {
         let data = self.read(src, "private key")?;
@@ -174,6 +255,19 @@ impl Loader {
         provider: &CryptoProvider,
     ) -> Result<LoadedCert, String> {
         let chain = self.certs(cert_path)?;
+        // A certificate replaced at run time with its key in the same PEM brings the key.
+        let key_path = match cert_path {
+            Pem::File(p)
+                if self.replaced.contains(p)
+                    && PrivateKeyDer::from_pem_slice(
+                        &self.read(cert_path, "certificate file")?,
+                    )
+                    .is_ok() =>
+            {
+                cert_path
+            }
+            _ => key_path,
+        };
         let key_data = self.read(key_path, "private key")?;
         let key = PrivateKeyDer::from_pem_slice(&key_data).map_err(|e| match e {
             rustls_pki_types::pem::Error::NoItemsFound => {
@@ -263,7 +357,7 @@ pub fn key_cost(der_len: usize) -> u64 {
 
 /// Names from the certificate: DNS subject alternative names, or the common name when
 /// there are none.
-fn cert_names(der: &[u8]) -> (Vec<String>, Option<i64>) {
+pub fn cert_names(der: &[u8]) -> (Vec<String>, Option<i64>) {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return (Vec::new(), None);
     };

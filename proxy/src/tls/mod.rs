@@ -108,6 +108,8 @@ pub struct CertInfo {
     pub names: Vec<String>,
     /// When it expires (Unix seconds).
     pub not_after: Option<i64>,
+    /// The leaf certificate.
+    pub leaf: Option<CertificateDer<'static>>,
 }
 
 /// A bind's TLS: its configuration, warnings (certificates that expire soon, or expired
@@ -170,6 +172,7 @@ pub fn server_config(
             },
             names: l.own_names.clone(),
             not_after: l.not_after,
+            leaf: l.key.cert.first().cloned(),
         });
         loaded.push(l);
     }
