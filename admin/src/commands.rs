@@ -56,6 +56,18 @@ static COMMANDS: &[Command] = &[
         Admin,
     ),
     cmd(
+        &["set", "ssl", "ocsp-response"],
+        "set ssl ocsp-response <resp|payload>",
+        "update a certificate's OCSP Response from a base64-encode DER",
+        Admin,
+    ),
+    cmd(
+        &["show", "ssl", "ocsp-response"],
+        "show ssl ocsp-response",
+        "display the IDs of the OCSP responses used in memory",
+        Operator,
+    ),
+    cmd(
         &["set", "ssl", "cert"],
         "set ssl cert <certfile> <payload>",
         "replace a certificate file",
@@ -419,6 +431,10 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
         ["set", "ssl", "cert"] => crate::ssl::set(ctx, args, s.payload.take().as_deref()),
         ["commit", "ssl", "cert"] => crate::ssl::commit(ctx, args),
         ["abort", "ssl", "cert"] => crate::ssl::abort(ctx, args),
+        ["set", "ssl", "ocsp-response"] => {
+            crate::ssl::set_ocsp(ctx, args, s.payload.take().as_deref())
+        }
+        ["show", "ssl", "ocsp-response"] => crate::ssl::show_ocsp(ctx),
         ["show", "vrrp"] => crate::vrrp::show(ctx, args),
         ["show", "xds"] => match (ctx.xds.get(), args) {
             (None, _) => "No xDS control plane is configured.\n".to_owned(),

@@ -196,3 +196,74 @@ pub fn abort(ctx: &AdminCtx, args: &[&str]) -> String {
         None => "No ongoing transaction!\n".into(),
     }
 }
+
+/// `set ssl ocsp-response <base64>` (or the base64 as a payload): staples the response
+/// to the certificate it is about, in place of its `.ocsp` file, kept while that file is
+/// unchanged.
+pub fn set_ocsp(ctx: &AdminCtx, args: &[&str], payload: Option<&str>) -> String {
+    let Some(b64) = args.first().copied().or(payload) else {
+        return "'set ssl ocsp-response' expects response in base64 encoding.\n".into();
+    };
+    let Some(der) = rampart_proxy::tls::ocsp::base64_decode(b64) else {
+        return "'set ssl ocsp-response' received invalid base64 encoded response.\n".into();
+    };
+    let Ok(info) = rampart_proxy::tls::ocsp::parse(&der) else {
+        return "Unable to parse OCSP response.\n".into();
+    };
+    let trim = |b: &[u8]| {
+        b.iter()
+            .skip_while(|x| **x == 0)
+            .copied()
+            .collect::<Vec<u8>>()
+    };
+    let snap = ctx.control.shared().snapshot.load();
+    let file = snap.certificates.iter().find_map(|c| {
+        let leaf = c.cert.leaf.as_deref()?;
+        let parsed = ClientCert::parse(leaf)?;
+        let serial = parsed.text(&CertField::Serial)?;
+        (trim(&serial) == trim(&info.serial) && c.cert.file != "(inline PEM)")
+            .then(|| c.cert.file.clone())
+    });
+    let Some(file) = file else {
+        return "OCSP single response: Certificate ID does not match any certificate or issuer.\n"
+            .into();
+    };
+    let path = std::path::PathBuf::from(format!(
+        "{}.ocsp",
+        ctx.control.base_dir().join(&file).display()
+    ));
+    let overrides = ctx.control.shared().live.certs.clone();
+    let previous = overrides.set(path.clone(), Arc::from(der));
+    match ctx.control.reapply() {
+        Ok(_) => "OCSP Response updated!\n".into(),
+        Err(e) => {
+            overrides.restore(path, previous);
+            format!("{e}\n")
+        }
+    }
+}
+
+/// `show ssl ocsp-response`: the responses stapled, by certificate ID.
+pub fn show_ocsp(ctx: &AdminCtx) -> String {
+    let snap = ctx.control.shared().snapshot.load();
+    let mut out = String::from("# Certificate IDs\n");
+    let mut seen = std::collections::HashSet::new();
+    for c in &snap.certificates {
+        let Some(o) = &c.cert.ocsp else { continue };
+        if !seen.insert(o.cert_id.clone()) {
+            continue;
+        }
+        let lower: String = o.cert_id.iter().map(|b| format!("{b:02x}")).collect();
+        let _ = write!(
+            out,
+            "Certificate ID key : {lower}\n Certificate ID:\n   Issuer Name Hash: {}\n   Issuer Key Hash: {}\n   Serial Number: {}\n",
+            hex(&o.issuer_name_hash),
+            hex(&o.issuer_key_hash),
+            hex(&o.serial)
+        );
+        if let Some(n) = o.next_update {
+            let _ = writeln!(out, "   Next Update: {} ({})", certs::gmt(n), c.cert.file);
+        }
+    }
+    out
+}

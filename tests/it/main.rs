@@ -13,6 +13,7 @@ mod frontend;
 mod limits;
 mod maps;
 mod mtls;
+mod ocsp;
 mod peers;
 mod proxy_protocol;
 mod reload;

@@ -123,6 +123,8 @@ pub struct Loader {
     overrides: Option<Arc<Overrides>>,
     /// Files served from `overrides`.
     replaced: Vec<PathBuf>,
+    /// Optional files looked for and not found (watched for their arrival).
+    absent: Vec<PathBuf>,
     certs: HashMap<(String, String), Result<LoadedCert, String>>,
     /// Bytes of the files read so far.
     bytes: u64,
@@ -145,6 +147,7 @@ impl Loader {
             files: HashMap::new(),
             overrides,
             replaced: Vec::new(),
+            absent: Vec::new(),
             certs: HashMap::new(),
             bytes: 0,
             cost: 0,
@@ -211,9 +214,23 @@ impl Loader {
         PrivateKeyDer::from_pem_slice(pem).is_ok()
     }
 
-    /// The files read so far (to watch for changes).
+    /// The files read so far, and those looked for and not found (to watch for changes).
     pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
-        self.files.keys()
+        self.files.keys().chain(self.absent.iter())
+    }
+
+    /// The content of a file that may not exist (an OCSP response next to a certificate).
+    pub fn optional(&mut self, path: &Path, what: &str) -> Result<Option<Arc<[u8]>>, String> {
+        let replaced = self.overrides.as_ref().and_then(|o| o.get(path));
+        if replaced.is_none() && !self.files.contains_key(path) && !path.exists() {
+            self.absent.push(path.to_path_buf());
+            return Ok(None);
+        }
+        if let Some(der) = replaced {
+            self.files.insert(path.to_path_buf(), Ok(der.clone()));
+            return Ok(Some(der));
+        }
+        self.read(&Pem::File(path.to_path_buf()), what).map(Some)
     }
 
     /// The private key in PEM data.

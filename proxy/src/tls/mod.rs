@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod client_cert;
+pub mod ocsp;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -110,6 +111,8 @@ pub struct CertInfo {
     pub not_after: Option<i64>,
     /// The leaf certificate.
     pub leaf: Option<CertificateDer<'static>>,
+    /// The OCSP response stapled, if any.
+    pub ocsp: Option<ocsp::OcspInfo>,
 }
 
 /// A bind's TLS: its configuration, warnings (certificates that expire soon, or expired
@@ -135,9 +138,11 @@ pub fn server_config(
             .key
             .as_ref()
             .map_or_else(|| cert_path.clone(), |k| certs::Pem::of(&k.value, base));
-        let l = loader
+        let mut l = loader
             .load(&cert_path, &key_path, &c.names, &provider)
             .map_err(|e| (Some(i), e))?;
+        let stapled =
+            staple(&mut l, &cert_path, loader, now, &mut warnings).map_err(|e| (Some(i), e))?;
         if let Some(t) = l.not_after {
             let left = t - now;
             if left < 0 && !tls.allow_expired {
@@ -173,6 +178,7 @@ pub fn server_config(
             names: l.own_names.clone(),
             not_after: l.not_after,
             leaf: l.key.cert.first().cloned(),
+            ocsp: stapled,
         });
         loaded.push(l);
     }
@@ -207,6 +213,83 @@ pub fn server_config(
         cfg.send_tls13_tickets = 0;
     }
     Ok((Arc::new(cfg), warnings, infos))
+}
+
+/// Staples the OCSP response found next to a certificate file (`<file>.ocsp`, DER), after
+/// checking it is a successful response about this certificate. An expired response is
+/// left out with a warning; one that expires within a day, or says the certificate is
+/// revoked, is warned about.
+fn staple(
+    l: &mut certs::LoadedCert,
+    cert_path: &certs::Pem<'_>,
+    loader: &mut certs::Loader,
+    now: i64,
+    warnings: &mut Vec<String>,
+) -> Result<Option<ocsp::OcspInfo>, String> {
+    let certs::Pem::File(p) = cert_path else {
+        return Ok(None);
+    };
+    let mut path = p.clone().into_os_string();
+    path.push(".ocsp");
+    let path = std::path::PathBuf::from(path);
+    let Some(der) = loader.optional(&path, "OCSP response")? else {
+        return Ok(None);
+    };
+    let info = ocsp::parse(&der).map_err(|e| format!("{}: {e}", path.display()))?;
+    let serial = l
+        .key
+        .cert
+        .first()
+        .and_then(|c| x509_parser::parse_x509_certificate(c).ok())
+        .map(|(_, c)| c.raw_serial().to_vec())
+        .unwrap_or_default();
+    let trim = |b: &[u8]| {
+        b.iter()
+            .skip_while(|x| **x == 0)
+            .copied()
+            .collect::<Vec<u8>>()
+    };
+    if trim(&serial) != trim(&info.serial) {
+        return Err(format!(
+            "OCSP response {} is about another certificate (serial {}) than {cert_path} (serial {})",
+            path.display(),
+            hex(&info.serial),
+            hex(&serial)
+        ));
+    }
+    if info.status == ocsp::CertStatus::Revoked {
+        warnings.push(format!(
+            "OCSP response {} says certificate {cert_path} is revoked",
+            path.display()
+        ));
+    }
+    if let Some(next) = info.next_update {
+        if next <= now {
+            warnings.push(format!(
+                "OCSP response {} expired on {}; not stapled",
+                path.display(),
+                certs::gmt(next)
+            ));
+            return Ok(None);
+        }
+        if next - now < 86400 {
+            warnings.push(format!(
+                "OCSP response {} expires in {} hours ({}); refresh it",
+                path.display(),
+                (next - now) / 3600,
+                certs::gmt(next)
+            ));
+        }
+    }
+    let mut key = (*l.key).clone();
+    key.ocsp = Some(der.to_vec());
+    l.key = Arc::new(key);
+    Ok(Some(info))
+}
+
+/// Upper-case hexadecimal.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
 /// The verifier of client certificates a bind with `verify: optional|required` uses:
