@@ -521,6 +521,11 @@ impl<V> NamedMap<V> {
         let i = self.find(name)??;
         Some(&self.entries[i].1)
     }
+    /// The value of `name`, to change (the names stay as they are).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut V> {
+        let i = self.find(name)??;
+        Some(&mut self.entries[i].1)
+    }
     /// Whether `name` is declared (even if its value was invalid).
     pub fn contains(&self, name: &str) -> bool {
         self.find(name).is_some()

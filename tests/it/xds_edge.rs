@@ -606,3 +606,94 @@ async fn a_control_plane_that_stalls_leaves_the_static_configuration_serving() {
     s.stop().await;
     held.abort();
 }
+
+/// A listener with Envoy's `tcp_proxy` filter: a frontend in mode tcp.
+fn tcp_listener(
+    name: &str,
+    spec: envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier,
+) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+    use envoy_types::pb::envoy::config::listener::v3 as ls;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+    let t = TcpProxy {
+        stat_prefix: name.into(),
+        cluster_specifier: Some(spec),
+        max_connect_attempts: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 2 }),
+        ..Default::default()
+    };
+    let mut l = listener("unused", 0, "r1");
+    l.name = name.into();
+    l.filter_chains = vec![ls::FilterChain {
+        filters: vec![ls::Filter {
+            name: "envoy.filters.network.tcp_proxy".into(),
+            config_type: Some(ls::filter::ConfigType::TypedConfig(any(&t))),
+        }],
+        ..Default::default()
+    }];
+    l
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_listeners_relay_in_mode_tcp() {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
+    use rampart_config::model::Mode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An echo server, as a database or mail server stands for here.
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let a = Origin::named("a").await;
+    let cp = Cp::start().await;
+    basic(&cp, &[a.addr]);
+    cp.clusters(vec![eds_cluster("web"), eds_cluster("db")]);
+    cp.endpoints(vec![cla_of("web", &[a.addr]), cla_of("db", &[echo_addr])]);
+    cp.listeners(vec![
+        listener("ingress", 0, "r1"),
+        tcp_listener("db_in", ClusterSpecifier::Cluster("db".into())),
+        // `web` serves HTTP routes too: the tcp listener gets its mode tcp twin.
+        tcp_listener("web_in", ClusterSpecifier::Cluster("web".into())),
+    ]);
+    let s = Sidecar::start(&cp, "sotw", "");
+    let ingress = s.listener("ingress").await;
+    let (db_in, web_in) = (s.listener("db_in").await, s.listener("web_in").await);
+    assert_eq!(until_answer(ingress, "/", "a").await, "a", "{}", s.show());
+
+    let mut c = tokio::net::TcpStream::connect(db_in).await.unwrap();
+    c.write_all(b"PING 1\r\n").await.unwrap();
+    let mut got = [0u8; 8];
+    tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut got))
+        .await
+        .expect("echo timed out")
+        .unwrap();
+    assert_eq!(&got, b"PING 1\r\n");
+    drop(c);
+    // Raw bytes relayed to the HTTP origin through the twin.
+    let mut c = tokio::net::TcpStream::connect(web_in).await.unwrap();
+    let answer = raw_one(&mut c, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("a"),
+        "{answer}"
+    );
+
+    let snap = s.proxy.handle().snapshot();
+    assert_eq!(snap.frontend("db_in").unwrap().mode, Mode::Tcp);
+    let mode_of = |n: &str| snap.backends[snap.backend_index(n).unwrap()].mode;
+    assert_eq!(mode_of("db"), Mode::Tcp);
+    assert_eq!(mode_of("web"), Mode::Http);
+    assert_eq!(mode_of("web~tcp"), Mode::Tcp);
+    let be = &snap.backends[snap.backend_index("db").unwrap()];
+    assert_eq!(be.tunnel_timeout, Some(Duration::from_secs(3600)));
+    drop(c);
+    s.stop().await;
+    held.abort();
+}

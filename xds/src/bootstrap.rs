@@ -182,10 +182,13 @@ fn build(b: &Envoy, root: &Node) -> Result<Bootstrap, ConfigErrors> {
     let known = |n: &str| cfg.backends.contains(n);
     let known = translate::Known { cluster: &known };
     let mut frontends = Vec::new();
+    let mut tcp = Vec::new();
     for (i, l) in statics.listeners.iter().enumerate() {
         let base = format!("static_resources.listeners[{i}]");
         let shape = translate::check_listener(l).map_err(|e| bad_at(root, &base, e))?;
-        if !matches!(shape.routes, translate::RouteSource::Inline(_)) {
+        if let translate::RouteSource::Tcp(r) = &shape.routes {
+            tcp.push((l.name.clone(), r.clone()));
+        } else if !matches!(shape.routes, translate::RouteSource::Inline(_)) {
             return Err(err(
                 locate(root, &base).unwrap_or_default(),
                 &base,
@@ -198,6 +201,7 @@ fn build(b: &Envoy, root: &Node) -> Result<Bootstrap, ConfigErrors> {
         ));
     }
     cfg.frontends.extend(frontends);
+    translate::tcp_backends(&mut cfg, &tcp);
     if let Some(a) = &b.admin
         && let Some(core::address::Address::SocketAddress(sa)) =
             a.address.as_ref().and_then(|a| a.address.as_ref())

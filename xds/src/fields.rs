@@ -250,6 +250,28 @@ pub static FIELDS: &[Fields] = &[
             "strip_trailing_host_dot",
         ],
     ),
+    // TCP proxy.
+    f(
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        &[
+            "cluster",
+            "weighted_clusters",
+            "idle_timeout",
+            "max_connect_attempts",
+            "access_log",
+        ],
+        &["stat_prefix"],
+    ),
+    f(
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster",
+        &["clusters"],
+        &[],
+    ),
+    f(
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight",
+        &["name", "weight"],
+        &[],
+    ),
     f(
         "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
         &["config_source", "route_config_name"],

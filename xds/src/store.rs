@@ -204,7 +204,7 @@ impl Store {
     /// inline), else it warms.
     pub fn put_listener(&mut self, held: Held<()>, shape: ListenerShape, now: Instant) {
         let ready = match &shape.routes {
-            RouteSource::Inline(_) => true,
+            RouteSource::Inline(_) | RouteSource::Tcp(_) => true,
             RouteSource::Rds { name, .. } => self.routes.contains_key(name),
         };
         let slot = self.listeners.entry(shape.name.clone()).or_default();
@@ -276,7 +276,7 @@ impl Store {
                 continue;
             };
             let (ready, wait) = match &e.shape.routes {
-                RouteSource::Inline(_) => (true, default_wait),
+                RouteSource::Inline(_) | RouteSource::Tcp(_) => (true, default_wait),
                 RouteSource::Rds {
                     name,
                     initial_fetch_timeout,
@@ -327,7 +327,7 @@ impl Store {
                     initial_fetch_timeout,
                     ..
                 } => initial_fetch_timeout.unwrap_or(default_wait),
-                RouteSource::Inline(_) => Duration::ZERO,
+                RouteSource::Inline(_) | RouteSource::Tcp(_) => Duration::ZERO,
             };
             deadline(*since, wait)
         });
@@ -425,6 +425,7 @@ impl Store {
         let known = |c: &str| cfg.backends.contains(c);
         let known = translate::Known { cluster: &known };
         let mut frontends = Vec::new();
+        let mut tcp = Vec::new();
         let mut bound: Vec<(std::net::SocketAddr, String)> = base
             .frontends
             .iter()
@@ -444,7 +445,7 @@ impl Store {
             }
             let routes = match &e.shape.routes {
                 RouteSource::Rds { name, .. } => self.routes.get(name).map(|h| &h.resource),
-                RouteSource::Inline(_) => None,
+                RouteSource::Inline(_) | RouteSource::Tcp(_) => None,
             };
             let fe = translate::frontend(&e.shape, routes, &known);
             if let Some((addr, other)) = fe
@@ -460,9 +461,13 @@ impl Store {
                 continue;
             }
             bound.extend(fe.bind.iter().map(|b| (b.address.value, name.clone())));
+            if let RouteSource::Tcp(r) = &e.shape.routes {
+                tcp.push((name.clone(), r.clone()));
+            }
             frontends.push((translate::spanned(name.clone()), fe));
         }
         cfg.frontends.extend(frontends);
+        translate::tcp_backends(&mut cfg, &tcp);
         (cfg, conflicts)
     }
 }

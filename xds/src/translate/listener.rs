@@ -6,6 +6,7 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener, ListenerFilter};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use rampart_config::model;
 use rampart_config::rules::{HeaderAction, RequestAction, ResponseAction, Rule};
@@ -23,6 +24,20 @@ pub enum RouteSource {
         name: String,
         initial_fetch_timeout: Option<Duration>,
     },
+    /// No routes: a `tcp_proxy` listener relays connections to its clusters (mode tcp).
+    Tcp(TcpRoute),
+}
+
+/// Where a `tcp_proxy` listener sends its connections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpRoute {
+    /// The clusters and their weights (`cluster` is one, of weight 1).
+    pub clusters: Vec<(String, u32)>,
+    /// Inactivity in both directions before the session is closed (`idle_timeout`, 1 h
+    /// by default, 0 for none).
+    pub idle_timeout: Duration,
+    /// Connection attempts, the first included (`max_connect_attempts`, 1 by default).
+    pub connect_attempts: u32,
 }
 
 /// A checked listener: everything but its routes.
@@ -81,7 +96,7 @@ pub fn check_listener(l: &Listener) -> Res<ListenerShape> {
         None => None,
         Some(ts) => Some(downstream_tls(ts, &at(&chain_path, "transport_socket"))?),
     };
-    let (hcm, hcm_path) = connection_manager(chain, &chain_path)?;
+    let filter = network_filter(chain, &chain_path)?;
     let mut fe: model::Frontend = defaults()?;
     fe.bind = vec![model::Bind {
         address: spanned(addr),
@@ -91,7 +106,16 @@ pub fn check_listener(l: &Listener) -> Res<ListenerShape> {
         freebind: l.freebind.is_some_and(|v| v.value),
         accept_proxy,
     }];
-    let routes = apply_hcm(&hcm, &hcm_path, addr.port(), &mut fe)?;
+    let routes = match filter {
+        NetworkFilter::Hcm(hcm, hcm_path) => apply_hcm(&hcm, &hcm_path, addr.port(), &mut fe)?,
+        NetworkFilter::Tcp(t, tpath) => {
+            let route = tcp_route(&t, &tpath)?;
+            fe.mode = model::Mode::Tcp;
+            fe.timeouts.client = route.idle_timeout;
+            fe.access_log = access_log(&t.access_log, &at(&tpath, "access_log"))?;
+            RouteSource::Tcp(route)
+        }
+    };
     Ok(ListenerShape {
         name: l.name.clone(),
         frontend: fe,
@@ -153,7 +177,24 @@ pub fn frontend(
     let rc = match &shape.routes {
         RouteSource::Inline(rc) => Some(&**rc),
         RouteSource::Rds { .. } => routes,
+        RouteSource::Tcp(_) => None,
     };
+    if let RouteSource::Tcp(route) = &shape.routes {
+        // The backends are named once every listener is known (`tcp_backends`): the
+        // clusters for now, those that exist only.
+        let known: Vec<&str> = route
+            .clusters
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .filter(|c| (known.cluster)(c))
+            .collect();
+        fe.use_backend = known
+            .iter()
+            .take(1)
+            .map(|c| model::UseBackend::to(c))
+            .collect();
+        return fe;
+    }
     if let Some(rc) = rc {
         // Checked on arrival; a failure here would be a bug, and leaves the routes empty.
         match super::virtual_hosts(rc, known) {
@@ -205,32 +246,170 @@ fn socket_address(a: Option<&core::Address>, path: &str) -> Res<(std::net::Socke
     Ok((std::net::SocketAddr::new(ip, port), !sa.ipv4_compat))
 }
 
-/// The chain's one network filter: the HTTP connection manager.
-fn connection_manager(
-    chain: &FilterChain,
-    path: &str,
-) -> Res<(hcm::HttpConnectionManager, String)> {
+/// The chain's one network filter: the HTTP connection manager, or `tcp_proxy`.
+enum NetworkFilter {
+    Hcm(Box<hcm::HttpConnectionManager>, String),
+    Tcp(Box<TcpProxy>, String),
+}
+
+fn network_filter(chain: &FilterChain, path: &str) -> Res<NetworkFilter> {
     use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
     let [filter] = chain.filters.as_slice() else {
         return bad(
             at(path, "filters"),
-            "rampart needs exactly one network filter: the HTTP connection manager",
+            "rampart needs exactly one network filter: the HTTP connection manager or tcp_proxy",
         );
     };
     let fpath = at(path, "filters[0].typed_config");
     match &filter.config_type {
         Some(ConfigType::TypedConfig(any)) if any.type_url == proto::HCM => {
             let h = proto::unpack(any).or_else(|e| bad(&fpath, e))?;
-            Ok((h, fpath))
+            Ok(NetworkFilter::Hcm(Box::new(h), fpath))
+        }
+        Some(ConfigType::TypedConfig(any)) if any.type_url == proto::TCP_PROXY => {
+            let t = proto::unpack(any).or_else(|e| bad(&fpath, e))?;
+            Ok(NetworkFilter::Tcp(Box::new(t), fpath))
         }
         Some(ConfigType::TypedConfig(any)) => bad(
             fpath,
             format!(
-                "network filter {} ({}) is not supported by rampart (only the HTTP connection manager)",
+                "network filter {} ({}) is not supported by rampart (the HTTP connection manager and tcp_proxy are)",
                 filter.name, any.type_url
             ),
         ),
         _ => bad(fpath, "the network filter needs a typed_config"),
+    }
+}
+
+/// A `tcp_proxy`'s clusters, idle timeout and connection attempts.
+fn tcp_route(t: &TcpProxy, path: &str) -> Res<TcpRoute> {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
+    let clusters = match &t.cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) => {
+            super::name(c, &at(path, "cluster"))?;
+            vec![(c.clone(), 1)]
+        }
+        Some(ClusterSpecifier::WeightedClusters(w)) => {
+            let p = at(path, "weighted_clusters.clusters");
+            if w.clusters.is_empty() {
+                return bad(p, "weighted_clusters needs at least one cluster");
+            }
+            let mut out = Vec::new();
+            for (i, c) in w.clusters.iter().enumerate() {
+                super::name(&c.name, &format!("{p}[{i}].name"))?;
+                if c.weight == 0 || c.weight > 1_000_000 {
+                    return bad(
+                        format!("{p}[{i}].weight"),
+                        format!("a weight is 1 to 1000000, found {}", c.weight),
+                    );
+                }
+                out.push((c.name.clone(), c.weight));
+            }
+            out
+        }
+        None => return bad(path, "tcp_proxy needs cluster or weighted_clusters"),
+    };
+    let idle_timeout = timeout(t.idle_timeout.as_ref(), &at(path, "idle_timeout"))?
+        .unwrap_or(Some(Duration::from_secs(3600)))
+        .unwrap_or(super::NO_TIMEOUT);
+    let connect_attempts = match t.max_connect_attempts {
+        None => 1,
+        Some(n) if n.value >= 1 && n.value <= 10 => n.value,
+        Some(n) => {
+            return bad(
+                at(path, "max_connect_attempts"),
+                format!("max_connect_attempts is 1 to 10, found {}", n.value),
+            );
+        }
+    };
+    Ok(TcpRoute {
+        clusters,
+        idle_timeout,
+        connect_attempts,
+    })
+}
+
+/// Gives the clusters `tcp_proxy` listeners use backends in mode tcp: a cluster only they
+/// use turns mode tcp; one that HTTP routes use too gets a mode tcp twin named
+/// `<cluster>~tcp`, which the listeners then use. Each such backend takes the longest
+/// idle timeout (as `timeouts.tunnel`) and the most connection attempts of its listeners.
+pub fn tcp_backends(cfg: &mut model::Config, tcp: &[(String, TcpRoute)]) {
+    use std::collections::HashSet;
+    let mut http_used: HashSet<String> = HashSet::new();
+    for (_, f) in cfg.frontends.iter() {
+        if f.mode != model::Mode::Http {
+            continue;
+        }
+        if let Some(d) = &f.default_backend {
+            http_used.insert(d.value.clone());
+        }
+        let routes = f
+            .use_backend
+            .iter()
+            .chain(f.virtual_hosts.iter().flat_map(|(_, v)| v.routes.iter()));
+        for r in routes {
+            match &r.target {
+                model::BackendTarget::One(b) => {
+                    http_used.insert(b.value.clone());
+                }
+                model::BackendTarget::Split(parts) => {
+                    http_used.extend(parts.iter().map(|(b, _)| b.value.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+    for (fe_name, route) in tcp {
+        let mut parts = Vec::new();
+        for (cluster, weight) in &route.clusters {
+            let Some(be) = cfg.backends.get(cluster).cloned() else {
+                continue;
+            };
+            let name = if http_used.contains(cluster) {
+                format!("{cluster}~tcp")
+            } else {
+                cluster.clone()
+            };
+            let mut b = cfg.backends.get(&name).cloned().unwrap_or(be);
+            let fresh = b.mode != model::Mode::Tcp;
+            b.mode = model::Mode::Tcp;
+            b.proto = model::Proto::Http1;
+            b.timeouts.tunnel = Some(match b.timeouts.tunnel {
+                Some(t) if !fresh => t.max(route.idle_timeout),
+                _ => route.idle_timeout,
+            });
+            let attempts = route.connect_attempts.saturating_sub(1);
+            let more = b
+                .retries
+                .as_ref()
+                .is_none_or(|r| fresh || r.attempts < attempts);
+            if attempts > 0 && more {
+                if let Ok(mut r) = defaults::<rampart_config::resilience::Retries>() {
+                    r.attempts = attempts;
+                    r.on = vec![spanned(rampart_config::resilience::RetryOn::ConnectFailure)];
+                    b.retries = Some(r);
+                }
+            } else if fresh {
+                b.retries = None;
+            }
+            match cfg.backends.get_mut(&name) {
+                Some(slot) => *slot = b,
+                None => cfg.backends.push(spanned(name.clone()), b),
+            }
+            parts.push((spanned(name), *weight));
+        }
+        let Some(f) = cfg.frontends.get_mut(fe_name) else {
+            continue;
+        };
+        f.use_backend = match parts.len() {
+            0 => Vec::new(),
+            1 => vec![model::UseBackend::to(&parts[0].0.value)],
+            _ => {
+                let mut u = model::UseBackend::to("");
+                u.target = model::BackendTarget::Split(parts);
+                vec![u]
+            }
+        };
     }
 }
 

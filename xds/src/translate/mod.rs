@@ -25,7 +25,9 @@ use envoy_types::pb::google::protobuf;
 use rampart_config::rules::{LogFormat, Segment};
 
 pub use cluster::{ClusterShape, Endpoints, backend, check_cluster, check_endpoints, servers};
-pub use listener::{ListenerShape, RouteSource, check_listener, config_source, frontend};
+pub use listener::{
+    ListenerShape, RouteSource, check_listener, config_source, frontend, tcp_backends,
+};
 pub use route::{Known, check_clusters_known, check_routes, virtual_hosts};
 
 /// A problem with one field of a resource.
