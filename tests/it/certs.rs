@@ -11,23 +11,12 @@ use std::time::Duration;
 use http::Request;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 use crate::support::*;
 
-async fn ask(sock: &Path, text: &str) -> String {
-    let mut s = UnixStream::connect(sock).await.unwrap();
-    s.write_all(text.as_bytes()).await.unwrap();
-    if !text.ends_with('\n') {
-        s.write_all(b"\n").await.unwrap();
-    }
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
-        .await
-        .expect("the socket did not close")
-        .unwrap();
-    out
+/// A certificate file and its key file as one PEM, as HAProxy's `crt` has them.
+fn pem_of(cert: &Path, key: &Path) -> String {
+    std::fs::read_to_string(cert).unwrap() + &std::fs::read_to_string(key).unwrap()
 }
 
 fn leaf(pem_file: &Path) -> Vec<u8> {
@@ -45,37 +34,9 @@ async fn served(addr: SocketAddr, ca_pem: &str) -> Vec<u8> {
     s.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-/// One request on a new TLS connection.
+/// One request on a new TLS connection: its status.
 async fn one(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Result<u16, String> {
-    let go = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(
-                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(c);
-        let r = s
-            .send_request(
-                Request::get("/")
-                    .header("host", "localhost")
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(r.status().as_u16())
-    };
-    tokio::time::timeout(Duration::from_secs(10), go)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
+    try_request(addr, Some(cfg), "/").await.map(|(s, _)| s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,11 +48,7 @@ async fn set_ssl_cert_under_traffic_fails_no_request() {
     let (_, other_key) = pki.issue("other", &["localhost"], false);
     // One file holding the certificate and its key, as HAProxy's `crt` has it.
     let site = pki.dir.join("site.pem");
-    std::fs::write(
-        &site,
-        std::fs::read_to_string(&old).unwrap() + &std::fs::read_to_string(&old_key).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&site, pem_of(&old, &old_key)).unwrap();
     let yaml = format!(
         r#"
 admin: {{ socket: {{ path: run/api.sock, level: admin }} }}
@@ -145,40 +102,39 @@ backends:
     }
     assert!(eventually(Duration::from_secs(20), || ok.load(Ordering::Relaxed) >= 50).await);
 
-    let pem = std::fs::read_to_string(&new).unwrap() + &std::fs::read_to_string(&new_key).unwrap();
+    let pem = pem_of(&new, &new_key);
     // Bad payloads are refused with the loading's errors, and nothing changes.
-    let answer = ask(&sock, "set ssl cert site.pem <<\ngarbage\n\n").await;
+    let answer = ask_api(&sock, "set ssl cert site.pem <<\ngarbage\n\n").await;
     assert!(
         answer.contains("no certificate found") && answer.ends_with("Can't update site.pem!\n\n"),
         "{answer}"
     );
-    let mismatched =
-        std::fs::read_to_string(&new).unwrap() + &std::fs::read_to_string(&other_key).unwrap();
-    let answer = ask(&sock, &format!("set ssl cert site.pem <<\n{mismatched}\n")).await;
+    let mismatched = pem_of(&new, &other_key);
+    let answer = ask_api(&sock, &format!("set ssl cert site.pem <<\n{mismatched}\n")).await;
     assert!(answer.contains("does not match certificate"), "{answer}");
     assert_eq!(
-        ask(&sock, &format!("set ssl cert nosuch.pem <<\n{pem}\n")).await,
+        ask_api(&sock, &format!("set ssl cert nosuch.pem <<\n{pem}\n")).await,
         "Can't replace a certificate which is not referenced by the configuration!\nCan't update nosuch.pem!\n\n"
     );
     assert_eq!(
-        ask(&sock, "commit ssl cert site.pem").await,
+        ask_api(&sock, "commit ssl cert site.pem").await,
         "No ongoing transaction! !\nCan't commit site.pem!\n\n"
     );
 
     // The transaction, shown, then committed.
     assert_eq!(
-        ask(&sock, &format!("set ssl cert site.pem <<\n{pem}\n")).await,
+        ask_api(&sock, &format!("set ssl cert site.pem <<\n{pem}\n")).await,
         "Transaction created for certificate site.pem!\n\n"
     );
     assert_eq!(
-        ask(&sock, &format!("set ssl cert site.pem <<\n{pem}\n")).await,
+        ask_api(&sock, &format!("set ssl cert site.pem <<\n{pem}\n")).await,
         "Transaction updated for certificate site.pem!\n\n"
     );
     assert_eq!(
-        ask(&sock, "show ssl cert").await,
+        ask_api(&sock, "show ssl cert").await,
         "# transaction\n*site.pem\n# filename\nsite.pem\n\n"
     );
-    let pending = ask(&sock, "show ssl cert *site.pem").await;
+    let pending = ask_api(&sock, "show ssl cert *site.pem").await;
     assert!(
         pending.starts_with("Filename: *site.pem\nStatus: Unused\nSerial: "),
         "{pending}"
@@ -189,11 +145,11 @@ backends:
         "not before the commit"
     );
     assert_eq!(
-        ask(&sock, "commit ssl cert site.pem").await,
+        ask_api(&sock, "commit ssl cert site.pem").await,
         "Committing site.pem.\nSuccess!\n\n"
     );
     assert_eq!(served(fe, &pki.ca_pem).await, leaf(&new));
-    let shown = ask(&sock, "show ssl cert site.pem").await;
+    let shown = ask_api(&sock, "show ssl cert site.pem").await;
     assert!(
         shown.starts_with("Filename: site.pem\nStatus: Used\nSerial: ")
             && shown.contains("\nSubject: /CN=localhost\nIssuer: /CN=rampart test CA\n"),
@@ -227,23 +183,19 @@ backends:
     assert_eq!(served(fe, &pki.ca_pem).await, leaf(&new));
     // ... and serves the file once it changes.
     let (third, third_key) = pki.issue_for_days("third", &["localhost"], 60);
-    std::fs::write(
-        &site,
-        std::fs::read_to_string(&third).unwrap() + &std::fs::read_to_string(&third_key).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&site, pem_of(&third, &third_key)).unwrap();
     p.reload(&yaml).unwrap();
     assert_eq!(served(fe, &pki.ca_pem).await, leaf(&third));
     assert_eq!(
-        ask(&sock, &format!("set ssl cert site.pem <<\n{pem}\n")).await,
+        ask_api(&sock, &format!("set ssl cert site.pem <<\n{pem}\n")).await,
         "Transaction created for certificate site.pem!\n\n"
     );
     assert_eq!(
-        ask(&sock, "abort ssl cert site.pem").await,
+        ask_api(&sock, "abort ssl cert site.pem").await,
         "Transaction aborted for certificate 'site.pem'!\n\n"
     );
     assert_eq!(
-        ask(&sock, "abort ssl cert site.pem").await,
+        ask_api(&sock, "abort ssl cert site.pem").await,
         "No ongoing transaction!\n\n"
     );
     p.stop().await;

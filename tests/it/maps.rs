@@ -3,30 +3,12 @@
 //! HAProxy's commands and answers, kept across a reload while the file is unchanged.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use std::path::PathBuf;
 
 use crate::support::*;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-async fn ask(sock: &Path, text: &str) -> String {
-    let mut s = UnixStream::connect(sock).await.unwrap();
-    s.write_all(text.as_bytes()).await.unwrap();
-    if !text.ends_with('\n') {
-        s.write_all(b"\n").await.unwrap();
-    }
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
-        .await
-        .expect("the socket did not close")
-        .unwrap();
-    out
 }
 
 /// The body the origin answering a request for `host` from `src` sends (its name), or
@@ -120,7 +102,7 @@ async fn set_map_changes_routing_at_once_and_acl_files_change_live() {
     assert_eq!(who(fe, "127.0.0.2", "other.test").await, "web");
     assert_eq!(a.last().headers["x-mapped"], "be_a");
 
-    let list = ask(sock, "show map").await;
+    let list = ask_api(sock, "show map").await;
     assert!(list.starts_with("# id (file) description\n"), "{list}");
     assert!(
         list.contains("(hosts.map) pattern loaded from file ")
@@ -128,7 +110,7 @@ async fn set_map_changes_routing_at_once_and_acl_files_change_live() {
         "{list}"
     );
     assert_eq!(
-        strip_ids(&ask(sock, "show map hosts.map").await),
+        strip_ids(&ask_api(sock, "show map hosts.map").await),
         "a.test be_a\nb.test be_b\n"
     );
     let id = list
@@ -137,55 +119,58 @@ async fn set_map_changes_routing_at_once_and_acl_files_change_live() {
         .and_then(|l| l.split(' ').next())
         .unwrap();
     assert_eq!(
-        ask(sock, &format!("show map #{id}")).await,
-        ask(sock, "show map hosts.map").await
+        ask_api(sock, &format!("show map #{id}")).await,
+        ask_api(sock, "show map hosts.map").await
     );
     assert_eq!(
-        ask(sock, "get map hosts.map a.test").await,
+        ask_api(sock, "get map hosts.map a.test").await,
         "type=str, case=sensitive, found=yes, idx=tree, key=\"a.test\", value=\"be_a\", type=\"str\"\n\n"
     );
     assert_eq!(
-        ask(sock, "get map hosts.map x").await,
+        ask_api(sock, "get map hosts.map x").await,
         "type=str, case=sensitive, found=no\n\n"
     );
 
     // `set map` moves a host at once; `add map` adds one; a name that is no backend falls
     // back to the default backend.
-    assert_eq!(ask(sock, "set map hosts.map a.test be_b").await, "\n");
+    assert_eq!(ask_api(sock, "set map hosts.map a.test be_b").await, "\n");
     assert_eq!(who(fe, "127.0.0.2", "a.test").await, "b");
-    assert_eq!(ask(sock, "add map hosts.map c.test be_a").await, "\n");
+    assert_eq!(ask_api(sock, "add map hosts.map c.test be_a").await, "\n");
     assert_eq!(who(fe, "127.0.0.2", "c.test").await, "a");
-    assert_eq!(ask(sock, "set map hosts.map c.test nosuch").await, "\n");
+    assert_eq!(ask_api(sock, "set map hosts.map c.test nosuch").await, "\n");
     assert_eq!(who(fe, "127.0.0.2", "c.test").await, "web");
-    assert_eq!(ask(sock, "del map hosts.map c.test").await, "\n");
+    assert_eq!(ask_api(sock, "del map hosts.map c.test").await, "\n");
     assert_eq!(
-        ask(sock, "del map hosts.map c.test").await,
+        ask_api(sock, "del map hosts.map c.test").await,
         "Key not found.\n\n"
     );
     assert_eq!(
-        ask(sock, "set map hosts.map c.test be_a").await,
+        ask_api(sock, "set map hosts.map c.test be_a").await,
         "entry not found.\n\n"
     );
     // A payload adds several entries at once.
     assert_eq!(
-        ask(sock, "add map hosts.map <<\nd.test be_b\ne.test be_a\n\n").await,
+        ask_api(sock, "add map hosts.map <<\nd.test be_b\ne.test be_a\n\n").await,
         "\n"
     );
     assert_eq!(who(fe, "127.0.0.2", "d.test").await, "b");
     assert_eq!(who(fe, "127.0.0.2", "e.test").await, "a");
     // By entry identifier.
-    let shown = ask(sock, "show map hosts.map").await;
+    let shown = ask_api(sock, "show map hosts.map").await;
     let e_id = shown
         .lines()
         .find(|l| l.contains(" e.test "))
         .and_then(|l| l.split(' ').next())
         .unwrap()
         .to_owned();
-    assert_eq!(ask(sock, &format!("del map hosts.map #{e_id}")).await, "\n");
+    assert_eq!(
+        ask_api(sock, &format!("del map hosts.map #{e_id}")).await,
+        "\n"
+    );
     assert_eq!(who(fe, "127.0.0.2", "e.test").await, "web");
 
     // Bad input changes nothing and says why, with HAProxy's words.
-    let before = ask(sock, "show map hosts.map").await;
+    let before = ask_api(sock, "show map hosts.map").await;
     for (cmd, answer) in [
         (
             "show map nosuch",
@@ -214,55 +199,61 @@ async fn set_map_changes_routing_at_once_and_acl_files_change_live() {
             "Unknown ACL identifier. Please use #<id> or <file>.\n\n",
         ),
     ] {
-        assert_eq!(ask(sock, cmd).await, answer, "{cmd}");
+        assert_eq!(ask_api(sock, cmd).await, answer, "{cmd}");
     }
-    assert_eq!(ask(sock, "show map hosts.map").await, before);
+    assert_eq!(ask_api(sock, "show map hosts.map").await, before);
 
     // ACL files: a client added to the file is refused at once, and let in again.
     assert_eq!(who(fe, "127.0.0.3", "a.test").await, "b");
-    assert_eq!(ask(sock, "add acl blocked.acl 127.0.0.3").await, "\n");
+    assert_eq!(ask_api(sock, "add acl blocked.acl 127.0.0.3").await, "\n");
     assert_eq!(who(fe, "127.0.0.3", "a.test").await, "403");
     assert_eq!(who(fe, "127.0.0.4", "a.test").await, "b");
     assert_eq!(
-        ask(sock, "get acl blocked.acl 127.0.0.3").await,
+        ask_api(sock, "get acl blocked.acl 127.0.0.3").await,
         "type=ip, case=sensitive, match=yes, idx=tree, pattern=\"127.0.0.3\"\n\n"
     );
     assert_eq!(
-        ask(sock, "add acl blocked.acl notanip").await,
+        ask_api(sock, "add acl blocked.acl notanip").await,
         "'notanip' is not a valid IPv4 or IPv6 address.\n\n"
     );
     assert_eq!(
-        strip_ids(&ask(sock, "show acl blocked.acl").await),
+        strip_ids(&ask_api(sock, "show acl blocked.acl").await),
         "127.0.0.3\n"
     );
-    assert_eq!(ask(sock, "del acl blocked.acl 127.0.0.3").await, "\n");
+    assert_eq!(ask_api(sock, "del acl blocked.acl 127.0.0.3").await, "\n");
     assert_eq!(who(fe, "127.0.0.3", "a.test").await, "b");
-    assert_eq!(ask(sock, "add acl blocked.acl 127.0.0.0/24").await, "\n");
+    assert_eq!(
+        ask_api(sock, "add acl blocked.acl 127.0.0.0/24").await,
+        "\n"
+    );
     assert_eq!(who(fe, "127.0.0.5", "a.test").await, "403");
-    assert_eq!(ask(sock, "clear acl blocked.acl").await, "\n");
+    assert_eq!(ask_api(sock, "clear acl blocked.acl").await, "\n");
     assert_eq!(who(fe, "127.0.0.5", "a.test").await, "b");
 
     // An atomic replacement: nothing changes until the commit.
     assert_eq!(
-        ask(sock, "prepare map hosts.map").await,
+        ask_api(sock, "prepare map hosts.map").await,
         "New version created: 1\n\n"
     );
-    assert_eq!(ask(sock, "add map @1 hosts.map a.test be_a").await, "\n");
+    assert_eq!(
+        ask_api(sock, "add map @1 hosts.map a.test be_a").await,
+        "\n"
+    );
     assert_eq!(who(fe, "127.0.0.2", "a.test").await, "b");
     assert_eq!(who(fe, "127.0.0.2", "d.test").await, "b");
     assert_eq!(
-        strip_ids(&ask(sock, "show map @1 hosts.map").await),
+        strip_ids(&ask_api(sock, "show map @1 hosts.map").await),
         "a.test be_a\n"
     );
     assert_eq!(
-        ask(sock, "commit map @2 hosts.map").await,
+        ask_api(sock, "commit map @2 hosts.map").await,
         "Version number out of range.\n\n"
     );
-    assert_eq!(ask(sock, "commit map @1 hosts.map").await, "\n");
+    assert_eq!(ask_api(sock, "commit map @1 hosts.map").await, "\n");
     assert_eq!(who(fe, "127.0.0.2", "a.test").await, "a");
     assert_eq!(who(fe, "127.0.0.2", "d.test").await, "web");
     assert!(
-        ask(sock, "show map")
+        ask_api(sock, "show map")
             .await
             .contains("curr_ver=1 next_ver=1 entry_cnt=1\n")
     );
@@ -277,7 +268,7 @@ async fn set_map_changes_routing_at_once_and_acl_files_change_live() {
     assert_eq!(who(fe, "127.0.0.2", "b.test").await, "a");
     assert_eq!(who(fe, "127.0.0.2", "a.test").await, "web");
     assert_eq!(
-        strip_ids(&ask(sock, "show map hosts.map").await),
+        strip_ids(&ask_api(sock, "show map hosts.map").await),
         "b.test be_a\n"
     );
     s.proxy.stop().await;

@@ -7,82 +7,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
-use hyper_util::rt::TokioIo;
 use rampart_proxy::state::Refusal;
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::PemObject as _;
 
 use crate::support::*;
 
-/// A TLS client trusting `ca_pem`, presenting `cert`/`key` when given.
 fn client(ca_pem: &str, id: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
-    let mut cfg = match id {
-        Some((c, k)) => b
-            .with_client_auth_cert(
-                rustls_pki_types::CertificateDer::pem_file_iter(c)
-                    .unwrap()
-                    .map(|c| c.unwrap())
-                    .collect(),
-                rustls_pki_types::PrivateKeyDer::from_pem_file(k).unwrap(),
-            )
-            .unwrap(),
-        None => b.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
+    tls_client_as(ca_pem, &[b"http/1.1"], id)
 }
 
-/// One HTTP/1.1 request over TLS; the status and body, or the error that ended it (a
-/// refused certificate surfaces at the handshake in TLS 1.2 and at the first read in
-/// TLS 1.3).
 async fn request(
     addr: SocketAddr,
     cfg: Arc<rustls::ClientConfig>,
 ) -> Result<(u16, String), String> {
-    let go = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(
-                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(c);
-        let resp = s
-            .send_request(
-                Request::get("/")
-                    .header("host", "localhost")
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(10), go)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
+    try_request(addr, Some(cfg), "/").await
 }
 
 const HEADERS: &str = r#"      - set-header x-used %[ssl_c_used]

@@ -4,10 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 use crate::support::*;
 
@@ -170,17 +166,6 @@ fn s_client_status(port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn ask(sock: &Path, text: &str) -> String {
-    let mut s = UnixStream::connect(sock).await.unwrap();
-    s.write_all(format!("{text}\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
-        .await
-        .expect("the socket did not close")
-        .unwrap();
-    out
-}
-
 fn base64(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -247,7 +232,7 @@ backends:
         .await
         .unwrap();
     assert!(seen.contains("OCSP response: no response sent"), "{seen}");
-    let shown = ask(&sock, "show ssl ocsp-response").await;
+    let shown = ask_api(&sock, "show ssl ocsp-response").await;
     assert!(
         shown.starts_with("# Certificate IDs\nCertificate ID key : ")
             && shown.contains(&format!("   Serial Number: {serial}\n")),
@@ -259,7 +244,7 @@ backends:
     response(&dir, "site", &serial, true, "revoked.ocsp");
     let der = std::fs::read(dir.join("revoked.ocsp")).unwrap();
     assert_eq!(
-        ask(&sock, &format!("set ssl ocsp-response {}", base64(&der))).await,
+        ask_api(&sock, &format!("set ssl ocsp-response {}", base64(&der))).await,
         "OCSP Response updated!\n\n"
     );
     let seen = tokio::task::spawn_blocking(move || s_client_status(stapled))
@@ -267,7 +252,7 @@ backends:
         .unwrap();
     assert!(seen.contains("Cert Status: revoked"), "{seen}");
     assert_eq!(
-        ask(&sock, "set ssl ocsp-response AAAA").await,
+        ask_api(&sock, "set ssl ocsp-response AAAA").await,
         "Unable to parse OCSP response.\n\n"
     );
     // A response about a certificate nobody serves.
@@ -275,7 +260,7 @@ backends:
     response(&dir, "other", &other, false, "other.ocsp");
     let der = std::fs::read(dir.join("other.ocsp")).unwrap();
     assert_eq!(
-        ask(&sock, &format!("set ssl ocsp-response {}", base64(&der))).await,
+        ask_api(&sock, &format!("set ssl ocsp-response {}", base64(&der))).await,
         "OCSP single response: Certificate ID does not match any certificate or issuer.\n\n"
     );
     p.stop().await;

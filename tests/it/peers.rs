@@ -5,9 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
-
 use crate::cli::{run, wait_log};
 use crate::support::*;
 
@@ -28,21 +25,10 @@ fn config(dir: &Path, local: &str, ports: (u16, u16), secret: &str, origin: &Ori
     cfg
 }
 
-async fn ask(sock: &Path, line: &str) -> String {
-    let mut s = UnixStream::connect(sock).await.unwrap();
-    s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
-        .await
-        .expect("the socket did not close")
-        .unwrap();
-    out
-}
-
 async fn until(limit: Duration, sock: &Path, cmd: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + limit;
     loop {
-        let out = ask(sock, cmd).await;
+        let out = ask_api(sock, cmd).await;
         if pred(&out) || Instant::now() > deadline {
             return out;
         }
@@ -74,7 +60,7 @@ async fn peers_replicate_resync_after_restart_and_refuse_a_wrong_secret() {
     // An entry made on A shows on B.
     let started = Instant::now();
     assert_eq!(
-        ask(
+        ask_api(
             &a_sock,
             "set table t key 10.0.0.1 data.server_id 1 data.gpc0 5"
         )
@@ -110,7 +96,7 @@ async fn peers_replicate_resync_after_restart_and_refuse_a_wrong_secret() {
     assert!(seen.contains("http_req_rate(10000)=1"), "{seen}");
 
     for i in 0..100 {
-        ask(
+        ask_api(
             &a_sock,
             &format!("set table t key 10.1.0.{i} data.gpc0 {i}"),
         )
@@ -127,7 +113,7 @@ async fn peers_replicate_resync_after_restart_and_refuse_a_wrong_secret() {
     let mut bad = run(&bad_cfg, 1);
     wait_log(&bad, "runtime API on");
     wait_log(&a, "authentication failed");
-    let table = ask(&b_sock, "show table t").await;
+    let table = ask_api(&b_sock, "show table t").await;
     assert_eq!(table, "# table: t, type: ip, size:10240, used:0\n\n");
     bad.stop("KILL").await;
 

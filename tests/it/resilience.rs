@@ -38,33 +38,6 @@ async fn until_status(s: &ServerLive, status: &str, limit: Duration) -> Duration
     started.elapsed()
 }
 
-/// One GET on a new connection: the status and body, or why it failed.
-async fn try_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let work = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut s, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(c);
-        let req = http::Request::get(path)
-            .header("host", "localhost")
-            .body(empty())
-            .map_err(|e| e.to_string())?;
-        let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(10), work)
-        .await
-        .map_err(|_| "timed out".to_owned())?
-}
-
 /// A server that accepts connections and never answers.
 async fn silent_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -112,7 +85,7 @@ async fn killed_server_fails_no_request_goes_down_and_comes_back() {
             let (mut ok, mut failed) = (0usize, Vec::new());
             let deadline = Instant::now() + Duration::from_secs(30);
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                match try_get(fe, "/").await {
+                match try_request(fe, None, "/").await {
                     Ok((200, _)) => ok += 1,
                     other => failed.push(format!("{other:?}")),
                 }
@@ -180,7 +153,7 @@ async fn silent_server_gives_504_or_retries_elsewhere_within_per_try_timeout() {
     ));
     let fe = p.addr("fe");
     let w = Budget::new(Duration::from_secs(3));
-    let (status, _) = try_get(fe, "/").await.unwrap();
+    let (status, _) = try_request(fe, None, "/").await.unwrap();
     let took = w.elapsed();
     assert_eq!(status, 504);
     assert!(
@@ -194,7 +167,7 @@ async fn silent_server_gives_504_or_retries_elsewhere_within_per_try_timeout() {
     for _ in 0..6 {
         unless_stalled("a retry after one per-try timeout", || async {
             let w = Budget::new(Duration::from_secs(2));
-            let (status, body) = try_get(fe, "/retry").await?;
+            let (status, body) = try_request(fe, None, "/retry").await?;
             let took = w.elapsed();
             if (status, body.as_str()) == (200, "good") && w.fits(took) {
                 Ok(())
@@ -243,7 +216,7 @@ async fn failing_server_is_ejected_and_returns_and_max_ejection_percent_holds() 
         if sb.ejected() {
             break;
         }
-        try_get(fe, "/").await.unwrap();
+        try_request(fe, None, "/").await.unwrap();
     }
     assert!(sb.ejected(), "b was not ejected");
     let ejected_at = Budget::new(Duration::from_millis(2500));
@@ -253,7 +226,7 @@ async fn failing_server_is_ejected_and_returns_and_max_ejection_percent_holds() 
     let mut seen_b_back = None;
     let deadline = Budget::new(Duration::from_secs(5));
     while !deadline.spent() {
-        let (status, body) = try_get(fe, "/").await.unwrap();
+        let (status, body) = try_request(fe, None, "/").await.unwrap();
         assert_eq!(status, 200);
         if body == "b" {
             seen_b_back = Some(ejected_at.elapsed());
@@ -274,7 +247,7 @@ async fn failing_server_is_ejected_and_returns_and_max_ejection_percent_holds() 
     let be = p.handle().live().backend("app");
     let mut max_ejected = 0;
     for _ in 0..60 {
-        let (status, _) = try_get(fe, "/").await.unwrap();
+        let (status, _) = try_request(fe, None, "/").await.unwrap();
         assert_eq!(status, 503);
         max_ejected = max_ejected.max(be.ejected.load(Ordering::Relaxed));
     }
@@ -297,7 +270,7 @@ async fn circuit_breaker_answers_503_at_once_or_queues() {
         let fe = p.addr("fe");
         let before = slow.count();
         let first: Vec<_> = (0..2)
-            .map(|_| tokio::spawn(async move { try_get(fe, "/").await }))
+            .map(|_| tokio::spawn(async move { try_request(fe, None, "/").await }))
             .collect();
         assert!(eventually(Duration::from_secs(5), || slow.count() == before + 2).await);
         let w = Budget::new(Duration::from_millis(300));
@@ -348,7 +321,7 @@ async fn retry_budget_bounds_attempts_when_every_server_fails() {
     let fe = p.addr("fe");
     let requests = 50;
     for _ in 0..requests {
-        let (status, _) = try_get(fe, "/").await.unwrap();
+        let (status, _) = try_request(fe, None, "/").await.unwrap();
         assert_eq!(status, 503);
     }
     let attempts: usize = origins.iter().map(Origin::count).sum();
@@ -422,7 +395,7 @@ async fn flapping_server_is_kept_out_by_hysteresis() {
             flaps.load(Ordering::SeqCst),
             limit.show(limit.elapsed())
         );
-        let (status, body) = try_get(fe, "/").await.unwrap();
+        let (status, body) = try_request(fe, None, "/").await.unwrap();
         // The stable server can miss a 50 ms check while the machine stalls: then
         // nothing is up, and the answer is 503, never the flapper.
         match (status, body.as_str()) {
@@ -433,7 +406,7 @@ async fn flapping_server_is_kept_out_by_hysteresis() {
         // At once: no queue and no wait for a server (a queued request would wait for
         // the queue timeout); the bound leaves room for the machine's stalls.
         let w = Budget::new(Duration::from_secs(1));
-        let (status, _) = try_get(fe, "/only").await.unwrap();
+        let (status, _) = try_request(fe, None, "/only").await.unwrap();
         assert_eq!(status, 503);
         assert!(!w.spent(), "503 took {}", w.show(w.elapsed()));
         unavailable += 1;
@@ -530,9 +503,12 @@ async fn all_active_down_uses_backup_and_none_gives_503_at_once() {
         Duration::from_secs(5),
     )
     .await;
-    assert_eq!(try_get(fe, "/").await.unwrap(), (200, "backup".to_owned()));
+    assert_eq!(
+        try_request(fe, None, "/").await.unwrap(),
+        (200, "backup".to_owned())
+    );
     let w = Budget::new(Duration::from_millis(200));
-    assert_eq!(try_get(fe, "/n").await.unwrap().0, 503);
+    assert_eq!(try_request(fe, None, "/n").await.unwrap().0, 503);
     assert!(!w.spent(), "503 took {}", w.show(w.elapsed()));
     assert_eq!(server(&p, "app", "spare").status_text(), "UP");
     p.stop().await;
@@ -549,7 +525,7 @@ async fn server_max_connections_queues_or_refuses() {
         ));
         let fe = p.addr("fe");
         let before = slow.count();
-        let first = tokio::spawn(async move { try_get(fe, "/").await });
+        let first = tokio::spawn(async move { try_request(fe, None, "/").await });
         assert!(eventually(Duration::from_secs(5), || slow.count() == before + 1).await);
         let t = Instant::now();
         let w = Budget::new(Duration::from_millis(300));
@@ -596,7 +572,7 @@ async fn backend_max_connections_and_route_timeout() {
         servers_yaml(&[("silent", silent)]),
     ));
     let fe = p.addr("fe");
-    let first = tokio::spawn(async move { try_get(fe, "/").await });
+    let first = tokio::spawn(async move { try_request(fe, None, "/").await });
     assert!(eventually(Duration::from_secs(5), || slow.count() == 1).await);
     // The only allowed connection is busy: a second request would need another.
     let got = send(
@@ -615,7 +591,7 @@ async fn backend_max_connections_and_route_timeout() {
 
     // The route's timeout replaces the backend's 30 s.
     let w = Budget::new(Duration::from_secs(2));
-    assert_eq!(try_get(fe, "/quiet").await.unwrap().0, 504);
+    assert_eq!(try_request(fe, None, "/quiet").await.unwrap().0, 504);
     assert!(!w.spent(), "504 took {}", w.show(w.elapsed()));
     p.stop().await;
 }

@@ -48,28 +48,13 @@ async fn api(a: &Origin, b: &Origin, level: &str) -> Api {
     }
 }
 
-/// Sends one line and reads until the server closes.
-async fn ask(sock: &PathBuf, line: &str) -> String {
-    let mut s = UnixStream::connect(sock).await.unwrap();
-    s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        s.read_to_string(&mut out),
-    )
-    .await
-    .expect("the socket did not close")
-    .unwrap();
-    out
-}
-
 const HEADER: &str = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,comp_in,comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,ttime,agent_status,agent_code,agent_duration,check_desc,agent_desc,check_rise,check_fall,check_health,agent_rise,agent_fall,agent_health,addr,cookie,mode,algo,conn_rate,conn_rate_max,conn_tot,intercepted,dcon,dses,wrew,connect,reuse,cache_lookups,cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_cur,need_conn_est,uweight,agg_server_status,agg_server_check_status,agg_check_status,srid,sess_other,h1sess,h2sess,h3sess,req_other,h1req,h2req,h3req,proto,-,";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn framing_info_and_prompt_mode() {
     let (a, b) = (Origin::named("a").await, Origin::named("b").await);
     let api = api(&a, &b, "admin").await;
-    let info = ask(&api.sock, "show info").await;
+    let info = ask_api(&api.sock, "show info").await;
     assert!(info.ends_with("\n\n"), "{info:?}");
     for key in [
         "Name",
@@ -99,7 +84,7 @@ async fn framing_info_and_prompt_mode() {
     assert!(info.contains("\ndescription: rampart\n"), "{info}");
 
     // Several commands on one line: one answer each, each ending with an empty line.
-    let two = ask(&api.sock, "show backend; show cli level").await;
+    let two = ask_api(&api.sock, "show backend; show cli level").await;
     assert_eq!(two, "# name\napp\nother\n\nadmin\n\n");
 
     // Prompt mode: "> " after every answer, until quit.
@@ -125,14 +110,14 @@ async fn framing_info_and_prompt_mode() {
     s.read_to_string(&mut rest).await.unwrap();
     assert_eq!(rest, "");
 
-    let unknown = ask(&api.sock, "bogus").await;
+    let unknown = ask_api(&api.sock, "bogus").await;
     assert!(
         unknown.starts_with(
             "Unknown command: 'bogus'. Please enter one of the following commands only:\n  "
         ),
         "{unknown}"
     );
-    let help = ask(&api.sock, "help").await;
+    let help = ask_api(&api.sock, "help").await;
     assert!(help.starts_with("The following commands are valid at this level:\n"));
     assert!(
         help.contains("  show stat [<iid> <type> <sid>] [up|no-maint|typed|json]: report counters")
@@ -176,7 +161,7 @@ async fn show_stat_csv_layout_by_name_and_position() {
             == 5)
         .await
     );
-    let csv = ask(&api.sock, "show stat").await;
+    let csv = ask_api(&api.sock, "show stat").await;
     assert!(csv.ends_with(",\n\n"), "{csv:?}");
     let lines: Vec<&str> = csv.trim_end_matches('\n').lines().collect();
     assert_eq!(lines[0], HEADER);
@@ -231,25 +216,25 @@ async fn show_stat_csv_layout_by_name_and_position() {
     assert_eq!(served, 5);
 
     // Typed output: one field per line.
-    let typed = ask(&api.sock, "show stat 2 4 1 typed").await;
+    let typed = ask_api(&api.sock, "show stat 2 4 1 typed").await;
     assert!(typed.contains("S.2.1.17.status.1:MGP:str:UP\n"), "{typed}");
     assert!(typed.contains("S.2.1.1.svname.1:MGP:str:a\n"), "{typed}");
     assert!(
         typed.ends_with("\n\n") && !typed.trim_end().contains("\n\n"),
         "{typed}"
     );
-    let info = ask(&api.sock, "show info typed").await;
+    let info = ask_api(&api.sock, "show info typed").await;
     assert!(
         info.starts_with("0.Name.1:MGP:str:HAProxy\n1.Version.1:MGP:str:3.2.0-rampart-"),
         "{info}"
     );
 
     // Filters: proxy id, type mask, server id.
-    let only = ask(&api.sock, "show stat 2 4 2").await;
+    let only = ask_api(&api.sock, "show stat 2 4 2").await;
     let only: Vec<&str> = only.trim_end().lines().collect();
     assert_eq!(only.len(), 2);
     assert!(only[1].starts_with("app,b,"), "{only:?}");
-    let by_name = ask(&api.sock, "show stat other 2 -1").await;
+    let by_name = ask_api(&api.sock, "show stat other 2 -1").await;
     assert!(
         by_name
             .lines()
@@ -267,39 +252,39 @@ async fn server_changes_errors_levels_and_reload_survival() {
     let api = api(&a, &b, "admin").await;
     let fe = api.proxy.addr("fe");
     let s = &api.sock;
-    assert_eq!(ask(s, "set server app/b state drain").await, "\n");
-    assert_eq!(ask(s, "get weight app/b").await, "10 (initial 10)\n\n");
-    assert_eq!(ask(s, "set server app/b weight 50%").await, "\n");
-    assert_eq!(ask(s, "get weight app/b").await, "5 (initial 10)\n\n");
+    assert_eq!(ask_api(s, "set server app/b state drain").await, "\n");
+    assert_eq!(ask_api(s, "get weight app/b").await, "10 (initial 10)\n\n");
+    assert_eq!(ask_api(s, "set server app/b weight 50%").await, "\n");
+    assert_eq!(ask_api(s, "get weight app/b").await, "5 (initial 10)\n\n");
     assert_eq!(
-        ask(s, "set weight app/a 300").await,
+        ask_api(s, "set weight app/a 300").await,
         "Absolute weight can only be between 0 and 256 inclusive.\n\n"
     );
     assert_eq!(
-        ask(s, "set server app/nope state ready").await,
+        ask_api(s, "set server app/nope state ready").await,
         "No such server.\n\n"
     );
     assert_eq!(
-        ask(s, "set server nope/a state ready").await,
+        ask_api(s, "set server nope/a state ready").await,
         "No such backend.\n\n"
     );
     assert_eq!(
-        ask(s, "set server app state ready").await,
+        ask_api(s, "set server app state ready").await,
         "Require 'backend/server'.\n\n"
     );
     assert_eq!(
-        ask(s, "set server app/a state sleeping").await,
+        ask_api(s, "set server app/a state sleeping").await,
         "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n\n"
     );
     assert_eq!(
-        ask(s, "set server app/a frobnicate").await,
+        ask_api(s, "set server app/a frobnicate").await,
         "usage: set server <backend>/<server> addr | health | state | weight\n\n"
     );
     // b is drained: every request goes to a.
     for _ in 0..10 {
         assert_eq!(get(fe, "/").await.text(), "a");
     }
-    let state = ask(s, "show servers state app").await;
+    let state = ask_api(s, "show servers state app").await;
     let lines: Vec<&str> = state.lines().collect();
     assert_eq!(lines[0], "1");
     assert!(lines[1].starts_with("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight"));
@@ -308,7 +293,7 @@ async fn server_changes_errors_levels_and_reload_survival() {
     assert_eq!(b_line[6], "8", "admin state FDRAIN: {state}");
     assert_eq!(b_line[7], "5");
     assert_eq!(
-        ask(s, "show servers state nope").await,
+        ask_api(s, "show servers state nope").await,
         "Can't find backend 'nope'.\n\n"
     );
 
@@ -319,19 +304,19 @@ async fn server_changes_errors_levels_and_reload_survival() {
         (got.text(), got.header("x-tag")),
         ("a".to_owned(), Some("two"))
     );
-    let csv = ask(s, "show stat 2 4 2").await;
+    let csv = ask_api(s, "show stat 2 4 2").await;
     let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
     assert_eq!((row[17], row[18]), ("DRAIN", "5"));
 
     // Health: forced down, checks paused (counts as up), resumed.
-    assert_eq!(ask(s, "disable health app/a").await, "\n");
-    let row = ask(s, "show stat 2 4 1").await;
+    assert_eq!(ask_api(s, "disable health app/a").await, "\n");
+    let row = ask_api(s, "show stat 2 4 1").await;
     assert!(row.lines().nth(1).unwrap().contains(",no check,"), "{row}");
-    assert_eq!(ask(s, "enable health app/a").await, "\n");
-    assert_eq!(ask(s, "disable server app/a").await, "\n");
+    assert_eq!(ask_api(s, "enable health app/a").await, "\n");
+    assert_eq!(ask_api(s, "disable server app/a").await, "\n");
     assert_eq!(get(fe, "/").await.status, 503);
     assert_eq!(
-        ask(
+        ask_api(
             s,
             "set server app/a state ready; set server app/b state ready"
         )
@@ -339,14 +324,14 @@ async fn server_changes_errors_levels_and_reload_survival() {
         "\n\n"
     );
     assert_eq!(get(fe, "/").await.status, 200);
-    assert_eq!(ask(s, "clear counters all").await, "\n");
-    let csv = ask(s, "show stat 1 1 -1").await;
+    assert_eq!(ask_api(s, "clear counters all").await, "\n");
+    let csv = ask_api(s, "show stat 1 1 -1").await;
     let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
     assert_eq!(row[48], "0", "req_tot cleared");
 
     // A session lowered to user may look but not touch.
     assert_eq!(
-        ask(s, "user; set server app/a state drain").await,
+        ask_api(s, "user; set server app/a state drain").await,
         "\nPermission denied\n\n"
     );
     api.proxy.stop().await;
@@ -356,13 +341,13 @@ async fn server_changes_errors_levels_and_reload_survival() {
 async fn user_level_socket_and_stale_socket_file() {
     let (a, b) = (Origin::named("a").await, Origin::named("b").await);
     let first = api(&a, &b, "user").await;
-    assert_eq!(ask(&first.sock, "show cli level").await, "user\n\n");
+    assert_eq!(ask_api(&first.sock, "show cli level").await, "user\n\n");
     assert_eq!(
-        ask(&first.sock, "set server app/a state drain").await,
+        ask_api(&first.sock, "set server app/a state drain").await,
         "Permission denied\n\n"
     );
     assert_eq!(
-        ask(&first.sock, "clear counters").await,
+        ask_api(&first.sock, "clear counters").await,
         "Permission denied\n\n"
     );
     let mode = std::fs::metadata(&first.sock).unwrap();
@@ -396,7 +381,7 @@ async fn user_level_socket_and_stale_socket_file() {
     let again = rampart_admin::serve_sockets(&cfg.admin.socket, &dir, ctx)
         .await
         .unwrap();
-    assert_eq!(ask(&first.sock, "show cli level").await, "admin\n\n");
+    assert_eq!(ask_api(&first.sock, "show cli level").await, "admin\n\n");
     for t in again {
         t.abort();
     }
@@ -468,9 +453,9 @@ async fn set_server_addr_moves_the_server() {
     let api = api(&a, &b, "admin").await;
     let s = &api.sock;
     let fe = api.proxy.addr("fe");
-    assert_eq!(ask(s, "set server app/a state maint").await, "\n");
+    assert_eq!(ask_api(s, "set server app/a state maint").await, "\n");
     assert_eq!(get(fe, "/").await.text(), "b");
-    let answer = ask(
+    let answer = ask_api(
         s,
         &format!("set server app/b addr 127.0.0.1 port {}", moved.addr.port()),
     )
@@ -487,7 +472,7 @@ async fn set_server_addr_moves_the_server() {
         assert_eq!(get(fe, "/").await.text(), "moved");
     }
     assert_eq!(
-        ask(
+        ask_api(
             s,
             &format!("set server app/b addr 127.0.0.1 port {}", moved.addr.port())
         )
@@ -495,14 +480,14 @@ async fn set_server_addr_moves_the_server() {
         "nothing changed\n\n"
     );
     assert_eq!(
-        ask(s, "set server app/b addr nowhere").await,
+        ask_api(s, "set server app/b addr nowhere").await,
         "Invalid addr 'nowhere'\n\n"
     );
     assert_eq!(
-        ask(s, "set server app/b addr").await,
+        ask_api(s, "set server app/b addr").await,
         "set server <b>/<s> addr requires an address and optionally a port.\n\n"
     );
-    let state = ask(s, "show servers state app").await;
+    let state = ask_api(s, "show servers state app").await;
     assert!(
         state.contains(&format!(" {} - 0 0 - - 0\n", moved.addr.port())),
         "{state}"
@@ -523,7 +508,7 @@ async fn show_sess_and_shutdown_sessions_server() {
     let api = api(&a, &slow, "admin").await;
     let s = &api.sock;
     let fe = api.proxy.addr("fe");
-    assert_eq!(ask(s, "set server app/a state maint").await, "\n");
+    assert_eq!(ask_api(s, "set server app/a state maint").await, "\n");
     // A request stuck at the slow server b.
     let stuck = tokio::spawn(async move {
         let tcp = tokio::net::TcpStream::connect(fe).await.unwrap();
@@ -538,7 +523,7 @@ async fn show_sess_and_shutdown_sessions_server() {
         snd.send_request(req).await
     });
     assert!(eventually(std::time::Duration::from_secs(5), || slow.count() == 1).await);
-    let sess = ask(s, "show sess").await;
+    let sess = ask_api(s, "show sess").await;
     let line = sess
         .lines()
         .find(|l| l.contains(" be=app srv=b "))
@@ -551,7 +536,7 @@ async fn show_sess_and_shutdown_sessions_server() {
         "{line}"
     );
     let t = crate::stall::Budget::new(std::time::Duration::from_secs(2));
-    assert_eq!(ask(s, "shutdown sessions server app/b").await, "\n");
+    assert_eq!(ask_api(s, "shutdown sessions server app/b").await, "\n");
     let r = tokio::time::timeout(std::time::Duration::from_secs(30), stuck)
         .await
         .unwrap()
@@ -564,6 +549,9 @@ async fn show_sess_and_shutdown_sessions_server() {
         })
         .await
     );
-    assert_eq!(ask(s, "user; show sess").await, "\nPermission denied\n\n");
+    assert_eq!(
+        ask_api(s, "user; show sess").await,
+        "\nPermission denied\n\n"
+    );
     api.proxy.stop().await;
 }

@@ -3,11 +3,9 @@
 //! keep their clients), and the runtime socket's table commands.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 use crate::support::*;
 
@@ -275,17 +273,6 @@ async fn prefix_cookie_wraps_the_server_cookie() {
     p.stop().await;
 }
 
-async fn ask(sock: &PathBuf, line: &str) -> String {
-    let mut s = UnixStream::connect(sock).await.unwrap();
-    s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
-        .await
-        .expect("the socket did not close")
-        .unwrap();
-    out
-}
-
 /// `0x...: ` prefixes vary; the rest of each line does not.
 fn strip_ids(s: &str) -> String {
     s.lines()
@@ -309,12 +296,7 @@ async fn runtime_socket_table_commands() {
         a.addr
     );
     let p = Proxy::start(&yaml);
-    let cfg =
-        rampart_config::load_str(&yaml, Some(&p.dir), &rampart_config::yaml::ProcessEnv).unwrap();
-    let ctx = rampart_admin::AdminCtx::new(p.handle().control().clone(), None);
-    let _tasks = rampart_admin::serve_sockets(&cfg.admin.socket, &p.dir, ctx)
-        .await
-        .unwrap();
+    let _tasks = serve_api(&p, &yaml).await;
     let sock = p.dir.join("run/api.sock");
     let fe = p.addr("fe");
     for _ in 0..3 {
@@ -326,10 +308,10 @@ async fn runtime_socket_table_commands() {
     assert!(eventually(Duration::from_secs(5), || t.dump(|d| d.refs > 0).is_empty()).await);
 
     assert_eq!(
-        ask(&sock, "show table").await,
+        ask_api(&sock, "show table").await,
         "# table: per_ip, type: ip, size:100, used:2\n# table: names, type: string, size:10, used:0\n\n"
     );
-    let dump = ask(&sock, "show table per_ip").await;
+    let dump = ask_api(&sock, "show table per_ip").await;
     assert!(
         dump.starts_with("0x") || dump.starts_with("# table"),
         "{dump}"
@@ -342,18 +324,18 @@ async fn runtime_socket_table_commands() {
     );
     // Filters.
     assert_eq!(
-        strip_ids(&ask(&sock, "show table per_ip data.http_req_cnt gt 2").await),
+        strip_ids(&ask_api(&sock, "show table per_ip data.http_req_cnt gt 2").await),
         "# table: per_ip, type: ip, size:100, used:2\n\
          key=127.0.0.2 use=0 exp=0 shard=0 gpc0=0 http_req_rate(10000)=3 http_req_cnt=3 server_id=0\n"
     );
     assert_eq!(
-        strip_ids(&ask(&sock, "show table per_ip key 127.0.0.3").await),
+        strip_ids(&ask_api(&sock, "show table per_ip key 127.0.0.3").await),
         "# table: per_ip, type: ip, size:100, used:2\n\
          key=127.0.0.3 use=0 exp=0 shard=0 gpc0=0 http_req_rate(10000)=1 http_req_cnt=1 server_id=0\n"
     );
     // set table creates and updates.
     assert_eq!(
-        ask(
+        ask_api(
             &sock,
             "set table per_ip key 10.0.0.9 data.gpc0 7 data.server_id 1"
         )
@@ -361,15 +343,15 @@ async fn runtime_socket_table_commands() {
         "\n"
     );
     assert!(
-        ask(&sock, "show table per_ip key 10.0.0.9")
+        ask_api(&sock, "show table per_ip key 10.0.0.9")
             .await
             .contains(" gpc0=7 ")
     );
     assert_eq!(
-        ask(&sock, "set table names key alice data.gpt0 3").await,
+        ask_api(&sock, "set table names key alice data.gpt0 3").await,
         "\n"
     );
-    let names = ask(&sock, "show table names").await;
+    let names = ask_api(&sock, "show table names").await;
     assert!(names.contains(": key=alice use=0 exp="), "{names}");
     assert!(names.trim_end().ends_with("gpt0=3"), "{names}");
     // Errors, HAProxy's strings.
@@ -411,33 +393,40 @@ async fn runtime_socket_table_commands() {
         ),
         ("clear table nope", "No such table\n"),
     ] {
-        assert_eq!(ask(&sock, cmd).await, format!("{want}\n"), "{cmd}");
+        assert_eq!(ask_api(&sock, cmd).await, format!("{want}\n"), "{cmd}");
     }
     // clear by key, then by data filter.
-    assert_eq!(ask(&sock, "clear table per_ip key 10.0.0.9").await, "\n");
-    assert!(!ask(&sock, "show table per_ip").await.contains("10.0.0.9"));
     assert_eq!(
-        ask(&sock, "clear table per_ip data.http_req_cnt le 1").await,
+        ask_api(&sock, "clear table per_ip key 10.0.0.9").await,
         "\n"
     );
-    let left = ask(&sock, "show table per_ip").await;
+    assert!(
+        !ask_api(&sock, "show table per_ip")
+            .await
+            .contains("10.0.0.9")
+    );
+    assert_eq!(
+        ask_api(&sock, "clear table per_ip data.http_req_cnt le 1").await,
+        "\n"
+    );
+    let left = ask_api(&sock, "show table per_ip").await;
     assert!(
         left.contains("key=127.0.0.2") && !left.contains("key=127.0.0.3"),
         "{left}"
     );
-    assert_eq!(ask(&sock, "clear table per_ip").await, "\n");
+    assert_eq!(ask_api(&sock, "clear table per_ip").await, "\n");
     assert_eq!(
-        ask(&sock, "show table per_ip").await,
+        ask_api(&sock, "show table per_ip").await,
         "# table: per_ip, type: ip, size:100, used:0\n\n"
     );
     // Tables survive a reload that keeps their shape.
     assert_eq!(
-        ask(&sock, "set table per_ip key 10.0.0.1 data.gpc0 1").await,
+        ask_api(&sock, "set table per_ip key 10.0.0.1 data.gpc0 1").await,
         "\n"
     );
     p.reload(&yaml.replace("size: 100,", "size: 200,")).unwrap();
     assert!(
-        ask(&sock, "show table per_ip")
+        ask_api(&sock, "show table per_ip")
             .await
             .starts_with("# table: per_ip, type: ip, size:200, used:1\n")
     );

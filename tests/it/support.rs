@@ -363,19 +363,7 @@ impl Got {
 
 /// TLS client settings trusting the test CA.
 pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    Arc::new(cfg)
+    tls_client_as(ca_pem, alpn, None)
 }
 
 use rustls_pki_types::pem::PemObject;
@@ -819,4 +807,116 @@ where
         out.push(String::from_utf8_lossy(&b).into_owned());
     }
     out
+}
+
+/// Serves the runtime API sockets `yaml`'s `admin` section names, for the proxy `p` runs;
+/// returns the tasks serving them (dropping them does not stop them: abort to).
+pub async fn serve_api(p: &Proxy, yaml: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    let cfg =
+        rampart_config::load_str(yaml, Some(&p.dir), &rampart_config::yaml::ProcessEnv).unwrap();
+    let ctx = rampart_admin::AdminCtx::new(p.handle().control().clone(), None);
+    rampart_admin::serve_sockets(&cfg.admin.socket, &p.dir, ctx)
+        .await
+        .unwrap()
+}
+
+/// Sends `text` (a command line, or a line ending in `<<` and its payload) on the runtime
+/// API socket `sock`, a newline added if missing; the answer, read until the socket closes.
+pub async fn ask_api(sock: &Path, text: &str) -> String {
+    let mut s = tokio::net::UnixStream::connect(sock).await.unwrap();
+    s.write_all(text.as_bytes()).await.unwrap();
+    if !text.ends_with('\n') {
+        s.write_all(b"\n").await.unwrap();
+    }
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
+        .await
+        .expect("the socket did not close")
+        .unwrap();
+    out
+}
+
+/// A TLS client trusting `ca_pem` and offering `alpn`, presenting the certificate and key
+/// in the PEM files `id` when given.
+pub fn tls_client_as(
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    id: Option<(&Path, &Path)>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut cfg = match id {
+        Some((c, k)) => b
+            .with_client_auth_cert(
+                rustls_pki_types::CertificateDer::pem_file_iter(c)
+                    .unwrap()
+                    .map(|c| c.unwrap())
+                    .collect(),
+                rustls_pki_types::PrivateKeyDer::from_pem_file(k).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+/// One `GET /` (host `localhost`) over HTTP/1.1 on a new connection, over TLS with `tls`
+/// (SNI `localhost`) or in clear text without: the status and body, or why it failed
+/// (a refused client certificate surfaces at the handshake in TLS 1.2, at the first read
+/// in TLS 1.3). At most 10 s.
+pub async fn try_request(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    path: &str,
+) -> Result<(u16, String), String> {
+    async fn over<I>(io: I, path: &str) -> Result<(u16, String), String>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(c);
+        let req = Request::get(path)
+            .header("host", "localhost")
+            .body(empty())
+            .map_err(|e| e.to_string())?;
+        let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+    let work = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        match tls {
+            None => over(tcp, path).await,
+            Some(cfg) => {
+                let s = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(
+                        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+                        tcp,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                over(s, path).await
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
 }

@@ -112,16 +112,11 @@ backends:
     let fe = snap.frontends.iter().find(|f| &*f.name == "fe").unwrap();
     assert_eq!(fe.live.bytes_in.load(Relaxed), data.len() as u64);
     // `show stat` says so, in its mode column.
-    let cfg = rampart_config::load_str(
+    let _tasks = serve_api(
+        &p,
         &format!("admin: {{ socket: {{ path: run/api.sock }} }}\n{yaml}"),
-        Some(&p.dir),
-        &rampart_config::yaml::ProcessEnv,
     )
-    .unwrap();
-    let ctx = rampart_admin::AdminCtx::new(p.handle().control().clone(), None);
-    let _tasks = rampart_admin::serve_sockets(&cfg.admin.socket, &p.dir, ctx)
-        .await
-        .unwrap();
+    .await;
     let mut s = tokio::net::UnixStream::connect(p.dir.join("run/api.sock"))
         .await
         .unwrap();

@@ -197,6 +197,16 @@ pub(crate) fn delimited(s: &[u8], pat: &[u8], delim: &[u8]) -> bool {
     })
 }
 
+/// `v` without the delimiters `d` at its ends (a `-m dir` or `-m dom` pattern).
+pub(crate) fn trim_delims<'v>(v: &'v [u8], d: &[u8]) -> &'v [u8] {
+    let start = v.iter().position(|b| !d.contains(b)).unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !d.contains(b))
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
 /// A matcher and whether it lowercases samples first.
 #[derive(Debug)]
 pub struct CompiledMatch {
@@ -238,16 +248,7 @@ impl CompiledMatch {
                 _ => Vec::new(),
             }
         };
-        let trim = |d: &'static [u8]| {
-            move |v: Vec<u8>| -> Vec<u8> {
-                let start = v.iter().position(|b| !d.contains(b)).unwrap_or(v.len());
-                let end = v
-                    .iter()
-                    .rposition(|b| !d.contains(b))
-                    .map_or(start, |e| e + 1);
-                v[start..end].to_vec()
-            }
-        };
+        let trim = |d: &'static [u8]| move |v: Vec<u8>| trim_delims(&v, d).to_vec();
         let matcher = match (acl.method, &acl.patterns) {
             (MatchMethod::Found, _) => Matcher::Found,
             (MatchMethod::Bool, _) => Matcher::Bool,

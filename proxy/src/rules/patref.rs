@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use rampart_config::rules::patfile::{self, PatFile};
 use rampart_config::rules::{IntMatch, IpNet, MatchMethod, SampleType};
 
-use super::matcher::{delimited, mask4, mask6};
+use super::matcher::{delimited, mask4, mask6, trim_delims};
 use super::sample::{Value, canonical_ip};
 
 type FastHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -168,12 +168,7 @@ fn by_len(items: Vec<(Box<[u8]>, u32)>) -> ByLen {
 }
 
 fn trim(v: &[u8], d: &[u8]) -> Box<[u8]> {
-    let start = v.iter().position(|b| !d.contains(b)).unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !d.contains(b))
-        .map_or(start, |e| e + 1);
-    v[start..end].into()
+    trim_delims(v, d).into()
 }
 
 impl Index {
