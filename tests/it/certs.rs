@@ -62,12 +62,7 @@ backends:
         origin.addr
     );
     let p = Proxy::start_in(&yaml, pki.dir.clone());
-    let cfg =
-        rampart_config::load_str(&yaml, Some(&p.dir), &rampart_config::yaml::ProcessEnv).unwrap();
-    let ctx = rampart_admin::AdminCtx::new(p.handle().control().clone(), None);
-    let _tasks = rampart_admin::serve_sockets(&cfg.admin.socket, &p.dir, ctx)
-        .await
-        .unwrap();
+    let _tasks = serve_api(&p, &yaml).await;
     let sock: PathBuf = p.dir.join("run/api.sock");
     let fe = p.addr("fe");
     assert_eq!(served(fe, &pki.ca_pem).await, leaf(&old));

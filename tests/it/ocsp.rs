@@ -212,12 +212,7 @@ backends:
         origin.addr
     );
     let p = Proxy::start_in(&yaml, dir.clone());
-    let cfg =
-        rampart_config::load_str(&yaml, Some(&p.dir), &rampart_config::yaml::ProcessEnv).unwrap();
-    let ctx = rampart_admin::AdminCtx::new(p.handle().control().clone(), None);
-    let _tasks = rampart_admin::serve_sockets(&cfg.admin.socket, &p.dir, ctx)
-        .await
-        .unwrap();
+    let _tasks = serve_api(&p, &yaml).await;
     let sock = dir.join("run/api.sock");
     let (stapled, plain) = (p.addr("stapled").port(), p.addr("plain").port());
 

@@ -113,21 +113,36 @@ fn by_prefix<A: Eq + std::hash::Hash>(nets: Vec<(u8, A)>) -> Vec<(u8, HashSet<A>
     out
 }
 
+/// A network as its prefix length and masked address, IPv4-mapped ones as IPv4.
+pub(crate) enum Masked {
+    V4(u8, u32),
+    V6(u8, u128),
+}
+
+impl Masked {
+    pub(crate) fn of(n: &IpNet) -> Self {
+        match canonical_ip(n.addr) {
+            IpAddr::V4(a) => {
+                let p = if n.addr.is_ipv6() {
+                    n.prefix.saturating_sub(96)
+                } else {
+                    n.prefix
+                };
+                Masked::V4(p, mask4(a.into(), p))
+            }
+            IpAddr::V6(a) => Masked::V6(n.prefix, mask6(a.into(), n.prefix)),
+        }
+    }
+}
+
 impl IpSet {
     pub fn new(nets: &[IpNet]) -> Self {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         for n in nets {
-            match canonical_ip(n.addr) {
-                IpAddr::V4(a) => {
-                    let p = if n.addr.is_ipv6() {
-                        n.prefix.saturating_sub(96)
-                    } else {
-                        n.prefix
-                    };
-                    v4.push((p, mask4(a.into(), p)));
-                }
-                IpAddr::V6(a) => v6.push((n.prefix, mask6(a.into(), n.prefix))),
+            match Masked::of(n) {
+                Masked::V4(p, a) => v4.push((p, a)),
+                Masked::V6(p, a) => v6.push((p, a)),
             }
         }
         Self {

@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use rampart_config::rules::patfile::{self, PatFile};
 use rampart_config::rules::{IntMatch, IpNet, MatchMethod, SampleType};
 
-use super::matcher::{delimited, mask4, mask6, trim_delims};
+use super::matcher::{Masked, delimited, mask4, mask6, trim_delims};
 use super::sample::{Value, canonical_ip};
 
 type FastHashMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -260,16 +260,9 @@ impl Index {
                     let Ok(n) = IpNet::parse(&e.key) else {
                         continue;
                     };
-                    match canonical_ip(n.addr) {
-                        IpAddr::V4(a) => {
-                            let p = if n.addr.is_ipv6() {
-                                n.prefix.saturating_sub(96)
-                            } else {
-                                n.prefix
-                            };
-                            put(&mut v4, p, mask4(a.into(), p), pos(i));
-                        }
-                        IpAddr::V6(a) => put(&mut v6, n.prefix, mask6(a.into(), n.prefix), pos(i)),
+                    match Masked::of(&n) {
+                        Masked::V4(p, a) => put(&mut v4, p, a, pos(i)),
+                        Masked::V6(p, a) => put(&mut v6, p, a, pos(i)),
                     }
                 }
                 v4.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
