@@ -38,8 +38,9 @@ pub struct Facts {
     pub alpn: Option<Alpn>,
     /// What the connection's PROXY header said (`accept_proxy`).
     pub proxied: Option<crate::proxy_protocol::Proxied>,
-    /// The certificate the TLS client sent, verified (`verify: optional|required`).
-    pub client_cert: Option<crate::tls::client_cert::ClientCert>,
+    /// The certificate the TLS client sent, verified (`verify: optional|required`);
+    /// boxed, so that connections without one do not pay for its room.
+    pub client_cert: Option<Box<crate::tls::client_cert::ClientCert>>,
 }
 
 /// An ALPN protocol a bind offers.
@@ -106,7 +107,7 @@ impl ConnInfo {
 
     /// The certificate the TLS client sent, if it sent one.
     pub fn client_cert(&self) -> Option<&crate::tls::client_cert::ClientCert> {
-        self.facts.get().and_then(|f| f.client_cert.as_ref())
+        self.facts.get().and_then(|f| f.client_cert.as_deref())
     }
 
     /// The server name of this connection's TLS handshake (`ssl_fc_sni`).

@@ -287,7 +287,8 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
     facts.client_cert = session
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(|c| crate::tls::client_cert::ClientCert::parse(c));
+        .and_then(|c| crate::tls::client_cert::ClientCert::parse(c))
+        .map(Box::new);
     cx.info.learnt(facts);
     let h2 = session.alpn_protocol() == Some(b"h2");
     let io = ClientIo::Tls(Box::new(stream));
