@@ -55,6 +55,17 @@ pub struct AdminCtx {
     pub xds: std::sync::OnceLock<Arc<dyn XdsView>>,
     /// `set ssl cert` transactions not yet committed.
     pub ssl_tx: ssl::Transactions,
+    /// Changes refused over the runtime API (a bad map entry, a bad certificate).
+    pub refused: RefusedChanges,
+}
+
+/// Counts of runtime changes refused, by what they would have changed
+/// (`rampart_runtime_changes_refused_total`).
+#[derive(Default)]
+pub struct RefusedChanges {
+    pub map: std::sync::atomic::AtomicU64,
+    pub acl: std::sync::atomic::AtomicU64,
+    pub ssl: std::sync::atomic::AtomicU64,
 }
 
 /// What the runtime API and the admin listener show of the xDS client (implemented by
@@ -120,6 +131,7 @@ impl AdminCtx {
             vrrp: rampart_vrrp::group::Group::new(),
             xds: std::sync::OnceLock::new(),
             ssl_tx: Default::default(),
+            refused: Default::default(),
         })
     }
 

@@ -32,6 +32,25 @@ fn unknown(kind: RefKind) -> String {
     }
 }
 
+/// The answer to a change: nothing when done, else why it was refused (and counted).
+fn changed(
+    ctx: &AdminCtx,
+    kind: RefKind,
+    r: Result<(), rampart_proxy::rules::patref::Refused>,
+) -> String {
+    match r {
+        Ok(()) => String::new(),
+        Err(e) => {
+            let n = match kind {
+                RefKind::Map => &ctx.refused.map,
+                RefKind::Acl => &ctx.refused.acl,
+            };
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{}\n", e.0)
+        }
+    }
+}
+
 fn what(kind: RefKind) -> &'static str {
     match kind {
         RefKind::Map => "map",
@@ -183,10 +202,7 @@ pub fn add(ctx: &AdminCtx, kind: RefKind, args: &[&str], payload: Option<&str>) 
         Ok(r) => r,
         Err(e) => return e,
     };
-    match r.add(v, &items) {
-        Ok(()) => String::new(),
-        Err(e) => format!("{}\n", e.0),
-    }
+    changed(ctx, kind, r.add(v, &items))
 }
 
 /// `set map [@<ver>] <map> <key>|#<ref> <value>`.
@@ -202,10 +218,7 @@ pub fn set(ctx: &AdminCtx, args: &[&str]) -> String {
         Ok(r) => r,
         Err(e) => return e,
     };
-    match r.set(v, key, value) {
-        Ok(()) => String::new(),
-        Err(e) => format!("{}\n", e.0),
-    }
+    changed(ctx, RefKind::Map, r.set(v, key, value))
 }
 
 /// `del map [@<ver>] <map> <key>|#<ref>`, `del acl ...`.
@@ -224,10 +237,7 @@ pub fn del(ctx: &AdminCtx, kind: RefKind, args: &[&str]) -> String {
         Ok(r) => r,
         Err(e) => return e,
     };
-    match r.del(v, key) {
-        Ok(()) => String::new(),
-        Err(e) => format!("{}\n", e.0),
-    }
+    changed(ctx, kind, r.del(v, key))
 }
 
 /// `clear map [@<ver>] <map>`, `clear acl ...`.
@@ -243,10 +253,7 @@ pub fn clear(ctx: &AdminCtx, kind: RefKind, args: &[&str]) -> String {
         Ok(r) => r,
         Err(e) => return e,
     };
-    match r.clear(v) {
-        Ok(()) => String::new(),
-        Err(e) => format!("{}\n", e.0),
-    }
+    changed(ctx, kind, r.clear(v))
 }
 
 /// `prepare map <map>`, `prepare acl <acl>`: a new empty version to fill and commit.
@@ -277,8 +284,5 @@ pub fn commit(ctx: &AdminCtx, kind: RefKind, args: &[&str]) -> String {
         Ok(r) => r,
         Err(e) => return e,
     };
-    match r.commit(n) {
-        Ok(()) => String::new(),
-        Err(e) => format!("{}\n", e.0),
-    }
+    changed(ctx, kind, r.commit(n))
 }

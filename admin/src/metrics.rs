@@ -127,6 +127,14 @@ pub fn render(ctx: &AdminCtx) -> String {
     );
     set_counter(&reloads, &["ok"], g.reloads_ok.load(Relaxed));
     set_counter(&reloads, &["failed"], g.reloads_failed.load(Relaxed));
+    let refused = f.counter(
+        "rampart_runtime_changes_refused_total",
+        "Changes refused over the runtime API (a bad map or ACL entry, a bad certificate or OCSP response), by what they would have changed.",
+        &["kind"],
+    );
+    set_counter(&refused, &["map"], ctx.refused.map.load(Relaxed));
+    set_counter(&refused, &["acl"], ctx.refused.acl.load(Relaxed));
+    set_counter(&refused, &["ssl"], ctx.refused.ssl.load(Relaxed));
     set_gauge(
         &f.gauge(
             "rampart_current_connections",

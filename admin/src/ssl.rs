@@ -157,6 +157,9 @@ pub fn set(ctx: &AdminCtx, args: &[&str], payload: Option<&str>) -> String {
         _ => Pem::Inline(pem),
     };
     if let Err(e) = loader.load(&Pem::Inline(pem), &key, &[], &provider) {
+        ctx.refused
+            .ssl
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return format!("{e}\nCan't load the payload\nCan't update {file}!\n");
     }
     let created = tx(ctx).insert((*file).to_owned(), Arc::from(pem)).is_none();
@@ -181,6 +184,9 @@ pub fn commit(ctx: &AdminCtx, args: &[&str]) -> String {
         Ok(_) => format!("Committing {file}.\nSuccess!\n"),
         Err(e) => {
             overrides.restore(path, previous);
+            ctx.refused
+                .ssl
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             format!("{e}\nCan't commit {file}!\n")
         }
     }
@@ -208,6 +214,9 @@ pub fn set_ocsp(ctx: &AdminCtx, args: &[&str], payload: Option<&str>) -> String 
         return "'set ssl ocsp-response' received invalid base64 encoded response.\n".into();
     };
     let Ok(info) = rampart_proxy::tls::ocsp::parse(&der) else {
+        ctx.refused
+            .ssl
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return "Unable to parse OCSP response.\n".into();
     };
     let trim = |b: &[u8]| {
@@ -238,6 +247,9 @@ pub fn set_ocsp(ctx: &AdminCtx, args: &[&str], payload: Option<&str>) -> String 
         Ok(_) => "OCSP Response updated!\n".into(),
         Err(e) => {
             overrides.restore(path, previous);
+            ctx.refused
+                .ssl
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             format!("{e}\n")
         }
     }

@@ -62,7 +62,7 @@ backends:
         origin.addr
     );
     let p = Proxy::start_in(&yaml, pki.dir.clone());
-    let _tasks = serve_api(&p, &yaml).await;
+    let (_ctx, _tasks) = serve_api(&p, &yaml).await;
     let sock: PathBuf = p.dir.join("run/api.sock");
     let fe = p.addr("fe");
     assert_eq!(served(fe, &pki.ca_pem).await, leaf(&old));

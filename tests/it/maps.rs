@@ -47,21 +47,18 @@ backends:
 
 struct Setup {
     proxy: Proxy,
+    ctx: std::sync::Arc<rampart_admin::AdminCtx>,
     sock: PathBuf,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 async fn setup(yaml: &str, dir: PathBuf) -> Setup {
     let proxy = Proxy::start_in(yaml, dir);
-    let cfg = rampart_config::load_str(yaml, Some(&proxy.dir), &rampart_config::yaml::ProcessEnv)
-        .unwrap();
-    let ctx = rampart_admin::AdminCtx::new(proxy.handle().control().clone(), None);
-    let tasks = rampart_admin::serve_sockets(&cfg.admin.socket, &proxy.dir, ctx)
-        .await
-        .unwrap();
+    let (ctx, tasks) = serve_api(&proxy, yaml).await;
     let sock = proxy.dir.join("run/api.sock");
     Setup {
         proxy,
+        ctx,
         sock,
         _tasks: tasks,
     }
@@ -202,6 +199,11 @@ async fn set_map_changes_routing_at_once_and_acl_files_change_live() {
         assert_eq!(ask_api(sock, cmd).await, answer, "{cmd}");
     }
     assert_eq!(ask_api(sock, "show map hosts.map").await, before);
+    let metrics = rampart_admin::metrics::render(&s.ctx);
+    assert!(
+        metrics.contains("rampart_runtime_changes_refused_total{kind=\"map\"} 3\n"),
+        "the refused changes are counted:\n{metrics}"
+    );
 
     // ACL files: a client added to the file is refused at once, and let in again.
     assert_eq!(who(fe, "127.0.0.3", "a.test").await, "b");

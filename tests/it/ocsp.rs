@@ -212,7 +212,7 @@ backends:
         origin.addr
     );
     let p = Proxy::start_in(&yaml, dir.clone());
-    let _tasks = serve_api(&p, &yaml).await;
+    let (_ctx, _tasks) = serve_api(&p, &yaml).await;
     let sock = dir.join("run/api.sock");
     let (stapled, plain) = (p.addr("stapled").port(), p.addr("plain").port());
 

@@ -296,7 +296,7 @@ async fn runtime_socket_table_commands() {
         a.addr
     );
     let p = Proxy::start(&yaml);
-    let _tasks = serve_api(&p, &yaml).await;
+    let (_ctx, _tasks) = serve_api(&p, &yaml).await;
     let sock = p.dir.join("run/api.sock");
     let fe = p.addr("fe");
     for _ in 0..3 {

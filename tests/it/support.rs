@@ -810,14 +810,22 @@ where
 }
 
 /// Serves the runtime API sockets `yaml`'s `admin` section names, for the proxy `p` runs;
-/// returns the tasks serving them (dropping them does not stop them: abort to).
-pub async fn serve_api(p: &Proxy, yaml: &str) -> Vec<tokio::task::JoinHandle<()>> {
+/// returns what they work on and the tasks serving them (dropping them does not stop
+/// them: abort to).
+pub async fn serve_api(
+    p: &Proxy,
+    yaml: &str,
+) -> (
+    Arc<rampart_admin::AdminCtx>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
     let cfg =
         rampart_config::load_str(yaml, Some(&p.dir), &rampart_config::yaml::ProcessEnv).unwrap();
     let ctx = rampart_admin::AdminCtx::new(p.handle().control().clone(), None);
-    rampart_admin::serve_sockets(&cfg.admin.socket, &p.dir, ctx)
+    let tasks = rampart_admin::serve_sockets(&cfg.admin.socket, &p.dir, ctx.clone())
         .await
-        .unwrap()
+        .unwrap();
+    (ctx, tasks)
 }
 
 /// Sends `text` (a command line, or a line ending in `<<` and its payload) on the runtime

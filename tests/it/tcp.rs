@@ -112,7 +112,7 @@ backends:
     let fe = snap.frontends.iter().find(|f| &*f.name == "fe").unwrap();
     assert_eq!(fe.live.bytes_in.load(Relaxed), data.len() as u64);
     // `show stat` says so, in its mode column.
-    let _tasks = serve_api(
+    let (_ctx, _tasks) = serve_api(
         &p,
         &format!("admin: {{ socket: {{ path: run/api.sock }} }}\n{yaml}"),
     )
