@@ -71,6 +71,9 @@ enum Command {
         /// The command, e.g. `show stat` or `set server app/web1 state drain`.
         command: Vec<String>,
     },
+    /// Print the configuration's JSON Schema, for editors (`rampart schema >
+    /// rampart.schema.json`; VS Code's YAML extension: `yaml.schemas`).
+    Schema,
     /// Run a demo: the front door on 127.0.0.1:8080 with three built-in servers.
     Demo {
         /// Use this configuration instead of examples/demo.yaml.
@@ -431,6 +434,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        Command::Schema => {
+            print!("{}", rampart_config::schema::json_schema());
+            Ok(())
+        }
         Command::Demo { config } => {
             let loaded = match &config {
                 Some(p) => load(p),

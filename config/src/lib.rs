@@ -16,6 +16,7 @@ pub mod model;
 pub mod resilience;
 pub mod route;
 pub mod rules;
+pub mod schema;
 pub mod stick;
 pub mod time;
 pub mod validate;

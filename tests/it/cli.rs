@@ -578,3 +578,74 @@ async fn metrics_tell_the_seconds_until_each_certificate_expires() {
     assert!((29 * 86400..=30 * 86400).contains(&secs), "{line}");
     p.stop().await;
 }
+
+/// `rampart schema`: a JSON Schema that a real validator (Python's jsonschema, with YAML
+/// read as YAML 1.2) finds valid, that accepts every example and bench configuration, and
+/// that flags a misspelt key and a wrong word where the docs list the words.
+#[test]
+fn the_json_schema_accepts_the_examples_and_flags_a_misspelt_key() {
+    let tools = std::process::Command::new("python3")
+        .args(["-c", "import jsonschema, yaml"])
+        .output();
+    if !tools.is_ok_and(|o| o.status.success()) {
+        assert!(
+            !crate::support::required(),
+            "python3 with jsonschema and yaml is needed for the schema test"
+        );
+        eprintln!("skipped: python3 with jsonschema and yaml not found");
+        return;
+    }
+    let out = bin().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let dir = temp_dir("schema");
+    let schema = dir.join("rampart.schema.json");
+    std::fs::write(&schema, &out.stdout).unwrap();
+    let mut files = Vec::new();
+    for d in ["examples", "bench"] {
+        for e in std::fs::read_dir(repo().join(d)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 6, "{files:?}");
+    let check = |files: &[PathBuf]| {
+        std::process::Command::new("python3")
+            .arg(repo().join("tests/tools/schema_check.py"))
+            .arg(&schema)
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&files);
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // A misspelt key, and a word the docs do not list.
+    let quick = std::fs::read_to_string(repo().join("examples/quickstart.yaml")).unwrap();
+    assert!(quick.contains("default_backend:"));
+    let typo = dir.join("typo.yaml");
+    std::fs::write(
+        &typo,
+        quick.replacen("default_backend:", "defualt_backend:", 1),
+    )
+    .unwrap();
+    let mode = dir.join("mode.yaml");
+    std::fs::write(
+        &mode,
+        "frontends:\n  f:\n    mode: udp\n    bind: \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let bad = check(&[typo, mode]);
+    let said = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "{said}");
+    assert!(
+        said.contains("'defualt_backend' was unexpected")
+            && said.contains("frontends.f.mode: 'udp' is not one of ['http', 'tcp']"),
+        "{said}"
+    );
+}
