@@ -6,6 +6,7 @@
 mod ctl;
 mod demo;
 mod ha;
+mod notify;
 mod reload;
 mod xds;
 
@@ -326,7 +327,13 @@ async fn serve(
     if let (Some(p), Some(r)) = (path, reloader) {
         tokio::spawn(watch_config(r, p.to_path_buf()));
     }
+    // Listeners bound, configuration applied, runtime API and VRRP up.
+    notify::ready();
+    if let Some(every) = notify::watchdog_interval() {
+        tokio::spawn(notify::watchdog(every));
+    }
     let sig = wait_for_stop().await?;
+    notify::stopping();
     tracing::info!("{sig}: stopping (grace {:?})", handle.grace());
     admin.persist();
     // Hand the floating addresses over first (priority 0: the peer takes over after its

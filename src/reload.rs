@@ -47,6 +47,15 @@ impl Reloader {
     /// Reloads, waiting at most the running configuration's `global.reload_timeout`.
     /// Returns what to tell the caller. Reloads asked for at once run one after the other.
     pub fn reload(&self) -> Result<String, String> {
+        // systemd hears of it (`Type=notify-reload`): RELOADING=1 now, READY=1 when it
+        // ends, applied or not (the configuration in use serves either way).
+        crate::notify::reloading();
+        let r = self.reload_now();
+        crate::notify::ready();
+        r
+    }
+
+    fn reload_now(&self) -> Result<String, String> {
         let mut abandoned = self
             .abandoned
             .lock()

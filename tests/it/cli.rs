@@ -175,8 +175,15 @@ pub(crate) fn run(cfg: &Path, binds: usize) -> Running {
 
 /// The binary run with `args`, once it reports `binds` frontend addresses.
 pub(crate) fn run_args(args: &[&std::ffi::OsStr], binds: usize) -> Running {
-    let mut child = bin()
-        .args(args)
+    let mut cmd = bin();
+    cmd.args(args);
+    run_command(cmd, binds)
+}
+
+/// `cmd` (the binary with its arguments and environment) run, once it reports `binds`
+/// frontend addresses.
+pub(crate) fn run_command(mut cmd: Command, binds: usize) -> Running {
+    let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -648,4 +655,113 @@ fn the_json_schema_accepts_the_examples_and_flags_a_misspelt_key() {
             && said.contains("frontends.f.mode: 'udp' is not one of ['http', 'tcp']"),
         "{said}"
     );
+}
+
+/// systemd's notifications, received by a fake notify socket: READY=1 with the main PID
+/// once listening, WATCHDOG=1 at half `WATCHDOG_USEC`, RELOADING=1 (with the monotonic
+/// clock) then READY=1 around a reload, STOPPING=1 when the drain starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_reloading_watchdog_and_stopping() {
+    let o = Origin::named("origin").await;
+    let dir = temp_dir("notify");
+    let cfg = dir.join("rampart.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "frontends:\n  fe:\n    bind: \"127.0.0.1:0\"\n    default_backend: be\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+            o.addr
+        ),
+    )
+    .unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut cmd = bin();
+    cmd.args(["run", "-c"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000");
+    let mut r = run_command(cmd, 1);
+    let pid = r.child.id();
+    // Waits (at most 10 s, plus stalls) for a message that `want` accepts.
+    let next = |want: &dyn Fn(&str) -> bool| -> String {
+        let budget = crate::stall::Budget::new(Duration::from_secs(10));
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        while !budget.spent() {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if want(&m) {
+                    return m;
+                }
+                seen.push(m);
+            }
+        }
+        panic!("no such notification; got {seen:?}");
+    };
+    let ready = next(&|m| m.starts_with("READY=1"));
+    assert!(ready.contains(&format!("\nMAINPID={pid}\n")), "{ready}");
+    assert_eq!(get(r.addrs[0], "/").await.text(), "origin");
+    next(&|m| m == "WATCHDOG=1");
+    next(&|m| m == "WATCHDOG=1");
+    signal(&r.child, "HUP");
+    let reloading = next(&|m| m.starts_with("RELOADING=1"));
+    let usec: u64 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .expect("MONOTONIC_USEC")
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    next(&|m| m.starts_with("READY=1"));
+    wait_log(&r, "configuration reloaded");
+    signal(&r.child, "TERM");
+    next(&|m| m.starts_with("STOPPING=1"));
+    assert_eq!(r.exited(Duration::from_secs(10)).await.code(), Some(0));
+}
+
+/// The unit file in packaging/ is one systemd accepts (`systemd-analyze verify`), with
+/// this build's binary in place of /usr/bin/rampart.
+#[test]
+fn the_systemd_unit_verifies() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            !crate::support::required(),
+            "systemd-analyze is needed to check packaging/rampart.service"
+        );
+        eprintln!("skipped: no systemd-analyze");
+        return;
+    }
+    let unit = std::fs::read_to_string(repo().join("packaging/rampart.service")).unwrap();
+    for key in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "WatchdogSec=",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_NET_ADMIN",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.contains(key), "{key}");
+    }
+    let dir = temp_dir("unit");
+    let path = dir.join("rampart.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/rampart", env!("CARGO_BIN_EXE_rampart")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
