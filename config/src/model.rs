@@ -633,11 +633,119 @@ impl Decode for IpNetDef {
 config_struct! {
     /// Access log of a frontend.
     pub struct AccessLog {
-        /// `stdout`, `stderr` or a file path.
+        /// `stdout`, `stderr`, a file path, or syslog: `syslog` (the local `/dev/log`),
+        /// `udp://HOST:PORT` or `unix:///PATH`.
         pub to: String = "stdout".to_owned(),
         /// `httplog`, `tcplog` or `json`; default: the frontend mode's (`httplog` or
         /// `tcplog`).
         pub format: Option<LogFormatKind>,
+        /// Syslog: the message layout, `rfc3164` (HAProxy's default) or `rfc5424`.
+        pub syslog_format: SyslogFormat = SyslogFormat::Rfc3164,
+        /// Syslog: the facility (`local0` ... `local7`, `daemon`, `user`...).
+        pub facility: SyslogFacility = SyslogFacility(16),
+        /// Syslog: the tag (program name) of each message.
+        pub tag: String = "rampart".to_owned(),
+        /// Syslog: longer messages are cut to this many bytes (HAProxy's `len`).
+        pub max_length: usize = 1024,
+    }
+}
+
+/// Where an access log goes, from `access_log.to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(String),
+    /// Syslog over UDP: a host (name or address) and port.
+    Udp(String),
+    /// Syslog over a Unix datagram socket (`syslog` is `/dev/log`).
+    Unix(String),
+}
+
+impl LogTarget {
+    pub fn parse(to: &str) -> Result<Self, String> {
+        Ok(match to {
+            "stdout" => LogTarget::Stdout,
+            "stderr" => LogTarget::Stderr,
+            "syslog" => LogTarget::Unix("/dev/log".to_owned()),
+            _ => {
+                if let Some(hp) = to.strip_prefix("udp://") {
+                    let ok = hp.rsplit_once(':').is_some_and(|(h, p)| {
+                        !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                    });
+                    if !ok {
+                        return Err(format!(
+                            "{to:?}: syslog over UDP is udp://HOST:PORT, like udp://127.0.0.1:514"
+                        ));
+                    }
+                    LogTarget::Udp(hp.to_owned())
+                } else if let Some(p) = to.strip_prefix("unix://") {
+                    if !p.starts_with('/') {
+                        return Err(format!(
+                            "{to:?}: syslog over a Unix socket is unix:///PATH, like unix:///dev/log"
+                        ));
+                    }
+                    LogTarget::Unix(p.to_owned())
+                } else if to.contains("://") {
+                    return Err(format!(
+                        "{to:?}: unknown log target (stdout, stderr, a file, syslog, udp://HOST:PORT or unix:///PATH)"
+                    ));
+                } else if to.is_empty() {
+                    return Err("the log target is empty".to_owned());
+                } else {
+                    LogTarget::File(to.to_owned())
+                }
+            }
+        })
+    }
+}
+
+/// A syslog message layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFormat {
+    Rfc3164,
+    Rfc5424,
+}
+
+impl Decode for SyslogFormat {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "syslog format",
+            &[
+                ("rfc3164", SyslogFormat::Rfc3164),
+                ("rfc5424", SyslogFormat::Rfc5424),
+            ],
+        )
+    }
+}
+
+/// A syslog facility, by its number (RFC 5424's table, HAProxy's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyslogFacility(pub u8);
+
+/// Facility names, in number order.
+pub const SYSLOG_FACILITIES: [&str; 24] = [
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2",
+    "ftp", "ntp", "audit", "alert", "cron2", "local0", "local1", "local2", "local3", "local4",
+    "local5", "local6", "local7",
+];
+
+impl Decode for SyslogFacility {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        cx.parse_scalar(node, "a syslog facility", |s| {
+            SYSLOG_FACILITIES
+                .iter()
+                .position(|f| *f == s)
+                .map(|i| SyslogFacility(i as u8))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown syslog facility {s:?} (known: {})",
+                        SYSLOG_FACILITIES.join(", ")
+                    )
+                })
+        })
     }
 }
 

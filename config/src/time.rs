@@ -58,6 +58,13 @@ pub fn haproxy_date(t: SystemTime, out: &mut String) {
     );
 }
 
+/// `Dec  6 02:40:00` (UTC), the timestamp of an RFC 3164 (BSD) syslog message.
+pub fn rfc3164(t: SystemTime, out: &mut String) {
+    let f = fields(t);
+    let month = MONTHS[(f.mo - 1) as usize];
+    let _ = write!(out, "{month} {:>2} {:02}:{:02}:{:02}", f.d, f.h, f.mi, f.s);
+}
+
 /// RFC 3339 (UTC) with milliseconds.
 pub fn rfc3339(t: SystemTime, out: &mut String) {
     let f = fields(t);

@@ -856,6 +856,31 @@ pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<Conf
             &fe.acls,
             &format!("{path}.http_response"),
         );
+        if let Some(l) = &fe.access_log {
+            if let Err(e) = crate::model::LogTarget::parse(&l.to) {
+                v.err(fe_pos, format!("{path}.access_log.to"), e);
+            }
+            if !(64..=65535).contains(&l.max_length) {
+                v.err(
+                    fe_pos,
+                    format!("{path}.access_log.max_length"),
+                    format!("max_length is 64 to 65535 bytes, found {}", l.max_length),
+                );
+            }
+            if l.tag.is_empty()
+                || l.tag.len() > 48
+                || !l
+                    .tag
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b':' && b != b'[')
+            {
+                v.err(
+                    fe_pos,
+                    format!("{path}.access_log.tag"),
+                    "the tag is 1 to 48 printable characters, without blanks, ':' or '['",
+                );
+            }
+        }
         for (i, r) in fe.tcp_request.connection.iter().enumerate() {
             let p = format!("{path}.tcp_request.connection.{i}");
             if let Some(c) = &r.rule.cond {

@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::SystemTime;
 
 use http::{Method, Uri, Version};
-use rampart_config::model::LogFormatKind;
+use rampart_config::model::{AccessLog, LogFormatKind, LogTarget, SyslogFormat};
 
 use crate::http1::encode::version_str;
 
@@ -53,34 +53,132 @@ pub struct Record {
 /// Where access log lines go.
 pub struct LogSink {
     tx: SyncSender<Record>,
-    pub dropped: AtomicU64,
+    /// Records dropped: the queue was full, or syslog did not take them.
+    pub dropped: Arc<AtomicU64>,
 }
 
 const QUEUE: usize = 16 * 1024;
 
+/// How syslog messages are framed: the layout, the priority (facility and severity), the
+/// tag, the host name (RFC 5424), the process id and the longest message.
+struct SyslogHead {
+    format: SyslogFormat,
+    pri: u8,
+    tag: String,
+    host: String,
+    pid: u32,
+    max: usize,
+}
+
+impl SyslogHead {
+    /// `msg` (one formatted line, without its newline) as one syslog message.
+    fn frame(&self, at: SystemTime, msg: &str, out: &mut String) {
+        out.clear();
+        match self.format {
+            SyslogFormat::Rfc3164 => {
+                let _ = write!(out, "<{}>", self.pri);
+                rampart_config::time::rfc3164(at, out);
+                let _ = write!(out, " {}[{}]: {msg}", self.tag, self.pid);
+            }
+            SyslogFormat::Rfc5424 => {
+                let _ = write!(out, "<{}>1 ", self.pri);
+                rfc3339(at, out);
+                let _ = write!(out, " {} {} {} - - {msg}", self.host, self.tag, self.pid);
+            }
+        }
+        if out.len() > self.max {
+            let mut cut = self.max;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+        }
+    }
+}
+
+/// Where syslog messages are sent: a UDP address, or a Unix datagram socket (sent to by
+/// path each time, so that a restarted syslog daemon is found again).
+enum SyslogTo {
+    Udp(std::net::UdpSocket, SocketAddr),
+    Unix(std::os::unix::net::UnixDatagram, std::path::PathBuf),
+}
+
+impl SyslogTo {
+    fn send(&self, msg: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SyslogTo::Udp(s, to) => s.send_to(msg, to),
+            SyslogTo::Unix(s, to) => s.send_to(msg, to),
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| "-".to_owned())
+}
+
 impl LogSink {
-    /// Opens `target` (`stdout`, `stderr` or a file, appended to) and starts its writer.
-    pub fn open(target: &str) -> Result<Arc<Self>, String> {
-        let out: Box<dyn Write + Send> = match target {
-            "stdout" => Box::new(std::io::stdout()),
-            "stderr" => Box::new(std::io::stderr()),
-            path => Box::new(
-                std::fs::OpenOptions::new()
+    /// Opens the target of `l` (`stdout`, `stderr`, a file appended to, or syslog) and
+    /// starts its writer.
+    pub fn open(l: &AccessLog) -> Result<Arc<Self>, String> {
+        let (tx, rx) = sync_channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let lost = dropped.clone();
+        let spawn = |f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name("rampart-log".into())
+                .spawn(f)
+                .map(|_| ())
+                .map_err(|e| format!("cannot start the access log writer: {e}"))
+        };
+        // Syslog's priority: the facility, and severity 6 (info), as HAProxy logs
+        // traffic.
+        let head = SyslogHead {
+            format: l.syslog_format,
+            pri: l.facility.0 * 8 + 6,
+            tag: l.tag.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+            max: l.max_length,
+        };
+        match LogTarget::parse(&l.to)? {
+            LogTarget::Stdout => spawn(Box::new(move || writer(rx, Box::new(std::io::stdout()))))?,
+            LogTarget::Stderr => spawn(Box::new(move || writer(rx, Box::new(std::io::stderr()))))?,
+            LogTarget::File(path) => {
+                let f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(path)
-                    .map_err(|e| format!("cannot open access log {path}: {e}"))?,
-            ),
-        };
-        let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new()
-            .name("rampart-log".into())
-            .spawn(move || writer(rx, out))
-            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
-        Ok(Arc::new(Self {
-            tx,
-            dropped: AtomicU64::new(0),
-        }))
+                    .open(&path)
+                    .map_err(|e| format!("cannot open access log {path}: {e}"))?;
+                spawn(Box::new(move || writer(rx, Box::new(f))))?;
+            }
+            LogTarget::Udp(hp) => {
+                use std::net::ToSocketAddrs;
+                let to = hp
+                    .to_socket_addrs()
+                    .map_err(|e| format!("syslog {hp}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("syslog {hp}: no address"))?;
+                let bind: SocketAddr = if to.is_ipv4() {
+                    "0.0.0.0:0".parse().map_err(|_| "bind")?
+                } else {
+                    "[::]:0".parse().map_err(|_| "bind")?
+                };
+                let s = std::net::UdpSocket::bind(bind).map_err(|e| format!("syslog {hp}: {e}"))?;
+                let to = SyslogTo::Udp(s, to);
+                spawn(Box::new(move || syslog_writer(rx, head, to, lost)))?;
+            }
+            LogTarget::Unix(path) => {
+                let s = std::os::unix::net::UnixDatagram::unbound()
+                    .map_err(|e| format!("syslog {path}: {e}"))?;
+                let to = SyslogTo::Unix(s, path.into());
+                spawn(Box::new(move || syslog_writer(rx, head, to, lost)))?;
+            }
+        }
+        Ok(Arc::new(Self { tx, dropped }))
     }
 
     /// Queues a record; drops it when the queue is full.
@@ -89,6 +187,27 @@ impl LogSink {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// Sends each record as one datagram. A send that fails (no daemon listening, a full
+/// socket buffer) loses that line, logged once in a while; the request path never waits
+/// on it (its queue drops when full).
+fn syslog_writer(rx: Receiver<Record>, head: SyslogHead, to: SyslogTo, lost: Arc<AtomicU64>) {
+    let mut line = String::with_capacity(512);
+    let mut msg = String::with_capacity(512);
+    let mut failed = 0u64;
+    while let Ok(r) = rx.recv() {
+        line.clear();
+        format_record(&r, &mut line);
+        head.frame(r.accepted, line.trim_end_matches('\n'), &mut msg);
+        if let Err(e) = to.send(msg.as_bytes()) {
+            lost.fetch_add(1, Relaxed);
+            failed += 1;
+            if failed.is_power_of_two() {
+                tracing::warn!("syslog: {failed} access log lines not sent: {e}");
             }
         }
     }

@@ -741,7 +741,7 @@ impl Cx<'_> {
             v.index(&acls);
         }
         let log = match &f.access_log {
-            Some(l) if self.env.open_logs => match self.env.live.log_sink(&l.to) {
+            Some(l) if self.env.open_logs => match self.env.live.log_sink(l) {
                 Ok(s) => Some((
                     s,
                     l.format.unwrap_or(match f.mode {

@@ -714,14 +714,18 @@ impl Live {
         lock(&self.pools).retain(|k, _| keep.contains(k));
     }
 
-    /// The access log writer for `target`, opened once.
-    pub fn log_sink(&self, target: &str) -> Result<Arc<LogSink>, String> {
+    /// The access log writer for `l`'s target (and syslog framing), opened once.
+    pub fn log_sink(&self, l: &rampart_config::model::AccessLog) -> Result<Arc<LogSink>, String> {
+        let key = format!(
+            "{}\n{:?}\n{}\n{}\n{}",
+            l.to, l.syslog_format, l.facility.0, l.tag, l.max_length
+        );
         let mut logs = lock(&self.logs);
-        if let Some(s) = logs.get(target) {
+        if let Some(s) = logs.get(&key) {
             return Ok(s.clone());
         }
-        let s = LogSink::open(target)?;
-        logs.insert(target.to_owned(), s.clone());
+        let s = LogSink::open(l)?;
+        logs.insert(key, s.clone());
         Ok(s)
     }
 

@@ -25,6 +25,7 @@ mod stall;
 mod stats_page;
 mod stick;
 mod support;
+mod syslog;
 mod tcp;
 mod tls;
 mod transparency;
