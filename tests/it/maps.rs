@@ -346,10 +346,7 @@ fn bad_map_and_acl_files_are_refused_at_load_with_the_line() {
         let yaml = format!(
             "frontends:\n  fe:\n    bind: [\"127.0.0.1:0\"]\n    http_request: ['{rule}']\n    default_backend: b\nbackends:\n  b: {{ servers: {{ s: {{ address: \"127.0.0.1:9\" }} }} }}\n"
         );
-        rampart_config::load_str(&yaml, Some(&dir), &rampart_config::yaml::ProcessEnv)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
+        load_errors(&yaml, Some(&dir))
     };
     let e = load("set-header x %[src,map_ip(nets.map)]");
     assert!(

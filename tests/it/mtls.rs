@@ -197,10 +197,7 @@ fn client_certificate_settings_are_checked() {
         let yaml = format!(
             "frontends:\n  f:\n    bind:\n      - address: \"127.0.0.1:0\"\n        tls: {{ certificates: [{{ cert: c.pem }}], {tls} }}\n    default_backend: b\nbackends:\n  b: {{ servers: {{ s: {{ address: \"127.0.0.1:9\" }} }} }}\n"
         );
-        rampart_config::load_str(&yaml, None, &rampart_config::yaml::ProcessEnv)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
+        load_errors(&yaml, None)
     };
     assert!(
         load("verify: required").contains(

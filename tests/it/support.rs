@@ -928,3 +928,11 @@ pub async fn try_request(
         .await
         .unwrap_or_else(|_| Err("timed out".into()))
 }
+
+/// The errors loading `yaml` (relative files read from `dir`) gives; panics when it loads.
+pub fn load_errors(yaml: &str, dir: Option<&Path>) -> String {
+    match rampart_config::load_str(yaml, dir, &rampart_config::yaml::ProcessEnv) {
+        Ok(_) => panic!("the configuration loaded:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
