@@ -1,6 +1,6 @@
 # Shared by the bench scripts: a work directory removed of its processes on exit, an nginx
-# origin on 127.0.0.1:18080 answering "hello" (and /big with $W/big.bin, when a script
-# writes one; one worker, on core 0; the same on 18081
+# origin on 127.0.0.1:18080 answering "hello" (and /big with $W/big.bin, /page.html as
+# text/html with $W/page.html, when a script writes them; one worker, on core 0; the same on 18081
 # for connections that begin with a PROXY protocol header), and port waits.
 #
 #   . "$(dirname "$0")/lib.sh"; bench_init NAME; start_origin
@@ -38,6 +38,8 @@ http {
         location / { return 200 "hello"; }
         # A 1 MiB object, when the script has written one.
         location = /big { alias $W/big.bin; }
+        # A text page, when the script has written one.
+        location = /page.html { default_type text/html; alias $W/page.html; }
     }
     server { listen 127.0.0.1:18081 proxy_protocol backlog=4096; location / { return 200 "hello"; } }
 }

@@ -650,6 +650,83 @@ config_struct! {
     }
 }
 
+config_struct! {
+    /// Response compression: by the client's `Accept-Encoding`, for the listed content
+    /// types, above a size.
+    pub struct Compression {
+        /// Algorithms, in order of preference: `gzip`, `br`, `zstd`.
+        pub algorithms: Vec<CompressionAlgo> = vec![CompressionAlgo::Gzip],
+        /// Content types compressed (a type, or a prefix ending in `/`); default: text,
+        /// JSON, JavaScript, XML, SVG and the like.
+        pub types: Vec<String> = Compression::default_types(),
+        /// Responses whose known length is below this are sent as they are.
+        pub min_size: crate::decode::Size = crate::decode::Size(256),
+        /// Compression level: 1 (fastest) to 9 (gzip), 11 (br), 19 (zstd); a higher
+        /// level than an algorithm has is its highest.
+        pub level: u32 = 1,
+        /// At or above this share of one core's CPU time used by the process (percent,
+        /// over the last second), new responses are sent uncompressed (HAProxy's
+        /// `maxcompcpuusage`); 100 or more: no limit; 0: never compress.
+        pub cpu_limit: u32 = 100,
+    }
+}
+
+impl Compression {
+    pub fn default_types() -> Vec<String> {
+        [
+            "text/",
+            "application/json",
+            "application/javascript",
+            "application/x-javascript",
+            "application/xml",
+            "application/xhtml+xml",
+            "application/rss+xml",
+            "application/atom+xml",
+            "application/ld+json",
+            "application/manifest+json",
+            "application/wasm",
+            "image/svg+xml",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+}
+
+/// A response compression algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionAlgo {
+    Gzip,
+    Br,
+    Zstd,
+}
+
+impl CompressionAlgo {
+    /// The `Content-Encoding` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            CompressionAlgo::Gzip => "gzip",
+            CompressionAlgo::Br => "br",
+            CompressionAlgo::Zstd => "zstd",
+        }
+    }
+}
+
+impl Decode for CompressionAlgo {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "compression algorithm",
+            &[
+                ("gzip", CompressionAlgo::Gzip),
+                ("br", CompressionAlgo::Br),
+                ("zstd", CompressionAlgo::Zstd),
+            ],
+        )
+    }
+}
+
 /// Where an access log goes, from `access_log.to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogTarget {
@@ -904,6 +981,9 @@ config_struct! {
         pub health_check: Option<HealthCheck>,
         /// Passive ejection of servers that fail requests.
         pub outlier_detection: Option<OutlierDetection>,
+        /// Compression of the servers' responses (HAProxy's `compression`, Envoy's
+        /// compressor filter).
+        pub compression: Option<Compression>,
         /// Limits; without it, none apply.
         pub circuit_breaker: Option<CircuitBreaker>,
         /// Wait for a free slot (up to a time) instead of an immediate 503.

@@ -1110,6 +1110,33 @@ pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<Conf
                 );
             }
         }
+        if let Some(c) = &be.compression {
+            let p = format!("{path}.compression");
+            if c.algorithms.is_empty() {
+                v.err(
+                    be_pos,
+                    format!("{p}.algorithms"),
+                    "name at least one algorithm (gzip, br, zstd)",
+                );
+            }
+            if c.types
+                .iter()
+                .any(|t| t.trim().is_empty() || t.contains(char::is_whitespace))
+            {
+                v.err(
+                    be_pos,
+                    format!("{p}.types"),
+                    "a content type is one word, like text/html or text/",
+                );
+            }
+            if !(1..=19).contains(&c.level) {
+                v.err(
+                    be_pos,
+                    format!("{p}.level"),
+                    format!("the level is 1 to 19, found {}", c.level),
+                );
+            }
+        }
         if let Some(c) = &be.cookie {
             let p = format!("{path}.cookie");
             if c.name.is_empty()
@@ -1686,6 +1713,11 @@ fn modes(v: &mut V) {
                 !be.http_response.is_empty(),
             ),
             ("cookie", "cookie persistence", be.cookie.is_some()),
+            (
+                "compression",
+                "response compression",
+                be.compression.is_some(),
+            ),
             ("proto", "proto h2", be.proto != crate::model::Proto::Http1),
             (
                 "balance",

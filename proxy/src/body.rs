@@ -33,6 +33,8 @@ enum Kind {
     H1(Box<H1Body>),
     /// A request body on an HTTP/2 stream served by rampart's own HTTP/2 server.
     H2(Box<H2Recv>),
+    /// A server's body compressed on its way (`compression`).
+    Compressed(Box<crate::compress::Compressed>),
 }
 
 /// An HTTP/2 stream's data, handing flow-control credit back as it is consumed.
@@ -46,6 +48,20 @@ pub(crate) struct H2Recv {
 impl Body {
     pub fn empty() -> Self {
         Body(Kind::Empty)
+    }
+
+    /// `inner` compressed by `enc` as it streams, counted in `counters`.
+    pub(crate) fn compressed(
+        inner: Body,
+        enc: crate::compress::Encoder,
+        counters: [Arc<crate::compress::Counters>; 2],
+    ) -> Self {
+        Body(Kind::Compressed(Box::new(crate::compress::Compressed {
+            inner,
+            enc: Some(enc),
+            trailers: None,
+            counters,
+        })))
     }
 
     pub fn full(b: impl Into<Bytes>) -> Self {
@@ -122,6 +138,7 @@ impl std::fmt::Debug for Body {
             Kind::Full(b) => write!(f, "Body::Full({})", b.as_ref().map_or(0, Bytes::len)),
             Kind::Incoming(..) => f.write_str("Body::Incoming"),
             Kind::H1(_) => f.write_str("Body::H1"),
+            Kind::Compressed(_) => f.write_str("Body::Compressed"),
             Kind::H2(_) => f.write_str("Body::H2"),
         }
     }
@@ -155,6 +172,7 @@ impl http_body::Body for Body {
             }
             Kind::H1(b) => b.poll_frame(cx),
             Kind::H2(b) => b.poll_frame(cx),
+            Kind::Compressed(c) => return poll_compressed(c, cx),
         };
         if let Poll::Ready(Some(Ok(frame))) = &mut polled
             && let Some(t) = frame.trailers_mut()
@@ -171,6 +189,7 @@ impl http_body::Body for Body {
             Kind::Incoming(b, _) => b.is_end_stream(),
             Kind::H1(b) => b.decoder.is_done(),
             Kind::H2(b) => b.stream.is_end_stream(),
+            Kind::Compressed(c) => c.enc.is_none() && c.trailers.is_none(),
         }
     }
 
@@ -183,7 +202,52 @@ impl http_body::Body for Body {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
-            Kind::H2(_) => SizeHint::default(),
+            Kind::H2(_) | Kind::Compressed(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// The next frame of a compressed body: compressed data as the encoder has it ready, the
+/// rest when the server's body ends, then its trailers.
+fn poll_compressed(c: &mut crate::compress::Compressed, cx: &mut Context<'_>) -> PollFrame {
+    let fail = |e: std::io::Error| {
+        ProxyError::on(
+            Side::Server,
+            ErrorKind::BadResponse,
+            format!("compression: {e}"),
+        )
+    };
+    loop {
+        if c.enc.is_none() {
+            return Poll::Ready(c.trailers.take().map(|t| Ok(Frame::trailers(t))));
+        }
+        match std::task::ready!(http_body::Body::poll_frame(Pin::new(&mut c.inner), cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) => {
+                    let d: Bytes = d;
+                    let Some(enc) = c.enc.as_mut() else { continue };
+                    let out = enc.feed(&d).map_err(fail)?;
+                    c.count(d.len(), out.len());
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    }
+                    continue;
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        c.trailers = Some(t);
+                    }
+                }
+            },
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            None => {}
+        }
+        // The server's body ended (or sent its trailers): the encoder's last bytes.
+        let Some(enc) = c.enc.take() else { continue };
+        let rest = enc.finish().map_err(fail)?;
+        c.count(0, rest.len());
+        if !rest.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))));
         }
     }
 }

@@ -151,6 +151,14 @@ pub async fn handle(
     if !settings.is_empty() {
         parts.extensions.insert(settings);
     }
+    // What compression needs of the request, kept before it goes to the server.
+    let compress = be.compression.as_ref().map(|_| {
+        let mut accept = http::HeaderMap::new();
+        for v in parts.headers.get_all(http::header::ACCEPT_ENCODING) {
+            accept.append(http::header::ACCEPT_ENCODING, v.clone());
+        }
+        (parts.method.clone(), accept)
+    });
     let from = Origin {
         fe,
         route,
@@ -172,7 +180,16 @@ pub async fn handle(
         Ok(resp) if answered => (resp, done),
         Ok(resp) => {
             let route_rules = route.map(|r| &r.response_rules[..]).unwrap_or_default();
-            let resp = respond(fe, route_rules, &env, line.as_ref(), resp, &mut done);
+            let mut resp = respond(fe, route_rules, &env, line.as_ref(), resp, &mut done);
+            if let (Some(spec), Some((method, accept))) = (&be.compression, &compress) {
+                resp = crate::compress::apply(
+                    spec,
+                    method,
+                    accept,
+                    resp,
+                    [&fe.live.comp, &be.live.comp],
+                );
+            }
             (resp, done)
         }
         Err(e) => (fail(&mut done, &e), done),

@@ -14,6 +14,7 @@
 
 pub mod balance;
 pub mod body;
+pub mod compress;
 pub mod done;
 pub mod error;
 pub mod handler;

@@ -152,6 +152,8 @@ pub struct Server {
 /// A compiled backend.
 pub struct Backend {
     pub name: Arc<str>,
+    /// Response compression.
+    pub compression: Option<crate::compress::Spec>,
     pub mode: model::Mode,
     /// Mode tcp: inactivity in both directions allowed once relaying (`timeouts.tunnel`).
     pub tunnel_timeout: Option<Duration>,
@@ -507,6 +509,7 @@ impl Cx<'_> {
         let (acls, request_rules, response_rules, stick) = self.backend_rules(b, &path, be_pos);
         Arc::new(Backend {
             name: bname.into(),
+            compression: b.compression.as_ref().map(crate::compress::Spec::new),
             mode: b.mode,
             tunnel_timeout: b.timeouts.tunnel,
             balancer: Balancer::new(

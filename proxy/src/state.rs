@@ -42,6 +42,8 @@ impl StatusCounters {
 /// Counters and limits of one frontend.
 #[derive(Default)]
 pub struct FrontendLive {
+    /// Response compression of its requests (`comp_*` in `show stat`).
+    pub comp: Arc<crate::compress::Counters>,
     pub conns_cur: AtomicU64,
     pub conns_max: AtomicU64,
     pub conns_total: AtomicU64,
@@ -176,6 +178,8 @@ impl Refusals {
 /// Counters of one backend, and the epoch its balancer rebuilds on.
 #[derive(Default)]
 pub struct BackendLive {
+    /// Response compression (`comp_*` in `show stat`).
+    pub comp: Arc<crate::compress::Counters>,
     pub requests: AtomicU64,
     pub responses: StatusCounters,
     pub bytes_in: AtomicU64,

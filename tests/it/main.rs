@@ -6,6 +6,7 @@
 mod balance;
 mod certs;
 mod cli;
+mod compress;
 mod cp;
 mod errors;
 mod framing;
