@@ -130,6 +130,13 @@ backends:
     let (h, body) = get("/json", &["--compressed"]).await;
     assert!(h.contains("content-encoding: br"), "{h}");
     assert!(body.starts_with("{\"a\":\"xxx"));
+    // Over HTTP/2 (h2c) alike.
+    let (h, body) = get("/page", &["--compressed", "--http2-prior-knowledge"]).await;
+    assert!(
+        h.starts_with("http/2 200") && h.contains("content-encoding: br"),
+        "{h}"
+    );
+    assert_eq!(body, page);
     // A Vary the server set keeps its value, with Accept-Encoding added.
     let (h, _) = get("/other", &["--compressed"]).await;
     assert!(
@@ -161,12 +168,12 @@ backends:
         assert!(h.contains("content-length:"), "{path} {args:?}: {h}");
     }
 
-    // Counted: 7 responses compressed on the frontend, 7 on backend web; fewer bytes out.
+    // Counted: 8 responses compressed on the frontend, 8 on backend web; fewer bytes out.
     let snap = p.handle().snapshot();
     let fe = &snap.frontends[0].live.comp;
     let web = &snap.backends[snap.backend_index("web").unwrap()].live.comp;
-    assert_eq!(fe.responses.load(Relaxed), 7);
-    assert_eq!(web.responses.load(Relaxed), 7);
+    assert_eq!(fe.responses.load(Relaxed), 8);
+    assert_eq!(web.responses.load(Relaxed), 8);
     let (i, out) = (web.bytes_in.load(Relaxed), web.bytes_out.load(Relaxed));
     assert!(
         i >= 6 * page.len() as u64 && out * 5 < i,
