@@ -160,21 +160,23 @@ fn process_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// Compresses `resp` when `spec`, the request (`method`, its `Accept-Encoding`) and the
-/// response allow it; counts in `counters` (the frontend's and the backend's).
+/// The algorithm a response to this request may be compressed with: none for HEAD, else
+/// the first of the backend's the client accepts.
+pub fn choose(spec: &Spec, method: &Method, request: &HeaderMap) -> Option<CompressionAlgo> {
+    if *method == Method::HEAD {
+        return None;
+    }
+    negotiate(&spec.algos, request)
+}
+
+/// Compresses `resp` with `algo` (see [`choose`]) when `spec` and the response allow it;
+/// counts in `counters` (the frontend's and the backend's).
 pub fn apply(
     spec: &Spec,
-    method: &Method,
-    request: &HeaderMap,
+    algo: CompressionAlgo,
     resp: Response<Body>,
     counters: [&Arc<Counters>; 2],
 ) -> Response<Body> {
-    if *method == Method::HEAD {
-        return resp;
-    }
-    let Some(algo) = negotiate(&spec.algos, request) else {
-        return resp;
-    };
     let (mut parts, body) = resp.into_parts();
     if http_body::Body::is_end_stream(&body)
         || !eligible(spec, parts.status.as_u16(), &parts.headers)

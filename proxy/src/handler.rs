@@ -151,13 +151,13 @@ pub async fn handle(
     if !settings.is_empty() {
         parts.extensions.insert(settings);
     }
-    // What compression needs of the request, kept before it goes to the server.
-    let compress = be.compression.as_ref().map(|_| {
-        let mut accept = http::HeaderMap::new();
-        for v in parts.headers.get_all(http::header::ACCEPT_ENCODING) {
-            accept.append(http::header::ACCEPT_ENCODING, v.clone());
-        }
-        (parts.method.clone(), accept)
+    // The algorithm the response may be compressed with, chosen before the request goes
+    // to the server.
+    let compress = be.compression.as_ref().and_then(|spec| {
+        Some((
+            spec,
+            crate::compress::choose(spec, &parts.method, &parts.headers)?,
+        ))
     });
     let from = Origin {
         fe,
@@ -181,14 +181,8 @@ pub async fn handle(
         Ok(resp) => {
             let route_rules = route.map(|r| &r.response_rules[..]).unwrap_or_default();
             let mut resp = respond(fe, route_rules, &env, line.as_ref(), resp, &mut done);
-            if let (Some(spec), Some((method, accept))) = (&be.compression, &compress) {
-                resp = crate::compress::apply(
-                    spec,
-                    method,
-                    accept,
-                    resp,
-                    [&fe.live.comp, &be.live.comp],
-                );
+            if let Some((spec, algo)) = compress {
+                resp = crate::compress::apply(spec, algo, resp, [&fe.live.comp, &be.live.comp]);
             }
             (resp, done)
         }
