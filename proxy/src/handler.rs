@@ -250,9 +250,11 @@ fn choose_backend<'f>(
                 done.answered(resp.status(), kind);
                 return Chosen::Answer(resp);
             }
-            let scx = env.cx(parts, &done.track);
-            r.target
-                .resolve(&scx, |n| snap.backend_index(n), fe.default_backend)
+            r.target.resolve(
+                || env.cx(parts, &done.track),
+                |n| snap.backend_index(n),
+                fe.default_backend,
+            )
         }
         None => fe.default_backend,
     };

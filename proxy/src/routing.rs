@@ -26,17 +26,18 @@ pub enum Target {
 }
 
 impl Target {
-    /// The backend for the request `cx` reads: a dynamic name that is no backend's (or
-    /// renders nothing) falls back to `default`, as HAProxy does.
-    pub fn resolve(
+    /// The backend for the request `cx` reads (made only for a dynamic name): a dynamic
+    /// name that is no backend's (or renders nothing) falls back to `default`, as HAProxy
+    /// does.
+    pub fn resolve<'c>(
         &self,
-        cx: &SampleCtx<'_>,
+        cx: impl FnOnce() -> SampleCtx<'c>,
         by_name: impl Fn(&str) -> Option<usize>,
         default: Option<usize>,
     ) -> Option<usize> {
         match self {
             Target::Dynamic(f) => {
-                let name = f.render_bytes(cx);
+                let name = f.render_bytes(&cx());
                 std::str::from_utf8(&name)
                     .ok()
                     .and_then(by_name)

@@ -155,7 +155,7 @@ async fn inspect(
             match fe.routes.first_on_payload(&fe.acls, &cx) {
                 Ok(Some(r)) => {
                     return Ok(r.target.resolve(
-                        &cx,
+                        || cx,
                         |n| snap.backend_index(n),
                         fe.default_backend,
                     ));
