@@ -32,17 +32,7 @@ backends:
     servers: { s: { address: "127.0.0.1:18080" } }
     pool: { max_idle_per_server: 1024, idle_timeout: 120s }
 YAML
-cat > "$W/haproxy.cfg" <<CFG
-global
-    nbthread 1
-    maxconn 4000
-    tune.comp.maxlevel 1
-defaults
-    mode http
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
+{ haproxy_head http "tune.comp.maxlevel 1"; cat <<CFG; } > "$W/haproxy.cfg"
 frontend bench
     bind 127.0.0.1:18100
     default_backend b
@@ -51,17 +41,12 @@ backend b
     compression type text/html
     server s 127.0.0.1:18080
 CFG
-tck=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 start_origin
 printf '%-6s %-8s %10s %10s %10s\n' case proxy "µs/req" "req/s" "bytes/resp"
 for _ in $(seq "$REPS"); do
   for p in rampart haproxy; do
-    if [ $p = rampart ]; then
-      taskset -c 1 "$BIN" run -c "$W/rampart.yaml" > "$W/$p.log" 2>&1 & pid=$!; port=18400
-    else
-      taskset -c 1 haproxy -db -f "$W/haproxy.cfg" > "$W/$p.log" 2>&1 & pid=$!; port=18100
-    fi
+    if [ $p = rampart ]; then cfg=$W/rampart.yaml port=18400; else cfg=$W/haproxy.cfg port=18100; fi
+    start_proxy $p "$cfg"
     wait_port $port
     for c in plain gzip; do
       hdr=(-H "X-Case: $c"); [ $c = gzip ] && hdr=(-H "Accept-Encoding: gzip")
@@ -73,8 +58,8 @@ for _ in $(seq "$REPS"); do
           | awk '/requests in/{print $1}')
       c1=$(cpu $pid)
       printf '%-6s %-8s %10s %10s %10s\n' "$c" "$p" \
-        "$(python3 -c "print(round(($c1-$c0)/$tck*1e6/$n,2))")" "$(( n / DURATION ))" "$size"
+        "$(us_per "$c0" "$c1" "$n")" "$(( n / DURATION ))" "$size"
     done
-    kill $pid; wait $pid 2>/dev/null || true
+    stop_proxy
   done
 done

@@ -47,3 +47,37 @@ NGINX
   taskset -c 0 nginx -c "$W/origin.conf" & PIDS+=($!)
   wait_port 18080
 }
+
+# CPU time (user and system) of PID, in clock ticks.
+TCK=$(getconf CLK_TCK)
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+# us_per C0 C1 N: microseconds of CPU per unit, for N units between the samples C0 and C1.
+us_per() { python3 -c "print(round(($2 - $1) / $TCK * 1e6 / $3, 2))"; }
+
+# start_proxy rampart|haproxy CONFIG [LOG]: the proxy under test ($BIN for rampart) on
+# core 1, its output in LOG ($W/NAME.log by default); sets pid, stopped on exit.
+start_proxy() {
+  local log=${3:-$W/$1.log}
+  if [ "$1" = rampart ]; then
+    taskset -c 1 "$BIN" run -c "$2" > "$log" 2>&1 & pid=$!
+  else
+    taskset -c 1 haproxy -db -f "$2" > "$log" 2>&1 & pid=$!
+  fi
+  PIDS+=("$pid")
+}
+
+# stop_proxy: stops the proxy start_proxy started.
+stop_proxy() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+
+# haproxy_head MODE [GLOBAL_LINE...]: HAProxy's global and defaults sections as the bench
+# scripts run it: one thread, connection reuse in mode http, long client and server
+# timeouts.
+haproxy_head() {
+  local mode=$1; shift
+  printf 'global\n    nbthread 1\n    maxconn 4000\n'
+  for l in "$@"; do printf '    %s\n' "$l"; done
+  printf 'defaults\n    mode %s\n' "$mode"
+  [ "$mode" = http ] && printf '    http-reuse always\n'
+  printf '    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n'
+}

@@ -33,16 +33,7 @@ backends:
     servers: { s: { address: "127.0.0.1:18081", send_proxy_v2: true } }
     pool: { max_idle_per_server: 1024, idle_timeout: 120s }
 YAML
-cat > "$W/haproxy.cfg" <<CFG
-global
-    nbthread 1
-    maxconn 4000
-defaults
-    mode http
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
+{ haproxy_head http; cat <<CFG; } > "$W/haproxy.cfg"
 frontend ka
     bind 127.0.0.1:18100
     default_backend plain
@@ -76,20 +67,14 @@ CFG
 18303 18103 send-proxy
 PORTS
 } > "$W/front.cfg"
-tck=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 start_origin
 taskset -c 0 haproxy -db -f "$W/front.cfg" > "$W/front.log" 2>&1 & PIDS+=($!)
 wait_port 18202
 printf '%-9s %-8s %10s %10s\n' scenario proxy "µs/req" "req/s"
 for _ in $(seq "$REPS"); do
   for p in rampart haproxy; do
-    if [ $p = rampart ]; then
-      taskset -c 1 "$BIN" run -c "$W/rampart.yaml" > "$W/$p.log" 2>&1 & pid=$!; base=18400
-    else
-      taskset -c 1 haproxy -db -f "$W/haproxy.cfg" > "$W/$p.log" 2>&1 & pid=$!; base=18100
-    fi
-    PIDS+=($pid)
+    if [ $p = rampart ]; then cfg=$W/rampart.yaml base=18400; else cfg=$W/haproxy.cfg base=18100; fi
+    start_proxy $p "$cfg"
     for i in 0 1 2 3; do wait_port $((base + i)); done
     i=0
     for s in ka ka-send close close-pp; do
@@ -105,8 +90,8 @@ for _ in $(seq "$REPS"); do
       [ "${n:-0}" -gt 0 ] || { echo "$p $s: no requests" >&2; exit 1; }
       if grep -q "Non-2xx" "$W/wrk.out"; then echo "$p $s: errors" >&2; cat "$W/wrk.out" >&2; exit 1; fi
       printf '%-9s %-8s %10s %10s\n' "$s" "$p" \
-        "$(python3 -c "print(round(($c1-$c0)/$tck*1e6/$n,2))")" "$(( n / DURATION ))"
+        "$(us_per "$c0" "$c1" "$n")" "$(( n / DURATION ))"
     done
-    kill $pid; wait $pid 2>/dev/null || true
+    stop_proxy
   done
 done

@@ -54,8 +54,6 @@ open(f"{w}/hosts.map", "w").write("".join(f"h{i}.example b{1 + i % 2}\n" for i i
 m = f"%[req.hdr(host),lower,map({w}/hosts.map,b0)]"
 write("map", 3, [m], [m])
 PY
-tck=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 start_origin
 printf '%-10s %-8s %10s %10s\n' scenario proxy "µs/req" "req/s"
 for _ in $(seq "$REPS"); do
@@ -66,11 +64,8 @@ for _ in $(seq "$REPS"); do
       *) path=/; host=bench;;
     esac
     for p in rampart haproxy; do
-      if [ $p = rampart ]; then
-        taskset -c 1 "$BIN" run -c "$W/$s.yaml" > "$W/$p-$s.log" 2>&1 & pid=$!; port=18400
-      else
-        taskset -c 1 haproxy -db -f "$W/$s.cfg" > "$W/$p-$s.log" 2>&1 & pid=$!; port=18100
-      fi
+      if [ $p = rampart ]; then cfg=$W/$s.yaml port=18400; else cfg=$W/$s.cfg port=18100; fi
+      start_proxy $p "$cfg" "$W/$p-$s.log"
       wait_port $port
       code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "http://127.0.0.1:$port$path")
       [ "$code" = 200 ] || { echo "$p $s: status $code" >&2; exit 1; }
@@ -78,9 +73,9 @@ for _ in $(seq "$REPS"); do
       n=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}"s -H "Host: $host" "http://127.0.0.1:$port$path" \
           | awk '/requests in/{print $1}')
       c1=$(cpu $pid)
-      kill $pid; wait $pid 2>/dev/null || true
+      stop_proxy
       printf '%-10s %-8s %10s %10s\n' "$s" "$p" \
-        "$(python3 -c "print(round(($c1-$c0)/$tck*1e6/$n,2))")" "$(( n / DURATION ))"
+        "$(us_per "$c0" "$c1" "$n")" "$(( n / DURATION ))"
     done
   done
 done

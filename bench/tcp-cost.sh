@@ -24,32 +24,18 @@ backends:
     mode: tcp
     servers: { s: { address: "127.0.0.1:18080" } }
 YAML
-cat > "$W/haproxy.cfg" <<CFG
-global
-    nbthread 1
-    maxconn 4000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
+{ haproxy_head tcp; cat <<CFG; } > "$W/haproxy.cfg"
 frontend tcp
     bind 127.0.0.1:18100
     default_backend origin
 backend origin
     server s 127.0.0.1:18080
 CFG
-tck=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 printf '%-6s %-8s %12s %12s\n' scenario proxy "µs/unit" "units/s"
 for _ in $(seq "$REPS"); do
   for p in rampart haproxy; do
-    if [ $p = rampart ]; then
-      taskset -c 1 "$BIN" run -c "$W/rampart.yaml" > "$W/$p.log" 2>&1 & pid=$!; port=18400
-    else
-      taskset -c 1 haproxy -db -f "$W/haproxy.cfg" > "$W/$p.log" 2>&1 & pid=$!; port=18100
-    fi
-    PIDS+=($pid)
+    if [ $p = rampart ]; then cfg=$W/rampart.yaml port=18400; else cfg=$W/haproxy.cfg port=18100; fi
+    start_proxy $p "$cfg"
     wait_port $port
     for s in mib conn; do
       case $s in
@@ -66,8 +52,8 @@ for _ in $(seq "$REPS"); do
       fi
       # One unit: a MiB relayed (plus its response head), or a connection.
       printf '%-6s %-8s %12s %12s\n' "$s" "$p" \
-        "$(python3 -c "print(round(($c1-$c0)/$tck*1e6/$n,2))")" "$(( n / DURATION ))"
+        "$(us_per "$c0" "$c1" "$n")" "$(( n / DURATION ))"
     done
-    kill $pid; wait $pid 2>/dev/null || true
+    stop_proxy
   done
 done
