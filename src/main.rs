@@ -8,6 +8,7 @@ mod demo;
 mod ha;
 mod notify;
 mod reload;
+mod upgrade;
 mod xds;
 
 use std::path::{Path, PathBuf};
@@ -210,6 +211,57 @@ async fn watch_config(reloader: std::sync::Arc<reload::Reloader>, path: PathBuf)
     }
 }
 
+/// How `serve` runs: `rampart run` may be upgraded, and may itself have been started by an
+/// upgrade.
+#[derive(Default)]
+struct Upgrades {
+    enabled: bool,
+    received: Option<upgrade::Received>,
+}
+
+/// What an upgrade of this process hands over: copies of every listening socket, the
+/// server states, the VRRP instances that are Master, and every stick table's entries.
+fn handed(handle: &rampart_proxy::ProxyHandle, admin: &rampart_admin::AdminCtx) -> upgrade::Handed {
+    let mut listeners = handle.control().listening_sockets();
+    listeners.extend(rampart_proxy::inherit::exported());
+    let tables = handle
+        .snapshot()
+        .tables
+        .iter()
+        .flat_map(|t| rampart_proxy::stick::peers::encode_updates(t, &t.snapshot()))
+        .collect();
+    upgrade::Handed {
+        listeners,
+        states: rampart_admin::state_file::text(admin),
+        vrrp_masters: admin.vrrp.masters(),
+        tables,
+    }
+}
+
+/// Starts the new process and waits until it serves: its pid and the answer for the
+/// runtime API.
+async fn upgrade_now(
+    handle: &rampart_proxy::ProxyHandle,
+    admin: &rampart_admin::AdminCtx,
+) -> Result<(u32, String), String> {
+    tracing::info!("upgrade: starting the new process");
+    let handed = handed(handle, admin);
+    let started = tokio::task::spawn_blocking(move || upgrade::start_successor(handed))
+        .await
+        .map_err(|e| e.to_string())??;
+    let msg = format!(
+        "Upgrade done: process {} ({}) serves on the {} listening sockets handed over; \
+         process {} drains (grace {}s).",
+        started.pid,
+        started.exe.display(),
+        started.sockets,
+        std::process::id(),
+        handle.grace().as_secs()
+    );
+    tracing::info!("{msg}");
+    Ok((started.pid, msg))
+}
+
 async fn serve(
     cfg: rampart_config::Config,
     text: Option<String>,
@@ -217,14 +269,30 @@ async fn serve(
     path: Option<&Path>,
     banner: Option<&dyn Fn(&rampart_proxy::ProxyHandle) -> String>,
     ads: Option<rampart_xds::Settings>,
+    mut upgrades: Upgrades,
 ) -> Result<()> {
+    if upgrades.enabled {
+        rampart_proxy::inherit::enable_export();
+    }
+    let received = upgrades.received.take();
     let static_cfg = ads.as_ref().map(|_| cfg.clone());
+    let mut admin_vrrp_resume = Vec::new();
     let sockets = cfg.admin.socket.clone();
     let state_file = cfg.global.state_file.as_ref().map(|p| base.join(&p.value));
     let admin_http = cfg.admin.http.clone();
     let stats = cfg.admin.stats.clone();
     let peers_cfg = cfg.peers.clone();
     let handle = rampart_proxy::start(cfg, base).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut handed_states = None;
+    if let Some(r) = received {
+        let n = upgrade::restore_tables(&handle.snapshot().tables, r.tables);
+        tracing::info!(
+            "upgrade: took over {} listening sockets and {n} stick table entries",
+            r.sockets
+        );
+        handed_states = r.states;
+        admin_vrrp_resume = r.vrrp_masters;
+    }
     // Peers replicate stick tables; the tables are read from the running snapshot, so
     // reloads that change tables apply at once (the peers section itself at restart).
     let peers = match &peers_cfg {
@@ -288,7 +356,28 @@ async fn serve(
     if let Some(x) = &xds_client {
         let _ = admin.xds.set(std::sync::Arc::new(xds::View(x.clone())));
     }
-    if let Some(p) = &state_file {
+    // Upgrades asked for on the runtime API wait until this process is ready.
+    let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<
+        tokio::sync::oneshot::Sender<Result<String, String>>,
+    >();
+    if upgrades.enabled {
+        let _ = admin.upgrade.set(std::sync::Arc::new(move || {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = up_tx.send(tx);
+            rx
+        }));
+    }
+    if let Some(text) = &handed_states {
+        // The replaced process's states: newer than any file.
+        match rampart_admin::state_file::load_text(&admin, text) {
+            Ok(l) => tracing::info!(
+                "upgrade: restored {} server states ({} lines skipped)",
+                l.servers,
+                l.skipped
+            ),
+            Err(e) => tracing::warn!("upgrade: server states not restored: {e}"),
+        }
+    } else if let Some(p) = &state_file {
         match rampart_admin::state_file::load(&admin, p) {
             Ok(l) => tracing::info!(
                 "restored {} server states from {} ({} lines skipped)",
@@ -300,10 +389,10 @@ async fn serve(
             Err(e) => tracing::warn!("cannot read server states from {}: {e}", p.display()),
         }
     }
-    let _sockets = rampart_admin::serve_sockets(&sockets, base, admin.clone())
+    let api_tasks = rampart_admin::serve_sockets(&sockets, base, admin.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let _http = match admin_http {
+    let http = match admin_http {
         Some(a) => Some(
             rampart_admin::serve_http(&a.value, rampart_admin::HttpOpts { stats }, admin.clone())
                 .await
@@ -312,11 +401,12 @@ async fn serve(
         None => None,
     };
     let vrrp = admin.vrrp.clone();
+    vrrp.resume_as_master(admin_vrrp_resume);
     if let Err(failures) = ha::start(&vrrp, &handle.snapshot().config, base).await {
         let all: Vec<String> = failures.iter().map(ToString::to_string).collect();
         anyhow::bail!("VRRP: {}", all.join("; "));
     }
-    tokio::spawn(ha::run(
+    let ha_task = tokio::spawn(ha::run(
         vrrp.clone(),
         handle.control().clone(),
         base.to_path_buf(),
@@ -324,15 +414,99 @@ async fn serve(
     if let Some(f) = banner {
         println!("{}", f(&handle));
     }
-    if let (Some(p), Some(r)) = (path, reloader) {
-        tokio::spawn(watch_config(r, p.to_path_buf()));
-    }
+    let watch_task = match (path, reloader) {
+        (Some(p), Some(r)) => Some(tokio::spawn(watch_config(r, p.to_path_buf()))),
+        _ => None,
+    };
     // Listeners bound, configuration applied, runtime API and VRRP up.
-    notify::ready();
+    if upgrade::report_ready() {
+        // The replaced process tells systemd this is the main process now.
+        for (tag, addr) in rampart_proxy::inherit::release_unclaimed() {
+            tracing::info!("upgrade: closed {addr} ({tag}): the configuration no longer has it");
+        }
+    } else {
+        notify::ready();
+    }
     if let Some(every) = notify::watchdog_interval() {
         tokio::spawn(notify::watchdog(every));
     }
-    let sig = wait_for_stop().await?;
+    let mut usr2 = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?
+    };
+    let stop = wait_for_stop();
+    tokio::pin!(stop);
+    let handed_to = loop {
+        tokio::select! {
+            sig = &mut stop => break Err(sig?),
+            Some(()) = usr2.recv() => {
+                if !upgrades.enabled {
+                    tracing::warn!("SIGUSR2: upgrades need `rampart run`");
+                    continue;
+                }
+                match upgrade_now(&handle, &admin).await {
+                    Ok((pid, _)) => break Ok(pid),
+                    Err(e) => tracing::error!("upgrade failed, this process keeps serving: {e}"),
+                }
+            }
+            Some(reply) = up_rx.recv() => {
+                match upgrade_now(&handle, &admin).await {
+                    Ok((pid, msg)) => {
+                        let _ = reply.send(Ok(msg));
+                        break Ok(pid);
+                    }
+                    Err(e) => {
+                        tracing::error!("upgrade failed, this process keeps serving: {e}");
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    };
+    if let Ok(pid) = handed_to {
+        notify::send(&format!("MAINPID={pid}"));
+        while let Ok(r) = up_rx.try_recv() {
+            let _ = r.send(Err(format!(
+                "this process already handed over to process {pid}"
+            )));
+        }
+        // The new process accepts on every socket now: stop taking anything here.
+        for t in &api_tasks {
+            t.abort();
+        }
+        if let Some((_, t)) = &http {
+            t.abort();
+        }
+        if let Some(p) = &peers {
+            p.stop_accepting();
+        }
+        if let Some(t) = watch_task {
+            t.abort();
+        }
+        ha_task.abort();
+        // The new process started these instances as Master: no priority 0, the
+        // addresses stay.
+        vrrp.hand_over().await;
+        if let Some(x) = &xds_client {
+            x.shutdown();
+        }
+        tracing::info!(
+            "handed over to process {pid}: draining (grace {:?})",
+            handle.grace()
+        );
+        handle.hand_over().await;
+        // Answers being written (the `upgrade` that started this) get out first.
+        admin.answered(std::time::Duration::from_secs(5)).await;
+        if let Some(p) = peers {
+            tokio::task::spawn_blocking(move || p.shutdown()).await.ok();
+        }
+        tracing::info!("stopped");
+        return Ok(());
+    }
+    let sig = match handed_to {
+        Err(sig) => sig,
+        Ok(_) => "upgrade",
+    };
     notify::stopping();
     tracing::info!("{sig}: stopping (grace {:?})", handle.grace());
     admin.persist();
@@ -422,25 +596,42 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             envoy_bootstrap,
-        } => match xds::load(config.as_deref(), envoy_bootstrap.as_deref()) {
-            Ok(s) => {
-                init_logging(s.config.global.log_level.as_str());
-                runtime().and_then(|rt| {
-                    rt.block_on(serve(
-                        s.config,
-                        s.text,
-                        &s.base_dir,
-                        config.as_deref(),
-                        None,
-                        s.ads,
-                    ))
-                })
+        } => {
+            upgrade::note_exe();
+            // Started by an upgrade: the old process's sockets first, before anything binds.
+            let received = match upgrade::receive() {
+                None => None,
+                Some(Ok(r)) => Some(r),
+                Some(Err(e)) => {
+                    eprintln!("rampart: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match xds::load(config.as_deref(), envoy_bootstrap.as_deref()) {
+                Ok(s) => {
+                    init_logging(s.config.global.log_level.as_str());
+                    runtime().and_then(|rt| {
+                        rt.block_on(serve(
+                            s.config,
+                            s.text,
+                            &s.base_dir,
+                            config.as_deref(),
+                            None,
+                            s.ads,
+                            Upgrades {
+                                enabled: true,
+                                received,
+                            },
+                        ))
+                    })
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    upgrade::report_failure(&e.to_string());
+                    return ExitCode::FAILURE;
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
+        }
         Command::Schema => {
             print!("{}", rampart_config::schema::json_schema());
             Ok(())
@@ -479,7 +670,16 @@ fn main() -> ExitCode {
                                 Some(p) => rampart_config::read_file(p).ok(),
                                 None => Some(demo::CONFIG.to_owned()),
                             };
-                            serve(cfg, text, &base, config.as_deref(), Some(&banner), None).await
+                            serve(
+                                cfg,
+                                text,
+                                &base,
+                                config.as_deref(),
+                                Some(&banner),
+                                None,
+                                Upgrades::default(),
+                            )
+                            .await
                         })
                     })
                 }
@@ -494,6 +694,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rampart: {e:#}");
+            // Started by an upgrade: the old process keeps serving and says why.
+            upgrade::report_failure(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -33,11 +33,13 @@ impl rampart_xds::Applier for ProxyApplier {
                 format!("frontends.{frontend}.bind"),
                 format!("cannot bind {addr}: {error}"),
             )])),
-            Err(e @ ReloadError::GaveUp) => Err(ConfigErrors(vec![ConfigError::new(
-                Pos::default(),
-                "",
-                e.to_string(),
-            )])),
+            Err(e @ (ReloadError::GaveUp | ReloadError::Draining)) => {
+                Err(ConfigErrors(vec![ConfigError::new(
+                    Pos::default(),
+                    "",
+                    e.to_string(),
+                )]))
+            }
         }
     }
 }

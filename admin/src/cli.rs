@@ -68,12 +68,13 @@ pub async fn serve_sockets(
             tasks.push(tokio::spawn(accept_loop(l, ctx.clone(), level)));
         }
         if let Some(a) = &s.address {
-            let l = TcpListener::bind(&a.value)
-                .await
-                .map_err(|error| SocketError::Tcp {
-                    addr: a.value.clone(),
-                    error,
-                })?;
+            let l =
+                rampart_proxy::inherit::take_or_bind(&format!("runtime-api {}", a.value), &a.value)
+                    .and_then(TcpListener::from_std)
+                    .map_err(|error| SocketError::Tcp {
+                        addr: a.value.clone(),
+                        error,
+                    })?;
             let local = l.local_addr().map_err(|error| SocketError::Tcp {
                 addr: a.value.clone(),
                 error,
@@ -124,6 +125,12 @@ async fn accept_loop<L: Accept>(l: L, ctx: Arc<AdminCtx>, level: CliLevel) {
 /// Binds a Unix socket, replacing a stale socket file that nobody listens on.
 async fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    // Handed over by the process this one replaces: the same socket, no gap.
+    if let Some(l) = rampart_proxy::inherit::take_unix(path) {
+        l.set_nonblocking(true)?;
+        rampart_proxy::inherit::export("runtime-api", &l);
+        return UnixListener::from_std(l);
+    }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(std::io::Error::new(
@@ -144,6 +151,7 @@ async fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     }
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    rampart_proxy::inherit::export("runtime-api", &l);
     Ok(l)
 }
 
@@ -265,6 +273,8 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
             payload = Some(String::from_utf8_lossy(&body).into_owned());
         }
+        // From here until the answer is written, a draining process waits for it.
+        let _busy = ctx.busy();
         let mut out = String::new();
         let cmds = split_commands(text);
         let last = cmds.len().saturating_sub(1);

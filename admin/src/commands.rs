@@ -231,6 +231,12 @@ static COMMANDS: &[Command] = &[
         Admin,
     ),
     cmd(
+        &["upgrade"],
+        "upgrade",
+        "start the binary at this process's path, hand it the listening sockets, drain (rampart)",
+        Admin,
+    ),
+    cmd(
         &["set", "server"],
         "set server <bk>/<srv> [opts]",
         "change a server's state or weight",
@@ -557,6 +563,16 @@ async fn dispatch(ctx: &Arc<AdminCtx>, s: &mut Session, c: &Command, args: &[&st
                     Err(e) => format!("Reload failed: {e}\n"),
                 }
             }
+        },
+        ["upgrade"] => match ctx.upgrade.get() {
+            None => {
+                "Upgrade is not available: this process was not started by `rampart run`.\n".into()
+            }
+            Some(u) => match u().await {
+                Ok(Ok(msg)) => format!("{msg}\n"),
+                Ok(Err(e)) => format!("Upgrade failed, this process keeps serving: {e}\n"),
+                Err(_) => "Upgrade failed: the upgrade was abandoned.\n".into(),
+            },
         },
         _ => String::new(),
     }

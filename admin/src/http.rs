@@ -29,7 +29,8 @@ pub async fn serve_http(
     opts: HttpOpts,
     ctx: Arc<AdminCtx>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let l = tokio::net::TcpListener::bind(addr).await?;
+    let l = rampart_proxy::inherit::take_or_bind(&format!("admin-http {addr}"), addr)
+        .and_then(tokio::net::TcpListener::from_std)?;
     let local = l.local_addr()?;
     tracing::info!(
         "stats page on http://{local}{}, metrics on /metrics",
@@ -50,7 +51,10 @@ pub async fn serve_http(
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let (ctx, opts) = (ctx.clone(), opts.clone());
-                    async move { Ok::<_, Infallible>(handle(&ctx, &opts, req).await) }
+                    async move {
+                        let _busy = ctx.busy();
+                        Ok::<_, Infallible>(handle(&ctx, &opts, req).await)
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())

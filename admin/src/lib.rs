@@ -31,6 +31,11 @@ use rampart_proxy::runtime::Control;
 /// caller, or the precise errors.
 pub type Reloader = dyn Fn() -> Result<String, String> + Send + Sync;
 
+/// Starts a binary upgrade (implemented by the binary, which starts the new process); the
+/// answer comes once the new process is ready, or has failed.
+pub type Upgrader =
+    dyn Fn() -> tokio::sync::oneshot::Receiver<Result<String, String>> + Send + Sync;
+
 /// The text of the configuration in use, shared with whoever reloads it.
 pub type ConfigText = Arc<std::sync::Mutex<Option<String>>>;
 
@@ -53,6 +58,10 @@ pub struct AdminCtx {
     /// The xDS client, when the configuration comes from a control plane too: `show xds`,
     /// `/config_dump` and metrics. Set once, after the client starts.
     pub xds: std::sync::OnceLock<Arc<dyn XdsView>>,
+    /// Runtime API commands and admin HTTP requests being answered.
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    /// `upgrade`, where the process can start its successor.
+    pub upgrade: std::sync::OnceLock<Arc<Upgrader>>,
     /// `set ssl cert` transactions not yet committed.
     pub ssl_tx: ssl::Transactions,
     /// Changes refused over the runtime API (a bad map entry, a bad certificate).
@@ -130,9 +139,28 @@ impl AdminCtx {
             config_text,
             vrrp: rampart_vrrp::group::Group::new(),
             xds: std::sync::OnceLock::new(),
+            upgrade: std::sync::OnceLock::new(),
+            busy: Default::default(),
             ssl_tx: Default::default(),
             refused: Default::default(),
         })
+    }
+
+    /// Counts a command or request as being answered until the guard drops.
+    pub fn busy(&self) -> Busy {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(self.busy.clone())
+    }
+
+    /// Waits until no command or request is being answered (the one that asked for an
+    /// upgrade, say), at most `limit`.
+    pub async fn answered(&self, limit: std::time::Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            while self.busy.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
     }
 
     /// Saves server states to the state file, if there is one, after a runtime change.
@@ -142,6 +170,15 @@ impl AdminCtx {
         {
             tracing::warn!("cannot save server states to {}: {e}", p.display());
         }
+    }
+}
+
+/// See [`AdminCtx::busy`].
+pub struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

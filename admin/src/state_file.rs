@@ -31,7 +31,17 @@ pub struct Loaded {
 
 /// Restores admin state, weight and health from `path`, for servers that still exist.
 pub fn load(ctx: &AdminCtx, path: &Path) -> std::io::Result<Loaded> {
-    let text = std::fs::read_to_string(path)?;
+    load_text(ctx, &std::fs::read_to_string(path)?)
+}
+
+/// The current server states in the state file's format (what a binary upgrade hands
+/// to the new process).
+pub fn text(ctx: &AdminCtx) -> String {
+    crate::commands::servers_state_text(ctx, None)
+}
+
+/// Restores admin state, weight and health from `text` (the state file's format).
+pub fn load_text(ctx: &AdminCtx, text: &str) -> std::io::Result<Loaded> {
     let mut lines = text.lines();
     if lines.next().map(str::trim) != Some("1") {
         return Err(std::io::Error::new(

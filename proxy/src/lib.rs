@@ -20,6 +20,7 @@ pub mod error;
 pub mod handler;
 pub mod headers;
 pub mod http1;
+pub mod inherit;
 pub mod io;
 pub mod listener;
 pub mod log;

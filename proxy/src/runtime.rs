@@ -59,6 +59,21 @@ struct Listening {
     bound: Bound,
     /// Stops the accept loops of this address (on every worker).
     stop: watch::Sender<bool>,
+    /// Copies of its sockets, to hand to a new process (see [`crate::inherit`]).
+    copies: Vec<std::net::TcpListener>,
+}
+
+/// The tag of a frontend's listening sockets in a hand-over.
+fn bind_tag(frontend: &str, configured: SocketAddr, nth: usize) -> String {
+    format!("frontend {frontend} {configured} {nth}")
+}
+
+/// Copies of `socks` when the process keeps them for a hand-over.
+fn copies(socks: &[std::net::TcpListener]) -> Vec<std::net::TcpListener> {
+    if !crate::inherit::exporting() {
+        return Vec::new();
+    }
+    socks.iter().filter_map(|s| s.try_clone().ok()).collect()
 }
 
 /// A listening socket handed to a worker.
@@ -94,6 +109,9 @@ pub enum ReloadError {
     /// The caller gave up waiting (see [`Attempt`]); nothing was applied.
     #[error("the reload was given up before the configuration was installed")]
     GaveUp,
+    /// This process handed its listening sockets to a new one and is draining.
+    #[error("this process is draining after a binary upgrade; reload the new process")]
+    Draining,
 }
 
 /// A reload whose caller may give up waiting for it. Reloads made while it is current on
@@ -168,6 +186,8 @@ pub struct Control {
     retired: Mutex<Vec<std::sync::Weak<watch::Sender<crate::snapshot::Retire>>>>,
     /// Where the running configuration's relative file names are read from.
     base_dir: Mutex<std::path::PathBuf>,
+    /// Set once the listening sockets went to a new process: nothing is reloaded then.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// A running proxy.
@@ -214,22 +234,27 @@ fn with_nth(binds: &[BindSpec]) -> impl Iterator<Item = (&BindSpec, usize)> {
     })
 }
 
-/// Binds `addr` once per worker; the first socket tells the real address (port 0).
+/// The sockets of a bind: those a replaced process handed over, then as many more as it
+/// takes to have one per worker; the first socket tells the real address (port 0).
+/// Socket `i` goes to worker `i % workers`: a worker may take over several.
 fn bind_all(
     frontend: &str,
     spec: &BindSpec,
+    nth: usize,
     workers: usize,
 ) -> Result<(SocketAddr, Vec<std::net::TcpListener>), (SocketAddr, std::io::Error)> {
-    let mut addr = spec.addr;
-    let mut out = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    let mut out = crate::inherit::take_tcp(&bind_tag(frontend, spec.addr, nth), spec.addr);
+    let mut addr = match out.first() {
+        Some(l) => l.local_addr().map_err(|e| (spec.addr, e))?,
+        None => spec.addr,
+    };
+    while out.len() < workers {
         let l = bind(addr, spec.v6only, spec.backlog, spec.freebind).map_err(|e| (addr, e))?;
         if out.is_empty() {
             addr = l.local_addr().map_err(|e| (addr, e))?;
         }
         out.push(l);
     }
-    let _ = frontend;
     Ok((addr, out))
 }
 
@@ -258,14 +283,15 @@ fn bind_snapshot(snapshot: &Snapshot, threads: usize) -> Result<Listeners, Start
     for fe in &snapshot.frontends {
         for (b, nth) in with_nth(&fe.binds) {
             let (local, socks) =
-                bind_all(&fe.name, b, threads).map_err(|(addr, error)| StartError::Bind {
+                bind_all(&fe.name, b, nth, threads).map_err(|(addr, error)| StartError::Bind {
                     frontend: fe.name.to_string(),
                     addr,
                     error,
                 })?;
             let (stop, stop_rx) = watch::channel(false);
+            let copies = copies(&socks);
             for (w, l) in socks.into_iter().enumerate() {
-                per_worker[w].push(ListenCmd {
+                per_worker[w % threads].push(ListenCmd {
                     listener: l,
                     frontend: fe.name.clone(),
                     configured: b.addr,
@@ -281,6 +307,7 @@ fn bind_snapshot(snapshot: &Snapshot, threads: usize) -> Result<Listeners, Start
                     local,
                 },
                 stop,
+                copies,
             });
         }
     }
@@ -372,6 +399,7 @@ pub fn start(cfg: Config, base_dir: &Path) -> Result<ProxyHandle, StartError> {
         reloading: Mutex::new(()),
         retired: Mutex::new(Vec::new()),
         base_dir: Mutex::new(base_dir.to_path_buf()),
+        draining: Default::default(),
     });
     let hk_rx = rx.clone();
     let hk_shared = shared.clone();
@@ -399,6 +427,36 @@ impl Control {
             .iter()
             .map(|l| l.bound.clone())
             .collect()
+    }
+
+    /// Copies of every frontend's listening sockets, tagged, to hand to a new process.
+    pub fn listening_sockets(&self) -> Vec<crate::inherit::Listener> {
+        let listening = lock(&self.listening);
+        let mut out = Vec::new();
+        for l in listening.iter() {
+            let tag = bind_tag(&l.bound.frontend, l.bound.configured, l.bound.nth);
+            for c in &l.copies {
+                let Ok(fd) = c.try_clone() else { continue };
+                if let Some(s) = crate::inherit::Listener::from_fd(tag.clone(), fd.into()) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Ends every accept loop. The sockets stay open in whichever process they were
+    /// handed to, with the connections queued in them.
+    pub fn stop_accepting(&self) {
+        // Under the reload lock: no reload is half done, and none comes after.
+        let _one = lock(&self.reloading);
+        self.draining.store(true, Relaxed);
+        let mut listening = lock(&self.listening);
+        for l in listening.iter() {
+            let _ = l.stop.send(true);
+        }
+        // Further reloads open nothing: this process is on its way out.
+        listening.clear();
     }
 
     /// Applies a new configuration: compile, open new listeners, swap, close removed
@@ -446,6 +504,9 @@ impl Control {
     }
 
     fn apply_arc(&self, cfg: Arc<Config>, base_dir: &Path) -> Result<ReloadReport, ReloadError> {
+        if self.draining.load(Relaxed) {
+            return Err(ReloadError::Draining);
+        }
         let live = &self.shared.live;
         let old = self.shared.snapshot.load_full();
         let generation = old.generation + 1;
@@ -481,7 +542,7 @@ impl Control {
                 continue;
             }
             let (local, socks) =
-                bind_all(fe, b, workers).map_err(|(addr, error)| ReloadError::Bind {
+                bind_all(fe, b, *nth, workers).map_err(|(addr, error)| ReloadError::Bind {
                     frontend: fe.to_string(),
                     addr,
                     error,
@@ -534,8 +595,10 @@ impl Control {
         };
         for (fe, configured, nth, local, socks) in opened {
             let (stop, stop_rx) = watch::channel(false);
+            let copies = copies(&socks);
+            let n = self.workers.len();
             for (w, l) in socks.into_iter().enumerate() {
-                let _ = self.workers[w].send(ListenCmd {
+                let _ = self.workers[w % n].send(ListenCmd {
                     listener: l,
                     frontend: fe.clone(),
                     configured,
@@ -551,7 +614,11 @@ impl Control {
             };
             tracing::info!(frontend = %fe, "listening on {local}");
             report.listeners_added.push(bound.clone());
-            listening.push(Listening { bound, stop });
+            listening.push(Listening {
+                bound,
+                stop,
+                copies,
+            });
         }
         listening.retain(|l| {
             let keep = wanted
@@ -637,6 +704,31 @@ impl ProxyHandle {
     /// How long a stop waits for open connections.
     pub fn grace(&self) -> Duration {
         self.grace
+    }
+
+    /// Hands the listening sockets' work over to a new process that already accepts on
+    /// them: stops accepting, asks each open connection to close after its next response
+    /// (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY), so that no idle keep-alive
+    /// connection is closed under a request in flight; then, after the grace time at the
+    /// latest, stops as [`ProxyHandle::shutdown`] does.
+    pub async fn hand_over(self) {
+        self.control.stop_accepting();
+        for f in &self.snapshot().frontends {
+            f.retire.send_replace(crate::snapshot::Retire::Retired);
+        }
+        for w in lock(&self.control.retired).iter() {
+            if let Some(r) = w.upgrade() {
+                r.send_replace(crate::snapshot::Retire::Retired);
+            }
+        }
+        let live = self.live().clone();
+        let _ = tokio::time::timeout(self.grace, async {
+            while live.global.conns_cur.load(Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        self.shutdown().await;
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the grace time), and

@@ -30,6 +30,7 @@ mod syslog;
 mod tcp;
 mod tls;
 mod transparency;
+mod upgrade;
 mod upstream;
 mod xds;
 mod xds_cli;

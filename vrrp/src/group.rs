@@ -71,6 +71,8 @@ pub struct Group {
     /// Serializes [`Group::apply`].
     applying: tokio::sync::Mutex<()>,
     events: broadcast::Sender<Event>,
+    /// Instances to start as Master: the process this one replaced had them Master.
+    resume: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Group {
@@ -87,6 +89,7 @@ impl Default for Group {
             members: Mutex::new(Vec::new()),
             applying: tokio::sync::Mutex::new(()),
             events: broadcast::channel(256).0,
+            resume: Mutex::new(Vec::new()),
         }
     }
 }
@@ -170,7 +173,12 @@ impl Group {
         let mut failures = Vec::new();
         for cfg in start {
             let name = cfg.name.clone();
-            match spawn(cfg.clone(), self.events.clone()).await {
+            let resume = {
+                let mut r = self.resume.lock().unwrap_or_else(PoisonError::into_inner);
+                let found = r.iter().position(|n| *n == name);
+                found.map(|i| r.swap_remove(i)).is_some()
+            };
+            match spawn(cfg.clone(), self.events.clone(), resume).await {
                 Ok(handle) => {
                     tracing::info!(
                         instance = %name,
@@ -259,6 +267,31 @@ impl Group {
                 }
             })
             .collect()
+    }
+
+    /// Instances to start as Master when they start (a binary upgrade: the process this
+    /// one replaces had them Master).
+    pub fn resume_as_master(&self, names: Vec<String>) {
+        *self.resume.lock().unwrap_or_else(PoisonError::into_inner) = names;
+    }
+
+    /// Names of the instances now Master.
+    pub fn masters(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|m| m.handle.stats.state() == crate::machine::State::Master)
+            .map(|m| m.cfg.name.clone())
+            .collect()
+    }
+
+    /// Stops every instance for a process that takes over: no priority-0 advert, the
+    /// addresses stay (see [`crate::speaker::Command::HandOver`]).
+    pub async fn hand_over(&self) {
+        let _one = self.applying.lock().await;
+        let members: Vec<Member> = self.lock().drain(..).collect();
+        for m in members {
+            m.handle.hand_over().await;
+        }
     }
 
     /// Stops every instance cleanly (Masters send priority 0 and release addresses).

@@ -55,6 +55,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Startup,
+    /// Startup of a process that takes over from one that was Master (a binary
+    /// upgrade): Master at once, whatever the priority, with no Backup wait in between.
+    Resume,
     /// Clean stop: a Master sends priority 0 so a Backup takes over after Skew_Time.
     Shutdown,
     /// A valid advertisement for this VRID from `src`.
@@ -206,6 +209,12 @@ impl Machine {
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
+            Input::Resume => {
+                if self.state == State::Initialize {
+                    self.master_interval = self.cfg.interval;
+                    self.become_master(now, &mut out);
+                }
+            }
             Input::Startup => {
                 if self.state != State::Initialize {
                     return out;
@@ -394,6 +403,26 @@ mod tests {
         let m = Machine::new(cfg(Version::V2, 100, 1000));
         assert_eq!(m.skew(), Duration::from_micros(609_375));
         assert_eq!(m.master_down_interval(), Duration::from_micros(3_609_375));
+    }
+
+    #[test]
+    fn a_resumed_instance_is_master_at_once_and_a_handed_over_one_sends_nothing() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(cfg(Version::V3, 100, 1000));
+        let a = m.handle(t0, Input::Resume);
+        assert_eq!(
+            a,
+            vec![
+                Action::Advertise(100),
+                Action::TakeAddresses,
+                Action::Transition {
+                    from: State::Initialize,
+                    to: State::Master
+                }
+            ]
+        );
+        // Only from Initialize.
+        assert!(m.handle(t0, Input::Resume).is_empty());
     }
 
     #[test]

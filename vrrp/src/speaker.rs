@@ -78,6 +78,9 @@ impl Stats {
 pub enum Command {
     /// Stop cleanly: a Master sends priority 0 and releases its addresses.
     Shutdown,
+    /// Stop for a process that takes over (a binary upgrade): no priority-0 advert, the
+    /// addresses stay, so the node stays Master for its peers.
+    HandOver,
     /// Effective priority (after tracking weights).
     Priority(u8),
     /// Tracked objects failed or recovered.
@@ -119,6 +122,13 @@ impl Handle {
         let _ = self.commands.send(Command::Shutdown);
         let _ = self.task.await;
     }
+
+    /// Stops without a word on the wire and leaves the addresses in place (see
+    /// [`Command::HandOver`]).
+    pub async fn hand_over(self) {
+        let _ = self.commands.send(Command::HandOver);
+        let _ = self.task.await;
+    }
 }
 
 struct Runner {
@@ -134,10 +144,13 @@ struct Runner {
 }
 
 /// Starts an instance: finds the interface and its primary address, removes virtual
-/// addresses left by an earlier run, opens the socket, and runs until shut down.
+/// addresses left by an earlier run, opens the socket, and runs until shut down. With
+/// `resume` (the process it replaces was Master), it starts as Master and keeps the
+/// addresses.
 pub async fn spawn(
     cfg: InstanceConfig,
     events: broadcast::Sender<Event>,
+    resume: bool,
 ) -> std::io::Result<Handle> {
     let iface = os::iface(&cfg.interface)?;
     let nl = Netlink::new()?;
@@ -154,8 +167,10 @@ pub async fn spawn(
                 format!("interface {} has no IPv4 address of its own", iface.name),
             )
         })?;
-    for v in &vips {
-        nl.del(iface.index, *v).await?;
+    if !resume {
+        for v in &vips {
+            nl.del(iface.index, *v).await?;
+        }
     }
     let sock = VrrpSocket::open(&iface, primary, cfg.unicast_peers.is_empty())?;
     let stats = Arc::new(Stats::default());
@@ -172,7 +187,7 @@ pub async fn spawn(
         garp_again: None,
         garp_next_refresh: None,
     };
-    let task = tokio::spawn(runner.run(rx));
+    let task = tokio::spawn(runner.run(rx, resume));
     Ok(Handle {
         stats,
         commands: tx,
@@ -194,9 +209,14 @@ impl Runner {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, resume: bool) {
         let mut m = Machine::new(self.machine_config());
-        let actions = m.handle(Instant::now(), Input::Startup);
+        let start = if resume {
+            Input::Resume
+        } else {
+            Input::Startup
+        };
+        let actions = m.handle(Instant::now(), start);
         self.execute(&m, actions).await;
         let mut buf = vec![0u8; 2048];
         loop {
@@ -226,6 +246,10 @@ impl Runner {
                     Some(Input::Timer)
                 }
                 c = rx.recv() => match c {
+                    Some(Command::HandOver) => {
+                        tracing::info!(instance = %self.cfg.name, "VRRP instance handed over in state {}", m.state().as_str());
+                        return;
+                    }
                     None | Some(Command::Shutdown) => {
                         let actions = m.handle(Instant::now(), Input::Shutdown);
                         self.execute(&m, actions).await;

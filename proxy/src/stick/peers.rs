@@ -119,10 +119,18 @@ pub type TablesFn = Arc<dyn Fn() -> Vec<Arc<Table>> + Send + Sync>;
 /// A running peers service.
 pub struct Handle {
     stop: watch::Sender<bool>,
+    /// Ends the accept loop only (the listening socket was handed to a new process).
+    accepting: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Handle {
+    /// Stops taking connections from other nodes, which reach the process this one
+    /// handed its listening socket to; this node's own connections to them go on.
+    pub fn stop_accepting(&self) {
+        let _ = self.accepting.send(true);
+    }
+
     /// Stops it (sending what is pending first, for up to a second).
     pub fn shutdown(mut self) {
         let _ = self.stop.send(true);
@@ -140,8 +148,7 @@ pub fn start(cfg: &PeersConfig, tables: TablesFn, status: Arc<Status>) -> std::i
         .get(&cfg.local.value)
         .map(|a| a.value.clone())
         .unwrap_or_default();
-    let std_listener = std::net::TcpListener::bind(&local_addr)?;
-    std_listener.set_nonblocking(true)?;
+    let std_listener = crate::inherit::take_or_bind(&format!("peers {local_addr}"), &local_addr)?;
     let key = Secret::new(cfg.secret.value.as_bytes())?;
     let local = cfg.local.value.clone();
     let peers: Vec<Arc<Peer>> = cfg
@@ -179,6 +186,7 @@ pub fn start(cfg: &PeersConfig, tables: TablesFn, status: Arc<Status>) -> std::i
     }
     let reconnect_max = cfg.reconnect_max;
     let (stop, stop_rx) = watch::channel(false);
+    let (accepting, accepting_rx) = watch::channel(false);
     let thread = std::thread::Builder::new()
         .name("rampart-peers".into())
         .spawn(move || {
@@ -208,7 +216,12 @@ pub fn start(cfg: &PeersConfig, tables: TablesFn, status: Arc<Status>) -> std::i
                 });
                 tracing::info!(local = %ctx.local, "peers listening on {local_addr}");
                 let mut tasks = tokio::task::JoinSet::new();
-                tasks.spawn(accept_loop(ctx.clone(), listener, stop_rx.clone()));
+                tasks.spawn(accept_loop(
+                    ctx.clone(),
+                    listener,
+                    stop_rx.clone(),
+                    accepting_rx,
+                ));
                 tasks.spawn(collector(ctx.clone(), stop_rx.clone()));
                 for p in &ctx.peers {
                     tasks.spawn(connector(
@@ -230,6 +243,7 @@ pub fn start(cfg: &PeersConfig, tables: TablesFn, status: Arc<Status>) -> std::i
         })?;
     Ok(Handle {
         stop,
+        accepting,
         thread: Some(thread),
     })
 }
@@ -621,7 +635,12 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 
 // ---- incoming ----
 
-async fn accept_loop(ctx: Arc<Ctx>, l: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    ctx: Arc<Ctx>,
+    l: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    mut accepting: watch::Receiver<bool>,
+) {
     loop {
         let (s, from) = tokio::select! {
             r = l.accept() => match r {
@@ -633,6 +652,7 @@ async fn accept_loop(ctx: Arc<Ctx>, l: TcpListener, mut stop: watch::Receiver<bo
                 }
             },
             _ = stop.changed() => return,
+            _ = accepting.changed() => return,
         };
         let ctx = ctx.clone();
         let stop = stop.clone();
@@ -687,7 +707,19 @@ async fn session_in(
 }
 
 fn apply(ctx: &Ctx, name: &str, kt: u8, kl: u16, entries: &[Replica]) -> usize {
-    let Some(t) = ctx.replicated().into_iter().find(|t| &*t.name == name) else {
+    apply_to(&ctx.replicated(), name, kt, kl, entries)
+}
+
+/// Applies one update frame (as [`encode_updates`] makes them) to the table of its name
+/// among `tables`, replicated or not: how a binary upgrade carries every table over to
+/// the new process. Returns how many entries were applied.
+pub fn apply_frame(tables: &[Arc<Table>], frame: Bytes) -> std::io::Result<usize> {
+    let (name, kt, kl, entries) = decode_updates(frame)?;
+    Ok(apply_to(tables, &name, kt, kl, &entries))
+}
+
+fn apply_to(tables: &[Arc<Table>], name: &str, kt: u8, kl: u16, entries: &[Replica]) -> usize {
+    let Some(t) = tables.iter().find(|t| &*t.name == name) else {
         tracing::debug!(table = name, "peer update for a table not replicated here");
         return 0;
     };
