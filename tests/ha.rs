@@ -443,3 +443,89 @@ fn dual_master_each_node_keeps_its_own_vip() {
     n2.wait_vrrp("vi_a", &[("state", "MASTER")], Duration::from_secs(1));
     println!("dual master: node 1's VIP moved to node 2 in {moved:?}; node 2's VIP stayed");
 }
+
+#[test]
+fn an_upgrade_keeps_the_node_master_without_a_priority_0_advert() {
+    if !privileged(&["python3", "tshark"]) {
+        return;
+    }
+    let lab = Lab::new(3);
+    let vip = lab.vip();
+    let mut n1 = Node::start(
+        &lab,
+        1,
+        &config(&lab, 1, &[vi(150, vec![vip.clone()], "")], false),
+    );
+    let n2 = Node::start(
+        &lab,
+        2,
+        &config(&lab, 2, &[vi(100, vec![vip.clone()], "")], false),
+    );
+    lab.until_holder(1, Duration::from_secs(3));
+    n1.wait_vrrp("vi_1", &[("state", "MASTER")], Duration::from_secs(1));
+    n2.wait_vrrp("vi_1", &[("state", "BACKUP")], Duration::from_secs(3));
+    let transitions = n2.vrrp("vi_1")["transitions"].clone();
+    let pid = |n: &Node| -> u32 {
+        n.cmd("show info")
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let old = pid(&n1);
+
+    let cap = lab.capture();
+    let c = Client::start(&lab);
+    let answer = n1.cmd("upgrade");
+    assert!(answer.starts_with("Upgrade done: process "), "{answer}");
+    let new = pid(&n1);
+    assert_ne!(new, old);
+    // The new process is not the test's child: it is stopped by pid, whatever happens.
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _kill = Kill(new);
+    n1.proc.wait_line("stopped", Duration::from_secs(10));
+    n1.wait_vrrp("vi_1", &[("state", "MASTER")], Duration::from_secs(1));
+    // A few adverts from the new process.
+    std::thread::sleep(Duration::from_millis(500));
+    let (r, _) = c.finish();
+    let ads = cap.finish();
+
+    let node1 = lab.addr(1);
+    let node2 = lab.addr(2);
+    assert!(
+        !ads.iter().any(|a| a.src == node1 && a.priority == 0),
+        "a priority-0 advert: {ads:?}"
+    );
+    assert!(
+        !ads.iter().any(|a| a.src == node2),
+        "node 2 advertised: {ads:?}"
+    );
+    assert!(ads.iter().filter(|a| a.src == node1).count() > 3, "{ads:?}");
+    assert!(lab.holds_addr(1, &vip) && !lab.holds_addr(2, &vip));
+    assert_eq!(n2.vrrp("vi_1")["transitions"], transitions);
+    // Every request answered, by node 1.
+    let failed = r.iter().filter(|x| x.1.is_none()).count();
+    assert_eq!(failed, 0, "{r:?}");
+    assert!(r.iter().all(|x| x.1.as_deref() == Some("node1")), "{r:?}");
+    // The longest advert gap from node 1 across the hand-over, next to its interval.
+    let times: Vec<f64> = ads
+        .iter()
+        .filter(|a| a.src == node1)
+        .map(|a| a.time)
+        .collect();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    println!(
+        "upgrade: node 1 stayed Master; longest advert gap {:.0} ms (interval 100 ms); {} requests, 0 failed",
+        gap * 1000.0,
+        r.len()
+    );
+}

@@ -112,7 +112,7 @@ fn main() -> ExitCode {
     rt.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (tx, mut rx) = tokio::sync::broadcast::channel(64);
-        let handle = match spawn(cfg, tx).await {
+        let handle = match spawn(cfg, tx, false).await {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("rampart-vrrp-speaker: {e}");
