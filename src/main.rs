@@ -494,7 +494,12 @@ async fn serve(
             "handed over to process {pid}: draining (grace {:?})",
             handle.grace()
         );
-        handle.hand_over().await;
+        tokio::select! {
+            _ = handle.hand_over() => {}
+            sig = &mut stop => {
+                tracing::warn!("{}: the drain ends now", sig.unwrap_or("signal"));
+            }
+        }
         // Answers being written (the `upgrade` that started this) get out first.
         admin.answered(std::time::Duration::from_secs(5)).await;
         if let Some(p) = peers {

@@ -167,6 +167,17 @@ pub fn render(ctx: &AdminCtx) -> String {
         &[],
         live.dropped_logs(),
     );
+    if let Some(t) = live.current_tracer() {
+        let spans = f.counter(
+            "rampart_tracing_spans_total",
+            "OpenTelemetry spans: exported, dropped (the export queue was full) or failed (the collector refused or could not be reached).",
+            &["result"],
+        );
+        let c = &t.counters;
+        set_counter(&spans, &["exported"], c.exported.load(Relaxed));
+        set_counter(&spans, &["dropped"], c.dropped.load(Relaxed));
+        set_counter(&spans, &["failed"], c.failed.load(Relaxed));
+    }
 
     // Frontends.
     let l = ["frontend"];

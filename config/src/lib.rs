@@ -12,6 +12,7 @@
 pub mod decode;
 pub mod error;
 pub mod limits;
+pub mod logformat;
 pub mod model;
 pub mod resilience;
 pub mod route;

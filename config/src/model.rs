@@ -35,6 +35,61 @@ config_struct! {
         /// An xDS control plane that adds frontends and backends (Envoy listeners and
         /// clusters) to the ones written here.
         pub xds: Option<crate::xds::Xds>,
+        /// OpenTelemetry: the collector spans are exported to (frontends say which
+        /// requests are traced).
+        pub tracing: Option<Tracing>,
+    }
+}
+
+config_struct! {
+    /// OpenTelemetry traces: export over OTLP, with a bounded queue that drops rather
+    /// than slows requests.
+    pub struct Tracing {
+        /// The collector, `host:port`.
+        pub endpoint: Spanned<String>,
+        /// `http` (OTLP/HTTP, protobuf, POST to `path`) or `grpc` (OTLP/gRPC).
+        pub protocol: OtlpProtocol = OtlpProtocol::Http,
+        /// The URL path of OTLP/HTTP.
+        pub path: String = "/v1/traces".to_owned(),
+        /// The `service.name` resource attribute of every span.
+        pub service_name: String = "rampart".to_owned(),
+        /// Spans waiting for export at most; past it new spans are dropped and counted.
+        pub max_queue: usize = 4096,
+        /// Spans per export request at most.
+        pub batch: usize = 512,
+        /// The longest a span waits for a fuller batch.
+        pub interval: Duration = Duration::from_secs(1),
+        /// Time an export request may take.
+        pub timeout: Duration = Duration::from_secs(10),
+    }
+}
+
+/// How spans reach the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Http,
+    Grpc,
+}
+
+impl Decode for OtlpProtocol {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        decode_enum(
+            node,
+            cx,
+            "OTLP protocol",
+            &[("http", OtlpProtocol::Http), ("grpc", OtlpProtocol::Grpc)],
+        )
+    }
+}
+
+config_struct! {
+    /// Which requests of a frontend are traced.
+    pub struct FrontendTracing {
+        /// Share of requests traced when the client sent no sampling decision.
+        pub sampling: crate::resilience::Percent = crate::resilience::Percent(100.0),
+        /// Follow the sampled flag of the client's `traceparent` (Envoy does): a sampled
+        /// parent is always traced, an unsampled one never.
+        pub respect_parent: bool = true,
     }
 }
 
@@ -235,6 +290,9 @@ config_struct! {
         pub default_backend: Option<Spanned<String>>,
         pub forwarded: Forwarded,
         pub access_log: Option<AccessLog>,
+        /// OpenTelemetry tracing of this frontend's requests (needs the `tracing`
+        /// section).
+        pub tracing: Option<FrontendTracing>,
         /// Request header names with `_`: `allow`, `drop` or `reject` (400); default:
         /// drop those that fold into a framing or forwarding header (`Content_Length`).
         pub headers_with_underscores: Option<UnderscoreHeaders>,
@@ -639,6 +697,8 @@ config_struct! {
         /// `httplog`, `tcplog` or `json`; default: the frontend mode's (`httplog` or
         /// `tcplog`).
         pub format: Option<LogFormatKind>,
+        /// A custom line in HAProxy's `log-format` syntax, in place of `format`.
+        pub log_format: Option<Spanned<String>>,
         /// Syslog: the message layout, `rfc3164` (HAProxy's default) or `rfc5424`.
         pub syslog_format: SyslogFormat = SyslogFormat::Rfc3164,
         /// Syslog: the facility (`local0` ... `local7`, `daemon`, `user`...).

@@ -714,6 +714,45 @@ pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<Conf
             format!("threads must be between 1 and 1024, found {t}"),
         );
     }
+    if let Some(t) = &cfg.tracing {
+        let ok = t
+            .endpoint
+            .value
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+        if !ok {
+            v.err(
+                t.endpoint.pos,
+                "tracing.endpoint",
+                format!(
+                    "invalid collector address {:?}: expected host:port",
+                    t.endpoint.value
+                ),
+            );
+        }
+        if !t.path.starts_with('/') {
+            v.err(Pos::default(), "tracing.path", "the path starts with '/'");
+        }
+        if t.batch == 0 || t.batch > 10_000 {
+            v.err(Pos::default(), "tracing.batch", "batch is 1 to 10000 spans");
+        }
+        if t.max_queue < t.batch || t.max_queue > 1_000_000 {
+            v.err(
+                Pos::default(),
+                "tracing.max_queue",
+                "max_queue is at least batch and at most 1000000 spans",
+            );
+        }
+        if t.interval.is_zero() || t.timeout.is_zero() {
+            v.err(
+                Pos::default(),
+                "tracing",
+                "interval and timeout must be more than 0",
+            );
+        }
+    }
     if cfg.frontends.is_empty()
         && cfg.frontends.invalid().is_empty()
         && !partial
@@ -856,9 +895,27 @@ pub fn validate_with(cfg: &Config, partial: bool, opts: crate::Load) -> Vec<Conf
             &fe.acls,
             &format!("{path}.http_response"),
         );
+        if fe.tracing.is_some() && cfg.tracing.is_none() {
+            v.err(
+                fe_pos,
+                format!("{path}.tracing"),
+                "tracing needs the top-level tracing section (the collector spans go to)",
+            );
+        }
         if let Some(l) = &fe.access_log {
             if let Err(e) = crate::model::LogTarget::parse(&l.to) {
                 v.err(fe_pos, format!("{path}.access_log.to"), e);
+            }
+            if let Some(f) = &l.log_format {
+                if let Err(e) = crate::logformat::parse(&f.value) {
+                    v.err(f.pos, format!("{path}.access_log.log_format"), e);
+                } else if l.format.is_some() {
+                    v.err(
+                        f.pos,
+                        format!("{path}.access_log.log_format"),
+                        "either format or log_format, not both",
+                    );
+                }
             }
             if !(64..=65535).contains(&l.max_length) {
                 v.err(

@@ -53,6 +53,8 @@ pub struct Done {
     pub(crate) finished: bool,
     /// A mode tcp session rather than a request (logged as one).
     pub(crate) tcp: bool,
+    /// The request's span, when it is traced.
+    pub(crate) trace: Option<Box<crate::trace::RequestSpan>>,
 }
 
 impl Done {
@@ -86,6 +88,7 @@ impl Done {
             bytes_out: 0,
             finished: false,
             tcp: false,
+            trace: None,
         }
     }
 
@@ -220,11 +223,30 @@ impl Done {
                 be.balancer.released(i);
             }
         }
-        self.log(server_active);
+        let trace_id = self.trace.as_ref().map(|t| t.trace_id);
+        if let Some(t) = self.trace.take() {
+            let mut term = [b'-'; 2];
+            term.copy_from_slice(&self.termination.0);
+            let server = self
+                .backend
+                .as_ref()
+                .zip(self.server)
+                .map(|(b, i)| &b.servers[i].name);
+            (*t).end(crate::trace::Outcome {
+                status: self.status,
+                termination: term,
+                frontend: &self.frontend.name,
+                backend: self.backend.as_ref().map(|b| &b.name),
+                server,
+                retries: self.retries,
+                client: self.conn.info.client(),
+            });
+        }
+        self.log(server_active, trace_id);
     }
 
     /// Sends the access log record, when the frontend has a log.
-    fn log(&mut self, server_active: u64) {
+    fn log(&mut self, server_active: u64, trace_id: Option<[u8; 16]>) {
         let (Some((sink, format)), Some((started, wall))) = (&self.frontend.log, self.clock) else {
             return;
         };
@@ -239,7 +261,7 @@ impl Done {
         let mut term = [b'-'; 4];
         term[..2].copy_from_slice(&self.termination.0);
         sink.send(crate::log::Record {
-            format: *format,
+            format: format.clone(),
             client: self.conn.info.client(),
             accepted: wall,
             frontend: self.frontend.name.clone(),
@@ -273,6 +295,7 @@ impl Done {
                 .map_or(0, |b| b.live.active.load(Relaxed)),
             server_active,
             retries: self.retries,
+            trace_id,
             method,
             uri,
             version,

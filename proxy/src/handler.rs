@@ -126,6 +126,9 @@ pub async fn handle(
     };
     let (mut parts, body) = req.into_parts();
     let mut done = begin(cx, fe, &parts, t_request);
+    if let Some(t) = &fe.tracing {
+        done.trace = t.start(&parts.method, parts.uri.path(), &parts.headers);
+    }
     if !underscores(fe.underscores, &mut parts.headers, &fe.live) {
         fe.live.count_refused(Some(Refusal::UnderscoreHeader));
         done.status = 400;

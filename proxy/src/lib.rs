@@ -37,6 +37,7 @@ pub mod state;
 pub mod stick;
 pub mod tcp;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod worker;
 

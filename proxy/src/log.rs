@@ -11,13 +11,27 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::SystemTime;
 
 use http::{Method, Uri, Version};
+use rampart_config::logformat::{Piece, Var};
 use rampart_config::model::{AccessLog, LogFormatKind, LogTarget, SyslogFormat};
 
 use crate::http1::encode::version_str;
 
+/// How a frontend's lines are written: a standard layout, or a custom `log_format`.
+#[derive(Debug, Clone)]
+pub struct LogFormat {
+    pub kind: LogFormatKind,
+    pub custom: Option<Arc<[Piece]>>,
+}
+
+impl From<LogFormatKind> for LogFormat {
+    fn from(kind: LogFormatKind) -> Self {
+        Self { kind, custom: None }
+    }
+}
+
 /// One finished request.
 pub struct Record {
-    pub format: LogFormatKind,
+    pub format: LogFormat,
     pub client: SocketAddr,
     pub accepted: SystemTime,
     pub frontend: Arc<str>,
@@ -45,6 +59,8 @@ pub struct Record {
     pub backend_active: u64,
     pub server_active: u64,
     pub retries: u32,
+    /// The request's trace, when it is traced.
+    pub trace_id: Option<[u8; 16]>,
     pub method: Method,
     pub uri: Uri,
     pub version: Version,
@@ -257,12 +273,109 @@ fn target(r: &Record) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Formats one record as a custom line (with its newline).
+fn format_custom(pieces: &[Piece], r: &Record, out: &mut String) {
+    let term = std::str::from_utf8(&r.termination).unwrap_or("----");
+    let mut field = String::new();
+    for p in pieces {
+        let (var, quote) = match p {
+            Piece::Text(t) => {
+                out.push_str(t);
+                continue;
+            }
+            Piece::Var(v, q) => (*v, *q),
+        };
+        field.clear();
+        let f = &mut field;
+        let _ = match var {
+            Var::ClientIp => write!(f, "{}", r.client.ip()),
+            Var::ClientPort => write!(f, "{}", r.client.port()),
+            Var::Date => {
+                haproxy_date(r.accepted, f);
+                Ok(())
+            }
+            Var::DateGmt => {
+                f.push_str(&httpdate(r.accepted));
+                Ok(())
+            }
+            Var::FrontendTransport => {
+                write!(f, "{}{}", r.frontend, if r.tls { "~" } else { "" })
+            }
+            Var::Frontend => write!(f, "{}", r.frontend),
+            Var::Backend => write!(f, "{}", r.backend.as_deref().unwrap_or(r.frontend.as_ref())),
+            Var::Server => write!(f, "{}", r.server.as_deref().unwrap_or("<NOSRV>")),
+            Var::TRequest => write!(f, "{}", r.t_request),
+            Var::TQueue => write!(f, "{}", r.t_queue),
+            Var::TConnect => write!(f, "{}", r.t_connect),
+            Var::TResponse => write!(f, "{}", r.t_response),
+            Var::TTotal => write!(f, "{}", r.t_total),
+            Var::Status => write!(f, "{}", r.status),
+            Var::BytesOut => write!(f, "{}", r.bytes_out),
+            Var::BytesIn => write!(f, "{}", r.bytes_in),
+            Var::Term => write!(f, "{}", &term[..2]),
+            Var::TermCookie => write!(f, "{term}"),
+            Var::ActConn => write!(f, "{}", r.global_conns),
+            Var::FeConn => write!(f, "{}", r.frontend_conns),
+            Var::BeConn => write!(f, "{}", r.backend_active),
+            Var::SrvConn => write!(f, "{}", r.server_active),
+            Var::Retries => write!(f, "{}", r.retries),
+            Var::RequestLine if r.tcp => write!(f, "-"),
+            Var::RequestLine => write!(
+                f,
+                "{} {} HTTP/{}",
+                r.method,
+                target(r),
+                version_str(r.version)
+            ),
+            Var::Method => write!(f, "{}", r.method),
+            Var::Uri => write!(f, "{}", target(r)),
+            Var::Path => write!(f, "{}", r.uri.path()),
+            Var::Version => write!(f, "HTTP/{}", version_str(r.version)),
+            Var::Pid => write!(f, "{}", std::process::id()),
+            Var::TraceId => match &r.trace_id {
+                Some(id) => write!(f, "{}", crate::trace::hex(id)),
+                None => write!(f, "-"),
+            },
+        };
+        if quote {
+            out.push('"');
+            // As HAProxy does, a quote inside a quoted field is escaped.
+            for c in field.chars() {
+                if c == '"' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        } else {
+            out.push_str(&field);
+        }
+    }
+    out.push('\n');
+}
+
+/// An HTTP date (`%T`): `06/Dec/2026:04:32:12 +0000`, as HAProxy's GMT date.
+fn httpdate(t: SystemTime) -> String {
+    let mut s = String::new();
+    haproxy_date(t, &mut s);
+    // haproxy_date writes milliseconds; %T has none and a zone.
+    if let Some(i) = s.rfind('.') {
+        s.truncate(i);
+    }
+    s.push_str(" +0000");
+    s
+}
+
 /// Formats one record as a line (with its newline).
 pub fn format_record(r: &Record, out: &mut String) {
+    if let Some(c) = &r.format.custom {
+        format_custom(c, r, out);
+        return;
+    }
     let backend = r.backend.as_deref().unwrap_or("<NOSRV>");
     let server = r.server.as_deref().unwrap_or("<NOSRV>");
     let term = std::str::from_utf8(&r.termination).unwrap_or("----");
-    match r.format {
+    match r.format.kind {
         LogFormatKind::Tcplog => {
             // %ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq
             let _ = write!(out, "{}:{} [", r.client.ip(), r.client.port());
@@ -368,10 +481,16 @@ pub fn format_record(r: &Record, out: &mut String) {
 fn json_head(r: &Record, out: &mut String) {
     out.push_str("{\"time\":\"");
     rfc3339(r.accepted, out);
+    out.push_str("\",");
+    if r.tcp {
+        out.push_str("\"mode\":\"tcp\",");
+    }
+    if let Some(id) = &r.trace_id {
+        let _ = write!(out, "\"trace_id\":\"{}\",", crate::trace::hex(id));
+    }
     let _ = write!(
         out,
-        "\",{}\"client_ip\":\"{}\",\"client_port\":{},\"frontend\":",
-        if r.tcp { "\"mode\":\"tcp\"," } else { "" },
+        "\"client_ip\":\"{}\",\"client_port\":{},\"frontend\":",
         r.client.ip(),
         r.client.port()
     );
@@ -395,7 +514,7 @@ mod tests {
 
     fn record(format: LogFormatKind) -> Record {
         Record {
-            format,
+            format: format.into(),
             client: "10.0.1.2:33317".parse().unwrap(),
             accepted: UNIX_EPOCH + Duration::from_millis(1_233_922_454_655),
             frontend: "http-in".into(),
@@ -417,10 +536,39 @@ mod tests {
             backend_active: 1,
             server_active: 1,
             retries: 0,
+            trace_id: None,
             method: Method::GET,
             uri: "/index.html".parse().unwrap(),
             version: Version::HTTP_11,
         }
+    }
+
+    #[test]
+    fn a_custom_format_writes_haproxy_variables_and_the_trace_id() {
+        let mut r = record(LogFormatKind::Httplog);
+        let pieces = rampart_config::logformat::parse(
+            "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %tsc %ac/%fc/%bc/%sc/%rc %{+Q}r trace=%[trace_id]",
+        )
+        .unwrap();
+        r.format.custom = Some(pieces.into());
+        let mut s = String::new();
+        format_record(&r, &mut s);
+        assert_eq!(
+            s,
+            "10.0.1.2:33317 [06/Feb/2009:12:14:14.655] http-in static/srv1 10/0/30/69/109 200 2750 ---- 1/1/1/1/0 \"GET /index.html HTTP/1.1\" trace=-\n"
+        );
+        r.trace_id = Some([0xab; 16]);
+        s.clear();
+        format_record(&r, &mut s);
+        assert!(s.ends_with(&format!("trace={}\n", "ab".repeat(16))), "{s}");
+        // JSON carries it too.
+        r.format = LogFormatKind::Json.into();
+        s.clear();
+        format_record(&r, &mut s);
+        assert!(
+            s.contains(&format!("\"trace_id\":\"{}\",", "ab".repeat(16))),
+            "{s}"
+        );
     }
 
     #[test]
@@ -458,7 +606,7 @@ mod tests {
             s,
             "10.0.1.2:33317 [06/Feb/2009:12:12:51.443] fnt bck/srv1 0/0/5007 212 -- 0/0/0/0/3 0/0\n"
         );
-        r.format = LogFormatKind::Json;
+        r.format = LogFormatKind::Json.into();
         s.clear();
         format_record(&r, &mut s);
         assert!(s.contains("\"mode\":\"tcp\""), "{s}");

@@ -119,7 +119,9 @@ pub struct Frontend {
     /// Request header names with `_` (`None`: drop those that fold into a framing or
     /// forwarding header).
     pub underscores: Option<model::UnderscoreHeaders>,
-    pub log: Option<(Arc<LogSink>, model::LogFormatKind)>,
+    pub log: Option<(Arc<LogSink>, crate::log::LogFormat)>,
+    /// OpenTelemetry tracing of its requests.
+    pub tracing: Option<crate::trace::TraceSpec>,
     pub live: Arc<FrontendLive>,
     /// `max_connections` (0: none), installed by [`install`].
     pub max_connections: u64,
@@ -747,10 +749,17 @@ impl Cx<'_> {
             Some(l) if self.env.open_logs => match self.env.live.log_sink(l) {
                 Ok(s) => Some((
                     s,
-                    l.format.unwrap_or(match f.mode {
-                        model::Mode::Http => model::LogFormatKind::Httplog,
-                        model::Mode::Tcp => model::LogFormatKind::Tcplog,
-                    }),
+                    crate::log::LogFormat {
+                        kind: l.format.unwrap_or(match f.mode {
+                            model::Mode::Http => model::LogFormatKind::Httplog,
+                            model::Mode::Tcp => model::LogFormatKind::Tcplog,
+                        }),
+                        custom: l
+                            .log_format
+                            .as_ref()
+                            .and_then(|f| rampart_config::logformat::parse(&f.value).ok())
+                            .map(Arc::from),
+                    },
                 )),
                 Err(e) => {
                     self.errs.add(fe_pos, format!("{path}.access_log.to"), e);
@@ -759,8 +768,25 @@ impl Cx<'_> {
             },
             _ => None,
         };
+        let tracing = match (&f.tracing, &self.cfg.tracing) {
+            (Some(t), Some(settings)) if self.env.open_logs => {
+                match self.env.live.tracer(settings) {
+                    Ok(tracer) => Some(crate::trace::TraceSpec {
+                        tracer,
+                        ratio: t.sampling.fraction(),
+                        respect_parent: t.respect_parent,
+                    }),
+                    Err(e) => {
+                        self.errs.add(fe_pos, format!("{path}.tracing"), e);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let trust: Vec<_> = f.forwarded.trust.iter().map(|t| t.value.0).collect();
         Some(Arc::new(Frontend {
+            tracing,
             name: fname.into(),
             mode: f.mode,
             binds,

@@ -627,6 +627,8 @@ pub struct Live {
     servers: Mutex<FastMap<String, FastMap<String, Arc<ServerLive>>>>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     logs: Mutex<HashMap<String, Arc<LogSink>>>,
+    /// The span exporter of the `tracing` section.
+    tracer: Mutex<Option<Arc<crate::trace::Tracer>>>,
     checks: crate::resilience::health::Checks,
     /// Open client connections.
     pub sessions: Arc<crate::sessions::Sessions>,
@@ -731,6 +733,27 @@ impl Live {
         let s = LogSink::open(l)?;
         logs.insert(key, s.clone());
         Ok(s)
+    }
+
+    /// The tracer for `settings`: the running one while the settings stay the same, so a
+    /// reload keeps its queue and connection.
+    pub fn tracer(
+        &self,
+        settings: &rampart_config::model::Tracing,
+    ) -> Result<Arc<crate::trace::Tracer>, String> {
+        let mut t = lock(&self.tracer);
+        if let Some(cur) = t.as_ref().filter(|c| c.settings == *settings) {
+            return Ok(cur.clone());
+        }
+        let new = crate::trace::Tracer::start(settings)
+            .map_err(|e| format!("cannot start the span exporter: {e}"))?;
+        *t = Some(new.clone());
+        Ok(new)
+    }
+
+    /// The tracer in use, if any (`/metrics`).
+    pub fn current_tracer(&self) -> Option<Arc<crate::trace::Tracer>> {
+        lock(&self.tracer).clone()
     }
 
     /// Log records dropped because a writer fell behind.

@@ -29,6 +29,7 @@ mod support;
 mod syslog;
 mod tcp;
 mod tls;
+mod tracing;
 mod transparency;
 mod upgrade;
 mod upstream;

@@ -12,6 +12,7 @@
 //!   Retry      tower's retry with rampart's policy: replay, budget, back-off, max_retries
 //!   Balance    a server by the backend's algorithm, stickiness and max_connections
 //!   ---------  per server (an Attempt: the request and the server picked for it)
+//!   Trace      a span per attempt of a traced request, its id in `traceparent`
 //!   Outlier    outlier detection, fed once per attempt
 //!   Counters   the server's and backend's error counters
 //!   Upstream   the exchange with the server (HTTP/1.1 pool or HTTP/2)
@@ -56,6 +57,7 @@ pub(crate) mod pick;
 mod retry;
 mod rules;
 pub(crate) mod server;
+mod trace;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -79,6 +81,7 @@ pub use pick::BalanceLayer;
 pub use retry::{RetryLayer, Tried};
 pub use rules::RulesLayer;
 pub use server::{CountersLayer, OutlierLayer, upstream_client};
+pub use trace::TraceLayer;
 
 /// What a layer's future resolves to.
 pub type Outcome = Result<Response<Body>, ProxyError>;
@@ -134,6 +137,8 @@ pub struct Exchange<'a> {
     pub from: Origin<'a>,
     /// Whether timings are measured (an access log wants them).
     pub measure: bool,
+    /// The request's trace, when it is traced.
+    pub trace: Option<crate::trace::AttemptParent>,
     state: Mutex<State<'a>>,
 }
 
@@ -177,10 +182,15 @@ pub struct State<'a> {
 
 impl<'a> Exchange<'a> {
     pub fn new(be: &'a Backend, from: Origin<'a>, done: &'a mut Done) -> Self {
+        let trace = done.trace.as_ref().map(|t| crate::trace::AttemptParent {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+        });
         Self {
             be,
             from,
             measure: from.fe.log.is_some(),
+            trace,
             state: Mutex::new(State {
                 done,
                 answered: false,
@@ -218,6 +228,7 @@ where
         .layer(BreakerLayer(x))
         .layer(RetryLayer(x))
         .layer(BalanceLayer(x))
+        .layer(TraceLayer(x))
         .layer(OutlierLayer(x))
         .layer(CountersLayer(x))
         .service(leaf)

@@ -1,0 +1,441 @@
+//! OpenTelemetry tracing: the W3C trace context (`traceparent`, `tracestate`), a span for
+//! each traced request (kind SERVER) and one for each attempt at a server (kind CLIENT,
+//! whose id the server receives as its parent), exported over OTLP (HTTP or gRPC).
+//!
+//! A request is traced when its frontend has `tracing`: by the client's sampled flag, or
+//! at the frontend's sampling ratio when the client sent none. An untraced request costs
+//! one header lookup and, without a parent, one random number; its headers are forwarded
+//! as they came. Finished spans go into a bounded queue; an exporter thread sends them in
+//! batches. When the queue is full, spans are dropped and counted: tracing never slows a
+//! request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method};
+use rampart_config::model::{OtlpProtocol, Tracing};
+
+pub mod otlp;
+
+/// The `traceparent` header.
+pub static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// The `tracestate` header.
+pub static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+/// A trace context from a `traceparent` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parent {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub sampled: bool,
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = hex_val(s[2 * i])? << 4 | hex_val(s[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut v = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut v, bytes);
+    String::from_utf8(v).unwrap_or_default()
+}
+
+/// Parses a `traceparent` value (W3C Trace Context level 1): `00-<trace>-<span>-<flags>`;
+/// a later version is read for its first four fields. Invalid values (bad hex, upper
+/// case, all-zero ids, version `ff`) are `None`.
+pub fn parse_traceparent(v: &[u8]) -> Option<Parent> {
+    if v.len() < 55 {
+        return None;
+    }
+    let version = unhex::<1>(&v[0..2])?[0];
+    if version == 0xff
+        || (version == 0 && v.len() != 55)
+        || (version > 0 && v.len() > 55 && v[55] != b'-')
+    {
+        return None;
+    }
+    if v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let trace_id = unhex::<16>(&v[3..35])?;
+    let span_id = unhex::<8>(&v[36..52])?;
+    let flags = unhex::<1>(&v[53..55])?[0];
+    if trace_id == [0; 16] || span_id == [0; 8] {
+        return None;
+    }
+    Some(Parent {
+        trace_id,
+        span_id,
+        sampled: flags & 1 == 1,
+    })
+}
+
+/// A `traceparent` value for a sampled span.
+pub fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> HeaderValue {
+    let mut v = Vec::with_capacity(55);
+    v.extend_from_slice(b"00-");
+    push_hex(&mut v, trace_id);
+    v.push(b'-');
+    push_hex(&mut v, span_id);
+    v.extend_from_slice(b"-01");
+    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// A new, non-zero trace id.
+pub fn new_trace_id() -> [u8; 16] {
+    loop {
+        let id = fastrand::u128(..).to_be_bytes();
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+/// A new, non-zero span id.
+pub fn new_span_id() -> [u8; 8] {
+    fastrand::u64(1..).to_be_bytes()
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// An attribute's value.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Text(String),
+    Int(i64),
+}
+
+/// The kind of a span (OpenTelemetry's numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Server = 2,
+    Client = 3,
+}
+
+/// A finished span, queued for export.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// All zero: none.
+    pub parent: [u8; 8],
+    pub trace_state: Option<HeaderValue>,
+    pub kind: Kind,
+    pub name: Method,
+    pub start: u64,
+    pub end: u64,
+    pub attrs: Vec<(&'static str, Value)>,
+    /// The span's status: `Some(message)` for an error.
+    pub error: Option<&'static str>,
+}
+
+/// Spans' fate, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub exported: AtomicU64,
+    /// Dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Lost with an export the collector refused or that failed.
+    pub failed: AtomicU64,
+}
+
+/// Where spans go: a bounded queue to the exporter thread. The thread ends, after sending
+/// what is queued, once the last holder drops it (a reload that changes `tracing`).
+pub struct Tracer {
+    tx: tokio::sync::mpsc::Sender<SpanRecord>,
+    pub counters: Arc<Counters>,
+    pub settings: Tracing,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("endpoint", &self.settings.endpoint.value)
+            .finish()
+    }
+}
+
+impl Tracer {
+    /// Starts the exporter thread for `settings`.
+    pub fn start(settings: &Tracing) -> std::io::Result<Arc<Self>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(settings.max_queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let exporter = otlp::Exporter::new(settings, counters.clone());
+        std::thread::Builder::new()
+            .name("rampart-otlp".into())
+            .spawn(move || exporter.run(rx))?;
+        Ok(Arc::new(Self {
+            tx,
+            counters,
+            settings: settings.clone(),
+        }))
+    }
+
+    /// Queues a finished span, or drops it (counted) when the queue is full.
+    pub fn send(&self, span: SpanRecord) {
+        if self.tx.try_send(span).is_err() {
+            self.counters.dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// A frontend's tracing: its tracer and which requests it traces.
+#[derive(Debug, Clone)]
+pub struct TraceSpec {
+    pub tracer: Arc<Tracer>,
+    /// 0 to 1.
+    pub ratio: f64,
+    pub respect_parent: bool,
+}
+
+/// The span of a traced request, open until the request's record completes.
+#[derive(Debug)]
+pub struct RequestSpan {
+    pub tracer: Arc<Tracer>,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: [u8; 8],
+    pub trace_state: Option<HeaderValue>,
+    pub start: u64,
+    pub method: Method,
+    pub path: String,
+}
+
+impl TraceSpec {
+    /// Decides whether a request with `headers` is traced; its span if it is.
+    pub fn start(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<Box<RequestSpan>> {
+        let parent = headers
+            .get(&TRACEPARENT)
+            .and_then(|v| parse_traceparent(v.as_bytes()));
+        let sampled = match parent {
+            Some(p) if self.respect_parent => p.sampled,
+            _ => self.ratio > 0.0 && (self.ratio >= 1.0 || fastrand::f64() < self.ratio),
+        };
+        if !sampled {
+            return None;
+        }
+        Some(Box::new(RequestSpan {
+            tracer: self.tracer.clone(),
+            trace_id: parent.map_or_else(new_trace_id, |p| p.trace_id),
+            span_id: new_span_id(),
+            parent: parent.map_or([0; 8], |p| p.span_id),
+            trace_state: parent.and_then(|_| headers.get(&TRACESTATE).cloned()),
+            start: now_ns(),
+            method: method.clone(),
+            path: path.to_owned(),
+        }))
+    }
+}
+
+/// What the request span's attributes come from, when the request's record completes.
+pub struct Outcome<'a> {
+    pub status: u16,
+    pub termination: [u8; 2],
+    pub frontend: &'a Arc<str>,
+    pub backend: Option<&'a Arc<str>>,
+    pub server: Option<&'a Arc<str>>,
+    pub retries: u32,
+    pub client: std::net::SocketAddr,
+}
+
+impl RequestSpan {
+    /// Ends the span and queues it.
+    pub fn end(self, o: Outcome<'_>) {
+        let mut attrs = Vec::with_capacity(10);
+        attrs.push((
+            "http.request.method",
+            Value::Static(method_str(&self.method)),
+        ));
+        attrs.push(("url.path", Value::Text(self.path)));
+        if o.status != 0 {
+            attrs.push(("http.response.status_code", Value::Int(i64::from(o.status))));
+        }
+        attrs.push(("client.address", Value::Text(o.client.ip().to_string())));
+        attrs.push(("rampart.frontend", Value::Shared(o.frontend.clone())));
+        if let Some(b) = o.backend {
+            attrs.push(("rampart.backend", Value::Shared(b.clone())));
+        }
+        if let Some(s) = o.server {
+            attrs.push(("rampart.server", Value::Shared(s.clone())));
+        }
+        attrs.push(("rampart.retries", Value::Int(i64::from(o.retries))));
+        let term = String::from_utf8_lossy(&o.termination).into_owned();
+        let error = (o.status == 0 || o.status >= 500 || o.termination[0] != b'-')
+            .then_some("request failed");
+        attrs.push(("rampart.termination", Value::Text(term)));
+        self.tracer.send(SpanRecord {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent: self.parent,
+            trace_state: self.trace_state,
+            kind: Kind::Server,
+            name: self.method,
+            start: self.start,
+            end: now_ns(),
+            attrs,
+            error,
+        });
+    }
+}
+
+/// A standard method's name without allocating; others as `_OTHER`, as OpenTelemetry's
+/// conventions have it.
+pub fn method_str(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+/// The trace a request's attempts belong to: its trace id and the request span's id.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptParent {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+/// The span of one attempt at a server, open while the attempt runs.
+pub struct AttemptSpan<'a> {
+    pub tracer: &'a Tracer,
+    pub parent: AttemptParent,
+    pub span_id: [u8; 8],
+    pub start: u64,
+    pub method: Method,
+    pub backend: Arc<str>,
+    pub server: Arc<str>,
+    pub address: String,
+    pub attempt: u32,
+}
+
+impl AttemptSpan<'_> {
+    /// Ends the span with the attempt's status, or its error, and queues it.
+    pub fn end(self, status: Result<u16, &'static str>) {
+        let mut attrs = Vec::with_capacity(7);
+        attrs.push((
+            "http.request.method",
+            Value::Static(method_str(&self.method)),
+        ));
+        attrs.push(("server.address", Value::Text(self.address)));
+        attrs.push(("rampart.backend", Value::Shared(self.backend)));
+        attrs.push(("rampart.server", Value::Shared(self.server)));
+        attrs.push(("rampart.attempt", Value::Int(i64::from(self.attempt))));
+        let error = match status {
+            Ok(s) => {
+                attrs.push(("http.response.status_code", Value::Int(i64::from(s))));
+                (s >= 500).then_some("server error")
+            }
+            Err(e) => {
+                attrs.push(("error.type", Value::Static(e)));
+                Some(e)
+            }
+        };
+        self.tracer.send(SpanRecord {
+            trace_id: self.parent.trace_id,
+            span_id: self.span_id,
+            parent: self.parent.span_id,
+            trace_state: None,
+            kind: Kind::Client,
+            name: self.method,
+            start: self.start,
+            end: now_ns(),
+            attrs,
+            error,
+        });
+    }
+}
+
+/// Whether the protocol is gRPC.
+pub(crate) fn is_grpc(p: OtlpProtocol) -> bool {
+    p == OtlpProtocol::Grpc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_bad_values_are_refused() {
+        let v = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let p = parse_traceparent(v).unwrap();
+        assert!(p.sampled);
+        assert_eq!(hex(&p.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&p.span_id), "00f067aa0ba902b7");
+        assert_eq!(traceparent(&p.trace_id, &p.span_id).as_bytes(), &v[..]);
+        let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(!parse_traceparent(unsampled).unwrap().sampled);
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"garbage",
+            b"",
+        ] {
+            assert!(
+                parse_traceparent(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A later version may carry more fields.
+        let later = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever";
+        assert!(parse_traceparent(later).is_some());
+    }
+
+    #[test]
+    fn ids_are_never_zero() {
+        for _ in 0..1000 {
+            assert_ne!(new_trace_id(), [0; 16]);
+            assert_ne!(new_span_id(), [0; 8]);
+        }
+    }
+}
