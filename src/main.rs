@@ -464,7 +464,7 @@ async fn serve(
         }
     };
     if let Ok(pid) = handed_to {
-        notify::send(&format!("MAINPID={pid}"));
+        notify::send(&format!("MAINPID={pid}\nREADY=1\nSTATUS=serving"));
         while let Ok(r) = up_rx.try_recv() {
             let _ = r.send(Err(format!(
                 "this process already handed over to process {pid}"

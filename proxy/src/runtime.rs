@@ -709,8 +709,8 @@ impl ProxyHandle {
     /// Hands the listening sockets' work over to a new process that already accepts on
     /// them: stops accepting, asks each open connection to close after its next response
     /// (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY), so that no idle keep-alive
-    /// connection is closed under a request in flight; then, after the grace time at the
-    /// latest, stops as [`ProxyHandle::shutdown`] does.
+    /// connection is closed under a request in flight; returns once they are all gone, or
+    /// closes the rest when the grace time is over.
     pub async fn hand_over(self) {
         self.control.stop_accepting();
         for f in &self.snapshot().frontends {
@@ -722,12 +722,20 @@ impl ProxyHandle {
             }
         }
         let live = self.live().clone();
-        let _ = tokio::time::timeout(self.grace, async {
+        let drained = tokio::time::timeout(self.grace, async {
             while live.global.conns_cur.load(Relaxed) > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
+        if drained.is_err() {
+            // The grace time is over: what is still open is closed now.
+            let n = live.sessions.abort_all();
+            tracing::warn!(
+                "{n} connections still open after {:?}; closing them",
+                self.grace
+            );
+        }
         self.shutdown().await;
     }
 

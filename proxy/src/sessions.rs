@@ -165,6 +165,11 @@ impl Sessions {
             .count()
     }
 
+    /// Aborts every connection; returns how many (the end of a drain's grace time).
+    pub fn abort_all(&self) -> usize {
+        self.list().iter().filter(|c| c.session.abort()).count()
+    }
+
     /// Aborts the connections whose request in flight uses `server`; returns how many.
     pub fn shutdown_server(&self, server: &Arc<ServerLive>) -> usize {
         let mut n = 0;

@@ -432,13 +432,13 @@ async fn server_states_stick_tables_and_the_main_pid_carry_over() {
     let budget = crate::stall::Budget::new(Duration::from_secs(10));
     let mut seen = Vec::new();
     let mut buf = [0u8; 512];
-    let want = format!("MAINPID={new}");
-    while !budget.spent() && !seen.iter().any(|m: &String| m == &want) {
+    let want = format!("MAINPID={new}\nREADY=1\n");
+    while !budget.spent() && !seen.iter().any(|m: &String| m.starts_with(&want)) {
         if let Ok(n) = notify.recv(&mut buf) {
             seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
-    assert!(seen.contains(&want), "{seen:?}");
+    assert!(seen.iter().any(|m| m.starts_with(&want)), "{seen:?}");
 
     let state = ask_api(&sock, "show servers state app").await;
     let line = |srv: &str| {
@@ -459,5 +459,34 @@ async fn server_states_stick_tables_and_the_main_pid_carry_over() {
     assert_eq!(get(r.addrs[0], "/").await.status, 200);
     let table = ask_api(&sock, "show table per_ip").await;
     assert!(table.contains("http_req_cnt=4"), "{table}");
+    drop(r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_process_closes_what_is_left_at_the_end_of_its_grace_time() {
+    let dir = temp_dir("upgrade-grace");
+    // The server takes 60 s; the grace time is 1 s.
+    let origin = Origin::start("slow", |_| delayed(Duration::from_secs(60), 200, "late")).await;
+    let cfg = config(&dir, origin.addr, None, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("grace: 5s", "grace: 1s");
+    std::fs::write(&cfg, text).unwrap();
+    let r = start(&cfg, 1);
+    let mut chain = Chain(vec![r.child.id()]);
+    let sock = dir.join("api.sock");
+    assert!(eventually(Duration::from_secs(10), || sock.exists()).await);
+    let old = pid_of(&sock).await;
+    let addr = r.addrs[0];
+    let slow = tokio::spawn(async move { try_request(addr, None, "/slow").await });
+    assert!(eventually(Duration::from_secs(10), || origin.count() == 1).await);
+    let answer = ask_api(&sock, "upgrade").await;
+    assert!(answer.starts_with("Upgrade done: process "), "{answer}");
+    chain.0.push(pid_of(&sock).await);
+    // The old process does not wait for the 60 s request: it ends after its grace time,
+    // and the request in flight there is cut.
+    assert!(ended(old, Duration::from_secs(20)).await, "still draining");
+    let cut = slow.await.unwrap();
+    assert!(cut.is_err(), "{cut:?}");
     drop(r);
 }
