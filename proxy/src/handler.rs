@@ -127,7 +127,7 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let mut done = begin(cx, fe, &parts, t_request);
     if let Some(t) = &fe.tracing {
-        done.trace = t.start(&parts.method, parts.uri.path(), &parts.headers);
+        done.trace = t.start(&parts.method, &parts.uri, &parts.headers);
     }
     if !underscores(fe.underscores, &mut parts.headers, &fe.live) {
         fe.live.count_refused(Some(Refusal::UnderscoreHeader));

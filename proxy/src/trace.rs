@@ -130,13 +130,20 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// An attribute's value.
+/// An attribute's value, kept as it comes on the request path and written out as text
+/// by the exporter.
 #[derive(Debug, Clone)]
 pub enum Value {
     Static(&'static str),
     Shared(Arc<str>),
     Text(String),
     Int(i64),
+    /// The path of a request's URI (which a clone shares, without a copy).
+    Path(http::Uri),
+    Ip(std::net::IpAddr),
+    Addr(std::net::SocketAddr),
+    /// A termination state's two letters.
+    Term([u8; 2]),
 }
 
 /// The kind of a span (OpenTelemetry's numbering).
@@ -173,10 +180,31 @@ pub struct Counters {
     pub failed: AtomicU64,
 }
 
-/// Where spans go: a bounded queue to the exporter thread. The thread ends, after sending
-/// what is queued, once the last holder drops it (a reload that changes `tracing`).
+/// Spans waiting for the exporter, and how it is woken.
+pub(crate) struct Queue {
+    pub(crate) spans: std::sync::Mutex<Vec<SpanRecord>>,
+    /// Pokes the exporter when a batch is full, or when the tracer goes.
+    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) closed: std::sync::atomic::AtomicBool,
+    max: usize,
+    batch: usize,
+}
+
+impl Queue {
+    /// Takes what is queued.
+    pub(crate) fn take(&self) -> Vec<SpanRecord> {
+        let mut q = self.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *q)
+    }
+}
+
+/// Where spans go: a bounded queue the exporter thread empties. The request path only
+/// pushes (under a lock held for the push); the exporter is woken when a batch is full,
+/// else it comes by every `interval`, so a span costs no thread wake-up. The thread ends,
+/// after sending what is queued, once the last holder drops the tracer (a reload that
+/// changes `tracing`).
 pub struct Tracer {
-    tx: tokio::sync::mpsc::Sender<SpanRecord>,
+    queue: Arc<Queue>,
     pub counters: Arc<Counters>,
     pub settings: Tracing,
 }
@@ -192,14 +220,21 @@ impl std::fmt::Debug for Tracer {
 impl Tracer {
     /// Starts the exporter thread for `settings`.
     pub fn start(settings: &Tracing) -> std::io::Result<Arc<Self>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(settings.max_queue.max(1));
+        let queue = Arc::new(Queue {
+            spans: std::sync::Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
+            closed: Default::default(),
+            max: settings.max_queue.max(1),
+            batch: settings.batch.max(1),
+        });
         let counters = Arc::new(Counters::default());
         let exporter = otlp::Exporter::new(settings, counters.clone());
+        let q = queue.clone();
         std::thread::Builder::new()
             .name("rampart-otlp".into())
-            .spawn(move || exporter.run(rx))?;
+            .spawn(move || exporter.run(q))?;
         Ok(Arc::new(Self {
-            tx,
+            queue,
             counters,
             settings: settings.clone(),
         }))
@@ -207,9 +242,27 @@ impl Tracer {
 
     /// Queues a finished span, or drops it (counted) when the queue is full.
     pub fn send(&self, span: SpanRecord) {
-        if self.tx.try_send(span).is_err() {
-            self.counters.dropped.fetch_add(1, Relaxed);
+        let q = &self.queue;
+        let len = {
+            let mut spans = q.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if spans.len() >= q.max {
+                drop(spans);
+                self.counters.dropped.fetch_add(1, Relaxed);
+                return;
+            }
+            spans.push(span);
+            spans.len()
+        };
+        if len == q.batch {
+            q.wake.notify_one();
         }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Relaxed);
+        self.queue.wake.notify_one();
     }
 }
 
@@ -232,7 +285,7 @@ pub struct RequestSpan {
     pub trace_state: Option<HeaderValue>,
     pub start: u64,
     pub method: Method,
-    pub path: String,
+    pub uri: http::Uri,
 }
 
 impl TraceSpec {
@@ -240,7 +293,7 @@ impl TraceSpec {
     pub fn start(
         &self,
         method: &Method,
-        path: &str,
+        uri: &http::Uri,
         headers: &HeaderMap,
     ) -> Option<Box<RequestSpan>> {
         let parent = headers
@@ -261,7 +314,7 @@ impl TraceSpec {
             trace_state: parent.and_then(|_| headers.get(&TRACESTATE).cloned()),
             start: now_ns(),
             method: method.clone(),
-            path: path.to_owned(),
+            uri: uri.clone(),
         }))
     }
 }
@@ -285,11 +338,11 @@ impl RequestSpan {
             "http.request.method",
             Value::Static(method_str(&self.method)),
         ));
-        attrs.push(("url.path", Value::Text(self.path)));
+        attrs.push(("url.path", Value::Path(self.uri)));
         if o.status != 0 {
             attrs.push(("http.response.status_code", Value::Int(i64::from(o.status))));
         }
-        attrs.push(("client.address", Value::Text(o.client.ip().to_string())));
+        attrs.push(("client.address", Value::Ip(o.client.ip())));
         attrs.push(("rampart.frontend", Value::Shared(o.frontend.clone())));
         if let Some(b) = o.backend {
             attrs.push(("rampart.backend", Value::Shared(b.clone())));
@@ -298,10 +351,9 @@ impl RequestSpan {
             attrs.push(("rampart.server", Value::Shared(s.clone())));
         }
         attrs.push(("rampart.retries", Value::Int(i64::from(o.retries))));
-        let term = String::from_utf8_lossy(&o.termination).into_owned();
         let error = (o.status == 0 || o.status >= 500 || o.termination[0] != b'-')
             .then_some("request failed");
-        attrs.push(("rampart.termination", Value::Text(term)));
+        attrs.push(("rampart.termination", Value::Term(o.termination)));
         self.tracer.send(SpanRecord {
             trace_id: self.trace_id,
             span_id: self.span_id,
@@ -350,7 +402,7 @@ pub struct AttemptSpan<'a> {
     pub method: Method,
     pub backend: Arc<str>,
     pub server: Arc<str>,
-    pub address: String,
+    pub address: std::net::SocketAddr,
     pub attempt: u32,
 }
 
@@ -362,7 +414,7 @@ impl AttemptSpan<'_> {
             "http.request.method",
             Value::Static(method_str(&self.method)),
         ));
-        attrs.push(("server.address", Value::Text(self.address)));
+        attrs.push(("server.address", Value::Addr(self.address)));
         attrs.push(("rampart.backend", Value::Shared(self.backend)));
         attrs.push(("rampart.server", Value::Shared(self.server)));
         attrs.push(("rampart.attempt", Value::Int(i64::from(self.attempt))));

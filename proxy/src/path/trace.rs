@@ -43,7 +43,7 @@ where
                     method: a.req.method().clone(),
                     backend: self.x.be.name.clone(),
                     server: server.name.clone(),
-                    address: server.upstream.addr.to_string(),
+                    address: server.upstream.addr,
                     attempt,
                 })
             }

@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use prost::Message;
 use rampart_config::model::Tracing;
 
 use super::{Counters, SpanRecord, Value};
@@ -136,80 +135,141 @@ pub mod any_value {
     }
 }
 
-fn kv(key: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(v) }),
-    }
+// ---- encoding, straight from the records into one buffer ----
+//
+// The messages above describe the format (and decode it in tests); encoding writes the
+// same fields from the span records without building them: no string is copied twice.
+
+const LEN: u64 = 2;
+const FIXED64: u64 = 1;
+const VARINT: u64 = 0;
+
+fn key(b: &mut Vec<u8>, tag: u64, wire: u64) {
+    prost::encoding::encode_varint(tag << 3 | wire, b);
 }
 
-fn span(r: SpanRecord) -> Span {
-    let attributes = r
-        .attrs
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::Static(s) => any_value::Value::StringValue(s.to_owned()),
-                Value::Shared(s) => any_value::Value::StringValue(s.to_string()),
-                Value::Text(s) => any_value::Value::StringValue(s),
-                Value::Int(i) => any_value::Value::IntValue(i),
-            };
-            kv(k, v)
-        })
-        .collect();
-    Span {
-        trace_id: r.trace_id.to_vec(),
-        span_id: r.span_id.to_vec(),
-        trace_state: r
-            .trace_state
-            .and_then(|v| v.to_str().ok().map(str::to_owned))
-            .unwrap_or_default(),
-        parent_span_id: if r.parent == [0; 8] {
-            Vec::new()
-        } else {
-            r.parent.to_vec()
-        },
-        name: super::method_str(&r.name).to_owned(),
-        kind: r.kind as i32,
-        start_time_unix_nano: r.start,
-        end_time_unix_nano: r.end.max(r.start),
-        attributes,
-        status: r.error.map(|m| Status {
-            message: m.to_owned(),
-            code: 2,
-        }),
-        // Sampled (W3C trace flags), and the parent's remoteness is unknown.
-        flags: 1,
-    }
+fn bytes_field(b: &mut Vec<u8>, tag: u64, v: &[u8]) {
+    key(b, tag, LEN);
+    prost::encoding::encode_varint(v.len() as u64, b);
+    b.extend_from_slice(v);
 }
 
-/// One export request for `spans`.
-pub fn request(service_name: &str, spans: Vec<SpanRecord>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv(
-                        "service.name",
-                        any_value::Value::StringValue(service_name.to_owned()),
-                    ),
-                    kv(
-                        "telemetry.sdk.name",
-                        any_value::Value::StringValue("rampart".to_owned()),
-                    ),
-                ],
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "rampart".to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                }),
-                spans: spans.into_iter().map(span).collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
+/// A length-delimited field whose content `f` writes.
+fn nested(b: &mut Vec<u8>, tag: u64, scratch: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) {
+    scratch.clear();
+    f(scratch);
+    bytes_field(b, tag, scratch);
+}
+
+/// A `KeyValue` with a string value.
+fn string_attr(b: &mut Vec<u8>, tag: u64, k: &str, v: &[u8]) {
+    // KeyValue { key = 1; value = 2 AnyValue { string_value = 1 } }
+    let any = 1 + varint_len(v.len() as u64) + v.len();
+    let kv = 1 + varint_len(k.len() as u64) + k.len() + 1 + varint_len(any as u64) + any;
+    key(b, tag, LEN);
+    prost::encoding::encode_varint(kv as u64, b);
+    bytes_field(b, 1, k.as_bytes());
+    key(b, 2, LEN);
+    prost::encoding::encode_varint(any as u64, b);
+    bytes_field(b, 1, v);
+}
+
+/// A `KeyValue` with an integer value.
+fn int_attr(b: &mut Vec<u8>, tag: u64, k: &str, v: i64) {
+    let any = 1 + varint_len(v as u64);
+    let kv = 1 + varint_len(k.len() as u64) + k.len() + 1 + varint_len(any as u64) + any;
+    key(b, tag, LEN);
+    prost::encoding::encode_varint(kv as u64, b);
+    bytes_field(b, 1, k.as_bytes());
+    key(b, 2, LEN);
+    prost::encoding::encode_varint(any as u64, b);
+    key(b, 3, VARINT);
+    prost::encoding::encode_varint(v as u64, b);
+}
+
+fn varint_len(v: u64) -> usize {
+    prost::encoding::encoded_len_varint(v)
+}
+
+fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String) {
+    use std::fmt::Write as _;
+    bytes_field(b, 1, &r.trace_id);
+    bytes_field(b, 2, &r.span_id);
+    if let Some(ts) = &r.trace_state {
+        bytes_field(b, 3, ts.as_bytes());
     }
+    if r.parent != [0; 8] {
+        bytes_field(b, 4, &r.parent);
+    }
+    bytes_field(b, 5, super::method_str(&r.name).as_bytes());
+    key(b, 6, VARINT);
+    prost::encoding::encode_varint(r.kind as u64, b);
+    key(b, 7, FIXED64);
+    b.extend_from_slice(&r.start.to_le_bytes());
+    key(b, 8, FIXED64);
+    b.extend_from_slice(&r.end.max(r.start).to_le_bytes());
+    for (k, v) in &r.attrs {
+        match v {
+            Value::Static(s) => string_attr(b, 9, k, s.as_bytes()),
+            Value::Shared(s) => string_attr(b, 9, k, s.as_bytes()),
+            Value::Text(s) => string_attr(b, 9, k, s.as_bytes()),
+            Value::Int(i) => int_attr(b, 9, k, *i),
+            Value::Path(u) => string_attr(b, 9, k, u.path().as_bytes()),
+            Value::Term(t) => string_attr(b, 9, k, t),
+            Value::Ip(ip) => {
+                text.clear();
+                let _ = write!(text, "{ip}");
+                string_attr(b, 9, k, text.as_bytes());
+            }
+            Value::Addr(a) => {
+                text.clear();
+                let _ = write!(text, "{a}");
+                string_attr(b, 9, k, text.as_bytes());
+            }
+        }
+    }
+    if let Some(m) = r.error {
+        // Status { message = 2; code = 3 (2: error) }
+        let len = 1 + varint_len(m.len() as u64) + m.len() + 2;
+        key(b, 15, LEN);
+        prost::encoding::encode_varint(len as u64, b);
+        bytes_field(b, 2, m.as_bytes());
+        key(b, 3, VARINT);
+        prost::encoding::encode_varint(2, b);
+    }
+    // flags: sampled.
+    key(b, 16, 5);
+    b.extend_from_slice(&1u32.to_le_bytes());
+}
+
+/// One `ExportTraceServiceRequest` for `spans`, encoded.
+pub fn encode_request(service_name: &str, spans: &[SpanRecord]) -> Vec<u8> {
+    let mut text = String::new();
+    let mut one = Vec::with_capacity(512);
+    // ScopeSpans { scope = 1; spans = 2 }
+    let mut scope_spans = Vec::with_capacity(spans.len() * 400 + 64);
+    let mut scratch = Vec::new();
+    nested(&mut scope_spans, 1, &mut scratch, |b| {
+        bytes_field(b, 1, b"rampart");
+        bytes_field(b, 2, env!("CARGO_PKG_VERSION").as_bytes());
+    });
+    for r in spans {
+        one.clear();
+        encode_span(r, &mut one, &mut text);
+        bytes_field(&mut scope_spans, 2, &one);
+    }
+    // ResourceSpans { resource = 1; scope_spans = 2 }
+    let mut resource_spans = Vec::with_capacity(scope_spans.len() + 128);
+    nested(&mut resource_spans, 1, &mut scratch, |b| {
+        string_attr(b, 1, "service.name", service_name.as_bytes());
+        string_attr(b, 1, "telemetry.sdk.name", b"rampart");
+    });
+    bytes_field(&mut resource_spans, 2, &scope_spans);
+    drop(scope_spans);
+    // ExportTraceServiceRequest { resource_spans = 1 }
+    let mut out = Vec::with_capacity(resource_spans.len() + 8);
+    bytes_field(&mut out, 1, &resource_spans);
+    out
 }
 
 type Body = Full<Bytes>;
@@ -238,8 +298,9 @@ impl Exporter {
         }
     }
 
-    /// Runs until every sender has gone, sending what is queued in batches.
-    pub fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<SpanRecord>) {
+    /// Runs until the tracer goes, sending what is queued in batches: when a batch is
+    /// full, and every `interval`.
+    pub(crate) fn run(mut self, queue: Arc<super::Queue>) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -252,32 +313,32 @@ impl Exporter {
         };
         rt.block_on(async move {
             let batch = self.settings.batch.max(1);
-            let mut spans = Vec::with_capacity(batch);
+            let mut tick = tokio::time::interval(self.settings.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                // The first span of a batch, then whatever comes within the interval.
-                if rx.recv_many(&mut spans, batch).await == 0 {
+                let closed = queue.closed.load(Relaxed);
+                let mut spans = queue.take();
+                while !spans.is_empty() {
+                    let rest = spans.split_off(spans.len().min(batch));
+                    let n = spans.len() as u64;
+                    let msg = encode_request(&self.settings.service_name, &spans);
+                    drop(spans);
+                    let sent = tokio::time::timeout(self.settings.timeout, self.export(msg)).await;
+                    match sent {
+                        Ok(Ok(())) => {
+                            self.counters.exported.fetch_add(n, Relaxed);
+                        }
+                        Ok(Err(e)) => self.failed(n, &e),
+                        Err(_) => self.failed(n, "the collector did not answer in time"),
+                    }
+                    spans = rest;
+                }
+                if closed {
                     return;
                 }
-                let deadline = tokio::time::Instant::now() + self.settings.interval;
-                while spans.len() < batch {
-                    let room = batch - spans.len();
-                    let more = tokio::select! {
-                        n = rx.recv_many(&mut spans, room) => n,
-                        _ = tokio::time::sleep_until(deadline) => break,
-                    };
-                    if more == 0 {
-                        break;
-                    }
-                }
-                let n = spans.len() as u64;
-                let msg = request(&self.settings.service_name, std::mem::take(&mut spans));
-                let sent = tokio::time::timeout(self.settings.timeout, self.export(msg)).await;
-                match sent {
-                    Ok(Ok(())) => {
-                        self.counters.exported.fetch_add(n, Relaxed);
-                    }
-                    Ok(Err(e)) => self.failed(n, &e),
-                    Err(_) => self.failed(n, "the collector did not answer in time"),
+                tokio::select! {
+                    _ = queue.wake.notified() => {}
+                    _ = tick.tick() => {}
                 }
             }
         });
@@ -320,17 +381,17 @@ impl Exporter {
         }
     }
 
-    async fn export(&mut self, msg: ExportTraceServiceRequest) -> Result<(), String> {
+    async fn export(&mut self, msg: Vec<u8>) -> Result<(), String> {
         let grpc = super::is_grpc(self.settings.protocol);
         let body = if grpc {
             // gRPC's framing: uncompressed, the length, the message.
-            let mut b = BytesMut::with_capacity(5 + msg.encoded_len());
+            let mut b = BytesMut::with_capacity(5 + msg.len());
             b.put_u8(0);
-            b.put_u32(msg.encoded_len() as u32);
-            msg.encode(&mut b).map_err(|e| e.to_string())?;
+            b.put_u32(msg.len() as u32);
+            b.extend_from_slice(&msg);
             b.freeze()
         } else {
-            Bytes::from(msg.encode_to_vec())
+            Bytes::from(msg)
         };
         let usable = match &mut self.conn {
             Some(Conn::H1(s)) => s.ready().await.is_ok(),
@@ -395,6 +456,7 @@ impl Exporter {
 mod tests {
     use super::*;
     use crate::trace::Kind;
+    use prost::Message;
 
     #[test]
     fn spans_encode_as_opentelemetry_messages() {
@@ -407,11 +469,19 @@ mod tests {
             name: http::Method::GET,
             start: 10,
             end: 20,
-            attrs: vec![("http.response.status_code", Value::Int(200))],
-            error: None,
+            attrs: vec![
+                ("http.response.status_code", Value::Int(200)),
+                ("url.path", Value::Path("/a/b?c=d".parse().unwrap())),
+                ("client.address", Value::Ip("10.1.2.3".parse().unwrap())),
+                ("server.address", Value::Addr("[::1]:8080".parse().unwrap())),
+                ("rampart.termination", Value::Term(*b"SC")),
+                ("rampart.retries", Value::Int(-1)),
+                ("rampart.backend", Value::Shared("app".into())),
+            ],
+            error: Some("server error"),
         };
-        let msg = request("edge", vec![r]);
-        let back = ExportTraceServiceRequest::decode(&msg.encode_to_vec()[..]).unwrap();
+        let msg = encode_request("edge", &[r]);
+        let back = ExportTraceServiceRequest::decode(&msg[..]).unwrap();
         let rs = &back.resource_spans[0];
         assert_eq!(
             rs.resource.as_ref().unwrap().attributes[0].value,
@@ -423,6 +493,33 @@ mod tests {
         assert_eq!((s.kind, s.name.as_str()), (2, "GET"));
         assert!(s.parent_span_id.is_empty());
         assert_eq!(s.trace_id, vec![1; 16]);
-        assert_eq!(s.status, None);
+        assert_eq!(s.span_id, vec![2; 8]);
+        assert_eq!((s.start_time_unix_nano, s.end_time_unix_nano), (10, 20));
+        assert_eq!(s.flags, 1);
+        assert_eq!(
+            s.status,
+            Some(Status {
+                message: "server error".into(),
+                code: 2
+            })
+        );
+        let text = |k: &str| {
+            s.attributes
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.clone()?.value)
+        };
+        let str_of = |v: &str| Some(any_value::Value::StringValue(v.into()));
+        assert_eq!(text("http.response.status_code"), Some(any_value::Value::IntValue(200)));
+        assert_eq!(text("url.path"), str_of("/a/b"));
+        assert_eq!(text("client.address"), str_of("10.1.2.3"));
+        assert_eq!(text("server.address"), str_of("[::1]:8080"));
+        assert_eq!(text("rampart.termination"), str_of("SC"));
+        assert_eq!(text("rampart.retries"), Some(any_value::Value::IntValue(-1)));
+        assert_eq!(text("rampart.backend"), str_of("app"));
+        assert_eq!(
+            rs.scope_spans[0].scope.as_ref().unwrap().name,
+            "rampart"
+        );
     }
 }
