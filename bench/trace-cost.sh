@@ -7,7 +7,10 @@
 #   0%     tracing on, sampling 0% (rampart only: Envoy's sampling needs request ids)
 #   100%   every request traced: a request span and an attempt span, exported in batches
 #
-#   bench/trace-cost.sh RAMPART_BINARY       (DURATION=5 REPS=3)
+#   base   (with BASE=BINARY) that binary untraced: a build without tracing, to show
+#          what tracing's presence costs requests that are not traced
+#
+#   bench/trace-cost.sh RAMPART_BINARY       (DURATION=5 REPS=3 [BASE=OLDER_BINARY])
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 RAMPART_BINARY" >&2; exit 2; }
 BIN=$(realpath "$1")
@@ -106,6 +109,10 @@ run_case() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 for _ in $(seq "$REPS"); do
+  if [ -n "${BASE:-}" ]; then
+    taskset -c 1 "$BASE" run -c "$W/rampart-off.yaml" > "$W/rampart-base.log" 2>&1 & pid=$!; PIDS+=("$pid")
+    run_case rampart base 18400
+  fi
   for c in off 0 100; do
     taskset -c 1 "$BIN" run -c "$W/rampart-$c.yaml" > "$W/rampart-$c.log" 2>&1 & pid=$!; PIDS+=("$pid")
     run_case rampart "$c" 18400

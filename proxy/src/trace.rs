@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use rampart_config::model::{OtlpProtocol, Tracing};
 
@@ -99,13 +98,19 @@ pub fn parse_traceparent(v: &[u8]) -> Option<Parent> {
 
 /// A `traceparent` value for a sampled span.
 pub fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> HeaderValue {
-    let mut v = Vec::with_capacity(55);
-    v.extend_from_slice(b"00-");
-    push_hex(&mut v, trace_id);
-    v.push(b'-');
-    push_hex(&mut v, span_id);
-    v.extend_from_slice(b"-01");
-    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or(HeaderValue::from_static(""))
+    let mut v = [0u8; 55];
+    v[..3].copy_from_slice(b"00-");
+    for (i, b) in trace_id.iter().enumerate() {
+        v[3 + 2 * i] = HEX[usize::from(b >> 4)];
+        v[4 + 2 * i] = HEX[usize::from(b & 15)];
+    }
+    v[35] = b'-';
+    for (i, b) in span_id.iter().enumerate() {
+        v[36 + 2 * i] = HEX[usize::from(b >> 4)];
+        v[37 + 2 * i] = HEX[usize::from(b & 15)];
+    }
+    v[52..].copy_from_slice(b"-01");
+    HeaderValue::from_bytes(&v).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// A new, non-zero trace id.
@@ -130,22 +135,6 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// An attribute's value, kept as it comes on the request path and written out as text
-/// by the exporter.
-#[derive(Debug, Clone)]
-pub enum Value {
-    Static(&'static str),
-    Shared(Arc<str>),
-    Text(String),
-    Int(i64),
-    /// The path of a request's URI (which a clone shares, without a copy).
-    Path(http::Uri),
-    Ip(std::net::IpAddr),
-    Addr(std::net::SocketAddr),
-    /// A termination state's two letters.
-    Term([u8; 2]),
-}
-
 /// The kind of a span (OpenTelemetry's numbering).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -153,7 +142,8 @@ pub enum Kind {
     Client = 3,
 }
 
-/// A finished span, queued for export.
+/// A finished span, queued for export. Its attributes are kept as they come on the
+/// request path (shared names, addresses, the URI) and written out by the exporter.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
     pub trace_id: [u8; 16],
@@ -161,13 +151,47 @@ pub struct SpanRecord {
     /// All zero: none.
     pub parent: [u8; 8],
     pub trace_state: Option<HeaderValue>,
-    pub kind: Kind,
-    pub name: Method,
+    pub method: Method,
     pub start: u64,
     pub end: u64,
-    pub attrs: Vec<(&'static str, Value)>,
     /// The span's status: `Some(message)` for an error.
     pub error: Option<&'static str>,
+    pub detail: Detail,
+}
+
+impl SpanRecord {
+    pub fn kind(&self) -> Kind {
+        match self.detail {
+            Detail::Request { .. } => Kind::Server,
+            Detail::Attempt { .. } => Kind::Client,
+        }
+    }
+}
+
+/// What a span is about.
+#[derive(Debug, Clone)]
+pub enum Detail {
+    /// A request (kind SERVER).
+    Request {
+        path: Box<str>,
+        /// 0: no response.
+        status: u16,
+        client: std::net::IpAddr,
+        frontend: Arc<str>,
+        backend: Option<Arc<str>>,
+        server: Option<Arc<str>>,
+        retries: u32,
+        termination: [u8; 2],
+    },
+    /// An attempt at a server (kind CLIENT).
+    Attempt {
+        address: std::net::SocketAddr,
+        backend: Arc<str>,
+        server: Arc<str>,
+        attempt: u32,
+        /// The response's status, or the error's type.
+        result: Result<u16, &'static str>,
+    },
 }
 
 /// Spans' fate, for `/metrics`.
@@ -193,8 +217,14 @@ pub(crate) struct Queue {
 impl Queue {
     /// Takes what is queued.
     pub(crate) fn take(&self) -> Vec<SpanRecord> {
-        let mut q = self.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::take(&mut *q)
+        // Room for a batch already, so the request path does not grow the vector (and
+        // move what it holds) span after span.
+        let room = Vec::with_capacity(self.batch.min(self.max));
+        let mut q = self
+            .spans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *q, room)
     }
 }
 
@@ -221,7 +251,9 @@ impl Tracer {
     /// Starts the exporter thread for `settings`.
     pub fn start(settings: &Tracing) -> std::io::Result<Arc<Self>> {
         let queue = Arc::new(Queue {
-            spans: std::sync::Mutex::new(Vec::new()),
+            spans: std::sync::Mutex::new(Vec::with_capacity(
+                settings.batch.clamp(1, settings.max_queue.max(1)),
+            )),
             wake: tokio::sync::Notify::new(),
             closed: Default::default(),
             max: settings.max_queue.max(1),
@@ -242,18 +274,34 @@ impl Tracer {
 
     /// Queues a finished span, or drops it (counted) when the queue is full.
     pub fn send(&self, span: SpanRecord) {
+        self.send_all(span, Vec::new());
+    }
+
+    /// Queues a request's span with its attempts' spans, under one lock: what does not
+    /// fit is dropped and counted.
+    pub fn send_all(&self, span: SpanRecord, more: Vec<SpanRecord>) {
         let q = &self.queue;
-        let len = {
-            let mut spans = q.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if spans.len() >= q.max {
-                drop(spans);
-                self.counters.dropped.fetch_add(1, Relaxed);
-                return;
+        let n = 1 + more.len();
+        let (before, after) = {
+            let mut spans = q
+                .spans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = spans.len();
+            let room = q.max.saturating_sub(before);
+            if room > 0 {
+                spans.push(span);
+                spans.extend(more.into_iter().take(room - 1));
             }
-            spans.push(span);
-            spans.len()
+            (before, spans.len())
         };
-        if len == q.batch {
+        let queued = after - before;
+        if queued < n {
+            self.counters
+                .dropped
+                .fetch_add((n - queued) as u64, Relaxed);
+        }
+        if before < q.batch && after >= q.batch {
             q.wake.notify_one();
         }
     }
@@ -285,7 +333,10 @@ pub struct RequestSpan {
     pub trace_state: Option<HeaderValue>,
     pub start: u64,
     pub method: Method,
-    pub uri: http::Uri,
+    /// A copy: the request's own URI may hold its connection's read buffer.
+    pub path: Box<str>,
+    /// Its attempts' spans, queued with it.
+    pub attempts: Vec<SpanRecord>,
 }
 
 impl TraceSpec {
@@ -314,7 +365,8 @@ impl TraceSpec {
             trace_state: parent.and_then(|_| headers.get(&TRACESTATE).cloned()),
             start: now_ns(),
             method: method.clone(),
-            uri: uri.clone(),
+            path: uri.path().into(),
+            attempts: Vec::new(),
         }))
     }
 }
@@ -333,39 +385,29 @@ pub struct Outcome<'a> {
 impl RequestSpan {
     /// Ends the span and queues it.
     pub fn end(self, o: Outcome<'_>) {
-        let mut attrs = Vec::with_capacity(10);
-        attrs.push((
-            "http.request.method",
-            Value::Static(method_str(&self.method)),
-        ));
-        attrs.push(("url.path", Value::Path(self.uri)));
-        if o.status != 0 {
-            attrs.push(("http.response.status_code", Value::Int(i64::from(o.status))));
-        }
-        attrs.push(("client.address", Value::Ip(o.client.ip())));
-        attrs.push(("rampart.frontend", Value::Shared(o.frontend.clone())));
-        if let Some(b) = o.backend {
-            attrs.push(("rampart.backend", Value::Shared(b.clone())));
-        }
-        if let Some(s) = o.server {
-            attrs.push(("rampart.server", Value::Shared(s.clone())));
-        }
-        attrs.push(("rampart.retries", Value::Int(i64::from(o.retries))));
         let error = (o.status == 0 || o.status >= 500 || o.termination[0] != b'-')
             .then_some("request failed");
-        attrs.push(("rampart.termination", Value::Term(o.termination)));
-        self.tracer.send(SpanRecord {
+        let span = SpanRecord {
             trace_id: self.trace_id,
             span_id: self.span_id,
             parent: self.parent,
             trace_state: self.trace_state,
-            kind: Kind::Server,
-            name: self.method,
+            method: self.method,
             start: self.start,
             end: now_ns(),
-            attrs,
             error,
-        });
+            detail: Detail::Request {
+                path: self.path,
+                status: o.status,
+                client: o.client.ip(),
+                frontend: o.frontend.clone(),
+                backend: o.backend.cloned(),
+                server: o.server.cloned(),
+                retries: o.retries,
+                termination: o.termination,
+            },
+        };
+        self.tracer.send_all(span, self.attempts);
     }
 }
 
@@ -394,8 +436,7 @@ pub struct AttemptParent {
 }
 
 /// The span of one attempt at a server, open while the attempt runs.
-pub struct AttemptSpan<'a> {
-    pub tracer: &'a Tracer,
+pub struct AttemptSpan {
     pub parent: AttemptParent,
     pub span_id: [u8; 8],
     pub start: u64,
@@ -406,40 +447,30 @@ pub struct AttemptSpan<'a> {
     pub attempt: u32,
 }
 
-impl AttemptSpan<'_> {
-    /// Ends the span with the attempt's status, or its error, and queues it.
-    pub fn end(self, status: Result<u16, &'static str>) {
-        let mut attrs = Vec::with_capacity(7);
-        attrs.push((
-            "http.request.method",
-            Value::Static(method_str(&self.method)),
-        ));
-        attrs.push(("server.address", Value::Addr(self.address)));
-        attrs.push(("rampart.backend", Value::Shared(self.backend)));
-        attrs.push(("rampart.server", Value::Shared(self.server)));
-        attrs.push(("rampart.attempt", Value::Int(i64::from(self.attempt))));
-        let error = match status {
-            Ok(s) => {
-                attrs.push(("http.response.status_code", Value::Int(i64::from(s))));
-                (s >= 500).then_some("server error")
-            }
-            Err(e) => {
-                attrs.push(("error.type", Value::Static(e)));
-                Some(e)
-            }
+impl AttemptSpan {
+    /// Ends the span with the attempt's status, or its error.
+    pub fn finish(self, result: Result<u16, &'static str>) -> SpanRecord {
+        let error = match result {
+            Ok(s) => (s >= 500).then_some("server error"),
+            Err(e) => Some(e),
         };
-        self.tracer.send(SpanRecord {
+        SpanRecord {
             trace_id: self.parent.trace_id,
             span_id: self.span_id,
             parent: self.parent.span_id,
             trace_state: None,
-            kind: Kind::Client,
-            name: self.method,
+            method: self.method,
             start: self.start,
             end: now_ns(),
-            attrs,
             error,
-        });
+            detail: Detail::Attempt {
+                address: self.address,
+                backend: self.backend,
+                server: self.server,
+                attempt: self.attempt,
+                result,
+            },
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rampart_config::model::Tracing;
 
-use super::{Counters, SpanRecord, Value};
+use super::{Counters, Detail, SpanRecord};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ExportTraceServiceRequest {
@@ -144,21 +144,25 @@ const LEN: u64 = 2;
 const FIXED64: u64 = 1;
 const VARINT: u64 = 0;
 
+/// A varint; most here (tags, short lengths) are one byte.
+#[inline]
+fn varint(v: u64, b: &mut Vec<u8>) {
+    if v < 0x80 {
+        b.push(v as u8);
+    } else {
+        prost::encoding::encode_varint(v, b);
+    }
+}
+
+#[inline]
 fn key(b: &mut Vec<u8>, tag: u64, wire: u64) {
-    prost::encoding::encode_varint(tag << 3 | wire, b);
+    varint(tag << 3 | wire, b);
 }
 
 fn bytes_field(b: &mut Vec<u8>, tag: u64, v: &[u8]) {
     key(b, tag, LEN);
-    prost::encoding::encode_varint(v.len() as u64, b);
+    varint(v.len() as u64, b);
     b.extend_from_slice(v);
-}
-
-/// A length-delimited field whose content `f` writes.
-fn nested(b: &mut Vec<u8>, tag: u64, scratch: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) {
-    scratch.clear();
-    f(scratch);
-    bytes_field(b, tag, scratch);
 }
 
 /// A `KeyValue` with a string value.
@@ -167,10 +171,10 @@ fn string_attr(b: &mut Vec<u8>, tag: u64, k: &str, v: &[u8]) {
     let any = 1 + varint_len(v.len() as u64) + v.len();
     let kv = 1 + varint_len(k.len() as u64) + k.len() + 1 + varint_len(any as u64) + any;
     key(b, tag, LEN);
-    prost::encoding::encode_varint(kv as u64, b);
+    varint(kv as u64, b);
     bytes_field(b, 1, k.as_bytes());
     key(b, 2, LEN);
-    prost::encoding::encode_varint(any as u64, b);
+    varint(any as u64, b);
     bytes_field(b, 1, v);
 }
 
@@ -179,20 +183,32 @@ fn int_attr(b: &mut Vec<u8>, tag: u64, k: &str, v: i64) {
     let any = 1 + varint_len(v as u64);
     let kv = 1 + varint_len(k.len() as u64) + k.len() + 1 + varint_len(any as u64) + any;
     key(b, tag, LEN);
-    prost::encoding::encode_varint(kv as u64, b);
+    varint(kv as u64, b);
     bytes_field(b, 1, k.as_bytes());
     key(b, 2, LEN);
-    prost::encoding::encode_varint(any as u64, b);
+    varint(any as u64, b);
     key(b, 3, VARINT);
-    prost::encoding::encode_varint(v as u64, b);
+    varint(v as u64, b);
 }
 
+#[inline]
 fn varint_len(v: u64) -> usize {
-    prost::encoding::encoded_len_varint(v)
+    if v < 0x80 {
+        1
+    } else {
+        prost::encoding::encoded_len_varint(v)
+    }
+}
+
+/// A `KeyValue` with a value written as text.
+fn display_attr(b: &mut Vec<u8>, k: &str, v: impl std::fmt::Display, text: &mut String) {
+    use std::fmt::Write as _;
+    text.clear();
+    let _ = write!(text, "{v}");
+    string_attr(b, 9, k, text.as_bytes());
 }
 
 fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String) {
-    use std::fmt::Write as _;
     bytes_field(b, 1, &r.trace_id);
     bytes_field(b, 2, &r.span_id);
     if let Some(ts) = &r.trace_state {
@@ -201,30 +217,55 @@ fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String) {
     if r.parent != [0; 8] {
         bytes_field(b, 4, &r.parent);
     }
-    bytes_field(b, 5, super::method_str(&r.name).as_bytes());
+    let method = super::method_str(&r.method);
+    bytes_field(b, 5, method.as_bytes());
     key(b, 6, VARINT);
-    prost::encoding::encode_varint(r.kind as u64, b);
+    varint(r.kind() as u64, b);
     key(b, 7, FIXED64);
     b.extend_from_slice(&r.start.to_le_bytes());
     key(b, 8, FIXED64);
     b.extend_from_slice(&r.end.max(r.start).to_le_bytes());
-    for (k, v) in &r.attrs {
-        match v {
-            Value::Static(s) => string_attr(b, 9, k, s.as_bytes()),
-            Value::Shared(s) => string_attr(b, 9, k, s.as_bytes()),
-            Value::Text(s) => string_attr(b, 9, k, s.as_bytes()),
-            Value::Int(i) => int_attr(b, 9, k, *i),
-            Value::Path(u) => string_attr(b, 9, k, u.path().as_bytes()),
-            Value::Term(t) => string_attr(b, 9, k, t),
-            Value::Ip(ip) => {
-                text.clear();
-                let _ = write!(text, "{ip}");
-                string_attr(b, 9, k, text.as_bytes());
+    string_attr(b, 9, "http.request.method", method.as_bytes());
+    match &r.detail {
+        Detail::Request {
+            path,
+            status,
+            client,
+            frontend,
+            backend,
+            server,
+            retries,
+            termination,
+        } => {
+            string_attr(b, 9, "url.path", path.as_bytes());
+            if *status != 0 {
+                int_attr(b, 9, "http.response.status_code", i64::from(*status));
             }
-            Value::Addr(a) => {
-                text.clear();
-                let _ = write!(text, "{a}");
-                string_attr(b, 9, k, text.as_bytes());
+            display_attr(b, "client.address", client, text);
+            string_attr(b, 9, "rampart.frontend", frontend.as_bytes());
+            if let Some(be) = backend {
+                string_attr(b, 9, "rampart.backend", be.as_bytes());
+            }
+            if let Some(s) = server {
+                string_attr(b, 9, "rampart.server", s.as_bytes());
+            }
+            int_attr(b, 9, "rampart.retries", i64::from(*retries));
+            string_attr(b, 9, "rampart.termination", termination);
+        }
+        Detail::Attempt {
+            address,
+            backend,
+            server,
+            attempt,
+            result,
+        } => {
+            display_attr(b, "server.address", address, text);
+            string_attr(b, 9, "rampart.backend", backend.as_bytes());
+            string_attr(b, 9, "rampart.server", server.as_bytes());
+            int_attr(b, 9, "rampart.attempt", i64::from(*attempt));
+            match result {
+                Ok(s) => int_attr(b, 9, "http.response.status_code", i64::from(*s)),
+                Err(e) => string_attr(b, 9, "error.type", e.as_bytes()),
             }
         }
     }
@@ -232,43 +273,57 @@ fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String) {
         // Status { message = 2; code = 3 (2: error) }
         let len = 1 + varint_len(m.len() as u64) + m.len() + 2;
         key(b, 15, LEN);
-        prost::encoding::encode_varint(len as u64, b);
+        varint(len as u64, b);
         bytes_field(b, 2, m.as_bytes());
         key(b, 3, VARINT);
-        prost::encoding::encode_varint(2, b);
+        varint(2, b);
     }
     // flags: sampled.
     key(b, 16, 5);
     b.extend_from_slice(&1u32.to_le_bytes());
 }
 
-/// One `ExportTraceServiceRequest` for `spans`, encoded.
+/// One `ExportTraceServiceRequest` for `spans`, encoded. The spans are encoded once, side
+/// by side; the enclosing messages' lengths are summed from theirs, so each span's bytes
+/// are copied once more, into the request.
 pub fn encode_request(service_name: &str, spans: &[SpanRecord]) -> Vec<u8> {
     let mut text = String::new();
-    let mut one = Vec::with_capacity(512);
-    // ScopeSpans { scope = 1; spans = 2 }
-    let mut scope_spans = Vec::with_capacity(spans.len() * 400 + 64);
-    let mut scratch = Vec::new();
-    nested(&mut scope_spans, 1, &mut scratch, |b| {
-        bytes_field(b, 1, b"rampart");
-        bytes_field(b, 2, env!("CARGO_PKG_VERSION").as_bytes());
-    });
+    let mut body = Vec::with_capacity(spans.len() * 400);
+    let mut ends = Vec::with_capacity(spans.len());
     for r in spans {
-        one.clear();
-        encode_span(r, &mut one, &mut text);
-        bytes_field(&mut scope_spans, 2, &one);
+        encode_span(r, &mut body, &mut text);
+        ends.push(body.len());
     }
-    // ResourceSpans { resource = 1; scope_spans = 2 }
-    let mut resource_spans = Vec::with_capacity(scope_spans.len() + 128);
-    nested(&mut resource_spans, 1, &mut scratch, |b| {
-        string_attr(b, 1, "service.name", service_name.as_bytes());
-        string_attr(b, 1, "telemetry.sdk.name", b"rampart");
-    });
-    bytes_field(&mut resource_spans, 2, &scope_spans);
-    drop(scope_spans);
+    let field_len = |len: usize| 1 + varint_len(len as u64) + len;
+    // ScopeSpans { scope = 1 InstrumentationScope; spans = 2 }
+    let mut scope = Vec::new();
+    bytes_field(&mut scope, 1, b"rampart");
+    bytes_field(&mut scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
+    let mut start = 0;
+    let mut spans_len = 0;
+    for &end in &ends {
+        spans_len += field_len(end - start);
+        start = end;
+    }
+    let scope_spans_len = field_len(scope.len()) + spans_len;
+    // ResourceSpans { resource = 1 Resource { attributes = 1 }; scope_spans = 2 }
+    let mut resource = Vec::new();
+    string_attr(&mut resource, 1, "service.name", service_name.as_bytes());
+    string_attr(&mut resource, 1, "telemetry.sdk.name", b"rampart");
+    let resource_spans_len = field_len(resource.len()) + field_len(scope_spans_len);
     // ExportTraceServiceRequest { resource_spans = 1 }
-    let mut out = Vec::with_capacity(resource_spans.len() + 8);
-    bytes_field(&mut out, 1, &resource_spans);
+    let mut out = Vec::with_capacity(field_len(resource_spans_len));
+    key(&mut out, 1, LEN);
+    varint(resource_spans_len as u64, &mut out);
+    bytes_field(&mut out, 1, &resource);
+    key(&mut out, 2, LEN);
+    varint(scope_spans_len as u64, &mut out);
+    bytes_field(&mut out, 1, &scope);
+    let mut start = 0;
+    for &end in &ends {
+        bytes_field(&mut out, 2, &body[start..end]);
+        start = end;
+    }
     out
 }
 
@@ -455,32 +510,48 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::Kind;
     use prost::Message;
 
     #[test]
     fn spans_encode_as_opentelemetry_messages() {
+        let attempt = SpanRecord {
+            trace_id: [1; 16],
+            span_id: [3; 8],
+            parent: [2; 8],
+            trace_state: None,
+            method: http::Method::POST,
+            start: 11,
+            end: 19,
+            error: Some("connect_failed"),
+            detail: Detail::Attempt {
+                address: "[::1]:8080".parse().unwrap(),
+                backend: "app".into(),
+                server: "s1".into(),
+                attempt: 1,
+                result: Err("connect_failed"),
+            },
+        };
         let r = SpanRecord {
             trace_id: [1; 16],
             span_id: [2; 8],
             parent: [0; 8],
-            trace_state: None,
-            kind: Kind::Server,
-            name: http::Method::GET,
+            trace_state: Some(http::HeaderValue::from_static("v=1")),
+            method: http::Method::GET,
             start: 10,
             end: 20,
-            attrs: vec![
-                ("http.response.status_code", Value::Int(200)),
-                ("url.path", Value::Path("/a/b?c=d".parse().unwrap())),
-                ("client.address", Value::Ip("10.1.2.3".parse().unwrap())),
-                ("server.address", Value::Addr("[::1]:8080".parse().unwrap())),
-                ("rampart.termination", Value::Term(*b"SC")),
-                ("rampart.retries", Value::Int(-1)),
-                ("rampart.backend", Value::Shared("app".into())),
-            ],
-            error: Some("server error"),
+            error: Some("request failed"),
+            detail: Detail::Request {
+                path: "/a/b".into(),
+                status: 503,
+                client: "10.1.2.3".parse().unwrap(),
+                frontend: "fe".into(),
+                backend: Some("app".into()),
+                server: None,
+                retries: 2,
+                termination: *b"SC",
+            },
         };
-        let msg = encode_request("edge", &[r]);
+        let msg = encode_request("edge", &[r, attempt]);
         let back = ExportTraceServiceRequest::decode(&msg[..]).unwrap();
         let rs = &back.resource_spans[0];
         assert_eq!(
@@ -491,6 +562,7 @@ mod tests {
         );
         let s = &rs.scope_spans[0].spans[0];
         assert_eq!((s.kind, s.name.as_str()), (2, "GET"));
+        assert_eq!(s.trace_state, "v=1");
         assert!(s.parent_span_id.is_empty());
         assert_eq!(s.trace_id, vec![1; 16]);
         assert_eq!(s.span_id, vec![2; 8]);
@@ -499,7 +571,7 @@ mod tests {
         assert_eq!(
             s.status,
             Some(Status {
-                message: "server error".into(),
+                message: "request failed".into(),
                 code: 2
             })
         );
@@ -510,16 +582,30 @@ mod tests {
                 .and_then(|a| a.value.clone()?.value)
         };
         let str_of = |v: &str| Some(any_value::Value::StringValue(v.into()));
-        assert_eq!(text("http.response.status_code"), Some(any_value::Value::IntValue(200)));
+        assert_eq!(
+            text("http.response.status_code"),
+            Some(any_value::Value::IntValue(503))
+        );
+        assert_eq!(text("http.request.method"), str_of("GET"));
         assert_eq!(text("url.path"), str_of("/a/b"));
         assert_eq!(text("client.address"), str_of("10.1.2.3"));
-        assert_eq!(text("server.address"), str_of("[::1]:8080"));
+        assert_eq!(text("rampart.frontend"), str_of("fe"));
         assert_eq!(text("rampart.termination"), str_of("SC"));
-        assert_eq!(text("rampart.retries"), Some(any_value::Value::IntValue(-1)));
+        assert_eq!(text("rampart.retries"), Some(any_value::Value::IntValue(2)));
         assert_eq!(text("rampart.backend"), str_of("app"));
-        assert_eq!(
-            rs.scope_spans[0].scope.as_ref().unwrap().name,
-            "rampart"
-        );
+        assert_eq!(text("rampart.server"), None);
+        let a = &rs.scope_spans[0].spans[1];
+        assert_eq!((a.kind, a.name.as_str()), (3, "POST"));
+        assert_eq!(a.parent_span_id, vec![2; 8]);
+        let attr = |k: &str| {
+            a.attributes
+                .iter()
+                .find(|x| x.key == k)
+                .and_then(|x| x.value.clone()?.value)
+        };
+        assert_eq!(attr("server.address"), str_of("[::1]:8080"));
+        assert_eq!(attr("error.type"), str_of("connect_failed"));
+        assert_eq!(attr("rampart.attempt"), Some(any_value::Value::IntValue(1)));
+        assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, "rampart");
     }
 }
