@@ -54,9 +54,9 @@ config_struct! {
         /// The `service.name` resource attribute of every span.
         pub service_name: String = "rampart".to_owned(),
         /// Spans waiting for export at most; past it new spans are dropped and counted.
-        pub max_queue: usize = 4096,
+        pub max_queue: usize = 8192,
         /// Spans per export request at most.
-        pub batch: usize = 512,
+        pub batch: usize = 2048,
         /// The longest a span waits for a fuller batch.
         pub interval: Duration = Duration::from_secs(1),
         /// Time an export request may take.

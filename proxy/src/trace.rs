@@ -274,14 +274,14 @@ impl Tracer {
 
     /// Queues a finished span, or drops it (counted) when the queue is full.
     pub fn send(&self, span: SpanRecord) {
-        self.send_all(span, Vec::new());
+        self.send_all(span, None, Vec::new());
     }
 
     /// Queues a request's span with its attempts' spans, under one lock: what does not
     /// fit is dropped and counted.
-    pub fn send_all(&self, span: SpanRecord, more: Vec<SpanRecord>) {
+    pub fn send_all(&self, span: SpanRecord, first: Option<SpanRecord>, more: Vec<SpanRecord>) {
         let q = &self.queue;
-        let n = 1 + more.len();
+        let n = 1 + usize::from(first.is_some()) + more.len();
         let (before, after) = {
             let mut spans = q
                 .spans
@@ -291,7 +291,7 @@ impl Tracer {
             let room = q.max.saturating_sub(before);
             if room > 0 {
                 spans.push(span);
-                spans.extend(more.into_iter().take(room - 1));
+                spans.extend(first.into_iter().chain(more).take(room - 1));
             }
             (before, spans.len())
         };
@@ -335,8 +335,10 @@ pub struct RequestSpan {
     pub method: Method,
     /// A copy: the request's own URI may hold its connection's read buffer.
     pub path: Box<str>,
-    /// Its attempts' spans, queued with it.
-    pub attempts: Vec<SpanRecord>,
+    /// Its attempts' spans, queued with it: the first (most requests have one), then
+    /// the others.
+    pub first: Option<SpanRecord>,
+    pub more: Vec<SpanRecord>,
 }
 
 impl TraceSpec {
@@ -366,7 +368,8 @@ impl TraceSpec {
             start: now_ns(),
             method: method.clone(),
             path: uri.path().into(),
-            attempts: Vec::new(),
+            first: None,
+            more: Vec::new(),
         }))
     }
 }
@@ -407,7 +410,21 @@ impl RequestSpan {
                 termination: o.termination,
             },
         };
-        self.tracer.send_all(span, self.attempts);
+        self.tracer.send_all(span, self.first, self.more);
+    }
+
+    /// How many attempts' spans it holds.
+    pub fn attempts(&self) -> u32 {
+        u32::from(self.first.is_some()) + self.more.len() as u32
+    }
+
+    /// Keeps an ended attempt's span, to be queued with this one.
+    pub fn add_attempt(&mut self, span: SpanRecord) {
+        if self.first.is_none() {
+            self.first = Some(span);
+        } else {
+            self.more.push(span);
+        }
     }
 }
 

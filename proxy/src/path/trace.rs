@@ -10,7 +10,7 @@ use super::future::{After, Hook};
 use super::{Attempt, Exchange, Outcome};
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
-use crate::trace::{AttemptSpan, TRACEPARENT, new_span_id, now_ns, traceparent};
+use crate::trace::{AttemptParent, AttemptSpan, TRACEPARENT, new_span_id, now_ns, traceparent};
 
 super::layer!(TraceLayer => Traced);
 
@@ -20,65 +20,68 @@ where
 {
     type Response = Response<Body>;
     type Error = ProxyError;
-    type Future = After<S::Future, Option<Box<AttemptHook<'a>>>>;
+    type Future = After<S::Future, Option<AttemptHook<'a>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut a: Attempt) -> Self::Future {
-        let span = match self.x.trace {
-            Some(parent) => {
-                let span_id = new_span_id();
-                a.req
-                    .headers_mut()
-                    .insert(TRACEPARENT.clone(), traceparent(&parent.trace_id, &span_id));
-                let server = &self.x.be.servers[a.server];
-                let attempt = self.x.state().tried.len() as u32;
-                // Boxed: an untraced request's future stays as small as it was.
-                Some(Box::new(AttemptHook {
-                    x: self.x,
-                    span: AttemptSpan {
-                        parent,
-                        span_id,
-                        start: now_ns(),
-                        method: a.req.method().clone(),
-                        backend: self.x.be.name.clone(),
-                        server: server.name.clone(),
-                        address: server.upstream.addr,
-                        attempt,
-                    },
-                }))
+        let hook = self.x.trace.map(|parent| {
+            let span_id = new_span_id();
+            a.req
+                .headers_mut()
+                .insert(TRACEPARENT.clone(), traceparent(&parent.trace_id, &span_id));
+            AttemptHook {
+                x: self.x,
+                span_id,
+                start: now_ns(),
+                server: a.server,
             }
-            _ => None,
-        };
-        After::new(self.inner.call(a), span)
+        });
+        After::new(self.inner.call(a), hook)
     }
 }
 
-/// An attempt's span, and where it goes when the attempt ends: into the request's span,
-/// to be queued with it.
+/// An attempt of a traced request under way: what its span needs besides what the
+/// exchange has (kept small, in the attempt's future). When the attempt ends, its span
+/// goes into the request's, to be queued with it.
 pub struct AttemptHook<'a> {
     x: &'a Exchange<'a>,
-    span: AttemptSpan,
+    span_id: [u8; 8],
+    start: u64,
+    server: usize,
 }
 
-impl Hook for Option<Box<AttemptHook<'_>>> {
+impl Hook for Option<AttemptHook<'_>> {
     fn after(self, out: &mut Outcome) {
         let Some(h) = self else { return };
-        let AttemptHook { x, span } = *h;
-        let record = span.finish(match out {
+        let result = match out {
             Ok(resp) => Ok(resp.status().as_u16()),
             Err(e) => Err(error_type(&e.kind)),
-        });
-        match x.state().done.trace.as_mut() {
-            Some(t) => t.attempts.push(record),
-            None => {
-                if let Some(spec) = &x.from.fe.tracing {
-                    spec.tracer.send(record);
-                }
-            }
+        };
+        let (be, x) = (h.x.be, h.x);
+        let server = &be.servers[h.server];
+        let mut state = x.state();
+        let Some(t) = state.done.trace.as_mut() else {
+            return;
+        };
+        let record = AttemptSpan {
+            parent: AttemptParent {
+                trace_id: t.trace_id,
+                span_id: t.span_id,
+            },
+            span_id: h.span_id,
+            start: h.start,
+            method: t.method.clone(),
+            backend: be.name.clone(),
+            server: server.name.clone(),
+            address: server.upstream.addr,
+            // Attempts are one after the other: this one follows those recorded.
+            attempt: t.attempts() + 1,
         }
+        .finish(result);
+        t.add_attempt(record);
     }
 }
 

@@ -178,19 +178,6 @@ fn string_attr(b: &mut Vec<u8>, tag: u64, k: &str, v: &[u8]) {
     bytes_field(b, 1, v);
 }
 
-/// A `KeyValue` with an integer value.
-fn int_attr(b: &mut Vec<u8>, tag: u64, k: &str, v: i64) {
-    let any = 1 + varint_len(v as u64);
-    let kv = 1 + varint_len(k.len() as u64) + k.len() + 1 + varint_len(any as u64) + any;
-    key(b, tag, LEN);
-    varint(kv as u64, b);
-    bytes_field(b, 1, k.as_bytes());
-    key(b, 2, LEN);
-    varint(any as u64, b);
-    key(b, 3, VARINT);
-    varint(v as u64, b);
-}
-
 #[inline]
 fn varint_len(v: u64) -> usize {
     if v < 0x80 {
@@ -200,15 +187,120 @@ fn varint_len(v: u64) -> usize {
     }
 }
 
+/// A `KeyValue`'s key field (`key = 1`) ready to copy, built at compile time.
+const fn key_field<const N: usize>(k: &str) -> [u8; N] {
+    let b = k.as_bytes();
+    assert!(N == b.len() + 2 && b.len() < 0x80);
+    let mut out = [0u8; N];
+    out[0] = 0x0a;
+    out[1] = b.len() as u8;
+    let mut i = 0;
+    while i < b.len() {
+        out[2 + i] = b[i];
+        i += 1;
+    }
+    out
+}
+
+const K_METHOD: [u8; 21] = key_field("http.request.method");
+const K_PATH: [u8; 10] = key_field("url.path");
+const K_STATUS: [u8; 27] = key_field("http.response.status_code");
+const K_CLIENT: [u8; 16] = key_field("client.address");
+const K_FRONTEND: [u8; 18] = key_field("rampart.frontend");
+const K_BACKEND: [u8; 17] = key_field("rampart.backend");
+const K_SERVER: [u8; 16] = key_field("rampart.server");
+const K_RETRIES: [u8; 17] = key_field("rampart.retries");
+const K_TERMINATION: [u8; 21] = key_field("rampart.termination");
+const K_SERVER_ADDRESS: [u8; 16] = key_field("server.address");
+const K_ATTEMPT: [u8; 17] = key_field("rampart.attempt");
+const K_ERROR_TYPE: [u8; 12] = key_field("error.type");
+
+/// A span's `KeyValue` (`attributes = 9`) with a string value, its key field given.
+#[inline]
+fn kstr(b: &mut Vec<u8>, k: &[u8], v: &[u8]) {
+    let any = 1 + varint_len(v.len() as u64) + v.len();
+    let kv = k.len() + 1 + varint_len(any as u64) + any;
+    b.push(9 << 3 | 2);
+    varint(kv as u64, b);
+    b.extend_from_slice(k);
+    b.push(2 << 3 | 2);
+    varint(any as u64, b);
+    b.push(1 << 3 | 2);
+    varint(v.len() as u64, b);
+    b.extend_from_slice(v);
+}
+
+/// A span's `KeyValue` with an integer value, its key field given.
+#[inline]
+fn kint(b: &mut Vec<u8>, k: &[u8], v: i64) {
+    let any = 1 + varint_len(v as u64);
+    let kv = k.len() + 1 + varint_len(any as u64) + any;
+    b.push(9 << 3 | 2);
+    varint(kv as u64, b);
+    b.extend_from_slice(k);
+    b.push(2 << 3 | 2);
+    varint(any as u64, b);
+    b.push(3 << 3);
+    varint(v as u64, b);
+}
+
 /// A `KeyValue` with a value written as text.
-fn display_attr(b: &mut Vec<u8>, k: &str, v: impl std::fmt::Display, text: &mut String) {
+fn display_attr(b: &mut Vec<u8>, k: &[u8], v: impl std::fmt::Display, text: &mut String) {
     use std::fmt::Write as _;
     text.clear();
     let _ = write!(text, "{v}");
-    string_attr(b, 9, k, text.as_bytes());
+    kstr(b, k, text.as_bytes());
 }
 
-fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String) {
+/// Writes `n` in decimal.
+fn push_dec(t: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    t.extend_from_slice(&digits[i..]);
+}
+
+/// An IPv4 address (and port) written without the formatting machinery, which is slow
+/// for what it does here; IPv6 through it.
+fn addr_attr(
+    b: &mut Vec<u8>,
+    k: &[u8],
+    ip: std::net::IpAddr,
+    port: Option<u16>,
+    scratch: &mut Vec<u8>,
+    text: &mut String,
+) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            scratch.clear();
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    scratch.push(b'.');
+                }
+                push_dec(scratch, u32::from(*o));
+            }
+            if let Some(p) = port {
+                scratch.push(b':');
+                push_dec(scratch, u32::from(p));
+            }
+            kstr(b, k, scratch);
+        }
+        std::net::IpAddr::V6(_) => match port {
+            Some(p) => display_attr(b, k, std::net::SocketAddr::new(ip, p), text),
+            None => display_attr(b, k, ip, text),
+        },
+    }
+}
+
+fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String, scratch: &mut Vec<u8>) {
     bytes_field(b, 1, &r.trace_id);
     bytes_field(b, 2, &r.span_id);
     if let Some(ts) = &r.trace_state {
@@ -225,7 +317,7 @@ fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String) {
     b.extend_from_slice(&r.start.to_le_bytes());
     key(b, 8, FIXED64);
     b.extend_from_slice(&r.end.max(r.start).to_le_bytes());
-    string_attr(b, 9, "http.request.method", method.as_bytes());
+    kstr(b, &K_METHOD, method.as_bytes());
     match &r.detail {
         Detail::Request {
             path,
@@ -237,20 +329,20 @@ fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String) {
             retries,
             termination,
         } => {
-            string_attr(b, 9, "url.path", path.as_bytes());
+            kstr(b, &K_PATH, path.as_bytes());
             if *status != 0 {
-                int_attr(b, 9, "http.response.status_code", i64::from(*status));
+                kint(b, &K_STATUS, i64::from(*status));
             }
-            display_attr(b, "client.address", client, text);
-            string_attr(b, 9, "rampart.frontend", frontend.as_bytes());
+            addr_attr(b, &K_CLIENT, *client, None, scratch, text);
+            kstr(b, &K_FRONTEND, frontend.as_bytes());
             if let Some(be) = backend {
-                string_attr(b, 9, "rampart.backend", be.as_bytes());
+                kstr(b, &K_BACKEND, be.as_bytes());
             }
             if let Some(s) = server {
-                string_attr(b, 9, "rampart.server", s.as_bytes());
+                kstr(b, &K_SERVER, s.as_bytes());
             }
-            int_attr(b, 9, "rampart.retries", i64::from(*retries));
-            string_attr(b, 9, "rampart.termination", termination);
+            kint(b, &K_RETRIES, i64::from(*retries));
+            kstr(b, &K_TERMINATION, termination);
         }
         Detail::Attempt {
             address,
@@ -259,13 +351,20 @@ fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String) {
             attempt,
             result,
         } => {
-            display_attr(b, "server.address", address, text);
-            string_attr(b, 9, "rampart.backend", backend.as_bytes());
-            string_attr(b, 9, "rampart.server", server.as_bytes());
-            int_attr(b, 9, "rampart.attempt", i64::from(*attempt));
+            addr_attr(
+                b,
+                &K_SERVER_ADDRESS,
+                address.ip(),
+                Some(address.port()),
+                scratch,
+                text,
+            );
+            kstr(b, &K_BACKEND, backend.as_bytes());
+            kstr(b, &K_SERVER, server.as_bytes());
+            kint(b, &K_ATTEMPT, i64::from(*attempt));
             match result {
-                Ok(s) => int_attr(b, 9, "http.response.status_code", i64::from(*s)),
-                Err(e) => string_attr(b, 9, "error.type", e.as_bytes()),
+                Ok(s) => kint(b, &K_STATUS, i64::from(*s)),
+                Err(e) => kstr(b, &K_ERROR_TYPE, e.as_bytes()),
             }
         }
     }
@@ -283,47 +382,63 @@ fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String) {
     b.extend_from_slice(&1u32.to_le_bytes());
 }
 
-/// One `ExportTraceServiceRequest` for `spans`, encoded. The spans are encoded once, side
-/// by side; the enclosing messages' lengths are summed from theirs, so each span's bytes
-/// are copied once more, into the request.
+/// Room for a length of `n` bytes, filled by [`fill`] once the length is known: a varint
+/// padded with continuation bytes, which protobuf decoders read like any other (the
+/// format does not require the shortest form). So every byte is written once, in place.
+fn placeholder(b: &mut Vec<u8>, n: usize) -> usize {
+    let at = b.len();
+    b.resize(at + n, 0);
+    at
+}
+
+fn fill(b: &mut [u8], at: usize, n: usize, len: usize) -> bool {
+    if len >> (7 * n) != 0 {
+        return false;
+    }
+    for i in 0..n {
+        let more = if i + 1 < n { 0x80 } else { 0 };
+        b[at + i] = ((len >> (7 * i)) & 0x7f) as u8 | more;
+    }
+    true
+}
+
+/// One `ExportTraceServiceRequest` for `spans`, encoded in one pass into one buffer. A
+/// span too large for its 4-byte length (256 MiB) is left out.
 pub fn encode_request(service_name: &str, spans: &[SpanRecord]) -> Vec<u8> {
     let mut text = String::new();
-    let mut body = Vec::with_capacity(spans.len() * 400);
-    let mut ends = Vec::with_capacity(spans.len());
-    for r in spans {
-        encode_span(r, &mut body, &mut text);
-        ends.push(body.len());
-    }
-    let field_len = |len: usize| 1 + varint_len(len as u64) + len;
-    // ScopeSpans { scope = 1 InstrumentationScope; spans = 2 }
-    let mut scope = Vec::new();
-    bytes_field(&mut scope, 1, b"rampart");
-    bytes_field(&mut scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
-    let mut start = 0;
-    let mut spans_len = 0;
-    for &end in &ends {
-        spans_len += field_len(end - start);
-        start = end;
-    }
-    let scope_spans_len = field_len(scope.len()) + spans_len;
-    // ResourceSpans { resource = 1 Resource { attributes = 1 }; scope_spans = 2 }
+    let mut scratch = Vec::with_capacity(64);
+    let mut out = Vec::with_capacity(spans.len() * 640 + 128);
+    // ExportTraceServiceRequest { resource_spans = 1 ResourceSpans {
+    //   resource = 1 Resource { attributes = 1 }; scope_spans = 2 ScopeSpans {
+    //     scope = 1 InstrumentationScope { name = 1; version = 2 }; spans = 2 } } }
+    key(&mut out, 1, LEN);
+    let resource_spans = placeholder(&mut out, 5);
     let mut resource = Vec::new();
     string_attr(&mut resource, 1, "service.name", service_name.as_bytes());
     string_attr(&mut resource, 1, "telemetry.sdk.name", b"rampart");
-    let resource_spans_len = field_len(resource.len()) + field_len(scope_spans_len);
-    // ExportTraceServiceRequest { resource_spans = 1 }
-    let mut out = Vec::with_capacity(field_len(resource_spans_len));
-    key(&mut out, 1, LEN);
-    varint(resource_spans_len as u64, &mut out);
     bytes_field(&mut out, 1, &resource);
     key(&mut out, 2, LEN);
-    varint(scope_spans_len as u64, &mut out);
+    let scope_spans = placeholder(&mut out, 5);
+    let mut scope = Vec::new();
+    bytes_field(&mut scope, 1, b"rampart");
+    bytes_field(&mut scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
     bytes_field(&mut out, 1, &scope);
-    let mut start = 0;
-    for &end in &ends {
-        bytes_field(&mut out, 2, &body[start..end]);
-        start = end;
+    for r in spans {
+        let start = out.len();
+        key(&mut out, 2, LEN);
+        let len_at = placeholder(&mut out, 4);
+        encode_span(r, &mut out, &mut text, &mut scratch);
+        let len = out.len() - len_at - 4;
+        if !fill(&mut out, len_at, 4, len) {
+            out.truncate(start);
+        }
     }
+    let end = out.len();
+    let scope_len = end - scope_spans - 5;
+    let resource_len = end - resource_spans - 5;
+    // Both below 2^35: a batch is far smaller.
+    fill(&mut out, scope_spans, 5, scope_len);
+    fill(&mut out, resource_spans, 5, resource_len);
     out
 }
 
