@@ -173,7 +173,7 @@ impl SpanRecord {
 pub enum Detail {
     /// A request (kind SERVER).
     Request {
-        path: Box<str>,
+        path: Path,
         /// 0: no response.
         status: u16,
         client: std::net::IpAddr,
@@ -192,6 +192,42 @@ pub enum Detail {
         /// The response's status, or the error's type.
         result: Result<u16, &'static str>,
     },
+}
+
+/// A request's path, copied (the request's URI may hold its connection's read buffer):
+/// in place when short, as most are, else on the heap.
+#[derive(Clone)]
+pub enum Path {
+    Inline { len: u8, bytes: [u8; 62] },
+    Heap(Box<str>),
+}
+
+impl Path {
+    pub fn new(p: &str) -> Self {
+        if p.len() <= 62 {
+            let mut bytes = [0u8; 62];
+            bytes[..p.len()].copy_from_slice(p.as_bytes());
+            Path::Inline {
+                len: p.len() as u8,
+                bytes,
+            }
+        } else {
+            Path::Heap(p.into())
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Path::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Path::Heap(s) => s.as_bytes(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
 }
 
 /// Spans' fate, for `/metrics`.
@@ -334,7 +370,7 @@ pub struct RequestSpan {
     pub start: u64,
     pub method: Method,
     /// A copy: the request's own URI may hold its connection's read buffer.
-    pub path: Box<str>,
+    pub path: Path,
     /// Its attempts' spans, queued with it: the first (most requests have one), then
     /// the others.
     pub first: Option<SpanRecord>,
@@ -367,7 +403,7 @@ impl TraceSpec {
             trace_state: parent.and_then(|_| headers.get(&TRACESTATE).cloned()),
             start: now_ns(),
             method: method.clone(),
-            path: uri.path().into(),
+            path: Path::new(uri.path()),
             first: None,
             more: Vec::new(),
         }))
@@ -529,6 +565,15 @@ mod tests {
         // A later version may carry more fields.
         let later = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever";
         assert!(parse_traceparent(later).is_some());
+    }
+
+    #[test]
+    fn paths_are_kept_whatever_their_length() {
+        for p in ["/", "/orders/7", &"/x".repeat(31), &"/long".repeat(40)] {
+            assert_eq!(Path::new(p).as_bytes(), p.as_bytes());
+        }
+        assert!(matches!(Path::new(&"/x".repeat(31)), Path::Inline { .. }));
+        assert!(matches!(Path::new(&"/long".repeat(40)), Path::Heap(_)));
     }
 
     #[test]

@@ -656,7 +656,7 @@ mod tests {
             end: 20,
             error: Some("request failed"),
             detail: Detail::Request {
-                path: "/a/b".into(),
+                path: crate::trace::Path::new("/a/b"),
                 status: 503,
                 client: "10.1.2.3".parse().unwrap(),
                 frontend: "fe".into(),
