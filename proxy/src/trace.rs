@@ -150,8 +150,9 @@ pub struct SpanRecord {
     pub span_id: [u8; 8],
     /// All zero: none.
     pub parent: [u8; 8],
-    pub trace_state: Option<HeaderValue>,
-    pub method: Method,
+    /// Boxed: rarely there, and the record stays small.
+    pub trace_state: Option<Box<HeaderValue>>,
+    pub method: &'static str,
     pub start: u64,
     pub end: u64,
     /// The span's status: `Some(message)` for an error.
@@ -243,6 +244,10 @@ pub struct Counters {
 /// Spans waiting for the exporter, and how it is woken.
 pub(crate) struct Queue {
     pub(crate) spans: std::sync::Mutex<Vec<SpanRecord>>,
+    /// The vector the exporter emptied last, given back: the queue swaps between two
+    /// vectors whose memory stays allocated, so the request path never grows one (or
+    /// touches fresh pages) span after span.
+    spare: std::sync::Mutex<Vec<SpanRecord>>,
     /// Pokes the exporter when a batch is full, or when the tracer goes.
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) closed: std::sync::atomic::AtomicBool,
@@ -250,17 +255,24 @@ pub(crate) struct Queue {
     batch: usize,
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Queue {
-    /// Takes what is queued.
+    /// Takes what is queued, leaving the spare vector in its place.
     pub(crate) fn take(&self) -> Vec<SpanRecord> {
-        // Room for a batch already, so the request path does not grow the vector (and
-        // move what it holds) span after span.
-        let room = Vec::with_capacity(self.batch.min(self.max));
-        let mut q = self
-            .spans
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::replace(&mut *q, room)
+        let mut room = std::mem::take(&mut *lock(&self.spare));
+        if room.capacity() == 0 {
+            room.reserve(self.batch.min(self.max));
+        }
+        std::mem::replace(&mut *lock(&self.spans), room)
+    }
+
+    /// Gives an emptied vector back, to be the next one filled.
+    pub(crate) fn give_back(&self, mut v: Vec<SpanRecord>) {
+        v.clear();
+        *lock(&self.spare) = v;
     }
 }
 
@@ -290,6 +302,7 @@ impl Tracer {
             spans: std::sync::Mutex::new(Vec::with_capacity(
                 settings.batch.clamp(1, settings.max_queue.max(1)),
             )),
+            spare: std::sync::Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             closed: Default::default(),
             max: settings.max_queue.max(1),
@@ -430,8 +443,8 @@ impl RequestSpan {
             trace_id: self.trace_id,
             span_id: self.span_id,
             parent: self.parent,
-            trace_state: self.trace_state,
-            method: self.method,
+            trace_state: self.trace_state.map(Box::new),
+            method: method_str(&self.method),
             start: self.start,
             end: now_ns(),
             error,
@@ -512,7 +525,7 @@ impl AttemptSpan {
             span_id: self.span_id,
             parent: self.parent.span_id,
             trace_state: None,
-            method: self.method,
+            method: method_str(&self.method),
             start: self.start,
             end: now_ns(),
             error,

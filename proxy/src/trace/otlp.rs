@@ -309,7 +309,7 @@ fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String, scratch: &mut
     if r.parent != [0; 8] {
         bytes_field(b, 4, &r.parent);
     }
-    let method = super::method_str(&r.method);
+    let method = r.method;
     bytes_field(b, 5, method.as_bytes());
     key(b, 6, VARINT);
     varint(r.kind() as u64, b);
@@ -488,11 +488,9 @@ impl Exporter {
             loop {
                 let closed = queue.closed.load(Relaxed);
                 let mut spans = queue.take();
-                while !spans.is_empty() {
-                    let rest = spans.split_off(spans.len().min(batch));
-                    let n = spans.len() as u64;
-                    let msg = encode_request(&self.settings.service_name, &spans);
-                    drop(spans);
+                for chunk in spans.chunks(batch) {
+                    let n = chunk.len() as u64;
+                    let msg = encode_request(&self.settings.service_name, chunk);
                     let sent = tokio::time::timeout(self.settings.timeout, self.export(msg)).await;
                     match sent {
                         Ok(Ok(())) => {
@@ -501,8 +499,9 @@ impl Exporter {
                         Ok(Err(e)) => self.failed(n, &e),
                         Err(_) => self.failed(n, "the collector did not answer in time"),
                     }
-                    spans = rest;
                 }
+                spans.clear();
+                queue.give_back(spans);
                 if closed {
                     return;
                 }
@@ -634,7 +633,7 @@ mod tests {
             span_id: [3; 8],
             parent: [2; 8],
             trace_state: None,
-            method: http::Method::POST,
+            method: "POST",
             start: 11,
             end: 19,
             error: Some("connect_failed"),
@@ -650,8 +649,8 @@ mod tests {
             trace_id: [1; 16],
             span_id: [2; 8],
             parent: [0; 8],
-            trace_state: Some(http::HeaderValue::from_static("v=1")),
-            method: http::Method::GET,
+            trace_state: Some(Box::new(http::HeaderValue::from_static("v=1"))),
+            method: "GET",
             start: 10,
             end: 20,
             error: Some("request failed"),
