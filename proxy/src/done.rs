@@ -54,7 +54,7 @@ pub struct Done {
     /// A mode tcp session rather than a request (logged as one).
     pub(crate) tcp: bool,
     /// The request's span, when it is traced.
-    pub(crate) trace: Option<Box<crate::trace::RequestSpan>>,
+    pub(crate) trace: Option<crate::trace::RequestSpan>,
 }
 
 impl Done {
@@ -223,21 +223,18 @@ impl Done {
                 be.balancer.released(i);
             }
         }
-        let trace_id = self.trace.as_ref().map(|t| t.trace_id);
+        let trace_id = self.trace.as_ref().map(|t| t.record.trace_id);
         if let Some(t) = self.trace.take() {
             let mut term = [b'-'; 2];
             term.copy_from_slice(&self.termination.0);
-            let server = self
-                .backend
-                .as_ref()
-                .zip(self.server)
-                .map(|(b, i)| &b.servers[i].name);
-            (*t).end(crate::trace::Outcome {
+            let at = self.backend.as_ref().map(|b| match self.server {
+                Some(i) => b.servers[i].trace_where(&b.name).clone(),
+                None => crate::trace::Where::backend(&b.name),
+            });
+            t.end(crate::trace::Outcome {
                 status: self.status,
                 termination: term,
-                frontend: &self.frontend.name,
-                backend: self.backend.as_ref().map(|b| &b.name),
-                server,
+                at,
                 retries: self.retries,
                 client: self.conn.info.client(),
             });

@@ -149,6 +149,16 @@ pub struct Server {
     pub disabled: bool,
     /// `max_connections` (0: none), installed by [`install`].
     pub max_active: u64,
+    /// Its span attributes, encoded on the first traced request that reaches it.
+    pub trace_where: std::sync::OnceLock<crate::trace::Where>,
+}
+
+impl Server {
+    /// Its span attributes (`backend` is its backend's name).
+    pub fn trace_where(&self, backend: &str) -> &crate::trace::Where {
+        self.trace_where
+            .get_or_init(|| crate::trace::Where::server(backend, &self.name, self.upstream.addr))
+    }
 }
 
 /// A compiled backend.
@@ -620,6 +630,7 @@ impl Cx<'_> {
             .filter(|_| s.check)
             .map(|hc| CheckSpec::new(hc, addr, &s.address.value, tls.clone(), proxy));
         Some(Server {
+            trace_where: Default::default(),
             max_active: s.max_connections.map_or(0, u64::from),
             declared: match s.status {
                 model::ServerStatus::Up => Declared::Up,
@@ -773,6 +784,7 @@ impl Cx<'_> {
                 match self.env.live.tracer(settings) {
                     Ok(tracer) => Some(crate::trace::TraceSpec {
                         tracer,
+                        frontend: crate::trace::otlp::frontend_attr(fname),
                         ratio: t.sampling.fraction(),
                         respect_parent: t.respect_parent,
                     }),

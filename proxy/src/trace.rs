@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, Method};
 use rampart_config::model::{OtlpProtocol, Tracing};
@@ -128,11 +127,65 @@ pub fn new_span_id() -> [u8; 8] {
     fastrand::u64(1..).to_be_bytes()
 }
 
-/// Now, in nanoseconds since the Unix epoch.
+/// Now, in nanoseconds since the Unix epoch: the real-time clock, read through the vDSO
+/// without the conversions `SystemTime` goes through (a request reads it four times).
 pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// Where a request went, as span attributes encoded once per server (OTLP `KeyValue`s,
+/// each a span's `attributes` field) and copied whole into every span that has them:
+/// `rampart.backend` and `rampart.server`, which the request's span carries, then
+/// `server.address`, which its attempts' spans add.
+#[derive(Clone)]
+pub struct Where {
+    bytes: Arc<[u8]>,
+    /// The length of the first two.
+    names: usize,
+}
+
+impl Where {
+    /// A server's attributes.
+    pub fn server(backend: &str, server: &str, address: std::net::SocketAddr) -> Self {
+        let mut b = Vec::with_capacity(96);
+        otlp::names_attrs(&mut b, backend, Some(server));
+        let names = b.len();
+        otlp::address_attr(&mut b, address);
+        Self {
+            bytes: b.into(),
+            names,
+        }
+    }
+
+    /// A backend's, for a request that reached no server.
+    pub fn backend(backend: &str) -> Self {
+        let mut b = Vec::with_capacity(32);
+        otlp::names_attrs(&mut b, backend, None);
+        Self {
+            names: b.len(),
+            bytes: b.into(),
+        }
+    }
+
+    /// `rampart.backend` and `rampart.server`.
+    pub fn names(&self) -> &[u8] {
+        &self.bytes[..self.names]
+    }
+
+    /// Those and `server.address`.
+    pub fn all(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl std::fmt::Debug for Where {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Where(..)")
+    }
 }
 
 /// The kind of a span (OpenTelemetry's numbering).
@@ -142,57 +195,75 @@ pub enum Kind {
     Client = 3,
 }
 
-/// A finished span, queued for export. Its attributes are kept as they come on the
-/// request path (shared names, addresses, the URI) and written out by the exporter.
-#[derive(Debug, Clone)]
-pub struct SpanRecord {
+/// A traced request, recorded as it goes and queued whole for export once it is over:
+/// its own span (kind SERVER) and the spans of its attempts at servers (kind CLIENT). It
+/// lives on the heap from the start, so queueing it moves one pointer; its attributes
+/// are kept as they come on the request path (shared names, addresses, the path) and
+/// written out by the exporter.
+#[derive(Debug)]
+pub struct TraceRecord {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     /// All zero: none.
     pub parent: [u8; 8],
-    /// Boxed: rarely there, and the record stays small.
-    pub trace_state: Option<Box<HeaderValue>>,
+    pub trace_state: Option<HeaderValue>,
     pub method: &'static str,
     pub start: u64,
     pub end: u64,
-    /// The span's status: `Some(message)` for an error.
-    pub error: Option<&'static str>,
-    pub detail: Detail,
+    /// A copy: the request's own URI may hold its connection's read buffer.
+    pub path: Path,
+    /// 0: no response.
+    pub status: u16,
+    pub termination: [u8; 2],
+    pub client: std::net::IpAddr,
+    /// `rampart.frontend`, encoded.
+    pub frontend: Arc<[u8]>,
+    /// The backend and server it went to, when it went to one.
+    pub at: Option<Where>,
+    pub retries: u32,
+    /// Its attempts: the first (most requests have one), then the others.
+    pub first: Option<AttemptRecord>,
+    pub more: Vec<AttemptRecord>,
 }
 
-impl SpanRecord {
-    pub fn kind(&self) -> Kind {
-        match self.detail {
-            Detail::Request { .. } => Kind::Server,
-            Detail::Attempt { .. } => Kind::Client,
-        }
+impl TraceRecord {
+    /// How many spans it makes.
+    pub fn spans(&self) -> usize {
+        1 + usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// Its attempts, in order.
+    pub fn attempts(&self) -> impl Iterator<Item = &AttemptRecord> {
+        self.first.iter().chain(&self.more)
+    }
+
+    /// The request span's error status, when it failed.
+    pub fn error(&self) -> Option<&'static str> {
+        (self.status == 0 || self.status >= 500 || self.termination[0] != b'-')
+            .then_some("request failed")
     }
 }
 
-/// What a span is about.
+/// The span of one attempt at a server (its trace and parent are its request's).
 #[derive(Debug, Clone)]
-pub enum Detail {
-    /// A request (kind SERVER).
-    Request {
-        path: Path,
-        /// 0: no response.
-        status: u16,
-        client: std::net::IpAddr,
-        frontend: Arc<str>,
-        backend: Option<Arc<str>>,
-        server: Option<Arc<str>>,
-        retries: u32,
-        termination: [u8; 2],
-    },
-    /// An attempt at a server (kind CLIENT).
-    Attempt {
-        address: std::net::SocketAddr,
-        backend: Arc<str>,
-        server: Arc<str>,
-        attempt: u32,
-        /// The response's status, or the error's type.
-        result: Result<u16, &'static str>,
-    },
+pub struct AttemptRecord {
+    pub span_id: [u8; 8],
+    pub start: u64,
+    pub end: u64,
+    pub at: Where,
+    pub attempt: u32,
+    /// The response's status, or the error's type.
+    pub result: Result<u16, &'static str>,
+}
+
+impl AttemptRecord {
+    /// The span's error status, when the attempt failed.
+    pub fn error(&self) -> Option<&'static str> {
+        match self.result {
+            Ok(s) => (s >= 500).then_some("server error"),
+            Err(e) => Some(e),
+        }
+    }
 }
 
 /// A request's path, copied (the request's URI may hold its connection's read buffer):
@@ -241,16 +312,31 @@ pub struct Counters {
     pub failed: AtomicU64,
 }
 
-/// Spans waiting for the exporter, and how it is woken.
+/// Requests waiting for the exporter, and the spans they make.
+#[derive(Default)]
+#[allow(
+    clippy::vec_box,
+    reason = "records are made on the heap on the request path; queueing moves a pointer"
+)]
+pub(crate) struct Pending {
+    pub(crate) records: Vec<Box<TraceRecord>>,
+    pub(crate) spans: usize,
+}
+
+/// Traced requests waiting for the exporter, and how it is woken.
+#[allow(
+    clippy::vec_box,
+    reason = "records are made on the heap on the request path; queueing moves a pointer"
+)]
 pub(crate) struct Queue {
-    pub(crate) spans: std::sync::Mutex<Vec<SpanRecord>>,
+    pending: std::sync::Mutex<Pending>,
     /// The vector the exporter emptied last, given back: the queue swaps between two
-    /// vectors whose memory stays allocated, so the request path never grows one (or
-    /// touches fresh pages) span after span.
-    spare: std::sync::Mutex<Vec<SpanRecord>>,
+    /// vectors whose memory stays allocated, so the request path never grows one.
+    spare: std::sync::Mutex<Vec<Box<TraceRecord>>>,
     /// Pokes the exporter when a batch is full, or when the tracer goes.
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) closed: std::sync::atomic::AtomicBool,
+    /// Spans, at most.
     max: usize,
     batch: usize,
 }
@@ -259,18 +345,21 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+#[allow(clippy::vec_box, reason = "as in `Queue`")]
 impl Queue {
     /// Takes what is queued, leaving the spare vector in its place.
-    pub(crate) fn take(&self) -> Vec<SpanRecord> {
+    pub(crate) fn take(&self) -> Vec<Box<TraceRecord>> {
         let mut room = std::mem::take(&mut *lock(&self.spare));
         if room.capacity() == 0 {
             room.reserve(self.batch.min(self.max));
         }
-        std::mem::replace(&mut *lock(&self.spans), room)
+        let mut p = lock(&self.pending);
+        p.spans = 0;
+        std::mem::replace(&mut p.records, room)
     }
 
     /// Gives an emptied vector back, to be the next one filled.
-    pub(crate) fn give_back(&self, mut v: Vec<SpanRecord>) {
+    pub(crate) fn give_back(&self, mut v: Vec<Box<TraceRecord>>) {
         v.clear();
         *lock(&self.spare) = v;
     }
@@ -298,15 +387,18 @@ impl std::fmt::Debug for Tracer {
 impl Tracer {
     /// Starts the exporter thread for `settings`.
     pub fn start(settings: &Tracing) -> std::io::Result<Arc<Self>> {
+        let max = settings.max_queue.max(1);
+        let batch = settings.batch.max(1);
         let queue = Arc::new(Queue {
-            spans: std::sync::Mutex::new(Vec::with_capacity(
-                settings.batch.clamp(1, settings.max_queue.max(1)),
-            )),
+            pending: std::sync::Mutex::new(Pending {
+                records: Vec::with_capacity(batch.min(max)),
+                spans: 0,
+            }),
             spare: std::sync::Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             closed: Default::default(),
-            max: settings.max_queue.max(1),
-            batch: settings.batch.max(1),
+            max,
+            batch,
         });
         let counters = Arc::new(Counters::default());
         let exporter = otlp::Exporter::new(settings, counters.clone());
@@ -321,35 +413,23 @@ impl Tracer {
         }))
     }
 
-    /// Queues a finished span, or drops it (counted) when the queue is full.
-    pub fn send(&self, span: SpanRecord) {
-        self.send_all(span, None, Vec::new());
-    }
-
-    /// Queues a request's span with its attempts' spans, under one lock: what does not
-    /// fit is dropped and counted.
-    pub fn send_all(&self, span: SpanRecord, first: Option<SpanRecord>, more: Vec<SpanRecord>) {
+    /// Queues a finished request with its attempts, or drops it (its spans counted) when
+    /// they do not fit in the queue.
+    pub fn send(&self, record: Box<TraceRecord>) {
         let q = &self.queue;
-        let n = 1 + usize::from(first.is_some()) + more.len();
+        let n = record.spans();
         let (before, after) = {
-            let mut spans = q
-                .spans
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let before = spans.len();
-            let room = q.max.saturating_sub(before);
-            if room > 0 {
-                spans.push(span);
-                spans.extend(first.into_iter().chain(more).take(room - 1));
+            let mut p = lock(&q.pending);
+            let before = p.spans;
+            if before + n > q.max {
+                drop(p);
+                self.counters.dropped.fetch_add(n as u64, Relaxed);
+                return;
             }
-            (before, spans.len())
+            p.records.push(record);
+            p.spans += n;
+            (before, p.spans)
         };
-        let queued = after - before;
-        if queued < n {
-            self.counters
-                .dropped
-                .fetch_add((n - queued) as u64, Relaxed);
-        }
         if before < q.batch && after >= q.batch {
             q.wake.notify_one();
         }
@@ -367,27 +447,19 @@ impl Drop for Tracer {
 #[derive(Debug, Clone)]
 pub struct TraceSpec {
     pub tracer: Arc<Tracer>,
+    /// The frontend's name as a span attribute, encoded.
+    pub frontend: Arc<[u8]>,
     /// 0 to 1.
     pub ratio: f64,
     pub respect_parent: bool,
 }
 
-/// The span of a traced request, open until the request's record completes.
+/// A traced request under way: its record, open until the request's outcome completes,
+/// and where it goes then.
 #[derive(Debug)]
 pub struct RequestSpan {
     pub tracer: Arc<Tracer>,
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub parent: [u8; 8],
-    pub trace_state: Option<HeaderValue>,
-    pub start: u64,
-    pub method: Method,
-    /// A copy: the request's own URI may hold its connection's read buffer.
-    pub path: Path,
-    /// Its attempts' spans, queued with it: the first (most requests have one), then
-    /// the others.
-    pub first: Option<SpanRecord>,
-    pub more: Vec<SpanRecord>,
+    pub record: Box<TraceRecord>,
 }
 
 impl TraceSpec {
@@ -397,7 +469,7 @@ impl TraceSpec {
         method: &Method,
         uri: &http::Uri,
         headers: &HeaderMap,
-    ) -> Option<Box<RequestSpan>> {
+    ) -> Option<RequestSpan> {
         let parent = headers
             .get(&TRACEPARENT)
             .and_then(|v| parse_traceparent(v.as_bytes()));
@@ -408,71 +480,63 @@ impl TraceSpec {
         if !sampled {
             return None;
         }
-        Some(Box::new(RequestSpan {
+        Some(RequestSpan {
             tracer: self.tracer.clone(),
-            trace_id: parent.map_or_else(new_trace_id, |p| p.trace_id),
-            span_id: new_span_id(),
-            parent: parent.map_or([0; 8], |p| p.span_id),
-            trace_state: parent.and_then(|_| headers.get(&TRACESTATE).cloned()),
-            start: now_ns(),
-            method: method.clone(),
-            path: Path::new(uri.path()),
-            first: None,
-            more: Vec::new(),
-        }))
+            record: Box::new(TraceRecord {
+                trace_id: parent.map_or_else(new_trace_id, |p| p.trace_id),
+                span_id: new_span_id(),
+                parent: parent.map_or([0; 8], |p| p.span_id),
+                trace_state: parent.and_then(|_| headers.get(&TRACESTATE).cloned()),
+                method: method_str(method),
+                start: now_ns(),
+                end: 0,
+                path: Path::new(uri.path()),
+                status: 0,
+                termination: [b'-'; 2],
+                client: std::net::Ipv4Addr::UNSPECIFIED.into(),
+                frontend: self.frontend.clone(),
+                at: None,
+                retries: 0,
+                first: None,
+                more: Vec::new(),
+            }),
+        })
     }
 }
 
 /// What the request span's attributes come from, when the request's record completes.
-pub struct Outcome<'a> {
+pub struct Outcome {
     pub status: u16,
     pub termination: [u8; 2],
-    pub frontend: &'a Arc<str>,
-    pub backend: Option<&'a Arc<str>>,
-    pub server: Option<&'a Arc<str>>,
+    pub at: Option<Where>,
     pub retries: u32,
     pub client: std::net::SocketAddr,
 }
 
 impl RequestSpan {
-    /// Ends the span and queues it.
-    pub fn end(self, o: Outcome<'_>) {
-        let error = (o.status == 0 || o.status >= 500 || o.termination[0] != b'-')
-            .then_some("request failed");
-        let span = SpanRecord {
-            trace_id: self.trace_id,
-            span_id: self.span_id,
-            parent: self.parent,
-            trace_state: self.trace_state.map(Box::new),
-            method: method_str(&self.method),
-            start: self.start,
-            end: now_ns(),
-            error,
-            detail: Detail::Request {
-                path: self.path,
-                status: o.status,
-                client: o.client.ip(),
-                frontend: o.frontend.clone(),
-                backend: o.backend.cloned(),
-                server: o.server.cloned(),
-                retries: o.retries,
-                termination: o.termination,
-            },
-        };
-        self.tracer.send_all(span, self.first, self.more);
+    /// Ends the span and queues it with its attempts'.
+    pub fn end(self, o: Outcome) {
+        let mut r = self.record;
+        r.end = now_ns();
+        r.status = o.status;
+        r.termination = o.termination;
+        r.at = o.at;
+        r.retries = o.retries;
+        r.client = o.client.ip();
+        self.tracer.send(r);
     }
 
     /// How many attempts' spans it holds.
     pub fn attempts(&self) -> u32 {
-        u32::from(self.first.is_some()) + self.more.len() as u32
+        u32::from(self.record.first.is_some()) + self.record.more.len() as u32
     }
 
     /// Keeps an ended attempt's span, to be queued with this one.
-    pub fn add_attempt(&mut self, span: SpanRecord) {
-        if self.first.is_none() {
-            self.first = Some(span);
+    pub fn add_attempt(&mut self, span: AttemptRecord) {
+        if self.record.first.is_none() {
+            self.record.first = Some(span);
         } else {
-            self.more.push(span);
+            self.record.more.push(span);
         }
     }
 }
@@ -499,45 +563,6 @@ pub fn method_str(m: &Method) -> &'static str {
 pub struct AttemptParent {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
-}
-
-/// The span of one attempt at a server, open while the attempt runs.
-pub struct AttemptSpan {
-    pub parent: AttemptParent,
-    pub span_id: [u8; 8],
-    pub start: u64,
-    pub method: Method,
-    pub backend: Arc<str>,
-    pub server: Arc<str>,
-    pub address: std::net::SocketAddr,
-    pub attempt: u32,
-}
-
-impl AttemptSpan {
-    /// Ends the span with the attempt's status, or its error.
-    pub fn finish(self, result: Result<u16, &'static str>) -> SpanRecord {
-        let error = match result {
-            Ok(s) => (s >= 500).then_some("server error"),
-            Err(e) => Some(e),
-        };
-        SpanRecord {
-            trace_id: self.parent.trace_id,
-            span_id: self.span_id,
-            parent: self.parent.span_id,
-            trace_state: None,
-            method: method_str(&self.method),
-            start: self.start,
-            end: now_ns(),
-            error,
-            detail: Detail::Attempt {
-                address: self.address,
-                backend: self.backend,
-                server: self.server,
-                attempt: self.attempt,
-                result,
-            },
-        }
-    }
 }
 
 /// Whether the protocol is gRPC.

@@ -183,8 +183,8 @@ pub struct State<'a> {
 impl<'a> Exchange<'a> {
     pub fn new(be: &'a Backend, from: Origin<'a>, done: &'a mut Done) -> Self {
         let trace = done.trace.as_ref().map(|t| crate::trace::AttemptParent {
-            trace_id: t.trace_id,
-            span_id: t.span_id,
+            trace_id: t.record.trace_id,
+            span_id: t.record.span_id,
         });
         Self {
             be,

@@ -10,7 +10,7 @@ use super::future::{After, Hook};
 use super::{Attempt, Exchange, Outcome};
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
-use crate::trace::{AttemptParent, AttemptSpan, TRACEPARENT, new_span_id, now_ns, traceparent};
+use crate::trace::{AttemptRecord, TRACEPARENT, new_span_id, now_ns, traceparent};
 
 super::layer!(TraceLayer => Traced);
 
@@ -66,21 +66,15 @@ impl Hook for Option<AttemptHook<'_>> {
         let Some(t) = state.done.trace.as_mut() else {
             return;
         };
-        let record = AttemptSpan {
-            parent: AttemptParent {
-                trace_id: t.trace_id,
-                span_id: t.span_id,
-            },
+        let record = AttemptRecord {
             span_id: h.span_id,
             start: h.start,
-            method: t.method.clone(),
-            backend: be.name.clone(),
-            server: server.name.clone(),
-            address: server.upstream.addr,
+            end: now_ns(),
+            at: server.trace_where(&be.name).clone(),
             // Attempts are one after the other: this one follows those recorded.
             attempt: t.attempts() + 1,
-        }
-        .finish(result);
+            result,
+        };
         t.add_attempt(record);
     }
 }

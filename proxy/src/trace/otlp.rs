@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rampart_config::model::Tracing;
 
-use super::{Counters, Detail, SpanRecord};
+use super::{AttemptRecord, Counters, Kind, TraceRecord};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ExportTraceServiceRequest {
@@ -141,7 +141,6 @@ pub mod any_value {
 // same fields from the span records without building them: no string is copied twice.
 
 const LEN: u64 = 2;
-const FIXED64: u64 = 1;
 const VARINT: u64 = 0;
 
 /// A varint; most here (tags, short lengths) are one byte.
@@ -216,25 +215,62 @@ const K_ATTEMPT: [u8; 17] = key_field("rampart.attempt");
 const K_ERROR_TYPE: [u8; 12] = key_field("error.type");
 
 /// A span's `KeyValue` (`attributes = 9`) with a string value, its key field given.
+/// What comes before the value is put together on the stack and copied at once.
 #[inline]
-fn kstr(b: &mut Vec<u8>, k: &[u8], v: &[u8]) {
+fn kstr<const N: usize>(b: &mut Vec<u8>, k: &[u8; N], v: &[u8]) {
     let any = 1 + varint_len(v.len() as u64) + v.len();
     let kv = k.len() + 1 + varint_len(any as u64) + any;
-    b.push(9 << 3 | 2);
-    varint(kv as u64, b);
-    b.extend_from_slice(k);
-    b.push(2 << 3 | 2);
-    varint(any as u64, b);
-    b.push(1 << 3 | 2);
-    varint(v.len() as u64, b);
+    if kv < 0x80 && k.len() <= 32 {
+        // Every length is one byte: tag, kv length, key field, value tag, any length,
+        // string tag, string length.
+        let mut head = [0u8; 38];
+        head[0] = 9 << 3 | 2;
+        head[1] = kv as u8;
+        head[2..2 + k.len()].copy_from_slice(k);
+        let at = 2 + k.len();
+        head[at] = 2 << 3 | 2;
+        head[at + 1] = any as u8;
+        head[at + 2] = 1 << 3 | 2;
+        head[at + 3] = v.len() as u8;
+        b.extend_from_slice(&head[..at + 4]);
+    } else {
+        b.push(9 << 3 | 2);
+        varint(kv as u64, b);
+        b.extend_from_slice(k);
+        b.push(2 << 3 | 2);
+        varint(any as u64, b);
+        b.push(1 << 3 | 2);
+        varint(v.len() as u64, b);
+    }
     b.extend_from_slice(v);
 }
 
 /// A span's `KeyValue` with an integer value, its key field given.
 #[inline]
-fn kint(b: &mut Vec<u8>, k: &[u8], v: i64) {
+fn kint<const N: usize>(b: &mut Vec<u8>, k: &[u8; N], v: i64) {
     let any = 1 + varint_len(v as u64);
     let kv = k.len() + 1 + varint_len(any as u64) + any;
+    if kv < 0x80 && k.len() <= 32 && (0..0x4000).contains(&v) {
+        // One-byte lengths, a value of one or two bytes.
+        let mut head = [0u8; 40];
+        head[0] = 9 << 3 | 2;
+        head[1] = kv as u8;
+        head[2..2 + k.len()].copy_from_slice(k);
+        let at = 2 + k.len();
+        head[at] = 2 << 3 | 2;
+        head[at + 1] = any as u8;
+        head[at + 2] = 3 << 3;
+        let n = if v < 0x80 {
+            head[at + 3] = v as u8;
+            4
+        } else {
+            head[at + 3] = (v & 0x7f) as u8 | 0x80;
+            head[at + 4] = (v >> 7) as u8;
+            5
+        };
+        b.extend_from_slice(&head[..at + n]);
+        return;
+    }
     b.push(9 << 3 | 2);
     varint(kv as u64, b);
     b.extend_from_slice(k);
@@ -244,16 +280,8 @@ fn kint(b: &mut Vec<u8>, k: &[u8], v: i64) {
     varint(v as u64, b);
 }
 
-/// A `KeyValue` with a value written as text.
-fn display_attr(b: &mut Vec<u8>, k: &[u8], v: impl std::fmt::Display, text: &mut String) {
-    use std::fmt::Write as _;
-    text.clear();
-    let _ = write!(text, "{v}");
-    kstr(b, k, text.as_bytes());
-}
-
-/// Writes `n` in decimal.
-fn push_dec(t: &mut Vec<u8>, n: u32) {
+/// `n` in decimal at the end of `out[..at]`; the new end.
+fn put_dec(out: &mut [u8; 48], mut at: usize, n: u32) -> usize {
     let mut digits = [0u8; 10];
     let mut i = digits.len();
     let mut n = n;
@@ -265,110 +293,153 @@ fn push_dec(t: &mut Vec<u8>, n: u32) {
             break;
         }
     }
-    t.extend_from_slice(&digits[i..]);
+    let d = &digits[i..];
+    out[at..at + d.len()].copy_from_slice(d);
+    at += d.len();
+    at
 }
 
-/// An IPv4 address (and port) written without the formatting machinery, which is slow
-/// for what it does here; IPv6 through it.
-fn addr_attr(
+/// An address (and port) as a string attribute; IPv4 written without the formatting
+/// machinery, which is slow for what it does here.
+fn addr_attr<const N: usize>(
     b: &mut Vec<u8>,
-    k: &[u8],
+    k: &[u8; N],
     ip: std::net::IpAddr,
     port: Option<u16>,
-    scratch: &mut Vec<u8>,
-    text: &mut String,
 ) {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            scratch.clear();
-            for (i, o) in v4.octets().iter().enumerate() {
+            // At most "255.255.255.255:65535".
+            let mut text = [0u8; 48];
+            let mut at = 0;
+            for (i, o) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    scratch.push(b'.');
+                    text[at] = b'.';
+                    at += 1;
                 }
-                push_dec(scratch, u32::from(*o));
+                if o >= 100 {
+                    text[at] = b'0' + o / 100;
+                    at += 1;
+                }
+                if o >= 10 {
+                    text[at] = b'0' + o / 10 % 10;
+                    at += 1;
+                }
+                text[at] = b'0' + o % 10;
+                at += 1;
             }
             if let Some(p) = port {
-                scratch.push(b':');
-                push_dec(scratch, u32::from(p));
+                text[at] = b':';
+                at = put_dec(&mut text, at + 1, u32::from(p));
             }
-            kstr(b, k, scratch);
+            kstr(b, k, &text[..at]);
         }
-        std::net::IpAddr::V6(_) => match port {
-            Some(p) => display_attr(b, k, std::net::SocketAddr::new(ip, p), text),
-            None => display_attr(b, k, ip, text),
-        },
+        std::net::IpAddr::V6(_) => {
+            let text = match port {
+                Some(p) => std::net::SocketAddr::new(ip, p).to_string(),
+                None => ip.to_string(),
+            };
+            kstr(b, k, text.as_bytes());
+        }
     }
 }
 
-fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String, scratch: &mut Vec<u8>) {
-    bytes_field(b, 1, &r.trace_id);
-    bytes_field(b, 2, &r.span_id);
-    if let Some(ts) = &r.trace_state {
+/// `rampart.frontend`, to be copied into request spans.
+pub fn frontend_attr(name: &str) -> Arc<[u8]> {
+    let mut b = Vec::with_capacity(24 + name.len());
+    kstr(&mut b, &K_FRONTEND, name.as_bytes());
+    b.into()
+}
+
+/// `rampart.backend`, and `rampart.server` when there is one.
+pub(crate) fn names_attrs(b: &mut Vec<u8>, backend: &str, server: Option<&str>) {
+    kstr(b, &K_BACKEND, backend.as_bytes());
+    if let Some(s) = server {
+        kstr(b, &K_SERVER, s.as_bytes());
+    }
+}
+
+/// `server.address`.
+pub(crate) fn address_attr(b: &mut Vec<u8>, a: std::net::SocketAddr) {
+    addr_attr(b, &K_SERVER_ADDRESS, a.ip(), Some(a.port()));
+}
+
+/// The fields every span starts with (through its times and its method attribute), put
+/// together on the stack and copied at once. Protobuf fields may come in any order: the
+/// rare `trace_state` goes after them.
+#[allow(clippy::too_many_arguments)]
+fn span_head(
+    b: &mut Vec<u8>,
+    trace_id: &[u8; 16],
+    span_id: &[u8; 8],
+    trace_state: Option<&http::HeaderValue>,
+    parent: &[u8; 8],
+    method: &str,
+    kind: Kind,
+    start: u64,
+    end: u64,
+) {
+    // A method name here is at most 7 bytes ("OPTIONS"): 38 + 9 + 2 + 18 + 35 bytes.
+    let m = method.as_bytes();
+    if m.len() > 16 {
+        return span_head(
+            b,
+            trace_id,
+            span_id,
+            trace_state,
+            parent,
+            "_OTHER",
+            kind,
+            start,
+            end,
+        );
+    }
+    let mut h = [0u8; 140];
+    h[0] = 1 << 3 | 2;
+    h[1] = 16;
+    h[2..18].copy_from_slice(trace_id);
+    h[18] = 2 << 3 | 2;
+    h[19] = 8;
+    h[20..28].copy_from_slice(span_id);
+    let mut at = 28;
+    if *parent != [0; 8] {
+        h[28] = 4 << 3 | 2;
+        h[29] = 8;
+        h[30..38].copy_from_slice(parent);
+        at = 38;
+    }
+    h[at] = 5 << 3 | 2;
+    h[at + 1] = m.len() as u8;
+    h[at + 2..at + 2 + m.len()].copy_from_slice(m);
+    at += 2 + m.len();
+    h[at] = 6 << 3;
+    h[at + 1] = kind as u8;
+    h[at + 2] = 7 << 3 | 1;
+    h[at + 3..at + 11].copy_from_slice(&start.to_le_bytes());
+    h[at + 11] = 8 << 3 | 1;
+    h[at + 12..at + 20].copy_from_slice(&end.max(start).to_le_bytes());
+    at += 20;
+    // attributes = 9: KeyValue { key, value = AnyValue { string_value } }
+    let any = 2 + m.len();
+    h[at] = 9 << 3 | 2;
+    h[at + 1] = (K_METHOD.len() + 2 + any) as u8;
+    h[at + 2..at + 2 + K_METHOD.len()].copy_from_slice(&K_METHOD);
+    at += 2 + K_METHOD.len();
+    h[at] = 2 << 3 | 2;
+    h[at + 1] = any as u8;
+    h[at + 2] = 1 << 3 | 2;
+    h[at + 3] = m.len() as u8;
+    h[at + 4..at + 4 + m.len()].copy_from_slice(m);
+    at += 4 + m.len();
+    b.extend_from_slice(&h[..at]);
+    if let Some(ts) = trace_state {
         bytes_field(b, 3, ts.as_bytes());
     }
-    if r.parent != [0; 8] {
-        bytes_field(b, 4, &r.parent);
-    }
-    let method = r.method;
-    bytes_field(b, 5, method.as_bytes());
-    key(b, 6, VARINT);
-    varint(r.kind() as u64, b);
-    key(b, 7, FIXED64);
-    b.extend_from_slice(&r.start.to_le_bytes());
-    key(b, 8, FIXED64);
-    b.extend_from_slice(&r.end.max(r.start).to_le_bytes());
-    kstr(b, &K_METHOD, method.as_bytes());
-    match &r.detail {
-        Detail::Request {
-            path,
-            status,
-            client,
-            frontend,
-            backend,
-            server,
-            retries,
-            termination,
-        } => {
-            kstr(b, &K_PATH, path.as_bytes());
-            if *status != 0 {
-                kint(b, &K_STATUS, i64::from(*status));
-            }
-            addr_attr(b, &K_CLIENT, *client, None, scratch, text);
-            kstr(b, &K_FRONTEND, frontend.as_bytes());
-            if let Some(be) = backend {
-                kstr(b, &K_BACKEND, be.as_bytes());
-            }
-            if let Some(s) = server {
-                kstr(b, &K_SERVER, s.as_bytes());
-            }
-            kint(b, &K_RETRIES, i64::from(*retries));
-            kstr(b, &K_TERMINATION, termination);
-        }
-        Detail::Attempt {
-            address,
-            backend,
-            server,
-            attempt,
-            result,
-        } => {
-            addr_attr(
-                b,
-                &K_SERVER_ADDRESS,
-                address.ip(),
-                Some(address.port()),
-                scratch,
-                text,
-            );
-            kstr(b, &K_BACKEND, backend.as_bytes());
-            kstr(b, &K_SERVER, server.as_bytes());
-            kint(b, &K_ATTEMPT, i64::from(*attempt));
-            match result {
-                Ok(s) => kint(b, &K_STATUS, i64::from(*s)),
-                Err(e) => kstr(b, &K_ERROR_TYPE, e.as_bytes()),
-            }
-        }
-    }
-    if let Some(m) = r.error {
+}
+
+/// The fields every span ends with: its status when it failed, its flags.
+fn span_tail(b: &mut Vec<u8>, error: Option<&str>) {
+    if let Some(m) = error {
         // Status { message = 2; code = 3 (2: error) }
         let len = 1 + varint_len(m.len() as u64) + m.len() + 2;
         key(b, 15, LEN);
@@ -380,6 +451,68 @@ fn encode_span(r: &SpanRecord, b: &mut Vec<u8>, text: &mut String, scratch: &mut
     // flags: sampled.
     key(b, 16, 5);
     b.extend_from_slice(&1u32.to_le_bytes());
+}
+
+/// A request's span.
+fn encode_request_span(r: &TraceRecord, b: &mut Vec<u8>) {
+    span_head(
+        b,
+        &r.trace_id,
+        &r.span_id,
+        r.trace_state.as_ref(),
+        &r.parent,
+        r.method,
+        Kind::Server,
+        r.start,
+        r.end,
+    );
+    kstr(b, &K_PATH, r.path.as_bytes());
+    if r.status != 0 {
+        kint(b, &K_STATUS, i64::from(r.status));
+    }
+    addr_attr(b, &K_CLIENT, r.client, None);
+    b.extend_from_slice(&r.frontend);
+    if let Some(at) = &r.at {
+        b.extend_from_slice(at.names());
+    }
+    kint(b, &K_RETRIES, i64::from(r.retries));
+    kstr(b, &K_TERMINATION, &r.termination);
+    span_tail(b, r.error());
+}
+
+/// The span of one of its attempts.
+fn encode_attempt_span(r: &TraceRecord, a: &AttemptRecord, b: &mut Vec<u8>) {
+    span_head(
+        b,
+        &r.trace_id,
+        &a.span_id,
+        None,
+        &r.span_id,
+        r.method,
+        Kind::Client,
+        a.start,
+        a.end,
+    );
+    b.extend_from_slice(a.at.all());
+    kint(b, &K_ATTEMPT, i64::from(a.attempt));
+    match a.result {
+        Ok(s) => kint(b, &K_STATUS, i64::from(s)),
+        Err(e) => kstr(b, &K_ERROR_TYPE, e.as_bytes()),
+    }
+    span_tail(b, a.error());
+}
+
+/// One span as a `ScopeSpans.spans` field; left out when too large for its 4-byte
+/// length (256 MiB).
+fn span_field(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    key(out, 2, LEN);
+    let len_at = placeholder(out, 4);
+    write(out);
+    let len = out.len() - len_at - 4;
+    if !fill(out, len_at, 4, len) {
+        out.truncate(start);
+    }
 }
 
 /// Room for a length of `n` bytes, filled by [`fill`] once the length is known: a varint
@@ -402,12 +535,11 @@ fn fill(b: &mut [u8], at: usize, n: usize, len: usize) -> bool {
     true
 }
 
-/// One `ExportTraceServiceRequest` for `spans`, encoded in one pass into one buffer. A
-/// span too large for its 4-byte length (256 MiB) is left out.
-pub fn encode_request(service_name: &str, spans: &[SpanRecord]) -> Vec<u8> {
-    let mut text = String::new();
-    let mut scratch = Vec::with_capacity(64);
-    let mut out = Vec::with_capacity(spans.len() * 640 + 128);
+/// One `ExportTraceServiceRequest` for the spans of `records`, encoded in one pass into
+/// one buffer.
+pub fn encode_request(service_name: &str, records: &[Box<TraceRecord>]) -> Vec<u8> {
+    let spans: usize = records.iter().map(|r| r.spans()).sum();
+    let mut out = Vec::with_capacity(spans * 320 + 128);
     // ExportTraceServiceRequest { resource_spans = 1 ResourceSpans {
     //   resource = 1 Resource { attributes = 1 }; scope_spans = 2 ScopeSpans {
     //     scope = 1 InstrumentationScope { name = 1; version = 2 }; spans = 2 } } }
@@ -423,14 +555,10 @@ pub fn encode_request(service_name: &str, spans: &[SpanRecord]) -> Vec<u8> {
     bytes_field(&mut scope, 1, b"rampart");
     bytes_field(&mut scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
     bytes_field(&mut out, 1, &scope);
-    for r in spans {
-        let start = out.len();
-        key(&mut out, 2, LEN);
-        let len_at = placeholder(&mut out, 4);
-        encode_span(r, &mut out, &mut text, &mut scratch);
-        let len = out.len() - len_at - 4;
-        if !fill(&mut out, len_at, 4, len) {
-            out.truncate(start);
+    for r in records {
+        span_field(&mut out, |b| encode_request_span(r, b));
+        for a in r.attempts() {
+            span_field(&mut out, |b| encode_attempt_span(r, a, b));
         }
     }
     let end = out.len();
@@ -487,9 +615,18 @@ impl Exporter {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let closed = queue.closed.load(Relaxed);
-                let mut spans = queue.take();
-                for chunk in spans.chunks(batch) {
-                    let n = chunk.len() as u64;
+                let mut records = queue.take();
+                let mut rest = &records[..];
+                while !rest.is_empty() {
+                    // Requests while their spans fit in a batch (at least one).
+                    let (mut take, mut n) = (0, 0);
+                    while take < rest.len() && (take == 0 || n + rest[take].spans() <= batch) {
+                        n += rest[take].spans();
+                        take += 1;
+                    }
+                    let (chunk, more) = rest.split_at(take);
+                    rest = more;
+                    let n = n as u64;
                     let msg = encode_request(&self.settings.service_name, chunk);
                     let sent = tokio::time::timeout(self.settings.timeout, self.export(msg)).await;
                     match sent {
@@ -500,8 +637,8 @@ impl Exporter {
                         Err(_) => self.failed(n, "the collector did not answer in time"),
                     }
                 }
-                spans.clear();
-                queue.give_back(spans);
+                records.clear();
+                queue.give_back(records);
                 if closed {
                     return;
                 }
@@ -626,46 +763,74 @@ mod tests {
     use super::*;
     use prost::Message;
 
-    #[test]
-    fn spans_encode_as_opentelemetry_messages() {
-        let attempt = SpanRecord {
-            trace_id: [1; 16],
-            span_id: [3; 8],
-            parent: [2; 8],
-            trace_state: None,
-            method: "POST",
-            start: 11,
-            end: 19,
-            error: Some("connect_failed"),
-            detail: Detail::Attempt {
-                address: "[::1]:8080".parse().unwrap(),
-                backend: "app".into(),
-                server: "s1".into(),
-                attempt: 1,
-                result: Err("connect_failed"),
-            },
-        };
-        let r = SpanRecord {
+    fn record(first: Option<AttemptRecord>) -> Box<TraceRecord> {
+        Box::new(TraceRecord {
             trace_id: [1; 16],
             span_id: [2; 8],
             parent: [0; 8],
-            trace_state: Some(Box::new(http::HeaderValue::from_static("v=1"))),
+            trace_state: Some(http::HeaderValue::from_static("v=1")),
             method: "GET",
             start: 10,
             end: 20,
-            error: Some("request failed"),
-            detail: Detail::Request {
-                path: crate::trace::Path::new("/a/b"),
-                status: 503,
-                client: "10.1.2.3".parse().unwrap(),
-                frontend: "fe".into(),
-                backend: Some("app".into()),
-                server: None,
-                retries: 2,
-                termination: *b"SC",
-            },
+            path: crate::trace::Path::new("/a/b"),
+            status: 503,
+            termination: *b"SC",
+            client: "10.1.2.3".parse().unwrap(),
+            frontend: frontend_attr("fe"),
+            at: Some(crate::trace::Where::backend("app")),
+            retries: 2,
+            first,
+            more: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn attributes_decode_whatever_their_values() {
+        let long = "x".repeat(300);
+        for v in [0, 1, 127, 128, 503, 16383, 16384, -1, i64::MAX] {
+            let big: [u8; 102] = key_field(&"k".repeat(100));
+            for k in [&K_RETRIES[..], &big[..]] {
+                let mut b = Vec::new();
+                if k.len() == big.len() {
+                    kint(&mut b, &big, v);
+                    kstr(&mut b, &big, long.as_bytes());
+                    kstr(&mut b, &big, b"short");
+                } else {
+                    kint(&mut b, &K_RETRIES, v);
+                    kstr(&mut b, &K_RETRIES, long.as_bytes());
+                    kstr(&mut b, &K_RETRIES, b"short");
+                }
+                let span = Span::decode(&b[..]).unwrap();
+                let vals: Vec<_> = span
+                    .attributes
+                    .iter()
+                    .map(|a| a.value.clone().and_then(|v| v.value))
+                    .collect();
+                assert_eq!(
+                    vals,
+                    [
+                        Some(any_value::Value::IntValue(v)),
+                        Some(any_value::Value::StringValue(long.clone())),
+                        Some(any_value::Value::StringValue("short".into())),
+                    ]
+                );
+                assert_eq!(span.attributes[0].key.as_bytes(), &k[2..]);
+            }
+        }
+    }
+
+    #[test]
+    fn spans_encode_as_opentelemetry_messages() {
+        let attempt = AttemptRecord {
+            span_id: [3; 8],
+            start: 11,
+            end: 19,
+            at: crate::trace::Where::server("app", "s1", "[::1]:8080".parse().unwrap()),
+            attempt: 1,
+            result: Err("connect_failed"),
         };
-        let msg = encode_request("edge", &[r, attempt]);
+        let r = record(Some(attempt));
+        let msg = encode_request("edge", &[r]);
         let back = ExportTraceServiceRequest::decode(&msg[..]).unwrap();
         let rs = &back.resource_spans[0];
         assert_eq!(
@@ -709,7 +874,18 @@ mod tests {
         assert_eq!(text("rampart.backend"), str_of("app"));
         assert_eq!(text("rampart.server"), None);
         let a = &rs.scope_spans[0].spans[1];
-        assert_eq!((a.kind, a.name.as_str()), (3, "POST"));
+        assert_eq!((a.kind, a.name.as_str()), (3, "GET"));
+        assert_eq!(a.trace_id, vec![1; 16]);
+        assert_eq!(a.span_id, vec![3; 8]);
+        assert!(a.trace_state.is_empty());
+        assert_eq!((a.start_time_unix_nano, a.end_time_unix_nano), (11, 19));
+        assert_eq!(
+            a.status,
+            Some(Status {
+                message: "connect_failed".into(),
+                code: 2
+            })
+        );
         assert_eq!(a.parent_span_id, vec![2; 8]);
         let attr = |k: &str| {
             a.attributes
@@ -720,6 +896,43 @@ mod tests {
         assert_eq!(attr("server.address"), str_of("[::1]:8080"));
         assert_eq!(attr("error.type"), str_of("connect_failed"));
         assert_eq!(attr("rampart.attempt"), Some(any_value::Value::IntValue(1)));
+        assert_eq!(attr("rampart.backend"), str_of("app"));
+        assert_eq!(attr("rampart.server"), str_of("s1"));
+        // IPv4 addresses are written by hand.
+        let v4 = crate::trace::Where::server("b", "s", "10.20.30.4:65535".parse().unwrap());
+        let mut one = record(Some(AttemptRecord {
+            span_id: [4; 8],
+            start: 1,
+            end: 2,
+            at: v4.clone(),
+            attempt: 1,
+            result: Ok(502),
+        }));
+        one.more.push(AttemptRecord {
+            span_id: [5; 8],
+            start: 3,
+            end: 4,
+            at: v4,
+            attempt: 2,
+            result: Ok(200),
+        });
+        let back = ExportTraceServiceRequest::decode(&encode_request("e", &[one])[..]).unwrap();
+        let spans = &back.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 3);
+        assert_eq!(spans[1].status.as_ref().unwrap().message, "server error");
+        let s = &spans[2];
+        assert_eq!(s.span_id, vec![5; 8]);
+        let attrs: Vec<_> = s
+            .attributes
+            .iter()
+            .map(|a| (a.key.as_str(), a.value.clone().and_then(|v| v.value)))
+            .collect();
+        assert!(attrs.contains(&("server.address", str_of("10.20.30.4:65535"))));
+        assert!(attrs.contains(&(
+            "http.response.status_code",
+            Some(any_value::Value::IntValue(200))
+        )));
+        assert!(s.status.is_none());
         assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, "rampart");
     }
 }
