@@ -214,32 +214,48 @@ const K_SERVER_ADDRESS: [u8; 16] = key_field("server.address");
 const K_ATTEMPT: [u8; 17] = key_field("rampart.attempt");
 const K_ERROR_TYPE: [u8; 12] = key_field("error.type");
 
-/// A span's `KeyValue` (`attributes = 9`) with a string value, its key field given.
-/// What comes before the value is put together on the stack and copied at once.
+/// The start of a span's `KeyValue` (`attributes = 9`) whose lengths are all one byte,
+/// put together on the stack: its tag and length, the key field, the value's tag and
+/// length, the tag of the value's one field. Returns where that field's value goes.
+#[inline]
+fn short_kv_head<const N: usize>(
+    head: &mut [u8; 40],
+    k: &[u8; N],
+    kv: usize,
+    any: usize,
+    tag: u8,
+) -> usize {
+    head[0] = 9 << 3 | 2;
+    head[1] = kv as u8;
+    head[2..2 + N].copy_from_slice(k);
+    head[2 + N] = 2 << 3 | 2;
+    head[3 + N] = any as u8;
+    head[4 + N] = tag;
+    5 + N
+}
+
+/// The same, any lengths, written out field by field.
+fn long_kv_head<const N: usize>(b: &mut Vec<u8>, k: &[u8; N], kv: usize, any: usize, tag: u8) {
+    b.push(9 << 3 | 2);
+    varint(kv as u64, b);
+    b.extend_from_slice(k);
+    b.push(2 << 3 | 2);
+    varint(any as u64, b);
+    b.push(tag);
+}
+
+/// A span's `KeyValue` with a string value, its key field given.
 #[inline]
 fn kstr<const N: usize>(b: &mut Vec<u8>, k: &[u8; N], v: &[u8]) {
     let any = 1 + varint_len(v.len() as u64) + v.len();
-    let kv = k.len() + 1 + varint_len(any as u64) + any;
-    if kv < 0x80 && k.len() <= 32 {
-        // Every length is one byte: tag, kv length, key field, value tag, any length,
-        // string tag, string length.
-        let mut head = [0u8; 38];
-        head[0] = 9 << 3 | 2;
-        head[1] = kv as u8;
-        head[2..2 + k.len()].copy_from_slice(k);
-        let at = 2 + k.len();
-        head[at] = 2 << 3 | 2;
-        head[at + 1] = any as u8;
-        head[at + 2] = 1 << 3 | 2;
-        head[at + 3] = v.len() as u8;
-        b.extend_from_slice(&head[..at + 4]);
+    let kv = N + 1 + varint_len(any as u64) + any;
+    if kv < 0x80 && N <= 34 {
+        let mut head = [0u8; 40];
+        let at = short_kv_head(&mut head, k, kv, any, 1 << 3 | 2);
+        head[at] = v.len() as u8;
+        b.extend_from_slice(&head[..at + 1]);
     } else {
-        b.push(9 << 3 | 2);
-        varint(kv as u64, b);
-        b.extend_from_slice(k);
-        b.push(2 << 3 | 2);
-        varint(any as u64, b);
-        b.push(1 << 3 | 2);
+        long_kv_head(b, k, kv, any, 1 << 3 | 2);
         varint(v.len() as u64, b);
     }
     b.extend_from_slice(v);
@@ -249,35 +265,24 @@ fn kstr<const N: usize>(b: &mut Vec<u8>, k: &[u8; N], v: &[u8]) {
 #[inline]
 fn kint<const N: usize>(b: &mut Vec<u8>, k: &[u8; N], v: i64) {
     let any = 1 + varint_len(v as u64);
-    let kv = k.len() + 1 + varint_len(any as u64) + any;
-    if kv < 0x80 && k.len() <= 32 && (0..0x4000).contains(&v) {
-        // One-byte lengths, a value of one or two bytes.
+    let kv = N + 1 + varint_len(any as u64) + any;
+    if kv < 0x80 && N <= 33 && (0..0x4000).contains(&v) {
+        // A value of one or two bytes.
         let mut head = [0u8; 40];
-        head[0] = 9 << 3 | 2;
-        head[1] = kv as u8;
-        head[2..2 + k.len()].copy_from_slice(k);
-        let at = 2 + k.len();
-        head[at] = 2 << 3 | 2;
-        head[at + 1] = any as u8;
-        head[at + 2] = 3 << 3;
+        let at = short_kv_head(&mut head, k, kv, any, 3 << 3);
         let n = if v < 0x80 {
-            head[at + 3] = v as u8;
-            4
+            head[at] = v as u8;
+            1
         } else {
-            head[at + 3] = (v & 0x7f) as u8 | 0x80;
-            head[at + 4] = (v >> 7) as u8;
-            5
+            head[at] = (v & 0x7f) as u8 | 0x80;
+            head[at + 1] = (v >> 7) as u8;
+            2
         };
         b.extend_from_slice(&head[..at + n]);
-        return;
+    } else {
+        long_kv_head(b, k, kv, any, 3 << 3);
+        varint(v as u64, b);
     }
-    b.push(9 << 3 | 2);
-    varint(kv as u64, b);
-    b.extend_from_slice(k);
-    b.push(2 << 3 | 2);
-    varint(any as u64, b);
-    b.push(3 << 3);
-    varint(v as u64, b);
 }
 
 /// `n` in decimal at the end of `out[..at]`; the new end.
