@@ -12,56 +12,129 @@ use crate::rules::sample::{ConnInfo, canonical_ip};
 use crate::snapshot::Frontend;
 use crate::state::FrontendLive;
 
+/// Which of the headers the proxy reads or removes on every message a header map holds,
+/// found in one pass over its names: no hashing, which costs more than the pass on the few
+/// headers a message has. A set bit says the name was there when the map was looked at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Present(u16);
+
+impl Present {
+    pub const CONNECTION: u16 = 1;
+    pub const TRANSFER_ENCODING: u16 = 1 << 1;
+    pub const UPGRADE: u16 = 1 << 2;
+    pub const TE: u16 = 1 << 3;
+    pub const KEEP_ALIVE: u16 = 1 << 4;
+    pub const PROXY_CONNECTION: u16 = 1 << 5;
+    pub const EXPECT: u16 = 1 << 6;
+    pub const CONTENT_LENGTH: u16 = 1 << 7;
+    pub const HOST: u16 = 1 << 8;
+    /// Any of the forwarding headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`).
+    pub const FORWARDING: u16 = 1 << 9;
+    /// The hop-by-hop headers that `strip_hop_by_hop` removes by name.
+    const HOP: u16 = Self::CONNECTION
+        | Self::TRANSFER_ENCODING
+        | Self::UPGRADE
+        | Self::TE
+        | Self::KEEP_ALIVE
+        | Self::PROXY_CONNECTION;
+
+    pub fn of(h: &HeaderMap) -> Present {
+        let mut bits = 0;
+        for k in h.keys() {
+            bits |= Self::bit(k);
+        }
+        Present(bits)
+    }
+
+    fn bit(k: &HeaderName) -> u16 {
+        // One match on the lower-case name: a jump on its length, then one comparison.
+        match k.as_str() {
+            "connection" => Self::CONNECTION,
+            "transfer-encoding" => Self::TRANSFER_ENCODING,
+            "upgrade" => Self::UPGRADE,
+            "te" => Self::TE,
+            "keep-alive" => Self::KEEP_ALIVE,
+            "proxy-connection" => Self::PROXY_CONNECTION,
+            "expect" => Self::EXPECT,
+            "content-length" => Self::CONTENT_LENGTH,
+            "host" => Self::HOST,
+            "forwarded" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+            | "x-forwarded-port" | "x-real-ip" => Self::FORWARDING,
+            _ => 0,
+        }
+    }
+
+    pub fn has(self, bits: u16) -> bool {
+        self.0 & bits != 0
+    }
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1), including those the `Connection`
 /// header names. `keep_upgrade` keeps an upgrade handshake; `keep_te` keeps
 /// `TE: trailers`, which tells the server that trailers will reach the client.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, keep_te: bool) {
-    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    // Most messages carry none of these: one pass over the names, no hashing.
-    let any = h.keys().any(|k| {
-        k == CONNECTION
-            || k == TRANSFER_ENCODING
-            || k == UPGRADE
-            || k == TE
-            || k == KEEP_ALIVE
-            || k == PROXY_CONNECTION
-    });
-    if !any {
+    let present = Present::of(h);
+    strip_present(h, present, keep_upgrade, keep_te);
+}
+
+/// `strip_hop_by_hop` with the names the map held already known: only those are looked up.
+pub(crate) fn strip_present(
+    h: &mut HeaderMap,
+    present: Present,
+    keep_upgrade: bool,
+    keep_te: bool,
+) {
+    // Most messages carry none of these, or only `Connection: keep-alive`.
+    if !present.has(Present::HOP) {
         return;
     }
-    // Headers named by Connection go too; the usual `keep-alive` and `close` name none,
-    // so the list is usually empty and allocates nothing.
-    let mut named: Vec<HeaderName> = Vec::new();
-    for v in h.get_all(CONNECTION) {
-        for t in v.as_bytes().split(|b| *b == b',') {
-            let t = t.trim_ascii();
-            if t.is_empty()
-                || t.eq_ignore_ascii_case(b"keep-alive")
-                || t.eq_ignore_ascii_case(b"close")
-            {
-                continue;
-            }
-            if let Ok(n) = HeaderName::from_bytes(t)
-                && !(keep_upgrade && n == UPGRADE)
-            {
-                named.push(n);
+    if present.has(Present::CONNECTION) {
+        // Headers named by Connection go too; the usual `keep-alive` and `close` name
+        // none, so the list is usually empty and allocates nothing.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(CONNECTION) {
+            for t in v.as_bytes().split(|b| *b == b',') {
+                let t = t.trim_ascii();
+                if t.is_empty()
+                    || t.eq_ignore_ascii_case(b"keep-alive")
+                    || t.eq_ignore_ascii_case(b"close")
+                {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t)
+                    && !(keep_upgrade && n == UPGRADE)
+                {
+                    named.push(n);
+                }
             }
         }
+        h.remove(CONNECTION);
+        for n in named {
+            h.remove(n);
+        }
     }
-    h.remove(CONNECTION);
-    for n in named {
-        h.remove(n);
+    if present.has(Present::KEEP_ALIVE) {
+        h.remove(&KEEP_ALIVE);
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(TRANSFER_ENCODING);
-    if keep_upgrade && h.contains_key(UPGRADE) {
-        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(UPGRADE);
+    if present.has(Present::PROXY_CONNECTION) {
+        h.remove(&PROXY_CONNECTION);
     }
-    if let Some(te) = h.get(TE) {
+    if present.has(Present::TRANSFER_ENCODING) {
+        h.remove(TRANSFER_ENCODING);
+    }
+    if present.has(Present::UPGRADE) {
+        if keep_upgrade && h.contains_key(UPGRADE) {
+            h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        } else {
+            h.remove(UPGRADE);
+        }
+    }
+    if present.has(Present::TE)
+        && let Some(te) = h.get(TE)
+    {
         let trailers = crate::http1::has_token(te.as_bytes(), "trailers");
         h.remove(TE);
         if keep_te && trailers {
@@ -149,10 +222,16 @@ static FORWARDING: [HeaderName; 6] = [
 
 /// Removes the forwarding headers of an untrusted peer, then adds `X-Forwarded-For`,
 /// `X-Forwarded-Proto` and `Forwarded` as configured.
-pub(crate) fn forwarding_headers(fe: &Frontend, info: &ConnInfo, h: &mut HeaderMap) {
+/// `present` is what the map held before: only forwarding headers it saw are looked up.
+pub(crate) fn forwarding_headers(
+    fe: &Frontend,
+    info: &ConnInfo,
+    h: &mut HeaderMap,
+    present: Present,
+) {
     let f = &fe.forwarding;
     let trusted = f.trust.contains(info.client().ip());
-    if !trusted && !f.keep_untrusted {
+    if !trusted && !f.keep_untrusted && present.has(Present::FORWARDING) {
         for name in &FORWARDING {
             if let http::header::Entry::Occupied(e) = h.entry(name) {
                 let n = e.remove_entry_mult().1.count();
@@ -211,5 +290,119 @@ pub(crate) fn forwarding_headers(fe: &Frontend, info: &ConnInfo, h: &mut HeaderM
             el.push_str(host);
         }
         append(h, &FORWARDED, &el);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    /// Headers in, whether to keep an upgrade and `TE: trailers`, the names left.
+    type Case<'a> = (&'a [(&'a str, &'a str)], bool, bool, &'a [&'a str]);
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn present_sees_each_name_it_tracks_and_nothing_else() {
+        for (name, bit) in [
+            ("connection", Present::CONNECTION),
+            ("transfer-encoding", Present::TRANSFER_ENCODING),
+            ("upgrade", Present::UPGRADE),
+            ("te", Present::TE),
+            ("keep-alive", Present::KEEP_ALIVE),
+            ("proxy-connection", Present::PROXY_CONNECTION),
+            ("expect", Present::EXPECT),
+            ("content-length", Present::CONTENT_LENGTH),
+            ("host", Present::HOST),
+            ("forwarded", Present::FORWARDING),
+            ("x-forwarded-for", Present::FORWARDING),
+            ("x-real-ip", Present::FORWARDING),
+        ] {
+            let p = Present::of(&map(&[(name, "1"), ("x-other", "2"), ("accept", "*/*")]));
+            assert_eq!(p, Present(bit), "{name}");
+        }
+        assert_eq!(
+            Present::of(&map(&[("x-forwarded", "1"), ("keep", "1")])),
+            Present(0)
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_come_off() {
+        let cases: [Case<'_>; 8] = [
+            (
+                &[("connection", "keep-alive"), ("a", "1")],
+                false,
+                false,
+                &["a"],
+            ),
+            (
+                &[("connection", "close, x-p"), ("x-p", "1"), ("a", "1")],
+                false,
+                false,
+                &["a"],
+            ),
+            (
+                &[
+                    ("keep-alive", "timeout=5"),
+                    ("proxy-connection", "x"),
+                    ("a", "1"),
+                ],
+                false,
+                false,
+                &["a"],
+            ),
+            (
+                &[("transfer-encoding", "chunked"), ("a", "1")],
+                false,
+                false,
+                &["a"],
+            ),
+            (
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                true,
+                false,
+                &["connection", "upgrade"],
+            ),
+            (
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                false,
+                false,
+                &[],
+            ),
+            (&[("te", "trailers, gzip")], false, true, &["te"]),
+            (
+                &[("connection", "te"), ("te", "trailers")],
+                false,
+                true,
+                &[],
+            ),
+        ];
+        for (pairs, keep_upgrade, keep_te, left) in cases {
+            let mut h = map(pairs);
+            strip_hop_by_hop(&mut h, keep_upgrade, keep_te);
+            assert_eq!(names(&h), *left, "{pairs:?}");
+        }
+        let mut h = map(&[("te", "trailers, gzip")]);
+        strip_hop_by_hop(&mut h, false, true);
+        assert_eq!(h["te"], "trailers");
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true, false);
+        assert_eq!(h["connection"], "upgrade");
     }
 }

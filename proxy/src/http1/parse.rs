@@ -2,11 +2,12 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
-use super::{Framing, has_token};
+use super::Framing;
+use crate::headers::Present;
 
 /// Why a head could not be parsed; each maps to a status for requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -113,8 +114,13 @@ fn collect<'r>(
     out
 }
 
+/// Room in a parsed head's map for the headers the proxy adds on the way (forwarding
+/// headers, `traceparent`, `Vary`...), so that adding them does not grow the map, which
+/// costs a reallocation and a rehash per request.
+const ADDED_HEADERS: usize = 4;
+
 fn build_headers(head: &Bytes, ranges: &[Range]) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(ranges.len());
+    let mut map = HeaderMap::with_capacity(ranges.len() + ADDED_HEADERS);
     for r in ranges {
         let [ns, ne, vs, ve] = r.map(|x| x as usize);
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| HeadError::Malformed)?;
@@ -139,10 +145,14 @@ fn build_headers(head: &Bytes, ranges: &[Range]) -> Result<HeaderMap, HeadError>
 
 /// Body framing from `Transfer-Encoding` and `Content-Length` (RFC 9112 section 6).
 /// A message with both is refused, as are unknown transfer codings.
-fn body_framing(headers: &HeaderMap, is_request: bool) -> Result<Framing, HeadError> {
-    let mut te = headers.get_all(TRANSFER_ENCODING).iter().peekable();
-    if te.peek().is_some() {
-        if headers.contains_key(CONTENT_LENGTH) {
+fn body_framing(
+    headers: &HeaderMap,
+    present: Present,
+    is_request: bool,
+) -> Result<Framing, HeadError> {
+    if present.has(Present::TRANSFER_ENCODING) {
+        let te = headers.get_all(TRANSFER_ENCODING);
+        if present.has(Present::CONTENT_LENGTH) {
             return Err(HeadError::BadLength);
         }
         // The last coding must be chunked, once (RFC 9112 section 6.1); anything else
@@ -180,7 +190,10 @@ fn body_framing(headers: &HeaderMap, is_request: bool) -> Result<Framing, HeadEr
         };
     }
     let mut len: Option<u64> = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
+    let lengths = present
+        .has(Present::CONTENT_LENGTH)
+        .then(|| headers.get_all(CONTENT_LENGTH));
+    for v in lengths.iter().flatten() {
         for part in v.as_bytes().split(|b| *b == b',') {
             let p = part.trim_ascii();
             if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
@@ -204,15 +217,20 @@ fn body_framing(headers: &HeaderMap, is_request: bool) -> Result<Framing, HeadEr
     })
 }
 
-fn connection_flags(headers: &HeaderMap, version: Version) -> (bool, bool) {
+fn connection_flags(headers: &HeaderMap, present: Present, version: Version) -> (bool, bool) {
     let mut close = false;
     let mut keep = false;
     let mut upgrade = false;
-    for v in headers.get_all(CONNECTION) {
-        let b = v.as_bytes();
-        close |= has_token(b, "close");
-        keep |= has_token(b, "keep-alive");
-        upgrade |= has_token(b, "upgrade");
+    let values = present
+        .has(Present::CONNECTION)
+        .then(|| headers.get_all(CONNECTION));
+    for v in values.iter().flatten() {
+        for t in v.as_bytes().split(|b| *b == b',') {
+            let t = t.trim_ascii();
+            close |= t.eq_ignore_ascii_case(b"close");
+            keep |= t.eq_ignore_ascii_case(b"keep-alive");
+            upgrade |= t.eq_ignore_ascii_case(b"upgrade");
+        }
     }
     let keep_alive = if version == Version::HTTP_10 {
         keep && !close
@@ -226,7 +244,14 @@ fn connection_flags(headers: &HeaderMap, version: Version) -> (bool, bool) {
 /// any HTTP/1.1 request message that lacks a Host header field and to any request message
 /// that contains more than one Host header field line or a Host header field with an
 /// invalid field value." A valid value is `uri-host [ ":" port ]`, or empty.
-fn check_host(headers: &HeaderMap, version: Version) -> Result<(), HeadError> {
+fn check_host(headers: &HeaderMap, present: Present, version: Version) -> Result<(), HeadError> {
+    if !present.has(Present::HOST) {
+        return if version == Version::HTTP_11 {
+            Err(HeadError::Host)
+        } else {
+            Ok(())
+        };
+    }
     let mut all = headers.get_all(http::header::HOST).iter();
     match (all.next(), all.next()) {
         (Some(_), Some(_)) => Err(HeadError::Host),
@@ -234,24 +259,44 @@ fn check_host(headers: &HeaderMap, version: Version) -> Result<(), HeadError> {
         (None, _) => Ok(()),
         (Some(v), None) => {
             let v = v.as_bytes();
-            let valid = |a: http::uri::Authority| {
-                // After the host: nothing, or ":" and digits.
-                let port = &a.as_str()[a.host().len()..];
-                !a.host().is_empty()
-                    && (port.is_empty()
-                        || port
-                            .strip_prefix(':')
-                            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())))
-            };
-            if v.is_empty()
-                || (!v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok_and(valid))
-            {
+            if v.is_empty() || plain_host(v) || authority_host(v) {
                 Ok(())
             } else {
                 Err(HeadError::Host)
             }
         }
     }
+}
+
+/// A `Host` value by the authority grammar: a host, then nothing or `:` and digits, and
+/// no user information.
+fn authority_host(v: &[u8]) -> bool {
+    let valid = |a: http::uri::Authority| {
+        // After the host: nothing, or ":" and digits.
+        let port = &a.as_str()[a.host().len()..];
+        !a.host().is_empty()
+            && (port.is_empty()
+                || port
+                    .strip_prefix(':')
+                    .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())))
+    };
+    !v.contains(&b'@') && http::uri::Authority::try_from(v).is_ok_and(valid)
+}
+
+/// The usual `Host` value, a name or IPv4 address of letters, digits, `-` and `.`, with or
+/// without `:` and a port, checked byte by byte; anything else (IPv6 literals, other
+/// characters, an empty port) goes through the full authority grammar. Every value this
+/// accepts, that grammar accepts too.
+fn plain_host(v: &[u8]) -> bool {
+    let (host, port) = match memchr::memchr(b':', v) {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
+        None => (v, None),
+    };
+    !host.is_empty()
+        && host
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+        && port.is_none_or(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
 }
 
 /// Parses a request head at the start of `buf`. Returns `None` when more bytes are needed
@@ -323,14 +368,16 @@ pub fn parse_request(
     }
     .map_err(|_| HeadError::Malformed)?;
     let headers = build_headers(&head, ranges)?;
-    let framing = body_framing(&headers, true)?;
-    check_host(&headers, version)?;
-    let (keep_alive, conn_upgrade) = connection_flags(&headers, version);
+    let present = Present::of(&headers);
+    let framing = body_framing(&headers, present, true)?;
+    check_host(&headers, present, version)?;
+    let (keep_alive, conn_upgrade) = connection_flags(&headers, present, version);
     let expect_continue = version == Version::HTTP_11
+        && present.has(Present::EXPECT)
         && headers
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let upgrade = conn_upgrade && headers.contains_key(UPGRADE);
+    let upgrade = conn_upgrade && present.has(Present::UPGRADE);
     Ok(Some(RequestHead {
         method,
         uri,
@@ -379,10 +426,11 @@ pub fn parse_response(
     let ranges = collect(buf, res.headers, &mut stack, &mut heap);
     let head = buf.split_to(len).freeze();
     let headers = build_headers(&head, ranges)?;
-    let framing = body_framing(&headers, false)?;
+    let present = Present::of(&headers);
+    let framing = body_framing(&headers, present, false)?;
     // Whether a body read until close ends the connection is for the caller to say: it
     // knows whether the response has a body at all (HEAD, 204, 304).
-    let (keep_alive, _) = connection_flags(&headers, version);
+    let (keep_alive, _) = connection_flags(&headers, present, version);
     Ok(Some(ResponseHead {
         status,
         reason: reason_range.map(|r| head.slice(r.0..r.1)),
@@ -500,6 +548,8 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: \r\n\r\n",
             "GET / HTTP/1.0\r\n\r\n",
             "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: 10.0.0.1:80\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.test:\r\n\r\n",
         ] {
             assert!(req(ok).unwrap().is_some(), "{ok:?}");
         }
@@ -514,6 +564,8 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a:b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a:8:0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a_b:80x\r\n\r\n",
         ] {
             let e = req(bad).unwrap_err();
             assert_eq!(
@@ -521,6 +573,39 @@ mod tests {
                 (HeadError::Host, StatusCode::BAD_REQUEST),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_plain_host_check_accepts_nothing_the_authority_grammar_refuses() {
+        // Every value of up to five bytes over an alphabet with each kind of byte the two
+        // checks treat differently.
+        let alphabet = b"a7-.:[]@ _%";
+        let mut values: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last = values.clone();
+        for _ in 0..5 {
+            last = last
+                .iter()
+                .flat_map(|v| {
+                    alphabet.iter().map(move |&b| {
+                        let mut w = v.clone();
+                        w.push(b);
+                        w
+                    })
+                })
+                .collect();
+            values.extend(last.iter().cloned());
+        }
+        let mut plain = 0;
+        for v in &values {
+            if plain_host(v) {
+                plain += 1;
+                assert!(authority_host(v), "{:?}", String::from_utf8_lossy(v));
+            }
+        }
+        assert!(plain > 1000, "{plain}");
+        for v in ["example.com", "example.com:8080", "10.0.0.1:80", "a-b.c"] {
+            assert!(plain_host(v.as_bytes()), "{v}");
         }
     }
 

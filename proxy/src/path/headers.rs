@@ -5,7 +5,7 @@
 
 use std::task::{Context, Poll};
 
-use http::header::{EXPECT, UPGRADE};
+use http::header::EXPECT;
 use http::{Request, Response, StatusCode, Version};
 use tower::Service;
 
@@ -13,7 +13,7 @@ use super::Outcome;
 use super::future::{After, Hook};
 use crate::body::Body;
 use crate::error::ProxyError;
-use crate::headers::{forwarding_headers, strip_hop_by_hop};
+use crate::headers::{Present, forwarding_headers, strip_hop_by_hop, strip_present};
 use crate::upstream::Proto;
 
 super::layer!(HeadersLayer => Headers);
@@ -32,17 +32,20 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let x = self.x;
-        let upgrade = req.headers().contains_key(UPGRADE)
+        // One pass over the names says which of the headers below are there at all.
+        let present = Present::of(req.headers());
+        let upgrade = present.has(Present::UPGRADE)
             && req.version() != Version::HTTP_2
             && x.be.proto == Proto::Http1;
         let h = req.headers_mut();
-        strip_hop_by_hop(h, upgrade, true);
-        if h.get(EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        strip_present(h, present, upgrade, true);
+        if present.has(Present::EXPECT)
+            && h.get(EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
         {
             h.remove(EXPECT);
         }
-        forwarding_headers(x.from.fe, x.from.env.conn, h);
+        forwarding_headers(x.from.fe, x.from.env.conn, h, present);
         After::new(self.inner.call(req), HopByHop)
     }
 }
