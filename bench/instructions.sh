@@ -1,0 +1,36 @@
+#!/bin/bash
+# User-space instructions per proxied HTTP/1.1 request, counted by callgrind: exact and
+# repeatable on a shared machine where CPU time is not, so changes too small for the
+# side-by-side harness can still be measured. Kernel time is not counted.
+#
+#   bench/instructions.sh BINARY [BINARY...]        (N=20000 requests by default)
+#
+# One nginx origin (1 worker) answering "hello"; each binary runs under valgrind with
+# bench/rampart.yaml; 2,000 requests warm it up, the counters are zeroed, then
+# h2load --h1 -c8 sends N requests and the counters are dumped.
+set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: $0 BINARY [BINARY...]" >&2; exit 2; }
+N=${N:-20000}
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
+bench_init instr
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+  -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+start_origin
+for bin in "$@"; do
+  out="$W/callgrind.$(basename "$bin").out"
+  BENCH_PORT=18400 BENCH_TLS_PORT=18402 BENCH_CERT=$W/cert.pem BENCH_KEY=$W/key.pem \
+    BENCH_BACKEND=127.0.0.1:18080 valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$(realpath "$bin")" run -c "$HERE/rampart.yaml" > "$W/vg.log" 2>&1 &
+  vg=$!
+  PIDS+=("$vg")
+  for _ in $(seq 600); do curl -s -o /dev/null http://127.0.0.1:18400/ && break; sleep 0.1; done
+  h2load -n 2000 -c 8 --h1 http://127.0.0.1:18400/ > /dev/null
+  callgrind_control -z "$vg" > /dev/null 2>&1
+  h2load -n "$N" -c 8 --h1 http://127.0.0.1:18400/ | grep -q "$N succeeded"
+  callgrind_control -d "$vg" > /dev/null 2>&1
+  kill "$vg"; wait "$vg" 2>/dev/null || true
+  ir=$(callgrind_annotate "$(ls -t "$out".* | head -1)" 2>/dev/null \
+    | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
+  echo "$bin: $((ir / N)) instructions per request"
+done
