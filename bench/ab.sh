@@ -16,8 +16,7 @@ ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-6}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 bench_init ab
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-  -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+self_signed_cert
 start_origin
 start() { # binary port tls-port log
   BENCH_PORT=$2 BENCH_TLS_PORT=$3 BENCH_CERT=$W/cert.pem BENCH_KEY=$W/key.pem \

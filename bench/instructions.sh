@@ -14,8 +14,7 @@ N=${N:-20000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 bench_init instr
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-  -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+self_signed_cert
 start_origin
 for bin in "$@"; do
   out="$W/callgrind.$(basename "$bin").out"

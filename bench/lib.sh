@@ -19,6 +19,12 @@ wait_port() {
   return 1
 }
 
+# Writes a throwaway certificate and key for localhost to $W/cert.pem and $W/key.pem.
+self_signed_cert() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+}
+
 start_origin() {
   cat > "$W/origin.conf" <<NGINX
 worker_processes 1;

@@ -190,10 +190,7 @@ fn body_framing(
         };
     }
     let mut len: Option<u64> = None;
-    let lengths = present
-        .has(Present::CONTENT_LENGTH)
-        .then(|| headers.get_all(CONTENT_LENGTH));
-    for v in lengths.iter().flatten() {
+    for v in values_if(headers, present, Present::CONTENT_LENGTH, CONTENT_LENGTH) {
         for part in v.as_bytes().split(|b| *b == b',') {
             let p = part.trim_ascii();
             if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
@@ -217,14 +214,25 @@ fn body_framing(
     })
 }
 
+/// The values of `name`, looked up only when `present` says the map has it.
+fn values_if(
+    headers: &HeaderMap,
+    present: Present,
+    bit: u16,
+    name: HeaderName,
+) -> impl Iterator<Item = &HeaderValue> {
+    present
+        .has(bit)
+        .then(|| headers.get_all(name))
+        .into_iter()
+        .flatten()
+}
+
 fn connection_flags(headers: &HeaderMap, present: Present, version: Version) -> (bool, bool) {
     let mut close = false;
     let mut keep = false;
     let mut upgrade = false;
-    let values = present
-        .has(Present::CONNECTION)
-        .then(|| headers.get_all(CONNECTION));
-    for v in values.iter().flatten() {
+    for v in values_if(headers, present, Present::CONNECTION, CONNECTION) {
         for t in v.as_bytes().split(|b| *b == b',') {
             let t = t.trim_ascii();
             close |= t.eq_ignore_ascii_case(b"close");
