@@ -126,7 +126,8 @@ pub(crate) fn strip_present(
         h.remove(TRANSFER_ENCODING);
     }
     if present.has(Present::UPGRADE) {
-        if keep_upgrade && h.contains_key(UPGRADE) {
+        // Kept upgrades are not among the names `Connection` removed above.
+        if keep_upgrade {
             h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         } else {
             h.remove(UPGRADE);

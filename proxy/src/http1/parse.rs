@@ -253,14 +253,7 @@ fn connection_flags(headers: &HeaderMap, present: Present, version: Version) -> 
 /// that contains more than one Host header field line or a Host header field with an
 /// invalid field value." A valid value is `uri-host [ ":" port ]`, or empty.
 fn check_host(headers: &HeaderMap, present: Present, version: Version) -> Result<(), HeadError> {
-    if !present.has(Present::HOST) {
-        return if version == Version::HTTP_11 {
-            Err(HeadError::Host)
-        } else {
-            Ok(())
-        };
-    }
-    let mut all = headers.get_all(http::header::HOST).iter();
+    let mut all = values_if(headers, present, Present::HOST, http::header::HOST);
     match (all.next(), all.next()) {
         (Some(_), Some(_)) => Err(HeadError::Host),
         (None, _) if version == Version::HTTP_11 => Err(HeadError::Host),
