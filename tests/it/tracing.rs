@@ -264,19 +264,24 @@ async fn each_attempt_has_its_span_and_the_log_has_the_trace_id() {
     let dead = free_port();
     let dir = temp_dir("tracing-log");
     let log = dir.join("access.log");
+    // One worker thread: each worker keeps its own round-robin rotation, so two
+    // connections on two workers could both start with the live server.
     let p = Proxy::start_in(
-        &config(
-            c,
-            "http",
-            "100",
-            &format!(
-                "    retries: {{ attempts: 3, on: [connect-failure], redispatch: true, backoff: {{ base: 1ms, max: 1ms }} }}\n    servers:\n      down: {{ address: \"127.0.0.1:{dead}\" }}\n      up: {{ address: \"{}\" }}\n",
-                origin.addr
-            ),
-            &format!(
-                "    access_log: {{ to: \"{}\", log_format: \"%ci %ST %b/%s trace=%[trace_id]\" }}\n",
-                log.display()
-            ),
+        &format!(
+            "global: {{ threads: 1 }}\n{}",
+            config(
+                c,
+                "http",
+                "100",
+                &format!(
+                    "    retries: {{ attempts: 3, on: [connect-failure], redispatch: true, backoff: {{ base: 1ms, max: 1ms }} }}\n    servers:\n      down: {{ address: \"127.0.0.1:{dead}\" }}\n      up: {{ address: \"{}\" }}\n",
+                    origin.addr
+                ),
+                &format!(
+                    "    access_log: {{ to: \"{}\", log_format: \"%ci %ST %b/%s trace=%[trace_id]\" }}\n",
+                    log.display()
+                ),
+            )
         ),
         dir,
     );
