@@ -492,6 +492,12 @@ pin_project_lite::pin_project! {
     /// request) and is freed when it ends.
     pub struct Serve {
         cx: Arc<ConnCtx>,
+        // The idle deadline: one timer for the connection's life, moved later after each
+        // response. Moving a timer's deadline later is an atomic store (the timer wheel
+        // finds the new deadline when the old one comes), where a new timer per request
+        // costs an insertion into the wheel and a removal.
+        #[pin]
+        timer: tokio::time::Sleep,
         #[pin]
         state: State,
     }
@@ -505,8 +511,6 @@ pin_project_lite::pin_project! {
         Idle {
             conn: Option<Box<ClientConn>>,
             first: bool,
-            #[pin]
-            timer: tokio::time::Sleep,
         },
         /// Reading a request head and serving the request.
         Busy { exchange: Pin<Box<dyn Future<Output = Next> + Send>> },
@@ -520,18 +524,18 @@ impl Serve {
     /// Serves `conn`, which may hold bytes read already. Until the first bytes of a
     /// request arrive, a connection costs no more than an idle one.
     pub fn new(conn: Box<ClientConn>, cx: Arc<ConnCtx>) -> Self {
+        let timer = tokio::time::sleep_until(cx.accepted + cx.frontend.timeouts.http_request);
         let state = if conn.rbuf.is_empty() {
             State::Idle {
                 conn: Some(conn),
                 first: true,
-                timer: tokio::time::sleep_until(cx.accepted + cx.frontend.timeouts.http_request),
             }
         } else {
             State::Busy {
                 exchange: box_in_place(|| next_request(conn, cx.clone(), true)),
             }
         };
-        Self { cx, state }
+        Self { cx, timer, state }
     }
 }
 
@@ -547,11 +551,11 @@ impl Future for Serve {
         let cx = &*this.cx;
         loop {
             let next = match this.state.as_mut().project() {
-                StateProj::Idle { conn, first, timer } => {
+                StateProj::Idle { conn, first } => {
                     let Some(c) = conn.as_deref_mut() else {
                         return Poll::Ready(None);
                     };
-                    let w = ready!(poll_wait(c, cx, true, timer, task));
+                    let w = ready!(poll_wait(c, cx, true, this.timer.as_mut(), task));
                     cx.session.end_idle();
                     match (w, conn.take()) {
                         (Wait::Read, Some(c)) => State::Busy {
@@ -561,7 +565,7 @@ impl Future for Serve {
                     }
                 }
                 StateProj::Busy { exchange } => match ready!(exchange.as_mut().poll(task)) {
-                    Next::Keep(c) => after_response(c, this.cx),
+                    Next::Keep(c) => after_response(c, this.cx, this.timer.as_mut()),
                     Next::Close => State::Closed,
                     Next::H2c(c) => {
                         let io = super::Rewind {
@@ -587,7 +591,11 @@ impl Future for Serve {
 
 /// A kept connection after its response: the next request if its bytes are already
 /// read (pipelining), otherwise an idle wait without a buffer.
-fn after_response(mut conn: Box<ClientConn>, cx: &Arc<ConnCtx>) -> State {
+fn after_response(
+    mut conn: Box<ClientConn>,
+    cx: &Arc<ConnCtx>,
+    timer: Pin<&mut tokio::time::Sleep>,
+) -> State {
     if !conn.rbuf.is_empty() {
         return State::Busy {
             exchange: box_in_place(|| next_request(conn, cx.clone(), false)),
@@ -596,10 +604,10 @@ fn after_response(mut conn: Box<ClientConn>, cx: &Arc<ConnCtx>) -> State {
     if conn.rbuf.capacity() > 0 {
         crate::io::give_buf(std::mem::take(&mut conn.rbuf));
     }
+    timer.reset(Instant::now() + cx.frontend.timeouts.keep_alive);
     State::Idle {
         conn: Some(conn),
         first: false,
-        timer: tokio::time::sleep_until(Instant::now() + cx.frontend.timeouts.keep_alive),
     }
 }
 

@@ -2,6 +2,7 @@
 //! hand back a response whose body reads from the server connection.
 
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -246,6 +247,7 @@ async fn exchange(
     if let Some(body) = body {
         stream_body(conn, body, chunked, server_timeout).await?;
     }
+    let mut timer = conn.take_timer(Instant::now() + head_timeout);
     let read_head = async {
         let mut got_any = false;
         loop {
@@ -312,13 +314,23 @@ async fn exchange(
             }
         }
     };
-    match tokio::time::timeout(head_timeout, read_head).await {
-        Ok(r) => r,
-        Err(_) => Err(ProxyError::new(
+    let head = {
+        let mut read_head = std::pin::pin!(read_head);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = read_head.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    };
+    conn.keep_timer(timer);
+    head.unwrap_or_else(|| {
+        Err(ProxyError::new(
             ErrorKind::ResponseTimeout,
             format!("no response within {head_timeout:?}"),
-        )),
-    }
+        ))
+    })
 }
 
 async fn write_with_timeout(

@@ -6,6 +6,7 @@
 //! dropped at checkout, and a periodic sweep drops them even when nobody asks.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -26,6 +27,11 @@ pub struct UpConn {
     /// The client connection (session id) this connection is private to: one that began
     /// with a PROXY header speaks for that client only.
     pub owner: Option<u64>,
+    /// The wait for a response head: one timer for the connection's life, its deadline
+    /// moved later for each request (an atomic store; the timer wheel finds the new
+    /// deadline when the old one comes) rather than a new timer inserted into the wheel
+    /// and removed again per request. Made at the first request.
+    head_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Counts the connection in its backend while it is open.
     _slot: super::ConnSlot,
 }
@@ -37,8 +43,25 @@ impl UpConn {
             rbuf: BytesMut::new(),
             reused: false,
             owner,
+            head_timer: None,
             _slot: slot,
         }
+    }
+
+    /// Takes the connection's response-head timer, set to `deadline`; give it back with
+    /// [`UpConn::keep_timer`] so the next request reuses it.
+    pub fn take_timer(&mut self, deadline: Instant) -> Pin<Box<tokio::time::Sleep>> {
+        match self.head_timer.take() {
+            Some(mut t) => {
+                t.as_mut().reset(deadline);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    pub fn keep_timer(&mut self, timer: Pin<Box<tokio::time::Sleep>>) {
+        self.head_timer = Some(timer);
     }
 }
 
