@@ -38,6 +38,20 @@ use std::task::{Context, Poll, ready};
 pub struct ClientConn {
     pub io: ClientIo,
     pub rbuf: BytesMut,
+    /// No request has been read from it yet: the first is due within `http_request` of
+    /// the accept, and may be the HTTP/2 preface. (Here rather than in the connection's
+    /// task, whose size every idle connection pays; the box has room for it.)
+    first: bool,
+}
+
+impl ClientConn {
+    pub fn new(io: ClientIo, rbuf: BytesMut) -> Self {
+        ClientConn {
+            io,
+            rbuf,
+            first: true,
+        }
+    }
 }
 
 /// A client connection coming back from a request body.
@@ -507,16 +521,13 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State {
         /// Waiting for the first bytes of the next request, until the keep-alive timeout
-        /// (or for the first request, `http_request` after the accept).
-        Idle {
-            conn: Option<Box<ClientConn>>,
-            first: bool,
-        },
-        /// Reading a request head and serving the request.
+        /// (or for the first request, `http_request` after the accept); `None` once the
+        /// connection is done.
+        Idle { conn: Option<Box<ClientConn>> },
+        /// Reading a request head and serving the request, or relaying an upgraded
+        /// connection. (Two variants, the second's null pointer telling them apart, keep
+        /// the state at 16 bytes.)
         Busy { exchange: Pin<Box<dyn Future<Output = Next> + Send>> },
-        /// Relaying an upgraded connection.
-        Tunnel { relay: Pin<Box<dyn Future<Output = ()> + Send>> },
-        Closed,
     }
 }
 
@@ -526,13 +537,10 @@ impl Serve {
     pub fn new(conn: Box<ClientConn>, cx: Arc<ConnCtx>) -> Self {
         let timer = tokio::time::sleep_until(cx.accepted + cx.frontend.timeouts.http_request);
         let state = if conn.rbuf.is_empty() {
-            State::Idle {
-                conn: Some(conn),
-                first: true,
-            }
+            State::Idle { conn: Some(conn) }
         } else {
             State::Busy {
-                exchange: box_in_place(|| next_request(conn, cx.clone(), true)),
+                exchange: box_in_place(|| next_request(conn, cx.clone())),
             }
         };
         Self { cx, timer, state }
@@ -551,7 +559,7 @@ impl Future for Serve {
         let cx = &*this.cx;
         loop {
             let next = match this.state.as_mut().project() {
-                StateProj::Idle { conn, first } => {
+                StateProj::Idle { conn } => {
                     let Some(c) = conn.as_deref_mut() else {
                         return Poll::Ready(None);
                     };
@@ -559,14 +567,14 @@ impl Future for Serve {
                     cx.session.end_idle();
                     match (w, conn.take()) {
                         (Wait::Read, Some(c)) => State::Busy {
-                            exchange: box_in_place(|| next_request(c, this.cx.clone(), *first)),
+                            exchange: box_in_place(|| next_request(c, this.cx.clone())),
                         },
-                        _ => State::Closed,
+                        _ => State::Idle { conn: None },
                     }
                 }
                 StateProj::Busy { exchange } => match ready!(exchange.as_mut().poll(task)) {
                     Next::Keep(c) => after_response(c, this.cx, this.timer.as_mut()),
-                    Next::Close => State::Closed,
+                    Next::Close => State::Idle { conn: None },
                     Next::H2c(c) => {
                         let io = super::Rewind {
                             pre: c.rbuf,
@@ -574,15 +582,13 @@ impl Future for Serve {
                         };
                         return Poll::Ready(Some((io, this.cx.clone())));
                     }
-                    Next::Tunnel(c, up) => State::Tunnel {
-                        relay: Box::pin(tunnel(c, up)),
+                    Next::Tunnel(c, up) => State::Busy {
+                        exchange: Box::pin(async move {
+                            tunnel(c, up).await;
+                            Next::Close
+                        }),
                     },
                 },
-                StateProj::Tunnel { relay } => {
-                    ready!(relay.as_mut().poll(task));
-                    State::Closed
-                }
-                StateProj::Closed => return Poll::Ready(None),
             };
             this.state.set(next);
         }
@@ -598,22 +604,20 @@ fn after_response(
 ) -> State {
     if !conn.rbuf.is_empty() {
         return State::Busy {
-            exchange: box_in_place(|| next_request(conn, cx.clone(), false)),
+            exchange: box_in_place(|| next_request(conn, cx.clone())),
         };
     }
     if conn.rbuf.capacity() > 0 {
         crate::io::give_buf(std::mem::take(&mut conn.rbuf));
     }
     timer.reset(Instant::now() + cx.frontend.timeouts.keep_alive);
-    State::Idle {
-        conn: Some(conn),
-        first: false,
-    }
+    State::Idle { conn: Some(conn) }
 }
 
 /// Reads the next request's head and serves the request. The first bytes of a
 /// cleartext connection may be the HTTP/2 preface instead (h2c with prior knowledge).
-async fn next_request(mut conn: Box<ClientConn>, cx: Arc<ConnCtx>, first: bool) -> Next {
+async fn next_request(mut conn: Box<ClientConn>, cx: Arc<ConnCtx>) -> Next {
+    let first = std::mem::replace(&mut conn.first, false);
     if first && !cx.info.tls && cx.frontend.h2 {
         let deadline = cx.accepted + cx.frontend.timeouts.http_request;
         loop {

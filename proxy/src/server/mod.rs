@@ -238,10 +238,7 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
         if rbuf.is_empty() {
             crate::io::give_buf(std::mem::take(&mut rbuf));
         }
-        let conn = Box::new(ClientConn {
-            io: ClientIo::Plain(tcp),
-            rbuf,
-        });
+        let conn = Box::new(ClientConn::new(ClientIo::Plain(tcp), rbuf));
         return Some((Started::H1(conn), cx));
     };
     // Boxed: the handshake state is large and would otherwise sit in every connection's
@@ -298,10 +295,7 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
     if h2 {
         return Some((Started::H2(io), cx));
     }
-    let conn = Box::new(ClientConn {
-        io,
-        rbuf: BytesMut::new(),
-    });
+    let conn = Box::new(ClientConn::new(io, BytesMut::new()));
     Some((Started::H1(conn), cx))
 }
 
