@@ -201,11 +201,12 @@ async fn h2_client(addr: SocketAddr, t: Arc<Tally>, stop: Arc<AtomicBool>) {
         'conn: while !stop.load(Ordering::SeqCst) || owed > 0 {
             let mut batch = tokio::task::JoinSet::new();
             for _ in 0..4 {
-                owed = owed.saturating_sub(1);
                 let mut s = s.clone();
                 if s.ready().await.is_err() {
                     break 'conn;
                 }
+                // Only a request that goes out pays back what is owed.
+                owed = owed.saturating_sub(1);
                 let req = Request::get("/h2").body(empty()).unwrap();
                 let fut = s.send_request(req);
                 batch.spawn(async move {
