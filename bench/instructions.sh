@@ -4,6 +4,8 @@
 # side-by-side harness can still be measured. Kernel time is not counted.
 #
 #   bench/instructions.sh BINARY [BINARY...]        (N=20000 requests by default)
+#   H2C=1 bench/instructions.sh BINARY [BINARY...]  (h2c: h2load -c4 -m8 instead of --h1 -c8)
+#   TLS=1 bench/instructions.sh BINARY [BINARY...]  (HTTP/1.1 over TLS 1.3, keep-alive)
 #
 # One nginx origin (1 worker) answering "hello"; each binary runs under valgrind with
 # bench/rampart.yaml; 2,000 requests warm it up, the counters are zeroed, then
@@ -11,6 +13,9 @@
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BINARY [BINARY...]" >&2; exit 2; }
 N=${N:-20000}
+if [ "${H2C:-0}" = 1 ]; then LOAD=(-c 4 -m 8); else LOAD=(--h1 -c 8); fi
+URL=http://127.0.0.1:18400/
+if [ "${TLS:-0}" = 1 ]; then URL=https://127.0.0.1:18402/; fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 bench_init instr
@@ -24,9 +29,9 @@ for bin in "$@"; do
   vg=$!
   PIDS+=("$vg")
   for _ in $(seq 600); do curl -s -o /dev/null http://127.0.0.1:18400/ && break; sleep 0.1; done
-  h2load -n 2000 -c 8 --h1 http://127.0.0.1:18400/ > /dev/null
+  h2load -n 2000 "${LOAD[@]}" "$URL" > /dev/null
   callgrind_control -z "$vg" > /dev/null 2>&1
-  h2load -n "$N" -c 8 --h1 http://127.0.0.1:18400/ | grep -q "$N succeeded"
+  h2load -n "$N" "${LOAD[@]}" "$URL" | grep -q "$N succeeded"
   callgrind_control -d "$vg" > /dev/null 2>&1
   kill "$vg"; wait "$vg" 2>/dev/null || true
   ir=$(callgrind_annotate "$(ls -t "$out".* | head -1)" 2>/dev/null \

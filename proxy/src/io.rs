@@ -70,7 +70,7 @@ macro_rules! either_io {
             pub fn tcp(&self) -> &TcpStream {
                 match self {
                     Self::Plain(s) => s,
-                    Self::Tls(s) => s.get_ref().0,
+                    Self::Tls(s) => s.tcp(),
                 }
             }
 
@@ -87,14 +87,7 @@ macro_rules! either_io {
             pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 match self {
                     Self::Plain(s) => s.poll_read_ready(cx),
-                    Self::Tls(s) => {
-                        let (tcp, tls) = s.get_ref();
-                        if tls.wants_read() {
-                            tcp.poll_read_ready(cx)
-                        } else {
-                            Poll::Ready(Ok(()))
-                        }
-                    }
+                    Self::Tls(s) => s.poll_readable(cx),
                 }
             }
         }
@@ -104,9 +97,9 @@ macro_rules! either_io {
 /// A client connection.
 pub enum ClientIo {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<crate::tls::stream::TlsStream>),
 }
-either_io!(ClientIo, tokio_rustls::server::TlsStream<TcpStream>);
+either_io!(ClientIo, crate::tls::stream::TlsStream);
 
 /// A connection to a server.
 pub enum UpIo {
@@ -114,6 +107,35 @@ pub enum UpIo {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 either_io!(UpIo, tokio_rustls::client::TlsStream<TcpStream>);
+
+/// What the two connection types need of their TLS streams.
+trait TlsIo {
+    fn tcp(&self) -> &TcpStream;
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl TlsIo for crate::tls::stream::TlsStream {
+    fn tcp(&self) -> &TcpStream {
+        crate::tls::stream::TlsStream::tcp(self)
+    }
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        crate::tls::stream::TlsStream::poll_readable(self, cx)
+    }
+}
+
+impl TlsIo for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, tls) = self.get_ref();
+        if tls.wants_read() {
+            tcp.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
 
 /// Reads into the spare capacity of `buf`, growing it when nearly full; an empty buffer
 /// is swapped for one from the worker's pool.

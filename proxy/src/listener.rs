@@ -205,9 +205,7 @@ fn spawn_connection(
     tracker: &Arc<Tracker>,
 ) {
     let spec = fe.binds.get(bind);
-    let tls = spec
-        .and_then(|b| b.tls.clone())
-        .map(tokio_rustls::TlsAcceptor::from);
+    let tls = spec.and_then(|b| b.tls.clone());
     let proxy = spec.map_or(crate::server::ProxyHeader::None, |b| {
         b.accept_proxy.expect(peer.ip())
     });

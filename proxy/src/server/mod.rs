@@ -87,7 +87,7 @@ pub enum ProxyHeader {
 /// Everything a new connection needs.
 pub struct Accepted {
     pub tcp: TcpStream,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub proxy: ProxyHeader,
     /// The connection's context, made at accept (its registry entry and counts).
     pub cx: Arc<ConnCtx>,
@@ -230,7 +230,7 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
         }
     }
     let tcp_mode = fe.mode == rampart_config::model::Mode::Tcp;
-    let Some(acceptor) = a.tls else {
+    let Some(tls) = a.tls else {
         cx.info.learnt(facts);
         if tcp_mode {
             return Some((Started::Tcp(ClientIo::Plain(tcp), rbuf), cx));
@@ -245,10 +245,10 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
     // task, TLS or not.
     let hs = Box::pin(tokio::time::timeout(
         fe.timeouts.http_request,
-        acceptor.accept(tcp),
+        crate::tls::stream::TlsStream::accept(tcp, tls),
     ))
     .await;
-    let stream = match hs {
+    let (stream, sni) = match hs {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let client = facts
@@ -276,8 +276,8 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
         }
         Err(_) => return None,
     };
-    let (_, session) = stream.get_ref();
-    facts.sni = session.server_name().map(Arc::from);
+    facts.sni = sni;
+    let session = stream.session();
     facts.alpn = session
         .alpn_protocol()
         .and_then(crate::rules::sample::Alpn::of);

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client_cert;
 pub mod ocsp;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::path::Path;

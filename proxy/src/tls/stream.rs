@@ -1,0 +1,859 @@
+//! A TLS server connection on rustls's unbuffered API, so that an idle connection holds
+//! no buffer.
+//!
+//! rustls's buffered `ServerConnection` keeps a 4 KiB record buffer for the life of the
+//! connection once it has read anything; with a front door's many idle keep-alive clients
+//! that buffer is most of what each one costs. Here the received records sit in a read
+//! buffer from the worker's pool only while there is something in it, and the encrypted
+//! output in another only until the socket has taken it. What stays with an idle
+//! connection is rustls's state and keys.
+//!
+//! The stream is an `AsyncRead + AsyncWrite` like tokio-rustls's, so the HTTP/1, HTTP/2
+//! and TCP servers use it unchanged:
+//! - a read decrypts one record at a time into the caller's buffer (what does not fit
+//!   waits in `plain`);
+//! - a write encrypts the caller's bytes and accepts them once they are encrypted,
+//!   provided the output of the write before has gone to the socket: at most one write's
+//!   worth is ever held;
+//! - handshake messages after the handshake (tickets, key updates) and alerts go out
+//!   ahead of anything encrypted after them.
+//!
+//! A client that closes its connection without `close_notify` reads as the end of the
+//! stream, as browsers do it all the time; HTTP's own framing tells a cut message.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use rustls::ServerConfig;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The most plaintext one write encrypts: two full records.
+const MAX_WRITE: usize = 32 * 1024;
+
+/// Room for one full record and its header and tag, the size output buffers start at.
+const OUT_BUF: usize = 16 * 1024 + 512;
+
+/// Buffers of each kind this worker keeps.
+const POOLED_OUT: usize = 64;
+
+/// Room for a full record in a read buffer, and more to read at once.
+const IN_BUF: usize = 17 * 1024;
+
+thread_local! {
+    /// Output buffers, each initialised over its whole capacity (rustls writes into a
+    /// `&mut [u8]`), so taking one costs no zeroing.
+    static OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Read buffers. Records are copied out of them, never shared, so one comes back
+    /// free and the last one given is the next one taken, still in the cache.
+    static IN: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_in() -> BytesMut {
+    IN.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(IN_BUF))
+}
+
+/// Keeps decrypted bytes the reader has no room for yet.
+fn keep(plain: &mut Option<Box<BytesMut>>, data: &[u8]) {
+    if !data.is_empty() {
+        plain
+            .get_or_insert_with(Default::default)
+            .extend_from_slice(data);
+    }
+}
+
+/// Gives an emptied read buffer back to this worker's pool.
+fn release(rx: &mut BytesMut) {
+    if !rx.is_empty() || rx.capacity() == 0 {
+        return;
+    }
+    let mut b = std::mem::take(rx);
+    // All of it again (a buffer advanced to its end has no room left).
+    if !b.try_reclaim(IN_BUF) || b.capacity() > 4 * IN_BUF {
+        return;
+    }
+    IN.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED_OUT {
+            p.push(b);
+        }
+    });
+}
+
+fn take_out() -> Vec<u8> {
+    OUT.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0; OUT_BUF])
+}
+
+fn give_out(v: Vec<u8>) {
+    // What one write of `MAX_WRITE` grows a buffer to is kept; larger ones (a handshake
+    // message with a long certificate chain and the data behind it) are let go.
+    if v.len() < OUT_BUF || v.len() > 2 * OUT_BUF {
+        return;
+    }
+    OUT.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED_OUT {
+            p.push(v);
+        }
+    });
+}
+
+/// Bytes waiting for the socket: `buf[start..end]`, with `buf` as long as its capacity.
+#[derive(Default)]
+struct Out {
+    buf: Vec<u8>,
+    start: u32,
+    end: u32,
+}
+
+impl Out {
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start as usize..self.end as usize]
+    }
+
+    /// Room for at least `n` more bytes at the end.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = take_out();
+        }
+        let (start, mut end) = (self.start as usize, self.end as usize);
+        if self.buf.len() - end < n {
+            if start > 0 {
+                self.buf.copy_within(start..end, 0);
+                end -= start;
+                self.start = 0;
+                self.end = end as u32;
+            }
+            if self.buf.len() - end < n {
+                self.buf.resize(end + n, 0);
+            }
+        }
+        &mut self.buf[end..]
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.end += n as u32;
+    }
+
+    fn consumed(&mut self, n: usize) {
+        self.start += n as u32;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            give_out(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// A server-side TLS connection over TCP.
+pub struct TlsStream {
+    tcp: TcpStream,
+    conn: UnbufferedServerConnection,
+    /// Received TLS bytes not yet processed; no allocation while empty and idle.
+    rx: BytesMut,
+    /// Decrypted bytes the reader has not taken yet (a record larger than its buffer):
+    /// rare, so an idle connection does not carry the room for it.
+    plain: Option<Box<BytesMut>>,
+    /// Encrypted bytes and handshake messages not yet written.
+    tx: Out,
+    /// The peer sent `close_notify`, or closed its side of the TCP connection.
+    read_closed: bool,
+    /// `close_notify` was queued.
+    close_sent: bool,
+    /// rustls failed (and queued its alert): the connection is unusable, and rustls is
+    /// not called again.
+    failed: bool,
+}
+
+/// What processing the received records came to.
+enum Step {
+    /// Plaintext was delivered (to the reader's buffer or to `plain`).
+    Plain,
+    /// Nothing more to do without more bytes from the peer.
+    NeedRead,
+    /// The peer closed (`close_notify`), or the connection is closed both ways.
+    Closed,
+}
+
+/// A handshake message or alert rustls has ready, into `tx`.
+fn encode(e: &mut EncodeTlsData<'_, ServerConnectionData>, tx: &mut Out) -> io::Result<()> {
+    let mut need = 512;
+    loop {
+        match e.encode(tx.room(need)) {
+            Ok(n) => {
+                tx.filled(n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(s)) => need = s.required_size,
+            Err(e) => return Err(io::Error::other(format!("TLS encode: {e}"))),
+        }
+    }
+}
+
+/// A ClientHello's `server_name` as rustls takes it: a DNS name, in lower case.
+fn dns_name(raw: &[u8]) -> Option<Arc<str>> {
+    let s = std::str::from_utf8(raw).ok()?;
+    rustls_pki_types::DnsName::try_from(s).ok()?;
+    Some(Arc::from(s.to_ascii_lowercase()))
+}
+
+fn failed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the TLS connection failed")
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl TlsStream {
+    /// Accepts a TLS connection: the handshake, with the peer's early application data
+    /// (if it sent some with its last flight) kept for the first read. Also returns the
+    /// server name the client asked for (SNI), in lower case: rustls's unbuffered
+    /// connection does not tell it, so it is read from the ClientHello as rustls reads it
+    /// (a DNS name; an IP address counts as none).
+    pub async fn accept(
+        tcp: TcpStream,
+        config: Arc<ServerConfig>,
+    ) -> io::Result<(Self, Option<Arc<str>>)> {
+        let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+        let mut s = TlsStream {
+            tcp,
+            conn,
+            rx: BytesMut::new(),
+            plain: None,
+            tx: Out::default(),
+            read_closed: false,
+            close_sent: false,
+            failed: false,
+        };
+        // `None` until the ClientHello is whole.
+        let mut sni = None;
+        std::future::poll_fn(|cx| s.poll_handshake(cx, &mut sni)).await?;
+        Ok((s, sni.flatten()))
+    }
+
+    fn poll_handshake(
+        &mut self,
+        cx: &mut Context<'_>,
+        sni: &mut Option<Option<Arc<str>>>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let received = self.rx.len();
+            if sni.is_none() {
+                let hello = crate::rules::payload::Payload::new(&self.rx, false);
+                let name = hello.sni();
+                if !hello.short.get() {
+                    *sni = Some(name.and_then(dns_name));
+                }
+            }
+            let step = self.process(None)?;
+            if sni.is_none() && self.rx.len() < received {
+                // rustls took records of a ClientHello longer than one record (16 KiB),
+                // which the parser above does not join: the name stays unknown.
+                *sni = Some(None);
+            }
+            match step {
+                // Early data, or a record after the handshake's last: the next may be here.
+                Step::Plain if self.conn.is_handshaking() => continue,
+                Step::Plain | Step::NeedRead => {}
+                Step::Closed => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection during the TLS handshake",
+                    )));
+                }
+            }
+            if !self.conn.is_handshaking() {
+                // Tickets and the like may still wait in `tx`: they go out ahead of the
+                // first response.
+                let _ = self.poll_flush_tx(cx)?;
+                return Poll::Ready(Ok(()));
+            }
+            // The peer answers what we sent: send it all before waiting.
+            ready!(self.poll_flush_tx(cx))?;
+            match ready!(self.poll_fill(cx))? {
+                0 => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection during the TLS handshake",
+                    )));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Processes the received records until there is plaintext, or more is needed from
+    /// the peer. Plaintext goes to `out` as far as it fits, the rest to `plain`.
+    fn process(&mut self, out: Option<&mut ReadBuf<'_>>) -> io::Result<Step> {
+        if self.failed {
+            return Err(failed());
+        }
+        let r = self.process_records(out);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    fn process_records(&mut self, mut out: Option<&mut ReadBuf<'_>>) -> io::Result<Step> {
+        let TlsStream {
+            conn,
+            rx,
+            plain,
+            tx,
+            read_closed,
+            ..
+        } = self;
+        loop {
+            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut rx[..]);
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    rx.advance(discard.min(rx.len()));
+                    Self::queue_alerts(conn, rx, tx);
+                    *rx = BytesMut::new();
+                    return Err(tls_error(e));
+                }
+            };
+            let step = match state {
+                ConnectionState::ReadTraffic(mut r) => {
+                    while let Some(record) = r.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        discard += record.discard;
+                        let mut data = record.payload;
+                        if let Some(out) = out.as_deref_mut() {
+                            let n = data.len().min(out.remaining());
+                            out.put_slice(&data[..n]);
+                            data = &data[n..];
+                        }
+                        keep(plain, data);
+                    }
+                    Some(Step::Plain)
+                }
+                ConnectionState::ReadEarlyData(mut r) => {
+                    // Only when the configuration accepts early data, which it does not;
+                    // taken as ordinary data rather than lost.
+                    while let Some(record) = r.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        discard += record.discard;
+                        keep(plain, record.payload);
+                    }
+                    Some(Step::Plain)
+                }
+                ConnectionState::EncodeTlsData(mut e) => {
+                    encode(&mut e, tx)?;
+                    None
+                }
+                ConnectionState::TransmitTlsData(t) => {
+                    // The bytes are in `tx`, ahead of anything written after them; they go
+                    // out with the next flush.
+                    t.done();
+                    None
+                }
+                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
+                    Some(Step::NeedRead)
+                }
+                ConnectionState::PeerClosed => {
+                    *read_closed = true;
+                    Some(Step::Closed)
+                }
+                ConnectionState::Closed => {
+                    *read_closed = true;
+                    Some(Step::Closed)
+                }
+                _ => {
+                    return Err(io::Error::other("unexpected TLS connection state"));
+                }
+            };
+            rx.advance(discard);
+            if let Some(step) = step {
+                release(rx);
+                return Ok(step);
+            }
+        }
+    }
+
+    /// After an error: the alert rustls queued for the peer, into `tx` (sent best effort
+    /// by the caller's next flush, or by `Drop`).
+    fn queue_alerts(conn: &mut UnbufferedServerConnection, rx: &mut BytesMut, tx: &mut Out) {
+        // One call: rustls hands out what it queued before it looks at the received bytes
+        // again (which would fail once more). The same bytes go along all the same, as
+        // rustls may still point into them.
+        let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut rx[..]);
+        if let Ok(ConnectionState::EncodeTlsData(mut e)) = state {
+            let _ = encode(&mut e, tx);
+        }
+    }
+
+    /// Reads more TLS bytes from the socket; 0 at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rx.capacity() - self.rx.len() < 1024 {
+            if self.rx.is_empty() {
+                self.rx = take_in();
+            } else {
+                // A record longer than what is left: room for all of it.
+                self.rx.reserve(IN_BUF);
+            }
+        }
+        let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.tcp), cx, &mut self.rx);
+        if r.is_pending() {
+            release(&mut self.rx);
+        }
+        r
+    }
+
+    /// Writes what `tx` holds to the socket.
+    fn poll_flush_tx(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.tx.is_empty() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, self.tx.bytes()))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.tx.consumed(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Runs `f` on rustls's write state, once what rustls has to send first (handshake
+    /// messages, alerts) is in `tx`.
+    fn with_write<R>(
+        &mut self,
+        f: impl FnOnce(WriteTraffic<'_, ServerConnectionData>, &mut Out) -> io::Result<R>,
+    ) -> io::Result<R> {
+        if self.failed {
+            return Err(failed());
+        }
+        let r = self.with_write_state(f);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    fn with_write_state<R>(
+        &mut self,
+        f: impl FnOnce(WriteTraffic<'_, ServerConnectionData>, &mut Out) -> io::Result<R>,
+    ) -> io::Result<R> {
+        loop {
+            // The received bytes go along (rustls may point into those it has begun), and
+            // a record among them that completes is decrypted for the reader.
+            let UnbufferedStatus { mut discard, state } =
+                self.conn.process_tls_records(&mut self.rx[..]);
+            match state.map_err(tls_error)? {
+                ConnectionState::WriteTraffic(w) => {
+                    self.rx.advance(discard);
+                    release(&mut self.rx);
+                    return f(w, &mut self.tx);
+                }
+                ConnectionState::EncodeTlsData(mut e) => encode(&mut e, &mut self.tx)?,
+                ConnectionState::TransmitTlsData(t) => t.done(),
+                ConnectionState::ReadTraffic(mut r) => {
+                    while let Some(record) = r.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        discard += record.discard;
+                        keep(&mut self.plain, record.payload);
+                    }
+                }
+                ConnectionState::PeerClosed => self.read_closed = true,
+                ConnectionState::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "TLS connection not ready for application data",
+                    ));
+                }
+            }
+            self.rx.advance(discard);
+        }
+    }
+
+    /// Encrypts `data` into `tx`.
+    fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+        self.with_write(|mut w, tx| {
+            // Each record adds a header, a tag and (TLS 1.3) its content type.
+            let mut need = data.len() + (data.len() / (16 * 1024) + 1) * 64;
+            loop {
+                match w.encrypt(data, tx.room(need)) {
+                    Ok(n) => {
+                        tx.filled(n);
+                        return Ok(());
+                    }
+                    Err(EncryptError::InsufficientSize(s)) => need = s.required_size,
+                    Err(e) => return Err(io::Error::other(format!("TLS encrypt: {e}"))),
+                }
+            }
+        })
+    }
+
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// The rustls connection (ALPN protocol, client certificate).
+    pub fn session(&self) -> &UnbufferedServerConnection {
+        &self.conn
+    }
+
+    /// Ready when a read may make progress without waiting for the socket: plaintext or
+    /// records already received, or the peer's close.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.plain.is_some() || !self.rx.is_empty() || self.read_closed {
+            Poll::Ready(Ok(()))
+        } else {
+            self.tcp.poll_read_ready(cx)
+        }
+    }
+}
+
+impl AsyncRead for TlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(plain) = this.plain.as_mut() {
+                let n = plain.len().min(buf.remaining());
+                buf.put_slice(&plain[..n]);
+                plain.advance(n);
+                if plain.is_empty() {
+                    this.plain = None;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.read_closed || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            match this.process(Some(buf))? {
+                Step::Plain if buf.filled().len() > before || this.plain.is_some() => {
+                    return Poll::Ready(Ok(()));
+                }
+                // An empty record: the next may already be here.
+                Step::Plain => continue,
+                Step::NeedRead => {}
+                Step::Closed => return Poll::Ready(Ok(())),
+            }
+            // Handshake messages rustls answered with (a key update) go out as they can.
+            if let Poll::Ready(Err(e)) = this.poll_flush_tx(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if ready!(this.poll_fill(cx))? == 0 {
+                // The end of the TCP stream, with or without `close_notify`.
+                this.read_closed = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl TlsStream {
+    fn poll_write_slices(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // What the last write encrypted goes out first: one write's worth at most waits.
+        ready!(self.poll_flush_tx(cx))?;
+        if self.close_sent {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let n = match bufs.iter().find(|b| !b.is_empty()) {
+            None => return Poll::Ready(Ok(0)),
+            Some(first) if first.len() >= MAX_WRITE || bufs.len() == 1 => {
+                let n = first.len().min(MAX_WRITE);
+                self.encrypt(&first[..n])?;
+                n
+            }
+            Some(_) => {
+                // Several slices (a head and a body): one record for all of them, as far
+                // as they fit one write.
+                let mut joined = crate::io::take_vec();
+                for b in bufs {
+                    let take = b.len().min(MAX_WRITE - joined.len());
+                    joined.extend_from_slice(&b[..take]);
+                    if joined.len() == MAX_WRITE {
+                        break;
+                    }
+                }
+                let r = self.encrypt(&joined);
+                let n = joined.len();
+                crate::io::give_vec(joined);
+                r?;
+                n
+            }
+        };
+        if let Poll::Ready(Err(e)) = self.poll_flush_tx(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for TlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_write_slices(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_slices(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_tx(cx))?;
+        Pin::new(&mut this.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_sent {
+            ready!(this.poll_flush_tx(cx))?;
+            this.close_sent = true;
+            // Best effort: a connection rustls has closed already has nothing to say.
+            let _ = this.with_write(|mut w, tx| {
+                let n = w
+                    .queue_close_notify(tx.room(64))
+                    .map_err(|e| io::Error::other(format!("TLS close_notify: {e}")))?;
+                tx.filled(n);
+                Ok(())
+            });
+        }
+        ready!(this.poll_flush_tx(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+impl Drop for TlsStream {
+    fn drop(&mut self) {
+        // An alert queued by a failure is sent if the socket takes it at once.
+        if !self.tx.is_empty() {
+            let _ = self.tcp.try_write(self.tx.bytes());
+        }
+        give_out(std::mem::take(&mut self.tx.buf));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    type Client = tokio_rustls::client::TlsStream<TcpStream>;
+
+    /// A server stream and a rustls client connected to it over loopback, the client
+    /// asking for `name`.
+    async fn pair(name: &str) -> ((TlsStream, Option<Arc<str>>), Client) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["tls.test".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let connect = async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(client))
+                .connect(name, tcp)
+                .await
+                .unwrap()
+        };
+        let accept = async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            TlsStream::accept(tcp, Arc::new(server)).await.unwrap()
+        };
+        tokio::join!(accept, connect)
+    }
+
+    fn holds_nothing(s: &TlsStream) -> bool {
+        s.rx.capacity() == 0 && s.plain.is_none() && s.tx.buf.is_empty()
+    }
+
+    #[tokio::test]
+    async fn an_exchange_leaves_the_connection_without_buffers() {
+        let ((mut s, sni), mut c) = pair("TLS.Test").await;
+        assert_eq!(sni.as_deref(), Some("tls.test"));
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+        let slices = [io::IoSlice::new(head), io::IoSlice::new(b"hello")];
+        let n = s.write_vectored(&slices).await.unwrap();
+        assert_eq!(n, head.len() + 5, "both slices are taken at once");
+        s.flush().await.unwrap();
+        let mut got = vec![0u8; head.len() + 5];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[head.len()..], b"hello");
+        assert!(holds_nothing(&s), "an idle connection holds no buffer");
+    }
+
+    /// The stream is boxed in each TLS connection, so its size is what an idle TLS
+    /// connection costs besides rustls's heap (its keys, 1,184 bytes with AES-256-GCM, a
+    /// 640-byte handshake buffer and its state) and what any connection costs.
+    /// jemalloc's size classes around it are 1,280 and 1,536 bytes; it is 1,208 (rustls's
+    /// connection 1,088, the socket 32, the buffers' handles and flags).
+    #[test]
+    fn a_tls_stream_stays_in_its_size_class() {
+        let n = std::mem::size_of::<TlsStream>();
+        eprintln!("TLS stream: {n} bytes");
+        assert!(n <= 1280, "the TLS stream grew to {n} bytes");
+    }
+
+    #[tokio::test]
+    async fn an_ip_address_is_no_server_name() {
+        let ((_, sni), _c) = pair("127.0.0.1").await;
+        assert_eq!(sni, None);
+    }
+
+    #[tokio::test]
+    async fn records_larger_than_reads_and_writes_larger_than_records() {
+        let ((mut s, _), mut c) = pair("tls.test").await;
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sent = data.clone();
+        let client = tokio::spawn(async move {
+            c.write_all(&sent).await.unwrap();
+            let mut back = Vec::new();
+            // The server's close_notify makes a clean end: no error.
+            c.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        // Reads much smaller than a record: the rest of each record waits in `plain`.
+        let mut got = Vec::new();
+        let mut small = [0u8; 100];
+        while got.len() < data.len() {
+            let n = s.read(&mut small).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, data);
+        s.write_all(&data).await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(client.await.unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_key_update_the_client_asks_for_is_answered() {
+        let ((mut s, _), mut c) = pair("tls.test").await;
+        c.write_all(b"one ").await.unwrap();
+        c.get_mut().1.refresh_traffic_keys().unwrap();
+        c.write_all(b"two").await.unwrap();
+        c.flush().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while got.len() < 7 {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"one two");
+        // The answer goes out under the server's new keys, after its own key update.
+        s.write_all(b"three").await.unwrap();
+        s.flush().await.unwrap();
+        let mut back = [0u8; 5];
+        c.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"three");
+    }
+
+    #[tokio::test]
+    async fn the_clients_close_notify_reads_as_the_end() {
+        let ((mut s, _), mut c) = pair("tls.test").await;
+        c.write_all(b"bye").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_is_not_tls_fails_the_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["tls.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let client = tokio::spawn(async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer).await;
+            answer
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let Err(err) = TlsStream::accept(tcp, Arc::new(server)).await else {
+            panic!("the handshake succeeded");
+        };
+        assert!(
+            err.get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .is_some(),
+            "{err}"
+        );
+        // A TLS alert record (type 21) went back before the connection closed.
+        let answer = client.await.unwrap();
+        assert_eq!(answer.first(), Some(&21), "{answer:?}");
+    }
+}
