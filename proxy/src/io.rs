@@ -104,38 +104,12 @@ either_io!(ClientIo, crate::tls::stream::TlsStream);
 /// A connection to a server.
 pub enum UpIo {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<crate::tls::stream::TlsStream<rustls::client::UnbufferedClientConnection>>),
 }
-either_io!(UpIo, tokio_rustls::client::TlsStream<TcpStream>);
-
-/// What the two connection types need of their TLS streams.
-trait TlsIo {
-    fn tcp(&self) -> &TcpStream;
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-}
-
-impl TlsIo for crate::tls::stream::TlsStream {
-    fn tcp(&self) -> &TcpStream {
-        crate::tls::stream::TlsStream::tcp(self)
-    }
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        crate::tls::stream::TlsStream::poll_readable(self, cx)
-    }
-}
-
-impl TlsIo for tokio_rustls::client::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let (tcp, tls) = self.get_ref();
-        if tls.wants_read() {
-            tcp.poll_read_ready(cx)
-        } else {
-            Poll::Ready(Ok(()))
-        }
-    }
-}
+either_io!(
+    UpIo,
+    crate::tls::stream::TlsStream<rustls::client::UnbufferedClientConnection>
+);
 
 /// Reads into the spare capacity of `buf`, growing it when nearly full; an empty buffer
 /// is swapped for one from the worker's pool.

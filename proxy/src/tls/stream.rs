@@ -1,7 +1,8 @@
-//! A TLS server connection on rustls's unbuffered API, so that an idle connection holds
-//! no buffer.
+//! TLS connections on rustls's unbuffered API, so that an idle connection holds no buffer:
+//! clients' connections (rampart the server) and connections to servers (rampart the
+//! client, kept in the pools between requests).
 //!
-//! rustls's buffered `ServerConnection` keeps a 4 KiB record buffer for the life of the
+//! rustls's buffered connections keep a 4 KiB record buffer for the life of the
 //! connection once it has read anything; with a front door's many idle keep-alive clients
 //! that buffer is most of what each one costs. Here the received records sit in a read
 //! buffer from the worker's pool only while there is something in it, and the encrypted
@@ -9,7 +10,7 @@
 //! connection is rustls's state and keys.
 //!
 //! The stream is an `AsyncRead + AsyncWrite` like tokio-rustls's, so the HTTP/1, HTTP/2
-//! and TCP servers use it unchanged:
+//! and TCP servers and the upstream clients use it unchanged:
 //! - a read decrypts one record at a time into the caller's buffer (what does not fit
 //!   waits in `plain`);
 //! - a write encrypts the caller's bytes and accepts them once they are encrypted,
@@ -18,8 +19,8 @@
 //! - handshake messages after the handshake (tickets, key updates) and alerts go out
 //!   ahead of anything encrypted after them.
 //!
-//! A client that closes its connection without `close_notify` reads as the end of the
-//! stream, as browsers do it all the time; HTTP's own framing tells a cut message.
+//! A peer that closes its connection without `close_notify` reads as the end of the
+//! stream, as browsers and many servers do; HTTP's own framing tells a cut message.
 
 use std::cell::RefCell;
 use std::io;
@@ -28,11 +29,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use rustls::ServerConfig;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic,
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedConnectionCommon,
+    UnbufferedStatus, WriteTraffic,
 };
+use rustls::{ClientConfig, ServerConfig};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -159,10 +163,31 @@ impl Out {
     }
 }
 
-/// A server-side TLS connection over TCP.
-pub struct TlsStream {
+/// The two ends of rustls's unbuffered connection, as the stream drives them.
+pub trait End: std::ops::DerefMut<Target = UnbufferedConnectionCommon<Self::Data>> {
+    type Data;
+    fn process<'c, 'i>(&'c mut self, rx: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl End for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(&'c mut self, rx: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(rx)
+    }
+}
+
+impl End for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(&'c mut self, rx: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(rx)
+    }
+}
+
+/// A TLS connection over TCP: a client's (rampart the server, the default) or one to a
+/// server (`TlsStream<UnbufferedClientConnection>`).
+pub struct TlsStream<C = UnbufferedServerConnection> {
     tcp: TcpStream,
-    conn: UnbufferedServerConnection,
+    conn: C,
     /// Received TLS bytes not yet processed; no allocation while empty and idle.
     rx: BytesMut,
     /// Decrypted bytes the reader has not taken yet (a record larger than its buffer):
@@ -190,7 +215,7 @@ enum Step {
 }
 
 /// A handshake message or alert rustls has ready, into `tx`.
-fn encode(e: &mut EncodeTlsData<'_, ServerConnectionData>, tx: &mut Out) -> io::Result<()> {
+fn encode<D>(e: &mut EncodeTlsData<'_, D>, tx: &mut Out) -> io::Result<()> {
     let mut need = 512;
     loop {
         match e.encode(tx.room(need)) {
@@ -219,7 +244,7 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-impl TlsStream {
+impl TlsStream<UnbufferedServerConnection> {
     /// Accepts a TLS connection: the handshake, with the peer's early application data
     /// (if it sent some with its last flight) kept for the first read. Also returns the
     /// server name the client asked for (SNI), in lower case: rustls's unbuffered
@@ -230,7 +255,42 @@ impl TlsStream {
         config: Arc<ServerConfig>,
     ) -> io::Result<(Self, Option<Arc<str>>)> {
         let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
-        let mut s = TlsStream {
+        let mut s = TlsStream::new(tcp, conn);
+        // `None` until the ClientHello is whole.
+        let mut sni = None;
+        std::future::poll_fn(|cx| s.poll_handshake(cx, Some(&mut sni))).await?;
+        Ok((s, sni.flatten()))
+    }
+
+    /// The rustls connection (ALPN protocol, client certificate).
+    pub fn session(&self) -> &UnbufferedServerConnection {
+        &self.conn
+    }
+}
+
+impl TlsStream<UnbufferedClientConnection> {
+    /// Connects over TLS to a server named `name` (SNI, and the name its certificate is
+    /// checked against).
+    pub async fn connect(
+        tcp: TcpStream,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Self> {
+        let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
+        let mut s = TlsStream::new(tcp, conn);
+        std::future::poll_fn(|cx| s.poll_handshake(cx, None)).await?;
+        Ok(s)
+    }
+
+    /// The rustls connection (ALPN protocol).
+    pub fn session(&self) -> &UnbufferedClientConnection {
+        &self.conn
+    }
+}
+
+impl<C: End> TlsStream<C> {
+    fn new(tcp: TcpStream, conn: C) -> Self {
+        TlsStream {
             tcp,
             conn,
             rx: BytesMut::new(),
@@ -239,21 +299,18 @@ impl TlsStream {
             read_closed: false,
             close_sent: false,
             failed: false,
-        };
-        // `None` until the ClientHello is whole.
-        let mut sni = None;
-        std::future::poll_fn(|cx| s.poll_handshake(cx, &mut sni)).await?;
-        Ok((s, sni.flatten()))
+        }
     }
 
+    /// The handshake; on the server side, `sni` gets the name the ClientHello asks for.
     fn poll_handshake(
         &mut self,
         cx: &mut Context<'_>,
-        sni: &mut Option<Option<Arc<str>>>,
+        mut sni: Option<&mut Option<Option<Arc<str>>>>,
     ) -> Poll<io::Result<()>> {
         loop {
             let received = self.rx.len();
-            if sni.is_none() {
+            if let Some(sni) = sni.as_deref_mut().filter(|s| s.is_none()) {
                 let hello = crate::rules::payload::Payload::new(&self.rx, false);
                 let name = hello.sni();
                 if !hello.short.get() {
@@ -261,7 +318,9 @@ impl TlsStream {
                 }
             }
             let step = self.process(None)?;
-            if sni.is_none() && self.rx.len() < received {
+            if let Some(sni) = sni.as_deref_mut().filter(|s| s.is_none())
+                && self.rx.len() < received
+            {
                 // rustls took records of a ClientHello longer than one record (16 KiB),
                 // which the parser above does not join: the name stays unknown.
                 *sni = Some(None);
@@ -320,7 +379,7 @@ impl TlsStream {
             ..
         } = self;
         loop {
-            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut rx[..]);
+            let UnbufferedStatus { mut discard, state } = conn.process(&mut rx[..]);
             let state = match state {
                 Ok(s) => s,
                 Err(e) => {
@@ -345,15 +404,9 @@ impl TlsStream {
                     }
                     Some(Step::Plain)
                 }
-                ConnectionState::ReadEarlyData(mut r) => {
-                    // Only when the configuration accepts early data, which it does not;
-                    // taken as ordinary data rather than lost.
-                    while let Some(record) = r.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        keep(plain, record.payload);
-                    }
-                    Some(Step::Plain)
+                ConnectionState::ReadEarlyData(_) => {
+                    // Only when the configuration accepts early data, which it does not.
+                    return Err(io::Error::other("TLS early data, which is not accepted"));
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
                     encode(&mut e, tx)?;
@@ -390,11 +443,11 @@ impl TlsStream {
 
     /// After an error: the alert rustls queued for the peer, into `tx` (sent best effort
     /// by the caller's next flush, or by `Drop`).
-    fn queue_alerts(conn: &mut UnbufferedServerConnection, rx: &mut BytesMut, tx: &mut Out) {
+    fn queue_alerts(conn: &mut C, rx: &mut BytesMut, tx: &mut Out) {
         // One call: rustls hands out what it queued before it looks at the received bytes
         // again (which would fail once more). The same bytes go along all the same, as
         // rustls may still point into them.
-        let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut rx[..]);
+        let UnbufferedStatus { state, .. } = conn.process(&mut rx[..]);
         if let Ok(ConnectionState::EncodeTlsData(mut e)) = state {
             let _ = encode(&mut e, tx);
         }
@@ -433,7 +486,7 @@ impl TlsStream {
     /// messages, alerts) is in `tx`.
     fn with_write<R>(
         &mut self,
-        f: impl FnOnce(WriteTraffic<'_, ServerConnectionData>, &mut Out) -> io::Result<R>,
+        f: impl FnOnce(WriteTraffic<'_, C::Data>, &mut Out) -> io::Result<R>,
     ) -> io::Result<R> {
         if self.failed {
             return Err(failed());
@@ -447,13 +500,12 @@ impl TlsStream {
 
     fn with_write_state<R>(
         &mut self,
-        f: impl FnOnce(WriteTraffic<'_, ServerConnectionData>, &mut Out) -> io::Result<R>,
+        f: impl FnOnce(WriteTraffic<'_, C::Data>, &mut Out) -> io::Result<R>,
     ) -> io::Result<R> {
         loop {
             // The received bytes go along (rustls may point into those it has begun), and
             // a record among them that completes is decrypted for the reader.
-            let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut self.rx[..]);
+            let UnbufferedStatus { mut discard, state } = self.conn.process(&mut self.rx[..]);
             match state.map_err(tls_error)? {
                 ConnectionState::WriteTraffic(w) => {
                     self.rx.advance(discard);
@@ -505,11 +557,6 @@ impl TlsStream {
         &self.tcp
     }
 
-    /// The rustls connection (ALPN protocol, client certificate).
-    pub fn session(&self) -> &UnbufferedServerConnection {
-        &self.conn
-    }
-
     /// Ready when a read may make progress without waiting for the socket: plaintext or
     /// records already received, or the peer's close.
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -521,7 +568,7 @@ impl TlsStream {
     }
 }
 
-impl AsyncRead for TlsStream {
+impl<C: End + Unpin> AsyncRead for TlsStream<C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -564,7 +611,7 @@ impl AsyncRead for TlsStream {
     }
 }
 
-impl TlsStream {
+impl<C: End> TlsStream<C> {
     fn poll_write_slices(
         &mut self,
         cx: &mut Context<'_>,
@@ -607,7 +654,7 @@ impl TlsStream {
     }
 }
 
-impl AsyncWrite for TlsStream {
+impl<C: End + Unpin> AsyncWrite for TlsStream<C> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -654,7 +701,7 @@ impl AsyncWrite for TlsStream {
     }
 }
 
-impl Drop for TlsStream {
+impl<C> Drop for TlsStream<C> {
     fn drop(&mut self) {
         // An alert queued by a failure is sent if the socket takes it at once.
         if !self.tx.is_empty() {
@@ -675,7 +722,8 @@ mod tests {
 
     /// A server stream and a rustls client connected to it over loopback, the client
     /// asking for `name`.
-    async fn pair(name: &str) -> ((TlsStream, Option<Arc<str>>), Client) {
+    /// Server and client settings for a certificate of `tls.test` and 127.0.0.1.
+    fn configs() -> (rustls::ServerConfig, rustls::ClientConfig) {
         let key = rcgen::KeyPair::generate().unwrap();
         let params =
             rcgen::CertificateParams::new(vec!["tls.test".to_owned(), "127.0.0.1".to_owned()])
@@ -698,6 +746,11 @@ mod tests {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        (server, client)
+    }
+
+    async fn pair(name: &str) -> ((TlsStream, Option<Arc<str>>), Client) {
+        let (server, client) = configs();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let name = ServerName::try_from(name.to_owned()).unwrap();
@@ -715,7 +768,7 @@ mod tests {
         tokio::join!(accept, connect)
     }
 
-    fn holds_nothing(s: &TlsStream) -> bool {
+    fn holds_nothing<C>(s: &TlsStream<C>) -> bool {
         s.rx.capacity() == 0 && s.plain.is_none() && s.tx.buf.is_empty()
     }
 
@@ -748,6 +801,69 @@ mod tests {
         let n = std::mem::size_of::<TlsStream>();
         eprintln!("TLS stream: {n} bytes");
         assert!(n <= 1280, "the TLS stream grew to {n} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_connection_to_a_server_leaves_no_buffer_and_negotiates_alpn() {
+        let (mut server, mut client) = configs();
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut s = tokio_rustls::TlsAcceptor::from(Arc::new(server))
+                .accept(tcp)
+                .await
+                .unwrap();
+            assert_eq!(s.get_ref().1.server_name(), Some("tls.test"));
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+            s.write_all(&vec![7u8; 50_000]).await.unwrap();
+            s.flush().await.unwrap();
+            // Until the client closes.
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("tls.test").unwrap();
+        let mut c = TlsStream::connect(tcp, Arc::new(client), name)
+            .await
+            .unwrap();
+        assert_eq!(c.session().alpn_protocol(), Some(&b"h2"[..]));
+        c.write_all(b"ping").await.unwrap();
+        let mut back = vec![0u8; 4 + 50_000];
+        c.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back[..4], b"ping");
+        assert!(back[4..].iter().all(|&b| b == 7));
+        assert!(holds_nothing(&c), "an idle connection holds no buffer");
+        c.shutdown().await.unwrap();
+        origin.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_with_an_untrusted_certificate_is_refused() {
+        let (server, _) = configs();
+        let (_, other) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = tokio_rustls::TlsAcceptor::from(Arc::new(server))
+                .accept(tcp)
+                .await;
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("tls.test").unwrap();
+        let Err(e) = TlsStream::connect(tcp, Arc::new(other), name).await else {
+            panic!("a certificate of another authority was accepted");
+        };
+        let inner = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        assert!(
+            matches!(inner, Some(rustls::Error::InvalidCertificate(_))),
+            "{e}"
+        );
     }
 
     #[tokio::test]

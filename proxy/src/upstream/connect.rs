@@ -42,13 +42,15 @@ pub async fn connect(
         match tls {
             None => Ok(UpIo::Plain(tcp)),
             Some(t) => {
-                let connector = tokio_rustls::TlsConnector::from(t.config.clone());
-                let s = connector
-                    .connect(t.server_name.clone(), tcp)
-                    .await
-                    .map_err(|e| {
-                        ProxyError::new(ErrorKind::ConnectFailed, format!("TLS with {addr}: {e}"))
-                    })?;
+                let s = crate::tls::stream::TlsStream::connect(
+                    tcp,
+                    t.config.clone(),
+                    t.server_name.clone(),
+                )
+                .await
+                .map_err(|e| {
+                    ProxyError::new(ErrorKind::ConnectFailed, format!("TLS with {addr}: {e}"))
+                })?;
                 Ok(UpIo::Tls(Box::new(s)))
             }
         }
