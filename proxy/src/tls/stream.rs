@@ -245,8 +245,8 @@ fn tls_error(e: rustls::Error) -> io::Error {
 }
 
 impl TlsStream<UnbufferedServerConnection> {
-    /// Accepts a TLS connection: the handshake, with the peer's early application data
-    /// (if it sent some with its last flight) kept for the first read. Also returns the
+    /// Accepts a TLS connection: the handshake, with application data the client sent
+    /// right behind its last flight kept for the first read. Also returns the
     /// server name the client asked for (SNI), in lower case: rustls's unbuffered
     /// connection does not tell it, so it is read from the ClientHello as rustls reads it
     /// (a DNS name; an IP address counts as none).
