@@ -25,6 +25,13 @@ self_signed_cert() {
     -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
 }
 
+# With ORIGIN_TLS=1, the origin also answers over TLS on 18090 with $W/cert.pem.
+origin_tls() {
+  [ "${ORIGIN_TLS:-0}" = 1 ] || return 0
+  echo "    server { listen 127.0.0.1:18090 ssl backlog=4096; ssl_certificate $W/cert.pem;"
+  echo "             ssl_certificate_key $W/key.pem; location / { return 200 \"hello\"; } }"
+}
+
 start_origin() {
   cat > "$W/origin.conf" <<NGINX
 worker_processes 1;
@@ -48,6 +55,7 @@ http {
         location = /page.html { default_type text/html; alias $W/page.html; }
     }
     server { listen 127.0.0.1:18081 proxy_protocol backlog=4096; location / { return 200 "hello"; } }
+$(origin_tls)
 }
 NGINX
   taskset -c 0 nginx -c "$W/origin.conf" & PIDS+=($!)

@@ -4,7 +4,7 @@
 #
 #   bench/upstream-tls.sh BEFORE_BINARY AFTER_BINARY        (N=1500 ROUNDS=4)
 #
-# An nginx origin (1 worker, core 0) serves "hello" over TLS. Memory: a fresh rampart,
+# The nginx origin of lib.sh (1 worker, core 0) serves "hello" over TLS. Memory: a fresh rampart,
 # N requests at once (h2load --h1 -c N) so that it opens N connections to the origin and
 # pools them; 12 s later (jemalloc's decay), (RSS - RSS before) / sockets. That figure
 # also holds what the burst of N clients left behind, so only the difference between
@@ -17,25 +17,8 @@ N=${N:-1500}; ROUNDS=${ROUNDS:-4}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 bench_init uptls
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-cat > "$W/origin.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $W/origin.pid;
-error_log $W/origin-error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 19000; }
-http {
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    ssl_certificate $W/cert.pem;
-    ssl_certificate_key $W/key.pem;
-    server { listen 127.0.0.1:18090 ssl backlog=4096; location / { return 200 "hello"; } }
-}
-NGINX
-taskset -c 0 nginx -c "$W/origin.conf" > /dev/null 2>&1 & PIDS+=($!)
+self_signed_cert
+ORIGIN_TLS=1 start_origin
 wait_port 18090
 config() { # file port
   cat > "$1" <<YAML
