@@ -45,6 +45,12 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// Whether the runtime API listens on `sock`: the file appears when the socket is bound,
+/// a moment before it listens, when a connection is still refused.
+fn api_listening(sock: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(sock).is_ok()
+}
+
 async fn pid_of(sock: &Path) -> u32 {
     let info = ask_api(sock, "show info").await;
     info.lines()
@@ -290,7 +296,7 @@ async fn five_upgrades_under_load_fail_no_request_and_never_refuse_a_connection(
     let mut chain = Chain(vec![r.child.id()]);
     let (web, secure) = (r.addrs[0], r.addrs[1]);
     let sock = dir.join("api.sock");
-    assert!(eventually(Duration::from_secs(10), || sock.exists()).await);
+    assert!(eventually(Duration::from_secs(10), || api_listening(&sock)).await);
 
     let t = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -364,7 +370,7 @@ async fn a_successor_that_cannot_start_leaves_the_old_process_serving() {
     let r = start(&cfg, 1);
     let mut chain = Chain(vec![r.child.id()]);
     let sock = dir.join("api.sock");
-    assert!(eventually(Duration::from_secs(10), || sock.exists()).await);
+    assert!(eventually(Duration::from_secs(10), || api_listening(&sock)).await);
     let pid = pid_of(&sock).await;
 
     // A configuration the new process refuses: the answer says why.
@@ -440,7 +446,7 @@ async fn server_states_stick_tables_and_the_main_pid_carry_over() {
     let r = run_command(cmd, 1);
     let mut chain = Chain(vec![r.child.id()]);
     let sock = dir.join("api.sock");
-    assert!(eventually(Duration::from_secs(10), || sock.exists()).await);
+    assert!(eventually(Duration::from_secs(10), || api_listening(&sock)).await);
     ask_api(&sock, "set server app/s2 state maint").await;
     ask_api(&sock, "set server app/s1 weight 7").await;
     for _ in 0..3 {
@@ -501,7 +507,7 @@ async fn a_draining_process_closes_what_is_left_at_the_end_of_its_grace_time() {
     let r = start(&cfg, 1);
     let mut chain = Chain(vec![r.child.id()]);
     let sock = dir.join("api.sock");
-    assert!(eventually(Duration::from_secs(10), || sock.exists()).await);
+    assert!(eventually(Duration::from_secs(10), || api_listening(&sock)).await);
     let old = pid_of(&sock).await;
     let addr = r.addrs[0];
     let slow = tokio::spawn(async move { try_request(addr, None, "/slow").await });
