@@ -558,9 +558,10 @@ impl<C: End> TlsStream<C> {
     }
 
     /// Ready when a read may make progress without waiting for the socket: plaintext or
-    /// records already received, or the peer's close.
+    /// records already received, the peer's close, or a message of rustls's still to send
+    /// (a read sends it, and waits for the socket to take it).
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.plain.is_some() || !self.rx.is_empty() || self.read_closed {
+        if self.plain.is_some() || !self.rx.is_empty() || self.read_closed || !self.tx.is_empty() {
             Poll::Ready(Ok(()))
         } else {
             self.tcp.poll_read_ready(cx)
