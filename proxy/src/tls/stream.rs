@@ -32,8 +32,8 @@ use bytes::{Buf, BytesMut};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedConnectionCommon,
-    UnbufferedStatus, WriteTraffic,
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, ReadTraffic,
+    UnbufferedConnectionCommon, UnbufferedStatus, WriteTraffic,
 };
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::ServerName;
@@ -229,6 +229,36 @@ fn encode<D>(e: &mut EncodeTlsData<'_, D>, tx: &mut Out) -> io::Result<()> {
     }
 }
 
+/// Decrypted records: into `out` as far as it fits, the rest kept for the reader. Returns
+/// what the records add to the bytes to discard.
+fn drain<D>(
+    r: &mut ReadTraffic<'_, '_, D>,
+    mut out: Option<&mut ReadBuf<'_>>,
+    plain: &mut Option<Box<BytesMut>>,
+) -> io::Result<usize> {
+    let mut discard = 0;
+    while let Some(record) = r.next_record() {
+        let record = record.map_err(tls_error)?;
+        discard += record.discard;
+        let mut data = record.payload;
+        if let Some(out) = out.as_deref_mut() {
+            let n = data.len().min(out.remaining());
+            out.put_slice(&data[..n]);
+            data = &data[n..];
+        }
+        keep(plain, data);
+    }
+    Ok(discard)
+}
+
+/// The peer's end of the connection before the handshake was done.
+fn closed_in_handshake() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the peer closed the connection during the TLS handshake",
+    )
+}
+
 /// A ClientHello's `server_name` as rustls takes it: a DNS name, in lower case.
 fn dns_name(raw: &[u8]) -> Option<Arc<str>> {
     let s = std::str::from_utf8(raw).ok()?;
@@ -329,12 +359,7 @@ impl<C: End> TlsStream<C> {
                 // Early data, or a record after the handshake's last: the next may be here.
                 Step::Plain if self.conn.is_handshaking() => continue,
                 Step::Plain | Step::NeedRead => {}
-                Step::Closed => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the peer closed the connection during the TLS handshake",
-                    )));
-                }
+                Step::Closed => return Poll::Ready(Err(closed_in_handshake())),
             }
             if !self.conn.is_handshaking() {
                 // Tickets and the like may still wait in `tx`: they go out ahead of the
@@ -344,14 +369,8 @@ impl<C: End> TlsStream<C> {
             }
             // The peer answers what we sent: send it all before waiting.
             ready!(self.poll_flush_tx(cx))?;
-            match ready!(self.poll_fill(cx))? {
-                0 => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the peer closed the connection during the TLS handshake",
-                    )));
-                }
-                _ => continue,
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(closed_in_handshake()));
             }
         }
     }
@@ -359,10 +378,15 @@ impl<C: End> TlsStream<C> {
     /// Processes the received records until there is plaintext, or more is needed from
     /// the peer. Plaintext goes to `out` as far as it fits, the rest to `plain`.
     fn process(&mut self, out: Option<&mut ReadBuf<'_>>) -> io::Result<Step> {
+        self.guarded(|s| s.process_records(out))
+    }
+
+    /// Runs `f` unless rustls has failed before, and marks it failed when `f` fails.
+    fn guarded<R>(&mut self, f: impl FnOnce(&mut Self) -> io::Result<R>) -> io::Result<R> {
         if self.failed {
             return Err(failed());
         }
-        let r = self.process_records(out);
+        let r = f(self);
         if r.is_err() {
             self.failed = true;
         }
@@ -391,17 +415,7 @@ impl<C: End> TlsStream<C> {
             };
             let step = match state {
                 ConnectionState::ReadTraffic(mut r) => {
-                    while let Some(record) = r.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        let mut data = record.payload;
-                        if let Some(out) = out.as_deref_mut() {
-                            let n = data.len().min(out.remaining());
-                            out.put_slice(&data[..n]);
-                            data = &data[n..];
-                        }
-                        keep(plain, data);
-                    }
+                    discard += drain(&mut r, out.as_deref_mut(), plain)?;
                     Some(Step::Plain)
                 }
                 ConnectionState::ReadEarlyData(_) => {
@@ -421,11 +435,7 @@ impl<C: End> TlsStream<C> {
                 ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
                     Some(Step::NeedRead)
                 }
-                ConnectionState::PeerClosed => {
-                    *read_closed = true;
-                    Some(Step::Closed)
-                }
-                ConnectionState::Closed => {
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
                     *read_closed = true;
                     Some(Step::Closed)
                 }
@@ -488,14 +498,7 @@ impl<C: End> TlsStream<C> {
         &mut self,
         f: impl FnOnce(WriteTraffic<'_, C::Data>, &mut Out) -> io::Result<R>,
     ) -> io::Result<R> {
-        if self.failed {
-            return Err(failed());
-        }
-        let r = self.with_write_state(f);
-        if r.is_err() {
-            self.failed = true;
-        }
-        r
+        self.guarded(|s| s.with_write_state(f))
     }
 
     fn with_write_state<R>(
@@ -515,11 +518,7 @@ impl<C: End> TlsStream<C> {
                 ConnectionState::EncodeTlsData(mut e) => encode(&mut e, &mut self.tx)?,
                 ConnectionState::TransmitTlsData(t) => t.done(),
                 ConnectionState::ReadTraffic(mut r) => {
-                    while let Some(record) = r.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        keep(&mut self.plain, record.payload);
-                    }
+                    discard += drain(&mut r, None, &mut self.plain)?;
                 }
                 ConnectionState::PeerClosed => self.read_closed = true,
                 ConnectionState::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
