@@ -39,11 +39,16 @@ impl Present {
         | Self::PROXY_CONNECTION;
 
     pub fn of(h: &HeaderMap) -> Present {
-        let mut bits = 0;
+        let mut p = Present::default();
         for k in h.keys() {
-            bits |= Self::bit(k);
+            p.add(k);
         }
-        Present(bits)
+        p
+    }
+
+    /// Notes the header `k`.
+    pub fn add(&mut self, k: &HeaderName) {
+        self.0 |= Self::bit(k);
     }
 
     fn bit(k: &HeaderName) -> u16 {

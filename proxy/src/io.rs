@@ -138,6 +138,41 @@ thread_local! {
     static BUFFERS: std::cell::RefCell<std::collections::VecDeque<BytesMut>> =
         const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
     static SCRATCH: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static MAPS: std::cell::RefCell<Vec<http::HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Header maps a worker keeps for reuse, and the most fields a kept map has room for: a
+/// full pool holds at most about 160 KiB (5 KiB a map), and usually a third of that.
+const POOLED_MAPS: usize = 32;
+const POOLED_MAP_ROOM: usize = 48;
+
+/// An empty header map with room for `n` fields, from this worker's pool when it has one.
+///
+/// A parsed head's map is given back once the head is written out (to the server, or to
+/// the client), so the next head parsed on this worker reuses its two allocations instead
+/// of making and freeing them per message.
+pub fn take_map(n: usize) -> http::HeaderMap {
+    match MAPS.with(|p| p.borrow_mut().pop()) {
+        Some(mut m) => {
+            m.reserve(n);
+            m
+        }
+        None => http::HeaderMap::with_capacity(n),
+    }
+}
+
+/// Gives a header map no longer needed back to this worker's pool (kept only when small).
+pub fn give_map(mut m: http::HeaderMap) {
+    if m.capacity() == 0 || m.capacity() > POOLED_MAP_ROOM {
+        return;
+    }
+    m.clear();
+    MAPS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED_MAPS {
+            p.push(m);
+        }
+    });
 }
 
 /// A read buffer from this worker's pool, or a new one.
@@ -225,4 +260,40 @@ pub async fn read_buf<R: AsyncRead + Unpin + ?Sized>(
     buf: &mut BytesMut,
 ) -> io::Result<usize> {
     std::future::poll_fn(|cx| poll_read_buf(io, cx, buf)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use http::header::{CONTENT_LENGTH, HOST};
+
+    #[test]
+    fn a_header_map_given_back_is_reused_empty_with_its_room() {
+        // Tests run on their own threads, so this thread's pool starts empty.
+        let mut m = take_map(8);
+        m.insert(HOST, HeaderValue::from_static("a"));
+        m.append(CONTENT_LENGTH, HeaderValue::from_static("1"));
+        let room = m.capacity();
+        give_map(m);
+        let again = take_map(4);
+        assert!(again.is_empty(), "a reused map holds nothing of before");
+        assert_eq!(again.capacity(), room, "a reused map keeps its room");
+        assert!(again.get(HOST).is_none());
+        // Asked for more room than the pooled map has: it grows.
+        give_map(again);
+        let big = take_map(room + 20);
+        assert!(big.capacity() >= room + 20);
+    }
+
+    #[test]
+    fn large_or_empty_header_maps_are_not_kept() {
+        give_map(http::HeaderMap::new());
+        give_map(http::HeaderMap::with_capacity(POOLED_MAP_ROOM * 2));
+        assert_eq!(MAPS.with(|p| p.borrow().len()), 0);
+        for _ in 0..POOLED_MAPS + 10 {
+            give_map(http::HeaderMap::with_capacity(4));
+        }
+        assert_eq!(MAPS.with(|p| p.borrow().len()), POOLED_MAPS);
+    }
 }

@@ -1,5 +1,7 @@
 //! Request and response heads.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{
     CONNECTION, CONTENT_LENGTH, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING,
@@ -82,7 +84,12 @@ pub struct ResponseHead {
 }
 
 /// Headers parsed without touching the heap (a request or response with more uses it).
+/// The parser's slots are left uninitialised until it fills them, so their size costs
+/// nothing per message.
 const STACK_HEADERS: usize = 128;
+/// Headers whose byte ranges are noted on the stack (a head with more notes them on the
+/// heap). The ranges are zeroed before use, so this is kept to what heads usually carry.
+const STACK_RANGES: usize = 32;
 
 fn offset_in(base: &[u8], part: &[u8]) -> (usize, usize) {
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
@@ -93,14 +100,14 @@ fn offset_in(base: &[u8], part: &[u8]) -> (usize, usize) {
 type Range = [u32; 4];
 
 /// Records where each header lies in the head, while `httparse` borrows the buffer; the
-/// ranges go on the stack for up to `STACK_HEADERS` headers.
+/// ranges go on the stack for up to `STACK_RANGES` headers.
 fn collect<'r>(
     base: &[u8],
     headers: &[httparse::Header<'_>],
-    stack: &'r mut [Range; STACK_HEADERS],
+    stack: &'r mut [Range; STACK_RANGES],
     heap: &'r mut Vec<Range>,
 ) -> &'r [Range] {
-    let out: &mut [Range] = if headers.len() <= STACK_HEADERS {
+    let out: &mut [Range] = if headers.len() <= STACK_RANGES {
         &mut stack[..headers.len()]
     } else {
         heap.resize(headers.len(), [0; 4]);
@@ -119,28 +126,39 @@ fn collect<'r>(
 /// costs a reallocation and a rehash per request.
 const ADDED_HEADERS: usize = 4;
 
-fn build_headers(head: &Bytes, ranges: &[Range]) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(ranges.len() + ADDED_HEADERS);
+/// The head's header map, and which of the headers the proxy looks at it holds (found
+/// while the map is built, rather than in another pass over it).
+fn build_headers(head: &Bytes, ranges: &[Range]) -> Result<(HeaderMap, Present), HeadError> {
+    let mut map = crate::io::take_map(ranges.len() + ADDED_HEADERS);
+    let mut present = Present::default();
     for r in ranges {
         let [ns, ne, vs, ve] = r.map(|x| x as usize);
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| HeadError::Malformed)?;
-        let raw = &head[vs..ve];
-        let value = if raw.iter().any(|b| matches!(b, b'\r' | b'\n')) {
-            // Obsolete line folding, which only responses may carry (requests are refused
-            // by the parser): each CR and LF becomes a space before the value is read or
-            // passed on (RFC 9112 section 5.2).
-            let unfolded: Vec<u8> = raw
-                .iter()
-                .map(|&b| if matches!(b, b'\r' | b'\n') { b' ' } else { b })
-                .collect();
-            HeaderValue::from_bytes(&unfolded)
-        } else {
-            HeaderValue::from_maybe_shared(head.slice(vs..ve))
-        }
-        .map_err(|_| HeadError::Malformed)?;
+        present.add(&name);
+        // One pass over the value: a CR or LF is not a valid value byte, so a folded value
+        // is found by the check that the value is valid.
+        let value = match HeaderValue::from_maybe_shared(head.slice(vs..ve)) {
+            Ok(v) => v,
+            Err(_) => unfolded(&head[vs..ve])?,
+        };
         map.append(name, value);
     }
-    Ok(map)
+    Ok((map, present))
+}
+
+/// A value with obsolete line folding, which only responses may carry (requests are
+/// refused by the parser): each CR and LF becomes a space before the value is read or
+/// passed on (RFC 9112 section 5.2). A value invalid otherwise is malformed.
+#[cold]
+fn unfolded(raw: &[u8]) -> Result<HeaderValue, HeadError> {
+    if !raw.iter().any(|b| matches!(b, b'\r' | b'\n')) {
+        return Err(HeadError::Malformed);
+    }
+    let unfolded: Vec<u8> = raw
+        .iter()
+        .map(|&b| if matches!(b, b'\r' | b'\n') { b' ' } else { b })
+        .collect();
+    HeaderValue::from_bytes(&unfolded).map_err(|_| HeadError::Malformed)
 }
 
 /// Body framing from `Transfer-Encoding` and `Content-Length` (RFC 9112 section 6).
@@ -307,18 +325,18 @@ pub fn parse_request(
     buf: &mut BytesMut,
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut stack = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
     let mut heap;
-    let headers: &mut [httparse::Header<'_>] = if limits.max_headers <= STACK_HEADERS {
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS {
         &mut stack[..limits.max_headers]
     } else {
-        heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        heap = vec![MaybeUninit::uninit(); limits.max_headers];
         &mut heap
     };
-    let mut req = httparse::Request::new(headers);
+    let mut req = httparse::Request::new(&mut []);
     let status = httparse::ParserConfig::default()
         .allow_multiple_spaces_in_request_line_delimiters(false)
-        .parse_request(&mut req, buf);
+        .parse_request_with_uninit_headers(&mut req, buf, slots);
     let len = match status {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
@@ -351,7 +369,7 @@ pub fn parse_request(
         Version::HTTP_11
     };
     let path_range = offset_in(buf, path.as_bytes());
-    let (mut stack, mut heap) = ([[0u32; 4]; STACK_HEADERS], Vec::new());
+    let (mut stack, mut heap) = ([[0u32; 4]; STACK_RANGES], Vec::new());
     let ranges = collect(buf, req.headers, &mut stack, &mut heap);
     let head = buf.split_to(len).freeze();
     let uri = if method == Method::CONNECT {
@@ -368,8 +386,7 @@ pub fn parse_request(
         Uri::from_maybe_shared(head.slice(path_range.0..path_range.1))
     }
     .map_err(|_| HeadError::Malformed)?;
-    let headers = build_headers(&head, ranges)?;
-    let present = Present::of(&headers);
+    let (headers, present) = build_headers(&head, ranges)?;
     let framing = body_framing(&headers, present, true)?;
     check_host(&headers, present, version)?;
     let (keep_alive, conn_upgrade) = connection_flags(&headers, present, version);
@@ -396,12 +413,12 @@ pub fn parse_response(
     buf: &mut BytesMut,
     max_head: usize,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
         .allow_obsolete_multiline_headers_in_responses(true)
         .allow_spaces_after_header_name_in_responses(true)
-        .parse_response(&mut res, buf)
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
     {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
@@ -423,11 +440,10 @@ pub fn parse_response(
         .reason
         .filter(|r| Some(*r) != status.canonical_reason() && !r.is_empty())
         .map(|r| offset_in(buf, r.as_bytes()));
-    let (mut stack, mut heap) = ([[0u32; 4]; STACK_HEADERS], Vec::new());
+    let (mut stack, mut heap) = ([[0u32; 4]; STACK_RANGES], Vec::new());
     let ranges = collect(buf, res.headers, &mut stack, &mut heap);
     let head = buf.split_to(len).freeze();
-    let headers = build_headers(&head, ranges)?;
-    let present = Present::of(&headers);
+    let (headers, present) = build_headers(&head, ranges)?;
     let framing = body_framing(&headers, present, false)?;
     // Whether a body read until close ends the connection is for the caller to say: it
     // knows whether the response has a body at all (HEAD, 204, 304).
@@ -644,5 +660,82 @@ mod tests {
         assert_eq!(h.framing, Framing::Close);
         assert!(!h.keep_alive);
         assert!(h.reason.is_none());
+    }
+
+    #[test]
+    fn the_headers_noted_while_the_map_is_built_are_those_it_holds() {
+        let head = Bytes::from_static(
+            b"Host: a\r\nCONNECTION: close\r\nX-Forwarded-For: 1.2.3.4\r\nExpect: 100-continue\r\n\
+              Content-Length: 0\r\nX-Other: 1\r\nTE: trailers\r\n",
+        );
+        let mut base = head.to_vec();
+        base.extend_from_slice(b"\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let (len, parsed) = httparse::parse_headers(&base, &mut headers)
+            .unwrap()
+            .unwrap();
+        assert_eq!(len, base.len());
+        let mut stack = [[0u32; 4]; STACK_RANGES];
+        let mut heap = Vec::new();
+        let ranges = collect(&base, parsed, &mut stack, &mut heap).to_vec();
+        let (map, present) = build_headers(&head, &ranges).unwrap();
+        assert_eq!(present, Present::of(&map));
+        for bit in [
+            Present::HOST,
+            Present::CONNECTION,
+            Present::FORWARDING,
+            Present::EXPECT,
+            Present::CONTENT_LENGTH,
+            Present::TE,
+        ] {
+            assert!(present.has(bit), "{bit:#x}");
+        }
+        assert!(!present.has(Present::UPGRADE | Present::TRANSFER_ENCODING));
+    }
+
+    #[test]
+    fn heads_with_more_headers_than_the_stack_notes_parse_whole() {
+        let mut limits = LIMITS;
+        limits.max_headers = STACK_HEADERS + 8;
+        let mut text = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..STACK_HEADERS + 4 {
+            text.push_str(&format!("X-H{i}: v{i}\r\n"));
+        }
+        text.push_str("\r\n");
+        let h = parse_request(&mut BytesMut::from(text.as_str()), &limits)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.headers.len(), STACK_HEADERS + 5);
+        let last = format!("x-h{}", STACK_HEADERS + 3);
+        assert_eq!(h.headers[last.as_str()], format!("v{}", STACK_HEADERS + 3));
+        // One more than the limit is refused.
+        limits.max_headers = STACK_HEADERS + 4;
+        assert!(matches!(
+            parse_request(&mut BytesMut::from(text.as_str()), &limits),
+            Err(HeadError::HeadersTooLarge)
+        ));
+
+        let mut text = String::from("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
+        for i in 0..STACK_RANGES + 8 {
+            text.push_str(&format!("X-H{i}: v{i}\r\n"));
+        }
+        text.push_str("\r\n");
+        let h = parse_response(&mut BytesMut::from(text.as_str()), 64 * 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.headers.len(), STACK_RANGES + 9);
+        assert_eq!(h.headers["x-h0"], "v0");
+        let last = format!("x-h{}", STACK_RANGES + 7);
+        assert_eq!(h.headers[last.as_str()], format!("v{}", STACK_RANGES + 7));
+    }
+
+    #[test]
+    fn a_folded_response_value_is_unfolded_and_a_control_byte_is_refused() {
+        let mut b =
+            BytesMut::from("HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n");
+        let h = parse_response(&mut b, 8192).unwrap().unwrap();
+        assert_eq!(h.headers["x-a"], "one   two");
+        let mut b = BytesMut::from("HTTP/1.1 200 OK\r\nX-A: o\x01ne\r\nContent-Length: 0\r\n\r\n");
+        assert!(parse_response(&mut b, 8192).is_err());
     }
 }

@@ -265,6 +265,7 @@ async fn write_response(
     let reason = parts.extensions.get::<Reason>().map(|r| r.0.clone());
     let mut out = crate::io::take_vec();
     write_response_head(&mut out, parts.status, reason.as_deref(), &parts.headers);
+    crate::io::give_map(std::mem::take(&mut parts.headers));
     let mut written = 0u64;
 
     if framing == Framing::Empty || body.as_bytes().is_some() {

@@ -118,7 +118,7 @@ pub async fn send(
         upgrade: parts.headers.contains_key(http::header::UPGRADE),
         measure,
     };
-    drop(parts);
+    crate::io::give_map(parts.headers);
     let result = attempt_send(
         up,
         &head,
