@@ -81,6 +81,22 @@ macro_rules! either_io {
                     socket2::SockRef::from(self.tcp()).set_linger(Some(std::time::Duration::ZERO));
             }
 
+            /// [`AsyncWrite::poll_write`], telling the kernel that more of the same message
+            /// follows (`MSG_MORE`, as HAProxy sends a message it has not finished): a
+            /// part smaller than a segment waits for the next write instead of leaving
+            /// alone, so a body that arrives in pieces leaves in full segments, with one
+            /// wake-up of the peer instead of one per piece. Over TLS, the records.
+            pub fn poll_write_more(
+                &mut self,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self {
+                    Self::Plain(s) => poll_send_more(s, cx, buf),
+                    Self::Tls(s) => s.poll_write_more(cx, buf),
+                }
+            }
+
             /// Ready when there may be something to read, without a buffer: bytes on
             /// the socket, or for TLS also plaintext already decrypted or a close
             /// already received.
@@ -92,6 +108,28 @@ macro_rules! either_io {
             }
         }
     };
+}
+
+/// Sends `buf` on `tcp` with `MSG_MORE`: more of the same message follows, so the
+/// kernel holds a part smaller than a segment back until the next send (or, should
+/// none come, for at most about 200 ms, the retransmission timer's floor).
+pub fn poll_send_more(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> Poll<io::Result<usize>> {
+    use rustix::net::SendFlags;
+    loop {
+        std::task::ready!(tcp.poll_write_ready(cx))?;
+        let sent = tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::net::send(tcp, buf, SendFlags::MORE | SendFlags::NOSIGNAL)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
+        }
+    }
 }
 
 /// A client connection.

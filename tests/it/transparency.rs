@@ -634,3 +634,122 @@ async fn header_names_with_underscores_follow_headers_with_underscores() {
     assert_eq!(errors, 2);
     p.stop().await;
 }
+
+/// A body of known length is written with `MSG_MORE` while more of it is to come, so the
+/// kernel may hold back a part smaller than a segment. A server that pauses in the middle
+/// of its body must not leave that part held back: the client gets the first half while
+/// the server still waits for it to arrive (over plain HTTP/1.1 and over TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_server_pauses_in_reaches_the_client_up_to_the_pause() {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    const HALF: usize = 20_000;
+    let body: Vec<u8> = (0..2 * HALF).map(|i| (i % 251) as u8).collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    // Each request's second half waits for the word that the client has the first.
+    let (go_tx, go_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let go_rx = std::sync::Arc::new(tokio::sync::Mutex::new(go_rx));
+    let served = body.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let (body, go) = (served.clone(), go_rx.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    head.clear();
+                    let mut out =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .into_bytes();
+                    out.extend_from_slice(&body[..HALF]);
+                    s.write_all(&out).await.unwrap();
+                    if go.lock().await.recv().await.is_none() {
+                        return;
+                    }
+                    s.write_all(&body[HALF..]).await.unwrap();
+                }
+            });
+        }
+    });
+    let pki = Pki::new();
+    let (c, k) = pki.issue("site", &["localhost"], false);
+    let proxy = Proxy::start(&format!(
+        r#"
+frontends:
+  fe:
+    bind:
+      - "127.0.0.1:0"
+      - {{ address: "127.0.0.1:0", tls: {{ certificates: [{{ cert: "{}", key: "{}" }}] }} }}
+    default_backend: be
+backends:
+  be:
+    servers: {{ o: {{ address: "{origin}" }} }}
+"#,
+        c.display(),
+        k.display(),
+    ));
+
+    /// Reads until `have` holds a head and `want` body bytes (at most 30 s: far past the
+    /// kernel's hold of at most about 200 ms, so only a part held for good fails).
+    async fn read_body_to<S: AsyncRead + Unpin>(
+        s: &mut S,
+        have: &mut Vec<u8>,
+        want: usize,
+    ) -> usize {
+        let read = async {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                if let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n")
+                    && have.len() - (end + 4) >= want
+                {
+                    return end + 4;
+                }
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed after {} bytes", have.len());
+                have.extend_from_slice(&buf[..n]);
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), read)
+            .await
+            .unwrap_or_else(|_| panic!("only {} bytes of the response arrived", have.len()))
+    }
+
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+        mut s: S,
+        go: &tokio::sync::mpsc::Sender<()>,
+        body: &[u8],
+    ) {
+        s.write_all(b"GET /paused HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let start = read_body_to(&mut s, &mut got, HALF).await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(&got[start..start + HALF], &body[..HALF]);
+        go.send(()).await.unwrap();
+        read_body_to(&mut s, &mut got, body.len()).await;
+        assert_eq!(&got[start..], body);
+    }
+
+    let plain = tokio::net::TcpStream::connect(proxy.bound(0))
+        .await
+        .unwrap();
+    exchange(plain, &go_tx, &body).await;
+    let cfg = tls_client(&pki.ca_pem, &[b"http/1.1"]);
+    let tls = tls_connect(proxy.bound(1), cfg, "localhost").await;
+    exchange(tls, &go_tx, &body).await;
+    proxy.stop().await;
+}

@@ -203,6 +203,18 @@ async fn write_all(
     s: &mut Sending,
     written: &mut u64,
 ) -> Result<(), WriteAbort> {
+    write_part(io, data, s, written, false).await
+}
+
+/// [`write_all`]; with `more`, the message goes on after `data` (see
+/// [`ClientIo::poll_write_more`]).
+async fn write_part(
+    io: &mut ClientIo,
+    data: &[u8],
+    s: &mut Sending,
+    written: &mut u64,
+    more: bool,
+) -> Result<(), WriteAbort> {
     let abort = |term: Termination, slow| WriteAbort {
         bytes: *written,
         term,
@@ -212,7 +224,12 @@ async fn write_all(
     let mut off = 0;
     let first = std::future::poll_fn(|cx| {
         while off < data.len() {
-            match std::pin::Pin::new(&mut *io).poll_write(cx, &data[off..]) {
+            let wrote = if more {
+                io.poll_write_more(cx, &data[off..])
+            } else {
+                std::pin::Pin::new(&mut *io).poll_write(cx, &data[off..])
+            };
+            match wrote {
                 std::task::Poll::Ready(Ok(0)) => {
                     return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
@@ -278,7 +295,7 @@ async fn write_response(
             out.extend_from_slice(&b);
             write_all(io, &out, t, &mut written).await?;
         } else {
-            write_all(io, &out, t, &mut written).await?;
+            write_part(io, &out, t, &mut written, true).await?;
             write_all(io, &b, t, &mut written).await?;
         }
         crate::io::give_vec(out);
@@ -399,7 +416,9 @@ async fn stream_body(
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     sent_body += data.len() as u64;
-                    write_data(io, buf, &data, framing, t, written).await?;
+                    // More of a body of known length is still to come.
+                    let more = matches!(framing, Framing::Length(n) if sent_body < n);
+                    write_data(io, buf, &data, framing, more, t, written).await?;
                 }
                 Err(frame) => {
                     if let (Ok(tr), Framing::Chunked) = (frame.into_trailers(), framing) {
@@ -416,12 +435,15 @@ async fn stream_body(
 }
 
 /// Writes one data frame after `buf` (the head, or nothing), chunk-framed when chunked;
-/// small frames are coalesced into one write.
+/// small frames are coalesced into one write. `more`: the body goes on after this frame
+/// (a body of known length; a chunked body may be a stream of events, which must not
+/// wait for the next one).
 async fn write_data(
     io: &mut ClientIo,
     mut buf: Vec<u8>,
     data: &[u8],
     framing: Framing,
+    more: bool,
     t: &mut Sending,
     written: &mut u64,
 ) -> Result<(), WriteAbort> {
@@ -444,12 +466,12 @@ async fn write_data(
         }
     } else if buf.len() + data.len() <= COALESCE {
         buf.extend_from_slice(data);
-        write_all(io, &buf, t, written).await?;
+        write_part(io, &buf, t, written, more).await?;
     } else {
         if !buf.is_empty() {
-            write_all(io, &buf, t, written).await?;
+            write_part(io, &buf, t, written, true).await?;
         }
-        write_all(io, data, t, written).await?;
+        write_part(io, data, t, written, more).await?;
     }
     Ok(())
 }

@@ -482,8 +482,17 @@ impl<C: End> TlsStream<C> {
 
     /// Writes what `tx` holds to the socket.
     fn poll_flush_tx(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_send_tx(cx, false)
+    }
+
+    /// Writes `tx` out; `more`: more of the message follows (`MSG_MORE`).
+    fn poll_send_tx(&mut self, cx: &mut Context<'_>, more: bool) -> Poll<io::Result<()>> {
         while !self.tx.is_empty() {
-            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, self.tx.bytes()))?;
+            let n = if more {
+                ready!(crate::io::poll_send_more(&self.tcp, cx, self.tx.bytes()))?
+            } else {
+                ready!(Pin::new(&mut self.tcp).poll_write(cx, self.tx.bytes()))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -612,10 +621,17 @@ impl<C: End + Unpin> AsyncRead for TlsStream<C> {
 }
 
 impl<C: End> TlsStream<C> {
+    /// A write after which more of the same message follows: its records go out with
+    /// `MSG_MORE` (see [`crate::io::ClientIo::poll_write_more`]).
+    pub fn poll_write_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_slices(cx, &[io::IoSlice::new(buf)], true)
+    }
+
     fn poll_write_slices(
         &mut self,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
+        more: bool,
     ) -> Poll<io::Result<usize>> {
         // What the last write encrypted goes out first: one write's worth at most waits.
         ready!(self.poll_flush_tx(cx))?;
@@ -647,7 +663,7 @@ impl<C: End> TlsStream<C> {
                 n
             }
         };
-        if let Poll::Ready(Err(e)) = self.poll_flush_tx(cx) {
+        if let Poll::Ready(Err(e)) = self.poll_send_tx(cx, more) {
             return Poll::Ready(Err(e));
         }
         Poll::Ready(Ok(n))
@@ -661,7 +677,7 @@ impl<C: End + Unpin> AsyncWrite for TlsStream<C> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .poll_write_slices(cx, &[io::IoSlice::new(buf)])
+            .poll_write_slices(cx, &[io::IoSlice::new(buf)], false)
     }
 
     fn poll_write_vectored(
@@ -669,7 +685,7 @@ impl<C: End + Unpin> AsyncWrite for TlsStream<C> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_write_slices(cx, bufs)
+        self.get_mut().poll_write_slices(cx, bufs, false)
     }
 
     fn is_write_vectored(&self) -> bool {
