@@ -38,7 +38,9 @@ pub struct Done {
     pub(crate) retries: u32,
     /// The backend in-flight slot, freed when the response has been sent.
     pub(crate) slot: Option<Slot>,
-    pub(crate) line: Option<(Method, Uri, Version)>,
+    /// The request line, kept only for an access log (boxed: the record moves through
+    /// the request path by value).
+    pub(crate) line: Option<Box<(Method, Uri, Version)>>,
     /// The connection: its client, its session (which notes the server of the request in
     /// flight) and the stick counters its connection rules track.
     pub(crate) conn: Arc<ConnCtx>,
@@ -61,7 +63,7 @@ impl Done {
     pub(crate) fn new(
         cx: &Arc<ConnCtx>,
         fe: &Arc<Frontend>,
-        line: Option<(Method, Uri, Version)>,
+        line: Option<Box<(Method, Uri, Version)>>,
         t_request: Duration,
     ) -> Self {
         Self {
@@ -250,10 +252,10 @@ impl Done {
         let answered = self.status != 0;
         let bytes_out = self.bytes_out;
         let ms = |d: Duration| d.as_millis() as i64;
-        let (method, uri, version) =
-            self.line
-                .take()
-                .unwrap_or((Method::GET, Uri::from_static("/"), Version::HTTP_11));
+        let (method, uri, version) = self.line.take().map_or_else(
+            || (Method::GET, Uri::from_static("/"), Version::HTTP_11),
+            |l| *l,
+        );
         let t = self.timing;
         let mut term = [b'-'; 4];
         term[..2].copy_from_slice(&self.termination.0);
@@ -306,5 +308,19 @@ impl Done {
 impl Drop for Done {
     fn drop(&mut self) {
         self.complete();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A request's record is moved by value through the request path (into the handler's
+    /// answer, out to the connection), each move a copy of the whole: what most requests
+    /// do not use (stick counters, the request line for an access log) is boxed. It was
+    /// 448 bytes before, and moving it cost about 500 instructions per request.
+    #[test]
+    fn a_request_record_stays_small() {
+        let size = std::mem::size_of::<super::Done>();
+        eprintln!("request record: {size} bytes");
+        assert!(size <= 232, "the request record grew to {size} bytes");
     }
 }

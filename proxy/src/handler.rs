@@ -200,7 +200,7 @@ fn begin(cx: &Arc<ConnCtx>, fe: &Arc<Frontend>, parts: &Parts, t_request: Durati
     let line = fe
         .log
         .as_ref()
-        .map(|_| (parts.method.clone(), parts.uri.clone(), parts.version));
+        .map(|_| Box::new((parts.method.clone(), parts.uri.clone(), parts.version)));
     let mut done = Done::new(cx, fe, line, t_request);
     if let Some(t) = cx.track.get() {
         t.count_request();

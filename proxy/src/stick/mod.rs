@@ -21,19 +21,32 @@ pub struct Tracked {
 }
 
 /// The stick counters (`sc0`-`sc2`) of a connection or of a request. Dropping them lets
-/// go of their entries; a connection's also ends its `conn_cur`.
+/// go of their entries; a connection's also ends its `conn_cur`. The slots are allocated
+/// when something is first tracked: most requests track nothing, and their record moves
+/// through the request path by value.
 #[derive(Default)]
 pub struct Trackers {
-    slots: [Option<Tracked>; 3],
+    slots: Option<Box<[Option<Tracked>; 3]>>,
 }
 
 impl Trackers {
     pub fn get(&self, slot: u8) -> Option<&Tracked> {
-        self.slots.get(usize::from(slot))?.as_ref()
+        self.slots.as_ref()?.get(usize::from(slot))?.as_ref()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.iter().all(Option::is_none)
+        self.slots
+            .as_ref()
+            .is_none_or(|s| s.iter().all(Option::is_none))
+    }
+
+    fn put(&mut self, slot: u8, t: Tracked) {
+        let slots = self.slots.get_or_insert_with(Default::default);
+        slots[usize::from(slot)] = Some(t);
+    }
+
+    fn tracked(&self) -> impl Iterator<Item = &Tracked> {
+        self.slots.iter().flat_map(|s| s.iter().flatten())
     }
 
     /// Tracks `key` in `slot` for a connection: counts the connection and holds the
@@ -48,11 +61,14 @@ impl Trackers {
             })
             .is_some();
         if ok {
-            self.slots[usize::from(slot)] = Some(Tracked {
-                table: table.clone(),
-                key,
-                conn: true,
-            });
+            self.put(
+                slot,
+                Tracked {
+                    table: table.clone(),
+                    key,
+                    conn: true,
+                },
+            );
         }
         ok
     }
@@ -66,18 +82,21 @@ impl Trackers {
             })
             .is_some();
         if ok {
-            self.slots[usize::from(slot)] = Some(Tracked {
-                table: table.clone(),
-                key,
-                conn: false,
-            });
+            self.put(
+                slot,
+                Tracked {
+                    table: table.clone(),
+                    key,
+                    conn: false,
+                },
+            );
         }
         ok
     }
 
     /// Runs `f` on each tracked entry.
     pub fn each(&self, mut f: impl FnMut(&mut Entry<'_>)) {
-        for t in self.slots.iter().flatten() {
+        for t in self.tracked() {
             t.table.with(&t.key, false, 0, &mut f);
         }
     }
@@ -105,7 +124,10 @@ pub fn count_response(e: &mut Entry<'_>, status: u16, bytes_in: u64, bytes_out: 
 
 impl Drop for Trackers {
     fn drop(&mut self) {
-        for t in self.slots.iter_mut().filter_map(Option::take) {
+        let Some(slots) = self.slots.as_mut() else {
+            return;
+        };
+        for t in slots.iter_mut().filter_map(Option::take) {
             let conn = t.conn;
             t.table.release(&t.key, |e| {
                 if conn {
