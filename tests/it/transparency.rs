@@ -15,13 +15,13 @@ struct Rig {
     pki: Pki,
 }
 
-impl Rig {
-    async fn new(handler: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static) -> Self {
-        let origin = Origin::start("o", handler).await;
-        let pki = Pki::new();
-        let (c, k) = pki.issue("site", &["localhost"], false);
-        let yaml = format!(
-            r#"
+/// A proxy with a cleartext listener (`bound(0)`) and a TLS one (`bound(1)`, a certificate
+/// for `localhost` issued by the returned PKI), passing everything to `origin`.
+fn plain_and_tls_proxy(origin: std::net::SocketAddr) -> (Proxy, Pki) {
+    let pki = Pki::new();
+    let (c, k) = pki.issue("site", &["localhost"], false);
+    let yaml = format!(
+        r#"
 frontends:
   fe:
     bind:
@@ -30,17 +30,19 @@ frontends:
     default_backend: be
 backends:
   be:
-    servers: {{ o: {{ address: "{}" }} }}
+    servers: {{ o: {{ address: "{origin}" }} }}
 "#,
-            c.display(),
-            k.display(),
-            origin.addr
-        );
-        Rig {
-            proxy: Proxy::start(&yaml),
-            origin,
-            pki,
-        }
+        c.display(),
+        k.display(),
+    );
+    (Proxy::start(&yaml), pki)
+}
+
+impl Rig {
+    async fn new(handler: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static) -> Self {
+        let origin = Origin::start("o", handler).await;
+        let (proxy, pki) = plain_and_tls_proxy(origin.addr);
+        Rig { proxy, origin, pki }
     }
 
     async fn send(&self, mode: Client, req: Request<TestBody>) -> Got {
@@ -680,23 +682,7 @@ async fn a_body_the_server_pauses_in_reaches_the_client_up_to_the_pause() {
             });
         }
     });
-    let pki = Pki::new();
-    let (c, k) = pki.issue("site", &["localhost"], false);
-    let proxy = Proxy::start(&format!(
-        r#"
-frontends:
-  fe:
-    bind:
-      - "127.0.0.1:0"
-      - {{ address: "127.0.0.1:0", tls: {{ certificates: [{{ cert: "{}", key: "{}" }}] }} }}
-    default_backend: be
-backends:
-  be:
-    servers: {{ o: {{ address: "{origin}" }} }}
-"#,
-        c.display(),
-        k.display(),
-    ));
+    let (proxy, pki) = plain_and_tls_proxy(origin);
 
     /// Reads until `have` holds a head and `want` body bytes (at most 30 s: far past the
     /// kernel's hold of at most about 200 ms, so only a part held for good fails).
