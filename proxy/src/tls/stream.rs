@@ -291,11 +291,6 @@ impl TlsStream<UnbufferedServerConnection> {
         std::future::poll_fn(|cx| s.poll_handshake(cx, Some(&mut sni))).await?;
         Ok((s, sni.flatten()))
     }
-
-    /// The rustls connection (ALPN protocol, client certificate).
-    pub fn session(&self) -> &UnbufferedServerConnection {
-        &self.conn
-    }
 }
 
 impl TlsStream<UnbufferedClientConnection> {
@@ -311,14 +306,14 @@ impl TlsStream<UnbufferedClientConnection> {
         std::future::poll_fn(|cx| s.poll_handshake(cx, None)).await?;
         Ok(s)
     }
-
-    /// The rustls connection (ALPN protocol).
-    pub fn session(&self) -> &UnbufferedClientConnection {
-        &self.conn
-    }
 }
 
 impl<C: End> TlsStream<C> {
+    /// The rustls connection (ALPN protocol, the peer's certificates).
+    pub fn session(&self) -> &C {
+        &self.conn
+    }
+
     fn new(tcp: TcpStream, conn: C) -> Self {
         TlsStream {
             tcp,
@@ -736,8 +731,6 @@ mod tests {
 
     type Client = tokio_rustls::client::TlsStream<TcpStream>;
 
-    /// A server stream and a rustls client connected to it over loopback, the client
-    /// asking for `name`.
     /// Server and client settings for a certificate of `tls.test` and 127.0.0.1.
     fn configs() -> (rustls::ServerConfig, rustls::ClientConfig) {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -765,6 +758,8 @@ mod tests {
         (server, client)
     }
 
+    /// A server stream and a rustls client connected to it over loopback, the client
+    /// asking for `name`.
     async fn pair(name: &str) -> ((TlsStream, Option<Arc<str>>), Client) {
         let (server, client) = configs();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
