@@ -139,6 +139,28 @@ pub enum ClientIo {
 }
 either_io!(ClientIo, crate::tls::stream::TlsStream);
 
+/// A client connection that can let go of what it holds while idle: a TLS connection's
+/// keys (see [`crate::tls::stream::TlsStream::park`]).
+pub trait Park {
+    /// Lets it go until the next record either way; whether there was anything to let go.
+    fn park(&mut self) -> bool;
+    /// Whether an idle wait should stop to park on the way.
+    fn parks(&self) -> bool;
+}
+
+impl Park for ClientIo {
+    fn park(&mut self) -> bool {
+        match self {
+            ClientIo::Tls(s) => s.park(),
+            ClientIo::Plain(_) => false,
+        }
+    }
+
+    fn parks(&self) -> bool {
+        matches!(self, ClientIo::Tls(s) if s.parks())
+    }
+}
+
 /// A connection to a server.
 pub enum UpIo {
     Plain(TcpStream),

@@ -373,3 +373,116 @@ async fn http2_idle_close_reset_streams_and_graceful_stop() {
         .unwrap();
     stop.await.unwrap();
 }
+
+/// One request on a TLS connection, and its response's head and body (read by its
+/// Content-Length).
+async fn tls_one(
+    s: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    req: &[u8],
+) -> (String, Vec<u8>) {
+    s.write_all(req).await.unwrap();
+    s.flush().await.unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a whole response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return (head, buf[end + 4..end + 4 + len].to_vec());
+        }
+    }
+}
+
+/// A TLS client idle for longer than the stream keeps its keys (1 s): its next request,
+/// and a key update after it, are served as before, and the connection still closes at
+/// the keep-alive timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tls_connection_lets_its_keys_go_and_carries_on() {
+    let origin = Origin::start("o", |s| text(200, &format!("seen {}", s.uri.path()))).await;
+    let pki = Pki::new();
+    let (c, k) = pki.issue("site", &["localhost"], false);
+    let p = Proxy::start(&format!(
+        "frontends: {{ fe: {{ bind: {{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}, timeouts: {{ keep_alive: 5s }}, default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        c.display(),
+        k.display(),
+        origin.addr
+    ));
+    let cfg = tls_client(&pki.ca_pem, &[b"http/1.1"]);
+    let mut s = tls_connect(p.addr("fe"), cfg, "localhost").await;
+    let (head, body) = tls_one(&mut s, b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"seen /one");
+    // Idle past the moment the keys go (the subject of the test, not a wait for
+    // readiness).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (head, body) = tls_one(&mut s, b"GET /two HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"seen /two");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.get_mut().1.refresh_traffic_keys().unwrap();
+    let (head, body) = tls_one(&mut s, b"GET /three HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"seen /three");
+    // Then nothing: the keep-alive timeout closes the connection.
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect("closed after keep_alive")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    p.stop().await;
+}
+
+/// The same over HTTP/2: a connection without streams for longer than 1 s lets its keys
+/// go; its next streams are served, and it still closes at the keep-alive timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_lets_its_keys_go_and_carries_on() {
+    let origin = Origin::start("o", |s| text(200, &format!("seen {}", s.uri.path()))).await;
+    let pki = Pki::new();
+    let (c, k) = pki.issue("site", &["localhost"], false);
+    let p = Proxy::start(&format!(
+        "frontends: {{ fe: {{ bind: {{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}], alpn: [h2, http/1.1] }} }}, timeouts: {{ keep_alive: 5s }}, default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        c.display(),
+        k.display(),
+        origin.addr
+    ));
+    let addr = p.addr("fe");
+    let s = tls_connect(addr, tls_client(&pki.ca_pem, &[b"h2"]), "localhost").await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    for (i, path) in ["/one", "/two", "/three"].into_iter().enumerate() {
+        if i > 0 {
+            // Idle past the moment the keys go (the subject of the test).
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let req = http::Request::get(format!("https://localhost:{}{path}", addr.port()))
+            .body(empty())
+            .unwrap();
+        let got = collect(send.send_request(req).await.expect("h2 request")).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body, format!("seen {path}").as_bytes());
+    }
+    // Then nothing: the keep-alive timeout ends the connection (GOAWAY, then the close).
+    tokio::time::timeout(Duration::from_secs(30), conn)
+        .await
+        .expect("closed after keep_alive")
+        .unwrap()
+        .unwrap();
+    p.stop().await;
+}

@@ -384,7 +384,7 @@ pub async fn tls_connect(
         .expect("TLS handshake")
 }
 
-async fn collect(resp: Response<Incoming>) -> Got {
+pub async fn collect(resp: Response<Incoming>) -> Got {
     let (parts, body) = resp.into_parts();
     let c = body.collect().await.expect("response body");
     let trailers = c.trailers().cloned();

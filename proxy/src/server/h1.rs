@@ -27,7 +27,7 @@ use crate::http1::Framing;
 use crate::http1::decode::Decoder;
 use crate::http1::encode::{write_chunk_size, write_last_chunk, write_response_head};
 use crate::http1::parse::{RequestHead, parse_request};
-use crate::io::{ClientIo, read_buf};
+use crate::io::{ClientIo, Park as _, read_buf};
 use crate::path::future::box_in_place;
 use crate::upstream::h1::{Reason, UpgradedConn};
 use std::future::Future;
@@ -42,7 +42,15 @@ pub struct ClientConn {
     /// the accept, and may be the HTTP/2 preface. (Here rather than in the connection's
     /// task, whose size every idle connection pays; the box has room for it.)
     first: bool,
+    /// The idle wait's timer stands at [`PARK_AFTER`], for the connection to let its TLS
+    /// keys go, rather than at the keep-alive timeout.
+    park_due: bool,
 }
+
+/// How long a keep-alive TLS connection waits idle before it lets its keys go until its
+/// next request (see [`crate::tls::records`]): long enough that a client sending
+/// request after request never pays for making them again.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
 
 impl ClientConn {
     pub fn new(io: ClientIo, rbuf: BytesMut) -> Self {
@@ -50,6 +58,7 @@ impl ClientConn {
             io,
             rbuf,
             first: true,
+            park_due: false,
         }
     }
 }
@@ -587,6 +596,16 @@ impl Future for Serve {
                         return Poll::Ready(None);
                     };
                     let w = ready!(poll_wait(c, cx, true, this.timer.as_mut(), task));
+                    if matches!(w, Wait::Timeout) && c.park_due {
+                        // Idle for PARK_AFTER: the keys go, and the wait goes on to the
+                        // keep-alive timeout.
+                        c.park_due = false;
+                        c.io.park();
+                        let rest = cx.frontend.timeouts.keep_alive.saturating_sub(PARK_AFTER);
+                        let until = this.timer.deadline() + rest;
+                        this.timer.as_mut().reset(until);
+                        continue;
+                    }
                     cx.session.end_idle();
                     match (w, conn.take()) {
                         (Wait::Read, Some(c)) => State::Busy {
@@ -633,7 +652,14 @@ fn after_response(
     if conn.rbuf.capacity() > 0 {
         crate::io::give_buf(std::mem::take(&mut conn.rbuf));
     }
-    timer.reset(Instant::now() + cx.frontend.timeouts.keep_alive);
+    let keep_alive = cx.frontend.timeouts.keep_alive;
+    conn.park_due = keep_alive > PARK_AFTER && conn.io.parks();
+    let wait = if conn.park_due {
+        PARK_AFTER
+    } else {
+        keep_alive
+    };
+    timer.reset(Instant::now() + wait);
     State::Idle { conn: Some(conn) }
 }
 

@@ -6,6 +6,8 @@
 use std::future::poll_fn;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -19,12 +21,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::WriteAbort;
+use super::h1::PARK_AFTER;
 use super::streams::StreamSet;
 use tower::{Service, ServiceExt};
 
 use crate::body::{Body, Pace, Paced};
 use crate::error::Termination;
 use crate::handler::{ConnCtx, service, strip_hop_by_hop};
+use crate::io::Park;
 use crate::path::future::box_in_place;
 use crate::state::Refusal;
 
@@ -46,12 +50,72 @@ enum Event {
     GoAway,
 }
 
+/// The connection as the `h2` crate reads and writes it, with a way for the serving loop
+/// (which does not hold it) to have it park ([`Park`]) at its next read that waits: a
+/// flag shared with the loop, only on connections that can park.
+struct Parking<I> {
+    io: I,
+    asked: Option<Arc<AtomicBool>>,
+}
+
+impl<I: AsyncRead + Park + Unpin> AsyncRead for Parking<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if r.is_pending() && this.asked.as_ref().is_some_and(|a| a.swap(false, Relaxed)) {
+            this.io.park();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Parking<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Serves HTTP/2 on `io` until the client or the proxy ends the connection.
 pub async fn serve<I>(io: I, cx: Arc<ConnCtx>)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
 {
     let fe = cx.frontend.clone();
+    let asked = io.parks().then(|| Arc::new(AtomicBool::new(false)));
+    let io = Parking {
+        io,
+        asked: asked.clone(),
+    };
     let mut shutdown = fe.retire.subscribe();
     let mut builder = h2::server::Builder::new();
     builder
@@ -72,6 +136,11 @@ where
             Err(_) => return,
         };
     let keep_alive = fe.timeouts.keep_alive;
+    // An idle connection's wait stops at PARK_AFTER to let its keys go, then goes on to
+    // the keep-alive timeout.
+    let two_stage = asked.is_some() && keep_alive > PARK_AFTER;
+    let first_wait = if two_stage { PARK_AFTER } else { keep_alive };
+    let mut park_due = two_stage;
     let mut streams = StreamSet::default();
     let mut stop = pin!(async move {
         while *shutdown.borrow() == crate::snapshot::Retire::Live {
@@ -80,7 +149,7 @@ where
             }
         }
     });
-    let mut idle = pin!(tokio::time::sleep(keep_alive));
+    let mut idle = pin!(tokio::time::sleep(first_wait));
     let mut busy = false;
     let mut going_away = false;
     loop {
@@ -88,14 +157,25 @@ where
             let empty = streams.poll(tcx).is_ready();
             if busy && empty {
                 busy = false;
-                idle.as_mut().reset(Instant::now() + keep_alive);
+                park_due = two_stage;
+                idle.as_mut().reset(Instant::now() + first_wait);
             }
             if !going_away {
                 if stop.as_mut().poll(tcx).is_ready() {
                     return Poll::Ready(Event::GoAway);
                 }
                 if empty && idle.as_mut().poll(tcx).is_ready() {
-                    return Poll::Ready(Event::GoAway);
+                    if !park_due {
+                        return Poll::Ready(Event::GoAway);
+                    }
+                    // The read below, finding nothing, parks the connection.
+                    park_due = false;
+                    if let Some(a) = &asked {
+                        a.store(true, Relaxed);
+                    }
+                    let until = idle.deadline() + (keep_alive - PARK_AFTER);
+                    idle.as_mut().reset(until);
+                    let _ = idle.as_mut().poll(tcx);
                 }
             }
             match conn.poll_accept(tcx) {

@@ -73,6 +73,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
+impl<T: crate::io::Park> crate::io::Park for Rewind<T> {
+    fn park(&mut self) -> bool {
+        self.pre.is_empty() && self.inner.park()
+    }
+    fn parks(&self) -> bool {
+        self.inner.parks()
+    }
+}
+
 /// What a connection's first bytes must be, by its bind's `accept_proxy` and its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyHeader {
@@ -248,7 +257,7 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
         crate::tls::stream::TlsStream::accept(tcp, tls),
     ))
     .await;
-    let (stream, sni) = match hs {
+    let (stream, accepted) = match hs {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let client = facts
@@ -276,18 +285,18 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
         }
         Err(_) => return None,
     };
-    facts.sni = sni;
-    let session = stream.session();
-    facts.alpn = session
-        .alpn_protocol()
+    facts.sni = accepted.sni;
+    facts.alpn = accepted
+        .alpn
+        .as_deref()
         .and_then(crate::rules::sample::Alpn::of);
-    facts.client_cert = session
-        .peer_certificates()
-        .and_then(|c| c.first())
+    facts.client_cert = accepted
+        .client_cert
+        .as_ref()
         .and_then(|c| crate::tls::client_cert::ClientCert::parse(c))
         .map(Box::new);
     cx.info.learnt(facts);
-    let h2 = session.alpn_protocol() == Some(b"h2");
+    let h2 = accepted.alpn.as_deref() == Some(b"h2");
     let io = ClientIo::Tls(Box::new(stream));
     if tcp_mode {
         return Some((Started::Tcp(io, BytesMut::new()), cx));

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client_cert;
 pub mod ocsp;
+pub mod records;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -213,6 +214,7 @@ pub fn server_config(
     if !tls.session_tickets && tls.session_cache == 0 {
         cfg.send_tls13_tickets = 0;
     }
+    stream::prepare(&mut cfg);
     Ok((Arc::new(cfg), warnings, infos))
 }
 
