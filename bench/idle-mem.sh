@@ -2,20 +2,22 @@
 # Memory per idle keep-alive client connection, plain HTTP/1.1 and TLS, for rampart next to
 # HAProxy and nginx, at several connection counts.
 #
-#   bench/idle-mem.sh RAMPART_BINARY       (COUNTS="10000" MODES="plain tls"
+#   bench/idle-mem.sh RAMPART_BINARY       (COUNTS="10000" MODES="plain tls h2"
 #                                           PROXIES="rampart haproxy nginx" REPS=1)
 #
 # Each proxy runs one worker on core 1 with the configuration of the side-by-side harness
 # (bench/rampart.yaml for rampart); an nginx origin and the client run on core 0. For each
 # proxy, mode and count: a fresh proxy, 4 requests, RSS; then COUNT connections that each
 # send one GET, read the response and stay open (bench/idle_conns.py, PARALLEL=200 at a time); RSS
-# again 2 s later. Prints (loaded - idle) / COUNT. RSS is user-space memory only.
+# again 2 s later. Prints (loaded - idle) / COUNT. RSS is user-space memory only. Mode h2
+# is HTTP/2 over TLS: one stream per connection, on the TLS port, which offers h2 here (an
+# HTTP/1.1 client still gets HTTP/1.1 there).
 # The hard limit of 20,000 open files per process on these machines caps COUNT at about
 # 19,000.
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 RAMPART_BINARY" >&2; exit 2; }
 BIN=$(realpath "$1")
-COUNTS=${COUNTS:-10000}; MODES=${MODES:-plain tls}; REPS=${REPS:-1}; PARALLEL=${PARALLEL:-200}
+COUNTS=${COUNTS:-10000}; MODES=${MODES:-plain tls h2}; REPS=${REPS:-1}; PARALLEL=${PARALLEL:-200}
 PROXIES=${PROXIES:-rampart haproxy nginx}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
@@ -42,7 +44,7 @@ defaults
     timeout http-keep-alive 120s
 frontend fe
     bind 127.0.0.1:18100 backlog 4096
-    bind 127.0.0.1:18102 ssl crt $W/cert_key.pem alpn http/1.1 backlog 4096
+    bind 127.0.0.1:18102 ssl crt $W/cert_key.pem alpn h2,http/1.1 backlog 4096
     default_backend be
 backend be
     server s1 127.0.0.1:18080
@@ -74,7 +76,7 @@ http {
     }
     server {
         listen 127.0.0.1:18300 backlog=4096;
-        listen 127.0.0.1:18302 ssl backlog=4096;
+        listen 127.0.0.1:18302 ssl http2 backlog=4096;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -83,6 +85,9 @@ http {
     }
 }
 NGINX
+# rampart's harness configuration, its TLS bind offering h2 too.
+sed 's#alpn: \[http/1.1\]#alpn: [h2, http/1.1]#' "$HERE/rampart.yaml" > "$W/rampart.yaml"
+grep -q 'alpn: \[h2, http/1.1\]' "$W/rampart.yaml" || { echo "no alpn in rampart.yaml" >&2; exit 1; }
 start_origin
 rss() { # KiB of a process and its children
   local t=0 p
@@ -96,18 +101,22 @@ one() { # proxy mode count
   case $1 in
     rampart)
       BENCH_PORT=18400 BENCH_TLS_PORT=18402 BENCH_CERT=$W/cert.pem BENCH_KEY=$W/key.pem \
-        BENCH_BACKEND=127.0.0.1:18080 taskset -c 1 "$BIN" run -c "$HERE/rampart.yaml" \
+        BENCH_BACKEND=127.0.0.1:18080 taskset -c 1 "$BIN" run -c "$W/rampart.yaml" \
         > "$W/rampart.log" 2>&1 &
       pid=$!; port=18400;;
     haproxy) taskset -c 1 haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 & pid=$!; port=18100;;
     nginx) taskset -c 1 nginx -c "$W/nginx.conf" > "$W/nginx.log" 2>&1 & pid=$!; port=18300;;
   esac
-  [ "$2" = tls ] && port=$(( port + 2 ))
+  local client=()
+  case $2 in
+    tls) port=$(( port + 2 )); client=(--tls);;
+    h2) port=$(( port + 2 )); client=(--h2);;
+  esac
   wait_port "$port" || { echo "$1 did not start" >&2; kill "$pid"; return 1; }
-  for _ in 1 2 3 4; do curl -sk -o /dev/null "$([ "$2" = tls ] && echo https || echo http)://127.0.0.1:$port/"; done
+  for _ in 1 2 3 4; do curl -sk -o /dev/null "$([ "$2" = plain ] && echo http || echo https)://127.0.0.1:$port/"; done
   sleep 1
   idle=$(rss "$pid")
-  coproc CL { taskset -c 0 python3 "$HERE/idle_conns.py" --port "$port" -n "$3" --parallel "$PARALLEL" $([ "$2" = tls ] && echo --tls); }
+  coproc CL { taskset -c 0 python3 "$HERE/idle_conns.py" --port "$port" -n "$3" --parallel "$PARALLEL" "${client[@]}"; }
   read -r ready <&"${CL[0]}"
   sleep 2
   loaded=$(rss "$pid")
