@@ -3,12 +3,13 @@
 # effect is smaller than the noise between harness runs on a shared machine.
 #
 #   bench/ab.sh BEFORE_BINARY AFTER_BINARY        (ROUNDS=5 DURATION=6 by default)
-#   SCENARIOS="h1 h1_16k" bench/ab.sh ...           (default "h1 h2c tls")
+#   SCENARIOS="h1 h1_16k" bench/ab.sh ...           (default "h1 h2c tls"; also h1_16k, tlshs)
 #
 # One nginx origin (1 worker) and the load generator run on core 0, each rampart on core 1
 # with bench/rampart.yaml. Each round runs h1 (wrk -t1 -c64), h2c (h2load -t1 -c16 -m32)
 # and TLS keep-alive (wrk -t1 -c64), and with SCENARIOS also h1_16k (wrk -t1 -c64, a
-# 16 KiB body, as the harness's h1_16k), against "before" and then "after". The proxy's CPU
+# 16 KiB body, as the harness's h1_16k) and tlshs (a full TLS handshake per request, as the
+# harness's tlshs), against "before" and then "after". The proxy's CPU
 # time comes from /proc/PID/stat. Prints µs per request for each run, then per scenario
 # the medians and the median of the per-round after/before ratios.
 set -euo pipefail
@@ -42,6 +43,7 @@ run() { # name pid scenario port
     h1_16k) n=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}"s "http://127.0.0.1:$4/big" | awk '/requests in/{print $1}');;
     tls) n=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}"s "https://127.0.0.1:$(( $4 + 2 ))/" | awk '/requests in/{print $1}');;
     h2c) n=$(taskset -c 0 h2load -t1 -c16 -m32 -D"${DURATION}" "http://127.0.0.1:$4/" 2>/dev/null | awk '/^requests:/{print $8}');;
+    tlshs) n=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}"s -H 'Connection: close' "https://127.0.0.1:$(( $4 + 2 ))/" | awk '/requests in/{print $1}');;
   esac
   c1=$(cpu "$2")
   echo "$1 $3 $(python3 -c "print(round(($c1-$c0)/$tck*1e6/$n,2))") n=$n" | tee -a "$W/results"

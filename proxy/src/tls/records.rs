@@ -111,12 +111,12 @@ impl Drop for Keys {
 }
 
 impl Keys {
-    /// Keys of `secret` (the key under TLS 1.2, the traffic secret under TLS 1.3, as
-    /// `hkdf` tells) and `iv`, at sequence number `seq`.
+    /// The keys `key` and `iv` at sequence number `seq`, made again from `secret` when
+    /// parked: the key itself under TLS 1.2, the traffic secret under TLS 1.3.
     fn new(
         alg: &'static aead::Algorithm,
-        hkdf: Option<&'static dyn Hkdf>,
         secret: &[u8],
+        key: &[u8],
         iv: [u8; 12],
         seq: u64,
     ) -> Result<Keys, &'static str> {
@@ -133,7 +133,8 @@ impl Keys {
         }
         keys.secret[..n].copy_from_slice(secret);
         keys.secret_len = n as u8;
-        keys.key(alg, hkdf).map_err(|f| f.why)?;
+        let key = UnboundKey::new(alg, key).map_err(|_| "a key of the wrong length")?;
+        keys.key = Some(LessSafeKey::new(key));
         Ok(keys)
     }
 
@@ -274,21 +275,17 @@ impl Records {
         let keys = |(seq, s): (u64, ConnectionTrafficSecrets), secret: Option<OkmBlock>| {
             let (key, iv) = extracted(&s)?;
             match (hkdf, secret) {
-                (None, _) => Keys::new(alg, None, key, iv, seq),
+                (None, _) => Keys::new(alg, key, key, iv, seq),
                 (Some(hkdf), Some(secret)) => {
                     // The key is made again from the secret when a parked connection
-                    // wakes: it must be the one rustls derived.
-                    let mut mine = [0u8; 32];
-                    let room = mine
-                        .get_mut(..key.len())
-                        .ok_or("a key longer than 32 bytes")?;
-                    let (k, i) = derive(hkdf, secret.as_ref(), room).map_err(|f| f.why)?;
-                    let same = k == key && i == iv;
-                    mine.zeroize();
-                    if !same {
+                    // wakes: the secret must be the connection's, which its IV tells.
+                    let expander = hkdf.expander_for_okm(&secret);
+                    let mut mine = [0u8; 12];
+                    expand_label(expander.as_ref(), b"iv", &mut mine).map_err(|f| f.why)?;
+                    if mine != iv {
                         return Err("the learnt traffic secret is not the connection's");
                     }
-                    Keys::new(alg, Some(hkdf), secret.as_ref(), iv, seq)
+                    Keys::new(alg, secret.as_ref(), key, iv, seq)
                 }
                 (Some(_), None) => Err("TLS 1.3 traffic secrets were not learnt"),
             }
@@ -644,9 +641,9 @@ impl Records {
         let next = &mut next[..expander.hash_len().min(48)];
         expand_label(expander.as_ref(), b"traffic upd", next)?;
         let mut key = [0u8; 32];
-        let (_, iv) = derive(hkdf, next, &mut key[..self.alg.key_len()])?;
+        let (k, iv) = derive(hkdf, next, &mut key[..self.alg.key_len()])?;
+        let keys = Keys::new(self.alg, next, k, iv, 0);
         key.zeroize();
-        let keys = Keys::new(self.alg, Some(hkdf), next, iv, 0);
         next.zeroize();
         keys.map_err(|why| fatal(Some(INTERNAL_ERROR), why))
     }
@@ -666,24 +663,23 @@ pub fn testing_pair(tls13: bool, a: &[u8; 32], b: &[u8; 32]) -> Option<(Records,
     let end = |tx: &[u8; 32], rx: &[u8; 32]| {
         let keys = |secret: &[u8; 32]| {
             let secret = if tls13 { &secret[..] } else { &secret[..16] };
+            let mut k = [0u8; 16];
             let iv = match hkdf {
-                Some(h) => {
-                    let mut k = [0u8; 16];
-                    derive(h, secret, &mut k)
-                        .map(|(_, iv)| iv)
-                        .unwrap_or_default()
+                Some(h) => derive(h, secret, &mut k).map(|(_, iv)| iv).ok()?,
+                None => {
+                    k.copy_from_slice(secret);
+                    [7; 12]
                 }
-                None => [7; 12],
             };
-            Keys::new(alg, hkdf, secret, iv, 0)
+            Keys::new(alg, secret, &k, iv, 0).ok()
         };
         Some(Records {
             tls13,
             explicit_nonce: !tls13,
             alg,
             hkdf,
-            tx: keys(tx).ok()?,
-            rx: keys(rx).ok()?,
+            tx: keys(tx)?,
+            rx: keys(rx)?,
             handshake: None,
         })
     };

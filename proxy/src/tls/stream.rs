@@ -6,12 +6,18 @@
 //! connection once it has read anything; with a front door's many idle keep-alive clients
 //! that buffer is most of what each one costs. Here the received records sit in a read
 //! buffer from the worker's pool only while there is something in it, and the encrypted
-//! output in another only until the socket has taken it. What stays with an idle
-//! connection is rustls's state and keys.
+//! output in another only until the socket has taken it.
+//!
+//! A client's connection goes further once its handshake is done: the stream takes the
+//! keys out of rustls and protects the records itself ([`super::records`]), so rustls's
+//! connection, its handshake buffer and its state go too, and an idle client holds this
+//! stream, the record layer and the keys; a parked one ([`TlsStream::park`]) not even
+//! the keys' contexts. Connections to servers stay with rustls, which keeps the session
+//! tickets servers send after the handshake.
 //!
 //! The stream is an `AsyncRead + AsyncWrite` like tokio-rustls's, so the HTTP/1, HTTP/2
 //! and TCP servers and the upstream clients use it unchanged:
-//! - a read decrypts one record at a time into the caller's buffer (what does not fit
+//! - a read decrypts the records received into the caller's buffer (what does not fit
 //!   waits in `plain`);
 //! - a write encrypts the caller's bytes and accepts them once they are encrypted,
 //!   provided the output of the write before has gone to the socket: at most one write's
