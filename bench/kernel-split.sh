@@ -50,6 +50,6 @@ for p in haproxy rampart; do
     | awk -v n="$n" -v f="$F" '$3 == "[k]" {printf "%s %.0f\n", $4, $2 * 1e9 / f / n}' | sort > "$W/k.$p"
 done
 join -a1 -a2 -e0 -o 0,1.2,2.2 "$W/k.haproxy" "$W/k.rampart" > "$W/k.both"
-awk '{printf "%8d %8d %+8d  %s\n", $2, $3, $3 - $2, $1}' "$W/k.both" | sort -k3 -n -r > "$W/k.sorted"
+awk '{printf "%8d %8d %8d  %s\n", $2, $3, $3 - $2, $1}' "$W/k.both" | sort -k3,3 -g -r > "$W/k.sorted"
 head -n "$TOP" "$W/k.sorted"; echo "     ..."; tail -n 8 "$W/k.sorted"
-awk '{h += $2; r += $3} END {printf "%8d %8d %+8d  (all functions listed)\n", h, r, r - h}' "$W/k.both"
+awk '{h += $2; r += $3} END {printf "%8d %8d %8d  (all functions listed)\n", h, r, r - h}' "$W/k.both"
