@@ -15,17 +15,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 bench_init split
 # The 16 KiB object of h1_16k (nginx's /big), readable by its worker.
 head -c 16384 /dev/urandom > "$W/big.bin"; chmod 755 "$W"; chmod 644 "$W/big.bin"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench \
-  -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-cat "$W/cert.pem" "$W/key.pem" > "$W/cert_key.pem"
-sed -e "s#@WORK@#$W#g; s#@PORT@#18100#; s#@TLS_PORT@#18102#; s#@BACKEND_PORT@#18080#" \
-  "$HERE/../../shared/bench/conf/haproxy.cfg" > "$W/haproxy.cfg"
-start_origin
-taskset -c 1 haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 & PIDS+=($!); H=$!
-BENCH_PORT=18400 BENCH_TLS_PORT=18402 BENCH_CERT="$W/cert.pem" BENCH_KEY="$W/key.pem" \
-  BENCH_BACKEND=127.0.0.1:18080 taskset -c 1 "$BIN" run -c "$HERE/rampart.yaml" \
-  > "$W/rampart.log" 2>&1 & PIDS+=($!); R=$!
-for p in 18100 18102 18400 18402; do wait_port $p; done
+start_haproxy_and_rampart "$BIN"
 tck=$(getconf CLK_TCK)
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 segs() { nstat -az TcpOutSegs | awk '/TcpOutSegs/{print $2}'; }

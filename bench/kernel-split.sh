@@ -17,17 +17,7 @@ ROUNDS=${ROUNDS:-2}; DURATION=${DURATION:-5}; F=${F:-5000}; TOP=${TOP:-20}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 bench_init ksplit
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench \
-  -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-cat "$W/cert.pem" "$W/key.pem" > "$W/cert_key.pem"
-sed -e "s#@WORK@#$W#g; s#@PORT@#18100#; s#@TLS_PORT@#18102#; s#@BACKEND_PORT@#18080#" \
-  "$HERE/../../shared/bench/conf/haproxy.cfg" > "$W/haproxy.cfg"
-start_origin
-taskset -c 1 haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 & PIDS+=($!); H=$!
-BENCH_PORT=18400 BENCH_TLS_PORT=18402 BENCH_CERT="$W/cert.pem" BENCH_KEY="$W/key.pem" \
-  BENCH_BACKEND=127.0.0.1:18080 taskset -c 1 "$BIN" run -c "$HERE/rampart.yaml" \
-  > "$W/rampart.log" 2>&1 & PIDS+=($!); R=$!
-for p in 18100 18400; do wait_port $p; done
+start_haproxy_and_rampart "$BIN"
 load() { taskset -c 0 wrk -t1 -c64 -d"${DURATION}"s "http://127.0.0.1:$1/" | awk '/requests in/{print $1}'; }
 EV=sched:sched_waking,sched:sched_wakeup,sched:sched_wake_idle_without_ipi,ipi:ipi_send_cpu
 echo "== wake-ups and IPIs per request"

@@ -95,3 +95,21 @@ haproxy_head() {
   [ "$mode" = http ] && printf '    http-reuse always\n'
   printf '    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n'
 }
+
+# HAProxy with the harness's configuration (18100, TLS 18102) and rampart BINARY with
+# bench/rampart.yaml (18400, TLS 18402), each on core 1, after an nginx origin; sets H and
+# R to their PIDs. Their TLS uses a P-256 certificate, as the harness's.
+start_haproxy_and_rampart() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench \
+    -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+  cat "$W/cert.pem" "$W/key.pem" > "$W/cert_key.pem"
+  sed -e "s#@WORK@#$W#g; s#@PORT@#18100#; s#@TLS_PORT@#18102#; s#@BACKEND_PORT@#18080#" \
+    "$HERE/../../shared/bench/conf/haproxy.cfg" > "$W/haproxy.cfg"
+  start_origin
+  taskset -c 1 haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 & PIDS+=($!); H=$!
+  BENCH_PORT=18400 BENCH_TLS_PORT=18402 BENCH_CERT="$W/cert.pem" BENCH_KEY="$W/key.pem" \
+    BENCH_BACKEND=127.0.0.1:18080 taskset -c 1 "$1" run -c "$HERE/rampart.yaml" \
+    > "$W/rampart.log" 2>&1 & PIDS+=($!); R=$!
+  local p
+  for p in 18100 18102 18400 18402; do wait_port $p; done
+}
