@@ -257,7 +257,7 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
         crate::tls::stream::TlsStream::accept(tcp, tls),
     ))
     .await;
-    let (stream, accepted) = match hs {
+    let (stream, settled) = match hs {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let client = facts
@@ -285,18 +285,18 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
         }
         Err(_) => return None,
     };
-    facts.sni = accepted.sni;
-    facts.alpn = accepted
+    facts.sni = settled.sni;
+    facts.alpn = settled
         .alpn
         .as_deref()
         .and_then(crate::rules::sample::Alpn::of);
-    facts.client_cert = accepted
+    facts.client_cert = settled
         .client_cert
         .as_ref()
         .and_then(|c| crate::tls::client_cert::ClientCert::parse(c))
         .map(Box::new);
     cx.info.learnt(facts);
-    let h2 = accepted.alpn.as_deref() == Some(b"h2");
+    let h2 = settled.alpn.as_deref() == Some(b"h2");
     let io = ClientIo::Tls(Box::new(stream));
     if tcp_mode {
         return Some((Started::Tcp(io, BytesMut::new()), cx));

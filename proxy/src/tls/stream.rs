@@ -376,7 +376,7 @@ fn process_own(
 
 /// What a client's handshake settled, kept from rustls before the stream takes over.
 #[derive(Debug, Default)]
-pub struct Accepted {
+pub struct Settled {
     /// The server name the client asked for (SNI), in lower case.
     pub sni: Option<Arc<str>>,
     /// The application protocol agreed (ALPN).
@@ -396,7 +396,7 @@ impl TlsStream<UnbufferedServerConnection> {
     ///
     /// When `config` allows secret extraction ([`prepare`]), the stream then protects
     /// the records itself and rustls's connection is let go.
-    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<(Self, Accepted)> {
+    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<(Self, Settled)> {
         let own = config.enable_secret_extraction;
         let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
         let mut s = TlsStream::new(tcp, conn);
@@ -407,13 +407,13 @@ impl TlsStream<UnbufferedServerConnection> {
             records::capture(&mut traffic, || s.poll_handshake(cx, Some(&mut sni)))
         })
         .await?;
-        let mut accepted = Accepted {
+        let mut settled = Settled {
             sni: sni.flatten(),
-            ..Accepted::default()
+            ..Settled::default()
         };
         if let Session::Rustls(conn) = &s.session {
-            accepted.alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-            accepted.client_cert = conn
+            settled.alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+            settled.client_cert = conn
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| c.clone().into_owned());
@@ -421,7 +421,7 @@ impl TlsStream<UnbufferedServerConnection> {
         if own {
             s.take_over(traffic)?;
         }
-        Ok((s, accepted))
+        Ok((s, settled))
     }
 
     /// Hands the record layer over from rustls to the stream, unless something of the
@@ -459,7 +459,7 @@ impl TlsStream<UnbufferedServerConnection> {
     }
 }
 
-/// Lets streams accepted with `config` take the record layer over from rustls once the
+/// Lets streams settled with `config` take the record layer over from rustls once the
 /// handshake is done (see [`super::records`]).
 pub fn prepare(config: &mut ServerConfig) {
     config.enable_secret_extraction = true;
@@ -614,7 +614,7 @@ impl<C: End> TlsStream<C> {
                 }
                 ConnectionState::ReadEarlyData(_) => {
                     // Only when the configuration accepts early data, which it does not.
-                    return Err(io::Error::other("TLS early data, which is not accepted"));
+                    return Err(io::Error::other("TLS early data, which is not settled"));
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
                     encode(&mut e, tx)?;
@@ -1001,7 +1001,7 @@ mod tests {
 
     /// A server stream and a rustls client connected to it over loopback, the client
     /// asking for `name`.
-    async fn pair(name: &str) -> ((TlsStream, Accepted), Client) {
+    async fn pair(name: &str) -> ((TlsStream, Settled), Client) {
         let (mut server, client) = configs();
         prepare(&mut server);
         pair_with(server, client, name).await
@@ -1012,7 +1012,7 @@ mod tests {
         server: rustls::ServerConfig,
         client: rustls::ClientConfig,
         name: &str,
-    ) -> ((TlsStream, Accepted), Client) {
+    ) -> ((TlsStream, Settled), Client) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let name = ServerName::try_from(name.to_owned()).unwrap();
@@ -1036,8 +1036,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_exchange_leaves_the_connection_without_buffers() {
-        let ((mut s, accepted), mut c) = pair("TLS.Test").await;
-        assert_eq!(accepted.sni.as_deref(), Some("tls.test"));
+        let ((mut s, settled), mut c) = pair("TLS.Test").await;
+        assert_eq!(settled.sni.as_deref(), Some("tls.test"));
         assert!(
             s.session().is_none(),
             "the stream protects the records itself"
@@ -1127,7 +1127,7 @@ mod tests {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from("tls.test").unwrap();
         let Err(e) = TlsStream::connect(tcp, Arc::new(other), name).await else {
-            panic!("a certificate of another authority was accepted");
+            panic!("a certificate of another authority was settled");
         };
         let inner = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
         assert!(
@@ -1138,8 +1138,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_ip_address_is_no_server_name() {
-        let ((_, accepted), _c) = pair("127.0.0.1").await;
-        assert_eq!(accepted.sni, None);
+        let ((_, settled), _c) = pair("127.0.0.1").await;
+        assert_eq!(settled.sni, None);
     }
 
     #[tokio::test]
@@ -1350,8 +1350,8 @@ mod tests {
     #[tokio::test]
     async fn without_secret_extraction_rustls_goes_on() {
         let (server, client) = configs();
-        let ((mut s, accepted), mut c) = pair_with(server, client, "tls.test").await;
-        assert_eq!(accepted.sni.as_deref(), Some("tls.test"));
+        let ((mut s, settled), mut c) = pair_with(server, client, "tls.test").await;
+        assert_eq!(settled.sni.as_deref(), Some("tls.test"));
         assert!(s.session().is_some());
         assert!(!s.parks() && !s.park(), "rustls's keys cannot be let go");
         c.write_all(b"ping").await.unwrap();
