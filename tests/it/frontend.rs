@@ -403,20 +403,27 @@ async fn tls_one(
     }
 }
 
+/// An origin answering `seen PATH`, behind a TLS frontend offering h2 and HTTP/1.1 with
+/// a keep-alive timeout of 5 s.
+async fn echo_path_behind_tls() -> (Origin, Pki, Proxy) {
+    let origin = Origin::start("o", |s| text(200, &format!("seen {}", s.uri.path()))).await;
+    let pki = Pki::new();
+    let (c, k) = pki.issue("site", &["localhost"], false);
+    let p = Proxy::start(&format!(
+        "frontends: {{ fe: {{ bind: {{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}], alpn: [h2, http/1.1] }} }}, timeouts: {{ keep_alive: 5s }}, default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        c.display(),
+        k.display(),
+        origin.addr
+    ));
+    (origin, pki, p)
+}
+
 /// A TLS client idle for longer than the stream keeps its keys (1 s): its next request,
 /// and a key update after it, are served as before, and the connection still closes at
 /// the keep-alive timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_tls_connection_lets_its_keys_go_and_carries_on() {
-    let origin = Origin::start("o", |s| text(200, &format!("seen {}", s.uri.path()))).await;
-    let pki = Pki::new();
-    let (c, k) = pki.issue("site", &["localhost"], false);
-    let p = Proxy::start(&format!(
-        "frontends: {{ fe: {{ bind: {{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}, timeouts: {{ keep_alive: 5s }}, default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
-        c.display(),
-        k.display(),
-        origin.addr
-    ));
+    let (_origin, pki, p) = echo_path_behind_tls().await;
     let cfg = tls_client(&pki.ca_pem, &[b"http/1.1"]);
     let mut s = tls_connect(p.addr("fe"), cfg, "localhost").await;
     let (head, body) = tls_one(&mut s, b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
@@ -447,15 +454,7 @@ async fn an_idle_tls_connection_lets_its_keys_go_and_carries_on() {
 /// go; its next streams are served, and it still closes at the keep-alive timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_h2_connection_lets_its_keys_go_and_carries_on() {
-    let origin = Origin::start("o", |s| text(200, &format!("seen {}", s.uri.path()))).await;
-    let pki = Pki::new();
-    let (c, k) = pki.issue("site", &["localhost"], false);
-    let p = Proxy::start(&format!(
-        "frontends: {{ fe: {{ bind: {{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}], alpn: [h2, http/1.1] }} }}, timeouts: {{ keep_alive: 5s }}, default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
-        c.display(),
-        k.display(),
-        origin.addr
-    ));
+    let (_origin, pki, p) = echo_path_behind_tls().await;
     let addr = p.addr("fe");
     let s = tls_connect(addr, tls_client(&pki.ca_pem, &[b"h2"]), "localhost").await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
