@@ -232,11 +232,8 @@ pub enum Event {
 
 /// A TLS connection's record protection after the handshake.
 pub struct Records {
-    tls13: bool,
-    /// TLS 1.2 AES-GCM: the explicit nonce is on the wire.
-    explicit_nonce: bool,
     alg: &'static aead::Algorithm,
-    /// TLS 1.3: the suite's HKDF, for key updates.
+    /// The suite's HKDF under TLS 1.3 (for key updates), `None` under TLS 1.2.
     hkdf: Option<&'static dyn Hkdf>,
     tx: Keys,
     rx: Keys,
@@ -244,15 +241,36 @@ pub struct Records {
     handshake: Option<Box<[u8]>>,
 }
 
+/// The HKDF of a TLS 1.3 suite (`Some`), or `None` for a TLS 1.2 one.
+fn hkdf_of(
+    version: ProtocolVersion,
+    suite: SupportedCipherSuite,
+) -> Result<Option<&'static dyn Hkdf>, &'static str> {
+    match (version, suite) {
+        (ProtocolVersion::TLSv1_3, SupportedCipherSuite::Tls13(s)) => Ok(Some(s.hkdf_provider)),
+        (ProtocolVersion::TLSv1_2, SupportedCipherSuite::Tls12(_)) => Ok(None),
+        _ => Err("a protocol version the record layer does not know"),
+    }
+}
+
 impl Records {
+    fn tls13(&self) -> bool {
+        self.hkdf.is_some()
+    }
+
+    /// TLS 1.2 AES-GCM: the nonce's last 8 bytes are on the wire.
+    fn explicit_nonce(&self) -> bool {
+        !self.tls13() && !std::ptr::eq(self.alg, &aead::CHACHA20_POLY1305)
+    }
+
     /// Whether a connection of `version` and `suite` can be taken over: TLS 1.2 or 1.3
     /// with an AEAD suite of aws-lc, and for TLS 1.3 its traffic secrets learnt.
     pub fn takes(version: ProtocolVersion, suite: SupportedCipherSuite, traffic: bool) -> bool {
         algorithm(suite).is_some()
-            && match (version, suite) {
-                (ProtocolVersion::TLSv1_3, SupportedCipherSuite::Tls13(_)) => traffic,
-                (ProtocolVersion::TLSv1_2, SupportedCipherSuite::Tls12(_)) => true,
-                _ => false,
+            && match hkdf_of(version, suite) {
+                Ok(Some(_)) => traffic,
+                Ok(None) => true,
+                Err(_) => false,
             }
     }
 
@@ -265,13 +283,7 @@ impl Records {
         traffic: Option<(OkmBlock, OkmBlock)>,
     ) -> Result<Records, &'static str> {
         let alg = algorithm(suite).ok_or("a cipher suite the record layer does not know")?;
-        let (tls13, hkdf) = match (version, suite) {
-            (ProtocolVersion::TLSv1_3, SupportedCipherSuite::Tls13(s)) => {
-                (true, Some(s.hkdf_provider))
-            }
-            (ProtocolVersion::TLSv1_2, SupportedCipherSuite::Tls12(_)) => (false, None),
-            _ => return Err("a protocol version the record layer does not know"),
-        };
+        let hkdf = hkdf_of(version, suite)?;
         let keys = |(seq, s): (u64, ConnectionTrafficSecrets), secret: Option<OkmBlock>| {
             let (key, iv) = extracted(&s)?;
             match (hkdf, secret) {
@@ -295,8 +307,6 @@ impl Records {
             None => (None, None),
         };
         Ok(Records {
-            tls13,
-            explicit_nonce: !tls13 && !std::ptr::eq(alg, &aead::CHACHA20_POLY1305),
             alg,
             hkdf,
             tx: keys(secrets.tx, ours)?,
@@ -327,13 +337,13 @@ impl Records {
         // An empty message is one empty record.
         let first = chunks.next().unwrap_or(&[]);
         for chunk in std::iter::once(first).chain(chunks) {
-            let limit = if self.tls13 {
+            let limit = if self.tls13() {
                 TLS13_KEY_LIMIT
             } else {
                 TLS12_KEY_LIMIT
             };
             if self.tx.seq >= limit {
-                if !self.tls13 {
+                if !self.tls13() {
                     return Err(fatal(Some(CLOSE_NOTIFY), "the sending key is used up"));
                 }
                 self.update_ours(out, at, false)?;
@@ -359,29 +369,29 @@ impl Records {
         at: &mut usize,
     ) -> Result<(), Fatal> {
         let nonce = self.tx.nonce();
-        let explicit = if self.explicit_nonce {
+        let explicit = if self.explicit_nonce() {
             EXPLICIT_NONCE
         } else {
             0
         };
-        let inner = data.len() + usize::from(self.tls13);
+        let inner = data.len() + usize::from(self.tls13());
         let wire_len = explicit + inner + TAG;
         let rec = out
             .get_mut(*at..*at + HEADER + wire_len)
             .ok_or(fatal(Some(INTERNAL_ERROR), "no room for a record"))?;
         // Under TLS 1.3 the header says application data, and the real type is inside.
-        rec[0] = if self.tls13 { APPLICATION_DATA } else { typ };
+        rec[0] = if self.tls13() { APPLICATION_DATA } else { typ };
         rec[1..3].copy_from_slice(&[3, 3]);
         rec[3..HEADER].copy_from_slice(&(wire_len as u16).to_be_bytes());
-        if self.explicit_nonce {
+        if self.explicit_nonce() {
             rec[HEADER..HEADER + EXPLICIT_NONCE].copy_from_slice(&nonce[4..]);
         }
         let body = HEADER + explicit;
         rec[body..body + data.len()].copy_from_slice(data);
-        if self.tls13 {
+        if self.tls13() {
             rec[body + data.len()] = typ;
         }
-        let aad = if self.tls13 {
+        let aad = if self.tls13() {
             let mut h = [0u8; 13];
             h[..HEADER].copy_from_slice(&rec[..HEADER]);
             (h, HEADER)
@@ -432,13 +442,13 @@ impl Records {
                 ));
             }
         }
-        if self.tls13 && typ != APPLICATION_DATA {
+        if self.tls13() && typ != APPLICATION_DATA {
             return Err(fatal(
                 Some(UNEXPECTED_MESSAGE),
                 "an unprotected record after the handshake",
             ));
         }
-        let max = MAX_FRAGMENT + if self.tls13 { 256 } else { 2048 };
+        let max = MAX_FRAGMENT + if self.tls13() { 256 } else { 2048 };
         if len > max {
             return Err(fatal(
                 Some(RECORD_OVERFLOW),
@@ -448,7 +458,7 @@ impl Records {
         if buf.len() < HEADER + len {
             return Ok(Opened::Partial);
         }
-        let explicit = if self.explicit_nonce {
+        let explicit = if self.explicit_nonce() {
             EXPLICIT_NONCE
         } else {
             0
@@ -457,11 +467,11 @@ impl Records {
             return Err(fatal(Some(BAD_RECORD_MAC), "a record shorter than its tag"));
         }
         let mut nonce = self.rx.nonce();
-        if self.explicit_nonce {
+        if self.explicit_nonce() {
             nonce[4..].copy_from_slice(&buf[HEADER..HEADER + EXPLICIT_NONCE]);
         }
         let header: [u8; HEADER] = buf[..HEADER].try_into().unwrap_or_default();
-        let aad = if self.tls13 {
+        let aad = if self.tls13() {
             let mut h = [0u8; 13];
             h[..HEADER].copy_from_slice(&header);
             (h, HEADER)
@@ -485,7 +495,7 @@ impl Records {
         self.rx.seq += 1;
         let mut end = body + plain_len;
         let mut inner = typ;
-        if self.tls13 {
+        if self.tls13() {
             // The content type is the last byte that is not padding.
             match buf[body..end].iter().rposition(|&b| b != 0) {
                 Some(i) => {
@@ -545,14 +555,14 @@ impl Records {
         if what == CLOSE_NOTIFY {
             return Ok(Event::Closed);
         }
-        if (self.tls13 && what == USER_CANCELED) || (!self.tls13 && level == 1) {
+        if (self.tls13() && what == USER_CANCELED) || (!self.tls13() && level == 1) {
             return Ok(Event::Nothing);
         }
         Err(fatal(None, "the peer sent a fatal alert"))
     }
 
     fn handshake(&mut self, plain: &[u8], out: &mut [u8], at: &mut usize) -> Result<Event, Fatal> {
-        if !self.tls13 {
+        if !self.tls13() {
             return Err(fatal(
                 Some(UNEXPECTED_MESSAGE),
                 "renegotiation, which is refused",
@@ -674,8 +684,6 @@ pub fn testing_pair(tls13: bool, a: &[u8; 32], b: &[u8; 32]) -> Option<(Records,
             Keys::new(alg, secret, &k, iv, 0).ok()
         };
         Some(Records {
-            tls13,
-            explicit_nonce: !tls13,
             alg,
             hkdf,
             tx: keys(tx)?,
@@ -698,9 +706,7 @@ impl Records {
         out.truncate(end);
         r
     }
-}
 
-impl Records {
     /// A key update of ours asking the peer for one too, for tests and the fuzzer.
     #[doc(hidden)]
     pub fn testing_key_update(&mut self, out: &mut Vec<u8>) -> Result<(), Fatal> {

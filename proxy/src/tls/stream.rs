@@ -430,6 +430,9 @@ impl TlsStream<UnbufferedServerConnection> {
         let Session::Rustls(conn) = &self.session else {
             return Ok(());
         };
+        if self.failed {
+            return Ok(());
+        }
         let (Some(version), Some(suite)) =
             (conn.protocol_version(), conn.negotiated_cipher_suite())
         else {
@@ -440,7 +443,7 @@ impl TlsStream<UnbufferedServerConnection> {
             (Some(client), Some(server)) => Some((server, client)),
             _ => None,
         });
-        if !Records::takes(version, suite, traffic.is_some()) || self.failed {
+        if !Records::takes(version, suite, traffic.is_some()) {
             return Ok(());
         }
         let Session::Rustls(conn) = std::mem::replace(&mut self.session, Session::Gone) else {
@@ -459,7 +462,7 @@ impl TlsStream<UnbufferedServerConnection> {
     }
 }
 
-/// Lets streams settled with `config` take the record layer over from rustls once the
+/// Lets streams accepted with `config` take the record layer over from rustls once the
 /// handshake is done (see [`super::records`]).
 pub fn prepare(config: &mut ServerConfig) {
     config.enable_secret_extraction = true;
@@ -614,7 +617,7 @@ impl<C: End> TlsStream<C> {
                 }
                 ConnectionState::ReadEarlyData(_) => {
                     // Only when the configuration accepts early data, which it does not.
-                    return Err(io::Error::other("TLS early data, which is not settled"));
+                    return Err(io::Error::other("TLS early data, which is not accepted"));
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
                     encode(&mut e, tx)?;
@@ -742,9 +745,7 @@ impl<C: End> TlsStream<C> {
     /// Encrypts `data` into `tx`.
     fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
         if let Session::Own(records) = &mut self.session {
-            let records = &mut **records;
-            let tx = &mut self.tx;
-            return self_seal(records, APPLICATION_DATA, data, tx)
+            return self_seal(records, APPLICATION_DATA, data, &mut self.tx)
                 .inspect_err(|_| self.failed = true);
         }
         self.with_write(|mut w, tx| {
@@ -1127,7 +1128,7 @@ mod tests {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from("tls.test").unwrap();
         let Err(e) = TlsStream::connect(tcp, Arc::new(other), name).await else {
-            panic!("a certificate of another authority was settled");
+            panic!("a certificate of another authority was accepted");
         };
         let inner = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
         assert!(
