@@ -49,6 +49,8 @@ http {
     server {
         listen 127.0.0.1:18080 backlog=4096;
         location / { return 200 "hello"; }
+        # Each response with a header value of its own, as ETags, cookies and lengths are.
+        location = /unique { add_header X-Id \$request_id; return 200 "hello"; }
         # A 1 MiB object, when the script has written one.
         location = /big { alias $W/big.bin; }
         # A text page, when the script has written one.

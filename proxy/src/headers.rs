@@ -77,6 +77,27 @@ impl Present {
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Gives a map's values one allocation of their own, of their size. For a message going
+/// to an HTTP/2 peer: its HPACK encoder keeps the values it indexes for the life of the
+/// connection, and a value sliced from a read buffer would keep the whole buffer.
+pub fn rehome(map: &mut HeaderMap) {
+    let mut all = BytesMut::with_capacity(map.values().map(HeaderValue::len).sum());
+    for v in map.values() {
+        all.extend_from_slice(v.as_bytes());
+    }
+    let all = all.freeze();
+    let mut at = 0;
+    for v in map.values_mut() {
+        let end = at + v.len();
+        // The bytes are the value's own, so they are valid again.
+        if let Ok(mut own) = HeaderValue::from_maybe_shared(all.slice(at..end)) {
+            own.set_sensitive(v.is_sensitive());
+            *v = own;
+        }
+        at = end;
+    }
+}
+
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1), including those the `Connection`
 /// header names. `keep_upgrade` keeps an upgrade handshake; `keep_te` keeps
 /// `TE: trailers`, which tells the server that trailers will reach the client.
@@ -302,6 +323,36 @@ pub(crate) fn forwarding_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rehomed_values_keep_nothing_of_their_buffer() {
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.extend_from_slice(b"abcdefghij");
+        let head = buf.split_to(10).freeze();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-a",
+            HeaderValue::from_maybe_shared(head.slice(0..3)).unwrap(),
+        );
+        h.append(
+            "x-a",
+            HeaderValue::from_maybe_shared(head.slice(3..5)).unwrap(),
+        );
+        let mut secret = HeaderValue::from_maybe_shared(head.slice(5..10)).unwrap();
+        secret.set_sensitive(true);
+        h.insert("authorization", secret);
+        h.insert("x-static", HeaderValue::from_static("s"));
+        drop(head);
+        assert!(!buf.try_reclaim(1024), "the values hold the buffer");
+        rehome(&mut h);
+        assert!(buf.try_reclaim(1024), "the values still hold the buffer");
+        let a: Vec<_> = h.get_all("x-a").iter().collect();
+        assert_eq!(a, ["abc", "de"]);
+        assert_eq!(h["authorization"], "fghij");
+        assert!(h["authorization"].is_sensitive());
+        assert_eq!(h["x-static"], "s");
+        assert_eq!(h.len(), 4);
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -408,10 +408,23 @@ pub fn parse_request(
     }))
 }
 
+/// Where a parsed response head's header values live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadStore {
+    /// Slices of the read buffer: no copy, and the whole buffer is kept for as long as
+    /// any value is.
+    InBuffer,
+    /// A copy of the head, of its own size. For a response to an HTTP/2 client: its HPACK
+    /// encoder keeps the values it indexes for the life of the connection, and each would
+    /// keep a whole read buffer (16 KiB) out of the worker's pool.
+    Own,
+}
+
 /// Parses a response head at the start of `buf`; `None` when more bytes are needed.
 pub fn parse_response(
     buf: &mut BytesMut,
     max_head: usize,
+    store: HeadStore,
 ) -> Result<Option<ResponseHead>, HeadError> {
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
     let mut res = httparse::Response::new(&mut []);
@@ -442,7 +455,14 @@ pub fn parse_response(
         .map(|r| offset_in(buf, r.as_bytes()));
     let (mut stack, mut heap) = ([[0u32; 4]; STACK_RANGES], Vec::new());
     let ranges = collect(buf, res.headers, &mut stack, &mut heap);
-    let head = buf.split_to(len).freeze();
+    let head = match store {
+        HeadStore::InBuffer => buf.split_to(len).freeze(),
+        HeadStore::Own => {
+            let head = Bytes::copy_from_slice(&buf[..len]);
+            bytes::Buf::advance(buf, len);
+            head
+        }
+    };
     let (headers, present) = build_headers(&head, ranges)?;
     let framing = body_framing(&headers, present, false)?;
     // Whether a body read until close ends the connection is for the caller to say: it
@@ -649,14 +669,34 @@ mod tests {
     }
 
     #[test]
+    fn an_own_head_leaves_the_read_buffer_to_its_pool() {
+        let text = "HTTP/1.1 200 OK\r\nDate: Mon, 07 Dec 2026 06:00:00 GMT\r\nX-Id: 42\r\n\r\nbody";
+        for (store, reclaimable) in [(HeadStore::InBuffer, false), (HeadStore::Own, true)] {
+            let mut b = BytesMut::with_capacity(4096);
+            b.extend_from_slice(text.as_bytes());
+            let h = parse_response(&mut b, 8192, store).unwrap().unwrap();
+            assert_eq!(&b[..], b"body");
+            assert_eq!(h.headers["x-id"], "42");
+            assert_eq!(h.headers["date"], "Mon, 07 Dec 2026 06:00:00 GMT");
+            b.clear();
+            // Whether the buffer can be written from its start again while the head lives.
+            assert_eq!(b.try_reclaim(4096), reclaimable, "{store:?}");
+        }
+    }
+
+    #[test]
     fn parse_response_framing_and_reason() {
         let mut b = BytesMut::from("HTTP/1.1 200 Fine\r\nContent-Length: 3\r\n\r\nabc");
-        let h = parse_response(&mut b, 8192).unwrap().unwrap();
+        let h = parse_response(&mut b, 8192, HeadStore::InBuffer)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, Framing::Length(3));
         assert_eq!(h.reason.as_deref(), Some(&b"Fine"[..]));
         assert_eq!(&b[..], b"abc");
         let mut b = BytesMut::from("HTTP/1.0 200 OK\r\n\r\n");
-        let h = parse_response(&mut b, 8192).unwrap().unwrap();
+        let h = parse_response(&mut b, 8192, HeadStore::InBuffer)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, Framing::Close);
         assert!(!h.keep_alive);
         assert!(h.reason.is_none());
@@ -720,9 +760,13 @@ mod tests {
             text.push_str(&format!("X-H{i}: v{i}\r\n"));
         }
         text.push_str("\r\n");
-        let h = parse_response(&mut BytesMut::from(text.as_str()), 64 * 1024)
-            .unwrap()
-            .unwrap();
+        let h = parse_response(
+            &mut BytesMut::from(text.as_str()),
+            64 * 1024,
+            HeadStore::InBuffer,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h.headers.len(), STACK_RANGES + 9);
         assert_eq!(h.headers["x-h0"], "v0");
         let last = format!("x-h{}", STACK_RANGES + 7);
@@ -733,9 +777,11 @@ mod tests {
     fn a_folded_response_value_is_unfolded_and_a_control_byte_is_refused() {
         let mut b =
             BytesMut::from("HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n");
-        let h = parse_response(&mut b, 8192).unwrap().unwrap();
+        let h = parse_response(&mut b, 8192, HeadStore::InBuffer)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.headers["x-a"], "one   two");
         let mut b = BytesMut::from("HTTP/1.1 200 OK\r\nX-A: o\x01ne\r\nContent-Length: 0\r\n\r\n");
-        assert!(parse_response(&mut b, 8192).is_err());
+        assert!(parse_response(&mut b, 8192, HeadStore::InBuffer).is_err());
     }
 }

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::health::{CheckSpec, CheckStatus, Outcome};
 use crate::body::Body;
 use crate::error::ErrorKind;
-use crate::http1::parse::parse_response;
+use crate::http1::parse::{HeadStore, parse_response};
 use crate::io::{UpIo, read_buf};
 
 /// The most of a response a check reads.
@@ -87,7 +87,7 @@ async fn http_check(mut io: UpIo, h: &HttpCheck, host: &str) -> Verdict {
     }
     let mut buf = BytesMut::with_capacity(4096);
     let head = loop {
-        match parse_response(&mut buf, MAX_CHECK_RESPONSE) {
+        match parse_response(&mut buf, MAX_CHECK_RESPONSE, HeadStore::InBuffer) {
             Ok(Some(head)) if head.status.is_informational() => continue,
             Ok(Some(head)) => break head,
             Ok(None) => {}

@@ -19,7 +19,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http1::Framing;
 use crate::http1::decode::Decoder;
 use crate::http1::encode::{write_chunk_size, write_last_chunk, write_request_head};
-use crate::http1::parse::parse_response;
+use crate::http1::parse::{HeadStore, parse_response};
 use crate::io::read_buf;
 
 /// The reason phrase a server sent, when it is not the standard one.
@@ -117,6 +117,11 @@ pub async fn send(
         is_head,
         upgrade: parts.headers.contains_key(http::header::UPGRADE),
         measure,
+        store: if parts.version == Version::HTTP_2 {
+            HeadStore::Own
+        } else {
+            HeadStore::InBuffer
+        },
     };
     crate::io::give_map(parts.headers);
     let result = attempt_send(
@@ -143,6 +148,8 @@ struct How {
     is_head: bool,
     upgrade: bool,
     measure: bool,
+    /// Where the response head's values go: their own copy when the client speaks HTTP/2.
+    store: HeadStore,
 }
 
 /// Sends the encoded request, once more on a new connection when a reused one turns out
@@ -162,6 +169,7 @@ async fn attempt_send(
         is_head,
         upgrade,
         measure,
+        store,
     } = how;
 
     let mut attempt = 0;
@@ -197,7 +205,7 @@ async fn attempt_send(
             head,
             if replayable { None } else { Some(&mut *body) },
             chunked,
-            upgrade,
+            (upgrade, store),
             server_timeout,
             head_timeout,
         )
@@ -238,7 +246,7 @@ async fn exchange(
     head: &[u8],
     body: Option<&mut Body>,
     chunked: bool,
-    upgrade: bool,
+    (upgrade, store): (bool, HeadStore),
     server_timeout: Duration,
     head_timeout: Duration,
 ) -> Result<crate::http1::parse::ResponseHead, ProxyError> {
@@ -253,7 +261,7 @@ async fn exchange(
         loop {
             if !conn.rbuf.is_empty() {
                 got_any = true;
-                match parse_response(&mut conn.rbuf, MAX_RESPONSE_HEAD) {
+                match parse_response(&mut conn.rbuf, MAX_RESPONSE_HEAD, store) {
                     Ok(Some(h))
                         if h.status.is_informational()
                             && h.status != StatusCode::SWITCHING_PROTOCOLS =>

@@ -99,7 +99,10 @@ pub async fn send(
     }
     *req.uri_mut() =
         Uri::from_parts(parts).map_err(|e| ProxyError::new(ErrorKind::Internal, e.to_string()))?;
+    let client_h2 = req.version() == Version::HTTP_2;
     *req.version_mut() = Version::HTTP_2;
+    // The server's HPACK table may keep these values, and the client's the response's.
+    crate::headers::rehome(req.headers_mut());
 
     // The worker's open connection, or a new one. Opening is boxed: it is rare, and its
     // TLS and HTTP/2 handshakes would make every exchange's future large.
@@ -129,5 +132,9 @@ pub async fn send(
         response: sent_at.map_or(Duration::ZERO, |s| s.elapsed()),
         reused,
     };
-    Ok((resp.map(|b| Body::incoming(b, Side::Server)), timing))
+    let mut resp = resp.map(|b| Body::incoming(b, Side::Server));
+    if client_h2 {
+        crate::headers::rehome(resp.headers_mut());
+    }
+    Ok((resp, timing))
 }
