@@ -36,8 +36,9 @@ pub struct Facts {
     pub sni: Option<Arc<str>>,
     /// The ALPN protocol a TLS client chose.
     pub alpn: Option<Alpn>,
-    /// What the connection's PROXY header said (`accept_proxy`).
-    pub proxied: Option<crate::proxy_protocol::Proxied>,
+    /// What the connection's PROXY header said (`accept_proxy`); boxed, so that a TLS
+    /// connection without one keeps a few words here rather than its 136 bytes.
+    pub proxied: Option<Box<crate::proxy_protocol::Proxied>>,
     /// The certificate the TLS client sent, verified (`verify: optional|required`);
     /// boxed, so that connections without one do not pay for its room.
     pub client_cert: Option<Box<crate::tls::client_cert::ClientCert>>,
@@ -86,7 +87,7 @@ impl ConnInfo {
 
     /// What the connection's PROXY header said, if it had one.
     pub fn proxied(&self) -> Option<&crate::proxy_protocol::Proxied> {
-        self.facts.get().and_then(|f| f.proxied.as_ref())
+        self.facts.get().and_then(|f| f.proxied.as_deref())
     }
 
     fn proxied_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
@@ -821,6 +822,14 @@ pub fn url_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every TLS connection keeps its facts (server name, ALPN) in their own box:
+    /// jemalloc's 48-byte class, rather than 192 bytes with the PROXY header inline.
+    #[test]
+    fn a_connections_facts_stay_small() {
+        let n = std::mem::size_of::<Facts>();
+        assert!(n <= 48, "the connection's facts grew to {n} bytes");
+    }
 
     #[test]
     fn helpers_parse_headers_cookies_and_queries() {

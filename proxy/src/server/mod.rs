@@ -229,7 +229,7 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
     if a.proxy != ProxyHeader::None {
         let after = a.tls.is_none().then_some(&mut rbuf);
         match Box::pin(proxy_header(&mut tcp, a.proxy, &cx, after)).await {
-            Ok(p) => facts.proxied = p,
+            Ok(p) => facts.proxied = p.map(Box::new),
             Err(e) => {
                 fe.live
                     .count_refused(Some(crate::state::Refusal::ProxyHeader));

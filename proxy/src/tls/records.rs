@@ -33,7 +33,10 @@ use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::crypto::tls13::{Hkdf, OkmBlock};
 use zeroize::Zeroize;
 
-use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
+use rustls::{
+    ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion, SupportedCipherSuite,
+    Tls13CipherSuite,
+};
 
 /// Record content types.
 pub const ALERT: u8 = 21;
@@ -233,21 +236,23 @@ pub enum Event {
 /// A TLS connection's record protection after the handshake.
 pub struct Records {
     alg: &'static aead::Algorithm,
-    /// The suite's HKDF under TLS 1.3 (for key updates), `None` under TLS 1.2.
-    hkdf: Option<&'static dyn Hkdf>,
+    /// The suite under TLS 1.3, for its HKDF (parked keys, key updates); `None` under
+    /// TLS 1.2. A thin reference rather than the HKDF's own (two words), so that the
+    /// record layer fits jemalloc's 224-byte class.
+    suite13: Option<&'static Tls13CipherSuite>,
     tx: Keys,
     rx: Keys,
     /// A handshake message split across records, until it is whole.
     handshake: Option<Box<[u8]>>,
 }
 
-/// The HKDF of a TLS 1.3 suite (`Some`), or `None` for a TLS 1.2 one.
-fn hkdf_of(
+/// A TLS 1.3 suite (`Some`), or `None` for a TLS 1.2 one.
+fn suite13_of(
     version: ProtocolVersion,
     suite: SupportedCipherSuite,
-) -> Result<Option<&'static dyn Hkdf>, &'static str> {
+) -> Result<Option<&'static Tls13CipherSuite>, &'static str> {
     match (version, suite) {
-        (ProtocolVersion::TLSv1_3, SupportedCipherSuite::Tls13(s)) => Ok(Some(s.hkdf_provider)),
+        (ProtocolVersion::TLSv1_3, SupportedCipherSuite::Tls13(s)) => Ok(Some(s)),
         (ProtocolVersion::TLSv1_2, SupportedCipherSuite::Tls12(_)) => Ok(None),
         _ => Err("a protocol version the record layer does not know"),
     }
@@ -255,7 +260,11 @@ fn hkdf_of(
 
 impl Records {
     fn tls13(&self) -> bool {
-        self.hkdf.is_some()
+        self.suite13.is_some()
+    }
+
+    fn hkdf(&self) -> Option<&'static dyn Hkdf> {
+        self.suite13.map(|s| s.hkdf_provider)
     }
 
     /// TLS 1.2 AES-GCM: the nonce's last 8 bytes are on the wire.
@@ -267,7 +276,7 @@ impl Records {
     /// with an AEAD suite of aws-lc, and for TLS 1.3 its traffic secrets learnt.
     pub fn takes(version: ProtocolVersion, suite: SupportedCipherSuite, traffic: bool) -> bool {
         algorithm(suite).is_some()
-            && match hkdf_of(version, suite) {
+            && match suite13_of(version, suite) {
                 Ok(Some(_)) => traffic,
                 Ok(None) => true,
                 Err(_) => false,
@@ -283,7 +292,8 @@ impl Records {
         traffic: Option<(OkmBlock, OkmBlock)>,
     ) -> Result<Records, &'static str> {
         let alg = algorithm(suite).ok_or("a cipher suite the record layer does not know")?;
-        let hkdf = hkdf_of(version, suite)?;
+        let suite13 = suite13_of(version, suite)?;
+        let hkdf = suite13.map(|s| s.hkdf_provider);
         let keys = |(seq, s): (u64, ConnectionTrafficSecrets), secret: Option<OkmBlock>| {
             let (key, iv) = extracted(&s)?;
             match (hkdf, secret) {
@@ -308,7 +318,7 @@ impl Records {
         };
         Ok(Records {
             alg,
-            hkdf,
+            suite13,
             tx: keys(secrets.tx, ours)?,
             rx: keys(secrets.rx, theirs)?,
             handshake: None,
@@ -401,7 +411,7 @@ impl Records {
         let (text, tag_room) = rec[body..].split_at_mut(inner);
         let tag = self
             .tx
-            .key(self.alg, self.hkdf)?
+            .key(self.alg, self.hkdf())?
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad.0[..aad.1]),
@@ -484,7 +494,7 @@ impl Records {
         let body = HEADER + explicit;
         let plain_len = self
             .rx
-            .key(self.alg, self.hkdf)?
+            .key(self.alg, self.hkdf())?
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad.0[..aad.1]),
@@ -640,7 +650,7 @@ impl Records {
 
     /// The keys after `k`'s: `traffic upd` from its secret (RFC 8446, 7.2), sequence 0.
     fn next(&self, k: &Keys) -> Result<Keys, Fatal> {
-        let Some(hkdf) = self.hkdf else {
+        let Some(hkdf) = self.hkdf() else {
             return Err(fatal(
                 Some(UNEXPECTED_MESSAGE),
                 "a key update outside TLS 1.3",
@@ -666,10 +676,11 @@ impl Records {
 pub fn testing_pair(tls13: bool, a: &[u8; 32], b: &[u8; 32]) -> Option<(Records, Records)> {
     let alg = &aead::AES_128_GCM;
     let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    let hkdf = match suite {
-        SupportedCipherSuite::Tls13(s) if tls13 => Some(s.hkdf_provider),
+    let suite13 = match suite {
+        SupportedCipherSuite::Tls13(s) if tls13 => Some(s),
         _ => None,
     };
+    let hkdf = suite13.map(|s| s.hkdf_provider);
     let end = |tx: &[u8; 32], rx: &[u8; 32]| {
         let keys = |secret: &[u8; 32]| {
             let secret = if tls13 { &secret[..] } else { &secret[..16] };
@@ -685,7 +696,7 @@ pub fn testing_pair(tls13: bool, a: &[u8; 32], b: &[u8; 32]) -> Option<(Records,
         };
         Some(Records {
             alg,
-            hkdf,
+            suite13,
             tx: keys(tx)?,
             rx: keys(rx)?,
             handshake: None,

@@ -281,11 +281,35 @@ fn closed_in_handshake() -> io::Error {
     )
 }
 
+/// How many server names a worker keeps to share between its connections.
+const SHARED_NAMES: usize = 32;
+
+thread_local! {
+    /// The server names this worker's clients asked for lately, and the slot the next new
+    /// one takes once the list is full. The clients of a front door ask for a few names,
+    /// and each connection keeps the one it asked for for its life: shared, it costs a
+    /// reference rather than an allocation per connection. Clients asking for ever new
+    /// names only take turns in the slots.
+    static NAMES: RefCell<(Vec<Arc<str>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+}
+
 /// A ClientHello's `server_name` as rustls takes it: a DNS name, in lower case.
 fn dns_name(raw: &[u8]) -> Option<Arc<str>> {
     let s = std::str::from_utf8(raw).ok()?;
     rustls_pki_types::DnsName::try_from(s).ok()?;
-    Some(Arc::from(s.to_ascii_lowercase()))
+    NAMES.with_borrow_mut(|(names, next)| {
+        if let Some(n) = names.iter().find(|n| n.eq_ignore_ascii_case(s)) {
+            return Some(n.clone());
+        }
+        let n: Arc<str> = Arc::from(s.to_ascii_lowercase());
+        if names.len() < SHARED_NAMES {
+            names.push(n.clone());
+        } else {
+            names[*next] = n.clone();
+            *next = (*next + 1) % SHARED_NAMES;
+        }
+        Some(n)
+    })
 }
 
 fn failed() -> io::Error {
@@ -1066,12 +1090,29 @@ mod tests {
     /// release binary; test builds, where tokio's multi-threaded scheduler makes the socket
     /// 8 bytes larger, see 136.
     #[test]
+    fn connections_share_the_server_names_they_ask_for() {
+        let a = dns_name(b"Shared.Example").unwrap();
+        let b = dns_name(b"shared.example").unwrap();
+        assert_eq!(&*a, "shared.example");
+        assert!(Arc::ptr_eq(&a, &b), "the same name is kept twice");
+        assert!(dns_name(b"not a name").is_none());
+        // Past the list's room, new names take turns in it and are still right.
+        for i in 0..3 * SHARED_NAMES {
+            let raw = format!("N{i}.example");
+            assert_eq!(&*dns_name(raw.as_bytes()).unwrap(), format!("n{i}.example"));
+        }
+        NAMES.with_borrow(|(names, _)| assert_eq!(names.len(), SHARED_NAMES));
+        let again = dns_name(b"shared.example").unwrap();
+        assert_eq!(&*again, "shared.example");
+    }
+
+    #[test]
     fn a_tls_stream_stays_in_its_size_class() {
         let n = std::mem::size_of::<TlsStream>();
         let r = std::mem::size_of::<Records>();
         eprintln!("TLS stream: {n} bytes, record layer: {r}");
         assert!(n <= 136, "the TLS stream grew to {n} bytes");
-        assert!(r <= 256, "the record layer grew to {r} bytes");
+        assert!(r <= 224, "the record layer grew to {r} bytes");
     }
 
     #[tokio::test]
