@@ -94,92 +94,141 @@ fn fatal(alert: Option<u8>, why: &'static str) -> Fatal {
     Fatal { alert, why }
 }
 
-/// One direction's key.
-struct Keys {
-    /// The AEAD context, made from `secret`; `None` while the connection is parked.
-    key: Option<LessSafeKey>,
+/// One direction's AEAD context and IV, made from its [`Keys`].
+struct Live {
+    key: LessSafeKey,
     iv: [u8; 12],
-    seq: u64,
-    /// What the key is made from: under TLS 1.3 the traffic secret (also the base of the
-    /// next key update), under TLS 1.2 the key itself. At most SHA-384's 48 bytes.
-    secret: [u8; 48],
-    secret_len: u8,
 }
 
-impl Drop for Keys {
+impl Drop for Live {
     fn drop(&mut self) {
-        self.secret.zeroize();
         self.iv.zeroize();
     }
 }
 
-impl Keys {
-    /// The keys `key` and `iv` at sequence number `seq`, made again from `secret` when
-    /// parked: the key itself under TLS 1.2, the traffic secret under TLS 1.3.
+impl Live {
     fn new(
         alg: &'static aead::Algorithm,
-        secret: &[u8],
+        key: &[u8],
+        iv: [u8; 12],
+    ) -> Result<Box<Live>, &'static str> {
+        let key = UnboundKey::new(alg, key).map_err(|_| "a key of the wrong length")?;
+        Ok(Box::new(Live {
+            key: LessSafeKey::new(key),
+            iv,
+        }))
+    }
+
+    /// The nonce of sequence number `seq`: the IV with the number XORed into its last 8
+    /// bytes (TLS 1.3, and TLS 1.2's ChaCha20-Poly1305 and AES-GCM as rustls sends it).
+    fn nonce(&self, seq: u64) -> [u8; 12] {
+        let mut n = self.iv;
+        for (b, s) in n[4..].iter_mut().zip(seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        n
+    }
+}
+
+/// One direction's keys: 64 bytes while the connection is parked.
+struct Keys {
+    /// The AEAD context (aws-lc's, about 600 bytes) and the IV, made from `material`;
+    /// `None` while the connection is parked.
+    live: Option<Box<Live>>,
+    seq: u64,
+    /// What the context and the IV are made from. Under TLS 1.3 the traffic secret (also
+    /// the base of the next key update), as long as the suite's hash; under TLS 1.2 the
+    /// key followed by the IV. At most 48 bytes either way (SHA-384's; a 32-byte key and
+    /// a 12-byte IV).
+    material: [u8; 48],
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        self.material.zeroize();
+    }
+}
+
+/// How long a direction's material is: the TLS 1.3 suite's hash, or a TLS 1.2 key and IV.
+fn material_len(
+    alg: &'static aead::Algorithm,
+    suite13: Option<&'static Tls13CipherSuite>,
+) -> usize {
+    match suite13 {
+        Some(s) => s.common.hash_provider.output_len(),
+        None => alg.key_len() + 12,
+    }
+}
+
+impl Keys {
+    /// The keys `key` and `iv` at sequence number `seq`, made again when parked from the
+    /// TLS 1.3 traffic `secret` (`Some`), or under TLS 1.2 (`None`) from the key and IV.
+    fn new(
+        alg: &'static aead::Algorithm,
+        secret: Option<&[u8]>,
         key: &[u8],
         iv: [u8; 12],
         seq: u64,
     ) -> Result<Keys, &'static str> {
         let mut keys = Keys {
-            key: None,
-            iv,
+            live: None,
             seq,
-            secret: [0; 48],
-            secret_len: 0,
+            material: [0; 48],
         };
-        let n = secret.len();
-        if n > keys.secret.len() {
+        let fits = match secret {
+            Some(secret) => keys
+                .material
+                .get_mut(..secret.len())
+                .map(|m| m.copy_from_slice(secret)),
+            None => keys.material.get_mut(..key.len() + 12).map(|m| {
+                m[..key.len()].copy_from_slice(key);
+                m[key.len()..].copy_from_slice(&iv);
+            }),
+        };
+        if fits.is_none() {
             return Err("a secret longer than SHA-384's");
         }
-        keys.secret[..n].copy_from_slice(secret);
-        keys.secret_len = n as u8;
-        let key = UnboundKey::new(alg, key).map_err(|_| "a key of the wrong length")?;
-        keys.key = Some(LessSafeKey::new(key));
+        keys.live = Some(Live::new(alg, key, iv)?);
         Ok(keys)
     }
 
-    fn secret(&self) -> &[u8] {
-        &self.secret[..usize::from(self.secret_len)]
+    /// The TLS 1.3 traffic secret, or the TLS 1.2 key and IV.
+    fn material(
+        &self,
+        alg: &'static aead::Algorithm,
+        suite13: Option<&'static Tls13CipherSuite>,
+    ) -> &[u8] {
+        &self.material[..material_len(alg, suite13).min(48)]
     }
 
-    /// The AEAD context, made again if the connection was parked.
-    fn key(
+    /// The AEAD context and IV, made again if the connection was parked.
+    fn live(
         &mut self,
         alg: &'static aead::Algorithm,
-        hkdf: Option<&'static dyn Hkdf>,
-    ) -> Result<&LessSafeKey, Fatal> {
-        if self.key.is_none() {
+        suite13: Option<&'static Tls13CipherSuite>,
+    ) -> Result<&Live, Fatal> {
+        if self.live.is_none() {
+            let material = self.material(alg, suite13);
             let mut bytes = [0u8; 32];
-            let key = match hkdf {
-                Some(hkdf) => {
+            let made = match suite13 {
+                Some(s) => {
                     let key = &mut bytes[..alg.key_len()];
-                    let (k, _) = derive(hkdf, self.secret(), key)?;
-                    k
+                    let (k, iv) = derive(s.hkdf_provider, material, key)?;
+                    Live::new(alg, k, iv)
                 }
-                None => self.secret(),
+                None => {
+                    let (key, iv) = material.split_at(alg.key_len().min(material.len()));
+                    iv.try_into()
+                        .map_err(|_| "an IV of the wrong length")
+                        .and_then(|iv| Live::new(alg, key, iv))
+                }
             };
-            let made = UnboundKey::new(alg, key)
-                .map_err(|_| fatal(Some(INTERNAL_ERROR), "a key of the wrong length"));
             bytes.zeroize();
-            self.key = Some(LessSafeKey::new(made?));
+            self.live = Some(made.map_err(|why| fatal(Some(INTERNAL_ERROR), why))?);
         }
-        self.key
-            .as_ref()
+        self.live
+            .as_deref()
             .ok_or(fatal(Some(INTERNAL_ERROR), "no key"))
-    }
-
-    /// The nonce of the current sequence number: the IV with the number XORed into its
-    /// last 8 bytes (TLS 1.3, and TLS 1.2's ChaCha20-Poly1305 and AES-GCM as rustls sends
-    /// it).
-    fn nonce(&self) -> [u8; 12] {
-        let mut n = self.iv;
-        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
-            *b ^= s;
-        }
-        n
     }
 }
 
@@ -238,7 +287,7 @@ pub struct Records {
     alg: &'static aead::Algorithm,
     /// The suite under TLS 1.3, for its HKDF (parked keys, key updates); `None` under
     /// TLS 1.2. A thin reference rather than the HKDF's own (two words), so that the
-    /// record layer fits jemalloc's 224-byte class.
+    /// record layer fits jemalloc's 160-byte class.
     suite13: Option<&'static Tls13CipherSuite>,
     tx: Keys,
     rx: Keys,
@@ -297,7 +346,7 @@ impl Records {
         let keys = |(seq, s): (u64, ConnectionTrafficSecrets), secret: Option<OkmBlock>| {
             let (key, iv) = extracted(&s)?;
             match (hkdf, secret) {
-                (None, _) => Keys::new(alg, key, key, iv, seq),
+                (None, _) => Keys::new(alg, None, key, iv, seq),
                 (Some(hkdf), Some(secret)) => {
                     // The key is made again from the secret when a parked connection
                     // wakes: the secret must be the connection's, which its IV tells.
@@ -307,7 +356,7 @@ impl Records {
                     if mine != iv {
                         return Err("the learnt traffic secret is not the connection's");
                     }
-                    Keys::new(alg, secret.as_ref(), key, iv, seq)
+                    Keys::new(alg, Some(secret.as_ref()), key, iv, seq)
                 }
                 (Some(_), None) => Err("TLS 1.3 traffic secrets were not learnt"),
             }
@@ -328,9 +377,9 @@ impl Records {
     /// Lets the AEAD contexts go (about 1.2 KB with AES-GCM) until the next record
     /// either way, which makes them again from the secrets kept.
     pub fn park(&mut self) -> bool {
-        let was = self.tx.key.is_some() || self.rx.key.is_some();
-        self.tx.key = None;
-        self.rx.key = None;
+        let was = self.tx.live.is_some() || self.rx.live.is_some();
+        self.tx.live = None;
+        self.rx.live = None;
         was
     }
 
@@ -378,40 +427,37 @@ impl Records {
         out: &mut [u8],
         at: &mut usize,
     ) -> Result<(), Fatal> {
-        let nonce = self.tx.nonce();
-        let explicit = if self.explicit_nonce() {
-            EXPLICIT_NONCE
-        } else {
-            0
-        };
-        let inner = data.len() + usize::from(self.tls13());
+        let (tls13, explicit_nonce, seq) = (self.tls13(), self.explicit_nonce(), self.tx.seq);
+        let live = self.tx.live(self.alg, self.suite13)?;
+        let nonce = live.nonce(seq);
+        let explicit = if explicit_nonce { EXPLICIT_NONCE } else { 0 };
+        let inner = data.len() + usize::from(tls13);
         let wire_len = explicit + inner + TAG;
         let rec = out
             .get_mut(*at..*at + HEADER + wire_len)
             .ok_or(fatal(Some(INTERNAL_ERROR), "no room for a record"))?;
         // Under TLS 1.3 the header says application data, and the real type is inside.
-        rec[0] = if self.tls13() { APPLICATION_DATA } else { typ };
+        rec[0] = if tls13 { APPLICATION_DATA } else { typ };
         rec[1..3].copy_from_slice(&[3, 3]);
         rec[3..HEADER].copy_from_slice(&(wire_len as u16).to_be_bytes());
-        if self.explicit_nonce() {
+        if explicit_nonce {
             rec[HEADER..HEADER + EXPLICIT_NONCE].copy_from_slice(&nonce[4..]);
         }
         let body = HEADER + explicit;
         rec[body..body + data.len()].copy_from_slice(data);
-        if self.tls13() {
+        if tls13 {
             rec[body + data.len()] = typ;
         }
-        let aad = if self.tls13() {
+        let aad = if tls13 {
             let mut h = [0u8; 13];
             h[..HEADER].copy_from_slice(&rec[..HEADER]);
             (h, HEADER)
         } else {
-            (tls12_aad(self.tx.seq, typ, [3, 3], data.len()), 13)
+            (tls12_aad(seq, typ, [3, 3], data.len()), 13)
         };
         let (text, tag_room) = rec[body..].split_at_mut(inner);
-        let tag = self
-            .tx
-            .key(self.alg, self.hkdf())?
+        let tag = live
+            .key
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad.0[..aad.1]),
@@ -476,25 +522,26 @@ impl Records {
         if len < explicit + TAG {
             return Err(fatal(Some(BAD_RECORD_MAC), "a record shorter than its tag"));
         }
-        let mut nonce = self.rx.nonce();
-        if self.explicit_nonce() {
+        let (tls13, explicit_nonce, seq) = (self.tls13(), self.explicit_nonce(), self.rx.seq);
+        let live = self.rx.live(self.alg, self.suite13)?;
+        let mut nonce = live.nonce(seq);
+        if explicit_nonce {
             nonce[4..].copy_from_slice(&buf[HEADER..HEADER + EXPLICIT_NONCE]);
         }
         let header: [u8; HEADER] = buf[..HEADER].try_into().unwrap_or_default();
-        let aad = if self.tls13() {
+        let aad = if tls13 {
             let mut h = [0u8; 13];
             h[..HEADER].copy_from_slice(&header);
             (h, HEADER)
         } else {
             (
-                tls12_aad(self.rx.seq, typ, [buf[1], buf[2]], len - explicit - TAG),
+                tls12_aad(seq, typ, [buf[1], buf[2]], len - explicit - TAG),
                 13,
             )
         };
         let body = HEADER + explicit;
-        let plain_len = self
-            .rx
-            .key(self.alg, self.hkdf())?
+        let plain_len = live
+            .key
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad.0[..aad.1]),
@@ -656,13 +703,13 @@ impl Records {
                 "a key update outside TLS 1.3",
             ));
         };
-        let expander = hkdf.expander_for_okm(&OkmBlock::new(k.secret()));
+        let expander = hkdf.expander_for_okm(&OkmBlock::new(k.material(self.alg, self.suite13)));
         let mut next = [0u8; 48];
         let next = &mut next[..expander.hash_len().min(48)];
         expand_label(expander.as_ref(), b"traffic upd", next)?;
         let mut key = [0u8; 32];
         let (k, iv) = derive(hkdf, next, &mut key[..self.alg.key_len()])?;
-        let keys = Keys::new(self.alg, next, k, iv, 0);
+        let keys = Keys::new(self.alg, Some(next), k, iv, 0);
         key.zeroize();
         next.zeroize();
         keys.map_err(|why| fatal(Some(INTERNAL_ERROR), why))
@@ -692,7 +739,7 @@ pub fn testing_pair(tls13: bool, a: &[u8; 32], b: &[u8; 32]) -> Option<(Records,
                     [7; 12]
                 }
             };
-            Keys::new(alg, secret, &k, iv, 0).ok()
+            Keys::new(alg, tls13.then_some(secret), &k, iv, 0).ok()
         };
         Some(Records {
             alg,

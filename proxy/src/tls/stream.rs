@@ -1112,7 +1112,7 @@ mod tests {
         let r = std::mem::size_of::<Records>();
         eprintln!("TLS stream: {n} bytes, record layer: {r}");
         assert!(n <= 136, "the TLS stream grew to {n} bytes");
-        assert!(r <= 224, "the record layer grew to {r} bytes");
+        assert!(r <= 160, "the record layer grew to {r} bytes");
     }
 
     #[tokio::test]
