@@ -1,13 +1,14 @@
 //! Any bytes from a client or a server: the HTTP/1 request and response head parsers and
 //! the body decoder (chunked, with extensions and trailers) answer a head, "more", or an
-//! error, never a panic; what they take is within what they were given, and a body never
+//! error, never a panic; a response head reads the same kept in its buffer or copied
+//! apart; what they take is within what they were given, and a body never
 //! yields more than its length.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rampart_proxy::http1::decode::{Decoded, Decoder};
-use rampart_proxy::http1::parse::{HeadLimits, parse_request, parse_response};
+use rampart_proxy::http1::parse::{HeadLimits, HeadStore, parse_request, parse_response};
 use rampart_proxy::http1::Framing;
 
 const LIMITS: HeadLimits = HeadLimits {
@@ -50,7 +51,23 @@ fuzz_target!(|data: &[u8]| {
         body(head.framing, &rest, step);
     }
     let mut buf = BytesMut::from(data);
-    if let Ok(Some(head)) = parse_response(&mut buf, 8 << 10) {
+    let in_buffer = parse_response(&mut buf, 8 << 10, HeadStore::InBuffer);
+    let mut own_buf = BytesMut::from(data);
+    let own = parse_response(&mut own_buf, 8 << 10, HeadStore::Own);
+    // Where the head is kept changes nothing of what it says or of what is left.
+    assert_eq!(buf, own_buf);
+    match (&in_buffer, &own) {
+        (Ok(Some(a)), Ok(Some(b))) => {
+            assert_eq!(a.status, b.status);
+            assert_eq!(a.reason, b.reason);
+            assert_eq!(a.headers, b.headers);
+            assert_eq!(a.keep_alive, b.keep_alive);
+        }
+        (Ok(None), Ok(None)) => {}
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        _ => panic!("the two stores disagree: {in_buffer:?} / {own:?}"),
+    }
+    if let Ok(Some(head)) = in_buffer {
         assert!(buf.len() < data.len());
         let rest = buf.clone();
         body(head.framing, &rest, step);

@@ -374,8 +374,8 @@ impl Records {
         })
     }
 
-    /// Lets the AEAD contexts go (about 1.2 KB with AES-GCM) until the next record
-    /// either way, which makes them again from the secrets kept.
+    /// Lets the AEAD contexts and IVs go (about 1.2 KB with AES-GCM) until the next
+    /// record either way, which makes them again from the material kept.
     pub fn park(&mut self) -> bool {
         let was = self.tx.live.is_some() || self.rx.live.is_some();
         self.tx.live = None;
