@@ -110,15 +110,17 @@ pub fn service(
     Error = Infallible,
     Future: Send + '_,
 > + '_ {
-    tower::service_fn(move |req| async move { Ok(handle(cx, req, t_request).await) })
+    // `handle` is the service's future itself, not wrapped in another `async` block: the
+    // request and the answer are moved once less.
+    tower::service_fn(move |req| handle(cx, req, t_request))
 }
 
-/// Serves one request.
-pub async fn handle(
+/// Serves one request; it never fails (errors become responses).
+async fn handle(
     cx: &Arc<ConnCtx>,
     req: Request<Body>,
     t_request: Duration,
-) -> (Response<Body>, Done) {
+) -> Result<(Response<Body>, Done), Infallible> {
     let newer = cx.newer();
     let (snap, fe) = match &newer {
         Some(n) => (&*n.snapshot, &n.frontend),
@@ -133,7 +135,7 @@ pub async fn handle(
         fe.live.count_refused(Some(Refusal::UnderscoreHeader));
         done.status = 400;
         done.termination = Termination::REFUSED;
-        return (crate::error::error_response(StatusCode::BAD_REQUEST), done);
+        return Ok((crate::error::error_response(StatusCode::BAD_REQUEST), done));
     }
     let nbsrv = |i: usize| snap.nbsrv(i);
     let env = Env {
@@ -144,7 +146,7 @@ pub async fn handle(
     };
     let (be, route) = match choose_backend(snap, fe, &env, &mut parts, &mut done) {
         Chosen::Backend(be, route) => (be, route),
-        Chosen::Answer(resp) => return (resp, done),
+        Chosen::Answer(resp) => return Ok((resp, done)),
     };
     let settings = RouteSettings {
         timeout: route.and_then(|r| r.timeout),
@@ -178,7 +180,7 @@ pub async fn handle(
         let mut s = x.state();
         (result, s.answered, s.line.take())
     };
-    match result {
+    Ok(match result {
         // A backend rule answered: no response rules run on its answer.
         Ok(resp) if answered => (resp, done),
         Ok(resp) => {
@@ -190,7 +192,7 @@ pub async fn handle(
             (resp, done)
         }
         Err(e) => (fail(&mut done, &e), done),
-    }
+    })
 }
 
 /// Counts the request and opens its record.
