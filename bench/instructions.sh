@@ -9,7 +9,8 @@
 #
 # One nginx origin (1 worker) answering "hello"; each binary runs under valgrind with
 # bench/rampart.yaml; 2,000 requests warm it up, the counters are zeroed, then
-# h2load --h1 -c8 sends N requests and the counters are dumped.
+# h2load --h1 -c8 sends N requests and the counters are dumped. KEEP=PREFIX keeps each
+# profile as PREFIX.BINARY_NAME, with uncompressed names for callgrind_annotate.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BINARY [BINARY...]" >&2; exit 2; }
 N=${N:-20000}
@@ -24,7 +25,7 @@ start_origin
 for bin in "$@"; do
   out="$W/callgrind.$(basename "$bin").out"
   BENCH_PORT=18400 BENCH_TLS_PORT=18402 BENCH_CERT=$W/cert.pem BENCH_KEY=$W/key.pem \
-    BENCH_BACKEND=127.0.0.1:18080 valgrind --tool=callgrind --callgrind-out-file="$out" \
+    BENCH_BACKEND=127.0.0.1:18080 valgrind --tool=callgrind --callgrind-out-file="$out" ${KEEP:+--compress-strings=no} \
     "$(realpath "$bin")" run -c "$HERE/rampart.yaml" > "$W/vg.log" 2>&1 &
   vg=$!
   PIDS+=("$vg")
@@ -33,7 +34,7 @@ for bin in "$@"; do
   callgrind_control -z "$vg" > /dev/null 2>&1
   h2load -n "$N" "${LOAD[@]}" "$URL" | grep -q "$N succeeded"
   callgrind_control -d "$vg" > /dev/null 2>&1
-  kill "$vg"; wait "$vg" 2>/dev/null || true
+  kill "$vg"; wait "$vg" 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$(ls -t "$out".* | head -1)" "$KEEP.$(basename "$bin")"
   ir=$(callgrind_annotate "$(ls -t "$out".* | head -1)" 2>/dev/null \
     | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
   echo "$bin: $((ir / N)) instructions per request"
