@@ -180,7 +180,8 @@ async fn watch_config(reloader: std::sync::Arc<reload::Reloader>, path: PathBuf)
         let now = fingerprint(&path);
         let changed = now.is_some() && now == seen && now.map(|f| f.2) != applied;
         seen = now;
-        let tls_now = tls_fingerprint(&reloader.tls_files());
+        let tls_files = reloader.tls_files();
+        let tls_now = tls_fingerprint(&tls_files);
         let tls_changed = tls_now == tls_seen && tls_now != tls_applied;
         tls_seen = tls_now;
         if by_signal || changed || tls_changed {
@@ -196,11 +197,6 @@ async fn watch_config(reloader: std::sync::Arc<reload::Reloader>, path: PathBuf)
                 }
             );
             applied = now.map(|f| f.2);
-            // The certificate files as the reload is about to read them: one written
-            // while it runs is seen as changed at the next checks (and read again), never
-            // taken for what was applied.
-            let tls_files = reloader.tls_files();
-            let tls_before = tls_fingerprint(&tls_files);
             let r = reloader.clone();
             match tokio::task::spawn_blocking(move || r.reload()).await {
                 Ok(Ok(msg)) => tracing::info!("{msg}"),
@@ -208,12 +204,14 @@ async fn watch_config(reloader: std::sync::Arc<reload::Reloader>, path: PathBuf)
                 Ok(Err(_)) => {}
                 Err(e) => tracing::error!("reload: {e}"),
             }
-            // The files of the configuration now in use: after a failed reload, bad files
-            // are not tried again until they change again. A configuration that names
-            // other files has them fingerprinted as they are now.
+            // The files of the configuration now in use, as they were before the reload
+            // read them: one written while it ran is seen as changed at the next checks
+            // (and read again), never taken for what was applied; after a failed reload,
+            // bad files are not tried again until they change again. A configuration that
+            // names other files has them fingerprinted as they are now.
             let now_files = reloader.tls_files();
             tls_applied = if now_files == tls_files {
-                tls_before
+                tls_now
             } else {
                 tls_fingerprint(&now_files)
             };
