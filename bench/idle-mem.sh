@@ -3,7 +3,8 @@
 # HAProxy and nginx, at several connection counts.
 #
 #   bench/idle-mem.sh RAMPART_BINARY       (COUNTS="10000" MODES="plain tls h2"
-#                                           PROXIES="rampart haproxy nginx" REPS=1)
+#                                           PROXIES="rampart haproxy nginx" REPS=1
+#                                           LATER=SECONDS: RSS again that long after)
 #
 # Each proxy runs one worker on core 1 with the configuration of the side-by-side harness
 # (bench/rampart.yaml for rampart); an nginx origin and the client run on core 0. For each
@@ -101,7 +102,7 @@ one() { # proxy mode count
   case $1 in
     rampart)
       BENCH_PORT=18400 BENCH_TLS_PORT=18402 BENCH_CERT=$W/cert.pem BENCH_KEY=$W/key.pem \
-        BENCH_BACKEND=127.0.0.1:18080 taskset -c 1 "$BIN" run -c "$W/rampart.yaml" \
+        BENCH_BACKEND=127.0.0.1:18080 ${RAMPART_ENV:-} taskset -c 1 "$BIN" run -c "$W/rampart.yaml" \
         > "$W/rampart.log" 2>&1 &
       pid=$!; port=18400;;
     haproxy) taskset -c 1 haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 & pid=$!; port=18100;;
@@ -120,12 +121,17 @@ one() { # proxy mode count
   read -r ready <&"${CL[0]}"
   sleep 2
   loaded=$(rss "$pid")
+  local later=""
+  if [ -n "${LATER:-}" ]; then
+    sleep $(( LATER - 2 ))
+    later=$(printf '  after %ss %6.0f B/conn' "$LATER" "$(echo "($(rss "$pid")-$idle)*1024/$3" | bc -l)")
+  fi
   exec {CL[1]}>&-
   wait "$CL_PID" 2>/dev/null || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  printf '%-8s %-5s %6d  idle %6.1f MiB  loaded %6.1f MiB  %6.0f B/conn  (%s)\n' "$1" "$2" "$3" \
+  printf '%-8s %-5s %6d  idle %6.1f MiB  loaded %6.1f MiB  %6.0f B/conn%s  (%s)\n' "$1" "$2" "$3" \
     "$(echo "$idle/1024" | bc -l)" "$(echo "$loaded/1024" | bc -l)" \
-    "$(echo "($loaded-$idle)*1024/$3" | bc -l)" "$ready"
+    "$(echo "($loaded-$idle)*1024/$3" | bc -l)" "$later" "$ready"
 }
 for _ in $(seq "$REPS"); do
   for n in $COUNTS; do

@@ -144,6 +144,15 @@ pub fn render(ctx: &AdminCtx) -> String {
         &[],
         g.conns_cur.load(Relaxed) as i64,
     );
+    set_gauge(
+        &f.gauge(
+            "rampart_parked_connections",
+            "Idle keep-alive client connections set aside until their next request (part of rampart_current_connections).",
+            &[],
+        ),
+        &[],
+        g.conns_parked.load(Relaxed) as i64,
+    );
     set_counter(
         &f.counter(
             "rampart_connections_total",

@@ -203,7 +203,7 @@ impl Done {
                 .zip(self.server)
                 .map_or(0, |(b, i)| b.servers[i].live.active.load(Relaxed))
         });
-        let conn_track = self.conn.track.get();
+        let conn_track = self.conn.info.track();
         if !self.track.is_empty() || conn_track.is_some() {
             let (status, bytes_in) = (self.status, self.bytes_in);
             let count = |e: &mut crate::stick::Entry<'_>| {

@@ -45,8 +45,6 @@ pub struct ConnCtx {
     pub newest: arc_swap::ArcSwapOption<Newest>,
     /// This connection in the session registry.
     pub session: crate::sessions::Session,
-    /// Stick counters tracked by `tcp_request.connection` rules.
-    pub track: std::sync::OnceLock<Arc<Trackers>>,
     /// When the connection was accepted: its first request is due within
     /// `timeouts.http_request` of it.
     pub accepted: tokio::time::Instant,
@@ -74,7 +72,7 @@ pub struct Newest {
 impl ConnCtx {
     /// The stick counters the connection's `tcp_request.connection` rules track.
     pub fn conn_track(&self) -> &Trackers {
-        self.track.get().map_or(&*NO_TRACKERS, |t| &**t)
+        self.info.track().unwrap_or(&NO_TRACKERS)
     }
 
     /// The newest snapshot and its version of this connection's frontend, when a reload
@@ -204,7 +202,7 @@ fn begin(cx: &Arc<ConnCtx>, fe: &Arc<Frontend>, parts: &Parts, t_request: Durati
         .as_ref()
         .map(|_| Box::new((parts.method.clone(), parts.uri.clone(), parts.version)));
     let mut done = Done::new(cx, fe, line, t_request);
-    if let Some(t) = cx.track.get() {
+    if let Some(t) = cx.info.track() {
         t.count_request();
     }
     done.bytes_in = parts

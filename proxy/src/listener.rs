@@ -8,8 +8,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -56,11 +56,23 @@ fn count_accepted(fe: &FrontendLive, g: &GlobalLive) {
     fe.conns_total.fetch_add(1, Relaxed);
 }
 
-/// Live connections of one worker, so a stopping worker can wait for them.
-#[derive(Default)]
+/// Live connections of one worker, so a stopping worker can wait for them, and the
+/// worker's shard of the session registry.
 pub struct Tracker {
     count: AtomicUsize,
     zero: Notify,
+    shard: usize,
+}
+
+impl Default for Tracker {
+    /// The current worker's.
+    fn default() -> Self {
+        Tracker {
+            count: AtomicUsize::new(0),
+            zero: Notify::new(),
+            shard: crate::worker::index(),
+        }
+    }
 }
 
 impl Tracker {
@@ -175,14 +187,13 @@ pub async fn accept_loop(
 /// request: its registry entry, its counts on its frontend and the process, and its place
 /// among its worker's connections.
 pub struct Held {
-    shard: usize,
     tracker: Arc<Tracker>,
 }
 
 impl Held {
     pub(crate) fn release(&self, cx: &ConnCtx) {
         let live = &cx.shared.live;
-        live.sessions.remove(self.shard, cx.session.id);
+        live.sessions.remove(self.tracker.shard, cx.session.id);
         cx.frontend.live.conns_cur.fetch_sub(1, Relaxed);
         live.global.conns_cur.fetch_sub(1, Relaxed);
         if self.tracker.count.fetch_sub(1, Relaxed) == 1 {
@@ -214,7 +225,7 @@ fn spawn_connection(
     let live = &shared.live;
     let cx = Arc::new_cyclic(|me| {
         let session = live.sessions.open();
-        let shard = live.sessions.register(session.id, me);
+        live.sessions.register(tracker.shard, session.id, me);
         ConnCtx {
             info: ConnInfo::new(peer, local, tls.is_some()),
             snapshot,
@@ -222,10 +233,8 @@ fn spawn_connection(
             shared: shared.clone(),
             newest: Default::default(),
             session,
-            track: OnceLock::new(),
             accepted: tokio::time::Instant::now(),
             held: Some(Held {
-                shard,
                 tracker: tracker.clone(),
             }),
         }

@@ -71,6 +71,26 @@ impl Session {
         false
     }
 
+    /// Hands the wait of an idle connection to `waker`, that of the worker's lot where
+    /// the connection is set aside ([`crate::server::lot`]): a stop or a shutdown then
+    /// wakes the lot. `false` when a stop already asked the connection to close.
+    pub fn park(&self, waker: &Waker) -> bool {
+        let mut w = self.control();
+        if w.closing {
+            return false;
+        }
+        w.waiting = true;
+        w.waker = Some(waker.clone());
+        // The task ends: its handle would keep its memory.
+        w.abort = None;
+        true
+    }
+
+    /// Whether a stop or a shutdown asked the connection to close while it waited idle.
+    pub fn closing(&self) -> bool {
+        self.control().closing
+    }
+
     /// The connection no longer waits idle.
     pub fn end_idle(&self) {
         let mut w = self.control();
@@ -91,10 +111,18 @@ impl Session {
         true
     }
 
-    /// Aborts the connection's task; returns whether there was one.
+    /// Aborts the connection's task, and closes the connection if it waits idle (set
+    /// aside in its worker's lot, it has no task); returns whether there was either.
     fn abort(&self) -> bool {
-        let w = self.control();
-        w.abort.as_ref().inspect(|h| h.abort()).is_some()
+        let mut w = self.control();
+        let idle = w.waiting;
+        if idle {
+            w.closing = true;
+            if let Some(k) = w.waker.take() {
+                k.wake();
+            }
+        }
+        w.abort.as_ref().inspect(|h| h.abort()).is_some() || idle
     }
 }
 
@@ -133,12 +161,10 @@ impl Sessions {
         }
     }
 
-    /// Lists the connection `id` (its context, being made with `Arc::new_cyclic`); returns
-    /// the shard for [`Sessions::remove`].
-    pub fn register(&self, id: u64, cx: &Weak<ConnCtx>) -> usize {
-        let shard = crate::worker::index() % SHARDS;
-        lock(&self.shards[shard]).insert(id, cx.clone());
-        shard
+    /// Lists the connection `id` (its context, being made with `Arc::new_cyclic`) in
+    /// `shard`, its worker's, which [`Sessions::remove`] is given too.
+    pub fn register(&self, shard: usize, id: u64, cx: &Weak<ConnCtx>) {
+        lock(&self.shards[shard % SHARDS]).insert(id, cx.clone());
     }
 
     /// Removes a connection's entry (its context is going).

@@ -608,6 +608,10 @@ impl Drop for ActiveGuard {
 #[derive(Default)]
 pub struct GlobalLive {
     pub conns_cur: AtomicU64,
+    /// Idle keep-alive client connections set aside in their worker's lot, without a
+    /// task or a registration with the reactor ([`crate::server::lot`]); part of
+    /// `conns_cur`.
+    pub conns_parked: AtomicU64,
     pub conns_total: AtomicU64,
     pub requests: AtomicU64,
     pub limit: AtomicU64,

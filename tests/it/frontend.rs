@@ -429,9 +429,11 @@ async fn an_idle_tls_connection_lets_its_keys_go_and_carries_on() {
     let (head, body) = tls_one(&mut s, b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"seen /one");
-    // Idle past the moment the keys go (the subject of the test, not a wait for
-    // readiness).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Idle past the moment the keys go and the connection is set aside.
+    assert!(
+        eventually(Duration::from_secs(10), || parked(&p) == 1).await,
+        "the idle TLS connection was not set aside"
+    );
     let (head, body) = tls_one(&mut s, b"GET /two HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"seen /two");
@@ -484,4 +486,126 @@ async fn an_idle_h2_connection_lets_its_keys_go_and_carries_on() {
         .unwrap()
         .unwrap();
     p.stop().await;
+}
+
+/// Idle keep-alive connections set aside in their worker's lot, by the proxy's count.
+fn parked(p: &Proxy) -> u64 {
+    p.handle()
+        .live()
+        .global
+        .conns_parked
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn open_conns(p: &Proxy) -> u64 {
+    p.handle()
+        .live()
+        .global
+        .conns_cur
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An origin answering `seen PATH` behind a plain frontend with the keep-alive timeout
+/// `keep_alive`; a stop waits up to 60 s for open connections.
+async fn echo_path_with_keep_alive(keep_alive: &str) -> (Origin, Proxy) {
+    let origin = Origin::start("o", |s| text(200, &format!("seen {}", s.uri.path()))).await;
+    let p = Proxy::start(&format!(
+        "global: {{ grace: 60s }}\nfrontends: {{ fe: {{ bind: \"127.0.0.1:0\", timeouts: {{ keep_alive: {keep_alive} }}, default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        origin.addr
+    ));
+    (origin, p)
+}
+
+/// A keep-alive client idle for longer than 1 s is set aside (no task, its socket out of
+/// the reactor): its next request is served on the same connection, it is set aside
+/// again, and the keep-alive timeout still closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_set_aside_and_its_next_request_served() {
+    let (_origin, p) = echo_path_with_keep_alive("4s").await;
+    let mut s = TcpStream::connect(p.addr("fe")).await.unwrap();
+    let r = raw_one(&mut s, b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(r.ends_with("seen /one"), "{r}");
+    assert!(
+        eventually(Duration::from_secs(10), || parked(&p) == 1).await,
+        "the idle connection was not set aside"
+    );
+    for path in ["/two", "/three"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = raw_one(&mut s, req.as_bytes()).await;
+        assert!(r.ends_with(&format!("seen {path}")), "{r}");
+        assert!(
+            eventually(Duration::from_secs(10), || parked(&p) == 1).await,
+            "not set aside again after {path}"
+        );
+    }
+    // Then nothing: the keep-alive timeout closes it where it is set aside.
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect("closed after keep_alive")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        eventually(Duration::from_secs(10), || open_conns(&p) == 0
+            && parked(&p) == 0)
+        .await
+    );
+    p.stop().await;
+}
+
+/// A request that arrives in pieces on a connection set aside is read whole, and a
+/// client that closes while set aside is let go at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_aside_connection_reads_a_request_in_pieces_and_sees_its_client_leave() {
+    let (_origin, p) = echo_path_with_keep_alive("60s").await;
+    let addr = p.addr("fe");
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    for s in [&mut a, &mut b] {
+        let r = raw_one(s, b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.ends_with("seen /first"), "{r}");
+    }
+    assert!(eventually(Duration::from_secs(10), || parked(&p) == 2).await);
+    a.write_all(b"GET /pie").await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || parked(&p) == 1).await,
+        "the first bytes did not take the connection back"
+    );
+    let r = raw_one(&mut a, b"ces HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(r.ends_with("seen /pieces"), "{r}");
+    drop(b);
+    assert!(
+        eventually(Duration::from_secs(10), || open_conns(&p) == 1).await,
+        "the client's close was not seen"
+    );
+    p.stop().await;
+}
+
+/// A stop closes the connections set aside at once, as it closes idle ones in their
+/// tasks, rather than waiting for their keep-alive timeout or the end of its grace time
+/// (120 s and 60 s, twice the 30 s allowed here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_closes_connections_set_aside() {
+    let (_origin, p) = echo_path_with_keep_alive("120s").await;
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(p.addr("fe")).await.unwrap();
+        let r = raw_one(&mut s, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.ends_with("seen /x"), "{r}");
+        conns.push(s);
+    }
+    assert!(eventually(Duration::from_secs(10), || parked(&p) == 3).await);
+    let stop = tokio::spawn(p.stop());
+    for mut s in conns {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("closed by the stop, long before the keep-alive timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    tokio::time::timeout(Duration::from_secs(30), stop)
+        .await
+        .expect("the stop waited for connections set aside")
+        .unwrap();
 }

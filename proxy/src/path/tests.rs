@@ -42,7 +42,6 @@ impl Rig {
             }),
             newest: Default::default(),
             session: live.sessions.open(),
-            track: Default::default(),
             accepted: tokio::time::Instant::now(),
             held: None,
         });

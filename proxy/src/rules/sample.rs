@@ -29,8 +29,9 @@ pub struct ConnInfo {
     facts: std::sync::OnceLock<Box<Facts>>,
 }
 
-/// What a connection's start learnt: its TLS handshake and its PROXY header.
-#[derive(Debug, Default)]
+/// What a connection's start learnt: its TLS handshake, its PROXY header, and the stick
+/// counters its `tcp_request.connection` rules track.
+#[derive(Default)]
 pub struct Facts {
     /// The server name a TLS client asked for.
     pub sni: Option<Arc<str>>,
@@ -42,6 +43,20 @@ pub struct Facts {
     /// The certificate the TLS client sent, verified (`verify: optional|required`);
     /// boxed, so that connections without one do not pay for its room.
     pub client_cert: Option<Box<crate::tls::client_cert::ClientCert>>,
+    /// Stick counters tracked by `tcp_request.connection` rules.
+    pub track: Option<Arc<crate::stick::Trackers>>,
+}
+
+impl std::fmt::Debug for Facts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Facts")
+            .field("sni", &self.sni)
+            .field("alpn", &self.alpn)
+            .field("proxied", &self.proxied)
+            .field("client_cert", &self.client_cert)
+            .field("track", &self.track.is_some())
+            .finish()
+    }
 }
 
 /// An ALPN protocol a bind offers.
@@ -80,9 +95,19 @@ impl ConnInfo {
 
     /// Records what the connection's start learnt, once, before its first request.
     pub fn learnt(&self, f: Facts) {
-        if f.sni.is_some() || f.alpn.is_some() || f.proxied.is_some() || f.client_cert.is_some() {
+        if f.sni.is_some()
+            || f.alpn.is_some()
+            || f.proxied.is_some()
+            || f.client_cert.is_some()
+            || f.track.is_some()
+        {
             let _ = self.facts.set(Box::new(f));
         }
+    }
+
+    /// The stick counters the connection's `tcp_request.connection` rules track, if any.
+    pub fn track(&self) -> Option<&crate::stick::Trackers> {
+        self.facts.get().and_then(|f| f.track.as_deref())
     }
 
     /// What the connection's PROXY header said, if it had one.

@@ -42,14 +42,16 @@ pub struct ClientConn {
     /// the accept, and may be the HTTP/2 preface. (Here rather than in the connection's
     /// task, whose size every idle connection pays; the box has room for it.)
     first: bool,
-    /// The idle wait's timer stands at [`PARK_AFTER`], for the connection to let its TLS
-    /// keys go, rather than at the keep-alive timeout.
+    /// The idle wait's timer stands at [`PARK_AFTER`], for the connection to be set
+    /// aside (or, if it cannot be, to let its TLS keys go), rather than at the
+    /// keep-alive timeout.
     park_due: bool,
 }
 
-/// How long a keep-alive TLS connection waits idle before it lets its keys go until its
-/// next request (see [`crate::tls::records`]): long enough that a client sending
-/// request after request never pays for making them again.
+/// How long a keep-alive connection waits idle in its task before it is set aside in its
+/// worker's lot until its next request ([`super::lot`]), or, when it cannot be, lets its
+/// TLS keys go (see [`crate::tls::records`]): long enough that a client sending request
+/// after request never pays for either.
 pub const PARK_AFTER: Duration = Duration::from_secs(1);
 
 impl ClientConn {
@@ -60,6 +62,32 @@ impl ClientConn {
             first: true,
             park_due: false,
         }
+    }
+
+    /// A kept connection taken back from its worker's lot, before its next request.
+    pub(crate) fn resumed(io: ClientIo) -> Self {
+        ClientConn {
+            io,
+            rbuf: BytesMut::new(),
+            first: false,
+            park_due: false,
+        }
+    }
+
+    /// Whether the connection is between requests with nothing read, and over TLS the
+    /// stream protects the records itself: all of it but its socket (and its keys) can
+    /// go.
+    pub(crate) fn parks_whole(&self) -> bool {
+        !self.first
+            && self.rbuf.is_empty()
+            && match &self.io {
+                ClientIo::Plain(_) => true,
+                ClientIo::Tls(s) => s.parks(),
+            }
+    }
+
+    pub(crate) fn into_io(self) -> ClientIo {
+        self.io
     }
 }
 
@@ -577,6 +605,16 @@ impl Serve {
         };
         Self { cx, timer, state }
     }
+
+    /// Serves a kept connection taken back from its worker's lot: it waits for its next
+    /// request until `until`, its keep-alive timeout.
+    pub(crate) fn resume(conn: Box<ClientConn>, cx: Arc<ConnCtx>, until: Instant) -> Self {
+        Self {
+            cx,
+            timer: tokio::time::sleep_until(until),
+            state: State::Idle { conn: Some(conn) },
+        }
+    }
 }
 
 /// A cleartext connection handed to the HTTP/2 server, with the bytes read already.
@@ -597,12 +635,20 @@ impl Future for Serve {
                     };
                     let w = ready!(poll_wait(c, cx, true, this.timer.as_mut(), task));
                     if matches!(w, Wait::Timeout) && c.park_due {
-                        // Idle for PARK_AFTER: the keys go, and the wait goes on to the
-                        // keep-alive timeout.
+                        // Idle for PARK_AFTER: the connection is set aside until its
+                        // next request, and its task ends; or, if it cannot be, its TLS
+                        // keys go and the wait goes on to the keep-alive timeout.
                         c.park_due = false;
-                        c.io.park();
                         let rest = cx.frontend.timeouts.keep_alive.saturating_sub(PARK_AFTER);
                         let until = this.timer.deadline() + rest;
+                        let Some(kept) = conn
+                            .take()
+                            .and_then(|c| super::lot::park(c, this.cx, until))
+                        else {
+                            return Poll::Ready(None);
+                        };
+                        let c = conn.insert(kept);
+                        c.io.park();
                         this.timer.as_mut().reset(until);
                         continue;
                     }
@@ -653,7 +699,7 @@ fn after_response(
         crate::io::give_buf(std::mem::take(&mut conn.rbuf));
     }
     let keep_alive = cx.frontend.timeouts.keep_alive;
-    conn.park_due = keep_alive > PARK_AFTER && conn.io.parks();
+    conn.park_due = keep_alive > PARK_AFTER;
     let wait = if conn.park_due {
         PARK_AFTER
     } else {

@@ -30,6 +30,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -803,6 +804,51 @@ impl<C: End> TlsStream<C> {
     /// Whether [`TlsStream::park`] can let anything go once the connection is idle.
     pub fn parks(&self) -> bool {
         matches!(self.session, Session::Own(_))
+    }
+
+    /// Takes an idle connection apart into its socket and its record layer (parked: see
+    /// [`TlsStream::park`]), for it to wait without a stream ([`crate::server::lot`]);
+    /// [`TlsStream::unparked`] puts it together again. Only a connection with nothing
+    /// buffered either way, not closing and not failed, comes apart: otherwise it comes
+    /// back whole.
+    pub fn into_parked(
+        mut self: Box<Self>,
+    ) -> Result<io::Result<(std::net::TcpStream, Box<Records>)>, Box<Self>> {
+        let quiet = self.rx.is_empty()
+            && self.plain.is_none()
+            && self.tx.is_empty()
+            && !self.read_closed
+            && !self.close_sent
+            && !self.failed;
+        if !quiet || !matches!(self.session, Session::Own(_)) {
+            return Err(self);
+        }
+        // The stream's drop sends what is queued, so its socket cannot be moved out: a
+        // second descriptor of it goes, and the stream's own leaves the reactor and is
+        // closed with the stream.
+        let tcp = match self.tcp.as_fd().try_clone_to_owned() {
+            Ok(fd) => std::net::TcpStream::from(fd),
+            Err(e) => return Ok(Err(e)),
+        };
+        let Session::Own(mut r) = std::mem::replace(&mut self.session, Session::Gone) else {
+            return Ok(Err(failed()));
+        };
+        r.park();
+        Ok(Ok((tcp, r)))
+    }
+
+    /// A connection [`TlsStream::into_parked`] took apart, whole again.
+    pub fn unparked(tcp: TcpStream, records: Box<Records>) -> Box<Self> {
+        Box::new(TlsStream {
+            tcp,
+            session: Session::Own(records),
+            rx: BytesMut::new(),
+            plain: None,
+            tx: Out::default(),
+            read_closed: false,
+            close_sent: false,
+            failed: false,
+        })
     }
 
     /// The TCP socket underneath.
