@@ -4,7 +4,8 @@
 #
 #   bench/idle-mem.sh RAMPART_BINARY       (COUNTS="10000" MODES="plain tls h2"
 #                                           PROXIES="rampart haproxy nginx" REPS=1
-#                                           LATER=SECONDS: RSS again that long after)
+#                                           LATER=SECONDS: RSS again that long after;
+#                                           RAMPART_ENV="env VAR=value": rampart's environment)
 #
 # Each proxy runs one worker on core 1 with the configuration of the side-by-side harness
 # (bench/rampart.yaml for rampart); an nginx origin and the client run on core 0. For each
