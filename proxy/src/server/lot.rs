@@ -158,8 +158,9 @@ impl Lot {
 
 /// Sets an idle connection aside until its next request, or closes it at `until` (its
 /// keep-alive timeout). Gives the connection back when it cannot be set aside (bytes
-/// buffered, a TLS stream that is not quiet, no lot); `None` when it was taken, set
-/// aside or, should its socket fail on the way, closed.
+/// buffered, a TLS stream that is not quiet, no lot, no room in the lot's epoll
+/// instance); `None` when it was taken: set aside, or closed (a stop asked for that
+/// meanwhile, or its socket failed on the way).
 pub(crate) fn park(
     conn: Box<ClientConn>,
     cx: &Arc<ConnCtx>,
@@ -171,10 +172,6 @@ pub(crate) fn park(
     let Some(lot) = lot() else {
         return Some(conn);
     };
-    if !cx.session.park(&lot.waker) {
-        // A stop asked the connection to close: its task sees that.
-        return Some(conn);
-    }
     // Out of the reactor (its registration is freed), into the lot.
     let taken = match (*conn).into_io() {
         ClientIo::Plain(tcp) => tcp.into_std().map(|t| (t, None)),
@@ -217,6 +214,13 @@ pub(crate) fn park(
                 None
             }
         };
+    }
+    // From here a stop or `shutdown` reaches the connection through the lot; the task's
+    // handle goes with the task.
+    if !cx.session.park(&lot.waker) {
+        // A stop asked the connection to close already.
+        let _ = epoll::delete(ep.get_ref(), &tcp);
+        return None;
     }
     slot.insert(Parked {
         tcp,
