@@ -443,12 +443,7 @@ async fn an_idle_tls_connection_lets_its_keys_go_and_carries_on() {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"seen /three");
     // Then nothing: the keep-alive timeout closes the connection.
-    let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
-        .await
-        .expect("closed after keep_alive")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    closed_within_30s(&mut s, "closed after keep_alive").await;
     p.stop().await;
 }
 
@@ -488,21 +483,30 @@ async fn an_idle_h2_connection_lets_its_keys_go_and_carries_on() {
     p.stop().await;
 }
 
-/// Idle keep-alive connections set aside in their worker's lot, by the proxy's count.
+/// Asserts that the proxy closes `s` (its next read finds the end) within 30 s.
+async fn closed_within_30s<S: tokio::io::AsyncRead + Unpin>(s: &mut S, what: &str) {
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect(what)
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{what}: bytes came instead");
+}
+
+/// The proxy's counts of idle keep-alive connections set aside in their worker's lot,
+/// and of open client connections.
+fn conn_counts(p: &Proxy) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let g = &p.handle().live().global;
+    (g.conns_parked.load(Relaxed), g.conns_cur.load(Relaxed))
+}
+
 fn parked(p: &Proxy) -> u64 {
-    p.handle()
-        .live()
-        .global
-        .conns_parked
-        .load(std::sync::atomic::Ordering::Relaxed)
+    conn_counts(p).0
 }
 
 fn open_conns(p: &Proxy) -> u64 {
-    p.handle()
-        .live()
-        .global
-        .conns_cur
-        .load(std::sync::atomic::Ordering::Relaxed)
+    conn_counts(p).1
 }
 
 /// An origin answering `seen PATH` behind a plain frontend with the keep-alive timeout
@@ -539,12 +543,7 @@ async fn an_idle_connection_is_set_aside_and_its_next_request_served() {
         );
     }
     // Then nothing: the keep-alive timeout closes it where it is set aside.
-    let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
-        .await
-        .expect("closed after keep_alive")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    closed_within_30s(&mut s, "closed after keep_alive").await;
     assert!(
         eventually(Duration::from_secs(10), || open_conns(&p) == 0
             && parked(&p) == 0)
@@ -597,12 +596,11 @@ async fn a_stop_closes_connections_set_aside() {
     assert!(eventually(Duration::from_secs(10), || parked(&p) == 3).await);
     let stop = tokio::spawn(p.stop());
     for mut s in conns {
-        let mut buf = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
-            .await
-            .expect("closed by the stop, long before the keep-alive timeout")
-            .unwrap_or(0);
-        assert_eq!(n, 0);
+        closed_within_30s(
+            &mut s,
+            "closed by the stop, long before the keep-alive timeout",
+        )
+        .await;
     }
     tokio::time::timeout(Duration::from_secs(30), stop)
         .await

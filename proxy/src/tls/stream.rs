@@ -527,9 +527,13 @@ impl<C: End> TlsStream<C> {
     }
 
     fn new(tcp: TcpStream, conn: C) -> Self {
+        Self::with_session(tcp, Session::Rustls(Box::new(conn)))
+    }
+
+    fn with_session(tcp: TcpStream, session: Session<C>) -> Self {
         TlsStream {
             tcp,
-            session: Session::Rustls(Box::new(conn)),
+            session,
             rx: BytesMut::new(),
             plain: None,
             tx: Out::default(),
@@ -839,16 +843,7 @@ impl<C: End> TlsStream<C> {
 
     /// A connection [`TlsStream::into_parked`] took apart, whole again.
     pub fn unparked(tcp: TcpStream, records: Box<Records>) -> Box<Self> {
-        Box::new(TlsStream {
-            tcp,
-            session: Session::Own(records),
-            rx: BytesMut::new(),
-            plain: None,
-            tx: Out::default(),
-            read_closed: false,
-            close_sent: false,
-            failed: false,
-        })
+        Box::new(Self::with_session(tcp, Session::Own(records)))
     }
 
     /// The TCP socket underneath.
