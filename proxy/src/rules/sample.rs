@@ -44,7 +44,7 @@ pub struct Facts {
     /// boxed, so that connections without one do not pay for its room.
     pub client_cert: Option<Box<crate::tls::client_cert::ClientCert>>,
     /// Stick counters tracked by `tcp_request.connection` rules.
-    pub track: Option<Arc<crate::stick::Trackers>>,
+    pub track: Option<Box<crate::stick::Trackers>>,
 }
 
 impl std::fmt::Debug for Facts {

@@ -57,8 +57,6 @@ struct Inner {
     parked: Slab<Parked>,
     /// Keep-alive deadlines, with the slot of their connection.
     due: BTreeSet<(Instant, usize)>,
-    /// The deadline the lot's timer stands at, if any.
-    armed: Option<Instant>,
     generation: u32,
     /// The lot's task is gone (its runtime stopped): no more connections come in.
     gone: bool,
@@ -144,7 +142,6 @@ impl Lot {
                 epoll,
                 parked: Slab::new(),
                 due: BTreeSet::new(),
-                armed: None,
                 generation: 0,
                 gone: false,
             }),
@@ -192,7 +189,6 @@ pub(crate) fn park(
         epoll: ep,
         parked,
         due,
-        armed,
         generation,
         ..
     } = &mut *g;
@@ -229,14 +225,15 @@ pub(crate) fn park(
         until,
         generation: *generation,
     });
+    // The lot's timer stands at the earliest deadline it knew of, or none.
+    let earliest = due.first().is_none_or(|&(d, _)| until < d);
     due.insert((until, key));
     cx.shared
         .live
         .global
         .conns_parked
         .fetch_add(1, Ordering::Relaxed);
-    if armed.is_none_or(|a| until < a) {
-        *armed = Some(until);
+    if earliest {
         drop(g);
         lot.wakes.wake_task();
     }
@@ -306,8 +303,7 @@ impl Lot {
                     // The slots of a crowd of idle clients that has gone.
                     g.parked = Slab::new();
                 }
-                g.armed = g.due.first().map(|&(d, _)| d);
-                g.armed
+                g.due.first().map(|&(d, _)| d)
             };
             for o in out.drain(..) {
                 match o {

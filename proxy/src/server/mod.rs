@@ -233,7 +233,7 @@ async fn start(a: Accepted) -> Option<(Started, Arc<ConnCtx>)> {
             return None;
         }
         if !t.is_empty() {
-            track = Some(Arc::new(t));
+            track = Some(Box::new(t));
         }
     }
     let mut tcp = a.tcp;
