@@ -483,6 +483,47 @@ async fn an_idle_h2_connection_lets_its_keys_go_and_carries_on() {
     p.stop().await;
 }
 
+/// Over h2c too an idle connection lets its buffers go after 1 s; its next streams are
+/// served, one of them with a header block larger than a frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2c_connection_lets_its_buffers_go_and_carries_on() {
+    let (_origin, p) = echo_path_with_keep_alive("5s").await;
+    let addr = p.addr("fe");
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    for (i, path) in ["/one", "/two", "/three"].into_iter().enumerate() {
+        if i > 0 {
+            // Idle past the moment the buffers go (the subject of the test).
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let mut req = http::Request::get(format!("http://localhost:{}{path}", addr.port()));
+        if i == 2 {
+            req = req.header("x-big", "b".repeat(40_000));
+        }
+        let got = collect(
+            send.send_request(req.body(empty()).unwrap())
+                .await
+                .expect("h2c"),
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body, format!("seen {path}").as_bytes());
+    }
+    drop(send);
+    tokio::time::timeout(Duration::from_secs(30), conn)
+        .await
+        .expect("closed once the client is done")
+        .unwrap()
+        .unwrap();
+    p.stop().await;
+}
+
 /// Asserts that the proxy closes `s` (its next read finds the end) within 30 s.
 async fn closed_within_30s<S: tokio::io::AsyncRead + Unpin>(s: &mut S, what: &str) {
     let mut buf = [0u8; 1];

@@ -149,9 +149,9 @@ where
         return;
     };
     let keep_alive = fe.timeouts.keep_alive;
-    // An idle connection's wait stops at PARK_AFTER to let its keys go, then goes on to
-    // the keep-alive timeout.
-    let two_stage = asked.is_some() && keep_alive > PARK_AFTER;
+    // An idle connection's wait stops at PARK_AFTER to let its buffers (and over TLS its
+    // keys) go, then goes on to the keep-alive timeout.
+    let two_stage = keep_alive > PARK_AFTER;
     let first_wait = if two_stage { PARK_AFTER } else { keep_alive };
     let mut park_due = two_stage;
     let mut streams = StreamSet::default();
@@ -181,8 +181,10 @@ where
                     if !park_due {
                         return Poll::Ready(Event::GoAway);
                     }
-                    // The read below, finding nothing, parks the connection.
+                    // The codec's buffers go now; the read below, finding nothing, parks
+                    // the connection's stream.
                     park_due = false;
+                    conn.release_idle_buffers();
                     if let Some(a) = &asked {
                         a.store(true, Relaxed);
                     }
@@ -464,5 +466,139 @@ mod tests {
             rewound <= 2048,
             "the HTTP/2 connection future grew to {rewound} bytes"
         );
+    }
+
+    /// Serves one stream: answers 200 with `x-echo` set to the request's `x-value`.
+    fn answer(req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let echo = req.headers().get("x-value").cloned().expect("x-value");
+        let resp = Response::builder()
+            .status(200)
+            .header("x-echo", echo)
+            .body(())
+            .unwrap();
+        let mut send = respond.send_response(resp, false).unwrap();
+        send.send_data(Bytes::from_static(b"ok"), true).unwrap();
+    }
+
+    /// Polls the connection once; true if it found nothing more to do.
+    async fn settled<T, B>(conn: &mut h2::server::Connection<T, B>) -> bool
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+        B: bytes::Buf,
+    {
+        poll_fn(|tcx| Poll::Ready(conn.poll_accept(tcx).is_pending())).await
+    }
+
+    /// An idle connection gives its codec's buffers and its gone streams' room back
+    /// (`release_idle_buffers`, called by `serve` once a connection has been idle for
+    /// `PARK_AFTER`), and goes on: its next header blocks refer to entries of its HPACK
+    /// table made before the release, carry Huffman-coded values, and one is larger than
+    /// a frame (read into the few bytes of room a released buffer starts with, then into
+    /// a buffer of its usual size).
+    #[tokio::test]
+    async fn an_idle_http2_connection_gives_its_buffers_back_and_carries_on() {
+        // A buffer not allocated again would leave the connection waiting for good.
+        tokio::time::timeout(Duration::from_secs(30), three_requests_with_releases())
+            .await
+            .expect("the connection stalled after a release");
+    }
+
+    async fn three_requests_with_releases() {
+        use tokio::sync::mpsc;
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let (got_tx, mut got_rx) = mpsc::channel::<()>(1);
+        let (go_tx, mut go_rx) = mpsc::channel::<()>(1);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(server_io).await.unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let (req, respond) = conn.accept().await.unwrap().unwrap();
+                seen.push((
+                    req.uri().authority().map(|a| a.to_string()),
+                    req.headers().get("x-big").map(|v| v.len()),
+                ));
+                answer(req, respond);
+                // Drive the connection until the client has the response.
+                tokio::select! {
+                    _ = got_rx.recv() => {}
+                    r = conn.accept() => panic!("an unexpected stream: {r:?}"),
+                }
+                assert!(settled(&mut conn).await);
+                assert!(
+                    conn.release_idle_buffers(),
+                    "an idle connection kept a buffer"
+                );
+                go_tx.send(()).await.unwrap();
+            }
+            seen
+        });
+        let (mut client, driver) = h2::client::handshake(client_io).await.unwrap();
+        let driver = tokio::spawn(driver);
+        for i in 0..3 {
+            let mut req = Request::get("https://example.test/")
+                .header("x-value", format!("value number {i}"))
+                .body(())
+                .unwrap();
+            if i == 2 {
+                let big = HeaderValue::from_str(&"b".repeat(40_000)).unwrap();
+                req.headers_mut().insert("x-big", big);
+            }
+            let (resp, _) = client.send_request(req, true).unwrap();
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let echo = format!("value number {i}");
+            assert_eq!(resp.headers().get("x-echo").unwrap(), echo.as_str());
+            let mut body = resp.into_body();
+            let chunk = body.data().await.unwrap().unwrap();
+            assert_eq!(&chunk[..], b"ok");
+            got_tx.send(()).await.unwrap();
+            go_rx.recv().await.unwrap();
+        }
+        let seen = server.await.unwrap();
+        let host = Some("example.test".to_string());
+        assert_eq!(
+            seen,
+            [
+                (host.clone(), None),
+                (host.clone(), None),
+                (host, Some(40_000))
+            ]
+        );
+        drop(client);
+        driver.abort();
+    }
+
+    /// Nothing is released while a frame is partly read; the rest of it completes the
+    /// request as if nothing had been asked.
+    #[tokio::test]
+    async fn a_partly_read_frame_keeps_the_read_buffer() {
+        tokio::time::timeout(Duration::from_secs(30), partly_read_frame())
+            .await
+            .expect("the request never came");
+    }
+
+    async fn partly_read_frame() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client_io, server_io) = tokio::io::duplex(1 << 16);
+        // The preface, empty SETTINGS, and HEADERS for GET https://example.test/ on stream
+        // 1 (static table entries, a literal :authority), END_STREAM | END_HEADERS.
+        let block = [&[0x82, 0x87, 0x84, 0x41, 12][..], b"example.test"].concat();
+        let mut headers = (block.len() as u32).to_be_bytes()[1..].to_vec();
+        headers.extend_from_slice(&[1, 0x5, 0, 0, 0, 1]);
+        headers.extend_from_slice(&block);
+        client_io
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let mut conn = h2::server::handshake(server_io).await.unwrap();
+        client_io.write_all(&headers[..12]).await.unwrap();
+        assert!(settled(&mut conn).await);
+        assert!(
+            !conn.release_idle_buffers(),
+            "a partly read frame was let go"
+        );
+        client_io.write_all(&headers[12..]).await.unwrap();
+        let (req, _respond) = conn.accept().await.unwrap().unwrap();
+        assert_eq!(req.uri().authority().unwrap(), "example.test");
     }
 }
