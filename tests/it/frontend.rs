@@ -524,6 +524,87 @@ async fn an_idle_h2c_connection_lets_its_buffers_go_and_carries_on() {
     p.stop().await;
 }
 
+/// An HTTP/2 client with an HPACK decoder of its own (curl's, nghttp2) follows a
+/// connection idle for more than 1 s: the proxy empties its HPACK encoder's table then,
+/// and its next response head tells the client's decoder to empty its copy (table size
+/// updates to 0 and back). The same header, indexed in the first response, must come out
+/// right in the next ones, on the same connection. (Over TLS: curl 7.88 does not reuse an
+/// h2c connection of prior knowledge, whatever the server.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_follows_an_idle_h2_connections_emptied_header_table() {
+    use std::process::Command;
+    if Command::new("curl").arg("-V").output().is_err() {
+        assert!(!required(), "curl is needed for this test");
+        eprintln!("skipped: no curl");
+        return;
+    }
+    let origin = Origin::start("o", |s| {
+        let mut r = text(200, &format!("seen {}", s.uri.path()));
+        r.headers_mut()
+            .insert("x-same", "the same value each time".parse().unwrap());
+        r.headers_mut()
+            .insert("x-path", s.uri.path().parse().unwrap());
+        r
+    })
+    .await;
+    let pki = Pki::new();
+    let (c, k) = pki.issue("site", &["localhost"], false);
+    let ca = pki.dir.join("ca-for-curl.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let p = Proxy::start(&format!(
+        "frontends: {{ fe: {{ bind: {{ address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}], alpn: [h2, http/1.1] }} }}, timeouts: {{ keep_alive: 30s }}, default_backend: be }} }}\nbackends: {{ be: {{ servers: {{ s: {{ address: \"{}\" }} }} }} }}\n",
+        c.display(),
+        k.display(),
+        origin.addr
+    ));
+    let port = p.addr("fe").port();
+    let paths = ["/one", "/two", "/three"];
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--http2", "--max-time", "30", "--cacert"])
+        .arg(&ca);
+    cmd.args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
+    // One transfer every 2 s (`--rate 30/m`): the connection is idle for longer than 1 s
+    // between them, and reused.
+    cmd.args(["--rate", "30/m"]);
+    for path in paths {
+        cmd.args([
+            "-D",
+            "-",
+            "-w",
+            "connects=%{num_connects}\\n",
+            "-o",
+            "/dev/null",
+        ]);
+        cmd.arg(format!("https://localhost:{port}{path}"));
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(out.status.success(), "curl: {out:?}");
+    let heads: Vec<&str> = text.split("http/2 ").skip(1).collect();
+    assert_eq!(heads.len(), 3, "{text}");
+    for (head, path) in heads.iter().zip(paths) {
+        assert!(head.starts_with("200"), "{head}");
+        assert!(
+            head.contains("\r\nx-same: the same value each time\r\n"),
+            "{head}"
+        );
+        assert!(head.contains(&format!("\r\nx-path: {path}\r\n")), "{head}");
+    }
+    // The first transfer connected, the others reused its connection.
+    let connects: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("connects="))
+        .collect();
+    assert_eq!(
+        connects,
+        ["connects=1", "connects=0", "connects=0"],
+        "{text}"
+    );
+    p.stop().await;
+}
+
 /// Asserts that the proxy closes `s` (its next read finds the end) within 30 s.
 async fn closed_within_30s<S: tokio::io::AsyncRead + Unpin>(s: &mut S, what: &str) {
     let mut buf = [0u8; 1];

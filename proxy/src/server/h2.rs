@@ -468,12 +468,14 @@ mod tests {
         );
     }
 
-    /// Serves one stream: answers 200 with `x-echo` set to the request's `x-value`.
+    /// Serves one stream: answers 200 with `x-echo` set to the request's `x-value`, and
+    /// `x-same: constant` (a header the HPACK encoder indexes once, then refers to).
     fn answer(req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
         let echo = req.headers().get("x-value").cloned().expect("x-value");
         let resp = Response::builder()
             .status(200)
             .header("x-echo", echo)
+            .header("x-same", "constant")
             .body(())
             .unwrap();
         let mut send = respond.send_response(resp, false).unwrap();
@@ -491,10 +493,11 @@ mod tests {
 
     /// An idle connection gives its codec's buffers and its gone streams' room back
     /// (`release_idle_buffers`, called by `serve` once a connection has been idle for
-    /// `PARK_AFTER`), and goes on: its next header blocks refer to entries of its HPACK
-    /// table made before the release, carry Huffman-coded values, and one is larger than
-    /// a frame (read into the few bytes of room a released buffer starts with, then into
-    /// a buffer of its usual size).
+    /// `PARK_AFTER`), and goes on: the client's next header blocks refer to entries of
+    /// our decoder's table made before the release, carry Huffman-coded values, and one
+    /// is larger than a frame (read into the few bytes of room a released buffer starts
+    /// with, then into a buffer of its usual size); our next responses start with the
+    /// table size updates that empty the client's copy of our encoder's table.
     #[tokio::test]
     async fn an_idle_http2_connection_gives_its_buffers_back_and_carries_on() {
         // A buffer not allocated again would leave the connection waiting for good.
@@ -548,6 +551,7 @@ mod tests {
             assert_eq!(resp.status(), 200);
             let echo = format!("value number {i}");
             assert_eq!(resp.headers().get("x-echo").unwrap(), echo.as_str());
+            assert_eq!(resp.headers().get("x-same").unwrap(), "constant");
             let mut body = resp.into_body();
             let chunk = body.data().await.unwrap().unwrap();
             assert_eq!(&chunk[..], b"ok");
@@ -568,8 +572,36 @@ mod tests {
         driver.abort();
     }
 
+    /// A HEADERS frame (END_STREAM | END_HEADERS) for GET https://example.test/ on
+    /// `stream`: static table entries and a literal :authority.
+    fn get_frame(stream: u8) -> Vec<u8> {
+        let block = [&[0x82, 0x87, 0x84, 0x41, 12][..], b"example.test"].concat();
+        let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[1, 0x5, 0, 0, 0, stream]);
+        frame.extend_from_slice(&block);
+        frame
+    }
+
+    /// The header block of the next HEADERS frame the server sends on `stream`.
+    async fn header_block(io: &mut tokio::io::DuplexStream, stream: u8) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let mut head = [0u8; 9];
+            io.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            io.read_exact(&mut payload).await.unwrap();
+            if head[3] == 1 && head[8] == stream {
+                return payload;
+            }
+        }
+    }
+
     /// Nothing is released while a frame is partly read; the rest of it completes the
-    /// request as if nothing had been asked.
+    /// request as if nothing had been asked. Once the connection is idle, the release
+    /// empties the HPACK encoder's table: the next response's header block starts with
+    /// the size updates that tell the client (0, then the 4,096 bytes in force), and
+    /// sends `x-same` in full again.
     #[tokio::test]
     async fn a_partly_read_frame_keeps_the_read_buffer() {
         tokio::time::timeout(Duration::from_secs(30), partly_read_frame())
@@ -580,17 +612,12 @@ mod tests {
     async fn partly_read_frame() {
         use tokio::io::AsyncWriteExt;
         let (mut client_io, server_io) = tokio::io::duplex(1 << 16);
-        // The preface, empty SETTINGS, and HEADERS for GET https://example.test/ on stream
-        // 1 (static table entries, a literal :authority), END_STREAM | END_HEADERS.
-        let block = [&[0x82, 0x87, 0x84, 0x41, 12][..], b"example.test"].concat();
-        let mut headers = (block.len() as u32).to_be_bytes()[1..].to_vec();
-        headers.extend_from_slice(&[1, 0x5, 0, 0, 0, 1]);
-        headers.extend_from_slice(&block);
         client_io
             .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
             .await
             .unwrap();
         let mut conn = h2::server::handshake(server_io).await.unwrap();
+        let headers = get_frame(1);
         client_io.write_all(&headers[..12]).await.unwrap();
         assert!(settled(&mut conn).await);
         assert!(
@@ -598,7 +625,28 @@ mod tests {
             "a partly read frame was let go"
         );
         client_io.write_all(&headers[12..]).await.unwrap();
-        let (req, _respond) = conn.accept().await.unwrap().unwrap();
+        let (mut req, respond) = conn.accept().await.unwrap().unwrap();
         assert_eq!(req.uri().authority().unwrap(), "example.test");
+        req.headers_mut()
+            .insert("x-value", HeaderValue::from_static("one"));
+        answer(req, respond);
+        assert!(settled(&mut conn).await);
+        let first = header_block(&mut client_io, 1).await;
+        assert_ne!(first[0] & 0xe0, 0x20, "a size update without a release");
+
+        assert!(conn.release_idle_buffers());
+        client_io.write_all(&get_frame(3)).await.unwrap();
+        let (mut req, respond) = conn.accept().await.unwrap().unwrap();
+        req.headers_mut()
+            .insert("x-value", HeaderValue::from_static("two"));
+        answer(req, respond);
+        assert!(settled(&mut conn).await);
+        let second = header_block(&mut client_io, 3).await;
+        // 001 00000: size 0; 001 11111 then 4,065 as a varint (0xe1 0x1f): 4,096.
+        assert_eq!(second[..4], [0x20, 0x3f, 0xe1, 0x1f], "{second:02x?}");
+        assert!(
+            second.len() > first.len(),
+            "x-same was referred to, not sent again: {first:02x?} then {second:02x?}"
+        );
     }
 }

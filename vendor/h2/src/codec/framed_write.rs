@@ -333,12 +333,14 @@ impl<B> Encoder<B> {
 }
 
 impl<T, B> FramedWrite<T, B> {
-    /// Frees the write buffer if nothing waits in it; returns whether it did.
+    /// Frees the write buffer, and empties the HPACK encoder's table, if nothing waits
+    /// to be written; returns whether it did.
     pub fn release_idle_buffer(&mut self) -> bool {
         if self.encoder.next.is_some() || self.encoder.buf.has_remaining() {
             return false;
         }
         self.encoder.buf = Cursor::new(BytesMut::new());
+        self.encoder.hpack.release_idle();
         true
     }
 

@@ -62,6 +62,23 @@ impl Encoder {
         self.scratch = scratch;
     }
 
+    /// For an idle connection: gives back the scratch buffer, and empties the dynamic
+    /// table and frees its room. The next header block starts with dynamic table size
+    /// updates to 0 and back to the size in force (RFC 7541, section 4.2), which empty
+    /// the peer's copy of the table too.
+    pub fn release_idle(&mut self) {
+        self.scratch = BytesMut::new();
+        if self.table.is_empty() {
+            return;
+        }
+        let max = match self.size_update.take() {
+            Some(SizeUpdate::One(val)) | Some(SizeUpdate::Two(_, val)) => val,
+            None => self.table.max_size(),
+        };
+        self.table = Table::new(self.table.max_size(), 0);
+        self.size_update = Some(SizeUpdate::Two(0, max));
+    }
+
     /// Queues a max size update.
     ///
     /// The next call to `encode` will include a dynamic size update frame.
