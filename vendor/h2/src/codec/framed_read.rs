@@ -182,6 +182,18 @@ impl FrameDecoder {
         }
     }
 
+    /// The capacity of the next header block's map: the recent blocks' field count
+    /// with room for the few fields a proxy adds (`host` from `:authority`, forwarding
+    /// headers) so that adding them does not grow the map, and never less than the six
+    /// entries `HeaderMap` allocates for its first field (0 leaves the first block's map
+    /// to do that).
+    fn map_capacity(&self) -> usize {
+        match self.fields_hint {
+            0 => 0,
+            hint => (hint + 2).max(6),
+        }
+    }
+
     fn update_fields_hint(&mut self, len: usize) {
         // The newest block weighs 1/4. Rounding up keeps a steady count from
         // decaying, and the cap bounds what one huge block makes later ones reserve.
@@ -235,7 +247,7 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             $bytes.advance(frame::HEADER_LEN);
 
             // Parse the header frame w/o parsing the payload
-            let (mut frame, mut payload) = match frame::$frame::load($head, $bytes, decoder.fields_hint) {
+            let (mut frame, mut payload) = match frame::$frame::load($head, $bytes, decoder.map_capacity()) {
                 Ok(res) => res,
                 Err(frame::Error::InvalidDependencyId) => {
                     proto_err!(stream: "invalid HEADERS dependency ID");
