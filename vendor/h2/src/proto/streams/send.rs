@@ -78,17 +78,21 @@ impl Send {
     }
 
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
-        // 8.1.2.2. Connection-Specific Header Fields
-        if fields.contains_key(http::header::CONNECTION)
-            || fields.contains_key(http::header::TRANSFER_ENCODING)
-            || fields.contains_key(http::header::UPGRADE)
-            || fields.contains_key("keep-alive")
-            || fields.contains_key("proxy-connection")
-        {
-            tracing::debug!("illegal connection-specific headers found");
-            return Err(UserError::MalformedHeaders);
-        } else if let Some(te) = fields.get(http::header::TE) {
-            if te != "trailers" {
+        // 8.1.2.2. Connection-Specific Header Fields. One pass over the fields rather
+        // than a lookup of each name (two of them not standard names, parsed and hashed
+        // on every call); `te` is checked on its first value, as `get` would.
+        let mut te_seen = false;
+        for (name, value) in fields {
+            let illegal = match name.as_str() {
+                "connection" | "transfer-encoding" | "upgrade" | "keep-alive"
+                | "proxy-connection" => true,
+                "te" if !te_seen => {
+                    te_seen = true;
+                    value != "trailers"
+                }
+                _ => false,
+            };
+            if illegal {
                 tracing::debug!("illegal connection-specific headers found");
                 return Err(UserError::MalformedHeaders);
             }
