@@ -447,33 +447,54 @@ async fn an_idle_tls_connection_lets_its_keys_go_and_carries_on() {
     p.stop().await;
 }
 
-/// The same over HTTP/2: a connection without streams for longer than 1 s lets its keys
-/// go; its next streams are served, and it still closes at the keep-alive timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_h2_connection_lets_its_keys_go_and_carries_on() {
-    let (_origin, pki, p) = echo_path_behind_tls().await;
-    let addr = p.addr("fe");
-    let s = tls_connect(addr, tls_client(&pki.ca_pem, &[b"h2"]), "localhost").await;
-    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+/// Three GETs of /one, /two and /three over HTTP/2 on `io`, 1.5 s apart: idle past the
+/// moment a connection without streams lets its buffers (and over TLS its keys) go; the
+/// third carries a header block larger than a frame. Returns the client's sender, which
+/// keeps the connection open, and the connection's task.
+async fn three_streams_idle_between<I>(
+    io: I,
+    base: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<TestBody>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
+        hyper_util::rt::TokioIo::new(io),
     )
     .await
     .unwrap();
     let conn = tokio::spawn(conn);
     for (i, path) in ["/one", "/two", "/three"].into_iter().enumerate() {
         if i > 0 {
-            // Idle past the moment the keys go (the subject of the test).
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
-        let req = http::Request::get(format!("https://localhost:{}{path}", addr.port()))
-            .body(empty())
-            .unwrap();
-        let got = collect(send.send_request(req).await.expect("h2 request")).await;
+        let mut req = http::Request::get(format!("{base}{path}"));
+        if i == 2 {
+            req = req.header("x-big", "b".repeat(40_000));
+        }
+        let sent = send.send_request(req.body(empty()).unwrap()).await;
+        let got = collect(sent.expect("HTTP/2 request")).await;
         assert_eq!(got.status, 200);
         assert_eq!(got.body, format!("seen {path}").as_bytes());
     }
+    (send, conn)
+}
+
+/// The same over HTTP/2: a connection without streams for longer than 1 s lets its keys
+/// and buffers go; its next streams are served, and it still closes at the keep-alive
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_lets_its_keys_go_and_carries_on() {
+    let (_origin, pki, p) = echo_path_behind_tls().await;
+    let addr = p.addr("fe");
+    let s = tls_connect(addr, tls_client(&pki.ca_pem, &[b"h2"]), "localhost").await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let base = format!("https://localhost:{}", addr.port());
+    let (_send, conn) = three_streams_idle_between(s, &base).await;
     // Then nothing: the keep-alive timeout ends the connection (GOAWAY, then the close).
     tokio::time::timeout(Duration::from_secs(30), conn)
         .await
@@ -483,38 +504,15 @@ async fn an_idle_h2_connection_lets_its_keys_go_and_carries_on() {
     p.stop().await;
 }
 
-/// Over h2c too an idle connection lets its buffers go after 1 s; its next streams are
-/// served, one of them with a header block larger than a frame.
+/// Over h2c too an idle connection lets its buffers go after 1 s, and its next streams
+/// are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_h2c_connection_lets_its_buffers_go_and_carries_on() {
     let (_origin, p) = echo_path_with_keep_alive("5s").await;
     let addr = p.addr("fe");
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
-    for (i, path) in ["/one", "/two", "/three"].into_iter().enumerate() {
-        if i > 0 {
-            // Idle past the moment the buffers go (the subject of the test).
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-        }
-        let mut req = http::Request::get(format!("http://localhost:{}{path}", addr.port()));
-        if i == 2 {
-            req = req.header("x-big", "b".repeat(40_000));
-        }
-        let got = collect(
-            send.send_request(req.body(empty()).unwrap())
-                .await
-                .expect("h2c"),
-        )
-        .await;
-        assert_eq!(got.status, 200);
-        assert_eq!(got.body, format!("seen {path}").as_bytes());
-    }
+    let (send, conn) =
+        three_streams_idle_between(tcp, &format!("http://localhost:{}", addr.port())).await;
     drop(send);
     tokio::time::timeout(Duration::from_secs(30), conn)
         .await
@@ -533,9 +531,7 @@ async fn an_idle_h2c_connection_lets_its_buffers_go_and_carries_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_follows_an_idle_h2_connections_emptied_header_table() {
     use std::process::Command;
-    if Command::new("curl").arg("-V").output().is_err() {
-        assert!(!required(), "curl is needed for this test");
-        eprintln!("skipped: no curl");
+    if !curl_present() {
         return;
     }
     let origin = Origin::start("o", |s| {

@@ -776,6 +776,21 @@ pub fn required() -> bool {
     std::env::var("RAMPART_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
 }
 
+/// Whether `curl` can be run; a test that needs it skips without it (saying so), and
+/// fails instead where the environment is required to be complete (`required`).
+pub fn curl_present() -> bool {
+    if std::process::Command::new("curl")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(!required(), "curl is needed for this test");
+    eprintln!("skipped: no curl");
+    false
+}
+
 /// A port free now on 127.0.0.1 (for a program that cannot be told to take port 0).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -501,9 +501,14 @@ mod tests {
     #[tokio::test]
     async fn an_idle_http2_connection_gives_its_buffers_back_and_carries_on() {
         // A buffer not allocated again would leave the connection waiting for good.
-        tokio::time::timeout(Duration::from_secs(30), three_requests_with_releases())
+        within_30s(three_requests_with_releases(), "stalled after a release").await;
+    }
+
+    /// Runs `test`, failing if it has not ended after 30 s.
+    async fn within_30s(test: impl Future<Output = ()>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(30), test)
             .await
-            .expect("the connection stalled after a release");
+            .expect(what)
     }
 
     async fn three_requests_with_releases() {
@@ -604,9 +609,7 @@ mod tests {
     /// sends `x-same` in full again.
     #[tokio::test]
     async fn a_partly_read_frame_keeps_the_read_buffer() {
-        tokio::time::timeout(Duration::from_secs(30), partly_read_frame())
-            .await
-            .expect("the request never came");
+        within_30s(partly_read_frame(), "the request never came").await;
     }
 
     async fn partly_read_frame() {
