@@ -484,6 +484,15 @@ where
     (send, conn)
 }
 
+/// Waits for an HTTP/2 client connection's task to end cleanly, for up to 30 s.
+async fn ends_within_30s(conn: tokio::task::JoinHandle<hyper::Result<()>>, what: &str) {
+    tokio::time::timeout(Duration::from_secs(30), conn)
+        .await
+        .expect(what)
+        .unwrap()
+        .unwrap();
+}
+
 /// The same over HTTP/2: a connection without streams for longer than 1 s lets its keys
 /// and buffers go; its next streams are served, and it still closes at the keep-alive
 /// timeout.
@@ -496,11 +505,7 @@ async fn an_idle_h2_connection_lets_its_keys_go_and_carries_on() {
     let base = format!("https://localhost:{}", addr.port());
     let (_send, conn) = three_streams_idle_between(s, &base).await;
     // Then nothing: the keep-alive timeout ends the connection (GOAWAY, then the close).
-    tokio::time::timeout(Duration::from_secs(30), conn)
-        .await
-        .expect("closed after keep_alive")
-        .unwrap()
-        .unwrap();
+    ends_within_30s(conn, "closed after keep_alive").await;
     p.stop().await;
 }
 
@@ -514,11 +519,7 @@ async fn an_idle_h2c_connection_lets_its_buffers_go_and_carries_on() {
     let (send, conn) =
         three_streams_idle_between(tcp, &format!("http://localhost:{}", addr.port())).await;
     drop(send);
-    tokio::time::timeout(Duration::from_secs(30), conn)
-        .await
-        .expect("closed once the client is done")
-        .unwrap()
-        .unwrap();
+    ends_within_30s(conn, "closed once the client is done").await;
     p.stop().await;
 }
 
