@@ -118,8 +118,9 @@ impl<T, B> Codec<T, B> {
         self.inner.get_mut().get_mut()
     }
 
-    /// Frees the read buffer, the HPACK decoder's scratch buffer and the write buffer
-    /// when nothing waits in them; they are allocated again when next needed.
+    /// Frees the read buffer and the HPACK decoder's scratch buffer, and the write
+    /// buffer, the HPACK encoder's scratch buffer and its table, when nothing waits in
+    /// them; the buffers are allocated again when next needed.
     pub(crate) fn release_idle_buffers(&mut self) -> bool {
         let read = self.inner.release_idle_buffers();
         let write = self.framed_write().release_idle_buffer();
