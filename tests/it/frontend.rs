@@ -523,6 +523,60 @@ async fn an_idle_h2c_connection_lets_its_buffers_go_and_carries_on() {
     p.stop().await;
 }
 
+/// The header block of the next HEADERS frame on `stream` that the proxy sends over
+/// `s` (the frames before it skipped).
+async fn next_header_block(s: &mut TcpStream, stream: u8) -> Vec<u8> {
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        if head[3] == 1 && head[8] == stream {
+            return payload;
+        }
+    }
+}
+
+/// On the wire: once an h2c connection has had no stream for 1 s, the proxy lets its
+/// buffers and its HPACK encoder's table go, and its next response head starts with the
+/// table size updates to 0 and back to 4,096 that tell the client so. The response just
+/// before had indexed headers, so the table was not empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2c_connection_empties_its_header_table_after_a_second() {
+    let (_origin, p) = echo_path_with_keep_alive("30s").await;
+    let mut s = TcpStream::connect(p.addr("fe")).await.unwrap();
+    // GET http://x/ on `stream` (static table entries, a literal :authority),
+    // END_STREAM | END_HEADERS.
+    let get = |stream: u8| {
+        let block = [0x82, 0x86, 0x84, 0x41, 1, b'x'];
+        let mut f = vec![0, 0, block.len() as u8, 1, 0x5, 0, 0, 0, stream];
+        f.extend_from_slice(&block);
+        f
+    };
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".to_vec();
+    hello.extend(get(1));
+    s.write_all(&hello).await.unwrap();
+    let first = next_header_block(&mut s, 1).await;
+    assert_ne!(
+        first[0] & 0xe0,
+        0x20,
+        "a size update before any release: {first:02x?}"
+    );
+    // Without a stream for longer than the second after which the proxy lets go.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(&get(3)).await.unwrap();
+    let second = next_header_block(&mut s, 3).await;
+    assert_eq!(second[..4], [0x20, 0x3f, 0xe1, 0x1f], "{second:02x?}");
+    // The values indexed before are sent again in full, not referred to by index.
+    assert!(
+        second.len() >= first.len(),
+        "{first:02x?} then {second:02x?}"
+    );
+    drop(s);
+    p.stop().await;
+}
+
 /// An HTTP/2 client with an HPACK decoder of its own (curl's, nghttp2) follows a
 /// connection idle for more than 1 s: the proxy empties its HPACK encoder's table then,
 /// and its next response head tells the client's decoder to empty its copy (table size

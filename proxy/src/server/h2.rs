@@ -587,26 +587,9 @@ mod tests {
         frame
     }
 
-    /// The header block of the next HEADERS frame the server sends on `stream`.
-    async fn header_block(io: &mut tokio::io::DuplexStream, stream: u8) -> Vec<u8> {
-        use tokio::io::AsyncReadExt;
-        loop {
-            let mut head = [0u8; 9];
-            io.read_exact(&mut head).await.unwrap();
-            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            io.read_exact(&mut payload).await.unwrap();
-            if head[3] == 1 && head[8] == stream {
-                return payload;
-            }
-        }
-    }
-
     /// Nothing is released while a frame is partly read; the rest of it completes the
-    /// request as if nothing had been asked. Once the connection is idle, the release
-    /// empties the HPACK encoder's table: the next response's header block starts with
-    /// the size updates that tell the client (0, then the 4,096 bytes in force), and
-    /// sends `x-same` in full again.
+    /// request as if nothing had been asked. (What a release puts on the wire, the
+    /// table size updates, is checked end to end in `tests/it/frontend.rs`.)
     #[tokio::test]
     async fn a_partly_read_frame_keeps_the_read_buffer() {
         within_30s(partly_read_frame(), "the request never came").await;
@@ -628,28 +611,7 @@ mod tests {
             "a partly read frame was let go"
         );
         client_io.write_all(&headers[12..]).await.unwrap();
-        let (mut req, respond) = conn.accept().await.unwrap().unwrap();
+        let (req, _respond) = conn.accept().await.unwrap().unwrap();
         assert_eq!(req.uri().authority().unwrap(), "example.test");
-        req.headers_mut()
-            .insert("x-value", HeaderValue::from_static("one"));
-        answer(req, respond);
-        assert!(settled(&mut conn).await);
-        let first = header_block(&mut client_io, 1).await;
-        assert_ne!(first[0] & 0xe0, 0x20, "a size update without a release");
-
-        assert!(conn.release_idle_buffers());
-        client_io.write_all(&get_frame(3)).await.unwrap();
-        let (mut req, respond) = conn.accept().await.unwrap().unwrap();
-        req.headers_mut()
-            .insert("x-value", HeaderValue::from_static("two"));
-        answer(req, respond);
-        assert!(settled(&mut conn).await);
-        let second = header_block(&mut client_io, 3).await;
-        // 001 00000: size 0; 001 11111 then 4,065 as a varint (0xe1 0x1f): 4,096.
-        assert_eq!(second[..4], [0x20, 0x3f, 0xe1, 0x1f], "{second:02x?}");
-        assert!(
-            second.len() > first.len(),
-            "x-same was referred to, not sent again: {first:02x?} then {second:02x?}"
-        );
     }
 }
