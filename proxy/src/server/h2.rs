@@ -577,16 +577,6 @@ mod tests {
         driver.abort();
     }
 
-    /// A HEADERS frame (END_STREAM | END_HEADERS) for GET https://example.test/ on
-    /// `stream`: static table entries and a literal :authority.
-    fn get_frame(stream: u8) -> Vec<u8> {
-        let block = [&[0x82, 0x87, 0x84, 0x41, 12][..], b"example.test"].concat();
-        let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
-        frame.extend_from_slice(&[1, 0x5, 0, 0, 0, stream]);
-        frame.extend_from_slice(&block);
-        frame
-    }
-
     /// Nothing is released while a frame is partly read; the rest of it completes the
     /// request as if nothing had been asked. (What a release puts on the wire, the
     /// table size updates, is checked end to end in `tests/it/frontend.rs`.)
@@ -603,7 +593,12 @@ mod tests {
             .await
             .unwrap();
         let mut conn = h2::server::handshake(server_io).await.unwrap();
-        let headers = get_frame(1);
+        // HEADERS (END_STREAM | END_HEADERS) for GET https://example.test/ on stream 1:
+        // static table entries and a literal :authority.
+        let block = [&[0x82, 0x87, 0x84, 0x41, 12][..], b"example.test"].concat();
+        let mut headers = (block.len() as u32).to_be_bytes()[1..].to_vec();
+        headers.extend_from_slice(&[1, 0x5, 0, 0, 0, 1]);
+        headers.extend_from_slice(&block);
         client_io.write_all(&headers[..12]).await.unwrap();
         assert!(settled(&mut conn).await);
         assert!(
