@@ -6,6 +6,7 @@
 //! the response has been sent (counters, in-flight bookkeeping, access log), and that
 //! completes itself if the request is dropped first.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -97,8 +98,9 @@ impl ConnCtx {
 }
 
 /// The request path as a tower service, right after the request head is parsed: what
-/// the HTTP/1 and HTTP/2 servers call for each request. It answers every request (errors
-/// become responses), with the request's [`Done`] record for the connection to complete.
+/// the HTTP/1 server calls for each request ([`handle_stream`] is HTTP/2's). It answers
+/// every request (errors become responses), with the request's [`Done`] record for the
+/// connection to complete.
 pub fn service(
     cx: &Arc<ConnCtx>,
     t_request: Duration,
@@ -110,87 +112,107 @@ pub fn service(
 > + '_ {
     // `handle` is the service's future itself, not wrapped in another `async` block: the
     // request and the answer are moved once less.
-    tower::service_fn(move |req| handle(cx, req, t_request))
+    tower::service_fn(move |req: Request<Body>| {
+        let (parts, body) = req.into_parts();
+        handle(cx, parts, body, t_request)
+    })
 }
 
-/// Serves one request; it never fails (errors become responses).
-async fn handle(
-    cx: &Arc<ConnCtx>,
+/// The request path for the request of an HTTP/2 stream: what [`service`] calls, but
+/// with the future owning its share of the connection, so that the stream's future
+/// holds the handler's future by value and then, in the same room, the answer's.
+pub fn handle_stream(
+    cx: Arc<ConnCtx>,
     req: Request<Body>,
+) -> impl Future<Output = Result<(Response<Body>, Done), Infallible>> + Send {
+    let (parts, body) = req.into_parts();
+    handle(cx, parts, body, Duration::ZERO)
+}
+
+/// Serves one request; it never fails (errors become responses). An `async` block that
+/// uses the head and body it captures in place: an `async fn` would keep its arguments
+/// and a moved copy of each in the future, which the HTTP/2 server boxes per stream.
+#[allow(clippy::manual_async_fn, reason = "arguments kept once")]
+fn handle<C: Borrow<Arc<ConnCtx>> + Send>(
+    cx: C,
+    mut parts: Parts,
+    body: Body,
     t_request: Duration,
-) -> Result<(Response<Body>, Done), Infallible> {
-    let newer = cx.newer();
-    let (snap, fe) = match &newer {
-        Some(n) => (&*n.snapshot, &n.frontend),
-        None => (&*cx.snapshot, &cx.frontend),
-    };
-    let (mut parts, body) = req.into_parts();
-    let mut done = begin(cx, fe, &parts, t_request);
-    if let Some(t) = &fe.tracing {
-        done.trace = t.start(&parts.method, &parts.uri, &parts.headers);
-    }
-    if !underscores(fe.underscores, &mut parts.headers, &fe.live) {
-        fe.live.count_refused(Some(Refusal::UnderscoreHeader));
-        done.status = 400;
-        done.termination = Termination::REFUSED;
-        return Ok((crate::error::error_response(StatusCode::BAD_REQUEST), done));
-    }
-    let nbsrv = |i: usize| snap.nbsrv(i);
-    let env = Env {
-        conn: &cx.info,
-        frontend: &fe.name,
-        nbsrv: &nbsrv,
-        conn_track: cx.conn_track(),
-    };
-    let (be, route) = match choose_backend(snap, fe, &env, &mut parts, &mut done) {
-        Chosen::Backend(be, route) => (be, route),
-        Chosen::Answer(resp) => return Ok((resp, done)),
-    };
-    let settings = RouteSettings {
-        timeout: route.and_then(|r| r.timeout),
-        retries: route.and_then(|r| r.retries.clone()),
-        hash: None,
-    };
-    if !settings.is_empty() {
-        parts.extensions.insert(settings);
-    }
-    // The algorithm the response may be compressed with, chosen before the request goes
-    // to the server.
-    let compress = be.compression.as_ref().and_then(|spec| {
-        Some((
-            spec,
-            crate::compress::choose(spec, &parts.method, &parts.headers)?,
-        ))
-    });
-    let from = Origin {
-        fe,
-        route,
-        env: &env,
-        session: &cx.session,
-    };
-    let (result, answered, line) = {
-        let x = Exchange::new(&be, from, &mut done);
-        let mut stack = crate::path::stack(&x, upstream_client(&x));
-        let result = match stack.ready().await {
-            Ok(s) => s.call(Request::from_parts(parts, body)).await,
-            Err(e) => Err(e),
+) -> impl Future<Output = Result<(Response<Body>, Done), Infallible>> + Send {
+    async move {
+        let cx: &Arc<ConnCtx> = cx.borrow();
+        let newer = cx.newer();
+        let (snap, fe) = match &newer {
+            Some(n) => (&*n.snapshot, &n.frontend),
+            None => (&*cx.snapshot, &cx.frontend),
         };
-        let mut s = x.state();
-        (result, s.answered, s.line.take())
-    };
-    Ok(match result {
-        // A backend rule answered: no response rules run on its answer.
-        Ok(resp) if answered => (resp, done),
-        Ok(resp) => {
-            let route_rules = route.map(|r| &r.response_rules[..]).unwrap_or_default();
-            let mut resp = respond(fe, route_rules, &env, line.as_ref(), resp, &mut done);
-            if let Some((spec, algo)) = compress {
-                resp = crate::compress::apply(spec, algo, resp, [&fe.live.comp, &be.live.comp]);
-            }
-            (resp, done)
+        let mut done = begin(cx, fe, &parts, t_request);
+        if let Some(t) = &fe.tracing {
+            done.trace = t.start(&parts.method, &parts.uri, &parts.headers);
         }
-        Err(e) => (fail(&mut done, &e), done),
-    })
+        if !underscores(fe.underscores, &mut parts.headers, &fe.live) {
+            fe.live.count_refused(Some(Refusal::UnderscoreHeader));
+            done.status = 400;
+            done.termination = Termination::REFUSED;
+            return Ok((crate::error::error_response(StatusCode::BAD_REQUEST), done));
+        }
+        let nbsrv = |i: usize| snap.nbsrv(i);
+        let env = Env {
+            conn: &cx.info,
+            frontend: &fe.name,
+            nbsrv: &nbsrv,
+            conn_track: cx.conn_track(),
+        };
+        let (be, route) = match choose_backend(snap, fe, &env, &mut parts, &mut done) {
+            Chosen::Backend(be, route) => (be, route),
+            Chosen::Answer(resp) => return Ok((resp, done)),
+        };
+        let settings = RouteSettings {
+            timeout: route.and_then(|r| r.timeout),
+            retries: route.and_then(|r| r.retries.clone()),
+            hash: None,
+        };
+        if !settings.is_empty() {
+            parts.extensions.insert(settings);
+        }
+        // The algorithm the response may be compressed with, chosen before the request goes
+        // to the server.
+        let compress = be.compression.as_ref().and_then(|spec| {
+            Some((
+                spec,
+                crate::compress::choose(spec, &parts.method, &parts.headers)?,
+            ))
+        });
+        let from = Origin {
+            fe,
+            route,
+            env: &env,
+            session: &cx.session,
+        };
+        let (result, answered, line) = {
+            let x = Exchange::new(&be, from, &mut done);
+            let mut stack = crate::path::stack(&x, upstream_client(&x));
+            let result = match stack.ready().await {
+                Ok(s) => s.call(Request::from_parts(parts, body)).await,
+                Err(e) => Err(e),
+            };
+            let mut s = x.state();
+            (result, s.answered, s.line.take())
+        };
+        Ok(match result {
+            // A backend rule answered: no response rules run on its answer.
+            Ok(resp) if answered => (resp, done),
+            Ok(resp) => {
+                let route_rules = route.map(|r| &r.response_rules[..]).unwrap_or_default();
+                let mut resp = respond(fe, route_rules, &env, line.as_ref(), resp, &mut done);
+                if let Some((spec, algo)) = compress {
+                    resp = crate::compress::apply(spec, algo, resp, [&fe.live.comp, &be.live.comp]);
+                }
+                (resp, done)
+            }
+            Err(e) => (fail(&mut done, &e), done),
+        })
+    }
 }
 
 /// Counts the request and opens its record.

@@ -85,6 +85,27 @@ impl<F: Future<Output = Outcome>> Future for Maybe<'_, F> {
     }
 }
 
+pin_project! {
+    /// One of two futures with the same output, chosen when it is made: no allocation,
+    /// and no `async` block around it to keep the arguments twice.
+    #[project = EitherProj]
+    pub enum Either<A, B> {
+        Left { #[pin] fut: A },
+        Right { #[pin] fut: B },
+    }
+}
+
+impl<A: Future, B: Future<Output = A::Output>> Future for Either<A, B> {
+    type Output = A::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<A::Output> {
+        match self.project() {
+            EitherProj::Left { fut } => fut.poll(cx),
+            EitherProj::Right { fut } => fut.poll(cx),
+        }
+    }
+}
+
 /// `Box::pin(make())`, with the future written straight into its allocation. A request's
 /// future is several KiB, mostly room for states it has not reached; `Box::pin` builds it
 /// on the stack and then copies all of it, while here the allocation comes first and the

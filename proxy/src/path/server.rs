@@ -1,8 +1,10 @@
 //! The per-server end of the path: outlier detection and error counters, fed once per
 //! attempt, over the exchange with the server itself.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use http::Response;
 use tower::Service;
@@ -12,7 +14,8 @@ use super::{Attempt, Exchange, Outcome, RouteSettings};
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::resilience::outlier::Result as Outlier;
-use crate::snapshot::Backend;
+use crate::snapshot::{Backend, Server};
+use crate::upstream::Timing;
 
 /// Declares a layer whose service runs `$hook` on each attempt's outcome.
 macro_rules! hook_layer {
@@ -121,8 +124,9 @@ pub(crate) fn count_failure(be: &Backend, si: usize, e: &ProxyError) {
 /// (HTTP/1.1) or its HTTP/2 connection, within the route's or backend's server timeout
 /// and the retry policy's per-try timeout. The timing goes into the request's record.
 ///
-/// A `service_fn` over an async block: its future is a type parameter of the stack, so
-/// the whole exchange stays inline in the request's future, with no allocation.
+/// A `service_fn` whose future, the exchange, is written straight into one allocation
+/// ([`box_in_place`](super::future::box_in_place)), so that the layers' futures around it
+/// stay small.
 pub fn upstream_client<'a>(
     x: &'a Exchange<'a>,
 ) -> impl Service<Attempt, Response = Response<Body>, Error = ProxyError, Future: Send + 'a>
@@ -138,20 +142,48 @@ pub fn upstream_client<'a>(
             .unwrap_or(x.be.server_timeout);
         let head_timeout = a.per_try.map_or(server_timeout, |t| t.min(server_timeout));
         let server = &x.be.servers[a.server];
-        super::future::box_in_place(move || async move {
-            let client = crate::upstream::Client {
-                conn: x.from.env.conn,
-                session: x.from.session.id,
-            };
-            let (resp, timing) = server
+        let client = crate::upstream::Client {
+            conn: x.from.env.conn,
+            session: x.from.session.id,
+        };
+        super::future::box_in_place(move || Sent {
+            fut: server
                 .upstream
-                .send(a.req, server_timeout, head_timeout, x.measure, client)
-                .await
-                .inspect_err(|e| {
-                    tracing::debug!(backend = %x.be.name, server = %server.name, "attempt failed: {e}");
-                })?;
-            x.state().done.timing = Some(timing);
-            Ok(resp)
+                .send(a.req, server_timeout, head_timeout, x.measure, client),
+            x,
+            server,
         })
     })
+}
+
+pin_project_lite::pin_project! {
+    /// The exchange with a server, then its timing into the request's record. Not an
+    /// `async` block, which would keep the request it hands on for the exchange's life.
+    struct Sent<'a, F> {
+        #[pin]
+        fut: F,
+        x: &'a Exchange<'a>,
+        server: &'a Server,
+    }
+}
+
+impl<F> Future for Sent<'_, F>
+where
+    F: Future<Output = Result<(Response<Body>, Timing), ProxyError>>,
+{
+    type Output = Result<Response<Body>, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.fut.poll(cx)) {
+            Ok((resp, timing)) => {
+                this.x.state().done.timing = Some(timing);
+                Ok(resp)
+            }
+            Err(e) => {
+                tracing::debug!(backend = %this.x.be.name, server = %this.server.name, "attempt failed: {e}");
+                Err(e)
+            }
+        })
+    }
 }

@@ -61,80 +61,86 @@ fn write_error(e: std::io::Error, reused: bool) -> ProxyError {
     err
 }
 
-/// Sends `req` to the server over HTTP/1.1.
-pub async fn send(
-    up: &Upstream,
+/// Sends `req` to the server over HTTP/1.1. An `async` block that uses the head and body
+/// it captures in place (an `async fn` would keep the request and a copy of its parts).
+pub fn send<'a>(
+    up: &'a Upstream,
     req: Request<Body>,
     server_timeout: Duration,
     head_timeout: Duration,
     measure: bool,
-    client: Client<'_>,
-) -> Result<(Response<Body>, Timing), ProxyError> {
+    client: Client<'a>,
+) -> impl Future<Output = Result<(Response<Body>, Timing), ProxyError>> + Send + 'a {
     let (mut parts, mut body) = req.into_parts();
-    let is_head = parts.method == Method::HEAD;
-    let target: &str = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    async move {
+        let is_head = parts.method == Method::HEAD;
+        let target: &str = parts.uri.path_and_query().map_or("/", |p| p.as_str());
 
-    // Framing towards the server.
-    let inline = body
-        .as_bytes()
-        .filter(|b| b.len() <= INLINE_BODY)
-        .map(<[u8]>::len);
-    let chunked;
-    match inline {
-        Some(len) => {
-            chunked = false;
-            parts.headers.remove(TRANSFER_ENCODING);
-            if len > 0 || wants_body(&parts.method) || parts.headers.contains_key(CONTENT_LENGTH) {
-                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        // Framing towards the server.
+        let inline = body
+            .as_bytes()
+            .filter(|b| b.len() <= INLINE_BODY)
+            .map(<[u8]>::len);
+        let chunked;
+        match inline {
+            Some(len) => {
+                chunked = false;
+                parts.headers.remove(TRANSFER_ENCODING);
+                if len > 0
+                    || wants_body(&parts.method)
+                    || parts.headers.contains_key(CONTENT_LENGTH)
+                {
+                    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+                }
+            }
+            None => {
+                let known = body
+                    .size_hint()
+                    .exact()
+                    .filter(|_| parts.headers.contains_key(CONTENT_LENGTH));
+                chunked = known.is_none();
+                if chunked {
+                    parts.headers.remove(CONTENT_LENGTH);
+                    parts
+                        .headers
+                        .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+                }
             }
         }
-        None => {
-            let known = body
-                .size_hint()
-                .exact()
-                .filter(|_| parts.headers.contains_key(CONTENT_LENGTH));
-            chunked = known.is_none();
-            if chunked {
-                parts.headers.remove(CONTENT_LENGTH);
-                parts
-                    .headers
-                    .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            }
+        let mut head = crate::io::take_vec();
+        write_request_head(&mut head, &parts.method, target, &parts.headers);
+        let replayable = inline.is_some();
+        if inline.is_some()
+            && let Some(b) = body.take_bytes()
+        {
+            head.extend_from_slice(&b);
         }
+        let how = How {
+            replayable,
+            retry_ok: replayable && idempotent(&parts.method),
+            chunked,
+            is_head,
+            upgrade: parts.headers.contains_key(http::header::UPGRADE),
+            measure,
+            store: if parts.version == Version::HTTP_2 {
+                HeadStore::Own
+            } else {
+                HeadStore::InBuffer
+            },
+        };
+        crate::io::give_map(parts.headers);
+        let result = attempt_send(
+            up,
+            &head,
+            &mut body,
+            how,
+            (server_timeout, head_timeout),
+            client,
+        )
+        .await;
+        crate::io::give_vec(head);
+        result
     }
-    let mut head = crate::io::take_vec();
-    write_request_head(&mut head, &parts.method, target, &parts.headers);
-    let replayable = inline.is_some();
-    if inline.is_some()
-        && let Some(b) = body.take_bytes()
-    {
-        head.extend_from_slice(&b);
-    }
-    let how = How {
-        replayable,
-        retry_ok: replayable && idempotent(&parts.method),
-        chunked,
-        is_head,
-        upgrade: parts.headers.contains_key(http::header::UPGRADE),
-        measure,
-        store: if parts.version == Version::HTTP_2 {
-            HeadStore::Own
-        } else {
-            HeadStore::InBuffer
-        },
-    };
-    crate::io::give_map(parts.headers);
-    let result = attempt_send(
-        up,
-        &head,
-        &mut body,
-        how,
-        (server_timeout, head_timeout),
-        client,
-    )
-    .await;
-    crate::io::give_vec(head);
-    result
 }
 
 /// How an encoded request is sent.

@@ -14,6 +14,7 @@ use http::{Request, Response};
 
 use crate::body::Body;
 use crate::error::ProxyError;
+use crate::path::future::Either;
 pub use connect::UpstreamTls;
 pub use h1::Timing;
 use pool::Pool;
@@ -102,19 +103,24 @@ impl Upstream {
     /// asks for connect and response times (for access logs).
     /// `head_timeout` bounds the wait for the response head (a retry policy's
     /// `per_try_timeout`); `server_timeout` bounds inactivity otherwise.
-    pub async fn send(
-        &self,
+    ///
+    /// Not an `async fn`: that would keep the request twice more in the exchange's future
+    /// (its argument and the copy it hands on), next to the protocol's own future.
+    pub fn send<'a>(
+        &'a self,
         req: Request<Body>,
         server_timeout: Duration,
         head_timeout: Duration,
         measure: bool,
-        client: Client<'_>,
-    ) -> Result<(Response<Body>, Timing), ProxyError> {
+        client: Client<'a>,
+    ) -> impl Future<Output = Result<(Response<Body>, Timing), ProxyError>> + Send + 'a {
         match self.proto {
-            Proto::Http1 => {
-                h1::send(self, req, server_timeout, head_timeout, measure, client).await
-            }
-            Proto::H2 => h2::send(self, req, head_timeout, measure, client).await,
+            Proto::Http1 => Either::Left {
+                fut: h1::send(self, req, server_timeout, head_timeout, measure, client),
+            },
+            Proto::H2 => Either::Right {
+                fut: h2::send(self, req, head_timeout, measure, client),
+            },
         }
     }
 }
