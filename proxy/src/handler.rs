@@ -76,6 +76,21 @@ impl ConnCtx {
         self.info.track().unwrap_or(&NO_TRACKERS)
     }
 
+    /// What rules see of this connection, served by `fe`; `nbsrv` counts a backend's
+    /// usable servers.
+    pub fn env<'a>(
+        &'a self,
+        fe: &'a Frontend,
+        nbsrv: &'a (dyn Fn(usize) -> usize + Sync),
+    ) -> Env<'a> {
+        Env {
+            conn: &self.info,
+            frontend: &fe.name,
+            nbsrv,
+            conn_track: self.conn_track(),
+        }
+    }
+
     /// The newest snapshot and its version of this connection's frontend, when a reload
     /// has replaced the connection's own; `None` while that is still current (one atomic
     /// load per request) or when the frontend is gone.
@@ -157,12 +172,7 @@ fn handle<C: Borrow<Arc<ConnCtx>> + Send>(
             return Ok((crate::error::error_response(StatusCode::BAD_REQUEST), done));
         }
         let nbsrv = |i: usize| snap.nbsrv(i);
-        let env = Env {
-            conn: &cx.info,
-            frontend: &fe.name,
-            nbsrv: &nbsrv,
-            conn_track: cx.conn_track(),
-        };
+        let env = cx.env(fe, &nbsrv);
         let (be, route) = match choose_backend(snap, fe, &env, &mut parts, &mut done) {
             Chosen::Backend(be, route) => (be, route),
             Chosen::Answer(resp) => return Ok((resp, done)),

@@ -45,12 +45,7 @@ pub(crate) async fn serve(mut io: ClientIo, mut buf: BytesMut, cx: Arc<ConnCtx>)
     let mut done = Done::new(&cx, &fe, None, Duration::ZERO);
     done.tcp = true;
     let nbsrv = |i: usize| snap.nbsrv(i);
-    let env = Env {
-        conn: &cx.info,
-        frontend: &fe.name,
-        nbsrv: &nbsrv,
-        conn_track: cx.conn_track(),
-    };
+    let env = cx.env(&fe, &nbsrv);
     let backend = match inspect(&mut io, &mut buf, &snap, &fe, &env, &mut done).await {
         Ok(b) => b,
         Err(term) => {

@@ -428,7 +428,10 @@ async fn send_body(
         let frame = {
             let next = poll_fn(|tcx| Pin::new(&mut body).poll_frame(tcx));
             let reset = poll_fn(|tcx| send.poll_reset(tcx));
+            // The body first (no random pick of a branch): a reset stream refuses the data
+            // sent on it, so a reset is seen either way.
             tokio::select! {
+                biased;
                 f = next => f,
                 _ = reset => return Err(WriteAbort::new(sent, Termination::CLIENT_ABORT_DATA)),
             }
