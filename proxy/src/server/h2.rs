@@ -314,6 +314,8 @@ pin_project_lite::pin_project! {
             handler: H,
             cx: Arc<ConnCtx>,
             respond: SendResponse<Bytes>,
+            // What makes the answer's future (always `answer`): a type parameter by which
+            // the answer's future, an `async` block, is named in `A`.
             answer: N,
         },
         Answering {
