@@ -74,6 +74,21 @@ fn every_example_passes_check() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The profile-guided build's training configuration, with what packaging/pgo.sh sets.
+    let certs = repo().join("examples/certs");
+    let out = bin()
+        .args(["check", "-c"])
+        .arg(repo().join("packaging/pgo-train.yaml"))
+        .env("PGO_ORIGIN", "127.0.0.1:18580")
+        .env("PGO_CERT", certs.join("example.pem"))
+        .env("PGO_KEY", certs.join("example.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -587,8 +602,9 @@ async fn metrics_tell_the_seconds_until_each_certificate_expires() {
 }
 
 /// `rampart schema`: a JSON Schema that a real validator (Python's jsonschema, with YAML
-/// read as YAML 1.2) finds valid, that accepts every example and bench configuration, and
-/// that flags a misspelt key and a wrong word where the docs list the words.
+/// read as YAML 1.2) finds valid, that accepts every example, bench and packaging
+/// configuration, and that flags a misspelt key and a wrong word where the docs list the
+/// words.
 #[test]
 fn the_json_schema_accepts_the_examples_and_flags_a_misspelt_key() {
     let tools = std::process::Command::new("python3")
@@ -608,7 +624,7 @@ fn the_json_schema_accepts_the_examples_and_flags_a_misspelt_key() {
     let schema = dir.join("rampart.schema.json");
     std::fs::write(&schema, &out.stdout).unwrap();
     let mut files = Vec::new();
-    for d in ["examples", "bench"] {
+    for d in ["examples", "bench", "packaging"] {
         for e in std::fs::read_dir(repo().join(d)).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "yaml") {
