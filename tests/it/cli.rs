@@ -43,51 +43,43 @@ fn version_prints_name_and_version() {
 
 #[test]
 fn every_example_passes_check() {
+    // `rampart check ...` exits 0 and says so as `haproxy -c` does.
+    let valid = |what: &Path, cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            what.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "Configuration file is valid"
+        );
+    };
     let mut n = 0;
     for e in std::fs::read_dir(repo().join("examples")).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "yaml") {
-            let out = bin().args(["check", "-c"]).arg(&p).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                p.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                "Configuration file is valid"
-            );
+            valid(&p, bin().args(["check", "-c"]).arg(&p));
             n += 1;
         }
     }
     assert!(n >= 4, "only {n} examples found");
     // Envoy's bootstrap file.
     let boot = repo().join("examples/envoy-bootstrap/bootstrap.yaml");
-    let out = bin()
-        .args(["check", "--envoy-bootstrap"])
-        .arg(&boot)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    valid(&boot, bin().args(["check", "--envoy-bootstrap"]).arg(&boot));
     // The profile-guided build's training configuration, with what packaging/pgo.sh sets.
+    let train = repo().join("packaging/pgo-train.yaml");
     let certs = repo().join("examples/certs");
-    let out = bin()
-        .args(["check", "-c"])
-        .arg(repo().join("packaging/pgo-train.yaml"))
-        .env("PGO_ORIGIN", "127.0.0.1:18580")
-        .env("PGO_CERT", certs.join("example.pem"))
-        .env("PGO_KEY", certs.join("example.key"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    valid(
+        &train,
+        bin()
+            .args(["check", "-c"])
+            .arg(&train)
+            .env("PGO_ORIGIN", "127.0.0.1:18580")
+            .env("PGO_CERT", certs.join("example.pem"))
+            .env("PGO_KEY", certs.join("example.key")),
     );
 }
 
