@@ -3,13 +3,14 @@
 # rampart, it proxies a training workload (packaging/pgo-train.yaml: HTTP/1.1, h2c, HTTP/1.1
 # and HTTP/2 over TLS, full handshakes, one client at a time, small and 16 KiB bodies,
 # rules, a stick table, gzip, mode tcp; an nginx origin), and rustc builds it again laid
-# out by what ran, hot paths together and cold ones aside. docs/BENCHMARKS.md ("Profile-guided build") has what it saves.
+# out by what ran, hot paths together and cold ones aside. docs/BENCHMARKS.md
+# ("Profile-guided build") has what it saves.
 #
 #   packaging/pgo.sh            (prints the binary's path: $CARGO_TARGET_DIR/pgo/rampart)
 #
 # Needs the Rust toolchain's llvm-tools (added with rustup when missing), nginx, wrk and
 # h2load (nghttp2-client), installed when missing and run as root. Takes two release builds
-# and about half a minute of load; the profile is made from this very source, never reused.
+# and about 40 s of load; the profile is made from this very source, never reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -40,7 +41,8 @@ if [ ! -x "$profdata" ]; then
 fi
 # The profile's format is LLVM's: the tool must be the one rustc was built with.
 rustc_llvm=$(rustc -vV | sed -n 's/^LLVM version: //p')
-"$profdata" --version | grep -q "LLVM version $rustc_llvm" \
+profdata_version=$("$profdata" --version)
+grep -q "LLVM version $rustc_llvm" <<<"$profdata_version" \
   || { echo "pgo: $profdata is not LLVM $rustc_llvm, rustc's" >&2; exit 1; }
 
 W=$(mktemp -d /tmp/rampart-pgo-XXXXXX)
