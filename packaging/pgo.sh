@@ -45,13 +45,13 @@ profdata_version=$("$profdata" --version)
 grep -q "LLVM version $rustc_llvm" <<<"$profdata_version" \
   || { echo "pgo: $profdata is not LLVM $rustc_llvm, rustc's" >&2; exit 1; }
 
-W=$(mktemp -d /tmp/rampart-pgo-XXXXXX)
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"' EXIT
+# The work directory, its processes stopped on exit, and the nginx origin: bench/lib.sh's.
+. bench/lib.sh
+bench_init pgo
 # The instrumented binary writes its counts here; a fixed path keeps its build reusable.
 PROFILES=$TARGET/pgo-generate/profiles
 rm -rf "$PROFILES"
-mkdir -p "$W/tmp" "$PROFILES" "$OUT"
+mkdir -p "$PROFILES" "$OUT"
 
 # With --target, RUSTFLAGS reach rampart's crates and dependencies but not build scripts
 # and procedural macros, which would otherwise be instrumented (and profiled) as well.
@@ -61,39 +61,14 @@ build() { # target-dir rustflags
 echo "pgo: instrumented build" >&2
 build "$TARGET/pgo-generate" "-Cprofile-generate=$PROFILES"
 
-# The origin: nginx, one worker, a 5-byte answer, a 16 KiB object and a page to compress.
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-  -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+# The origin (bench/lib.sh): nginx, one worker, a 5-byte answer, and here a 16 KiB object
+# and a page to compress.
+self_signed_cert
 head -c 16384 /dev/urandom > "$W/big.bin"
 for i in $(seq 200); do echo "<p>Line $i of a page that compresses well.</p>"; done > "$W/page.html"
 chmod 755 "$W"; chmod 644 "$W/big.bin" "$W/page.html"
-cat > "$W/origin.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $W/origin.pid;
-error_log $W/origin-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
-    uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
-    keepalive_requests 100000000;
-    server {
-        listen 127.0.0.1:18580 backlog=4096;
-        location / { return 200 "hello"; }
-        location = /big { alias $W/big.bin; }
-        location = /page.html { default_type text/html; alias $W/page.html; }
-    }
-}
-NGINX
-nginx -c "$W/origin.conf" & PIDS+=($!)
-
-wait_port() {
-  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done
-  echo "pgo: nothing listens on 127.0.0.1:$1" >&2; return 1
-}
-wait_port 18580
-PGO_ORIGIN=127.0.0.1:18580 PGO_CERT=$W/cert.pem PGO_KEY=$W/key.pem \
+start_origin
+PGO_ORIGIN=127.0.0.1:18080 PGO_CERT=$W/cert.pem PGO_KEY=$W/key.pem \
   LLVM_PROFILE_FILE="$PROFILES/rampart-%p-%m.profraw" \
   "$TARGET/pgo-generate/$host/release/rampart" run -c packaging/pgo-train.yaml > "$W/rampart.log" 2>&1 &
 proxy=$!
@@ -138,4 +113,5 @@ ls "$PROFILES"/rampart-*.profraw > /dev/null
 echo "pgo: optimised build" >&2
 build "$TARGET/pgo-use" "-Cprofile-use=$W/rampart.profdata"
 cp "$TARGET/pgo-use/$host/release/rampart" "$OUT/rampart"
+rm -rf "$W"
 echo "$OUT/rampart"

@@ -77,7 +77,7 @@ fn every_example_passes_check() {
         bin()
             .args(["check", "-c"])
             .arg(&train)
-            .env("PGO_ORIGIN", "127.0.0.1:18580")
+            .env("PGO_ORIGIN", "127.0.0.1:18080")
             .env("PGO_CERT", certs.join("example.pem"))
             .env("PGO_KEY", certs.join("example.key")),
     );
